@@ -1,0 +1,239 @@
+//! The multi-room chat, on namespace `/chat`, compatible with the reference's page.
+//!
+//! Client → server: `join room {room}`, `leave room {room}`, `chat message {room, message}`,
+//! each optionally acked with `{ok: true}` or `{error}`. Server → room members: the same event
+//! names with `{user, room[, message]}`, and `room users {room, users}`. The server sets
+//! `user` from the connection, so a client cannot speak as someone else.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::socketio::{AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, Socket};
+
+/// The chat's namespace.
+pub const NAMESPACE: &str = "/chat";
+
+/// Chat limits, in characters (Unicode scalar values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    pub max_user_len: usize,
+    pub max_room_len: usize,
+    pub max_message_len: usize,
+    /// Most rooms one connection may be in at once.
+    pub max_rooms_per_user: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self { max_user_len: 32, max_room_len: 64, max_message_len: 2000, max_rooms_per_user: 100 }
+    }
+}
+
+/// The user behind a socket, fixed at connect.
+#[derive(Debug, Clone)]
+struct User(Arc<str>);
+
+/// Builds the `/chat` namespace. `node_id` is reported to clients as the session's owner.
+pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
+    let config = Arc::new(config);
+    let c1 = config.clone();
+    let c2 = config.clone();
+    let c3 = config.clone();
+    NamespaceBuilder::new(NAMESPACE)
+        .on_connect(move |socket, req| {
+            let name = user_name(req, &config)?;
+            socket.set_data(User(name.into()));
+            Ok(())
+        })
+        .on_connected(move |socket| {
+            let user = user(socket);
+            let welcome = json!({ "user": &*user, "node": &*node_id, "sid": &**socket.session().sid() });
+            if socket.emit("welcome", vec![welcome]).is_err() {
+                tracing::debug!(socket = %socket.id(), "client gone before welcome");
+            }
+        })
+        .on("join room", move |socket, event, ack| {
+            let result = room_arg(&event, &c1).and_then(|room| join(socket, &room, &c1));
+            respond(socket, ack, result);
+        })
+        .on("leave room", move |socket, event, ack| {
+            let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room));
+            respond(socket, ack, result);
+        })
+        .on("chat message", move |socket, event, ack| {
+            let result = message_args(&event, &c3).and_then(|(room, message)| say(socket, &room, &message));
+            respond(socket, ack, result);
+        })
+        .on_disconnect(|socket, reason| {
+            tracing::debug!(socket = %socket.id(), user = %user(socket), reason, "chat user left");
+            let user = user(socket);
+            for room in socket.rooms() {
+                announce_leave(socket.namespace(), &user, &room);
+            }
+        })
+}
+
+fn user(socket: &Socket) -> Arc<str> {
+    socket.data::<User>().map(|u| u.0.clone()).unwrap_or_else(|| "?".into())
+}
+
+/// The user name: CONNECT auth `{user}` (v3/v4 clients) or the `user` query parameter (v2).
+fn user_name(req: &ConnectRequest, config: &ChatConfig) -> Result<String, String> {
+    let name = match req.auth.get("user") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err("user must be a string".into()),
+        None => req.query_param("user").ok_or("a user name is required: connect with auth {user} or ?user=")?,
+    };
+    clean_name(name, "user name", config.max_user_len)
+}
+
+/// Trims and checks a user or room name: 1..=max characters, no control characters.
+fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(format!("{what} must not be empty"));
+    }
+    if name.chars().count() > max {
+        return Err(format!("{what} is longer than {max} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{what} must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn object_arg<'a>(event: &'a Event, shape: &str) -> Result<&'a serde_json::Map<String, Value>, String> {
+    event.args.first().and_then(Value::as_object).ok_or_else(|| format!("expected {shape}"))
+}
+
+fn room_arg(event: &Event, config: &ChatConfig) -> Result<String, String> {
+    let obj = object_arg(event, "{room}")?;
+    let room = obj.get("room").and_then(Value::as_str).ok_or("expected {room} with a string room")?;
+    clean_name(room, "room name", config.max_room_len)
+}
+
+fn message_args(event: &Event, config: &ChatConfig) -> Result<(String, String), String> {
+    let obj = object_arg(event, "{room, message}")?;
+    let room = obj.get("room").and_then(Value::as_str).ok_or("expected {room, message} with a string room")?;
+    let message = obj.get("message").and_then(Value::as_str).ok_or("expected {room, message} with a string message")?;
+    let room = clean_name(room, "room name", config.max_room_len)?;
+    if message.trim().is_empty() {
+        return Err("message must not be empty".into());
+    }
+    if message.chars().count() > config.max_message_len {
+        return Err(format!("message is longer than {} characters", config.max_message_len));
+    }
+    Ok((room, message.to_owned()))
+}
+
+fn join(socket: &Arc<Socket>, room: &str, config: &ChatConfig) -> Result<(), String> {
+    let ns = socket.namespace();
+    if socket.in_room(room) {
+        // Joining twice is harmless: the client just gets the member list again.
+        let _ = socket.emit("room users", vec![room_users(ns, room)]);
+        return Ok(());
+    }
+    if socket.rooms().len() >= config.max_rooms_per_user {
+        return Err(format!("you are already in {} rooms", config.max_rooms_per_user));
+    }
+    socket.join(room);
+    let user = user(socket);
+    ns.emit_to_room(room, "join room", vec![json!({ "user": &*user, "room": room })]);
+    ns.emit_to_room(room, "room users", vec![room_users(ns, room)]);
+    Ok(())
+}
+
+fn leave(socket: &Arc<Socket>, room: &str) -> Result<(), String> {
+    if !socket.in_room(room) {
+        return Err(format!("you are not in room {room}"));
+    }
+    let user = user(socket);
+    // The leaver hears its own leave, like the joiner hears its join.
+    let _ = socket.emit("leave room", vec![json!({ "user": &*user, "room": room })]);
+    socket.leave(room);
+    announce_leave(socket.namespace(), &user, room);
+    Ok(())
+}
+
+fn announce_leave(ns: &Namespace, user: &str, room: &str) {
+    ns.emit_to_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
+    ns.emit_to_room(room, "room users", vec![room_users(ns, room)]);
+}
+
+fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
+    if !socket.in_room(room) {
+        return Err(format!("join room {room} before sending to it"));
+    }
+    let user = user(socket);
+    socket.namespace().emit_to_room(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })]);
+    Ok(())
+}
+
+/// `{room, users}`: the sorted, distinct names of the room's members.
+fn room_users(ns: &Namespace, room: &str) -> Value {
+    let users: BTreeSet<Arc<str>> = ns.room_members(room).iter().map(|s| user(s)).collect();
+    json!({ "room": room, "users": users.iter().map(|u| &**u).collect::<Vec<_>>() })
+}
+
+/// Answers through the ack when the client asked for one; otherwise errors become `chat error`.
+fn respond(socket: &Socket, ack: Option<AckSender>, result: Result<(), String>) {
+    let reply = match &result {
+        Ok(()) => json!({ "ok": true }),
+        Err(error) => json!({ "error": error }),
+    };
+    let sent = match (ack, result) {
+        (Some(ack), _) => ack.send(vec![reply]),
+        (None, Err(_)) => socket.emit("chat error", vec![reply]),
+        (None, Ok(())) => Ok(()),
+    };
+    if sent.is_err() {
+        tracing::debug!(socket = %socket.id(), "client gone before the reply");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(args: Value) -> Event {
+        Event { name: "x".into(), args: vec![args], binary: vec![] }
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        let c = ChatConfig::default();
+        assert_eq!(clean_name("  café ☕ 日本 ", "room name", c.max_room_len), Ok("café ☕ 日本".into()));
+        assert!(clean_name("   ", "room name", 64).unwrap_err().contains("empty"));
+        assert!(clean_name(&"é".repeat(65), "room name", 64).unwrap_err().contains("longer"));
+        assert!(clean_name(&"é".repeat(64), "room name", 64).is_ok());
+        assert!(clean_name("a\u{7}b", "room name", 64).unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn user_comes_from_auth_or_query() {
+        let c = ChatConfig::default();
+        let req = ConnectRequest { auth: json!({"user": "alice"}), query: vec![("user".into(), "mallory".into())] };
+        assert_eq!(user_name(&req, &c), Ok("alice".into()));
+        let req = ConnectRequest { auth: json!({}), query: vec![("user".into(), "bob".into())] };
+        assert_eq!(user_name(&req, &c), Ok("bob".into()));
+        let req = ConnectRequest { auth: json!({}), query: vec![] };
+        assert!(user_name(&req, &c).unwrap_err().contains("required"));
+        let req = ConnectRequest { auth: json!({"user": 5}), query: vec![] };
+        assert!(user_name(&req, &c).is_err());
+    }
+
+    #[test]
+    fn message_arguments_are_validated() {
+        let c = ChatConfig { max_message_len: 5, ..ChatConfig::default() };
+        assert_eq!(message_args(&event(json!({"room": "r", "message": "hé"})), &c), Ok(("r".into(), "hé".into())));
+        assert!(message_args(&event(json!({"room": "r", "message": "123456"})), &c).is_err());
+        assert!(message_args(&event(json!({"room": "r", "message": "  "})), &c).is_err());
+        assert!(message_args(&event(json!({"room": "r"})), &c).is_err());
+        assert!(message_args(&event(json!("r")), &c).is_err());
+        assert!(room_arg(&event(json!({"room": 3})), &c).is_err());
+    }
+}

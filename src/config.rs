@@ -1,0 +1,168 @@
+//! Node configuration: TOML files (`config/node1.toml`) with documented defaults; every field
+//! can be overridden on the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::ChatConfig;
+use crate::engineio::EngineConfig;
+use crate::socketio::SocketIoConfig;
+
+/// Everything a node needs to run. Defaults are those of the reference Socket.IO server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name: in every log line, in `/whoami`, in the chat's `welcome`.
+    pub node_id: String,
+    /// Address of the HTTP listener (page, Engine.IO, health).
+    pub http: SocketAddr,
+    /// Directory of the chat page (`index.html`, `app.js`, `node_modules/socket.io-client`).
+    pub web_dir: PathBuf,
+    /// Origins allowed to call the Engine.IO endpoint cross-origin; `"*"` allows any.
+    pub cors_origins: Vec<String>,
+    /// Default log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log: String,
+    pub engine: EngineSettings,
+    pub chat: ChatConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "node1".into(),
+            http: "127.0.0.1:9001".parse().expect("valid default address"),
+            web_dir: "web".into(),
+            cors_origins: vec!["*".into()],
+            log: "info".into(),
+            engine: EngineSettings::default(),
+            chat: ChatConfig::default(),
+        }
+    }
+}
+
+/// Engine.IO and Socket.IO settings, in the units of the reference server's options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// `pingInterval`: how often the server pings (v4) or expects pings (v3), ms.
+    pub ping_interval_ms: u64,
+    /// `pingTimeout`: how long a pong may take before the session is closed, ms.
+    pub ping_timeout_ms: u64,
+    /// `maxHttpBufferSize` / `maxPayload`: largest POST body or WebSocket message, bytes.
+    pub max_payload: usize,
+    /// `upgradeTimeout`: time allowed to complete a polling → WebSocket upgrade, ms.
+    pub upgrade_timeout_ms: u64,
+    /// `connectTimeout`: time a client has to join a namespace, ms.
+    pub connect_timeout_ms: u64,
+    /// Frames queued per session before a too-slow client is disconnected.
+    pub outbound_queue: usize,
+    /// Most concurrent sessions per node.
+    pub max_sessions: usize,
+    /// Most binary attachments per Socket.IO packet.
+    pub max_attachments: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        let e = EngineConfig::default();
+        let s = SocketIoConfig::default();
+        Self {
+            ping_interval_ms: e.ping_interval.as_millis() as u64,
+            ping_timeout_ms: e.ping_timeout.as_millis() as u64,
+            max_payload: e.max_payload,
+            upgrade_timeout_ms: e.upgrade_timeout.as_millis() as u64,
+            connect_timeout_ms: s.connect_timeout.as_millis() as u64,
+            outbound_queue: e.outbound_queue,
+            max_sessions: e.max_sessions,
+            max_attachments: s.max_attachments,
+        }
+    }
+}
+
+impl EngineSettings {
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            max_payload: self.max_payload,
+            upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
+            outbound_queue: self.outbound_queue,
+            max_sessions: self.max_sessions,
+        }
+    }
+
+    pub fn socketio(&self) -> SocketIoConfig {
+        SocketIoConfig { connect_timeout: Duration::from_millis(self.connect_timeout_ms), max_attachments: self.max_attachments }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    /// Rejects settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        let checks = [
+            (self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "node_id must be non-empty ASCII letters, digits, - or _"),
+            (e.ping_interval_ms == 0, "engine.ping_interval_ms must be > 0"),
+            (e.ping_timeout_ms == 0, "engine.ping_timeout_ms must be > 0"),
+            (e.max_payload < 1024, "engine.max_payload must be at least 1024 bytes"),
+            (e.outbound_queue < 16, "engine.outbound_queue must be at least 16"),
+            (e.max_sessions == 0, "engine.max_sessions must be > 0"),
+            (self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0, "chat limits must be > 0"),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, msg)) => Err(ConfigError::Invalid((*msg).into())),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_servers() {
+        let c = NodeConfig::default();
+        assert_eq!(c.engine.ping_interval_ms, 25_000);
+        assert_eq!(c.engine.ping_timeout_ms, 20_000);
+        assert_eq!(c.engine.max_payload, 1_000_000);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn partial_files_keep_defaults_and_unknown_keys_fail() {
+        let c: NodeConfig = toml::from_str("node_id = \"node2\"\n[engine]\nping_interval_ms = 300\n").unwrap();
+        assert_eq!(c.node_id, "node2");
+        assert_eq!(c.engine.ping_interval_ms, 300);
+        assert_eq!(c.engine.ping_timeout_ms, 20_000);
+        assert!(toml::from_str::<NodeConfig>("nod_id = \"x\"").is_err());
+    }
+
+    #[test]
+    fn invalid_settings_are_named() {
+        let mut c = NodeConfig::default();
+        c.node_id = "bad id".into();
+        assert!(c.validate().unwrap_err().to_string().contains("node_id"));
+        let mut c = NodeConfig::default();
+        c.engine.max_payload = 10;
+        assert!(c.validate().unwrap_err().to_string().contains("max_payload"));
+    }
+}

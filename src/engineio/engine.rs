@@ -1,0 +1,519 @@
+//! The Engine.IO server: one dispatch point for every request of one path (`/socket.io/`).
+//!
+//! [`Engine::handle_http`] answers handshakes, GET polls and POST pushes;
+//! [`Engine::handle_websocket`] runs a WebSocket, either a new session or the upgrade of a
+//! polling one. Neither knows about hyper: requests arrive as plain data and WebSockets as any
+//! stream/sink of WebSocket messages, so both can come from a local socket or another node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+use super::error::EngineError;
+use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, ProtocolVersion};
+use super::payload::{self, PayloadFormat};
+use super::request::{EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
+use super::session::{new_sid, CloseReason, EngineHandler, Session, Sid, UpgradeState};
+
+/// Engine.IO settings, with the reference server's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Largest payload (POST body, WebSocket message) accepted, in bytes.
+    pub max_payload: usize,
+    /// How long a WebSocket may take to complete an upgrade (probe, then UPGRADE).
+    pub upgrade_timeout: Duration,
+    /// Frames waiting per session before the session is closed as too slow.
+    pub outbound_queue: usize,
+    /// Most sessions one engine holds; handshakes beyond it are refused.
+    pub max_sessions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_millis(10_000),
+            outbound_queue: 1024,
+            max_sessions: 100_000,
+        }
+    }
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    handler: Arc<dyn EngineHandler>,
+    /// Live sessions. A std lock: held only for map operations, never across an await.
+    sessions: RwLock<HashMap<Sid, Arc<Session>>>,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Self> {
+        Arc::new(Self { config, handler, sessions: RwLock::new(HashMap::new()), shutdown: CancellationToken::new() })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// A live session by id.
+    pub fn session(&self, sid: &str) -> Option<Arc<Session>> {
+        self.lookup(sid).filter(|s| !s.check_expired())
+    }
+
+    /// A session by id, closed or not: closed ones stay registered until cleaned up.
+    fn lookup(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner()).get(sid).cloned()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Closes every session and refuses new ones. Returns once every session is cleaned up.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let sessions: Vec<_> = self.sessions.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for s in &sessions {
+            s.close(CloseReason::ServerShutdown);
+        }
+        while self.session_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Answers one polling request.
+    pub async fn handle_http(self: &Arc<Self>, req: EngineRequest) -> EngineResponse {
+        match self.dispatch_http(req).await {
+            Ok(response) => response,
+            Err(err) => {
+                debug!(error = %err, "refused request");
+                err.into_response()
+            }
+        }
+    }
+
+    async fn dispatch_http(self: &Arc<Self>, req: EngineRequest) -> Result<EngineResponse, EngineError> {
+        if req.query.transport != TransportKind::Polling {
+            return Err(EngineError::BadRequest("websocket transport without an upgrade"));
+        }
+        let Some(sid) = req.query.sid.clone() else {
+            if req.method != Method::Get {
+                return Err(EngineError::BadHandshakeMethod);
+            }
+            debug!("Received new connection");
+            return self.handshake_polling(req.query);
+        };
+        let session = match self.lookup(&sid) {
+            Some(s) if !s.check_expired() => s,
+            Some(s) if req.method == Method::Get && s.take_owed_noop() => {
+                return Ok(polling_response(&s, &[Frame::control(PacketType::Noop)]));
+            }
+            _ => return Err(EngineError::UnknownSid),
+        };
+        if session.protocol() != req.query.protocol {
+            return Err(EngineError::BadRequest("protocol version mismatch"));
+        }
+        if session.transport() != TransportKind::Polling {
+            return Err(EngineError::BadRequest("transport mismatch"));
+        }
+        match req.method {
+            Method::Get => {
+                debug!(%sid, "Received poll request for {sid}");
+                self.poll(&session).await
+            }
+            Method::Post => {
+                debug!(%sid, "Received push request for {sid}");
+                self.push(&session, &req)
+            }
+            Method::Other => Err(EngineError::BadRequest("bad method")),
+        }
+    }
+
+    fn handshake_polling(self: &Arc<Self>, query: EngineQuery) -> Result<EngineResponse, EngineError> {
+        let session = self.open_session(query, TransportKind::Polling)?;
+        let open = self.open_frame(&session);
+        Ok(polling_response(&session, &[open]))
+    }
+
+    /// Creates and registers a session and starts its lifecycle task.
+    fn open_session(self: &Arc<Self>, query: EngineQuery, transport: TransportKind) -> Result<Arc<Session>, EngineError> {
+        if self.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let sid = new_sid();
+        let session = Session::new(sid.clone(), query, transport, self.config.outbound_queue, self.handler.clone());
+        {
+            let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+            if sessions.len() >= self.config.max_sessions {
+                tracing::warn!(max = self.config.max_sessions, "session limit reached, refusing handshake");
+                return Err(EngineError::BadRequest("too many sessions"));
+            }
+            sessions.insert(sid.clone(), session.clone());
+        }
+        debug!(%sid, "Starting {sid} session");
+        let engine = self.clone();
+        let s = session.clone();
+        tokio::spawn(
+            async move {
+                s.heartbeat(engine.config.ping_interval, engine.config.ping_timeout).await;
+                let reason = s.close_reason().unwrap_or(CloseReason::ServerClose);
+                debug!(sid = %s.sid(), reason = reason.as_str(), "session closed");
+                engine.handler.on_close(&s, reason);
+                if s.owes_noop() {
+                    // Keep the closed session just long enough for the client's last poll.
+                    tokio::select! {
+                        _ = s.noop_taken.notified() => {}
+                        _ = tokio::time::sleep(engine.config.ping_timeout) => {}
+                    }
+                }
+                engine.sessions.write().unwrap_or_else(|e| e.into_inner()).remove(s.sid());
+            }
+            .in_current_span(),
+        );
+        self.handler.on_open(&session);
+        Ok(session)
+    }
+
+    fn open_frame(&self, session: &Session) -> Frame {
+        let upgrades: &[&str] = match session.transport() {
+            TransportKind::Polling => &["websocket"],
+            TransportKind::Websocket => &[],
+        };
+        let c = &self.config;
+        let json = match session.protocol() {
+            ProtocolVersion::V4 => serde_json::json!({
+                "sid": &**session.sid(),
+                "upgrades": upgrades,
+                "pingInterval": c.ping_interval.as_millis() as u64,
+                "pingTimeout": c.ping_timeout.as_millis() as u64,
+                "maxPayload": c.max_payload,
+            }),
+            ProtocolVersion::V3 => serde_json::json!({
+                "sid": &**session.sid(),
+                "upgrades": upgrades,
+                "pingInterval": c.ping_interval.as_millis() as u64,
+                "pingTimeout": c.ping_timeout.as_millis() as u64,
+            }),
+        };
+        Frame::text(PacketType::Open, &json.to_string())
+    }
+
+    /// A GET poll: waits for frames, then returns every queued frame that fits in one payload.
+    async fn poll(&self, session: &Arc<Session>) -> Result<EngineResponse, EngineError> {
+        let mut upgrade = session.upgrade.subscribe();
+        match *upgrade.borrow_and_update() {
+            UpgradeState::Probed => return Ok(polling_response(session, &[Frame::control(PacketType::Noop)])),
+            UpgradeState::Done => return Err(EngineError::BadRequest("transport mismatch")),
+            UpgradeState::None | UpgradeState::Claimed => {}
+        }
+        let Ok(mut rx) = session.rx.try_lock() else {
+            session.close(CloseReason::TransportError("overlapping GET polls"));
+            return Err(EngineError::BadRequest("duplicate poll"));
+        };
+        let mut frames = Vec::new();
+        tokio::select! {
+            biased;
+            Some(frame) = rx.recv() => frames.push(frame),
+            _ = session.closed() => {}
+            state = upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
+                // The probe releases a pending poll with NOOP; an upgrade that completed
+                // while this poll waited makes it a request on a stale transport.
+                if state.map(|s| *s == UpgradeState::Done).unwrap_or(true) {
+                    return Err(EngineError::BadRequest("transport mismatch"));
+                }
+                frames.push(Frame::control(PacketType::Noop));
+            }
+        }
+        let mut size = frames.iter().map(Frame::len).sum::<usize>();
+        while size < self.config.max_payload {
+            match rx.try_recv() {
+                Ok(frame) => {
+                    size += frame.len();
+                    frames.push(frame);
+                }
+                Err(_) => break,
+            }
+        }
+        if frames.is_empty() {
+            // Closed while waiting: a client-requested close ends the poll with NOOP, any
+            // other close tells the client with a CLOSE packet.
+            frames.push(match session.close_reason() {
+                Some(CloseReason::ClientClose) => Frame::control(PacketType::Noop),
+                _ => Frame::control(PacketType::Close),
+            });
+        }
+        Ok(polling_response(session, &frames))
+    }
+
+    /// A POST push: decodes the payload and hands its packets to the session, in order.
+    fn push(&self, session: &Arc<Session>, req: &EngineRequest) -> Result<EngineResponse, EngineError> {
+        if req.body.len() > self.config.max_payload {
+            session.close(CloseReason::TransportError("payload too large"));
+            return Err(EngineError::PayloadTooLarge);
+        }
+        if session.posting.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            session.close(CloseReason::TransportError("overlapping POST requests"));
+            return Err(EngineError::BadRequest("overlapping POST requests"));
+        }
+        let decoded = match req.query.jsonp {
+            Some(_) => payload::decode_jsonp(&req.body),
+            None => payload::decode(&req.body, session.protocol(), req.binary_body),
+        };
+        let result = match decoded {
+            Ok(packets) => {
+                for packet in packets {
+                    session.on_packet(packet);
+                }
+                Ok(EngineResponse { status: 200, content_type: "text/html", body: Bytes::from_static(b"ok") })
+            }
+            Err(err) => {
+                debug!(sid = %session.sid(), error = %err, "malformed payload, closing session");
+                session.close(CloseReason::TransportError("malformed payload"));
+                Err(EngineError::BadRequest("malformed payload"))
+            }
+        };
+        session.posting.store(false, std::sync::atomic::Ordering::Release);
+        result
+    }
+
+    /// Closes the session of an oversized POST whose body was never read in full.
+    pub fn reject_oversized(&self, query: &EngineQuery) -> EngineResponse {
+        if let Some(session) = query.sid.as_deref().and_then(|sid| self.session(sid)) {
+            session.close(CloseReason::TransportError("payload too large"));
+        }
+        EngineError::PayloadTooLarge.into_response()
+    }
+
+    /// Runs an accepted WebSocket to its end: a new session, or the upgrade of a polling one.
+    pub async fn handle_websocket<S, E>(self: &Arc<Self>, query: EngineQuery, ws: S)
+    where
+        S: Stream<Item = Result<WsMessage, E>> + Sink<WsMessage> + Send + Unpin,
+    {
+        let (mut sink, mut stream) = ws.split();
+        let session = match query.sid.clone() {
+            None => {
+                debug!("Received new connection");
+                let session = match self.open_session(query, TransportKind::Websocket) {
+                    Ok(s) => s,
+                    Err(err) => {
+                        debug!(error = %err, "refused WebSocket handshake");
+                        let _ = sink.send(WsMessage::Close(None)).await;
+                        return;
+                    }
+                };
+                let open = self.open_frame(&session);
+                if sink.send(ws_message(open, session.protocol())).await.is_err() {
+                    session.close(CloseReason::TransportClose);
+                    return;
+                }
+                session
+            }
+            Some(sid) => {
+                debug!(%sid, "Received WebSocket request for {sid}");
+                match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
+                    Some(session) => session,
+                    None => {
+                        let _ = sink.send(WsMessage::Close(None)).await;
+                        return;
+                    }
+                }
+            }
+        };
+        run_websocket(&session, &mut sink, &mut stream).await;
+        let _ = sink.send(WsMessage::Close(None)).await;
+    }
+
+    /// The upgrade handshake: `2probe` → `3probe`, pending polls released with NOOP, then `5`.
+    async fn upgrade<Si, St, E>(&self, sid: &str, query: &EngineQuery, sink: &mut Si, stream: &mut St) -> Option<Arc<Session>>
+    where
+        Si: Sink<WsMessage> + Unpin,
+        St: Stream<Item = Result<WsMessage, E>> + Unpin,
+    {
+        let session = self.session(sid)?;
+        if session.protocol() != query.protocol {
+            return None;
+        }
+        let claimed = session.upgrade.send_if_modified(|state| {
+            let free = *state == UpgradeState::None;
+            if free {
+                *state = UpgradeState::Claimed;
+            }
+            free
+        });
+        if !claimed {
+            debug!(%sid, "refusing second upgrade of the session");
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + self.config.upgrade_timeout;
+        let result = async {
+            let mut buffered = None;
+            loop {
+                let packet = match buffered.take() {
+                    Some(packet) => packet,
+                    None => next_packet(stream, session.protocol(), deadline).await?,
+                };
+                match packet {
+                    Packet::Ping(data) if data == "probe" => {
+                        sink.send(WsMessage::Text("3probe".into())).await.ok()?;
+                        // A client that already sent UPGRADE completes at once, so no poll
+                        // sees the half-upgraded state (the reference server does the same by
+                        // handling all buffered frames in one event-loop turn).
+                        match next_packet_now(stream, session.protocol()) {
+                            Some(Some(Packet::Upgrade)) => {
+                                session.upgrade.send_replace(UpgradeState::Done);
+                                return Some(());
+                            }
+                            Some(Some(other)) => buffered = Some(other),
+                            Some(None) => return None,
+                            None => {}
+                        }
+                        session.upgrade.send_replace(UpgradeState::Probed);
+                    }
+                    Packet::Upgrade if *session.upgrade.borrow() == UpgradeState::Probed => {
+                        session.upgrade.send_replace(UpgradeState::Done);
+                        return Some(());
+                    }
+                    Packet::Noop => {}
+                    _ => return None,
+                }
+            }
+        }
+        .await;
+        match result {
+            Some(()) if !session.is_closed() => Some(session),
+            _ => {
+                debug!(%sid, "upgrade failed, session stays on polling");
+                session.upgrade.send_replace(UpgradeState::None);
+                None
+            }
+        }
+    }
+}
+
+/// Reads the next Engine.IO packet from a WebSocket before `deadline`.
+async fn next_packet<St, E>(stream: &mut St, protocol: ProtocolVersion, deadline: tokio::time::Instant) -> Option<Packet>
+where
+    St: Stream<Item = Result<WsMessage, E>> + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout_at(deadline, stream.next()).await.ok()??.ok()?;
+        return match msg {
+            WsMessage::Text(t) => decode_text(&t, protocol).ok(),
+            WsMessage::Binary(b) => decode_binary(b, protocol).ok(),
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
+            WsMessage::Close(_) => None,
+        };
+    }
+}
+
+/// The next packet if one is already buffered: `None` if none is, `Some(None)` if the
+/// WebSocket ended or sent garbage.
+fn next_packet_now<St, E>(stream: &mut St, protocol: ProtocolVersion) -> Option<Option<Packet>>
+where
+    St: Stream<Item = Result<WsMessage, E>> + Unpin,
+{
+    use futures_util::FutureExt;
+    loop {
+        let msg = match stream.next().now_or_never()? {
+            Some(Ok(msg)) => msg,
+            _ => return Some(None),
+        };
+        return Some(match msg {
+            WsMessage::Text(t) => decode_text(&t, protocol).ok(),
+            WsMessage::Binary(b) => decode_binary(b, protocol).ok(),
+            WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => continue,
+            WsMessage::Close(_) => None,
+        });
+    }
+}
+
+/// Pumps a session over its WebSocket until either side closes.
+async fn run_websocket<Si, St, E>(session: &Arc<Session>, sink: &mut Si, stream: &mut St)
+where
+    Si: Sink<WsMessage> + Unpin,
+    St: Stream<Item = Result<WsMessage, E>> + Unpin,
+{
+    // Waits for a poll still in flight to hand back the queue.
+    let mut rx = tokio::select! {
+        rx = session.rx.lock() => rx,
+        _ = session.closed() => return,
+    };
+    let protocol = session.protocol();
+    loop {
+        tokio::select! {
+            biased;
+            Some(frame) = rx.recv() => {
+                // Everything queued goes out in one write: one syscall for a burst.
+                let mut sent = sink.feed(ws_message(frame, protocol)).await;
+                while let (Ok(()), Ok(frame)) = (&sent, rx.try_recv()) {
+                    sent = sink.feed(ws_message(frame, protocol)).await;
+                }
+                if sent.is_err() || sink.flush().await.is_err() {
+                    session.close(CloseReason::TransportClose);
+                    return;
+                }
+            }
+            msg = stream.next() => {
+                let packet = match msg {
+                    Some(Ok(WsMessage::Text(t))) => decode_text(&t, protocol),
+                    Some(Ok(WsMessage::Binary(b))) => decode_binary(b, protocol),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => {
+                        session.close(CloseReason::TransportClose);
+                        return;
+                    }
+                };
+                match packet {
+                    Ok(packet) => session.on_packet(packet),
+                    Err(err) => {
+                        debug!(sid = %session.sid(), error = %err, "malformed packet, closing session");
+                        session.close(CloseReason::TransportError("malformed packet"));
+                    }
+                }
+            }
+            _ = session.closed() => {
+                // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
+                while let Ok(frame) = rx.try_recv() {
+                    if sink.feed(ws_message(frame, protocol)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.flush().await;
+                return;
+            }
+        }
+    }
+}
+
+fn ws_message(frame: Frame, protocol: ProtocolVersion) -> WsMessage {
+    match (frame, protocol) {
+        (Frame::Text(t), _) => WsMessage::Text(t),
+        (Frame::Binary(b), ProtocolVersion::V4) => WsMessage::Binary(b),
+        (Frame::Binary(b), ProtocolVersion::V3) => {
+            let mut out = BytesMut::with_capacity(b.len() + 1);
+            out.extend_from_slice(&[4]);
+            out.extend_from_slice(&b);
+            WsMessage::Binary(out.freeze())
+        }
+    }
+}
+
+fn polling_response(session: &Session, frames: &[Frame]) -> EngineResponse {
+    if let Some(j) = session.query().jsonp {
+        return EngineResponse { status: 200, content_type: "text/javascript; charset=UTF-8", body: payload::encode_jsonp(frames, j) };
+    }
+    let format = PayloadFormat { protocol: session.protocol(), supports_binary: session.supports_binary() };
+    let encoded = payload::encode(frames, format);
+    EngineResponse { status: 200, content_type: encoded.content_type(), body: encoded.body }
+}

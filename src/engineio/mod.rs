@@ -1,0 +1,17 @@
+//! Engine.IO: the transport layer under Socket.IO (protocol revisions 3 and 4).
+//!
+//! `packet` and `payload` are pure codecs; `request` and `error` are the plain-data requests,
+//! responses and errors; `session` is one client's queue and heartbeat; `engine` dispatches.
+
+pub mod engine;
+pub mod error;
+pub mod packet;
+pub mod payload;
+pub mod request;
+pub mod session;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::EngineError;
+pub use packet::{Frame, PacketType, ProtocolVersion};
+pub use request::{EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
+pub use session::{CloseReason, EngineHandler, Message, SendError, Session, Sid};

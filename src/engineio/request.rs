@@ -1,0 +1,128 @@
+//! Transport-independent Engine.IO requests and responses.
+//!
+//! The HTTP layer turns a hyper request into an [`EngineRequest`] (plain data, serializable), and
+//! the engine answers with an [`EngineResponse`]. Keeping hyper out of the engine is what lets a
+//! request received by one node be carried to the session's owner node and answered there.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::error::EngineError;
+use super::packet::ProtocolVersion;
+
+/// The HTTP method of an Engine.IO request, as far as the protocol cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    Get,
+    Post,
+    Other,
+}
+
+/// The transports of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransportKind {
+    Polling,
+    Websocket,
+}
+
+impl TransportKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Polling => "polling",
+            Self::Websocket => "websocket",
+        }
+    }
+}
+
+/// The query parameters of an Engine.IO request, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineQuery {
+    pub protocol: ProtocolVersion,
+    pub transport: TransportKind,
+    pub sid: Option<String>,
+    /// v3: `b64=1` asks for base64 instead of binary payloads.
+    pub b64: bool,
+    /// v3: JSONP callback index (`j=`).
+    pub jsonp: Option<u32>,
+    /// Every parameter as received, for the application (e.g. the v2 chat's `user`).
+    pub params: Vec<(String, String)>,
+}
+
+impl EngineQuery {
+    /// Parses and validates a raw query string, as the reference server checks it.
+    pub fn parse(query: &str) -> Result<Self, EngineError> {
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let protocol = get("EIO")
+            .and_then(ProtocolVersion::from_query)
+            .ok_or(EngineError::UnsupportedProtocolVersion)?;
+        let transport = match get("transport") {
+            Some("polling") => TransportKind::Polling,
+            Some("websocket") => TransportKind::Websocket,
+            _ => return Err(EngineError::UnknownTransport),
+        };
+        let sid = get("sid").map(str::to_owned);
+        let b64 = get("b64").is_some_and(|v| !v.is_empty() && v != "0");
+        let jsonp = match get("j") {
+            Some(j) if protocol == ProtocolVersion::V3 => Some(j.parse().map_err(|_| EngineError::BadRequest("bad j"))?),
+            _ => None,
+        };
+        Ok(Self { protocol, transport, sid, b64, jsonp, params })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An Engine.IO HTTP (polling) request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineRequest {
+    pub method: Method,
+    pub query: EngineQuery,
+    /// The body of a POST is `application/octet-stream` (a v3 binary payload).
+    pub binary_body: bool,
+    pub body: Bytes,
+}
+
+/// The engine's answer to an [`EngineRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+impl EngineResponse {
+    pub fn ok_text(body: impl Into<Bytes>) -> Self {
+        Self { status: 200, content_type: "text/plain; charset=UTF-8", body: body.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_queries() {
+        let q = EngineQuery::parse("EIO=4&transport=polling&t=x&sid=abc").unwrap();
+        assert_eq!(q.protocol, ProtocolVersion::V4);
+        assert_eq!(q.transport, TransportKind::Polling);
+        assert_eq!(q.sid.as_deref(), Some("abc"));
+        let q = EngineQuery::parse("EIO=3&transport=polling&b64=1&j=2&user=al%C3%AFce").unwrap();
+        assert!(q.b64);
+        assert_eq!(q.jsonp, Some(2));
+        assert_eq!(q.param("user"), Some("alïce"));
+    }
+
+    #[test]
+    fn rejects_invalid_queries_with_spec_errors() {
+        assert_eq!(EngineQuery::parse("transport=polling"), Err(EngineError::UnsupportedProtocolVersion));
+        assert_eq!(EngineQuery::parse("EIO=abc&transport=polling"), Err(EngineError::UnsupportedProtocolVersion));
+        assert_eq!(EngineQuery::parse("EIO=5&transport=polling"), Err(EngineError::UnsupportedProtocolVersion));
+        assert_eq!(EngineQuery::parse("EIO=4"), Err(EngineError::UnknownTransport));
+        assert_eq!(EngineQuery::parse("EIO=4&transport=abc"), Err(EngineError::UnknownTransport));
+        assert!(EngineQuery::parse("EIO=3&transport=polling&j=x").is_err());
+    }
+}

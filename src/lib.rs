@@ -1,0 +1,14 @@
+//! clusterchat: a clustered, multi-room Socket.IO chat server that needs no sticky sessions.
+//!
+//! Layers, bottom up: `engineio` (transport protocol), `socketio` (namespaces, events, rooms),
+//! `chat` (the application), `http` (routing), `server` (accept loop and shutdown), `node`
+//! (wiring one node together), `config` and `logging`.
+
+pub mod chat;
+pub mod config;
+pub mod engineio;
+pub mod http;
+pub mod logging;
+pub mod node;
+pub mod server;
+pub mod socketio;

@@ -1,0 +1,125 @@
+//! The `clusterchat` binary: parses flags, loads the config, runs a node until Ctrl-C/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use clusterchat::config::NodeConfig;
+use clusterchat::node::Node;
+
+#[derive(Parser)]
+#[command(version, about = "A clustered, multi-room Socket.IO chat server that needs no sticky sessions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a chat node.
+    Node(NodeArgs),
+}
+
+/// Flags override the config file, which overrides the built-in defaults.
+#[derive(Args)]
+struct NodeArgs {
+    /// TOML config file (see config/node1.toml).
+    #[arg(long, env = "CLUSTERCHAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node id shown in logs and to clients [default: node1].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// HTTP listen address [default: 127.0.0.1:9001].
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Directory of the chat page [default: web].
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
+    /// Server ping interval in ms [default: 25000].
+    #[arg(long)]
+    ping_interval: Option<u64>,
+    /// Pong deadline in ms [default: 20000].
+    #[arg(long)]
+    ping_timeout: Option<u64>,
+    /// Largest accepted payload in bytes [default: 1000000].
+    #[arg(long)]
+    max_payload: Option<usize>,
+    /// Upgrade deadline in ms [default: 10000].
+    #[arg(long)]
+    upgrade_timeout: Option<u64>,
+    /// Log filter, e.g. `debug` or `clusterchat=debug` [default: info]; RUST_LOG overrides.
+    #[arg(long)]
+    log: Option<String>,
+}
+
+impl NodeArgs {
+    fn into_config(self) -> anyhow::Result<NodeConfig> {
+        let mut c = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = self.http {
+            c.http = v;
+        }
+        if let Some(v) = self.web_dir {
+            c.web_dir = v;
+        }
+        if let Some(v) = self.ping_interval {
+            c.engine.ping_interval_ms = v;
+        }
+        if let Some(v) = self.ping_timeout {
+            c.engine.ping_timeout_ms = v;
+        }
+        if let Some(v) = self.max_payload {
+            c.engine.max_payload = v;
+        }
+        if let Some(v) = self.upgrade_timeout {
+            c.engine.upgrade_timeout_ms = v;
+        }
+        if let Some(v) = self.log {
+            c.log = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Node(args) => run_node(args.into_config()?).await,
+    }
+}
+
+async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    clusterchat::logging::init(&config.log);
+    let node_id = config.node_id.clone();
+    let node = Node::start(config).await.context("starting the node")?;
+    let _span = clusterchat::logging::node_span(&node_id).entered();
+    tracing::info!("chat page at http://{}/", node.http_addr());
+    drop(_span);
+    let stop = node.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    node.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,104 @@
+//! The HTTP server's life: accept loop, per-connection tasks, and the one shutdown path.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::http::{handle, HttpState};
+
+/// How long shutdown waits for connections to finish after every session was closed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running HTTP server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// Serves `state` on `listener` in the current tracing span.
+    pub fn start(listener: TcpListener, state: Arc<HttpState>) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, state, shutdown.clone()).in_current_span());
+        Ok(Self { addr, shutdown, task })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A token that stops the server when cancelled (e.g. from a signal handler).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, closes every session (clients are told), and waits for connections.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) {
+        if let Err(err) = self.task.await {
+            warn!(error = %err, "server task failed");
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: CancellationToken) {
+    info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+    let connections = CancellationToken::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let stop = connections.clone();
+        state.tasks.clone().spawn(
+            async move {
+                let service = service_fn(move |req| handle(state.clone(), req));
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    result = conn.as_mut() => if let Err(err) = result {
+                        debug!(%peer, error = %err, "connection error");
+                    },
+                    _ = stop.cancelled() => {}
+                }
+            }
+            .in_current_span(),
+        );
+    }
+    info!("shutting down: closing sessions");
+    drop(listener);
+    for (_, engine) in &state.engines {
+        engine.shutdown().await;
+    }
+    // Pending polls were answered by the engine shutdown; give responses a moment to flush.
+    state.tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await.is_err() {
+        connections.cancel();
+        state.tasks.wait().await;
+    }
+    info!("stopped");
+}

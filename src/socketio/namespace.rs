@@ -1,0 +1,191 @@
+//! Namespaces: the application's handlers for one namespace, its connected sockets and its
+//! rooms (the local adapter).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::socket::{AckSender, Socket};
+
+/// A room name. Shared, because the same name sits in the room table and in each member socket.
+pub type Room = Arc<str>;
+
+/// What a client sent with CONNECT.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    /// Revision 5: the CONNECT payload (`{}` when the client sent none).
+    pub auth: Value,
+    /// Query parameters: the Engine.IO handshake's, then a revision-4 namespace query's.
+    pub query: Vec<(String, String)>,
+}
+
+impl ConnectRequest {
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An event as a handler receives it: its arguments, with binary placeholders left in place
+/// and the attachments they refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Value>,
+    pub binary: Vec<Bytes>,
+}
+
+/// Decides whether a CONNECT is accepted; `Err` carries the CONNECT_ERROR message.
+pub type ConnectHandler = Arc<dyn Fn(&Arc<Socket>, &ConnectRequest) -> Result<(), String> + Send + Sync>;
+pub type ConnectedHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
+pub type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync>;
+pub type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, &str) + Send + Sync>;
+
+/// Builds a namespace's handlers before the server starts.
+pub struct NamespaceBuilder {
+    name: String,
+    on_connect: Option<ConnectHandler>,
+    on_connected: Option<ConnectedHandler>,
+    events: HashMap<String, EventHandler>,
+    on_disconnect: Option<DisconnectHandler>,
+}
+
+impl NamespaceBuilder {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), on_connect: None, on_connected: None, events: HashMap::new(), on_disconnect: None }
+    }
+
+    /// Decides on a CONNECT before the client is answered: `Err(message)` refuses it with a
+    /// CONNECT_ERROR. It may attach data to the socket; it must not emit (the client would
+    /// receive events before it knows it is connected).
+    pub fn on_connect(mut self, f: impl Fn(&Arc<Socket>, &ConnectRequest) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs once the client has been told it is connected: the place for first emits and joins.
+    pub fn on_connected(mut self, f: impl Fn(&Arc<Socket>) + Send + Sync + 'static) -> Self {
+        self.on_connected = Some(Arc::new(f));
+        self
+    }
+
+    pub fn on(mut self, event: &str, f: impl Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync + 'static) -> Self {
+        self.events.insert(event.to_owned(), Arc::new(f));
+        self
+    }
+
+    pub fn on_disconnect(mut self, f: impl Fn(&Arc<Socket>, &str) + Send + Sync + 'static) -> Self {
+        self.on_disconnect = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn build(self) -> Arc<Namespace> {
+        Arc::new(Namespace {
+            name: self.name,
+            on_connect: self.on_connect,
+            on_connected: self.on_connected,
+            events: self.events,
+            on_disconnect: self.on_disconnect,
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+        })
+    }
+}
+
+pub struct Namespace {
+    name: String,
+    on_connect: Option<ConnectHandler>,
+    on_connected: Option<ConnectedHandler>,
+    events: HashMap<String, EventHandler>,
+    on_disconnect: Option<DisconnectHandler>,
+    /// Connected sockets by socket id. std locks: only held for map operations.
+    sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
+    /// Room → member socket ids.
+    rooms: RwLock<HashMap<Room, HashSet<Arc<str>>>>,
+}
+
+impl Namespace {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn connect(&self, socket: &Arc<Socket>, req: &ConnectRequest) -> Result<(), String> {
+        if let Some(f) = &self.on_connect {
+            f(socket, req)?;
+        }
+        self.sockets.write().unwrap_or_else(|e| e.into_inner()).insert(socket.id().clone(), socket.clone());
+        Ok(())
+    }
+
+    pub(crate) fn after_connect(&self, socket: &Arc<Socket>) {
+        if let Some(f) = &self.on_connected {
+            f(socket);
+        }
+    }
+
+    pub(crate) fn dispatch(&self, socket: &Arc<Socket>, event: Event, ack: Option<AckSender>) {
+        match self.events.get(&event.name) {
+            Some(f) => f(socket, event, ack),
+            None => tracing::debug!(nsp = %self.name, event = %event.name, "no handler for event"),
+        }
+    }
+
+    /// Removes a socket from the namespace and its rooms, then runs the disconnect handler,
+    /// which still sees the socket's rooms.
+    pub(crate) fn remove(&self, socket: &Arc<Socket>, reason: &str) {
+        if self.sockets.write().unwrap_or_else(|e| e.into_inner()).remove(socket.id()).is_none() {
+            return;
+        }
+        let rooms = socket.rooms();
+        {
+            let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            for room in &rooms {
+                remove_member(&mut table, room, socket.id());
+            }
+        }
+        if let Some(f) = &self.on_disconnect {
+            f(socket, reason);
+        }
+    }
+
+    pub(crate) fn add_to_room(&self, room: &Room, sid: &Arc<str>) {
+        self.rooms.write().unwrap_or_else(|e| e.into_inner()).entry(room.clone()).or_default().insert(sid.clone());
+    }
+
+    pub(crate) fn remove_from_room(&self, room: &Room, sid: &Arc<str>) {
+        remove_member(&mut self.rooms.write().unwrap_or_else(|e| e.into_inner()), room, sid);
+    }
+
+    /// The sockets in a room, now.
+    pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {
+        let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
+        let Some(ids) = rooms.get(room) else { return Vec::new() };
+        let sockets = self.sockets.read().unwrap_or_else(|e| e.into_inner());
+        ids.iter().filter_map(|id| sockets.get(id).cloned()).collect()
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.sockets.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Emits an event to every socket in `room`, encoding the packet once. Returns how many
+    /// sockets it was queued for; sockets whose queue is full are closed by their session.
+    pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) -> usize {
+        let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
+        self.room_members(room).iter().filter(|s| s.send_frames(&frames).is_ok()).count()
+    }
+}
+
+fn remove_member(table: &mut HashMap<Room, HashSet<Arc<str>>>, room: &Room, sid: &Arc<str>) {
+    if let Some(members) = table.get_mut(room) {
+        members.remove(sid);
+        if members.is_empty() {
+            table.remove(room);
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The Socket.IO server: sits on an Engine.IO engine as its [`EngineHandler`] and dispatches
+//! each client's packets to namespaces, reassembling binary packets on the way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tracing::{debug, Instrument};
+
+use super::namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder};
+use super::packet::{decode, encode, Packet, PacketType, Revision};
+use super::socket::{AckResponse, AckSender, Socket};
+use crate::engineio::{CloseReason, EngineHandler, Frame, Message, ProtocolVersion, Session, Sid};
+
+/// Socket.IO settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketIoConfig {
+    /// A client that joins no namespace within this time is disconnected.
+    pub connect_timeout: Duration,
+    /// Most binary attachments one packet may announce.
+    pub max_attachments: usize,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        Self { connect_timeout: Duration::from_secs(45), max_attachments: 10 }
+    }
+}
+
+/// One Engine.IO session's Socket.IO state.
+struct Client {
+    revision: Revision,
+    /// Namespace name → socket. Usually one or two entries.
+    sockets: Mutex<HashMap<String, Arc<Socket>>>,
+    /// A binary packet waiting for its attachments.
+    partial: Mutex<Option<(Packet, Vec<Bytes>)>>,
+}
+
+pub struct SocketIo {
+    config: SocketIoConfig,
+    namespaces: HashMap<String, Arc<Namespace>>,
+    /// Engine session id → client state. A std lock: map operations only.
+    clients: Mutex<HashMap<Sid, Arc<Client>>>,
+}
+
+impl SocketIo {
+    pub fn new(config: SocketIoConfig, namespaces: Vec<NamespaceBuilder>) -> Arc<Self> {
+        let namespaces = namespaces
+            .into_iter()
+            .map(|b| {
+                let ns = b.build();
+                (ns.name().to_owned(), ns)
+            })
+            .collect();
+        Arc::new(Self { config, namespaces, clients: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
+        self.namespaces.get(name)
+    }
+
+    fn client(&self, sid: &Sid) -> Option<Arc<Client>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(sid).cloned()
+    }
+
+    fn on_packet(&self, session: &Arc<Session>, client: &Client, packet: Packet, binary: Vec<Bytes>) {
+        match packet.ty {
+            PacketType::Connect => self.connect(session, client, packet),
+            PacketType::Disconnect => {
+                let socket = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&packet.nsp);
+                if let Some(socket) = socket {
+                    socket.on_closed("client namespace disconnect");
+                }
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let Some(socket) = self.socket(client, &packet.nsp) else {
+                    debug!(nsp = %packet.nsp, "event for a namespace the client is not connected to");
+                    return;
+                };
+                let Some(Value::Array(mut args)) = packet.data else { return };
+                let name = match args.remove(0) {
+                    Value::String(name) => name,
+                    _ => return,
+                };
+                let ack = packet.id.map(|id| AckSender::new(socket.clone(), id));
+                socket.namespace().clone().dispatch(&socket, Event { name, args, binary }, ack);
+            }
+            PacketType::Ack | PacketType::BinaryAck => {
+                let (Some(socket), Some(id), Some(Value::Array(args))) = (self.socket(client, &packet.nsp), packet.id, packet.data) else {
+                    return;
+                };
+                socket.resolve_ack(id, AckResponse { args, binary });
+            }
+            PacketType::ConnectError => {
+                debug!("client sent CONNECT_ERROR, closing");
+                session.close(CloseReason::TransportError("client sent CONNECT_ERROR"));
+            }
+        }
+    }
+
+    fn socket(&self, client: &Client, nsp: &str) -> Option<Arc<Socket>> {
+        client.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(nsp).cloned()
+    }
+
+    fn connect(&self, session: &Arc<Session>, client: &Client, packet: Packet) {
+        let nsp = packet.nsp;
+        let Some(ns) = self.namespaces.get(&nsp) else {
+            let data = match client.revision {
+                Revision::V5 => json!({ "message": "Invalid namespace" }),
+                Revision::V4 => json!("Invalid namespace"),
+            };
+            // A failed send has closed the session already; nothing more to tell the client.
+            let _ = session.send(Frame::message(&encode(&Packet::new(PacketType::ConnectError, &nsp, Some(data)))));
+            return;
+        };
+        if client.sockets.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&nsp) {
+            debug!(%nsp, "duplicate CONNECT ignored");
+            return;
+        }
+        let mut query = session.query().params.clone();
+        if let Some(q) = &packet.query {
+            query.extend(url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
+        }
+        let req = ConnectRequest { auth: packet.data.unwrap_or_else(|| json!({})), query };
+        let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
+        match ns.connect(&socket, &req) {
+            Ok(()) => {
+                client.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(nsp.clone(), socket.clone());
+                debug!(nsp = %nsp, socket = %socket.id(), "socket connected");
+                let data = match client.revision {
+                    Revision::V5 => Some(json!({ "sid": &**socket.id() })),
+                    Revision::V4 => None,
+                };
+                if socket.send_packet(&Packet::new(PacketType::Connect, &nsp, data)).is_ok() {
+                    ns.after_connect(&socket);
+                }
+            }
+            Err(message) => {
+                debug!(nsp = %nsp, %message, "connection refused");
+                let data = match client.revision {
+                    Revision::V5 => json!({ "message": message }),
+                    Revision::V4 => json!(message),
+                };
+                let _ = socket.send_packet(&Packet::new(PacketType::ConnectError, &nsp, Some(data)));
+            }
+        }
+    }
+}
+
+impl EngineHandler for SocketIo {
+    fn on_open(&self, session: &Arc<Session>) {
+        let revision = match session.protocol() {
+            ProtocolVersion::V3 => Revision::V4,
+            ProtocolVersion::V4 => Revision::V5,
+        };
+        let client = Arc::new(Client { revision, sockets: Mutex::new(HashMap::new()), partial: Mutex::new(None) });
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(session.sid().clone(), client.clone());
+        if revision == Revision::V4 && self.namespaces.contains_key("/") {
+            // Revision 4 clients are connected to the main namespace without asking.
+            self.connect(session, &client, Packet::new(PacketType::Connect, "/", None));
+        }
+        let timeout = self.config.connect_timeout;
+        let session = session.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        if client.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                            debug!(sid = %session.sid(), "no namespace joined in time, closing");
+                            session.close(CloseReason::ServerClose);
+                        }
+                    }
+                    _ = session.closed() => {}
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn on_message(&self, session: &Arc<Session>, message: Message) {
+        let Some(client) = self.client(session.sid()) else { return };
+        let complete = match message {
+            Message::Text(text) => {
+                if client.partial.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                    debug!(sid = %session.sid(), "text packet while attachments were expected, closing");
+                    session.close(CloseReason::TransportError("missing binary attachments"));
+                    return;
+                }
+                match decode(&text, client.revision, self.config.max_attachments) {
+                    Ok(packet) if packet.attachments > 0 => {
+                        *client.partial.lock().unwrap_or_else(|e| e.into_inner()) = Some((packet, Vec::new()));
+                        None
+                    }
+                    Ok(packet) => Some((packet, Vec::new())),
+                    Err(err) => {
+                        debug!(sid = %session.sid(), error = %err, "invalid socket.io packet, closing");
+                        session.close(CloseReason::TransportError("invalid socket.io packet"));
+                        return;
+                    }
+                }
+            }
+            Message::Binary(data) => {
+                let mut partial = client.partial.lock().unwrap_or_else(|e| e.into_inner());
+                match partial.as_mut() {
+                    Some((packet, binary)) => {
+                        binary.push(data);
+                        if binary.len() == packet.attachments {
+                            partial.take()
+                        } else {
+                            None
+                        }
+                    }
+                    None => {
+                        drop(partial);
+                        debug!(sid = %session.sid(), "unexpected binary message, closing");
+                        session.close(CloseReason::TransportError("unexpected binary message"));
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some((packet, binary)) = complete {
+            self.on_packet(session, &client, packet, binary);
+        }
+    }
+
+    fn on_close(&self, session: &Arc<Session>, reason: CloseReason) {
+        let Some(client) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(session.sid()) else { return };
+        let sockets: Vec<_> = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
+        for socket in sockets {
+            socket.on_closed(reason.as_str());
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! A socket: one client connected to one namespace, over one Engine.IO session.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::namespace::{Namespace, Room};
+use super::packet::{encode, Packet, PacketType};
+use crate::engineio::{Frame, SendError, Session};
+
+/// What a client answered to an emit with an ack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckResponse {
+    pub args: Vec<Value>,
+    pub binary: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no acknowledgement within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("socket disconnected before acknowledging")]
+    Disconnected,
+}
+
+pub struct Socket {
+    id: Arc<str>,
+    ns: Arc<Namespace>,
+    session: Arc<Session>,
+    /// Rooms this socket joined; the namespace's room table is the reverse index.
+    rooms: Mutex<HashSet<Room>>,
+    /// Server → client acks waiting for the client's answer.
+    pending_acks: Mutex<HashMap<u64, oneshot::Sender<AckResponse>>>,
+    next_ack: AtomicU64,
+    /// Application data attached at connect (e.g. the chat's user name).
+    data: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl Socket {
+    pub(crate) fn new(id: Arc<str>, ns: Arc<Namespace>, session: Arc<Session>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            ns,
+            session,
+            rooms: Mutex::new(HashSet::new()),
+            pending_acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+            data: OnceLock::new(),
+        })
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// Attaches application data, once; returns false if data was already set.
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) -> bool {
+        self.data.set(Box::new(value)).is_ok()
+    }
+
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.data.get().and_then(|d| d.downcast_ref())
+    }
+
+    pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), SendError> {
+        self.send_frames(&event_frames(self.ns.name(), event, args, Vec::new(), None))
+    }
+
+    pub fn emit_binary(&self, event: &str, args: Vec<Value>, binary: Vec<Bytes>) -> Result<(), SendError> {
+        self.send_frames(&event_frames(self.ns.name(), event, args, binary, None))
+    }
+
+    /// Emits and waits for the client's acknowledgement, at most `timeout`.
+    pub async fn emit_with_ack(&self, event: &str, args: Vec<Value>, timeout: Duration) -> Result<AckResponse, AckError> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        if let Err(e) = self.send_frames(&event_frames(self.ns.name(), event, args, Vec::new(), Some(id))) {
+            self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            return Err(e.into());
+        }
+        let result = tokio::time::timeout(timeout, rx).await;
+        self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        match result {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(AckError::Disconnected),
+            Err(_) => Err(AckError::Timeout(timeout)),
+        }
+    }
+
+    pub(crate) fn resolve_ack(&self, id: u64, response: AckResponse) {
+        match self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+            Some(tx) => {
+                // The emitter may have timed out and gone; then the answer is simply late.
+                let _ = tx.send(response);
+            }
+            None => tracing::debug!(socket = %self.id, id, "ack for an unknown or expired id"),
+        }
+    }
+
+    pub(crate) fn send_frames(&self, frames: &[Frame]) -> Result<(), SendError> {
+        self.session.send_all(frames)
+    }
+
+    pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), SendError> {
+        self.session.send(Frame::message(&encode(packet)))
+    }
+
+    /// Joins a room; returns false if the socket was already in it.
+    pub fn join(&self, room: &str) -> bool {
+        let room: Room = room.into();
+        let added = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.clone());
+        if added {
+            self.ns.add_to_room(&room, &self.id);
+        }
+        added
+    }
+
+    /// Leaves a room; returns false if the socket was not in it.
+    pub fn leave(&self, room: &str) -> bool {
+        let removed = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).take(room);
+        match removed {
+            Some(room) => {
+                self.ns.remove_from_room(&room, &self.id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).contains(room)
+    }
+
+    pub fn rooms(&self) -> Vec<Room> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+    }
+
+    /// Disconnects this socket from its namespace (the session stays open for others).
+    pub fn disconnect(self: &Arc<Self>) {
+        let _ = self.send_packet(&Packet::new(PacketType::Disconnect, self.ns.name(), None));
+        self.ns.remove(self, "server namespace disconnect");
+        self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub(crate) fn on_closed(self: &Arc<Self>, reason: &str) {
+        self.ns.remove(self, reason);
+        self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The Engine.IO frames of one event: the packet, then its attachments.
+pub(crate) fn event_frames(nsp: &str, event: &str, args: Vec<Value>, binary: Vec<Bytes>, id: Option<u64>) -> Vec<Frame> {
+    let mut data = Vec::with_capacity(args.len() + 1);
+    data.push(Value::String(event.to_owned()));
+    data.extend(args);
+    let ty = if binary.is_empty() { PacketType::Event } else { PacketType::BinaryEvent };
+    packet_frames(Packet { ty, nsp: nsp.to_owned(), id, data: Some(Value::Array(data)), attachments: binary.len(), query: None }, binary)
+}
+
+pub(crate) fn packet_frames(packet: Packet, binary: Vec<Bytes>) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + binary.len());
+    frames.push(Frame::message(&encode(&packet)));
+    frames.extend(binary.into_iter().map(Frame::Binary));
+    frames
+}
+
+/// Lets an event handler answer the client's ack request, once.
+pub struct AckSender {
+    socket: Arc<Socket>,
+    id: u64,
+}
+
+impl AckSender {
+    pub(crate) fn new(socket: Arc<Socket>, id: u64) -> Self {
+        Self { socket, id }
+    }
+
+    pub fn send(self, args: Vec<Value>) -> Result<(), SendError> {
+        self.send_binary(args, Vec::new())
+    }
+
+    pub fn send_binary(self, args: Vec<Value>, binary: Vec<Bytes>) -> Result<(), SendError> {
+        let ty = if binary.is_empty() { PacketType::Ack } else { PacketType::BinaryAck };
+        let packet = Packet {
+            ty,
+            nsp: self.socket.ns.name().to_owned(),
+            id: Some(self.id),
+            data: Some(Value::Array(args)),
+            attachments: binary.len(),
+            query: None,
+        };
+        self.socket.send_frames(&packet_frames(packet, binary))
+    }
+}
