@@ -95,7 +95,10 @@ impl EngineSettings {
     }
 
     pub fn socketio(&self) -> SocketIoConfig {
-        SocketIoConfig { connect_timeout: Duration::from_millis(self.connect_timeout_ms), max_attachments: self.max_attachments }
+        SocketIoConfig {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            max_attachments: self.max_attachments,
+        }
     }
 }
 
@@ -119,13 +122,20 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let e = &self.engine;
         let checks = [
-            (self.node_id.is_empty() || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "node_id must be non-empty ASCII letters, digits, - or _"),
+            (
+                self.node_id.is_empty()
+                    || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "node_id must be non-empty ASCII letters, digits, - or _",
+            ),
             (e.ping_interval_ms == 0, "engine.ping_interval_ms must be > 0"),
             (e.ping_timeout_ms == 0, "engine.ping_timeout_ms must be > 0"),
             (e.max_payload < 1024, "engine.max_payload must be at least 1024 bytes"),
             (e.outbound_queue < 16, "engine.outbound_queue must be at least 16"),
             (e.max_sessions == 0, "engine.max_sessions must be > 0"),
-            (self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0, "chat limits must be > 0"),
+            (
+                self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,
+                "chat limits must be > 0",
+            ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, msg)) => Err(ConfigError::Invalid((*msg).into())),
@@ -157,9 +167,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_node_config_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/node1.toml");
+        assert_eq!(NodeConfig::from_file(&path).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
     fn invalid_settings_are_named() {
-        let mut c = NodeConfig::default();
-        c.node_id = "bad id".into();
+        let c = NodeConfig { node_id: "bad id".into(), ..NodeConfig::default() };
         assert!(c.validate().unwrap_err().to_string().contains("node_id"));
         let mut c = NodeConfig::default();
         c.engine.max_payload = 10;

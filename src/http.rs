@@ -40,12 +40,18 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
     ("/index.html", "index.html", "text/html; charset=utf-8"),
     ("/app.js", "app.js", "text/javascript; charset=utf-8"),
     ("/style.css", "style.css", "text/css; charset=utf-8"),
-    ("/vendor/socket.io.min.js", "node_modules/socket.io-client/dist/socket.io.min.js", "text/javascript; charset=utf-8"),
+    (
+        "/vendor/socket.io.min.js",
+        "node_modules/socket.io-client/dist/socket.io.min.js",
+        "text/javascript; charset=utf-8",
+    ),
 ];
 
 pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<HttpResponse, std::convert::Infallible> {
     let path = req.uri().path();
-    if let Some(engine) = state.engines.iter().find(|(p, _)| path == p || path == p.trim_end_matches('/')).map(|(_, e)| e.clone()) {
+    if let Some(engine) =
+        state.engines.iter().find(|(p, _)| path == p || path == p.trim_end_matches('/')).map(|(_, e)| e.clone())
+    {
         return Ok(engine_request(&state, engine, req).await);
     }
     let response = match path {
@@ -78,7 +84,8 @@ async fn engine_request(state: &HttpState, engine: Arc<Engine>, mut req: Request
         hyper::Method::POST => Method::Post,
         _ => Method::Other,
     };
-    let binary_body = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+    let binary_body =
+        req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
     let limit = engine.config().max_payload;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -111,7 +118,12 @@ pub fn websocket_config(max_payload: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_payload))
 }
 
-fn websocket_upgrade(state: &HttpState, engine: Arc<Engine>, query: EngineQuery, req: &mut Request<Incoming>) -> HttpResponse {
+fn websocket_upgrade(
+    state: &HttpState,
+    engine: Arc<Engine>,
+    query: EngineQuery,
+    req: &mut Request<Incoming>,
+) -> HttpResponse {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())).unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(req);
     let config = websocket_config(engine.config().max_payload);
@@ -157,7 +169,8 @@ fn add_cors(state: &HttpState, origin: Option<&HeaderValue>, r: &mut HttpRespons
 }
 
 async fn static_file(state: &HttpState, path: &str) -> HttpResponse {
-    let (Some(dir), Some((_, file, content_type))) = (&state.web_dir, STATIC_FILES.iter().find(|(p, _, _)| *p == path)) else {
+    let (Some(dir), Some((_, file, content_type))) = (&state.web_dir, STATIC_FILES.iter().find(|(p, _, _)| *p == path))
+    else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     match tokio::fs::read(dir.join(file)).await {

@@ -37,9 +37,11 @@ impl Node {
         config.validate()?;
         let span = node_span(&config.node_id);
         let node_id: Arc<str> = config.node_id.as_str().into();
-        let io = SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id.clone(), config.chat.clone())]);
+        let io =
+            SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id.clone(), config.chat.clone())]);
         let engine = Engine::new(config.engine.engine(), io);
-        let listener = TcpListener::bind(config.http).await.map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let listener =
+            TcpListener::bind(config.http).await.map_err(|source| NodeError::Bind { addr: config.http, source })?;
         let state = Arc::new(HttpState {
             node_id,
             engines: vec![(ENGINE_PATH.to_owned(), engine.clone())],
@@ -47,7 +49,10 @@ impl Node {
             cors_origins: config.cors_origins.clone(),
             tasks: TaskTracker::new(),
         });
-        let server = async { Server::start(listener, state) }.instrument(span).await.map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let server = async { Server::start(listener, state) }
+            .instrument(span)
+            .await
+            .map_err(|source| NodeError::Bind { addr: config.http, source })?;
         Ok(Self { server, engine })
     }
 

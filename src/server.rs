@@ -77,7 +77,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
         state.tasks.clone().spawn(
             async move {
                 let service = service_fn(move |req| handle(state.clone(), req));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
                     result = conn.as_mut() => if let Err(err) = result {

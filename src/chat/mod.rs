@@ -169,7 +169,11 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
         return Err(format!("join room {room} before sending to it"));
     }
     let user = user(socket);
-    socket.namespace().emit_to_room(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })]);
+    socket.namespace().emit_to_room(
+        room,
+        "chat message",
+        vec![json!({ "user": &*user, "room": room, "message": message })],
+    );
     Ok(())
 }
 

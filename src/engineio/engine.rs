@@ -147,7 +147,11 @@ impl Engine {
     }
 
     /// Creates and registers a session and starts its lifecycle task.
-    fn open_session(self: &Arc<Self>, query: EngineQuery, transport: TransportKind) -> Result<Arc<Session>, EngineError> {
+    fn open_session(
+        self: &Arc<Self>,
+        query: EngineQuery,
+        transport: TransportKind,
+    ) -> Result<Arc<Session>, EngineError> {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
@@ -335,7 +339,13 @@ impl Engine {
     }
 
     /// The upgrade handshake: `2probe` → `3probe`, pending polls released with NOOP, then `5`.
-    async fn upgrade<Si, St, E>(&self, sid: &str, query: &EngineQuery, sink: &mut Si, stream: &mut St) -> Option<Arc<Session>>
+    async fn upgrade<Si, St, E>(
+        &self,
+        sid: &str,
+        query: &EngineQuery,
+        sink: &mut Si,
+        stream: &mut St,
+    ) -> Option<Arc<Session>>
     where
         Si: Sink<WsMessage> + Unpin,
         St: Stream<Item = Result<WsMessage, E>> + Unpin,
@@ -402,7 +412,11 @@ impl Engine {
 }
 
 /// Reads the next Engine.IO packet from a WebSocket before `deadline`.
-async fn next_packet<St, E>(stream: &mut St, protocol: ProtocolVersion, deadline: tokio::time::Instant) -> Option<Packet>
+async fn next_packet<St, E>(
+    stream: &mut St,
+    protocol: ProtocolVersion,
+    deadline: tokio::time::Instant,
+) -> Option<Packet>
 where
     St: Stream<Item = Result<WsMessage, E>> + Unpin,
 {
@@ -511,7 +525,11 @@ fn ws_message(frame: Frame, protocol: ProtocolVersion) -> WsMessage {
 
 fn polling_response(session: &Session, frames: &[Frame]) -> EngineResponse {
     if let Some(j) = session.query().jsonp {
-        return EngineResponse { status: 200, content_type: "text/javascript; charset=UTF-8", body: payload::encode_jsonp(frames, j) };
+        return EngineResponse {
+            status: 200,
+            content_type: "text/javascript; charset=UTF-8",
+            body: payload::encode_jsonp(frames, j),
+        };
     }
     let format = PayloadFormat { protocol: session.protocol(), supports_binary: session.supports_binary() };
     let encoded = payload::encode(frames, format);

@@ -94,7 +94,9 @@ pub fn decode_text(s: &str, protocol: ProtocolVersion) -> Result<Packet, PacketE
     if first == b'b' {
         let b64 = match protocol {
             ProtocolVersion::V4 => &s[1..],
-            ProtocolVersion::V3 => s[1..].strip_prefix('4').ok_or(PacketError::Payload("b64 packet is not a message"))?,
+            ProtocolVersion::V3 => {
+                s[1..].strip_prefix('4').ok_or(PacketError::Payload("b64 packet is not a message"))?
+            }
         };
         return decode_base64(b64).map(Packet::Binary);
     }
@@ -126,10 +128,7 @@ pub fn decode_binary(data: Bytes, protocol: ProtocolVersion) -> Result<Packet, P
 
 pub(crate) fn decode_base64(s: &str) -> Result<Bytes, PacketError> {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map(Bytes::from)
-        .map_err(|_| PacketError::Base64)
+    base64::engine::general_purpose::STANDARD.decode(s).map(Bytes::from).map_err(|_| PacketError::Base64)
 }
 
 pub(crate) fn encode_base64(data: &[u8]) -> String {
@@ -223,10 +222,7 @@ mod tests {
     fn binary_frames_per_revision() {
         let data = Bytes::from_static(&[4, 9, 8]);
         assert_eq!(decode_binary(data.clone(), V4), Ok(Packet::Binary(data)));
-        assert_eq!(
-            decode_binary(Bytes::from_static(&[4, 9, 8]), V3),
-            Ok(Packet::Binary(Bytes::from_static(&[9, 8])))
-        );
+        assert_eq!(decode_binary(Bytes::from_static(&[4, 9, 8]), V3), Ok(Packet::Binary(Bytes::from_static(&[9, 8]))));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::packet::{decode_base64, decode_binary, decode_text, encode_base64, Frame, Packet, PacketError, ProtocolVersion};
+use super::packet::{
+    decode_base64, decode_binary, decode_text, encode_base64, Frame, Packet, PacketError, ProtocolVersion,
+};
 
 const SEPARATOR: char = '\x1e';
 
@@ -163,7 +165,10 @@ fn decode_v3_binary(mut body: &[u8]) -> Result<Vec<Packet>, PacketError> {
         let len = digits.iter().fold(0usize, |n, &d| n * 10 + d as usize);
         let data = body.get(end + 1..end + 1 + len).ok_or(PacketError::Payload("length exceeds payload"))?;
         packets.push(match kind {
-            0 => decode_text(std::str::from_utf8(data).map_err(|_| PacketError::Payload("packet is not UTF-8"))?, ProtocolVersion::V3)?,
+            0 => decode_text(
+                std::str::from_utf8(data).map_err(|_| PacketError::Payload("packet is not UTF-8"))?,
+                ProtocolVersion::V3,
+            )?,
             1 => decode_binary(Bytes::copy_from_slice(data), ProtocolVersion::V3)?,
             _ => return Err(PacketError::Payload("bad binary packet kind")),
         });
@@ -225,7 +230,11 @@ mod tests {
     const F3_BIN: PayloadFormat = PayloadFormat { protocol: ProtocolVersion::V3, supports_binary: true };
 
     fn frames() -> Vec<Frame> {
-        vec![Frame::message("hello €"), Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])), Frame::control(PacketType::Ping)]
+        vec![
+            Frame::message("hello €"),
+            Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+            Frame::control(PacketType::Ping),
+        ]
     }
 
     #[test]
@@ -236,7 +245,11 @@ mod tests {
         let decoded = decode(&encoded.body, V4, false).unwrap();
         assert_eq!(
             decoded,
-            vec![Packet::Message("hello €".into()), Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])), Packet::Ping(String::new())]
+            vec![
+                Packet::Message("hello €".into()),
+                Packet::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+                Packet::Ping(String::new())
+            ]
         );
     }
 
@@ -247,7 +260,10 @@ mod tests {
         // An emoji is two UTF-16 units.
         assert_eq!(encode_v3_text(&[Frame::message("☕😀")]), "4:4☕😀");
         let decoded = decode("4:4☕😀2:4€1:2".as_bytes(), V3, false).unwrap();
-        assert_eq!(decoded, vec![Packet::Message("☕😀".into()), Packet::Message("€".into()), Packet::Ping(String::new())]);
+        assert_eq!(
+            decoded,
+            vec![Packet::Message("☕😀".into()), Packet::Message("€".into()), Packet::Ping(String::new())]
+        );
     }
 
     #[test]

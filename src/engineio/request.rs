@@ -54,9 +54,8 @@ impl EngineQuery {
         let params: Vec<(String, String)> =
             url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let protocol = get("EIO")
-            .and_then(ProtocolVersion::from_query)
-            .ok_or(EngineError::UnsupportedProtocolVersion)?;
+        let protocol =
+            get("EIO").and_then(ProtocolVersion::from_query).ok_or(EngineError::UnsupportedProtocolVersion)?;
         let transport = match get("transport") {
             Some("polling") => TransportKind::Polling,
             Some("websocket") => TransportKind::Websocket,
@@ -65,7 +64,9 @@ impl EngineQuery {
         let sid = get("sid").map(str::to_owned);
         let b64 = get("b64").is_some_and(|v| !v.is_empty() && v != "0");
         let jsonp = match get("j") {
-            Some(j) if protocol == ProtocolVersion::V3 => Some(j.parse().map_err(|_| EngineError::BadRequest("bad j"))?),
+            Some(j) if protocol == ProtocolVersion::V3 => {
+                Some(j.parse().map_err(|_| EngineError::BadRequest("bad j"))?)
+            }
             _ => None,
         };
         Ok(Self { protocol, transport, sid, b64, jsonp, params })

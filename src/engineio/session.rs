@@ -205,7 +205,8 @@ impl Session {
 
     /// Closes the session if its heartbeat deadline has passed; true if it is closed.
     pub(crate) fn check_expired(&self) -> bool {
-        let expired = self.deadline.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|d| d <= tokio::time::Instant::now());
+        let expired =
+            self.deadline.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|d| d <= tokio::time::Instant::now());
         if expired {
             self.close(CloseReason::PingTimeout);
         }

@@ -53,13 +53,22 @@ pub struct NamespaceBuilder {
 
 impl NamespaceBuilder {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_owned(), on_connect: None, on_connected: None, events: HashMap::new(), on_disconnect: None }
+        Self {
+            name: name.to_owned(),
+            on_connect: None,
+            on_connected: None,
+            events: HashMap::new(),
+            on_disconnect: None,
+        }
     }
 
     /// Decides on a CONNECT before the client is answered: `Err(message)` refuses it with a
     /// CONNECT_ERROR. It may attach data to the socket; it must not emit (the client would
     /// receive events before it knows it is connected).
-    pub fn on_connect(mut self, f: impl Fn(&Arc<Socket>, &ConnectRequest) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn on_connect(
+        mut self,
+        f: impl Fn(&Arc<Socket>, &ConnectRequest) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.on_connect = Some(Arc::new(f));
         self
     }
@@ -70,7 +79,11 @@ impl NamespaceBuilder {
         self
     }
 
-    pub fn on(mut self, event: &str, f: impl Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync + 'static) -> Self {
+    pub fn on(
+        mut self,
+        event: &str,
+        f: impl Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync + 'static,
+    ) -> Self {
         self.events.insert(event.to_owned(), Arc::new(f));
         self
     }

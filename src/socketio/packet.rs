@@ -85,7 +85,8 @@ pub enum DecodeError {
 }
 
 /// Event names a client may not emit: the library uses them itself.
-const RESERVED_EVENTS: &[&str] = &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
+const RESERVED_EVENTS: &[&str] =
+    &["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"];
 
 /// Decodes a text packet. `max_attachments` bounds what a client may make the server buffer.
 pub fn decode(s: &str, revision: Revision, max_attachments: usize) -> Result<Packet, DecodeError> {
@@ -123,7 +124,8 @@ pub fn decode(s: &str, revision: Revision, max_attachments: usize) -> Result<Pac
     } else {
         None
     };
-    let data = if i < s.len() { Some(serde_json::from_str::<Value>(&s[i..]).map_err(|_| DecodeError::Json)?) } else { None };
+    let data =
+        if i < s.len() { Some(serde_json::from_str::<Value>(&s[i..]).map_err(|_| DecodeError::Json)?) } else { None };
     let packet = Packet { ty, nsp, id, data, attachments, query };
     validate(&packet, revision)?;
     Ok(packet)
@@ -135,7 +137,9 @@ fn validate(p: &Packet, revision: Revision) -> Result<(), DecodeError> {
         (PacketType::Connect, Some(Value::Object(_))) => revision == Revision::V5,
         (PacketType::Connect, Some(_)) => false,
         (PacketType::Disconnect, data) => data.is_none(),
-        (PacketType::ConnectError, data) => revision == Revision::V4 || matches!(data, Some(Value::String(_) | Value::Object(_))),
+        (PacketType::ConnectError, data) => {
+            revision == Revision::V4 || matches!(data, Some(Value::String(_) | Value::Object(_)))
+        }
         (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(items))) => match items.first() {
             Some(Value::String(name)) => !RESERVED_EVENTS.contains(&name.as_str()),
             _ => false,
@@ -157,10 +161,12 @@ fn validate(p: &Packet, revision: Revision) -> Result<(), DecodeError> {
 /// Every placeholder, at any depth, must name an attachment that the packet announced.
 fn check_placeholders(value: &Value, attachments: usize) -> Result<(), DecodeError> {
     match value {
-        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => match map.get("num").and_then(Value::as_u64) {
-            Some(n) if (n as usize) < attachments => Ok(()),
-            _ => Err(DecodeError::Placeholder),
-        },
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            match map.get("num").and_then(Value::as_u64) {
+                Some(n) if (n as usize) < attachments => Ok(()),
+                _ => Err(DecodeError::Placeholder),
+            }
+        }
         Value::Object(map) => map.values().try_for_each(|v| check_placeholders(v, attachments)),
         Value::Array(items) => items.iter().try_for_each(|v| check_placeholders(v, attachments)),
         _ => Ok(()),

@@ -88,7 +88,9 @@ impl SocketIo {
                 socket.namespace().clone().dispatch(&socket, Event { name, args, binary }, ack);
             }
             PacketType::Ack | PacketType::BinaryAck => {
-                let (Some(socket), Some(id), Some(Value::Array(args))) = (self.socket(client, &packet.nsp), packet.id, packet.data) else {
+                let (Some(socket), Some(id), Some(Value::Array(args))) =
+                    (self.socket(client, &packet.nsp), packet.id, packet.data)
+                else {
                     return;
                 };
                 socket.resolve_ack(id, AckResponse { args, binary });
@@ -228,7 +230,8 @@ impl EngineHandler for SocketIo {
 
     fn on_close(&self, session: &Arc<Session>, reason: CloseReason) {
         let Some(client) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(session.sid()) else { return };
-        let sockets: Vec<_> = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
+        let sockets: Vec<_> =
+            client.sockets.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
         for socket in sockets {
             socket.on_closed(reason.as_str());
         }

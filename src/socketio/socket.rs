@@ -87,7 +87,12 @@ impl Socket {
     }
 
     /// Emits and waits for the client's acknowledgement, at most `timeout`.
-    pub async fn emit_with_ack(&self, event: &str, args: Vec<Value>, timeout: Duration) -> Result<AckResponse, AckError> {
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<AckResponse, AckError> {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
@@ -166,12 +171,21 @@ impl Socket {
 }
 
 /// The Engine.IO frames of one event: the packet, then its attachments.
-pub(crate) fn event_frames(nsp: &str, event: &str, args: Vec<Value>, binary: Vec<Bytes>, id: Option<u64>) -> Vec<Frame> {
+pub(crate) fn event_frames(
+    nsp: &str,
+    event: &str,
+    args: Vec<Value>,
+    binary: Vec<Bytes>,
+    id: Option<u64>,
+) -> Vec<Frame> {
     let mut data = Vec::with_capacity(args.len() + 1);
     data.push(Value::String(event.to_owned()));
     data.extend(args);
     let ty = if binary.is_empty() { PacketType::Event } else { PacketType::BinaryEvent };
-    packet_frames(Packet { ty, nsp: nsp.to_owned(), id, data: Some(Value::Array(data)), attachments: binary.len(), query: None }, binary)
+    packet_frames(
+        Packet { ty, nsp: nsp.to_owned(), id, data: Some(Value::Array(data)), attachments: binary.len(), query: None },
+        binary,
+    )
 }
 
 pub(crate) fn packet_frames(packet: Packet, binary: Vec<Bytes>) -> Vec<Frame> {
