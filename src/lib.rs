@@ -5,6 +5,7 @@
 //! (wiring one node together), `config` and `logging`.
 
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod engineio;
 pub mod http;

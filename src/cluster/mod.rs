@@ -1,0 +1,3 @@
+//! The cluster: membership by gossip, placement by rendezvous hashing, the internal RPC.
+
+pub mod placement;
