@@ -110,7 +110,7 @@ class EventLog:
 class Client:
     """One python-socketio connection to /chat with its event log and HTTP request record."""
 
-    def __init__(self, user):
+    def __init__(self, user, timeout):
         self.user = user
         self.events = EventLog(user)
         self.http_requests = []  # transport= of every HTTP request engine.io made (polling)
@@ -118,7 +118,7 @@ class Client:
         session = requests.Session()
         session.hooks["response"].append(self._record)
         self.sio = socketio.Client(reconnection=False, http_session=session,
-                                   request_timeout=10)
+                                   request_timeout=timeout)
 
         def catch_all(event, *args):
             self.events.push(event, args)
@@ -141,7 +141,7 @@ class Client:
         auth = {"user": self.user} if self.user is not None else None
         bounded(lambda: self.sio.connect(base_url, auth=auth, transports=MODES[mode],
                                          namespaces=[NAMESPACE], wait_timeout=timeout),
-                timeout + 1, f"{self.user!r}: connect")
+                timeout + 1, f"connect as {self.user!r}")
 
     def transport(self):
         return self.sio.transport()
@@ -154,7 +154,7 @@ class Client:
 
     def close(self, timeout=10):
         """Disconnects; fails if that takes longer than timeout (e.g. a long-poll left hanging)."""
-        bounded(self.sio.disconnect, timeout, f"{self.user!r}: disconnect")
+        bounded(self.sio.disconnect, timeout, f"{self.user!r} disconnect")
 
     def close_quietly(self, timeout=10):
         try:
@@ -164,8 +164,8 @@ class Client:
 
 
 def expect_refused(base_url, user, mode, timeout):
-    what = f"connect with user {user!r}"
-    c = Client(user)
+    what = "connect without a user" if user is None else f"connect with user {user!r}"
+    c = Client(user, timeout)
     # Client(None) connects with no auth at all; Client("") with auth {"user": ""}.
     try:
         c.connect(base_url, mode, timeout)
@@ -225,7 +225,7 @@ def run_scenario(base_url, mode, timeout, log):
             log(f"connect with {label} refused: {msg!r}")
 
         # --- connect ---
-        alice, bob = Client(A), Client(B)
+        alice, bob = Client(A, timeout), Client(B, timeout)
         for c in (alice, bob):
             opened.append(c)
             c.connect(base_url, mode, timeout)

@@ -96,7 +96,7 @@ const driver = {
 
       expectRefused(user, mode, timeoutMs) {
         const socket = open(baseUrl, user, mode);
-        const what = `connect with user ${JSON.stringify(user)}`;
+        const what = user === undefined ? "connect without a user" : `connect with user ${JSON.stringify(user)}`;
         return new Promise((resolve, reject) => {
           const done = (fn, value) => {
             clearTimeout(t);

@@ -94,15 +94,16 @@ const driver = {
 
       expectRefused(user, mode, timeoutMs) {
         const socket = open(baseUrl, user, mode);
+        const what = user === undefined ? "connect without a user" : `connect with user ${JSON.stringify(user)}`;
         return new Promise((resolve, reject) => {
           const t = setTimeout(() => {
             close(socket);
-            reject(new AssertionError(`connect with user ${JSON.stringify(user)}: neither refused nor connected within ${timeoutMs} ms`));
+            reject(new AssertionError(`${what}: neither refused nor connected within ${timeoutMs} ms`));
           }, timeoutMs);
           socket.once("connect", () => {
             clearTimeout(t);
             close(socket);
-            reject(new AssertionError(`connect with user ${JSON.stringify(user)} was accepted, expected connect_error`));
+            reject(new AssertionError(`${what} was accepted, expected connect_error`));
           });
           socket.once("connect_error", (err) => {
             clearTimeout(t);
@@ -112,7 +113,7 @@ const driver = {
             if (err && err.message && err.type !== "TransportError" && err.message !== "timeout") {
               resolve(err.message);
             } else {
-              reject(new AssertionError(`connect with user ${JSON.stringify(user)}: transport error, not a refusal: ${err && err.message}`));
+              reject(new AssertionError(`${what}: transport error, not a refusal: ${err && err.message}`));
             }
           });
         });
