@@ -98,7 +98,7 @@ async fn engine_request(state: &HttpState, engine: Arc<Engine>, mut req: Request
             return engine_response(state, origin.as_ref(), engine.reject_oversized(&query));
         }
     };
-    let response = engine.handle_http(EngineRequest { method, query, binary_body, body }).await;
+    let response = engine.handle_http(EngineRequest { method, query, binary_body, body, new_sid: None }).await;
     engine_response(state, origin.as_ref(), response)
 }
 
@@ -132,7 +132,8 @@ fn websocket_upgrade(
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                    engine.handle_websocket(query, ws).await;
+                    let (sink, stream) = futures_util::StreamExt::split(ws);
+                    engine.handle_websocket(query, None, sink, stream).await;
                 }
                 Err(err) => debug!(error = %err, "WebSocket upgrade failed"),
             }
@@ -153,7 +154,7 @@ fn websocket_upgrade(
 fn engine_response(state: &HttpState, origin: Option<&HeaderValue>, response: EngineResponse) -> HttpResponse {
     let mut r = Response::new(Full::new(response.body));
     *r.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_REQUEST);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(response.content_type));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(response.content_type.as_str()));
     add_cors(state, origin, &mut r);
     r
 }

@@ -11,5 +11,6 @@ pub mod engineio;
 pub mod http;
 pub mod logging;
 pub mod node;
+pub mod rpc;
 pub mod server;
 pub mod socketio;

@@ -18,7 +18,7 @@ use tracing::{debug, Instrument};
 use super::error::EngineError;
 use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, ProtocolVersion};
 use super::payload::{self, PayloadFormat};
-use super::request::{EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
+use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 use super::session::{new_sid, CloseReason, EngineHandler, Session, Sid, UpgradeState};
 
 /// Engine.IO settings, with the reference server's defaults.
@@ -111,8 +111,7 @@ impl Engine {
             if req.method != Method::Get {
                 return Err(EngineError::BadHandshakeMethod);
             }
-            debug!("Received new connection");
-            return self.handshake_polling(req.query);
+            return self.handshake_polling(req.query, req.new_sid);
         };
         let session = match self.lookup(&sid) {
             Some(s) if !s.check_expired() => s,
@@ -128,20 +127,18 @@ impl Engine {
             return Err(EngineError::BadRequest("transport mismatch"));
         }
         match req.method {
-            Method::Get => {
-                debug!(%sid, "Received poll request for {sid}");
-                self.poll(&session).await
-            }
-            Method::Post => {
-                debug!(%sid, "Received push request for {sid}");
-                self.push(&session, &req)
-            }
+            Method::Get => self.poll(&session).await,
+            Method::Post => self.push(&session, &req),
             Method::Other => Err(EngineError::BadRequest("bad method")),
         }
     }
 
-    fn handshake_polling(self: &Arc<Self>, query: EngineQuery) -> Result<EngineResponse, EngineError> {
-        let session = self.open_session(query, TransportKind::Polling)?;
+    fn handshake_polling(
+        self: &Arc<Self>,
+        query: EngineQuery,
+        sid: Option<String>,
+    ) -> Result<EngineResponse, EngineError> {
+        let session = self.open_session(query, TransportKind::Polling, sid)?;
         let open = self.open_frame(&session);
         Ok(polling_response(&session, &[open]))
     }
@@ -151,11 +148,15 @@ impl Engine {
         self: &Arc<Self>,
         query: EngineQuery,
         transport: TransportKind,
+        sid: Option<String>,
     ) -> Result<Arc<Session>, EngineError> {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
-        let sid = new_sid();
+        let sid: Sid = sid.map(Sid::from).unwrap_or_else(new_sid);
+        if self.lookup(&sid).is_some() {
+            return Err(EngineError::BadRequest("session id already in use"));
+        }
         let session = Session::new(sid.clone(), query, transport, self.config.outbound_queue, self.handler.clone());
         {
             let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
@@ -279,7 +280,7 @@ impl Engine {
                 for packet in packets {
                     session.on_packet(packet);
                 }
-                Ok(EngineResponse { status: 200, content_type: "text/html", body: Bytes::from_static(b"ok") })
+                Ok(EngineResponse { status: 200, content_type: ContentType::Html, body: Bytes::from_static(b"ok") })
             }
             Err(err) => {
                 debug!(sid = %session.sid(), error = %err, "malformed payload, closing session");
@@ -300,15 +301,21 @@ impl Engine {
     }
 
     /// Runs an accepted WebSocket to its end: a new session, or the upgrade of a polling one.
-    pub async fn handle_websocket<S, E>(self: &Arc<Self>, query: EngineQuery, ws: S)
-    where
-        S: Stream<Item = Result<WsMessage, E>> + Sink<WsMessage> + Send + Unpin,
+    /// `new_sid` names a new session (as for [`EngineRequest::new_sid`]); `sink` and `stream`
+    /// are the two halves of the client's WebSocket, local or carried from another node.
+    pub async fn handle_websocket<Si, St, E>(
+        self: &Arc<Self>,
+        query: EngineQuery,
+        new_sid: Option<String>,
+        mut sink: Si,
+        mut stream: St,
+    ) where
+        Si: Sink<WsMessage> + Send + Unpin,
+        St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
     {
-        let (mut sink, mut stream) = ws.split();
         let session = match query.sid.clone() {
             None => {
-                debug!("Received new connection");
-                let session = match self.open_session(query, TransportKind::Websocket) {
+                let session = match self.open_session(query, TransportKind::Websocket, new_sid) {
                     Ok(s) => s,
                     Err(err) => {
                         debug!(error = %err, "refused WebSocket handshake");
@@ -323,16 +330,13 @@ impl Engine {
                 }
                 session
             }
-            Some(sid) => {
-                debug!(%sid, "Received WebSocket request for {sid}");
-                match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
-                    Some(session) => session,
-                    None => {
-                        let _ = sink.send(WsMessage::Close(None)).await;
-                        return;
-                    }
+            Some(sid) => match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
+                Some(session) => session,
+                None => {
+                    let _ = sink.send(WsMessage::Close(None)).await;
+                    return;
                 }
-            }
+            },
         };
         run_websocket(&session, &mut sink, &mut stream).await;
         let _ = sink.send(WsMessage::Close(None)).await;
@@ -527,7 +531,7 @@ fn polling_response(session: &Session, frames: &[Frame]) -> EngineResponse {
     if let Some(j) = session.query().jsonp {
         return EngineResponse {
             status: 200,
-            content_type: "text/javascript; charset=UTF-8",
+            content_type: ContentType::Javascript,
             body: payload::encode_jsonp(frames, j),
         };
     }

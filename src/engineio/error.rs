@@ -64,7 +64,11 @@ impl EngineError {
 
     pub fn into_response(self) -> EngineResponse {
         let body = serde_json::json!({ "code": self.code(), "message": self.message() }).to_string();
-        EngineResponse { status: self.status(), content_type: "application/json", body: Bytes::from(body) }
+        EngineResponse {
+            status: self.status(),
+            content_type: super::request::ContentType::Json,
+            body: Bytes::from(body),
+        }
     }
 }
 

@@ -13,5 +13,5 @@ pub mod session;
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use packet::{Frame, PacketType, ProtocolVersion};
-pub use request::{EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
+pub use request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 pub use session::{CloseReason, EngineHandler, Message, SendError, Session, Sid};

@@ -28,11 +28,11 @@ pub struct EncodedPayload {
 }
 
 impl EncodedPayload {
-    pub fn content_type(&self) -> &'static str {
+    pub fn content_type(&self) -> super::request::ContentType {
         if self.binary {
-            "application/octet-stream"
+            super::request::ContentType::Binary
         } else {
-            "text/plain; charset=UTF-8"
+            super::request::ContentType::Text
         }
     }
 }

@@ -78,27 +78,46 @@ impl EngineQuery {
 }
 
 /// An Engine.IO HTTP (polling) request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineRequest {
     pub method: Method,
     pub query: EngineQuery,
     /// The body of a POST is `application/octet-stream` (a v3 binary payload).
     pub binary_body: bool,
     pub body: Bytes,
+    /// For a handshake: the session id to create, chosen by the node that placed the session.
+    /// `None` makes the engine pick one.
+    pub new_sid: Option<String>,
 }
 
-/// The engine's answer to an [`EngineRequest`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The content types of Engine.IO responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContentType {
+    Text,
+    Html,
+    Binary,
+    Json,
+    Javascript,
+}
+
+impl ContentType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text/plain; charset=UTF-8",
+            Self::Html => "text/html",
+            Self::Binary => "application/octet-stream",
+            Self::Json => "application/json",
+            Self::Javascript => "text/javascript; charset=UTF-8",
+        }
+    }
+}
+
+/// The engine's answer to an [`EngineRequest`]; plain data, so another node can send it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineResponse {
     pub status: u16,
-    pub content_type: &'static str,
+    pub content_type: ContentType,
     pub body: Bytes,
-}
-
-impl EngineResponse {
-    pub fn ok_text(body: impl Into<Bytes>) -> Self {
-        Self { status: 200, content_type: "text/plain; charset=UTF-8", body: body.into() }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,177 @@
+//! What nodes say to each other over the internal RPC, and its pure codec: one bincode
+//! message per length-delimited frame, decoded with an explicit size limit.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::engineio::{EngineQuery, EngineRequest, EngineResponse};
+
+/// Largest frame accepted from a peer; bounds what a peer can make us allocate. Large enough
+/// for an Engine.IO payload at the largest `max_payload` a node accepts.
+pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+
+/// One RPC frame. Requests and responses are matched by `id`; stream frames by `stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RpcFrame {
+    Request {
+        id: u64,
+        body: Request,
+    },
+    Response {
+        id: u64,
+        body: Response,
+    },
+    /// Opens a stream carrying a client's WebSocket to the session's owner.
+    StreamOpen {
+        stream: u64,
+        open: StreamOpen,
+    },
+    StreamData {
+        stream: u64,
+        frame: WsFrame,
+    },
+    StreamClose {
+        stream: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// A polling request (or polling handshake) for a session this node owns.
+    Engine(EngineRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Engine(EngineResponse),
+    /// The peer could not serve the request; the text says why.
+    Failed(String),
+}
+
+/// A client's WebSocket, carried to the owner of its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamOpen {
+    pub query: EngineQuery,
+    pub new_sid: Option<String>,
+}
+
+/// A WebSocket data message. Control frames stay with the node that holds the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WsFrame {
+    Text(String),
+    Binary(Bytes),
+}
+
+impl WsFrame {
+    /// The data message of a WebSocket message; `None` for control frames.
+    pub fn from_ws(msg: WsMessage) -> Option<Self> {
+        match msg {
+            WsMessage::Text(t) => Some(Self::Text(t.as_str().to_owned())),
+            WsMessage::Binary(b) => Some(Self::Binary(b)),
+            _ => None,
+        }
+    }
+
+    pub fn into_ws(self) -> WsMessage {
+        match self {
+            Self::Text(t) => WsMessage::Text(t.into()),
+            Self::Binary(b) => WsMessage::Binary(b),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot encode RPC frame: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("cannot decode RPC frame: {0}")]
+    Decode(#[from] bincode::error::DecodeError),
+    #[error("RPC frame has {0} trailing bytes")]
+    Trailing(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME>()
+}
+
+pub fn encode(frame: &RpcFrame) -> Result<Bytes, CodecError> {
+    Ok(bincode::serde::encode_to_vec(frame, config())?.into())
+}
+
+/// Decodes one frame's bytes (the length prefix already removed).
+pub fn decode(bytes: &[u8]) -> Result<RpcFrame, CodecError> {
+    let (frame, used) = bincode::serde::decode_from_slice(bytes, config())?;
+    if used != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - used));
+    }
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::{ContentType, Method};
+
+    fn request() -> RpcFrame {
+        RpcFrame::Request {
+            id: 7,
+            body: Request::Engine(EngineRequest {
+                method: Method::Post,
+                query: EngineQuery::parse("EIO=4&transport=polling&sid=abc.node1&user=%C3%A9").unwrap(),
+                binary_body: false,
+                body: Bytes::from_static("4héllo\x1e4☕".as_bytes()),
+                new_sid: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = [
+            request(),
+            RpcFrame::Response {
+                id: 7,
+                body: Response::Engine(EngineResponse {
+                    status: 200,
+                    content_type: ContentType::Text,
+                    body: Bytes::from_static(b"ok"),
+                }),
+            },
+            RpcFrame::Response { id: 8, body: Response::Failed("nope".into()) },
+            RpcFrame::StreamOpen {
+                stream: 1,
+                open: StreamOpen {
+                    query: EngineQuery::parse("EIO=3&transport=websocket").unwrap(),
+                    new_sid: Some("x.node2".into()),
+                },
+            },
+            RpcFrame::StreamData { stream: 1, frame: WsFrame::Text("42[\"chat message\",\"😀\"]".into()) },
+            RpcFrame::StreamData { stream: 1, frame: WsFrame::Binary(Bytes::from_static(&[0, 1, 255])) },
+            RpcFrame::StreamClose { stream: 1 },
+        ];
+        for frame in frames {
+            assert_eq!(decode(&encode(&frame).unwrap()).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors_not_panics() {
+        let bytes = encode(&request()).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert!(matches!(decode(&trailing), Err(CodecError::Trailing(1))));
+        assert!(decode(&[0xff; 64]).is_err());
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_without_allocating_it() {
+        // A Failed response whose string claims u64::MAX bytes.
+        let mut bytes = vec![1u8, 8, 1, 0xff];
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&bytes).is_err());
+    }
+}
