@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
+use clusterchat::cluster::router::Router;
 use clusterchat::http::HttpState;
 use clusterchat::server::Server;
 use clusterchat::socketio::{NamespaceBuilder, SocketIo, SocketIoConfig};
@@ -82,9 +83,10 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(HttpState {
         node_id: "conformance".into(),
         engines: vec![
-            ("/engine.io/".into(), Engine::new(config.clone(), Arc::new(Echo))),
-            ("/socket.io/".into(), Engine::new(config, io)),
+            ("/engine.io/".into(), Router::local("conformance".into(), Engine::new(config.clone(), Arc::new(Echo)))),
+            ("/socket.io/".into(), Router::local("conformance".into(), Engine::new(config, io))),
         ],
+        membership: None,
         web_dir: None,
         cors_origins: vec!["*".into()],
         tasks: TaskTracker::new(),

@@ -27,6 +27,70 @@ pub struct NodeConfig {
     pub log: String,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
+    /// Absent: the node runs alone.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How a node joins the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Gossip (UDP) listen and advertised address.
+    pub gossip: SocketAddr,
+    /// Internal RPC (TCP) listen and advertised address.
+    pub rpc: SocketAddr,
+    /// Gossip addresses of other members to join through (`host:port`).
+    pub seeds: Vec<String>,
+    /// Nodes only gossip with nodes of the same cluster id.
+    pub cluster_id: String,
+    /// Shared secret authenticating RPC connections; the `CLUSTERCHAT_SECRET` environment
+    /// variable overrides it. Required in a cluster.
+    pub secret: Option<String>,
+    /// Gossip round period; also the failure detector's initial heartbeat interval, ms.
+    pub gossip_interval_ms: u64,
+    /// Phi-accrual threshold above which a silent member counts as dead.
+    pub phi_threshold: f64,
+    /// How long a forwarded request may take, ms; 0 derives it from the ping settings so it
+    /// always outlasts a long-poll.
+    pub rpc_timeout_ms: u64,
+    /// How long dialing a peer may take, ms.
+    pub rpc_connect_timeout_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            gossip: "127.0.0.1:7001".parse().expect("valid default address"),
+            rpc: "127.0.0.1:8001".parse().expect("valid default address"),
+            seeds: Vec::new(),
+            cluster_id: "clusterchat".into(),
+            secret: None,
+            gossip_interval_ms: 100,
+            phi_threshold: 8.0,
+            rpc_timeout_ms: 0,
+            rpc_connect_timeout_ms: 2000,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The secret from the environment or the file.
+    pub fn secret(&self) -> Result<String, ConfigError> {
+        std::env::var("CLUSTERCHAT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.secret.clone())
+            .filter(|s| s.len() >= 8)
+            .ok_or_else(|| ConfigError::Invalid("cluster.secret (or CLUSTERCHAT_SECRET) must be set, 8 characters at least".into()))
+    }
+
+    /// The forwarded-request timeout: configured, or ping interval + ping timeout + 10 s.
+    pub fn rpc_timeout(&self, engine: &EngineSettings) -> Duration {
+        match self.rpc_timeout_ms {
+            0 => Duration::from_millis(engine.ping_interval_ms + engine.ping_timeout_ms + 10_000),
+            ms => Duration::from_millis(ms),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -39,6 +103,7 @@ impl Default for NodeConfig {
             log: "info".into(),
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
+            cluster: None,
         }
     }
 }

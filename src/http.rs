@@ -17,15 +17,19 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, Instrument};
 
-use crate::engineio::{Engine, EngineQuery, EngineRequest, EngineResponse, Method};
+use crate::cluster::membership::Membership;
+use crate::cluster::router::Router;
+use crate::engineio::{EngineQuery, EngineRequest, EngineResponse, Method};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
 /// Everything a request may need, shared by all connections of a node.
 pub struct HttpState {
     pub node_id: Arc<str>,
-    /// Engine.IO engines by path, e.g. `/socket.io/`.
-    pub engines: Vec<(String, Arc<Engine>)>,
+    /// Engine.IO routers by path, e.g. `/socket.io/`.
+    pub engines: Vec<(String, Arc<Router>)>,
+    /// The node's membership, for `/ready`; `None` (a node on its own) is always ready.
+    pub membership: Option<Arc<Membership>>,
     /// The chat page's directory; `None` serves no page (the conformance server).
     pub web_dir: Option<PathBuf>,
     /// Origins allowed cross-origin access to the engines; `*` allows any.
@@ -56,13 +60,25 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Htt
     }
     let response = match path {
         "/health" => text(StatusCode::OK, "ok\n"),
+        "/ready" => match is_ready(&state) {
+            true => text(StatusCode::OK, "ready\n"),
+            false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        },
         "/whoami" => json(StatusCode::OK, serde_json::json!({ "node": &*state.node_id }).to_string()),
         _ => static_file(&state, path).await,
     };
     Ok(response)
 }
 
-async fn engine_request(state: &HttpState, engine: Arc<Engine>, mut req: Request<Incoming>) -> HttpResponse {
+/// Ready: a member of the ring, advertising itself as taking new sessions.
+fn is_ready(state: &HttpState) -> bool {
+    match &state.membership {
+        None => true,
+        Some(m) => m.members().get(&state.node_id).is_some_and(|me| me.ready),
+    }
+}
+
+async fn engine_request(state: &HttpState, engine: Arc<Router>, mut req: Request<Incoming>) -> HttpResponse {
     let origin = req.headers().get(header::ORIGIN).cloned();
     // CORS preflight: answered from headers alone, no session lookup.
     if req.method() == hyper::Method::OPTIONS {
@@ -86,7 +102,7 @@ async fn engine_request(state: &HttpState, engine: Arc<Engine>, mut req: Request
     };
     let binary_body =
         req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
-    let limit = engine.config().max_payload;
+    let limit = engine.max_payload();
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return engine_response(state, origin.as_ref(), engine.reject_oversized(&query));
@@ -120,20 +136,20 @@ pub fn websocket_config(max_payload: usize) -> WebSocketConfig {
 
 fn websocket_upgrade(
     state: &HttpState,
-    engine: Arc<Engine>,
+    engine: Arc<Router>,
     query: EngineQuery,
     req: &mut Request<Incoming>,
 ) -> HttpResponse {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())).unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(req);
-    let config = websocket_config(engine.config().max_payload);
+    let config = websocket_config(engine.max_payload());
     state.tasks.spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                     let (sink, stream) = futures_util::StreamExt::split(ws);
-                    engine.handle_websocket(query, None, sink, stream).await;
+                    engine.handle_websocket(query, sink, stream).await;
                 }
                 Err(err) => debug!(error = %err, "WebSocket upgrade failed"),
             }

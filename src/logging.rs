@@ -44,5 +44,5 @@ where
 pub fn init(default_filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // A second init (tests starting several nodes) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).event_format(NodeFormat).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).event_format(NodeFormat).try_init();
 }

@@ -51,6 +51,18 @@ struct NodeArgs {
     /// Log filter, e.g. `debug` or `clusterchat=debug` [default: info]; RUST_LOG overrides.
     #[arg(long)]
     log: Option<String>,
+    /// Gossip (UDP) address: joins a cluster [default with a [cluster] section: 127.0.0.1:7001].
+    #[arg(long)]
+    gossip: Option<SocketAddr>,
+    /// Internal RPC (TCP) address [default: 127.0.0.1:8001].
+    #[arg(long)]
+    rpc: Option<SocketAddr>,
+    /// Gossip address of a member to join through; repeat for several.
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// Cluster id: only nodes with the same id form a ring [default: clusterchat].
+    #[arg(long)]
+    cluster_id: Option<String>,
 }
 
 impl NodeArgs {
@@ -82,6 +94,22 @@ impl NodeArgs {
         }
         if let Some(v) = self.log {
             c.log = v;
+        }
+        let clustered = self.gossip.is_some() || self.rpc.is_some() || !self.seeds.is_empty() || self.cluster_id.is_some();
+        if clustered {
+            let cluster = c.cluster.get_or_insert_with(Default::default);
+            if let Some(v) = self.gossip {
+                cluster.gossip = v;
+            }
+            if let Some(v) = self.rpc {
+                cluster.rpc = v;
+            }
+            if !self.seeds.is_empty() {
+                cluster.seeds = self.seeds;
+            }
+            if let Some(v) = self.cluster_id {
+                cluster.cluster_id = v;
+            }
         }
         c.validate()?;
         Ok(c)

@@ -93,8 +93,8 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
     }
     info!("shutting down: closing sessions");
     drop(listener);
-    for (_, engine) in &state.engines {
-        engine.shutdown().await;
+    for (_, router) in &state.engines {
+        router.engine().shutdown().await;
     }
     // Pending polls were answered by the engine shutdown; give responses a moment to flush.
     state.tasks.close();

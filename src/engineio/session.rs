@@ -312,11 +312,16 @@ pub enum SendError {
     QueueFull,
 }
 
-/// A new random session id: 15 random bytes, base64url, 20 characters.
-pub(crate) fn new_sid() -> Sid {
+/// A new random id: 15 random bytes, base64url, 20 characters.
+pub fn new_random_id() -> String {
     use base64::Engine as _;
     let bytes: [u8; 15] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes).into()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A new random session id, for engines used without a router.
+pub(crate) fn new_sid() -> Sid {
+    new_random_id().into()
 }
 
 #[cfg(test)]

@@ -269,13 +269,42 @@ pub struct RpcStream {
 
 impl RpcStream {
     /// The next frame from the peer; `None` once the stream or its connection closed.
-    pub async fn recv(&mut self) -> Option<WsFrame> {
+    async fn recv(&mut self) -> Option<WsFrame> {
         tokio::select! {
             f = self.rx.recv() => f,
             _ = self.conn.closed.cancelled() => None,
         }
     }
 
+}
+
+impl Drop for RpcStream {
+    fn drop(&mut self) {
+        let known = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id).is_some();
+        if known && !self.conn.is_closed() {
+            debug!(peer = %self.conn.peer, stream = self.id, "closing stream");
+            self.conn.try_send(RpcFrame::StreamClose { stream: self.id });
+        }
+    }
+}
+
+impl RpcStream {
+    /// Splits the stream so sending and receiving can proceed independently. Dropping the
+    /// receiving half closes the stream.
+    pub fn split(self) -> (StreamSender, StreamReceiver) {
+        let sender = StreamSender { id: self.id, conn: self.conn.clone() };
+        (sender, StreamReceiver { inner: self })
+    }
+}
+
+/// The sending half of an [`RpcStream`].
+#[derive(Clone)]
+pub struct StreamSender {
+    id: u64,
+    conn: Arc<Connection>,
+}
+
+impl StreamSender {
     /// Sends a frame to the peer, waiting while the connection's outbox is full.
     pub async fn send(&self, frame: WsFrame) -> Result<(), RpcError> {
         if self.conn.is_closed() {
@@ -286,12 +315,13 @@ impl RpcStream {
     }
 }
 
-impl Drop for RpcStream {
-    fn drop(&mut self) {
-        let known = self.conn.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id).is_some();
-        if known && !self.conn.is_closed() {
-            debug!(peer = %self.conn.peer, stream = self.id, "closing stream");
-            self.conn.try_send(RpcFrame::StreamClose { stream: self.id });
-        }
+/// The receiving half of an [`RpcStream`]; dropping it closes the stream at both ends.
+pub struct StreamReceiver {
+    inner: RpcStream,
+}
+
+impl StreamReceiver {
+    pub async fn recv(&mut self) -> Option<WsFrame> {
+        self.inner.recv().await
     }
 }

@@ -5,7 +5,9 @@
 
 pub mod auth;
 pub mod connection;
+pub mod listener;
 pub mod message;
+pub mod peers;
 
-pub use connection::{Connection, RpcError, RpcHandler, RpcStream};
+pub use connection::{Connection, RpcError, RpcHandler, RpcStream, StreamReceiver, StreamSender};
 pub use message::{Request, Response, RpcFrame, StreamOpen, WsFrame};

@@ -1,0 +1,197 @@
+//! Membership: this node's place in the chitchat gossip ring, and a snapshot of the live
+//! members with what they advertise (HTTP and RPC addresses, readiness).
+//!
+//! Gossip keys (all ASCII, values short): `http`, `rpc`, `ready` (`1` while the node takes new
+//! sessions). Chitchat's failure detector decides liveness; a restarted node joins with a new
+//! generation id, so the ring never confuses it with its previous life.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, Instrument};
+
+pub const KEY_HTTP: &str = "http";
+pub const KEY_RPC: &str = "rpc";
+pub const KEY_READY: &str = "ready";
+
+/// Gossip settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GossipConfig {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub listen: SocketAddr,
+    pub seeds: Vec<String>,
+    pub interval: Duration,
+    pub phi_threshold: f64,
+}
+
+/// What one live member advertises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub node_id: String,
+    pub generation: u64,
+    pub gossip: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub rpc: Option<SocketAddr>,
+    pub ready: bool,
+    pub heartbeat: u64,
+}
+
+impl MemberInfo {
+    fn from_state(id: &ChitchatId, state: &NodeState) -> Self {
+        Self {
+            node_id: id.node_id.to_string(),
+            generation: id.generation_id,
+            gossip: id.gossip_advertise_addr,
+            http: state.get(KEY_HTTP).and_then(|v| v.parse().ok()),
+            rpc: state.get(KEY_RPC).and_then(|v| v.parse().ok()),
+            ready: state.get(KEY_READY) == Some("1"),
+            heartbeat: u64::from(state.heartbeat()),
+        }
+    }
+}
+
+/// The live members, by node id. If a node id appears with two generations (a restart not
+/// yet noticed as a death), the newest generation wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub nodes: BTreeMap<String, MemberInfo>,
+}
+
+impl Members {
+    pub fn get(&self, node_id: &str) -> Option<&MemberInfo> {
+        self.nodes.get(node_id)
+    }
+
+    /// Node ids of the members that take new sessions and can be reached by RPC.
+    pub fn ready(&self) -> impl Iterator<Item = &str> {
+        self.nodes.values().filter(|m| m.ready && m.rpc.is_some()).map(|m| m.node_id.as_str())
+    }
+}
+
+pub struct Membership {
+    handle: tokio::sync::Mutex<Option<ChitchatHandle>>,
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    members: watch::Receiver<Arc<Members>>,
+    stop: CancellationToken,
+}
+
+impl Membership {
+    /// Joins the ring, advertising `http` and `rpc`. Not ready until [`Membership::set_ready`].
+    pub async fn start(config: GossipConfig, http: SocketAddr, rpc: SocketAddr) -> anyhow::Result<Self> {
+        // A fresh generation per start: milliseconds since the epoch never repeat for a node.
+        let generation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(config.node_id.clone(), generation, config.listen),
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.interval,
+            listen_addr: config.listen,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: config.phi_threshold,
+                // Without this, a new member counts as dead only after the 5 s default.
+                initial_interval: config.interval,
+                dead_node_grace_period: Duration::from_secs(3600),
+                ..FailureDetectorConfig::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V1,
+        };
+        let initial = vec![(KEY_HTTP.to_owned(), http.to_string()), (KEY_RPC.to_owned(), rpc.to_string())];
+        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport).await?;
+        let chitchat = handle.chitchat();
+        let live = chitchat.lock().await.live_nodes_watcher();
+        let (tx, members) = watch::channel(Arc::new(Members::default()));
+        let stop = CancellationToken::new();
+        tokio::spawn(watch_members(live, tx, stop.clone()).in_current_span());
+        info!(gossip = %config.listen, seeds = ?config.seeds, generation, "joined the gossip ring");
+        Ok(Self { handle: tokio::sync::Mutex::new(Some(handle)), chitchat, members, stop })
+    }
+
+    /// The live members now.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.borrow().clone()
+    }
+
+    /// A receiver that sees every membership change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Members>> {
+        self.members.clone()
+    }
+
+    pub async fn set(&self, key: &str, value: &str) {
+        self.chitchat.lock().await.self_node_state().set(key, value);
+    }
+
+    pub async fn delete(&self, key: &str) {
+        self.chitchat.lock().await.self_node_state().delete(key);
+    }
+
+    pub async fn set_ready(&self, ready: bool) {
+        self.set(KEY_READY, if ready { "1" } else { "0" }).await;
+    }
+
+    /// A copy of every node's gossip state (for inspection), live or not.
+    pub async fn snapshot(&self) -> Vec<(MemberInfo, Vec<(String, String)>, bool)> {
+        let chitchat = self.chitchat.lock().await;
+        let live: std::collections::HashSet<_> = chitchat.live_nodes().cloned().collect();
+        chitchat
+            .node_states()
+            .iter()
+            .map(|(id, state)| {
+                let kv = state.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+                (MemberInfo::from_state(id, state), kv, live.contains(id))
+            })
+            .collect()
+    }
+
+    /// Leaves the ring.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(handle) = self.handle.lock().await.take() {
+            if let Err(err) = handle.shutdown().await {
+                tracing::warn!(error = %err, "gossip shutdown failed");
+            }
+        }
+    }
+}
+
+async fn watch_members(
+    mut live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    tx: watch::Sender<Arc<Members>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let members = {
+            let nodes = live.borrow_and_update();
+            let mut members = Members::default();
+            for (id, state) in nodes.iter() {
+                let info = MemberInfo::from_state(id, state);
+                let newer = members.nodes.get(&info.node_id).is_none_or(|m| m.generation < info.generation);
+                if newer {
+                    members.nodes.insert(info.node_id.clone(), info);
+                }
+            }
+            members
+        };
+        tx.send_if_modified(|current| {
+            let changed = **current != members;
+            if changed {
+                info!(members = ?members.nodes.keys().collect::<Vec<_>>(), ready = ?members.ready().collect::<Vec<_>>(), "membership changed");
+                *current = Arc::new(members);
+            }
+            changed
+        });
+        tokio::select! {
+            r = live.changed() => if r.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! Request routing: every Engine.IO request, whichever node received it, reaches the node
+//! that owns its session.
+//!
+//! A new session is placed on the rendezvous-hash winner of its random id among the ready
+//! members, and its sid is `<random>.<owner node id>`: later requests find the owner from the
+//! sid alone, so sessions stay reachable when members join (placement only decides where new
+//! sessions go). Requests for the local node go to the engine; the others are carried over
+//! the RPC: polling requests as request/response, WebSockets as streams, both ways.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tracing::{debug, warn, Instrument};
+
+use super::membership::Membership;
+use super::placement::Placement;
+use crate::engineio::session::new_random_id;
+use crate::engineio::{Engine, EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
+use crate::rpc::peers::Peers;
+use crate::rpc::{Connection, Request, Response, RpcHandler, RpcStream, StreamOpen, WsFrame};
+
+/// What a node needs to reach the others.
+pub struct Cluster {
+    pub membership: Arc<Membership>,
+    pub peers: Peers,
+    /// How long a forwarded request may take: longer than the longest long-poll.
+    pub rpc_timeout: Duration,
+}
+
+pub struct Router {
+    node_id: Arc<str>,
+    engine: Arc<Engine>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// The node id a sid names as its owner.
+pub fn sid_owner(sid: &str) -> Option<&str> {
+    sid.rsplit_once('.').map(|(_, owner)| owner).filter(|o| !o.is_empty())
+}
+
+enum Target {
+    Local,
+    Remote(Arc<Connection>),
+}
+
+impl Router {
+    /// A router for a node on its own: everything is local.
+    pub fn local(node_id: Arc<str>, engine: Arc<Engine>) -> Arc<Self> {
+        Arc::new(Self { node_id, engine, cluster: None })
+    }
+
+    pub fn clustered(node_id: Arc<str>, engine: Arc<Engine>, cluster: Arc<Cluster>) -> Arc<Self> {
+        Arc::new(Self { node_id, engine, cluster: Some(cluster) })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves the owner's side of forwarded requests and streams.
+    pub fn rpc_handler(self: &Arc<Self>) -> Arc<dyn RpcHandler> {
+        Arc::new(OwnerHandler { engine: self.engine.clone() })
+    }
+
+    /// The max payload of the engine, for the HTTP layer's body limit.
+    pub fn max_payload(&self) -> usize {
+        self.engine.config().max_payload
+    }
+
+    /// Candidate owners for a new session with random id `key`, best first.
+    fn placement(&self, key: &str) -> Vec<String> {
+        match &self.cluster {
+            None => vec![self.node_id.to_string()],
+            Some(c) => {
+                let members = c.membership.members();
+                let ready: Vec<&str> = members.ready().collect();
+                if ready.is_empty() {
+                    // Before the ring has converged (or while alone): serve it here.
+                    return vec![self.node_id.to_string()];
+                }
+                Placement::new(ready).ranking(key).into_iter().map(str::to_owned).collect()
+            }
+        }
+    }
+
+    /// Where the owner of `node_id`'s sessions is reached.
+    async fn target(&self, owner: &str) -> Result<Target, EngineError> {
+        if owner == &*self.node_id {
+            return Ok(Target::Local);
+        }
+        let cluster = self.cluster.as_ref().ok_or(EngineError::UnknownSid)?;
+        let members = cluster.membership.members();
+        let addr = members.get(owner).and_then(|m| m.rpc).ok_or(EngineError::UnknownSid)?;
+        match cluster.peers.connection(owner, addr).await {
+            Ok(conn) => Ok(Target::Remote(conn)),
+            Err(err) => {
+                warn!(owner, error = %err, "owner unreachable");
+                Err(EngineError::UnknownSid)
+            }
+        }
+    }
+
+    /// Answers a polling request, here or at the session's owner.
+    pub async fn handle_http(&self, mut req: EngineRequest) -> EngineResponse {
+        let Some(sid) = req.query.sid.clone() else {
+            if req.method != Method::Get || req.query.transport != crate::engineio::TransportKind::Polling {
+                // Let the engine produce the protocol's error.
+                return self.engine.handle_http(req).await;
+            }
+            debug!("Received new connection");
+            let random = new_random_id();
+            for owner in self.placement(&random) {
+                req.new_sid = Some(format!("{random}.{owner}"));
+                match self.target(&owner).await {
+                    Ok(Target::Local) => return self.engine.handle_http(req).await,
+                    Ok(Target::Remote(conn)) => match self.forward(&conn, req.clone()).await {
+                        Ok(response) => return response,
+                        Err(err) => warn!(owner, error = %err, "handshake not placed, trying the next node"),
+                    },
+                    Err(_) => continue,
+                }
+            }
+            return EngineError::ShuttingDown.into_response();
+        };
+        match req.method {
+            Method::Get => debug!(%sid, "Received poll request for {sid}"),
+            _ => debug!(%sid, "Received push request for {sid}"),
+        }
+        let owner = sid_owner(&sid).unwrap_or_default().to_owned();
+        match self.target(&owner).await {
+            Ok(Target::Local) => self.engine.handle_http(req).await,
+            Ok(Target::Remote(conn)) => match self.forward(&conn, req).await {
+                Ok(response) => response,
+                Err(err) => {
+                    warn!(%sid, error = %err, "forwarding failed");
+                    EngineError::UnknownSid.into_response()
+                }
+            },
+            Err(err) => err.into_response(),
+        }
+    }
+
+    async fn forward(&self, conn: &Connection, req: EngineRequest) -> Result<EngineResponse, crate::rpc::RpcError> {
+        let timeout = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
+        match conn.call(Request::Engine(req), timeout).await? {
+            Response::Engine(response) => Ok(response),
+            Response::Failed(reason) => {
+                Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason })
+            }
+        }
+    }
+
+    /// Closes a session whose POST body was too large (locally; a remote owner's session
+    /// times out) and answers 413.
+    pub fn reject_oversized(&self, query: &EngineQuery) -> EngineResponse {
+        self.engine.reject_oversized(query)
+    }
+
+    /// Runs a client's WebSocket: served here, or relayed to the session's owner.
+    pub async fn handle_websocket<Si, St, E>(&self, query: EngineQuery, mut sink: Si, stream: St)
+    where
+        Si: Sink<WsMessage> + Send + Unpin,
+        St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
+    {
+        let candidates = match &query.sid {
+            Some(sid) => {
+                debug!(%sid, "Received WebSocket request for {sid}");
+                vec![(sid_owner(sid).unwrap_or_default().to_owned(), None)]
+            }
+            None => {
+                debug!("Received new connection");
+                let random = new_random_id();
+                self.placement(&random).into_iter().map(|owner| (owner.clone(), Some(format!("{random}.{owner}")))).collect()
+            }
+        };
+        for (owner, new_sid) in candidates {
+            match self.target(&owner).await {
+                Ok(Target::Local) => return self.engine.handle_websocket(query, new_sid, sink, stream).await,
+                Ok(Target::Remote(conn)) => match conn.open_stream(StreamOpen { query: query.clone(), new_sid }).await {
+                    Ok(rpc) => return relay(rpc, sink, stream).await,
+                    Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
+                },
+                Err(_) => {}
+            }
+        }
+        let _ = sink.send(WsMessage::Close(None)).await;
+    }
+}
+
+/// Pumps a client's WebSocket to and from the owner's stream until either side ends.
+async fn relay<Si, St, E>(rpc: RpcStream, mut sink: Si, mut stream: St)
+where
+    Si: Sink<WsMessage> + Send + Unpin,
+    St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
+{
+    let (to_owner, mut from_owner) = rpc.split();
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(msg)) => if let Some(frame) = WsFrame::from_ws(msg) {
+                    if to_owner.send(frame).await.is_err() {
+                        break;
+                    }
+                },
+            },
+            frame = from_owner.recv() => match frame {
+                Some(frame) => if sink.send(frame.into_ws()).await.is_err() {
+                    break;
+                },
+                None => break,
+            },
+        }
+    }
+    // Dropping `from_owner` closes the stream, which ends the session's WebSocket at the owner.
+    let _ = sink.send(WsMessage::Close(None)).await;
+}
+
+/// The owner's side: forwarded polling requests and WebSocket streams go to the engine.
+struct OwnerHandler {
+    engine: Arc<Engine>,
+}
+
+impl RpcHandler for OwnerHandler {
+    fn request(&self, request: Request) -> futures_util::future::BoxFuture<'static, Response> {
+        let engine = self.engine.clone();
+        Box::pin(async move {
+            match request {
+                Request::Engine(req) => Response::Engine(engine.handle_http(req).await),
+            }
+        })
+    }
+
+    fn stream(&self, open: StreamOpen, stream: RpcStream) {
+        let engine = self.engine.clone();
+        tokio::spawn(
+            async move {
+                let (tx, rx) = stream.split();
+                let sink = Box::pin(futures_util::sink::unfold(tx, |tx, msg: WsMessage| async move {
+                    if let Some(frame) = WsFrame::from_ws(msg) {
+                        tx.send(frame).await?;
+                    }
+                    Ok::<_, crate::rpc::RpcError>(tx)
+                }));
+                let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|frame| (Ok::<_, Infallible>(frame.into_ws()), rx))
+                }));
+                engine.handle_websocket(open.query, open.new_sid, sink, stream).await;
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sids_name_their_owner() {
+        assert_eq!(sid_owner("AbC-_x.node2"), Some("node2"));
+        assert_eq!(sid_owner("a.b.node-3"), Some("node-3"));
+        assert_eq!(sid_owner("nodot"), None);
+        assert_eq!(sid_owner("trailing."), None);
+    }
+}
