@@ -81,7 +81,9 @@ impl ClusterSettings {
             .filter(|s| !s.is_empty())
             .or_else(|| self.secret.clone())
             .filter(|s| s.len() >= 8)
-            .ok_or_else(|| ConfigError::Invalid("cluster.secret (or CLUSTERCHAT_SECRET) must be set, 8 characters at least".into()))
+            .ok_or_else(|| {
+                ConfigError::Invalid("cluster.secret (or CLUSTERCHAT_SECRET) must be set, 8 characters at least".into())
+            })
     }
 
     /// The forwarded-request timeout: configured, or ping interval + ping timeout + 10 s.

@@ -95,7 +95,8 @@ impl NodeArgs {
         if let Some(v) = self.log {
             c.log = v;
         }
-        let clustered = self.gossip.is_some() || self.rpc.is_some() || !self.seeds.is_empty() || self.cluster_id.is_some();
+        let clustered =
+            self.gossip.is_some() || self.rpc.is_some() || !self.seeds.is_empty() || self.cluster_id.is_some();
         if clustered {
             let cluster = c.cluster.get_or_insert_with(Default::default);
             if let Some(v) = self.gossip {

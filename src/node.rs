@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::membership::{GossipConfig, Membership};
+use crate::cluster::rooms::ClusterRooms;
 use crate::cluster::router::{Cluster, Router};
 use crate::config::NodeConfig;
 use crate::engineio::Engine;
@@ -60,9 +61,12 @@ impl Node {
 
     async fn start_in(config: NodeConfig, span: tracing::Span) -> Result<Self, NodeError> {
         let node_id: Arc<str> = config.node_id.as_str().into();
-        let io = SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id.clone(), config.chat.clone())]);
-        let engine = Engine::new(config.engine.engine(), io);
-        let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source }) };
+        let io =
+            SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id.clone(), config.chat.clone())]);
+        let engine = Engine::new(config.engine.engine(), io.clone());
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })
+        };
         let http = bind(config.http).await?;
         let http_addr = http.local_addr().map_err(|source| NodeError::Bind { addr: config.http, source })?;
 
@@ -80,16 +84,23 @@ impl Node {
                     interval: Duration::from_millis(c.gossip_interval_ms),
                     phi_threshold: c.phi_threshold,
                 };
-                let membership = Arc::new(Membership::start(gossip, http_addr, rpc_addr).await.map_err(NodeError::Gossip)?);
-                let cluster = Arc::new(Cluster {
-                    membership,
-                    peers: Peers::new(secret.clone(), Duration::from_millis(c.rpc_connect_timeout_ms)),
-                    rpc_timeout: c.rpc_timeout(&config.engine),
-                });
+                let membership =
+                    Arc::new(Membership::start(gossip, http_addr, rpc_addr).await.map_err(NodeError::Gossip)?);
+                let peers = Arc::new(Peers::new(secret.clone(), Duration::from_millis(c.rpc_connect_timeout_ms)));
+                let rpc_timeout = c.rpc_timeout(&config.engine);
+                let rooms = ClusterRooms::new(
+                    config.node_id.clone(),
+                    membership.clone(),
+                    peers.clone(),
+                    io.namespaces().cloned().collect(),
+                    rpc_timeout,
+                );
+                let cluster = Arc::new(Cluster { membership, peers, rpc_timeout });
                 let router = Router::clustered(node_id.clone(), engine.clone(), cluster.clone());
                 let rpc_stop = CancellationToken::new();
                 let rpc_task = tokio::spawn(
-                    crate::rpc::listener::serve(rpc, secret, router.rpc_handler(), rpc_stop.clone()).in_current_span(),
+                    crate::rpc::listener::serve(rpc, secret, router.rpc_handler(rooms), rpc_stop.clone())
+                        .in_current_span(),
                 );
                 (router, Some(RunningCluster { cluster, rpc_addr, rpc_stop, rpc_task }))
             }

@@ -5,13 +5,14 @@
 //! names with `{user, room[, message]}`, and `room users {room, users}`. The server sets
 //! `user` from the connection, so a client cannot speak as someone else.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::socketio::{AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, Socket};
+use tracing::Instrument;
+
+use crate::socketio::{AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, Socket};
 
 /// The chat's namespace.
 pub const NAMESPACE: &str = "/chat";
@@ -46,6 +47,7 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
     NamespaceBuilder::new(NAMESPACE)
         .on_connect(move |socket, req| {
             let name = user_name(req, &config)?;
+            socket.set_label(&name);
             socket.set_data(User(name.into()));
             Ok(())
         })
@@ -56,9 +58,9 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
                 tracing::debug!(socket = %socket.id(), "client gone before welcome");
             }
         })
-        .on("join room", move |socket, event, ack| {
-            let result = room_arg(&event, &c1).and_then(|room| join(socket, &room, &c1));
-            respond(socket, ack, result);
+        .on("join room", move |socket, event, ack| match room_arg(&event, &c1) {
+            Ok(room) => join(socket, room, &c1, ack),
+            Err(error) => respond(socket, ack, Err(error)),
         })
         .on("leave room", move |socket, event, ack| {
             let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room));
@@ -74,6 +76,15 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
             for room in socket.rooms() {
                 announce_leave(socket.namespace(), &user, &room);
             }
+        })
+        .on_presence(|ns, room, change| {
+            // Users of a lost node leave without a word from it: say it for them, here.
+            if change.cause == PresenceCause::NodeLost {
+                for user in &change.left {
+                    ns.emit_to_local_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
+                }
+            }
+            ns.emit_to_local_room(room, "room users", vec![room_users(ns, room)]);
         })
 }
 
@@ -130,21 +141,30 @@ fn message_args(event: &Event, config: &ChatConfig) -> Result<(String, String), 
     Ok((room, message.to_owned()))
 }
 
-fn join(socket: &Arc<Socket>, room: &str, config: &ChatConfig) -> Result<(), String> {
-    let ns = socket.namespace();
-    if socket.in_room(room) {
+/// Joins, then announces the join once every node routes the room's messages here, so
+/// the joiner misses nothing sent after its ack.
+fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, ack: Option<AckSender>) {
+    let ns = socket.namespace().clone();
+    if socket.in_room(&room) {
         // Joining twice is harmless: the client just gets the member list again.
-        let _ = socket.emit("room users", vec![room_users(ns, room)]);
-        return Ok(());
+        let _ = socket.emit("room users", vec![room_users(&ns, &room)]);
+        return respond(socket, ack, Ok(()));
     }
     if socket.rooms().len() >= config.max_rooms_per_user {
-        return Err(format!("you are already in {} rooms", config.max_rooms_per_user));
+        return respond(socket, ack, Err(format!("you are already in {} rooms", config.max_rooms_per_user)));
     }
-    socket.join(room);
-    let user = user(socket);
-    ns.emit_to_room(room, "join room", vec![json!({ "user": &*user, "room": room })]);
-    ns.emit_to_room(room, "room users", vec![room_users(ns, room)]);
-    Ok(())
+    let Some(subscribed) = socket.join(&room) else { return respond(socket, ack, Ok(())) };
+    let socket = socket.clone();
+    tokio::spawn(
+        async move {
+            subscribed.await;
+            let user = user(&socket);
+            ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
+            ns.emit_to_local_room(&room, "room users", vec![room_users(&ns, &room)]);
+            respond(&socket, ack, Ok(()));
+        }
+        .in_current_span(),
+    );
 }
 
 fn leave(socket: &Arc<Socket>, room: &str) -> Result<(), String> {
@@ -159,9 +179,10 @@ fn leave(socket: &Arc<Socket>, room: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Tells the room, cluster-wide, that `user` left; each node updates its members' lists.
 fn announce_leave(ns: &Namespace, user: &str, room: &str) {
     ns.emit_to_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
-    ns.emit_to_room(room, "room users", vec![room_users(ns, room)]);
+    ns.emit_to_local_room(room, "room users", vec![room_users(ns, room)]);
 }
 
 fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
@@ -177,10 +198,9 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `{room, users}`: the sorted, distinct names of the room's members.
+/// `{room, users}`: the sorted, distinct names of the room's members on every node.
 fn room_users(ns: &Namespace, room: &str) -> Value {
-    let users: BTreeSet<Arc<str>> = ns.room_members(room).iter().map(|s| user(s)).collect();
-    json!({ "room": room, "users": users.iter().map(|u| &**u).collect::<Vec<_>>() })
+    json!({ "room": room, "users": ns.room_labels(room) })
 }
 
 /// Answers through the ack when the client asked for one; otherwise errors become `chat error`.

@@ -19,6 +19,21 @@ use tracing::{info, Instrument};
 pub const KEY_HTTP: &str = "http";
 pub const KEY_RPC: &str = "rpc";
 pub const KEY_READY: &str = "ready";
+/// Prefix of the keys naming rooms with local members: `room:<base64url(nsp LF room)>`.
+/// Room names may be any Unicode, and a gossip key must start with an ASCII character.
+pub const ROOM_PREFIX: &str = "room:";
+
+pub fn room_key(nsp: &str, room: &str) -> String {
+    use base64::Engine as _;
+    format!("{ROOM_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{nsp}\n{room}")))
+}
+
+pub fn decode_room_key(key: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key.strip_prefix(ROOM_PREFIX)?).ok()?;
+    let (nsp, room) = String::from_utf8(bytes).ok()?.split_once('\n').map(|(n, r)| (n.to_owned(), r.to_owned()))?;
+    Some((nsp, room))
+}
 
 /// Gossip settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +56,8 @@ pub struct MemberInfo {
     pub rpc: Option<SocketAddr>,
     pub ready: bool,
     pub heartbeat: u64,
+    /// Rooms with local members on that node, as `(namespace, room)`, from its `room:` keys.
+    pub rooms: std::collections::BTreeSet<(String, String)>,
 }
 
 impl MemberInfo {
@@ -53,6 +70,7 @@ impl MemberInfo {
             rpc: state.get(KEY_RPC).and_then(|v| v.parse().ok()),
             ready: state.get(KEY_READY) == Some("1"),
             heartbeat: u64::from(state.heartbeat()),
+            rooms: state.key_values().filter_map(|(k, _)| decode_room_key(k)).collect(),
         }
     }
 }
@@ -193,5 +211,23 @@ async fn watch_members(
             r = live.changed() => if r.is_err() { return },
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_keys_are_ascii_and_round_trip() {
+        for room in ["lobby", "café ☕ 日本", "a\nb", "😀", ""] {
+            let key = room_key("/chat", room);
+            assert!(key.is_ascii() && key.starts_with(ROOM_PREFIX), "{key}");
+            assert_eq!(decode_room_key(&key), Some(("/chat".into(), room.into())));
+        }
+        assert_eq!(decode_room_key("http"), None);
+        assert_eq!(decode_room_key("room:!!"), None);
+        // A 64-character room of 4-byte characters still makes a small key.
+        assert!(room_key("/chat", &"😀".repeat(64)).len() < 400);
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod membership;
 pub mod placement;
+pub mod rooms;
 pub mod router;

@@ -17,6 +17,7 @@ use tracing::{debug, warn, Instrument};
 
 use super::membership::Membership;
 use super::placement::Placement;
+use super::rooms::ClusterRooms;
 use crate::engineio::session::new_random_id;
 use crate::engineio::{Engine, EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
 use crate::rpc::peers::Peers;
@@ -25,7 +26,7 @@ use crate::rpc::{Connection, Request, Response, RpcHandler, RpcStream, StreamOpe
 /// What a node needs to reach the others.
 pub struct Cluster {
     pub membership: Arc<Membership>,
-    pub peers: Peers,
+    pub peers: Arc<Peers>,
     /// How long a forwarded request may take: longer than the longest long-poll.
     pub rpc_timeout: Duration,
 }
@@ -60,9 +61,10 @@ impl Router {
         &self.engine
     }
 
-    /// Serves the owner's side of forwarded requests and streams.
-    pub fn rpc_handler(self: &Arc<Self>) -> Arc<dyn RpcHandler> {
-        Arc::new(OwnerHandler { engine: self.engine.clone() })
+    /// Serves what peers ask of this node: forwarded requests and streams for the sessions
+    /// it owns, and room traffic.
+    pub fn rpc_handler(self: &Arc<Self>, rooms: Arc<ClusterRooms>) -> Arc<dyn RpcHandler> {
+        Arc::new(PeerHandler { engine: self.engine.clone(), rooms })
     }
 
     /// The max payload of the engine, for the HTTP layer's body limit.
@@ -147,8 +149,9 @@ impl Router {
         let timeout = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
         match conn.call(Request::Engine(req), timeout).await? {
             Response::Engine(response) => Ok(response),
-            Response::Failed(reason) => {
-                Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason })
+            Response::Failed(reason) => Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason }),
+            Response::Presence(_) => {
+                Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason: "unexpected answer".into() })
             }
         }
     }
@@ -173,16 +176,21 @@ impl Router {
             None => {
                 debug!("Received new connection");
                 let random = new_random_id();
-                self.placement(&random).into_iter().map(|owner| (owner.clone(), Some(format!("{random}.{owner}")))).collect()
+                self.placement(&random)
+                    .into_iter()
+                    .map(|owner| (owner.clone(), Some(format!("{random}.{owner}"))))
+                    .collect()
             }
         };
         for (owner, new_sid) in candidates {
             match self.target(&owner).await {
                 Ok(Target::Local) => return self.engine.handle_websocket(query, new_sid, sink, stream).await,
-                Ok(Target::Remote(conn)) => match conn.open_stream(StreamOpen { query: query.clone(), new_sid }).await {
-                    Ok(rpc) => return relay(rpc, sink, stream).await,
-                    Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
-                },
+                Ok(Target::Remote(conn)) => {
+                    match conn.open_stream(StreamOpen { query: query.clone(), new_sid }).await {
+                        Ok(rpc) => return relay(rpc, sink, stream).await,
+                        Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
+                    }
+                }
                 Err(_) => {}
             }
         }
@@ -219,19 +227,28 @@ where
     let _ = sink.send(WsMessage::Close(None)).await;
 }
 
-/// The owner's side: forwarded polling requests and WebSocket streams go to the engine.
-struct OwnerHandler {
+/// This node as peers see it: forwarded polling requests and WebSocket streams go to the
+/// engine, room traffic to the cluster rooms.
+struct PeerHandler {
     engine: Arc<Engine>,
+    rooms: Arc<ClusterRooms>,
 }
 
-impl RpcHandler for OwnerHandler {
+impl RpcHandler for PeerHandler {
     fn request(&self, request: Request) -> futures_util::future::BoxFuture<'static, Response> {
-        let engine = self.engine.clone();
-        Box::pin(async move {
-            match request {
-                Request::Engine(req) => Response::Engine(engine.handle_http(req).await),
+        match request {
+            Request::Engine(req) => {
+                let engine = self.engine.clone();
+                Box::pin(async move { Response::Engine(engine.handle_http(req).await) })
             }
-        })
+            Request::Subscribe { node, nsp, room, labels } => {
+                Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels)))
+            }
+        }
+    }
+
+    fn push(&self, push: crate::rpc::Push) {
+        self.rooms.on_push(push);
     }
 
     fn stream(&self, open: StreamOpen, stream: RpcStream) {

@@ -19,7 +19,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use super::message::{decode, encode, Request, Response, RpcFrame, StreamOpen, WsFrame, MAX_FRAME};
+use super::message::{decode, encode, Push, Request, Response, RpcFrame, StreamOpen, WsFrame, MAX_FRAME};
 
 /// Outgoing frames queued per connection.
 const OUTBOX: usize = 4096;
@@ -31,6 +31,8 @@ pub trait RpcHandler: Send + Sync + 'static {
     fn request(&self, request: Request) -> BoxFuture<'static, Response>;
     /// A peer opened a stream; the handler owns it (and spawns whatever serves it).
     fn stream(&self, open: StreamOpen, stream: RpcStream);
+    /// A one-way message; must not block.
+    fn push(&self, push: Push);
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -197,6 +199,10 @@ impl Connection {
             RpcFrame::StreamClose { stream } => {
                 self.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
             }
+            RpcFrame::Push(push) => match handler {
+                Some(h) => h.push(push),
+                None => debug!(peer = %self.peer, "push on a connection that serves none, ignored"),
+            },
         }
     }
 
@@ -221,6 +227,15 @@ impl Connection {
             warn!(peer = %self.peer, "RPC outbox full, closing connection");
             self.closed.cancel();
         }
+    }
+
+    /// Sends a one-way message, waiting while the outbox is full.
+    pub async fn push(&self, push: Push) -> Result<(), RpcError> {
+        if self.is_closed() {
+            return Err(RpcError::ConnectionLost(self.peer.clone()));
+        }
+        self.send(RpcFrame::Push(push)).await;
+        Ok(())
     }
 
     /// Sends a request and waits for its response, at most `timeout`.
@@ -275,7 +290,6 @@ impl RpcStream {
             _ = self.conn.closed.cancelled() => None,
         }
     }
-
 }
 
 impl Drop for RpcStream {

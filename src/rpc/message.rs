@@ -34,19 +34,35 @@ pub enum RpcFrame {
     StreamClose {
         stream: u64,
     },
+    /// A one-way message: no response, no retry.
+    Push(Push),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// A polling request (or polling handshake) for a session this node owns.
     Engine(EngineRequest),
+    /// `node` now has local members labelled `labels` in a room; the answer is the
+    /// receiver's own local members of that room.
+    Subscribe { node: String, nsp: String, room: String, labels: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Engine(EngineResponse),
+    /// Labels of the answering node's local members of a room.
+    Presence(Vec<String>),
     /// The peer could not serve the request; the text says why.
     Failed(String),
+}
+
+/// Room traffic between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Push {
+    /// A room broadcast, encoded once by the publishing node, for the receiver's members.
+    Publish { nsp: String, room: String, frames: Vec<WsFrame> },
+    /// `node`'s local members of a room are now `labels` (empty: none).
+    Presence { node: String, nsp: String, room: String, labels: Vec<String> },
 }
 
 /// A client's WebSocket, carried to the owner of its session.
@@ -149,6 +165,27 @@ mod tests {
             RpcFrame::StreamData { stream: 1, frame: WsFrame::Text("42[\"chat message\",\"😀\"]".into()) },
             RpcFrame::StreamData { stream: 1, frame: WsFrame::Binary(Bytes::from_static(&[0, 1, 255])) },
             RpcFrame::StreamClose { stream: 1 },
+            RpcFrame::Push(Push::Publish {
+                nsp: "/chat".into(),
+                room: "café ☕".into(),
+                frames: vec![WsFrame::Text("42/chat,[\"x\"]".into())],
+            }),
+            RpcFrame::Push(Push::Presence {
+                node: "node2".into(),
+                nsp: "/chat".into(),
+                room: "r".into(),
+                labels: vec!["bob".into()],
+            }),
+            RpcFrame::Request {
+                id: 9,
+                body: Request::Subscribe {
+                    node: "node1".into(),
+                    nsp: "/chat".into(),
+                    room: "r".into(),
+                    labels: vec![],
+                },
+            },
+            RpcFrame::Response { id: 9, body: Response::Presence(vec!["alice".into(), "日本".into()]) },
         ];
         for frame in frames {
             assert_eq!(decode(&encode(&frame).unwrap()).unwrap(), frame);

@@ -3,11 +3,13 @@
 //! `packet` is the pure codec; `server` dispatches each client's packets; `namespace` holds
 //! the application's handlers and the room table; `socket` is one client in one namespace.
 
+pub mod adapter;
 pub mod namespace;
 pub mod packet;
 pub mod server;
 pub mod socket;
 
+pub use adapter::{Adapter, PresenceCause, PresenceChange};
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
 pub use server::{SocketIo, SocketIoConfig};
 pub use socket::{AckError, AckResponse, AckSender, Socket};

@@ -1,13 +1,16 @@
 //! Namespaces: the application's handlers for one namespace, its connected sockets and its
-//! rooms (the local adapter).
+//! rooms (the local room table; an [`Adapter`] extends rooms over the cluster).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
+use super::adapter::{Adapter, PresenceChange};
 use super::socket::{AckSender, Socket};
+use crate::engineio::Frame;
 
 /// A room name. Shared, because the same name sits in the room table and in each member socket.
 pub type Room = Arc<str>;
@@ -41,6 +44,7 @@ pub type ConnectHandler = Arc<dyn Fn(&Arc<Socket>, &ConnectRequest) -> Result<()
 pub type ConnectedHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 pub type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync>;
 pub type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, &str) + Send + Sync>;
+pub type PresenceHandler = Arc<dyn Fn(&Namespace, &str, &PresenceChange) + Send + Sync>;
 
 /// Builds a namespace's handlers before the server starts.
 pub struct NamespaceBuilder {
@@ -49,6 +53,7 @@ pub struct NamespaceBuilder {
     on_connected: Option<ConnectedHandler>,
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
+    on_presence: Option<PresenceHandler>,
 }
 
 impl NamespaceBuilder {
@@ -59,6 +64,7 @@ impl NamespaceBuilder {
             on_connected: None,
             events: HashMap::new(),
             on_disconnect: None,
+            on_presence: None,
         }
     }
 
@@ -93,6 +99,12 @@ impl NamespaceBuilder {
         self
     }
 
+    /// Runs when members of a room that has local members come or go on other nodes.
+    pub fn on_presence(mut self, f: impl Fn(&Namespace, &str, &PresenceChange) + Send + Sync + 'static) -> Self {
+        self.on_presence = Some(Arc::new(f));
+        self
+    }
+
     pub(crate) fn build(self) -> Arc<Namespace> {
         Arc::new(Namespace {
             name: self.name,
@@ -100,6 +112,8 @@ impl NamespaceBuilder {
             on_connected: self.on_connected,
             events: self.events,
             on_disconnect: self.on_disconnect,
+            on_presence: self.on_presence,
+            adapter: OnceLock::new(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
         })
@@ -112,6 +126,9 @@ pub struct Namespace {
     on_connected: Option<ConnectedHandler>,
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
+    on_presence: Option<PresenceHandler>,
+    /// Set once when the node joins a cluster; absent, rooms are this node's only.
+    adapter: OnceLock<Arc<dyn Adapter>>,
     /// Connected sockets by socket id. std locks: only held for map operations.
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     /// Room → member socket ids.
@@ -121,6 +138,13 @@ pub struct Namespace {
 impl Namespace {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Extends the rooms of this namespace over the cluster; only the first call counts.
+    pub fn set_adapter(&self, adapter: Arc<dyn Adapter>) {
+        if self.adapter.set(adapter).is_err() {
+            tracing::warn!(nsp = %self.name, "namespace already has an adapter");
+        }
     }
 
     pub(crate) fn connect(&self, socket: &Arc<Socket>, req: &ConnectRequest) -> Result<(), String> {
@@ -144,6 +168,13 @@ impl Namespace {
         }
     }
 
+    /// Tells the application that members of `room` on other nodes changed.
+    pub fn presence_changed(&self, room: &str, change: &PresenceChange) {
+        if let Some(f) = &self.on_presence {
+            f(self, room, change);
+        }
+    }
+
     /// Removes a socket from the namespace and its rooms, then runs the disconnect handler,
     /// which still sees the socket's rooms.
     pub(crate) fn remove(&self, socket: &Arc<Socket>, reason: &str) {
@@ -157,25 +188,61 @@ impl Namespace {
                 remove_member(&mut table, room, socket.id());
             }
         }
+        for room in &rooms {
+            // The report is made at once; nobody waits on a departing socket's rooms.
+            drop(self.room_changed(room));
+        }
         if let Some(f) = &self.on_disconnect {
             f(socket, reason);
         }
     }
 
-    pub(crate) fn add_to_room(&self, room: &Room, sid: &Arc<str>) {
+    pub(crate) fn add_to_room(&self, room: &Room, sid: &Arc<str>) -> BoxFuture<'static, ()> {
         self.rooms.write().unwrap_or_else(|e| e.into_inner()).entry(room.clone()).or_default().insert(sid.clone());
+        self.room_changed(room)
     }
 
     pub(crate) fn remove_from_room(&self, room: &Room, sid: &Arc<str>) {
         remove_member(&mut self.rooms.write().unwrap_or_else(|e| e.into_inner()), room, sid);
+        drop(self.room_changed(room));
     }
 
-    /// The sockets in a room, now.
+    /// Reports a room's local members to the adapter, at once; the returned future resolves
+    /// when the other nodes know.
+    fn room_changed(&self, room: &str) -> BoxFuture<'static, ()> {
+        match self.adapter.get() {
+            Some(adapter) => adapter.room_changed(&self.name, room, self.local_labels(room)),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
+    /// The sockets in a room on this node, now.
     pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
         let Some(ids) = rooms.get(room) else { return Vec::new() };
         let sockets = self.sockets.read().unwrap_or_else(|e| e.into_inner());
         ids.iter().filter_map(|id| sockets.get(id).cloned()).collect()
+    }
+
+    /// Presence labels of the room's members on this node.
+    pub fn local_labels(&self, room: &str) -> Vec<String> {
+        self.room_members(room).iter().filter_map(|s| s.label().map(str::to_owned)).collect()
+    }
+
+    /// Presence labels of the room's members on every node, sorted and distinct.
+    pub fn room_labels(&self, room: &str) -> Vec<String> {
+        let mut labels = self.local_labels(room);
+        if let Some(adapter) = self.adapter.get() {
+            labels.extend(adapter.remote_labels(&self.name, room));
+        }
+        labels.sort();
+        labels.dedup();
+        labels
+    }
+
+    /// Whether the room has members on this node.
+    pub fn has_local_room(&self, room: &str) -> bool {
+        self.rooms.read().unwrap_or_else(|e| e.into_inner()).contains_key(room)
     }
 
     pub fn room_count(&self) -> usize {
@@ -186,11 +253,24 @@ impl Namespace {
         self.sockets.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Emits an event to every socket in `room`, encoding the packet once. Returns how many
-    /// sockets it was queued for; sockets whose queue is full are closed by their session.
-    pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) -> usize {
+    /// Emits an event to every member of `room` on every node, encoding the packet once.
+    pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) {
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
-        self.room_members(room).iter().filter(|s| s.send_frames(&frames).is_ok()).count()
+        self.deliver_local(room, &frames);
+        if let Some(adapter) = self.adapter.get() {
+            adapter.publish(&self.name, room, &frames);
+        }
+    }
+
+    /// Emits an event to the members of `room` on this node only.
+    pub fn emit_to_local_room(&self, room: &str, event: &str, args: Vec<Value>) {
+        self.deliver_local(room, &super::socket::event_frames(&self.name, event, args, Vec::new(), None));
+    }
+
+    /// Queues encoded frames for the room's local members; returns how many took them.
+    /// Sockets whose queue is full are closed by their session, never waited for.
+    pub fn deliver_local(&self, room: &str, frames: &[Frame]) -> usize {
+        self.room_members(room).iter().filter(|s| s.send_frames(frames).is_ok()).count()
     }
 }
 

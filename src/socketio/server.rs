@@ -61,6 +61,10 @@ impl SocketIo {
         self.namespaces.get(name)
     }
 
+    pub fn namespaces(&self) -> impl Iterator<Item = &Arc<Namespace>> {
+        self.namespaces.values()
+    }
+
     fn client(&self, sid: &Sid) -> Option<Arc<Client>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(sid).cloned()
     }

@@ -42,6 +42,8 @@ pub struct Socket {
     next_ack: AtomicU64,
     /// Application data attached at connect (e.g. the chat's user name).
     data: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// The name this socket shows in room presence lists, cluster-wide.
+    label: OnceLock<String>,
 }
 
 impl Socket {
@@ -54,6 +56,7 @@ impl Socket {
             pending_acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
             data: OnceLock::new(),
+            label: OnceLock::new(),
         })
     }
 
@@ -76,6 +79,15 @@ impl Socket {
 
     pub fn data<T: Any + Send + Sync>(&self) -> Option<&T> {
         self.data.get().and_then(|d| d.downcast_ref())
+    }
+
+    /// Sets the presence label, once, before joining rooms.
+    pub fn set_label(&self, label: &str) -> bool {
+        self.label.set(label.to_owned()).is_ok()
+    }
+
+    pub fn label(&self) -> Option<&str> {
+        self.label.get().map(String::as_str)
     }
 
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), SendError> {
@@ -127,14 +139,12 @@ impl Socket {
         self.session.send(Frame::message(&encode(packet)))
     }
 
-    /// Joins a room; returns false if the socket was already in it.
-    pub fn join(&self, room: &str) -> bool {
+    /// Joins a room. `None` if the socket was already in it; otherwise a future that
+    /// resolves once every node knows (messages published anywhere after it reach us).
+    pub fn join(&self, room: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
         let room: Room = room.into();
         let added = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.clone());
-        if added {
-            self.ns.add_to_room(&room, &self.id);
-        }
-        added
+        added.then(|| self.ns.add_to_room(&room, &self.id))
     }
 
     /// Leaves a room; returns false if the socket was not in it.

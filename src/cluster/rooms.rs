@@ -1,0 +1,361 @@
+//! Rooms across the cluster: the subscriber table, direct pushes, replicated presence.
+//!
+//! Every node advertises in gossip the rooms it has local members in (`room:` keys). When a
+//! room gets its first local member the node also asks every peer directly (one round trip),
+//! and each answers with its own local members of the room: the join is effective everywhere
+//! before the joiner is acked, and the joiner's node learns who is in the room. Later changes
+//! of a room's local members are pushed to the nodes subscribed to it. A broadcast is encoded
+//! once and pushed once to each subscribed node. Gossip repairs what a push missed, and a
+//! node that leaves the ring takes its members with it (the others announce their leave).
+//!
+//! Pushes go through one bounded queue per peer, so a slow or dead node never blocks a
+//! publisher: what does not fit is dropped, counted and logged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tracing::{debug, warn, Instrument};
+
+use super::membership::{room_key, Members, Membership};
+use crate::engineio::Frame;
+use crate::rpc::peers::Peers;
+use crate::rpc::{Push, Request, Response, WsFrame};
+use crate::socketio::{Adapter, Namespace, PresenceCause, PresenceChange};
+
+/// Pushes queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 8192;
+/// How long a joining node waits for each peer to confirm a subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type RoomId = (String, String);
+
+/// Counters of room traffic, for metrics.
+#[derive(Debug, Default)]
+pub struct RoomStats {
+    pub pushes_sent: AtomicU64,
+    pub pushes_dropped: AtomicU64,
+    pub publishes_received: AtomicU64,
+}
+
+#[derive(Default)]
+struct Tables {
+    /// Rooms with local members.
+    local: HashSet<RoomId>,
+    /// Remote presence: room → node → labels of its members there.
+    presence: HashMap<RoomId, BTreeMap<String, Vec<String>>>,
+    /// Remote subscriptions known from gossip: room → nodes.
+    gossip: HashMap<RoomId, BTreeSet<String>>,
+    /// Live node ids, as of the last membership change.
+    live: BTreeSet<String>,
+}
+
+pub struct ClusterRooms {
+    /// This adapter itself, for the tasks it spawns from `&self` trait methods.
+    me: std::sync::Weak<ClusterRooms>,
+    node_id: String,
+    membership: Arc<Membership>,
+    peers: Arc<Peers>,
+    namespaces: HashMap<String, Arc<Namespace>>,
+    /// A std lock: held for table updates only, never across an await.
+    tables: Mutex<Tables>,
+    /// Per-peer push queues, each drained by its own task.
+    queues: Mutex<HashMap<String, mpsc::Sender<Push>>>,
+    rpc_timeout: Duration,
+    pub stats: RoomStats,
+}
+
+impl ClusterRooms {
+    pub fn new(
+        node_id: String,
+        membership: Arc<Membership>,
+        peers: Arc<Peers>,
+        namespaces: Vec<Arc<Namespace>>,
+        rpc_timeout: Duration,
+    ) -> Arc<Self> {
+        let rooms = Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            node_id,
+            membership,
+            peers,
+            namespaces: namespaces.into_iter().map(|ns| (ns.name().to_owned(), ns)).collect(),
+            tables: Mutex::new(Tables::default()),
+            queues: Mutex::new(HashMap::new()),
+            rpc_timeout,
+            stats: RoomStats::default(),
+        });
+        for ns in rooms.namespaces.values() {
+            ns.set_adapter(rooms.clone());
+        }
+        tokio::spawn(rooms.clone().follow_membership().in_current_span());
+        rooms
+    }
+
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Nodes to push a room's broadcasts to: subscribed by gossip or by direct word, live.
+    fn subscribers(&self, id: &RoomId) -> Vec<String> {
+        let t = self.tables();
+        let mut nodes: BTreeSet<&String> = t.gossip.get(id).map(|s| s.iter().collect()).unwrap_or_default();
+        if let Some(p) = t.presence.get(id) {
+            nodes.extend(p.keys());
+        }
+        nodes.into_iter().filter(|n| **n != self.node_id && t.live.contains(*n)).cloned().collect()
+    }
+
+    /// Queues a push for `node` without waiting.
+    fn push_to(self: &Arc<Self>, node: &str, push: Push) {
+        let tx = {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            match queues.get(node).filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                    tokio::spawn(self.clone().pusher(node.to_owned(), rx).in_current_span());
+                    queues.insert(node.to_owned(), tx.clone());
+                    tx
+                }
+            }
+        };
+        if tx.try_send(push).is_err() {
+            let dropped = self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                warn!(peer = node, dropped, "push queue full: dropping room traffic to a slow node");
+            }
+        }
+    }
+
+    /// Drains one peer's queue in order over its RPC connection.
+    async fn pusher(self: Arc<Self>, node: String, mut rx: mpsc::Receiver<Push>) {
+        while let Some(push) = rx.recv().await {
+            let addr = self.membership.members().get(&node).and_then(|m| m.rpc);
+            let Some(addr) = addr else {
+                // The node left: what was queued for it has nobody to go to.
+                self.stats.pushes_dropped.fetch_add(1 + rx.len() as u64, Ordering::Relaxed);
+                break;
+            };
+            let sent = match self.peers.connection(&node, addr).await {
+                Ok(conn) => conn.push(push).await.is_ok(),
+                Err(err) => {
+                    debug!(peer = %node, error = %err, "push not delivered");
+                    false
+                }
+            };
+            let counter = if sent { &self.stats.pushes_sent } else { &self.stats.pushes_dropped };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
+    }
+
+    /// Applies a peer's presence for a room; tells the namespace if it has local members.
+    fn apply_presence(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) {
+        let id = (nsp.to_owned(), room.to_owned());
+        let notify = {
+            let mut t = self.tables();
+            let entry = t.presence.entry(id.clone()).or_default();
+            let changed = if labels.is_empty() {
+                entry.remove(node).is_some()
+            } else {
+                entry.insert(node.to_owned(), labels.clone()).as_ref() != Some(&labels)
+            };
+            if entry.is_empty() {
+                t.presence.remove(&id);
+            }
+            changed && t.local.contains(&id)
+        };
+        if notify {
+            if let Some(ns) = self.namespaces.get(nsp) {
+                ns.presence_changed(room, &PresenceChange { cause: PresenceCause::Remote, left: Vec::new() });
+            }
+        }
+    }
+
+    /// Serves a peer's Subscribe: record its members, answer with ours.
+    pub fn on_subscribe(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) -> Response {
+        self.apply_presence(node, nsp, room, labels);
+        let ours = self.namespaces.get(nsp).map(|ns| ns.local_labels(room)).unwrap_or_default();
+        Response::Presence(ours)
+    }
+
+    /// Serves a peer's push.
+    pub fn on_push(&self, push: Push) {
+        match push {
+            Push::Publish { nsp, room, frames } => {
+                self.stats.publishes_received.fetch_add(1, Ordering::Relaxed);
+                if let Some(ns) = self.namespaces.get(&nsp) {
+                    let frames: Vec<Frame> = frames.into_iter().map(frame_from_wire).collect();
+                    ns.deliver_local(&room, &frames);
+                }
+            }
+            Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels),
+        }
+    }
+
+    /// Keeps the tables in step with gossip: subscriptions of live nodes, and the members of
+    /// nodes that left.
+    async fn follow_membership(self: Arc<Self>) {
+        let mut changes = self.membership.subscribe();
+        loop {
+            let members = changes.borrow_and_update().clone();
+            self.membership_changed(&members);
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn membership_changed(self: &Arc<Self>, members: &Members) {
+        let mut lost: Vec<(RoomId, Vec<String>)> = Vec::new();
+        let mut repair: Vec<(String, RoomId)> = Vec::new();
+        {
+            let mut t = self.tables();
+            t.live = members.nodes.keys().cloned().collect();
+            t.gossip.clear();
+            for m in members.nodes.values().filter(|m| m.node_id != self.node_id) {
+                for id in &m.rooms {
+                    t.gossip.entry(id.clone()).or_default().insert(m.node_id.clone());
+                }
+            }
+            let live = t.live.clone();
+            for (id, nodes) in t.presence.iter_mut() {
+                let gone: Vec<String> = nodes.keys().filter(|n| !live.contains(*n)).cloned().collect();
+                let mut left = Vec::new();
+                for node in gone {
+                    left.extend(nodes.remove(&node).unwrap_or_default());
+                }
+                if !left.is_empty() {
+                    lost.push((id.clone(), left));
+                }
+            }
+            t.presence.retain(|_, nodes| !nodes.is_empty());
+            // A node subscribed by gossip whose members we never heard of, in a room we have
+            // members in: a direct word was missed. Ask it.
+            for (id, nodes) in &t.gossip {
+                if t.local.contains(id) {
+                    for node in nodes {
+                        if t.presence.get(id).is_none_or(|p| !p.contains_key(node)) {
+                            repair.push((node.clone(), id.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        for ((nsp, room), left) in lost {
+            debug!(%room, ?left, "members lost with their node");
+            if let Some(ns) = self.namespaces.get(&nsp) {
+                if ns.has_local_room(&room) {
+                    ns.presence_changed(&room, &PresenceChange { cause: PresenceCause::NodeLost, left });
+                }
+            }
+        }
+        for (node, (nsp, room)) in repair {
+            let labels = self.namespaces.get(&nsp).map(|ns| ns.local_labels(&room)).unwrap_or_default();
+            let rooms = self.clone();
+            tokio::spawn(
+                async move {
+                    rooms.subscribe_at(&node, &nsp, &room, labels).await;
+                }
+                .in_current_span(),
+            );
+        }
+    }
+
+    /// Tells `node` about our members of a room and records its members.
+    async fn subscribe_at(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) {
+        let Some(addr) = self.membership.members().get(node).and_then(|m| m.rpc) else { return };
+        let request = Request::Subscribe { node: self.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
+        let answer = match self.peers.connection(node, addr).await {
+            Ok(conn) => conn.call(request, SUBSCRIBE_TIMEOUT.min(self.rpc_timeout)).await,
+            Err(err) => Err(err),
+        };
+        match answer {
+            Ok(Response::Presence(theirs)) => self.apply_presence(node, nsp, room, theirs),
+            Ok(other) => warn!(peer = node, ?other, "unexpected answer to Subscribe"),
+            Err(err) => warn!(peer = node, error = %err, "subscription not confirmed; gossip will repair"),
+        }
+    }
+}
+
+impl Adapter for ClusterRooms {
+    fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
+        let id = (nsp.to_owned(), room.to_owned());
+        let (first, last) = {
+            let mut t = this.tables();
+            if labels.is_empty() {
+                (false, t.local.remove(&id))
+            } else {
+                (t.local.insert(id.clone()), false)
+            }
+        };
+        let membership = this.membership.clone();
+        let key = room_key(nsp, room);
+        if first {
+            tokio::spawn(async move { membership.set(&key, "1").await }.in_current_span());
+            let peers: Vec<String> =
+                this.membership.members().nodes.keys().filter(|n| **n != this.node_id).cloned().collect();
+            let (nsp, room) = id;
+            return Box::pin(async move {
+                let asks = peers.iter().map(|node| this.subscribe_at(node, &nsp, &room, labels.clone()));
+                futures_util::future::join_all(asks).await;
+            });
+        }
+        if last {
+            tokio::spawn(async move { membership.delete(&key).await }.in_current_span());
+        }
+        let push = Push::Presence { node: this.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
+        // Everyone subscribed hears of a change; on the last leave, tell every live node so
+        // none keeps pushing here until gossip catches up.
+        let targets = if last {
+            this.tables().live.iter().filter(|n| **n != this.node_id).cloned().collect()
+        } else {
+            this.subscribers(&(nsp.to_owned(), room.to_owned()))
+        };
+        for node in targets {
+            this.push_to(&node, push.clone());
+        }
+        Box::pin(std::future::ready(()))
+    }
+
+    fn publish(&self, nsp: &str, room: &str, frames: &[Frame]) {
+        let Some(this) = self.me.upgrade() else { return };
+        let targets = this.subscribers(&(nsp.to_owned(), room.to_owned()));
+        if targets.is_empty() {
+            return;
+        }
+        let push =
+            Push::Publish { nsp: nsp.into(), room: room.into(), frames: frames.iter().map(frame_to_wire).collect() };
+        for node in targets {
+            this.push_to(&node, push.clone());
+        }
+    }
+
+    fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String> {
+        let t = self.tables();
+        t.presence
+            .get(&(nsp.to_owned(), room.to_owned()))
+            .map(|nodes| {
+                nodes.iter().filter(|(n, _)| t.live.contains(*n)).flat_map(|(_, l)| l.iter().cloned()).collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn frame_to_wire(frame: &Frame) -> WsFrame {
+    match frame {
+        Frame::Text(t) => WsFrame::Text(t.as_str().to_owned()),
+        Frame::Binary(b) => WsFrame::Binary(b.clone()),
+    }
+}
+
+fn frame_from_wire(frame: WsFrame) -> Frame {
+    match frame {
+        WsFrame::Text(t) => Frame::Text(t.into()),
+        WsFrame::Binary(b) => Frame::Binary(b),
+    }
+}

@@ -1,0 +1,37 @@
+//! The adapter: how a namespace's rooms reach beyond this node.
+//!
+//! A namespace tells its adapter whenever a room's local membership changes (with the
+//! presence labels of its local members) and hands it every room broadcast after local
+//! delivery. The adapter tells the namespace, through [`PresenceChange`], when members on
+//! other nodes come and go. Without an adapter a namespace is a single node's.
+
+use futures_util::future::BoxFuture;
+
+use crate::engineio::Frame;
+
+pub trait Adapter: Send + Sync + 'static {
+    /// The local members of `room` are now those labelled `labels` (empty: none left). The
+    /// future resolves once the other nodes know, so a message published anywhere after it
+    /// reaches the new member.
+    fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()>;
+    /// Delivers a room broadcast, already encoded, to the room's members on other nodes.
+    fn publish(&self, nsp: &str, room: &str, frames: &[Frame]);
+    /// Labels of the room's members on other nodes.
+    fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
+}
+
+/// Why remote presence changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceCause {
+    /// Members joined or left on another node (that node announces its own events).
+    Remote,
+    /// A node left the cluster: its members are gone and nobody else will say so.
+    NodeLost,
+}
+
+/// Members of a room on other nodes that appeared or disappeared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub cause: PresenceCause,
+    pub left: Vec<String>,
+}
