@@ -235,8 +235,22 @@ mod tests {
 
     #[test]
     fn the_shipped_node_config_documents_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/node1.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/defaults.toml");
         assert_eq!(NodeConfig::from_file(&path).unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn the_demo_cluster_configs_are_valid_and_distinct() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let nodes: Vec<NodeConfig> =
+            (1..=3).map(|i| NodeConfig::from_file(&dir.join(format!("node{i}.toml"))).unwrap()).collect();
+        for (i, c) in nodes.iter().enumerate() {
+            c.validate().unwrap();
+            let cluster = c.cluster.as_ref().expect("a [cluster] section");
+            assert_eq!(c.node_id, format!("node{}", i + 1));
+            assert_eq!(cluster.seeds.len(), 2, "each node seeds with the other two");
+            assert!(!cluster.seeds.contains(&cluster.gossip.to_string()));
+        }
     }
 
     #[test]
