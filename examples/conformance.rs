@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
 use clusterchat::cluster::router::Router;
+use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
 use clusterchat::http::HttpState;
 use clusterchat::server::Server;
 use clusterchat::socketio::{NamespaceBuilder, SocketIo, SocketIoConfig};

@@ -12,12 +12,15 @@ use tracing::{info, warn};
 use super::auth;
 use super::connection::{Connection, RpcError};
 
+/// One peer's connection, behind an async lock held while dialing.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
+
 pub struct Peers {
     secret: Arc<[u8]>,
     connect_timeout: Duration,
     /// Node id → its connection slot. The slot's async lock serialises dialing one peer
     /// without holding up calls to the others.
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>>>,
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl Peers {

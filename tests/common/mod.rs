@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
 use clusterchat::cluster::router::Router;
+use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
 use clusterchat::http::HttpState;
 use clusterchat::server::Server;
 use clusterchat::socketio::{AckError, AckResponse, NamespaceBuilder, SocketIo, SocketIoConfig};
@@ -423,6 +423,25 @@ impl Polling<'_> {
         self.ts.post(&self.path_and_query(), body).await
     }
 
+    /// v4: polls until at least `n` packets other than PINGs arrived (PINGs are answered with
+    /// PONG); returns every non-PING packet received, in order.
+    pub async fn poll_packets(&self, n: usize) -> Vec<String> {
+        within(&format!("{n} packets over polling"), async {
+            let mut packets = Vec::new();
+            while packets.len() < n {
+                for packet in decode_v4(&self.get_text().await) {
+                    if packet == "2" {
+                        self.post_ok("3").await;
+                    } else {
+                        packets.push(packet);
+                    }
+                }
+            }
+            packets
+        })
+        .await
+    }
+
     /// A POST that must be accepted with `ok`.
     pub async fn post_ok(&self, body: impl Into<Vec<u8>>) {
         let r = self.post(body).await;
@@ -460,14 +479,16 @@ impl Ws {
     /// The next data message (text or binary); WebSocket control frames are skipped, a close
     /// fails the test.
     pub async fn recv(&mut self) -> WsMessage {
-        loop {
-            let msg = within("a WebSocket message", self.inner.next()).await;
-            match msg {
-                Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return m,
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                other => panic!("expected a WebSocket message, got {other:?}"),
+        within("a WebSocket message", async {
+            loop {
+                match self.inner.next().await {
+                    Some(Ok(m @ (WsMessage::Text(_) | WsMessage::Binary(_)))) => return m,
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                    other => panic!("expected a WebSocket message, got {other:?}"),
+                }
             }
-        }
+        })
+        .await
     }
 
     pub async fn recv_text(&mut self) -> String {
@@ -479,12 +500,15 @@ impl Ws {
 
     /// The next data message that is not an Engine.IO PING; PINGs are answered with PONG.
     pub async fn recv_skip_pings(&mut self) -> WsMessage {
-        loop {
-            match self.recv().await {
-                WsMessage::Text(t) if t.as_str() == "2" => self.send_text("3").await,
-                m => return m,
+        within("a WebSocket message other than PING", async {
+            loop {
+                match self.recv().await {
+                    WsMessage::Text(t) if t.as_str() == "2" => self.send_text("3").await,
+                    m => return m,
+                }
             }
-        }
+        })
+        .await
     }
 
     pub async fn recv_text_skip_pings(&mut self) -> String {
