@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The demo cluster: three nodes (config/node1..3.toml) behind haproxy (haproxy.cfg).
+#   ./cluster.sh start    build, start what is not running, wait until ready, print the URL
+#   ./cluster.sh stop     stop exactly what start started (pidfiles in run/)
+#   ./cluster.sh status   each process, and the ring as the nodes see it
+#   ./cluster.sh logs     follow the nodes' logs
+set -euo pipefail
+cd "$(dirname "$0")"
+RUN=run
+BIN=target/release/clusterchat
+NODES=(node1 node2 node3)
+mkdir -p "$RUN"
+
+running() { # pidfile → true if that process is alive
+    [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+wait_http() { # url, what
+    for _ in $(seq 150); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.2
+    done
+    echo "timed out waiting for $2 ($1)" >&2
+    return 1
+}
+
+start() {
+    if ! command -v haproxy >/dev/null; then
+        echo "installing haproxy (apt-get)"
+        if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy >/dev/null
+        else sudo apt-get update -qq && sudo apt-get install -y -qq haproxy >/dev/null; fi
+    fi
+    [ -d web/node_modules/socket.io-client ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    cargo build --release --quiet
+    for n in "${NODES[@]}"; do
+        if running "$RUN/$n.pid"; then echo "$n already running (pid $(cat "$RUN/$n.pid"))"; continue; fi
+        "$BIN" node --config "config/$n.toml" >>"$RUN/$n.log" 2>&1 &
+        echo $! >"$RUN/$n.pid"
+        echo "started $n (pid $!)"
+    done
+    for i in 1 2 3; do wait_http "http://127.0.0.1:900$i/ready" "node$i"; done
+    if running "$RUN/haproxy.pid"; then echo "haproxy already running (pid $(cat "$RUN/haproxy.pid"))"
+    else
+        haproxy -f haproxy.cfg -D -p "$RUN/haproxy.pid" >>"$RUN/haproxy.log" 2>&1
+        echo "started haproxy (pid $(cat "$RUN/haproxy.pid"))"
+    fi
+    wait_http "http://127.0.0.1:9000/ready" "haproxy"
+    echo
+    echo "Chat:          http://127.0.0.1:9000/   (round robin over three nodes, no stickiness)"
+    echo "haproxy stats: http://127.0.0.1:9100/"
+    echo "Stop with ./cluster.sh stop"
+}
+
+stop_one() { # name
+    local pidfile="$RUN/$1.pid"
+    if running "$pidfile"; then
+        local pid; pid=$(cat "$pidfile")
+        kill "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
+        echo "stopped $1 (pid $pid)"
+    fi
+    rm -f "$pidfile"
+}
+
+stop() {
+    stop_one haproxy
+    for n in "${NODES[@]}"; do stop_one "$n"; done
+}
+
+status() {
+    for n in haproxy "${NODES[@]}"; do
+        if running "$RUN/$n.pid"; then echo "$n: running (pid $(cat "$RUN/$n.pid"))"; else echo "$n: stopped"; fi
+    done
+    for i in 1 2 3; do
+        printf 'node%s /ready: %s\n' "$i" "$(curl -s -m 1 "http://127.0.0.1:900$i/ready" || echo unreachable)"
+    done
+    if [ -x "$BIN" ] && "$BIN" inspect --help >/dev/null 2>&1; then "$BIN" inspect --seed 127.0.0.1:7001 || true; fi
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    logs) tail -F "$RUN"/node*.log ;;
+    *) echo "usage: $0 start|stop|status|logs" >&2; exit 2 ;;
+esac
