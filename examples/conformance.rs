@@ -3,6 +3,10 @@
 //!
 //! `cargo run --example conformance -- --port 3000`, then `npm test` in each suite's
 //! `test-suite/` directory (see scripts/conformance.sh).
+//!
+//! With `--nodes 3` it runs a three-node cluster in this process behind a round-robin
+//! balancer on the port: every request of the suites lands on the next node in turn, so
+//! most of them reach their session's owner through the RPC.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +15,15 @@ use clap::Parser;
 use clusterchat::cluster::router::Router;
 use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
 use clusterchat::http::HttpState;
+use clusterchat::node::Service;
 use clusterchat::server::Server;
 use clusterchat::socketio::{NamespaceBuilder, SocketIo, SocketIoConfig};
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::rr_proxy::RoundRobinProxy;
 
 #[derive(Parser)]
 struct Args {
@@ -22,6 +31,9 @@ struct Args {
     port: u16,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Cluster nodes behind a per-request round-robin balancer; 1 serves directly.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 /// Echoes every message back, as the engine.io suite's reference server does.
@@ -79,6 +91,9 @@ async fn main() -> anyhow::Result<()> {
         max_payload: 1_000_000,
         ..EngineConfig::default()
     };
+    if args.nodes > 1 {
+        return run_cluster(&args, config).await;
+    }
     let io = SocketIo::new(SocketIoConfig::default(), vec![suite_namespace("/"), suite_namespace("/custom")]);
     let state = Arc::new(HttpState {
         node_id: "conformance".into(),
@@ -99,5 +114,30 @@ async fn main() -> anyhow::Result<()> {
         stop.cancel();
     });
     server.wait().await;
+    Ok(())
+}
+
+/// The suites' servers on `args.nodes` clustered nodes behind a round-robin balancer.
+async fn run_cluster(args: &Args, config: EngineConfig) -> anyhow::Result<()> {
+    let make: support::cluster::MakeServices = Box::new(move |_| {
+        let io = SocketIo::new(SocketIoConfig::default(), vec![suite_namespace("/"), suite_namespace("/custom")]);
+        vec![
+            Service {
+                path: "/engine.io/".into(),
+                engine: Engine::new(config.clone(), Arc::new(Echo)),
+                namespaces: vec![],
+            },
+            Service::socketio("/socket.io/", config.clone(), io),
+        ]
+    });
+    let cluster = support::cluster::TestCluster::start(args.nodes, make, |_| {}).await;
+    let listen = tokio::net::lookup_host((args.host.as_str(), args.port))
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("cannot resolve {}", args.host))?;
+    let proxy = RoundRobinProxy::start(listen, cluster.http_addrs()).await?;
+    tracing::info!(addr = %proxy.addr(), backends = ?proxy.backends(), "round-robin balancer over the cluster");
+    let _ = tokio::signal::ctrl_c().await;
+    cluster.shutdown().await;
     Ok(())
 }

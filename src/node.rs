@@ -12,14 +12,14 @@ use tracing::Instrument;
 
 use crate::cluster::membership::{GossipConfig, Membership};
 use crate::cluster::rooms::ClusterRooms;
-use crate::cluster::router::{Cluster, Router};
+use crate::cluster::router::{peer_handler, Cluster, Router};
 use crate::config::NodeConfig;
-use crate::engineio::Engine;
+use crate::engineio::{Engine, EngineConfig};
 use crate::http::HttpState;
 use crate::logging::node_span;
 use crate::rpc::peers::Peers;
 use crate::server::Server;
-use crate::socketio::SocketIo;
+use crate::socketio::{Namespace, SocketIo};
 
 /// The Engine.IO path of the chat, as socket.io clients expect it.
 pub const ENGINE_PATH: &str = "/socket.io/";
@@ -30,8 +30,32 @@ pub enum NodeError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("a node needs at least one service")]
+    NoService,
     #[error("cannot join the gossip ring: {0}")]
     Gossip(anyhow::Error),
+}
+
+/// One Engine.IO endpoint a node serves: the engine at `path`, and the Socket.IO namespaces
+/// on it whose rooms span the cluster (none for a bare Engine.IO handler).
+pub struct Service {
+    pub path: String,
+    pub engine: Arc<Engine>,
+    pub namespaces: Vec<Arc<Namespace>>,
+}
+
+impl Service {
+    /// The chat: Socket.IO with the `/chat` namespace at [`ENGINE_PATH`].
+    pub fn chat(config: &NodeConfig) -> Self {
+        let node_id: Arc<str> = config.node_id.as_str().into();
+        let io = SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id, config.chat.clone())]);
+        Self::socketio(ENGINE_PATH, config.engine.engine(), io)
+    }
+
+    pub fn socketio(path: &str, config: EngineConfig, io: Arc<SocketIo>) -> Self {
+        let namespaces = io.namespaces().cloned().collect();
+        Self { path: path.to_owned(), engine: Engine::new(config, io), namespaces }
+    }
 }
 
 /// A running node.
@@ -54,24 +78,32 @@ impl Node {
     /// Validates the configuration, binds the listeners, joins the cluster (if configured)
     /// and starts serving. The node advertises itself ready once it serves HTTP.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
-        config.validate()?;
-        let span = node_span(&config.node_id);
-        Self::start_in(config, span.clone()).instrument(span).await
+        let chat = Service::chat(&config);
+        Self::start_with(config, vec![chat]).await
     }
 
-    async fn start_in(config: NodeConfig, span: tracing::Span) -> Result<Self, NodeError> {
+    /// Starts a node serving `services` (the first one is [`Node::engine`]) instead of the chat.
+    pub async fn start_with(config: NodeConfig, services: Vec<Service>) -> Result<Self, NodeError> {
+        config.validate()?;
+        let span = node_span(&config.node_id);
+        Self::start_in(config, services, span.clone()).instrument(span).await
+    }
+
+    async fn start_in(config: NodeConfig, services: Vec<Service>, span: tracing::Span) -> Result<Self, NodeError> {
         let node_id: Arc<str> = config.node_id.as_str().into();
-        let io =
-            SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id.clone(), config.chat.clone())]);
-        let engine = Engine::new(config.engine.engine(), io.clone());
+        let engine = services.first().map(|s| s.engine.clone()).ok_or(NodeError::NoService)?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })
         };
         let http = bind(config.http).await?;
         let http_addr = http.local_addr().map_err(|source| NodeError::Bind { addr: config.http, source })?;
 
-        let (router, cluster) = match &config.cluster {
-            None => (Router::local(node_id.clone(), engine.clone()), None),
+        let (routers, cluster) = match &config.cluster {
+            None => {
+                let routers =
+                    services.iter().map(|s| (s.path.clone(), Router::local(node_id.clone(), s.engine.clone())));
+                (routers.collect(), None)
+            }
             Some(c) => {
                 let secret: Arc<[u8]> = c.secret()?.into_bytes().into();
                 let rpc = bind(c.rpc).await?;
@@ -92,22 +124,27 @@ impl Node {
                     config.node_id.clone(),
                     membership.clone(),
                     peers.clone(),
-                    io.namespaces().cloned().collect(),
+                    services.iter().flat_map(|s| s.namespaces.iter().cloned()).collect(),
                     rpc_timeout,
                 );
                 let cluster = Arc::new(Cluster { membership, peers, rpc_timeout });
-                let router = Router::clustered(node_id.clone(), engine.clone(), cluster.clone());
+                let routers = services
+                    .iter()
+                    .map(|s| {
+                        (s.path.clone(), Router::clustered(node_id.clone(), &s.path, s.engine.clone(), cluster.clone()))
+                    })
+                    .collect();
+                let handler =
+                    peer_handler(services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(), rooms);
                 let rpc_stop = CancellationToken::new();
-                let rpc_task = tokio::spawn(
-                    crate::rpc::listener::serve(rpc, secret, router.rpc_handler(rooms), rpc_stop.clone())
-                        .in_current_span(),
-                );
-                (router, Some(RunningCluster { cluster, rpc_addr, rpc_stop, rpc_task }))
+                let rpc_task =
+                    tokio::spawn(crate::rpc::listener::serve(rpc, secret, handler, rpc_stop.clone()).in_current_span());
+                (routers, Some(RunningCluster { cluster, rpc_addr, rpc_stop, rpc_task }))
             }
         };
         let state = Arc::new(HttpState {
             node_id: node_id.clone(),
-            engines: vec![(ENGINE_PATH.to_owned(), router)],
+            engines: routers,
             membership: cluster.as_ref().map(|c| c.cluster.membership.clone()),
             web_dir: Some(config.web_dir.clone()),
             cors_origins: config.cors_origins.clone(),

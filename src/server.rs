@@ -73,7 +73,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let stop = connections.clone();
+        let (draining, stop) = (shutdown.clone(), connections.clone());
         state.tasks.clone().spawn(
             async move {
                 let service = service_fn(move |req| handle(state.clone(), req));
@@ -81,11 +81,20 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::pin!(conn);
-                tokio::select! {
-                    result = conn.as_mut() => if let Err(err) = result {
-                        debug!(%peer, error = %err, "connection error");
-                    },
-                    _ = stop.cancelled() => {}
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    // Shutting down: idle keep-alive connections close now, a request in
+                    // flight gets its answer first (the drain deadline still applies).
+                    _ = draining.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::select! {
+                            result = conn.as_mut() => result,
+                            _ = stop.cancelled() => Ok(()),
+                        }
+                    }
+                };
+                if let Err(err) = result {
+                    debug!(%peer, error = %err, "connection error");
                 }
             }
             .in_current_span(),

@@ -6,19 +6,14 @@
 //! (scripts/test.sh does both); a missing client fails the test, it is never skipped.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use clusterchat::config::NodeConfig;
 use clusterchat::node::Node;
-use futures_util::FutureExt;
-use rust_socketio::asynchronous::{Client, ClientBuilder};
-use rust_socketio::{Payload, TransportType};
-use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use rust_socketio::TransportType;
+use serde_json::json;
 
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
-const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+mod support;
+use support::chat_client::{run_client_script, RustClient};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -34,28 +29,10 @@ async fn start_node() -> Node {
     Node::start(config).await.expect("node starts")
 }
 
-/// Runs a client script to completion and fails with its output unless it exits 0.
+/// Runs a client script against a fresh node.
 async fn run_script(program: &str, script: &str) {
     let node = start_node().await;
-    let url = format!("http://{}", node.http_addr());
-    let path = repo().join("tests/clients").join(script);
-    let child = tokio::process::Command::new(program)
-        .arg(&path)
-        .arg(&url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} {}: {e}", path.display()));
-    let output = tokio::time::timeout(CLIENT_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} did not finish within {CLIENT_TIMEOUT:?}"))
-        .expect("client output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{script} failed ({}):\n{stdout}\n{stderr}", output.status);
-    // Every transport mode ran and passed: the scripts end with "N passed, 0 failed".
-    assert!(stdout.contains("3 passed, 0 failed"), "{script} did not run all three modes:\n{stdout}");
+    run_client_script(program, script, &format!("http://{}", node.http_addr())).await;
     node.shutdown().await;
 }
 
@@ -74,72 +51,6 @@ async fn python_socketio_client() {
     run_script("python3", "chat_py.py").await;
 }
 
-/// A rust_socketio client whose received events arrive on a channel.
-struct RustClient {
-    client: Client,
-    events: mpsc::Receiver<(String, Value)>,
-}
-
-impl RustClient {
-    async fn connect(url: &str, user: &str, transport: TransportType) -> Self {
-        let (tx, events) = mpsc::channel(256);
-        let client = ClientBuilder::new(url)
-            .namespace("/chat")
-            .auth(json!({ "user": user }))
-            .transport_type(transport)
-            .on_any(move |event, payload, _| {
-                let tx = tx.clone();
-                async move {
-                    if let Payload::Text(mut args) = payload {
-                        let _ = tx.try_send((String::from(event), args.pop().unwrap_or(Value::Null)));
-                    }
-                }
-                .boxed()
-            })
-            .connect()
-            .await
-            .expect("rust_socketio connects");
-        Self { client, events }
-    }
-
-    /// The next event named `name`, skipping others.
-    async fn expect(&mut self, name: &str) -> Value {
-        tokio::time::timeout(EVENT_TIMEOUT, async {
-            loop {
-                let (event, data) = self.events.recv().await.expect("client event stream ended");
-                if event == name {
-                    return data;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {name:?} event within {EVENT_TIMEOUT:?}"))
-    }
-
-    /// Emits with an ack and returns the server's answer.
-    async fn call(&self, event: &str, data: Value) -> Value {
-        let (tx, mut rx) = mpsc::channel(1);
-        self.client
-            .emit_with_ack(event, Payload::Text(vec![data]), EVENT_TIMEOUT, move |payload, _| {
-                let tx = tx.clone();
-                async move {
-                    // rust_socketio 0.6 hands an ack's arguments over as one JSON array.
-                    if let Payload::Text(mut args) = payload {
-                        let value = match args.pop() {
-                            Some(Value::Array(mut inner)) if inner.len() == 1 => inner.pop().unwrap_or(Value::Null),
-                            other => other.unwrap_or(Value::Null),
-                        };
-                        let _ = tx.try_send(value);
-                    }
-                }
-                .boxed()
-            })
-            .await
-            .expect("emit");
-        tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await.expect("ack in time").expect("ack")
-    }
-}
-
 async fn rust_client_chat(transport: fn() -> TransportType) {
     let node = start_node().await;
     let url = format!("http://{}", node.http_addr());
@@ -154,8 +65,7 @@ async fn rust_client_chat(transport: fn() -> TransportType) {
     assert_eq!(alice.expect("join room").await, json!({ "user": "alice", "room": room }));
     assert_eq!(bob.call("join room", json!({ "room": room })).await, json!({ "ok": true }));
     assert_eq!(alice.expect("join room").await, json!({ "user": "bob", "room": room }));
-    let users = bob.expect("room users").await;
-    assert_eq!(users, json!({ "room": room, "users": ["alice", "bob"] }));
+    bob.expect_users(room, &["alice", "bob"]).await;
 
     let sent = alice.call("chat message", json!({ "room": room, "message": "hi 😀", "user": "mallory" })).await;
     assert_eq!(sent, json!({ "ok": true }));
@@ -168,7 +78,7 @@ async fn rust_client_chat(transport: fn() -> TransportType) {
 
     bob.client.disconnect().await.expect("disconnect");
     assert_eq!(alice.expect("leave room").await, json!({ "user": "bob", "room": room }));
-    assert_eq!(alice.expect("room users").await, json!({ "room": room, "users": ["alice"] }));
+    alice.expect_users(room, &["alice"]).await;
     alice.client.disconnect().await.expect("disconnect");
     node.shutdown().await;
 }

@@ -33,6 +33,8 @@ pub struct Cluster {
 
 pub struct Router {
     node_id: Arc<str>,
+    /// The engine's path, which names it to the peers it forwards to.
+    path: String,
     engine: Arc<Engine>,
     cluster: Option<Arc<Cluster>>,
 }
@@ -50,21 +52,17 @@ enum Target {
 impl Router {
     /// A router for a node on its own: everything is local.
     pub fn local(node_id: Arc<str>, engine: Arc<Engine>) -> Arc<Self> {
-        Arc::new(Self { node_id, engine, cluster: None })
+        Arc::new(Self { node_id, path: String::new(), engine, cluster: None })
     }
 
-    pub fn clustered(node_id: Arc<str>, engine: Arc<Engine>, cluster: Arc<Cluster>) -> Arc<Self> {
-        Arc::new(Self { node_id, engine, cluster: Some(cluster) })
+    /// A router for the engine at `path` of a cluster member; every member serves the same
+    /// engines at the same paths.
+    pub fn clustered(node_id: Arc<str>, path: &str, engine: Arc<Engine>, cluster: Arc<Cluster>) -> Arc<Self> {
+        Arc::new(Self { node_id, path: path.to_owned(), engine, cluster: Some(cluster) })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
-    }
-
-    /// Serves what peers ask of this node: forwarded requests and streams for the sessions
-    /// it owns, and room traffic.
-    pub fn rpc_handler(self: &Arc<Self>, rooms: Arc<ClusterRooms>) -> Arc<dyn RpcHandler> {
-        Arc::new(PeerHandler { engine: self.engine.clone(), rooms })
     }
 
     /// The max payload of the engine, for the HTTP layer's body limit.
@@ -147,7 +145,7 @@ impl Router {
 
     async fn forward(&self, conn: &Connection, req: EngineRequest) -> Result<EngineResponse, crate::rpc::RpcError> {
         let timeout = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
-        match conn.call(Request::Engine(req), timeout).await? {
+        match conn.call(Request::Engine { path: self.path.clone(), req }, timeout).await? {
             Response::Engine(response) => Ok(response),
             Response::Failed(reason) => Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason }),
             Response::Presence(_) => {
@@ -186,7 +184,8 @@ impl Router {
             match self.target(&owner).await {
                 Ok(Target::Local) => return self.engine.handle_websocket(query, new_sid, sink, stream).await,
                 Ok(Target::Remote(conn)) => {
-                    match conn.open_stream(StreamOpen { query: query.clone(), new_sid }).await {
+                    match conn.open_stream(StreamOpen { path: self.path.clone(), query: query.clone(), new_sid }).await
+                    {
                         Ok(rpc) => return relay(rpc, sink, stream).await,
                         Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
                     }
@@ -227,20 +226,32 @@ where
     let _ = sink.send(WsMessage::Close(None)).await;
 }
 
+/// Serves what peers ask of this node: forwarded requests and streams for the sessions
+/// its `engines` (by path) own, and room traffic.
+pub fn peer_handler(engines: Vec<(String, Arc<Engine>)>, rooms: Arc<ClusterRooms>) -> Arc<dyn RpcHandler> {
+    Arc::new(PeerHandler { engines, rooms })
+}
+
 /// This node as peers see it: forwarded polling requests and WebSocket streams go to the
-/// engine, room traffic to the cluster rooms.
+/// engine at their path, room traffic to the cluster rooms.
 struct PeerHandler {
-    engine: Arc<Engine>,
+    engines: Vec<(String, Arc<Engine>)>,
     rooms: Arc<ClusterRooms>,
+}
+
+impl PeerHandler {
+    fn engine(&self, path: &str) -> Option<Arc<Engine>> {
+        self.engines.iter().find(|(p, _)| p == path).map(|(_, e)| e.clone())
+    }
 }
 
 impl RpcHandler for PeerHandler {
     fn request(&self, request: Request) -> futures_util::future::BoxFuture<'static, Response> {
         match request {
-            Request::Engine(req) => {
-                let engine = self.engine.clone();
-                Box::pin(async move { Response::Engine(engine.handle_http(req).await) })
-            }
+            Request::Engine { path, req } => match self.engine(&path) {
+                Some(engine) => Box::pin(async move { Response::Engine(engine.handle_http(req).await) }),
+                None => Box::pin(std::future::ready(Response::Failed(format!("no engine at {path}")))),
+            },
             Request::Subscribe { node, nsp, room, labels } => {
                 Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels)))
             }
@@ -252,7 +263,10 @@ impl RpcHandler for PeerHandler {
     }
 
     fn stream(&self, open: StreamOpen, stream: RpcStream) {
-        let engine = self.engine.clone();
+        let Some(engine) = self.engine(&open.path) else {
+            warn!(path = open.path, "stream for an unknown engine refused");
+            return; // dropping the stream closes it
+        };
         tokio::spawn(
             async move {
                 let (tx, rx) = stream.split();

@@ -223,9 +223,13 @@ impl Connection {
     /// Queues a control frame without waiting; if the outbox is full the connection is
     /// hopelessly behind and is closed.
     fn try_send(&self, frame: RpcFrame) {
-        if self.out.try_send(frame).is_err() {
-            warn!(peer = %self.peer, "RPC outbox full, closing connection");
-            self.closed.cancel();
+        match self.out.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(peer = %self.peer, "RPC outbox full, closing connection");
+                self.closed.cancel();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.closed.cancel(),
         }
     }
 

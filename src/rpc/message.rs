@@ -40,8 +40,9 @@ pub enum RpcFrame {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// A polling request (or polling handshake) for a session this node owns.
-    Engine(EngineRequest),
+    /// A polling request (or polling handshake) for a session this node owns, for the
+    /// engine at `path` (e.g. `/socket.io/`).
+    Engine { path: String, req: EngineRequest },
     /// `node` now has local members labelled `labels` in a room; the answer is the
     /// receiver's own local members of that room.
     Subscribe { node: String, nsp: String, room: String, labels: Vec<String> },
@@ -68,6 +69,8 @@ pub enum Push {
 /// A client's WebSocket, carried to the owner of its session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamOpen {
+    /// The engine's path, e.g. `/socket.io/`.
+    pub path: String,
     pub query: EngineQuery,
     pub new_sid: Option<String>,
 }
@@ -132,13 +135,16 @@ mod tests {
     fn request() -> RpcFrame {
         RpcFrame::Request {
             id: 7,
-            body: Request::Engine(EngineRequest {
-                method: Method::Post,
-                query: EngineQuery::parse("EIO=4&transport=polling&sid=abc.node1&user=%C3%A9").unwrap(),
-                binary_body: false,
-                body: Bytes::from_static("4héllo\x1e4☕".as_bytes()),
-                new_sid: None,
-            }),
+            body: Request::Engine {
+                path: "/socket.io/".into(),
+                req: EngineRequest {
+                    method: Method::Post,
+                    query: EngineQuery::parse("EIO=4&transport=polling&sid=abc.node1&user=%C3%A9").unwrap(),
+                    binary_body: false,
+                    body: Bytes::from_static("4héllo\x1e4☕".as_bytes()),
+                    new_sid: None,
+                },
+            },
         }
     }
 
@@ -158,6 +164,7 @@ mod tests {
             RpcFrame::StreamOpen {
                 stream: 1,
                 open: StreamOpen {
+                    path: "/engine.io/".into(),
                     query: EngineQuery::parse("EIO=3&transport=websocket").unwrap(),
                     new_sid: Some("x.node2".into()),
                 },

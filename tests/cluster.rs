@@ -1,0 +1,377 @@
+//! The cluster without sticky sessions: clients whose every request lands on the next node in
+//! turn (a per-request round-robin balancer in front of three nodes) chat with each other;
+//! sessions survive a node joining; a dead owner's sessions get clean 400s; the RPC port
+//! refuses strangers. In-process clusters, and one of three real processes.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use rust_socketio::TransportType;
+use serde_json::{json, Value};
+
+mod support;
+use support::chat_client::{run_client_script, RustClient};
+use support::cluster::{free_udp_port, unique_cluster_id, TestCluster, SECRET};
+use support::rr_proxy::RoundRobinProxy;
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn proxy_over(cluster: &TestCluster) -> RoundRobinProxy {
+    RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), cluster.http_addrs()).await.expect("proxy starts")
+}
+
+/// Connects `user` through `url` and returns the client with the node owning its session.
+async fn connect(url: &str, user: &str, transport: TransportType) -> (RustClient, String) {
+    let mut client = RustClient::connect(url, user, transport).await;
+    let welcome = client.expect("welcome").await;
+    assert_eq!(welcome["user"], json!(user));
+    let owner = welcome["node"].as_str().expect("welcome names the owner").to_owned();
+    (client, owner)
+}
+
+/// Two users whose sessions are owned by different nodes, both connected through `url`.
+/// Placement is a hash of a random id, so clients are opened until the owners differ.
+async fn users_on_two_owners(
+    url: &str,
+    transport: fn() -> TransportType,
+) -> ((RustClient, String), (RustClient, String)) {
+    let alice = connect(url, "alice", transport()).await;
+    for attempt in 0..20 {
+        let bob = connect(url, "bob", transport()).await;
+        if bob.1 != alice.1 {
+            return (alice, bob);
+        }
+        bob.0.client.disconnect().await.expect("disconnect");
+        assert!(attempt < 19, "twenty sessions in a row were all placed on {}", alice.1);
+    }
+    unreachable!()
+}
+
+async fn chat_across_owners(transport: fn() -> TransportType) {
+    let cluster = TestCluster::chat(3).await;
+    let proxy = proxy_over(&cluster).await;
+    let ((mut alice, alice_owner), (mut bob, bob_owner)) = users_on_two_owners(&proxy.url(), transport).await;
+    assert_ne!(alice_owner, bob_owner);
+
+    let room = "across ☕";
+    assert_eq!(alice.call("join room", json!({ "room": room })).await, json!({ "ok": true }));
+    assert_eq!(alice.expect("join room").await, json!({ "user": "alice", "room": room }));
+    assert_eq!(bob.call("join room", json!({ "room": room })).await, json!({ "ok": true }));
+    assert_eq!(alice.expect("join room").await, json!({ "user": "bob", "room": room }));
+    alice.expect_users(room, &["alice", "bob"]).await;
+    bob.expect_users(room, &["alice", "bob"]).await;
+
+    for (from, text) in [("alice", "hello from one node"), ("bob", "and back from another")] {
+        let sender = if from == "alice" { &alice } else { &bob };
+        assert_eq!(sender.call("chat message", json!({ "room": room, "message": text })).await, json!({ "ok": true }));
+        let want = json!({ "user": from, "room": room, "message": text });
+        assert_eq!(alice.expect("chat message").await, want);
+        assert_eq!(bob.expect("chat message").await, want);
+    }
+
+    bob.client.disconnect().await.expect("disconnect");
+    assert_eq!(alice.expect("leave room").await, json!({ "user": "bob", "room": room }));
+    alice.expect_users(room, &["alice"]).await;
+    alice.client.disconnect().await.expect("disconnect");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_websocket_clients_chat_across_owners() {
+    chat_across_owners(|| TransportType::Websocket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_polling_clients_chat_across_owners() {
+    chat_across_owners(|| TransportType::Polling).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_upgrading_clients_chat_across_owners() {
+    chat_across_owners(|| TransportType::WebsocketUpgrade).await;
+}
+
+/// The Node and Python clients, every request of theirs balanced round robin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_through_round_robin() {
+    let cluster = TestCluster::chat(3).await;
+    let proxy = proxy_over(&cluster).await;
+    run_client_script("node", "chat_v4.mjs", &proxy.url()).await;
+    run_client_script("node", "chat_v2.cjs", &proxy.url()).await;
+    run_client_script("python3", "chat_py.py", &proxy.url()).await;
+    cluster.shutdown().await;
+}
+
+/// Minimal raw Engine.IO v4 polling, to look at status codes and bodies.
+struct Raw {
+    http: reqwest::Client,
+}
+
+impl Raw {
+    fn new() -> Self {
+        Self { http: reqwest::Client::builder().timeout(STEP).build().unwrap() }
+    }
+
+    /// Opens a polling session through `base`; returns its sid.
+    async fn handshake(&self, base: &str) -> String {
+        let body = self.get(base, "").await.1;
+        let open: Value = serde_json::from_str(body.strip_prefix('0').expect("an OPEN packet")).unwrap();
+        let keys: Vec<&str> = open.as_object().unwrap().keys().map(String::as_str).collect();
+        // Exactly the keys of the spec: the owner is in the sid, not in an extra field.
+        assert_eq!(keys, ["sid", "upgrades", "pingInterval", "pingTimeout", "maxPayload"]);
+        open["sid"].as_str().unwrap().to_owned()
+    }
+
+    async fn get(&self, base: &str, sid: &str) -> (u16, String) {
+        let sid = if sid.is_empty() { String::new() } else { format!("&sid={sid}") };
+        let r = self.http.get(format!("{base}/socket.io/?EIO=4&transport=polling{sid}")).send().await.expect("GET");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    async fn post(&self, base: &str, sid: &str, body: &str) -> (u16, String) {
+        let url = format!("{base}/socket.io/?EIO=4&transport=polling&sid={sid}");
+        let r = self.http.post(url).body(body.to_owned()).send().await.expect("POST");
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn owner_of(sid: &str) -> &str {
+    sid.rsplit_once('.').expect("sid names its owner").1
+}
+
+fn assert_session_unknown((status, body): (u16, String)) {
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({ "code": 1, "message": "Session ID unknown" }));
+}
+
+/// Each request of one session sent to a different node, by hand: handshake on one, CONNECT
+/// on the next, the answer polled from the third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_of_a_session_on_a_different_node() {
+    let cluster = TestCluster::chat(3).await;
+    let raw = Raw::new();
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
+    let sid = raw.handshake(&urls[0]).await;
+    assert_eq!(raw.post(&urls[1], &sid, "40/chat,{\"user\":\"zoe\"}").await, (200, "ok".into()));
+    // The CONNECT answer and the welcome, polled from the other two nodes in turn.
+    let mut packets = Vec::new();
+    for url in urls[2..].iter().chain(urls[..2].iter()).cycle() {
+        let (status, body) = raw.get(url, &sid).await;
+        assert_eq!(status, 200, "{body}");
+        packets.extend(body.split('\x1e').map(str::to_owned));
+        if packets.len() >= 2 {
+            break;
+        }
+    }
+    assert!(packets[0].starts_with("40/chat,{\"sid\":"), "{packets:?}");
+    let welcome = format!("\"node\":\"{}\"", owner_of(&sid));
+    assert!(packets[1].starts_with("42/chat,[\"welcome\"") && packets[1].contains(&welcome), "{packets:?}");
+    // Only the owner holds the session.
+    for node in cluster.live() {
+        let held = node.engine().session(&sid).is_some();
+        assert_eq!(held, node.node_id() == owner_of(&sid), "{} holds {sid}: {held}", node.node_id());
+    }
+    cluster.shutdown().await;
+}
+
+/// A fourth node joins while sessions run: they stay reachable through every node, and new
+/// sessions start landing on the newcomer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_breaks_no_session() {
+    let mut cluster = TestCluster::chat(3).await;
+    let proxy = proxy_over(&cluster).await;
+    let ((mut alice, _), (mut bob, _)) = users_on_two_owners(&proxy.url(), || TransportType::Polling).await;
+    let (mut carol, _) = connect(&proxy.url(), "carol", TransportType::Websocket).await;
+    let room = "steady";
+    for c in [&alice, &bob, &carol] {
+        assert_eq!(c.call("join room", json!({ "room": room })).await, json!({ "ok": true }));
+    }
+
+    cluster.add_node().await;
+    cluster.wait_converged().await;
+
+    for (i, sender) in [&alice, &bob, &carol].into_iter().enumerate() {
+        let text = format!("after the join {i}");
+        assert_eq!(sender.call("chat message", json!({ "room": room, "message": text })).await, json!({ "ok": true }));
+    }
+    for c in [&mut alice, &mut bob, &mut carol] {
+        for (i, user) in ["alice", "bob", "carol"].into_iter().enumerate() {
+            let want = json!({ "user": user, "room": room, "message": format!("after the join {i}") });
+            assert_eq!(c.expect("chat message").await, want);
+        }
+    }
+
+    // The newcomer takes new sessions, reached through the old nodes (the proxy knows only them).
+    let raw = Raw::new();
+    let mut owners = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        owners.insert(owner_of(&raw.handshake(&proxy.url()).await).to_owned());
+        if owners.contains("node4") {
+            break;
+        }
+    }
+    assert!(owners.contains("node4"), "40 new sessions, none placed on node4: {owners:?}");
+    for c in [alice, bob, carol] {
+        c.client.disconnect().await.expect("disconnect");
+    }
+    cluster.shutdown().await;
+}
+
+/// A node that stops takes its sessions with it: requests for them through the others get
+/// the protocol's "Session ID unknown", and new sessions go to the living.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_owners_sessions_are_unknown_to_the_others() {
+    let mut cluster = TestCluster::chat(3).await;
+    let raw = Raw::new();
+    let sid = raw.handshake(&cluster.url(0)).await;
+    let owner = cluster.live().position(|n| n.node_id() == owner_of(&sid)).unwrap();
+    let other = (owner + 1) % 3;
+    let other_url = cluster.url(other);
+    cluster.stop(owner).await;
+    assert_session_unknown(raw.get(&other_url, &sid).await);
+    assert_session_unknown(raw.post(&other_url, &sid, "40").await);
+    let fresh = raw.handshake(&other_url).await;
+    assert_ne!(owner_of(&fresh), format!("node{}", owner + 1));
+    cluster.shutdown().await;
+}
+
+/// The RPC port talks only to members: a wrong secret fails the handshake, and frames sent
+/// without one are dropped with the connection, never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthenticated_rpc_peer_is_refused() {
+    use futures_util::SinkExt;
+    use tokio::io::AsyncReadExt;
+
+    let cluster = TestCluster::chat(3).await;
+    let rpc = cluster.node(0).rpc_addr().unwrap();
+
+    let mut stream = tokio::net::TcpStream::connect(rpc).await.unwrap();
+    let refused = clusterchat::rpc::auth::dial(&mut stream, b"not the cluster secret").await;
+    assert!(refused.is_err(), "a wrong secret authenticated");
+
+    // A well-formed forwarded handshake, sent straight after connecting.
+    let stream = tokio::net::TcpStream::connect(rpc).await.unwrap();
+    let mut framed = tokio_util::codec::Framed::new(stream, tokio_util::codec::LengthDelimitedCodec::new());
+    let request = clusterchat::rpc::RpcFrame::Request {
+        id: 1,
+        body: clusterchat::rpc::Request::Engine {
+            path: "/socket.io/".into(),
+            req: clusterchat::engineio::EngineRequest {
+                method: clusterchat::engineio::Method::Get,
+                query: clusterchat::engineio::EngineQuery::parse("EIO=4&transport=polling").unwrap(),
+                binary_body: false,
+                body: Default::default(),
+                new_sid: Some("forged.node1".into()),
+            },
+        },
+    };
+    let _ = framed.send(clusterchat::rpc::message::encode(&request).unwrap()).await;
+    let mut stream = framed.into_inner();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut rest)).await.expect("the node hangs up");
+    // All it ever sent is its challenge nonce: no answer frame.
+    assert!(rest.len() <= 32, "the node answered an unauthenticated peer: {rest:?}");
+    assert!(cluster.node(0).engine().session("forged.node1").is_none());
+    assert_eq!(cluster.node(0).engine().session_count(), 0);
+
+    // Members still talk: a session forwarded between them works.
+    let raw = Raw::new();
+    let sid = raw.handshake(&cluster.url(1)).await;
+    assert_eq!(raw.post(&cluster.url(2), &sid, "40/chat,{\"user\":\"ok\"}").await, (200, "ok".into()));
+    cluster.shutdown().await;
+}
+
+/// Three real processes with the CLI's flags, killed with SIGKILL.
+struct Process {
+    child: tokio::process::Child,
+    http: SocketAddr,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port()
+}
+
+async fn spawn_processes(n: usize) -> Vec<Process> {
+    let cluster_id = unique_cluster_id();
+    let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, port) in gossip.iter().enumerate() {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"));
+        cmd.args(["node", "--node-id", &format!("node{}", i + 1), "--http", &http.to_string()])
+            .args(["--gossip", &format!("127.0.0.1:{port}"), "--rpc", &format!("127.0.0.1:{}", free_tcp_port())])
+            .args(["--cluster-id", &cluster_id, "--log", "warn"])
+            .env("CLUSTERCHAT_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (j, seed) in gossip.iter().enumerate() {
+            if j != i {
+                cmd.args(["--seed", &format!("127.0.0.1:{seed}")]);
+            }
+        }
+        nodes.push(Process { child: cmd.spawn().expect("clusterchat starts"), http });
+    }
+    // Ready: each node sees itself as a ready member of the ring.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &nodes {
+        loop {
+            let ready = http.get(format!("http://{}/ready", node.http)).send().await.is_ok_and(|r| r.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node at {} never became ready", node.http);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    nodes
+}
+
+/// Three processes behind the round-robin balancer: the real clients chat; then the owner of a
+/// session is killed: its requests get clean 400s from the others, new handshakes (a client
+/// reconnecting) get a live owner, and a user owned by a survivor keeps chatting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_survive_a_killed_owner() {
+    let mut nodes = spawn_processes(3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
+    let proxy =
+        RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
+    run_client_script("node", "chat_v4.mjs", &proxy.url()).await;
+
+    let raw = Raw::new();
+    let sid = raw.handshake(&proxy.url()).await;
+    let victim = owner_of(&sid).to_owned();
+    let index = |node: &str| node.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+    let survivor = &urls[(index(&victim) + 1) % 3];
+    // Alice: connected to a survivor and owned by a survivor.
+    let mut alice = loop {
+        let (client, owner) = connect(survivor, "alice", TransportType::Websocket).await;
+        if owner != victim {
+            break client;
+        }
+        client.client.disconnect().await.expect("disconnect");
+    };
+    assert_eq!(alice.call("join room", json!({ "room": "before" })).await, json!({ "ok": true }));
+
+    nodes[index(&victim)].child.kill().await.expect("kill -9");
+    for (i, url) in urls.iter().enumerate() {
+        if i != index(&victim) {
+            assert_session_unknown(raw.get(url, &sid).await);
+            for _ in 0..3 {
+                assert_ne!(owner_of(&raw.handshake(url).await), victim, "a new session placed on the dead node");
+            }
+        }
+    }
+    assert_eq!(
+        alice.call("chat message", json!({ "room": "before", "message": "still here" })).await,
+        json!({ "ok": true })
+    );
+    let want = json!({ "user": "alice", "room": "before", "message": "still here" });
+    assert_eq!(alice.expect("chat message").await, want);
+    alice.client.disconnect().await.expect("disconnect");
+    for node in &mut nodes {
+        let _ = node.child.kill().await;
+    }
+}

@@ -1,0 +1,138 @@
+//! In-process clusters for tests: N nodes on loopback, each with its own gossip, RPC and
+//! HTTP ports, joined into one ring.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use clusterchat::config::{ClusterSettings, NodeConfig};
+use clusterchat::node::{Node, Service};
+
+pub const SECRET: &str = "test-cluster-secret";
+
+/// A UDP port free right now. Chitchat advertises its listen address, so a gossip port
+/// cannot be 0; the cluster id keeps a test from joining another test's ring should two
+/// ever draw the same port.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port").port()
+}
+
+pub fn unique_cluster_id() -> String {
+    format!("test-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+/// A node configuration for an in-process test cluster.
+pub fn node_config(node_id: &str, cluster_id: &str, gossip_port: u16, seeds: Vec<String>) -> NodeConfig {
+    NodeConfig {
+        node_id: node_id.into(),
+        http: "127.0.0.1:0".parse().unwrap(),
+        cluster: Some(ClusterSettings {
+            gossip: SocketAddr::from(([127, 0, 0, 1], gossip_port)),
+            rpc: "127.0.0.1:0".parse().unwrap(),
+            seeds,
+            cluster_id: cluster_id.into(),
+            secret: Some(SECRET.into()),
+            ..ClusterSettings::default()
+        }),
+        ..NodeConfig::default()
+    }
+}
+
+pub type MakeServices = Box<dyn Fn(&NodeConfig) -> Vec<Service> + Send + Sync>;
+
+pub struct TestCluster {
+    pub cluster_id: String,
+    /// `None` once stopped.
+    pub nodes: Vec<Option<Node>>,
+    seed: String,
+    make: MakeServices,
+    configure: fn(&mut NodeConfig),
+}
+
+impl TestCluster {
+    /// `n` chat nodes named node1..nodeN, ready and seeing each other.
+    pub async fn chat(n: usize) -> Self {
+        Self::start(n, Box::new(|c| vec![Service::chat(c)]), |_| {}).await
+    }
+
+    /// `n` nodes serving what `make` builds, with `configure` applied to each configuration.
+    pub async fn start(n: usize, make: MakeServices, configure: fn(&mut NodeConfig)) -> Self {
+        let cluster_id = unique_cluster_id();
+        let first = free_udp_port();
+        let mut cluster = Self { seed: format!("127.0.0.1:{first}"), cluster_id, nodes: Vec::new(), make, configure };
+        for _ in 0..n {
+            cluster.add_node().await;
+        }
+        cluster.wait_converged().await;
+        cluster
+    }
+
+    /// Starts one more node, seeded with the first, and returns its index. Does not wait for
+    /// the ring to see it.
+    pub async fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let port = if index == 0 { self.seed.rsplit_once(':').unwrap().1.parse().unwrap() } else { free_udp_port() };
+        let seeds = if index == 0 { Vec::new() } else { vec![self.seed.clone()] };
+        let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, port, seeds);
+        (self.configure)(&mut config);
+        let services = (self.make)(&config);
+        let node = Node::start_with(config, services).await.expect("node starts");
+        self.nodes.push(Some(node));
+        index
+    }
+
+    pub fn node(&self, index: usize) -> &Node {
+        self.nodes[index].as_ref().expect("node is running")
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// HTTP addresses of the running nodes.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.live().map(|n| n.http_addr()).collect()
+    }
+
+    pub fn url(&self, index: usize) -> String {
+        format!("http://{}", self.node(index).http_addr())
+    }
+
+    /// Waits until every running node sees every running node as a ready member.
+    pub async fn wait_converged(&self) {
+        let expected: Vec<String> = self.live().map(|n| n.node_id().to_owned()).collect();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let converged = self.live().all(|n| {
+                let members = n.membership().expect("clustered").members();
+                let mut ready: Vec<String> = members.ready().map(str::to_owned).collect();
+                ready.sort();
+                let mut want = expected.clone();
+                want.sort();
+                ready == want
+            });
+            if converged {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not converge on {expected:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops node `index` gracefully.
+    pub async fn stop(&mut self, index: usize) {
+        if let Some(node) = self.nodes[index].take() {
+            node.shutdown().await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        for i in 0..self.nodes.len() {
+            self.stop(i).await;
+        }
+    }
+}
