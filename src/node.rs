@@ -69,6 +69,7 @@ pub struct Node {
 
 struct RunningCluster {
     cluster: Arc<Cluster>,
+    rooms: Arc<ClusterRooms>,
     rpc_addr: SocketAddr,
     rpc_stop: CancellationToken,
     rpc_task: tokio::task::JoinHandle<()>,
@@ -135,11 +136,11 @@ impl Node {
                     })
                     .collect();
                 let handler =
-                    peer_handler(services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(), rooms);
+                    peer_handler(services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(), rooms.clone());
                 let rpc_stop = CancellationToken::new();
                 let rpc_task =
                     tokio::spawn(crate::rpc::listener::serve(rpc, secret, handler, rpc_stop.clone()).in_current_span());
-                (routers, Some(RunningCluster { cluster, rpc_addr, rpc_stop, rpc_task }))
+                (routers, Some(RunningCluster { cluster, rooms, rpc_addr, rpc_stop, rpc_task }))
             }
         };
         let state = Arc::new(HttpState {
@@ -176,6 +177,11 @@ impl Node {
 
     pub fn membership(&self) -> Option<&Arc<Membership>> {
         self.cluster.as_ref().map(|c| &c.cluster.membership)
+    }
+
+    /// The cluster rooms (subscriber table, pushes and their counters), in a cluster.
+    pub fn rooms(&self) -> Option<&Arc<ClusterRooms>> {
+        self.cluster.as_ref().map(|c| &c.rooms)
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

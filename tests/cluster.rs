@@ -3,16 +3,14 @@
 //! sessions survive a node joining; a dead owner's sessions get clean 400s; the RPC port
 //! refuses strangers. In-process clusters, and one of three real processes.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rust_socketio::TransportType;
 use serde_json::{json, Value};
 
 mod support;
 use support::chat_client::{run_client_script, RustClient};
-use support::cluster::{free_udp_port, unique_cluster_id, TestCluster, SECRET};
+use support::cluster::{spawn_processes, TestCluster};
 use support::rr_proxy::RoundRobinProxy;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -282,59 +280,12 @@ async fn an_unauthenticated_rpc_peer_is_refused() {
     cluster.shutdown().await;
 }
 
-/// Three real processes with the CLI's flags, killed with SIGKILL.
-struct Process {
-    child: tokio::process::Child,
-    http: SocketAddr,
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port()
-}
-
-async fn spawn_processes(n: usize) -> Vec<Process> {
-    let cluster_id = unique_cluster_id();
-    let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
-    let mut nodes = Vec::new();
-    for (i, port) in gossip.iter().enumerate() {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"));
-        cmd.args(["node", "--node-id", &format!("node{}", i + 1), "--http", &http.to_string()])
-            .args(["--gossip", &format!("127.0.0.1:{port}"), "--rpc", &format!("127.0.0.1:{}", free_tcp_port())])
-            .args(["--cluster-id", &cluster_id, "--log", "warn"])
-            .env("CLUSTERCHAT_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (j, seed) in gossip.iter().enumerate() {
-            if j != i {
-                cmd.args(["--seed", &format!("127.0.0.1:{seed}")]);
-            }
-        }
-        nodes.push(Process { child: cmd.spawn().expect("clusterchat starts"), http });
-    }
-    // Ready: each node sees itself as a ready member of the ring.
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for node in &nodes {
-        loop {
-            let ready = http.get(format!("http://{}/ready", node.http)).send().await.is_ok_and(|r| r.status() == 200);
-            if ready {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node at {} never became ready", node.http);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    nodes
-}
-
 /// Three processes behind the round-robin balancer: the real clients chat; then the owner of a
 /// session is killed: its requests get clean 400s from the others, new handshakes (a client
 /// reconnecting) get a live owner, and a user owned by a survivor keeps chatting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_a_killed_owner() {
-    let mut nodes = spawn_processes(3).await;
+    let mut nodes = spawn_processes(env!("CARGO_BIN_EXE_clusterchat"), 3).await;
     let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
     let proxy =
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();

@@ -2,7 +2,8 @@
 //!
 //! Client → server: `join room {room}`, `leave room {room}`, `chat message {room, message}`,
 //! each optionally acked with `{ok: true}` or `{error}`. Server → room members: the same event
-//! names with `{user, room[, message]}`, and `room users {room, users}`. The server sets
+//! names with `{user, room[, message]}`, and `room users {room, users}`; the joiner alone gets
+//! `room history {room, messages: [{user, message}]}`, the room's last messages. The server sets
 //! `user` from the connection, so a client cannot speak as someone else.
 
 use std::sync::Arc;
@@ -26,11 +27,22 @@ pub struct ChatConfig {
     pub max_message_len: usize,
     /// Most rooms one connection may be in at once.
     pub max_rooms_per_user: usize,
+    /// Messages of a room kept (on the room's owner node) and sent to whoever joins; 0: none.
+    pub history_len: usize,
+    /// Rooms whose history one node keeps; past it the least recently active is forgotten.
+    pub history_rooms: usize,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
-        Self { max_user_len: 32, max_room_len: 64, max_message_len: 2000, max_rooms_per_user: 100 }
+        Self {
+            max_user_len: 32,
+            max_room_len: 64,
+            max_message_len: 2000,
+            max_rooms_per_user: 100,
+            history_len: 50,
+            history_rooms: 10_000,
+        }
     }
 }
 
@@ -45,6 +57,7 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
     let c2 = config.clone();
     let c3 = config.clone();
     NamespaceBuilder::new(NAMESPACE)
+        .history(config.history_len, config.history_rooms)
         .on_connect(move |socket, req| {
             let name = user_name(req, &config)?;
             socket.set_label(&name);
@@ -158,6 +171,10 @@ fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, ack: Option<Ack
     tokio::spawn(
         async move {
             subscribed.await;
+            // What was said before: from the room's owner, before the joiner's own join line.
+            let messages: Vec<Value> =
+                ns.history(&room).await.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect();
+            let _ = socket.emit("room history", vec![json!({ "room": &room, "messages": messages })]);
             let user = user(&socket);
             ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
             ns.emit_to_local_room(&room, "room users", vec![room_users(&ns, &room)]);
@@ -190,11 +207,9 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
         return Err(format!("join room {room} before sending to it"));
     }
     let user = user(socket);
-    socket.namespace().emit_to_room(
-        room,
-        "chat message",
-        vec![json!({ "user": &*user, "room": room, "message": message })],
-    );
+    let ns = socket.namespace();
+    ns.emit_to_room(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })]);
+    ns.record(room, json!({ "user": &*user, "message": message }).to_string());
     Ok(())
 }
 

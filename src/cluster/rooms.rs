@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 
 use super::membership::{room_key, Members, Membership};
+use super::placement::room_owner;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{Push, Request, Response, WsFrame};
@@ -182,6 +183,17 @@ impl ClusterRooms {
         Response::Presence(ours)
     }
 
+    /// Serves a peer's request for the history of a room this node owns.
+    pub fn on_history(&self, nsp: &str, room: &str) -> Response {
+        Response::History(self.namespaces.get(nsp).map(|ns| ns.local_history(room)).unwrap_or_default())
+    }
+
+    /// The owner of a room among the ready members (this node while it knows no other).
+    fn room_owner(&self, nsp: &str, room: &str) -> String {
+        let members = self.membership.members();
+        room_owner(members.ready(), nsp, room).unwrap_or_else(|| self.node_id.clone())
+    }
+
     /// Serves a peer's push.
     pub fn on_push(&self, push: Push) {
         match push {
@@ -193,6 +205,11 @@ impl ClusterRooms {
                 }
             }
             Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels),
+            Push::Record { nsp, room, entry } => {
+                if let Some(ns) = self.namespaces.get(&nsp) {
+                    ns.record_local(&room, entry);
+                }
+            }
         }
     }
 
@@ -333,6 +350,46 @@ impl Adapter for ClusterRooms {
         for node in targets {
             this.push_to(&node, push.clone());
         }
+    }
+
+    fn record(&self, nsp: &str, room: &str, entry: String) {
+        let Some(this) = self.me.upgrade() else { return };
+        let owner = this.room_owner(nsp, room);
+        if owner == this.node_id {
+            if let Some(ns) = this.namespaces.get(nsp) {
+                ns.record_local(room, entry);
+            }
+        } else {
+            this.push_to(&owner, Push::Record { nsp: nsp.into(), room: room.into(), entry });
+        }
+    }
+
+    fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(Vec::new())) };
+        let owner = this.room_owner(nsp, room);
+        if owner == this.node_id {
+            let entries = this.namespaces.get(nsp).map(|ns| ns.local_history(room)).unwrap_or_default();
+            return Box::pin(std::future::ready(entries));
+        }
+        let request = Request::History { nsp: nsp.into(), room: room.into() };
+        Box::pin(async move {
+            let Some(addr) = this.membership.members().get(&owner).and_then(|m| m.rpc) else { return Vec::new() };
+            let answer = match this.peers.connection(&owner, addr).await {
+                Ok(conn) => conn.call(request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await,
+                Err(err) => Err(err),
+            };
+            match answer {
+                Ok(Response::History(entries)) => entries,
+                Ok(other) => {
+                    warn!(peer = owner, ?other, "unexpected answer to History");
+                    Vec::new()
+                }
+                Err(err) => {
+                    warn!(peer = owner, error = %err, "room history unavailable");
+                    Vec::new()
+                }
+            }
+        })
     }
 
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String> {

@@ -148,7 +148,7 @@ impl Router {
         match conn.call(Request::Engine { path: self.path.clone(), req }, timeout).await? {
             Response::Engine(response) => Ok(response),
             Response::Failed(reason) => Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason }),
-            Response::Presence(_) => {
+            Response::Presence(_) | Response::History(_) => {
                 Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason: "unexpected answer".into() })
             }
         }
@@ -255,6 +255,7 @@ impl RpcHandler for PeerHandler {
             Request::Subscribe { node, nsp, room, labels } => {
                 Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels)))
             }
+            Request::History { nsp, room } => Box::pin(std::future::ready(self.rooms.on_history(&nsp, &room))),
         }
     }
 

@@ -46,6 +46,8 @@ pub enum Request {
     /// `node` now has local members labelled `labels` in a room; the answer is the
     /// receiver's own local members of that room.
     Subscribe { node: String, nsp: String, room: String, labels: Vec<String> },
+    /// The history of a room the receiver owns.
+    History { nsp: String, room: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +55,8 @@ pub enum Response {
     Engine(EngineResponse),
     /// Labels of the answering node's local members of a room.
     Presence(Vec<String>),
+    /// A room's history entries, oldest first.
+    History(Vec<String>),
     /// The peer could not serve the request; the text says why.
     Failed(String),
 }
@@ -64,6 +68,8 @@ pub enum Push {
     Publish { nsp: String, room: String, frames: Vec<WsFrame> },
     /// `node`'s local members of a room are now `labels` (empty: none).
     Presence { node: String, nsp: String, room: String, labels: Vec<String> },
+    /// An entry for the history of a room the receiver owns.
+    Record { nsp: String, room: String, entry: String },
 }
 
 /// A client's WebSocket, carried to the owner of its session.

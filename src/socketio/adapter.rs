@@ -18,6 +18,10 @@ pub trait Adapter: Send + Sync + 'static {
     fn publish(&self, nsp: &str, room: &str, frames: &[Frame]);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
+    /// Appends to the room's history at the room's owner node; never waits.
+    fn record(&self, nsp: &str, room: &str, entry: String);
+    /// The room's history from its owner node (empty if the owner cannot be reached).
+    fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>>;
 }
 
 /// Why remote presence changed.

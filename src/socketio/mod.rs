@@ -4,12 +4,14 @@
 //! the application's handlers and the room table; `socket` is one client in one namespace.
 
 pub mod adapter;
+pub mod history;
 pub mod namespace;
 pub mod packet;
 pub mod server;
 pub mod socket;
 
 pub use adapter::{Adapter, PresenceCause, PresenceChange};
+pub use history::RoomHistory;
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
 pub use server::{SocketIo, SocketIoConfig};
 pub use socket::{AckError, AckResponse, AckSender, Socket};

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::adapter::{Adapter, PresenceChange};
+use super::history::RoomHistory;
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
 
@@ -54,6 +55,7 @@ pub struct NamespaceBuilder {
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
+    history: Option<RoomHistory>,
 }
 
 impl NamespaceBuilder {
@@ -65,7 +67,14 @@ impl NamespaceBuilder {
             events: HashMap::new(),
             on_disconnect: None,
             on_presence: None,
+            history: None,
         }
+    }
+
+    /// Keeps the last `per_room` messages of up to `rooms` rooms (see [`Namespace::record`]).
+    pub fn history(mut self, per_room: usize, rooms: usize) -> Self {
+        self.history = RoomHistory::new(per_room, rooms);
+        self
     }
 
     /// Decides on a CONNECT before the client is answered: `Err(message)` refuses it with a
@@ -113,6 +122,7 @@ impl NamespaceBuilder {
             events: self.events,
             on_disconnect: self.on_disconnect,
             on_presence: self.on_presence,
+            history: self.history,
             adapter: OnceLock::new(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
@@ -127,6 +137,8 @@ pub struct Namespace {
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
+    /// The histories of the rooms this node owns (all rooms, on a node of its own).
+    history: Option<RoomHistory>,
     /// Set once when the node joins a cluster; absent, rooms are this node's only.
     adapter: OnceLock<Arc<dyn Adapter>>,
     /// Connected sockets by socket id. std locks: only held for map operations.
@@ -251,6 +263,39 @@ impl Namespace {
 
     pub fn socket_count(&self) -> usize {
         self.sockets.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Appends `entry` to the room's history, kept by the room's owner node. No-op without
+    /// a history.
+    pub fn record(&self, room: &str, entry: String) {
+        if self.history.is_none() {
+            return;
+        }
+        match self.adapter.get() {
+            Some(adapter) => adapter.record(&self.name, room, entry),
+            None => self.record_local(room, entry),
+        }
+    }
+
+    /// The room's history, oldest first, from the room's owner node.
+    pub fn history(&self, room: &str) -> BoxFuture<'static, Vec<String>> {
+        match (&self.history, self.adapter.get()) {
+            (None, _) => Box::pin(std::future::ready(Vec::new())),
+            (Some(_), Some(adapter)) => adapter.history(&self.name, room),
+            (Some(_), None) => Box::pin(std::future::ready(self.local_history(room))),
+        }
+    }
+
+    /// Records into this node's own store (this node owns the room).
+    pub fn record_local(&self, room: &str, entry: String) {
+        if let Some(h) = &self.history {
+            h.record(room, entry);
+        }
+    }
+
+    /// This node's own store's entries for the room.
+    pub fn local_history(&self, room: &str) -> Vec<String> {
+        self.history.as_ref().map(|h| h.entries(room)).unwrap_or_default()
     }
 
     /// Emits an event to every member of `room` on every node, encoding the packet once.

@@ -24,7 +24,7 @@ pub struct RustClient {
 
 impl RustClient {
     pub async fn connect(url: &str, user: &str, transport: TransportType) -> Self {
-        let (tx, events) = mpsc::channel(256);
+        let (tx, events) = mpsc::channel(16_384);
         let client = ClientBuilder::new(url)
             .namespace("/chat")
             .auth(json!({ "user": user }))
@@ -33,7 +33,7 @@ impl RustClient {
                 let tx = tx.clone();
                 async move {
                     if let Payload::Text(mut args) = payload {
-                        let _ = tx.try_send((String::from(event), args.pop().unwrap_or(Value::Null)));
+                        let _ = tx.send((String::from(event), args.pop().unwrap_or(Value::Null))).await;
                     }
                 }
                 .boxed()
@@ -48,10 +48,17 @@ impl RustClient {
     /// order between different kinds of events is not promised across nodes (a `room users`
     /// update may overtake the `join room` it follows), the order within one kind is.
     pub async fn expect(&mut self, name: &str) -> Value {
-        if let Some(i) = self.pending.iter().position(|(event, _)| event == name) {
-            return self.pending.remove(i).map(|(_, data)| data).unwrap_or_default();
+        match self.next_named(name, EVENT_TIMEOUT).await {
+            Some(data) => data,
+            None => panic!("no {name:?} event within {EVENT_TIMEOUT:?}; queued: {:#?}", self.pending),
         }
-        let found = tokio::time::timeout(EVENT_TIMEOUT, async {
+    }
+
+    async fn next_named(&mut self, name: &str, limit: Duration) -> Option<Value> {
+        if let Some(i) = self.pending.iter().position(|(event, _)| event == name) {
+            return self.pending.remove(i).map(|(_, data)| data);
+        }
+        tokio::time::timeout(limit, async {
             loop {
                 let (event, data) = self.events.recv().await.expect("client event stream ended");
                 if event == name {
@@ -60,26 +67,23 @@ impl RustClient {
                 self.pending.push_back((event, data));
             }
         })
-        .await;
-        found.unwrap_or_else(|_| panic!("no {name:?} event within {EVENT_TIMEOUT:?}; queued: {:#?}", self.pending))
+        .await
+        .ok()
     }
 
     /// Waits until a `room users` update shows exactly `users` in `room`; earlier updates on
     /// the way there are consumed.
     pub async fn expect_users(&mut self, room: &str, users: &[&str]) {
         let want = json!({ "room": room, "users": users });
+        let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
         let mut seen = Vec::new();
-        let found = tokio::time::timeout(EVENT_TIMEOUT, async {
-            loop {
-                let update = self.expect("room users").await;
-                if update == want {
-                    return;
-                }
-                seen.push(update);
+        while let Some(update) = self.next_named("room users", deadline - tokio::time::Instant::now()).await {
+            if update == want {
+                return;
             }
-        })
-        .await;
-        found.unwrap_or_else(|_| panic!("room users never became {want}; saw {seen:#?}"));
+            seen.push(update);
+        }
+        panic!("room users never became {want} within {EVENT_TIMEOUT:?}; saw {seen:#?}");
     }
 
     /// Emits with an ack and returns the server's answer.

@@ -2,6 +2,7 @@
 //! HTTP ports, joined into one ring.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clusterchat::config::{ClusterSettings, NodeConfig};
@@ -135,4 +136,53 @@ impl TestCluster {
             self.stop(i).await;
         }
     }
+}
+
+/// A node running as a real process with the CLI's flags (killed when dropped).
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub http: SocketAddr,
+}
+
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port()
+}
+
+/// `n` clustered processes of the binary `bin` (`env!("CARGO_BIN_EXE_clusterchat")`, which
+/// only tests see), named node1..nodeN, each ready.
+pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
+    let cluster_id = unique_cluster_id();
+    let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+    let mut nodes = Vec::new();
+    for (i, port) in gossip.iter().enumerate() {
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["node", "--node-id", &format!("node{}", i + 1), "--http", &http.to_string()])
+            .args(["--gossip", &format!("127.0.0.1:{port}"), "--rpc", &format!("127.0.0.1:{}", free_tcp_port())])
+            .args(["--cluster-id", &cluster_id, "--log", "warn"])
+            .env("CLUSTERCHAT_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (j, seed) in gossip.iter().enumerate() {
+            if j != i {
+                cmd.args(["--seed", &format!("127.0.0.1:{seed}")]);
+            }
+        }
+        nodes.push(Process { child: cmd.spawn().expect("clusterchat starts"), http });
+    }
+    // Ready: each node sees itself as a ready member of the ring.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &nodes {
+        loop {
+            let ready = http.get(format!("http://{}/ready", node.http)).send().await.is_ok_and(|r| r.status() == 200);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node at {} never became ready", node.http);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    nodes
 }

@@ -1,0 +1,378 @@
+//! Rooms across the cluster: members on three nodes, every message of their rooms exactly once
+//! and in per-sender order, pushes only to nodes with members, history for late joiners,
+//! leave events when a node dies, and many rooms per node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use rust_socketio::TransportType;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+mod support;
+use support::chat_client::RustClient;
+use support::cluster::{spawn_processes, TestCluster};
+use support::rr_proxy::RoundRobinProxy;
+
+/// Room names in several scripts, emoji included.
+const ROOM_NAMES: [&str; 20] = [
+    "lobby",
+    "café ☕",
+    "日本語",
+    "中文聊天",
+    "한국어",
+    "Ελληνικά",
+    "русский",
+    "עברית",
+    "العربية",
+    "हिन्दी",
+    "ไทย",
+    "😀",
+    "🏳️‍🌈 pride",
+    "👩‍💻 devs",
+    "emoji 🎉🎉",
+    "Ünïcödé",
+    "two  spaces",
+    "a/b?c=d&e",
+    "<b>html</b>",
+    "x",
+];
+
+async fn connect(url: &str, user: &str, transport: TransportType) -> (RustClient, String) {
+    let mut client = RustClient::connect(url, user, transport).await;
+    let welcome = client.expect("welcome").await;
+    (client, welcome["node"].as_str().unwrap().to_owned())
+}
+
+async fn join(client: &RustClient, room: &str) {
+    assert_eq!(client.call("join room", json!({ "room": room })).await, json!({ "ok": true }), "joining {room}");
+}
+
+/// Twelve users spread over three nodes (through the round-robin balancer, over all three
+/// transports), five rooms each out of twenty; everyone sends ten messages to each of their
+/// rooms at once. Every member receives exactly every message of its rooms, each sender's in
+/// the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_rooms_every_message_exactly_once_in_sender_order() {
+    const USERS: usize = 12;
+    const PER_ROOM: usize = 10;
+    let cluster = TestCluster::chat(3).await;
+    let proxy = RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), cluster.http_addrs()).await.unwrap();
+    let transports = [TransportType::Websocket, TransportType::Polling, TransportType::WebsocketUpgrade];
+    let mut users = Vec::new();
+    let mut owners = BTreeSet::new();
+    for i in 0..USERS {
+        let (client, owner) = connect(&proxy.url(), &format!("u{i}"), transports[i % 3].clone()).await;
+        owners.insert(owner);
+        users.push(client);
+    }
+    assert!(owners.len() >= 2, "all {USERS} users were placed on one node: {owners:?}");
+    let rooms_of = |i: usize| -> Vec<&str> { (0..5).map(|k| ROOM_NAMES[(i + 4 * k) % 20]).collect() };
+    for (i, user) in users.iter().enumerate() {
+        for room in rooms_of(i) {
+            join(user, room).await;
+        }
+    }
+    let members: BTreeMap<&str, Vec<usize>> =
+        ROOM_NAMES.iter().map(|r| (*r, (0..USERS).filter(|i| rooms_of(*i).contains(r)).collect())).collect();
+
+    // Everyone sends at once.
+    let sends = users.iter().enumerate().map(|(i, user)| async move {
+        for k in 0..PER_ROOM {
+            for room in rooms_of(i) {
+                let message = format!("u{i}:{k}");
+                let sent = user.call("chat message", json!({ "room": room, "message": message })).await;
+                assert_eq!(sent, json!({ "ok": true }));
+            }
+        }
+    });
+    futures_util::future::join_all(sends).await;
+
+    for (i, user) in users.iter_mut().enumerate() {
+        // What user i must receive: per room, per sender, messages 0..PER_ROOM in order.
+        let expected: usize = rooms_of(i).iter().map(|r| members[r].len() * PER_ROOM).sum();
+        let mut got: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for _ in 0..expected {
+            let m = user.expect("chat message").await;
+            let (sender, k) = m["message"].as_str().unwrap().split_once(':').unwrap();
+            assert_eq!(format!("{}", m["user"].as_str().unwrap()), sender, "user field set by the server");
+            got.entry((m["room"].as_str().unwrap().to_owned(), sender.to_owned()))
+                .or_default()
+                .push(k.parse().unwrap());
+        }
+        for room in rooms_of(i) {
+            for sender in &members[room] {
+                let seq = got.remove(&(room.to_owned(), format!("u{sender}"))).unwrap_or_default();
+                assert_eq!(seq, (0..PER_ROOM).collect::<Vec<_>>(), "u{i} in {room:?} from u{sender}");
+            }
+        }
+        assert!(got.is_empty(), "u{i} received messages of rooms it is not in: {got:?}");
+    }
+    // And nothing more: a marker sent after everything arrives next, not a duplicate.
+    for (i, user) in users.iter_mut().enumerate() {
+        let room = rooms_of(i)[0];
+        let sent = user.call("chat message", json!({ "room": room, "message": "end" })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+        loop {
+            let m = user.expect("chat message").await;
+            assert_eq!(m["message"], json!("end"), "u{i} got a duplicate: {m}");
+            if m["user"] == json!(format!("u{i}")) {
+                break;
+            }
+        }
+    }
+    for user in users {
+        user.client.disconnect().await.ok();
+    }
+    cluster.shutdown().await;
+}
+
+/// Two users on different nodes in a room; the third node has no member and gets no pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_nodes_with_members_receive_a_rooms_messages() {
+    let cluster = TestCluster::chat(3).await;
+    // Connect straight to the nodes, until two users are owned by two different nodes.
+    let (mut alice, alice_owner) = connect(&cluster.url(0), "alice", TransportType::Websocket).await;
+    let (mut bob, bob_owner) = loop {
+        let (bob, owner) = connect(&cluster.url(1), "bob", TransportType::Websocket).await;
+        if owner != alice_owner {
+            break (bob, owner);
+        }
+        bob.client.disconnect().await.ok();
+    };
+    let room = "two of three";
+    join(&alice, room).await;
+    join(&bob, room).await;
+    let received = |node: &str| {
+        let node = cluster.live().find(|n| n.node_id() == node).unwrap();
+        node.rooms().unwrap().stats.publishes_received.load(Ordering::Relaxed)
+    };
+    let bystander = cluster.live().map(|n| n.node_id().to_owned()).find(|n| *n != alice_owner && *n != bob_owner);
+    let bystander = bystander.unwrap();
+    let before = (received(&alice_owner), received(&bob_owner), received(&bystander));
+
+    const N: u64 = 20;
+    for k in 0..N {
+        let sender = if k % 2 == 0 { &alice } else { &bob };
+        let sent = sender.call("chat message", json!({ "room": room, "message": k.to_string() })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+    }
+    for client in [&mut alice, &mut bob] {
+        for k in 0..N {
+            assert_eq!(client.expect("chat message").await["message"], json!(k.to_string()));
+        }
+    }
+    let after = (received(&alice_owner), received(&bob_owner), received(&bystander));
+    // Each node received the other's ten messages, once each; the bystander none.
+    assert_eq!(after.0 - before.0, N / 2, "pushes into {alice_owner}");
+    assert_eq!(after.1 - before.1, N / 2, "pushes into {bob_owner}");
+    assert_eq!(after.2, before.2, "{bystander} has no member of the room yet received its messages");
+    alice.client.disconnect().await.ok();
+    bob.client.disconnect().await.ok();
+    cluster.shutdown().await;
+}
+
+/// A message sent the moment another node's client has its join acked reaches that client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_right_after_a_remote_join_reaches_the_joiner() {
+    let cluster = TestCluster::chat(3).await;
+    let (alice, alice_owner) = connect(&cluster.url(0), "alice", TransportType::Websocket).await;
+    let (mut bob, _) = loop {
+        let (bob, owner) = connect(&cluster.url(1), "bob", TransportType::Websocket).await;
+        if owner != alice_owner {
+            break (bob, owner);
+        }
+        bob.client.disconnect().await.ok();
+    };
+    for k in 0..20 {
+        let room = format!("fresh {k}");
+        join(&alice, &room).await;
+        join(&bob, &room).await;
+        let sent = alice.call("chat message", json!({ "room": room, "message": "right away" })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+        let m = bob.expect("chat message").await;
+        assert_eq!(m, json!({ "user": "alice", "room": room, "message": "right away" }));
+    }
+    alice.client.disconnect().await.ok();
+    bob.client.disconnect().await.ok();
+    cluster.shutdown().await;
+}
+
+/// A late joiner on another node gets the room's last 50 messages, oldest first, from the
+/// node that owns the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_gets_the_rooms_history() {
+    let cluster = TestCluster::chat(3).await;
+    let proxy = RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), cluster.http_addrs()).await.unwrap();
+    let (mut alice, _) = connect(&proxy.url(), "alice", TransportType::Polling).await;
+    let room = "histoire 📜";
+    join(&alice, room).await;
+    let first = alice.expect("room history").await;
+    assert_eq!(first, json!({ "room": room, "messages": [] }));
+    for k in 0..60 {
+        let sent = alice.call("chat message", json!({ "room": room, "message": format!("m{k}") })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+    }
+    // Every message came back to alice, so every one was published (and recorded).
+    for k in 0..60 {
+        assert_eq!(alice.expect("chat message").await["message"], json!(format!("m{k}")));
+    }
+    let want: Vec<Value> = (10..60).map(|k| json!({ "user": "alice", "message": format!("m{k}") })).collect();
+    // Joiners on every node, so that most ask a remote owner.
+    for i in 0..3 {
+        let (mut late, _) = connect(&cluster.url(i), &format!("late{i}"), TransportType::Websocket).await;
+        join(&late, room).await;
+        let history = late.expect("room history").await;
+        assert_eq!(history, json!({ "room": room, "messages": want }), "history seen from node{}", i + 1);
+        late.client.disconnect().await.ok();
+    }
+    alice.client.disconnect().await.ok();
+    cluster.shutdown().await;
+}
+
+/// A node killed mid-chat: the others announce its users' leave to their rooms, and update
+/// `room users`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_yields_leave_events_on_the_others() {
+    let mut nodes = spawn_processes(env!("CARGO_BIN_EXE_clusterchat"), 3).await;
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
+    // Carol on node3, served and owned there; alice and bob on node1 and node2 owned by
+    // anyone but node3.
+    let carol = loop {
+        let (c, owner) = connect(&urls[2], "carol", TransportType::Websocket).await;
+        if owner == "node3" {
+            break c;
+        }
+        c.client.disconnect().await.ok();
+    };
+    let mut others = Vec::new();
+    for (i, name) in [(0, "alice"), (1, "bob")] {
+        others.push(loop {
+            let (c, owner) = connect(&urls[i], name, TransportType::Websocket).await;
+            if owner != "node3" {
+                break c;
+            }
+            c.client.disconnect().await.ok();
+        });
+    }
+    let room = "mid-chat 💬";
+    for c in others.iter().chain([&carol]) {
+        join(c, room).await;
+    }
+    for c in &mut others {
+        c.expect_users(room, &["alice", "bob", "carol"]).await;
+    }
+    let sent = carol.call("chat message", json!({ "room": room, "message": "bye?" })).await;
+    assert_eq!(sent, json!({ "ok": true }));
+
+    let killed = Instant::now();
+    nodes[2].child.kill().await.expect("kill -9");
+    for c in &mut others {
+        assert_eq!(c.expect("leave room").await, json!({ "user": "carol", "room": room }));
+        c.expect_users(room, &["alice", "bob"]).await;
+    }
+    let detected = killed.elapsed();
+    assert!(detected < Duration::from_secs(10), "leave announced {detected:?} after the kill");
+    // The survivors still chat.
+    let sent = others[0].call("chat message", json!({ "room": room, "message": "still here" })).await;
+    assert_eq!(sent, json!({ "ok": true }));
+    loop {
+        let m = others[1].expect("chat message").await;
+        if m["message"] == json!("still here") {
+            break;
+        }
+    }
+    for c in others {
+        c.client.disconnect().await.ok();
+    }
+    for n in &mut nodes {
+        let _ = n.child.kill().await;
+    }
+}
+
+/// One client in 10,000 rooms on one node: every key reaches the other nodes' subscriber
+/// tables through gossip, and a message to the last room from another node arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_rooms_on_one_node() {
+    const ROOMS: usize = 10_000;
+    let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
+        c.chat.max_rooms_per_user = ROOMS;
+        c.engine.outbound_queue = 8 * ROOMS;
+    })
+    .await;
+    // A raw WebSocket client, so 10,000 joins go out without waiting for each ack. It must be
+    // served by its owner: a relayed stream's queue (256 frames) closes on such a flood.
+    let text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {
+        match ws.next().await.expect("open").expect("frame") {
+            WsMessage::Text(t) if t.as_str() == "2" => ws.send(WsMessage::text("3")).await.unwrap(),
+            WsMessage::Text(t) => return t.to_string(),
+            _ => {}
+        }
+    };
+    let (mut ws, owner) = loop {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", cluster.node(0).http_addr());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket");
+        let open: Value = serde_json::from_str(&text(&mut ws).await[1..]).unwrap();
+        let owner = open["sid"].as_str().unwrap().rsplit_once('.').unwrap().1.to_owned();
+        if owner == "node1" {
+            break (ws, owner);
+        }
+        ws.close(None).await.ok();
+    };
+    ws.send(WsMessage::text(r#"40/chat,{"user":"many"}"#)).await.unwrap();
+    while !text(&mut ws).await.starts_with("40/chat,") {}
+    let started = Instant::now();
+    let (mut sink, mut stream) = ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..ROOMS {
+            let join = format!(r#"42/chat,{i}["join room",{{"room":"room {i} 🚪"}}]"#);
+            sink.send(WsMessage::text(join)).await.unwrap();
+        }
+        sink
+    });
+    let mut acked = 0;
+    while acked < ROOMS {
+        let msg = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("acks keep coming");
+        if let WsMessage::Text(t) = msg.expect("open").expect("frame") {
+            if t.starts_with("43/chat,") {
+                assert!(t.ends_with(r#"[{"ok":true}]"#), "{t}");
+                acked += 1;
+            }
+        }
+    }
+    let joined = started.elapsed();
+    let _sink = sender.await.unwrap();
+    // Every other node's table lists the 10,000 rooms of the owner, from gossip.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for node in cluster.live().filter(|n| n.node_id() != owner) {
+        loop {
+            let rooms = node.membership().unwrap().members().get(&owner).map_or(0, |m| m.rooms.len());
+            if rooms == ROOMS {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} knows {rooms} of {ROOMS} rooms of {owner}", node.node_id());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    println!("{ROOMS} joins acked in {joined:?}; gossip spread them in {:?}", started.elapsed());
+    // A user on another node speaks in the last room; the many-room client hears it.
+    let other = cluster.live().position(|n| n.node_id() != owner).unwrap();
+    let (talker, _) = connect(&cluster.url(other), "talker", TransportType::Websocket).await;
+    let last = format!("room {} 🚪", ROOMS - 1);
+    join(&talker, &last).await;
+    let sent = talker.call("chat message", json!({ "room": last, "message": "anyone?" })).await;
+    assert_eq!(sent, json!({ "ok": true }));
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("the message arrives");
+        if let WsMessage::Text(t) = msg.unwrap().unwrap() {
+            if t.starts_with(r#"42/chat,["chat message""#) {
+                assert!(t.contains("anyone?") && t.contains(&last), "{t}");
+                break;
+            }
+        }
+    }
+    talker.client.disconnect().await.ok();
+    cluster.shutdown().await;
+}
