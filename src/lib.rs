@@ -12,6 +12,7 @@ pub mod engineio;
 pub mod http;
 pub mod inspect;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod rpc;
 pub mod server;

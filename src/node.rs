@@ -17,6 +17,7 @@ use crate::config::NodeConfig;
 use crate::engineio::Engine;
 use crate::http::HttpState;
 use crate::logging::node_span;
+use crate::metrics::{Metrics, Sources};
 use crate::rpc::peers::Peers;
 use crate::server::Server;
 use crate::socketio::SocketIo;
@@ -95,7 +96,12 @@ impl Node {
                     io.namespaces().cloned().collect(),
                     rpc_timeout,
                 );
-                let cluster = Arc::new(Cluster { membership, peers, rpc_timeout });
+                let metrics = Metrics::new(Sources {
+                    engine: engine.clone(),
+                    namespaces: io.namespaces().cloned().collect(),
+                    cluster: Some((membership.clone(), rooms.clone())),
+                });
+                let cluster = Arc::new(Cluster { membership, peers, rpc_timeout, metrics });
                 let router = Router::clustered(node_id.clone(), engine.clone(), cluster.clone());
                 let rpc_stop = CancellationToken::new();
                 let rpc_task = tokio::spawn(
@@ -105,8 +111,17 @@ impl Node {
                 (router, Some(RunningCluster { cluster, rpc_addr, rpc_stop, rpc_task }))
             }
         };
+        let metrics = match &cluster {
+            Some(c) => c.cluster.metrics.clone(),
+            None => Metrics::new(Sources {
+                engine: engine.clone(),
+                namespaces: io.namespaces().cloned().collect(),
+                cluster: None,
+            }),
+        };
         let state = Arc::new(HttpState {
             node_id: node_id.clone(),
+            metrics: Some(metrics),
             engines: vec![(ENGINE_PATH.to_owned(), router)],
             membership: cluster.as_ref().map(|c| c.cluster.membership.clone()),
             web_dir: Some(config.web_dir.clone()),

@@ -38,12 +38,16 @@ impl TestCluster {
                 secret: Some("test-cluster-secret".into()),
                 ..ClusterSettings::default()
             };
-            let config = NodeConfig {
+            let mut config = NodeConfig {
                 node_id: format!("node{}", i + 1),
                 http: "127.0.0.1:0".parse().expect("HTTP address"),
                 cluster: Some(cluster),
                 ..NodeConfig::default()
             };
+            // A node shutting down keeps a closed polling session up to the ping timeout for
+            // the client's last poll; no test client polls again. The ping interval stays long,
+            // so no client has to answer pings.
+            config.engine.ping_timeout_ms = 1000;
             nodes.push(Node::start(config).await.unwrap_or_else(|e| panic!("node{} starts: {e}", i + 1)));
         }
         let cluster = Self { nodes, gossip };
@@ -101,6 +105,11 @@ impl ChatClient {
         self.post(node, &packet).await;
         let ack = self.expect(node, "43/chat,1").await;
         assert_eq!(ack, r#"43/chat,1[{"ok":true}]"#, "join {room}");
+    }
+
+    /// Closes the session (a CLOSE packet) through `node`.
+    pub async fn close(self, node: SocketAddr) {
+        self.post(node, "1").await;
     }
 
     /// Sends one packet through `node`.

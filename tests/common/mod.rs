@@ -160,6 +160,7 @@ impl TestServerBuilder {
                 (SOCKETIO_PATH.into(), Router::local("test".into(), sio.clone())),
             ],
             membership: None,
+            metrics: None,
             web_dir: None,
             cors_origins: vec!["*".into()],
             tasks: TaskTracker::new(),
