@@ -149,36 +149,43 @@ fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) 
     c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
+/// One metric with a sample per value of the label `key`.
+fn labeled<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    key: &str,
+    samples: impl IntoIterator<Item = (&'a str, M)>,
+) -> std::fmt::Result {
+    let mut samples = samples.into_iter().peekable();
+    let Some(metric_type) = samples.peek().map(|(_, m)| m.metric_type()) else { return Ok(()) };
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (value, metric) in samples {
+        metric.encode(family.encode_family(&[(key, value)])?)?;
+    }
+    Ok(())
+}
+
 impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let Sources { engine, namespaces, cluster } = &self.0;
         let by_transport = engine.sessions_by_transport();
         let owned: usize = by_transport.iter().map(|(_, n)| n).sum();
         gauge(&mut encoder, "sessions_owned", "Open sessions this node owns.", owned as i64)?;
-        {
-            let g = ConstGauge::new(0i64);
-            let mut family = encoder.encode_descriptor(
-                "sessions_by_transport",
-                "Open sessions this node owns, by current transport.",
-                None,
-                g.metric_type(),
-            )?;
-            for (transport, n) in by_transport {
-                ConstGauge::new(n as i64).encode(family.encode_family(&[("transport", transport.name())])?)?;
-            }
-        }
-        {
-            let c = ConstCounter::new(0u64);
-            let mut family = encoder.encode_descriptor(
-                "room_deliveries",
-                "Room broadcasts queued to local members, one per member, by namespace.",
-                None,
-                c.metric_type(),
-            )?;
-            for ns in namespaces {
-                ConstCounter::new(ns.deliveries()).encode(family.encode_family(&[("nsp", ns.name())])?)?;
-            }
-        }
+        labeled(
+            &mut encoder,
+            "sessions_by_transport",
+            "Open sessions this node owns, by current transport.",
+            "transport",
+            by_transport.map(|(transport, n)| (transport.name(), ConstGauge::new(n as i64))),
+        )?;
+        labeled(
+            &mut encoder,
+            "room_deliveries",
+            "Room broadcasts queued to local members, one per member, by namespace.",
+            "nsp",
+            namespaces.iter().map(|ns| (ns.name(), ConstCounter::new(ns.deliveries()))),
+        )?;
         counter(
             &mut encoder,
             "sessions_closed_queue_full",
