@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             ("/socket.io/".into(), Router::local("conformance".into(), Engine::new(config, io))),
         ],
         membership: None,
+        metrics: None,
         web_dir: None,
         cors_origins: vec!["*".into()],
         tasks: TaskTracker::new(),

@@ -20,6 +20,7 @@ use tracing::{debug, Instrument};
 use crate::cluster::membership::Membership;
 use crate::cluster::router::Router;
 use crate::engineio::{EngineQuery, EngineRequest, EngineResponse, Method};
+use crate::metrics::{Metrics, RequestKind};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -30,6 +31,8 @@ pub struct HttpState {
     pub engines: Vec<(String, Arc<Router>)>,
     /// The node's membership, for `/ready`; `None` (a node on its own) is always ready.
     pub membership: Option<Arc<Membership>>,
+    /// The node's metrics, at `/metrics`; `None` serves none (the conformance server).
+    pub metrics: Option<Arc<Metrics>>,
     /// The chat page's directory; `None` serves no page (the conformance server).
     pub web_dir: Option<PathBuf>,
     /// Origins allowed cross-origin access to the engines; `*` allows any.
@@ -65,6 +68,14 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Htt
             false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         },
         "/whoami" => json(StatusCode::OK, serde_json::json!({ "node": &*state.node_id }).to_string()),
+        "/metrics" => match &state.metrics {
+            Some(metrics) => {
+                let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+                r
+            }
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         _ => static_file(&state, path).await,
     };
     Ok(response)
@@ -93,6 +104,7 @@ async fn engine_request(state: &HttpState, engine: Arc<Router>, mut req: Request
         Err(err) => return engine_response(state, origin.as_ref(), err.into_response()),
     };
     if is_websocket_upgrade(&req) {
+        count(state, RequestKind::Websocket);
         return websocket_upgrade(state, engine, query, &mut req);
     }
     let method = match *req.method() {
@@ -114,8 +126,16 @@ async fn engine_request(state: &HttpState, engine: Arc<Router>, mut req: Request
             return engine_response(state, origin.as_ref(), engine.reject_oversized(&query));
         }
     };
-    let response = engine.handle_http(EngineRequest { method, query, binary_body, body, new_sid: None }).await;
+    let request = EngineRequest { method, query, binary_body, body, new_sid: None };
+    count(state, RequestKind::of(&request));
+    let response = engine.handle_http(request).await;
     engine_response(state, origin.as_ref(), response)
+}
+
+fn count(state: &HttpState, kind: RequestKind) {
+    if let Some(metrics) = &state.metrics {
+        metrics.received(kind);
+    }
 }
 
 fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {

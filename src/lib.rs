@@ -2,14 +2,17 @@
 //!
 //! Layers, bottom up: `engineio` (transport protocol), `socketio` (namespaces, events, rooms),
 //! `chat` (the application), `http` (routing), `server` (accept loop and shutdown), `node`
-//! (wiring one node together), `config` and `logging`.
+//! (wiring one node together), `config` and `logging`; `inspect` reads a running cluster's
+//! gossip state.
 
 pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod engineio;
 pub mod http;
+pub mod inspect;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod rpc;
 pub mod server;

@@ -40,9 +40,23 @@ where
     }
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides `default_filter`.
+/// Installs the global subscriber, writing to stdout; `RUST_LOG` overrides `default_filter`.
 pub fn init(default_filter: &str) {
+    init_to(default_filter, std::io::stdout);
+}
+
+/// Installs the global subscriber writing to `writer`: stderr for a command whose stdout is
+/// its output (`inspect`).
+pub fn init_to<W>(default_filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // A second init (tests starting several nodes) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).event_format(NodeFormat).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .event_format(NodeFormat)
+        .try_init();
 }

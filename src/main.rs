@@ -1,11 +1,14 @@
-//! The `clusterchat` binary: parses flags, loads the config, runs a node until Ctrl-C/SIGTERM.
+//! The `clusterchat` binary: parses flags, loads the config, runs a node until Ctrl-C/SIGTERM;
+//! or inspects a running cluster's gossip state.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use clusterchat::config::NodeConfig;
+use clusterchat::inspect::{Format, InspectConfig, Query};
 use clusterchat::node::Node;
 
 #[derive(Parser)]
@@ -19,6 +22,53 @@ struct Cli {
 enum Command {
     /// Run a chat node.
     Node(NodeArgs),
+    /// Read a running cluster's gossip state: members, room subscribers, session and room owners.
+    Inspect(InspectArgs),
+}
+
+/// The inspector joins the ring as an observer (it owns nothing, and leaves on exit).
+#[derive(Args)]
+struct InspectArgs {
+    /// Gossip address of a member to join through; repeat for several.
+    #[arg(long = "seed", required = true)]
+    seeds: Vec<String>,
+    /// Cluster id of the ring [default: clusterchat].
+    #[arg(long)]
+    cluster_id: Option<String>,
+    /// Also show which node owns this session id, and whether it is live.
+    #[arg(long)]
+    sid: Option<String>,
+    /// Also show which node owns this room, and which nodes have members in it.
+    #[arg(long)]
+    room: Option<String>,
+    /// Namespace of --room.
+    #[arg(long, default_value = clusterchat::chat::NAMESPACE, requires = "room")]
+    nsp: String,
+    /// Print one JSON document (with --watch, one JSON line per change).
+    #[arg(long)]
+    json: bool,
+    /// Print again whenever the state changes, until Ctrl-C.
+    #[arg(long)]
+    watch: bool,
+    /// The observer's own gossip address, advertised to the nodes; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// How long to wait for a seed to answer, in ms.
+    #[arg(long, default_value_t = clusterchat::inspect::DEFAULT_WAIT.as_millis() as u64)]
+    wait_ms: u64,
+}
+
+impl InspectArgs {
+    fn into_config(self) -> InspectConfig {
+        let mut c = InspectConfig::new(self.seeds);
+        if let Some(v) = self.cluster_id {
+            c.cluster_id = v;
+        }
+        c.listen = self.listen;
+        c.wait = Duration::from_millis(self.wait_ms);
+        c.query = Query { sid: self.sid, room: self.room.map(|room| (self.nsp, room)) };
+        c
+    }
 }
 
 /// Flags override the config file, which overrides the built-in defaults.
@@ -121,7 +171,18 @@ impl NodeArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Node(args) => run_node(args.into_config()?).await,
+        Command::Inspect(args) => run_inspect(args).await,
     }
+}
+
+async fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
+    // The report is stdout; logs (gossip warnings) go to stderr.
+    clusterchat::logging::init_to("warn", std::io::stderr);
+    let format = if args.json { Format::Json } else { Format::Text };
+    let watch = args.watch;
+    let mut out = std::io::stdout();
+    clusterchat::inspect::run(args.into_config(), format, watch, &mut out, wait_for_signal()).await?;
+    Ok(())
 }
 
 async fn run_node(config: NodeConfig) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ use crate::config::NodeConfig;
 use crate::engineio::{Engine, EngineConfig};
 use crate::http::HttpState;
 use crate::logging::node_span;
+use crate::metrics::{Metrics, Sources};
 use crate::rpc::peers::Peers;
 use crate::server::Server;
 use crate::socketio::{Namespace, SocketIo};
@@ -56,6 +57,10 @@ impl Service {
         let namespaces = io.namespaces().cloned().collect();
         Self { path: path.to_owned(), engine: Engine::new(config, io), namespaces }
     }
+}
+
+fn all_namespaces(services: &[Service]) -> Vec<Arc<Namespace>> {
+    services.iter().flat_map(|s| s.namespaces.iter().cloned()).collect()
 }
 
 /// A running node.
@@ -125,10 +130,15 @@ impl Node {
                     config.node_id.clone(),
                     membership.clone(),
                     peers.clone(),
-                    services.iter().flat_map(|s| s.namespaces.iter().cloned()).collect(),
+                    all_namespaces(&services),
                     rpc_timeout,
                 );
-                let cluster = Arc::new(Cluster { membership, peers, rpc_timeout });
+                let metrics = Metrics::new(Sources {
+                    engine: engine.clone(),
+                    namespaces: all_namespaces(&services),
+                    cluster: Some((membership.clone(), rooms.clone())),
+                });
+                let cluster = Arc::new(Cluster { membership, peers, rpc_timeout, metrics });
                 let routers = services
                     .iter()
                     .map(|s| {
@@ -143,8 +153,15 @@ impl Node {
                 (routers, Some(RunningCluster { cluster, rooms, rpc_addr, rpc_stop, rpc_task }))
             }
         };
+        let metrics = match &cluster {
+            Some(c) => c.cluster.metrics.clone(),
+            None => {
+                Metrics::new(Sources { engine: engine.clone(), namespaces: all_namespaces(&services), cluster: None })
+            }
+        };
         let state = Arc::new(HttpState {
             node_id: node_id.clone(),
+            metrics: Some(metrics),
             engines: routers,
             membership: cluster.as_ref().map(|c| c.cluster.membership.clone()),
             web_dir: Some(config.web_dir.clone()),

@@ -4,6 +4,10 @@
 //! Gossip keys (all ASCII, values short): `http`, `rpc`, `ready` (`1` while the node takes new
 //! sessions). Chitchat's failure detector decides liveness; a restarted node joins with a new
 //! generation id, so the ring never confuses it with its previous life.
+//!
+//! An observer (`clusterchat inspect`) joins the ring advertising nothing. Only nodes that
+//! advertise an `rpc` address are members: an observer owns no session, has no rooms, is never
+//! pushed to, and its coming and going changes no node's membership.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,7 +64,19 @@ pub struct MemberInfo {
     pub rooms: std::collections::BTreeSet<(String, String)>,
 }
 
+/// A node as the gossip state knows it, whether the failure detector deems it live or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownNode {
+    pub info: MemberInfo,
+    pub live: bool,
+}
+
 impl MemberInfo {
+    /// Whether the node is a member at all: observers advertise no RPC address.
+    fn is_member(&self) -> bool {
+        self.rpc.is_some()
+    }
+
     fn from_state(id: &ChitchatId, state: &NodeState) -> Self {
         Self {
             node_id: id.node_id.to_string(),
@@ -87,6 +103,17 @@ impl Members {
         self.nodes.get(node_id)
     }
 
+    /// Equal but for heartbeats. The live-node watcher also wakes when an observer comes or
+    /// goes; that, with the heartbeats it carries, is no membership change.
+    fn same_as(&self, other: &Members) -> bool {
+        self.nodes.len() == other.nodes.len()
+            && self
+                .nodes
+                .values()
+                .zip(other.nodes.values())
+                .all(|(a, b)| MemberInfo { heartbeat: b.heartbeat, ..a.clone() } == *b)
+    }
+
     /// Node ids of the members that take new sessions and can be reached by RPC.
     pub fn ready(&self) -> impl Iterator<Item = &str> {
         self.nodes.values().filter(|m| m.ready && m.rpc.is_some()).map(|m| m.node_id.as_str())
@@ -103,6 +130,16 @@ pub struct Membership {
 impl Membership {
     /// Joins the ring, advertising `http` and `rpc`. Not ready until [`Membership::set_ready`].
     pub async fn start(config: GossipConfig, http: SocketAddr, rpc: SocketAddr) -> anyhow::Result<Self> {
+        Self::join(config, vec![(KEY_HTTP.to_owned(), http.to_string()), (KEY_RPC.to_owned(), rpc.to_string())]).await
+    }
+
+    /// Joins the ring as an observer: it hears the gossip but advertises no key, so it never
+    /// becomes a member (see the module doc).
+    pub async fn observe(config: GossipConfig) -> anyhow::Result<Self> {
+        Self::join(config, Vec::new()).await
+    }
+
+    async fn join(config: GossipConfig, initial: Vec<(String, String)>) -> anyhow::Result<Self> {
         // A fresh generation per start: milliseconds since the epoch never repeat for a node.
         let generation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         let chitchat_config = ChitchatConfig {
@@ -123,7 +160,6 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V1,
         };
-        let initial = vec![(KEY_HTTP.to_owned(), http.to_string()), (KEY_RPC.to_owned(), rpc.to_string())];
         let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport).await?;
         let chitchat = handle.chitchat();
         let live = chitchat.lock().await.live_nodes_watcher();
@@ -156,17 +192,15 @@ impl Membership {
         self.set(KEY_READY, if ready { "1" } else { "0" }).await;
     }
 
-    /// A copy of every node's gossip state (for inspection), live or not.
-    pub async fn snapshot(&self) -> Vec<(MemberInfo, Vec<(String, String)>, bool)> {
+    /// Every node the ring knows of, live or dead (for inspection); observers left out.
+    pub async fn snapshot(&self) -> Vec<KnownNode> {
         let chitchat = self.chitchat.lock().await;
         let live: std::collections::HashSet<_> = chitchat.live_nodes().cloned().collect();
         chitchat
             .node_states()
             .iter()
-            .map(|(id, state)| {
-                let kv = state.key_values().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-                (MemberInfo::from_state(id, state), kv, live.contains(id))
-            })
+            .map(|(id, state)| KnownNode { info: MemberInfo::from_state(id, state), live: live.contains(id) })
+            .filter(|node| node.info.is_member())
             .collect()
     }
 
@@ -192,6 +226,9 @@ async fn watch_members(
             let mut members = Members::default();
             for (id, state) in nodes.iter() {
                 let info = MemberInfo::from_state(id, state);
+                if !info.is_member() {
+                    continue;
+                }
                 let newer = members.nodes.get(&info.node_id).is_none_or(|m| m.generation < info.generation);
                 if newer {
                     members.nodes.insert(info.node_id.clone(), info);
@@ -200,7 +237,7 @@ async fn watch_members(
             members
         };
         tx.send_if_modified(|current| {
-            let changed = **current != members;
+            let changed = !current.same_as(&members);
             if changed {
                 info!(members = ?members.nodes.keys().collect::<Vec<_>>(), ready = ?members.ready().collect::<Vec<_>>(), "membership changed");
                 *current = Arc::new(members);
@@ -229,5 +266,26 @@ mod tests {
         assert_eq!(decode_room_key("room:!!"), None);
         // A 64-character room of 4-byte characters still makes a small key.
         assert!(room_key("/chat", &"😀".repeat(64)).len() < 400);
+    }
+
+    #[test]
+    fn heartbeats_are_no_membership_change() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let info = MemberInfo {
+            node_id: "node1".into(),
+            generation: 1,
+            gossip: addr,
+            http: Some(addr),
+            rpc: Some(addr),
+            ready: true,
+            heartbeat: 5,
+            rooms: Default::default(),
+        };
+        let members = |info: MemberInfo| Members { nodes: [(info.node_id.clone(), info)].into() };
+        let a = members(info.clone());
+        assert!(a.same_as(&members(MemberInfo { heartbeat: 9, ..info.clone() })));
+        assert!(!a.same_as(&members(MemberInfo { ready: false, ..info.clone() })));
+        assert!(!a.same_as(&Members::default()));
+        assert!(!MemberInfo { rpc: None, ..info }.is_member(), "an observer advertises no RPC address");
     }
 }

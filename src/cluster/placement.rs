@@ -72,13 +72,6 @@ impl Placement {
     }
 }
 
-/// The node that owns a room (and keeps its history): the rendezvous winner, among `members`,
-/// of the room's key. Rooms and sessions are placed independently.
-pub fn room_owner<'a>(members: impl IntoIterator<Item = &'a str>, nsp: &str, room: &str) -> Option<String> {
-    let key = format!("room {nsp}\n{room}");
-    Placement::new(members).ranking(&key).first().map(|m| (*m).to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

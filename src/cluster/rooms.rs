@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 
 use super::membership::{room_key, Members, Membership};
-use super::placement::room_owner;
+use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{Push, Request, Response, WsFrame};
@@ -33,6 +33,13 @@ const PEER_QUEUE: usize = 8192;
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type RoomId = (String, String);
+
+/// The node a room is placed on: the rendezvous winner of the room's gossip key among the
+/// ready members. Per-room state kept by one node (such as history) lives there; `inspect
+/// --room` shows it.
+pub fn room_owner(members: &Members, nsp: &str, room: &str) -> Option<String> {
+    Placement::new(members.ready()).owner(&room_key(nsp, room)).map(str::to_owned)
+}
 
 /// Counters of room traffic, for metrics.
 #[derive(Debug, Default)]
@@ -189,9 +196,8 @@ impl ClusterRooms {
     }
 
     /// The owner of a room among the ready members (this node while it knows no other).
-    fn room_owner(&self, nsp: &str, room: &str) -> String {
-        let members = self.membership.members();
-        room_owner(members.ready(), nsp, room).unwrap_or_else(|| self.node_id.clone())
+    fn owner_of_room(&self, nsp: &str, room: &str) -> String {
+        room_owner(&self.membership.members(), nsp, room).unwrap_or_else(|| self.node_id.clone())
     }
 
     /// Serves a peer's push.
@@ -354,7 +360,7 @@ impl Adapter for ClusterRooms {
 
     fn record(&self, nsp: &str, room: &str, entry: String) {
         let Some(this) = self.me.upgrade() else { return };
-        let owner = this.room_owner(nsp, room);
+        let owner = this.owner_of_room(nsp, room);
         if owner == this.node_id {
             if let Some(ns) = this.namespaces.get(nsp) {
                 ns.record_local(room, entry);
@@ -366,7 +372,7 @@ impl Adapter for ClusterRooms {
 
     fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(Vec::new())) };
-        let owner = this.room_owner(nsp, room);
+        let owner = this.owner_of_room(nsp, room);
         if owner == this.node_id {
             let entries = this.namespaces.get(nsp).map(|ns| ns.local_history(room)).unwrap_or_default();
             return Box::pin(std::future::ready(entries));
@@ -414,5 +420,39 @@ fn frame_from_wire(frame: WsFrame) -> Frame {
     match frame {
         WsFrame::Text(t) => Frame::Text(t.into()),
         WsFrame::Binary(b) => Frame::Binary(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::membership::MemberInfo;
+
+    fn member(id: &str, ready: bool) -> MemberInfo {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        MemberInfo {
+            node_id: id.into(),
+            generation: 1,
+            gossip: addr,
+            http: Some(addr),
+            rpc: Some(addr),
+            ready,
+            heartbeat: 0,
+            rooms: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_room_is_owned_by_a_ready_member() {
+        let mut members = Members::default();
+        for (id, ready) in [("node1", true), ("node2", true), ("node3", false)] {
+            members.nodes.insert(id.into(), member(id, ready));
+        }
+        let ready = Placement::new(["node1", "node2"]);
+        for room in ["lobby", "café", "a\nb", ""] {
+            let owner = room_owner(&members, "/chat", room);
+            assert_eq!(owner.as_deref(), ready.owner(&room_key("/chat", room)), "{room}");
+        }
+        assert_eq!(room_owner(&Members::default(), "/chat", "lobby"), None);
     }
 }

@@ -20,6 +20,7 @@ use super::placement::Placement;
 use super::rooms::ClusterRooms;
 use crate::engineio::session::new_random_id;
 use crate::engineio::{Engine, EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
+use crate::metrics::{Metrics, RequestKind};
 use crate::rpc::peers::Peers;
 use crate::rpc::{Connection, Request, Response, RpcHandler, RpcStream, StreamOpen, WsFrame};
 
@@ -29,6 +30,7 @@ pub struct Cluster {
     pub peers: Arc<Peers>,
     /// How long a forwarded request may take: longer than the longest long-poll.
     pub rpc_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Router {
@@ -145,7 +147,12 @@ impl Router {
 
     async fn forward(&self, conn: &Connection, req: EngineRequest) -> Result<EngineResponse, crate::rpc::RpcError> {
         let timeout = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
-        match conn.call(Request::Engine { path: self.path.clone(), req }, timeout).await? {
+        let (kind, started) = (RequestKind::of(&req), std::time::Instant::now());
+        let answer = conn.call(Request::Engine { path: self.path.clone(), req }, timeout).await;
+        if let Some(c) = &self.cluster {
+            c.metrics.forwarded(kind, Some(started.elapsed()));
+        }
+        match answer? {
             Response::Engine(response) => Ok(response),
             Response::Failed(reason) => Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason }),
             Response::Presence(_) | Response::History(_) => {
@@ -186,7 +193,12 @@ impl Router {
                 Ok(Target::Remote(conn)) => {
                     match conn.open_stream(StreamOpen { path: self.path.clone(), query: query.clone(), new_sid }).await
                     {
-                        Ok(rpc) => return relay(rpc, sink, stream).await,
+                        Ok(rpc) => {
+                            if let Some(c) = &self.cluster {
+                                c.metrics.forwarded(RequestKind::Websocket, None);
+                            }
+                            return relay(rpc, sink, stream).await;
+                        }
                         Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
                     }
                 }

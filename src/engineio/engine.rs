@@ -6,6 +6,7 @@
 //! stream/sink of WebSocket messages, so both can come from a local socket or another node.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -55,11 +56,19 @@ pub struct Engine {
     /// Live sessions. A std lock: held only for map operations, never across an await.
     sessions: RwLock<HashMap<Sid, Arc<Session>>>,
     shutdown: CancellationToken,
+    /// Sessions closed because their client fell `outbound_queue` frames behind (metrics).
+    queue_full_closes: AtomicU64,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn EngineHandler>) -> Arc<Self> {
-        Arc::new(Self { config, handler, sessions: RwLock::new(HashMap::new()), shutdown: CancellationToken::new() })
+        Arc::new(Self {
+            config,
+            handler,
+            sessions: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            queue_full_closes: AtomicU64::new(0),
+        })
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -78,6 +87,22 @@ impl Engine {
 
     pub fn session_count(&self) -> usize {
         self.sessions.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Open sessions (closed ones awaiting cleanup left out) per current transport.
+    pub fn sessions_by_transport(&self) -> [(TransportKind, usize); 2] {
+        let mut counts = [(TransportKind::Polling, 0), (TransportKind::Websocket, 0)];
+        for s in self.sessions.read().unwrap_or_else(|e| e.into_inner()).values().filter(|s| !s.is_closed()) {
+            if let Some((_, n)) = counts.iter_mut().find(|(t, _)| *t == s.transport()) {
+                *n += 1;
+            }
+        }
+        counts
+    }
+
+    /// How many sessions were closed because their outbound queue was full.
+    pub fn queue_full_closes(&self) -> u64 {
+        self.queue_full_closes.load(Ordering::Relaxed)
     }
 
     /// Closes every session and refuses new ones. Returns once every session is cleaned up.
@@ -173,6 +198,9 @@ impl Engine {
             async move {
                 s.heartbeat(engine.config.ping_interval, engine.config.ping_timeout).await;
                 let reason = s.close_reason().unwrap_or(CloseReason::ServerClose);
+                if reason == CloseReason::QueueFull {
+                    engine.queue_full_closes.fetch_add(1, Ordering::Relaxed);
+                }
                 debug!(sid = %s.sid(), reason = reason.as_str(), "session closed");
                 engine.handler.on_close(&s, reason);
                 if s.owes_noop() {

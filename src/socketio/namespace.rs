@@ -2,6 +2,7 @@
 //! rooms (the local room table; an [`Adapter`] extends rooms over the cluster).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
@@ -126,6 +127,7 @@ impl NamespaceBuilder {
             adapter: OnceLock::new(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
+            deliveries: AtomicU64::new(0),
         })
     }
 }
@@ -145,6 +147,8 @@ pub struct Namespace {
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     /// Room → member socket ids.
     rooms: RwLock<HashMap<Room, HashSet<Arc<str>>>>,
+    /// Room broadcasts queued to local members, one per member (metrics).
+    deliveries: AtomicU64,
 }
 
 impl Namespace {
@@ -315,7 +319,14 @@ impl Namespace {
     /// Queues encoded frames for the room's local members; returns how many took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
     pub fn deliver_local(&self, room: &str, frames: &[Frame]) -> usize {
-        self.room_members(room).iter().filter(|s| s.send_frames(frames).is_ok()).count()
+        let delivered = self.room_members(room).iter().filter(|s| s.send_frames(frames).is_ok()).count();
+        self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
+        delivered
+    }
+
+    /// How many room broadcasts were queued to local members, one per member.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
     }
 }
 

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +160,7 @@ impl TestServerBuilder {
                 (SOCKETIO_PATH.into(), Router::local("test".into(), sio.clone())),
             ],
             membership: None,
+            metrics: None,
             web_dir: None,
             cors_origins: vec!["*".into()],
             tasks: TaskTracker::new(),

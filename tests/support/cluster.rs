@@ -49,6 +49,8 @@ pub struct TestCluster {
     pub cluster_id: String,
     /// `None` once stopped.
     pub nodes: Vec<Option<Node>>,
+    /// Each node's gossip address, `host:port`, by index.
+    pub gossip: Vec<String>,
     seed: String,
     make: MakeServices,
     configure: fn(&mut NodeConfig),
@@ -64,7 +66,14 @@ impl TestCluster {
     pub async fn start(n: usize, make: MakeServices, configure: fn(&mut NodeConfig)) -> Self {
         let cluster_id = unique_cluster_id();
         let first = free_udp_port();
-        let mut cluster = Self { seed: format!("127.0.0.1:{first}"), cluster_id, nodes: Vec::new(), make, configure };
+        let mut cluster = Self {
+            seed: format!("127.0.0.1:{first}"),
+            cluster_id,
+            nodes: Vec::new(),
+            gossip: Vec::new(),
+            make,
+            configure,
+        };
         for _ in 0..n {
             cluster.add_node().await;
         }
@@ -80,6 +89,7 @@ impl TestCluster {
         let seeds = if index == 0 { Vec::new() } else { vec![self.seed.clone()] };
         let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, port, seeds);
         (self.configure)(&mut config);
+        self.gossip.push(format!("127.0.0.1:{port}"));
         let services = (self.make)(&config);
         let node = Node::start_with(config, services).await.expect("node starts");
         self.nodes.push(Some(node));
@@ -88,6 +98,15 @@ impl TestCluster {
 
     pub fn node(&self, index: usize) -> &Node {
         self.nodes[index].as_ref().expect("node is running")
+    }
+
+    pub fn node_by_id(&self, id: &str) -> &Node {
+        self.live().find(|n| n.node_id() == id).unwrap_or_else(|| panic!("no running node {id}"))
+    }
+
+    /// The live members as `node` sees them.
+    pub fn members_of(&self, node: &Node) -> std::sync::Arc<clusterchat::cluster::membership::Members> {
+        node.membership().expect("a clustered node").members()
     }
 
     pub fn live(&self) -> impl Iterator<Item = &Node> {

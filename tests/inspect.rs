@@ -1,0 +1,132 @@
+//! `clusterchat inspect` against three in-process nodes: the real binary joins the ring as an
+//! observer, reports members, room subscribers and owners, and no node ever counts it.
+
+mod common;
+use clusterchat::node::Service;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use clusterchat::cluster::rooms::room_owner;
+use clusterchat::cluster::router::sid_owner;
+use common::cluster::{ChatClient, CONVERGE};
+
+mod support;
+use common::wait_until;
+use serde_json::{json, Value};
+use support::cluster::TestCluster;
+
+/// Bound on one inspect run: its own wait for the seeds is 5 s.
+const RUN: Duration = Duration::from_secs(20);
+
+/// Runs `clusterchat inspect <args>` to completion. Meanwhile, every node's membership must
+/// stay exactly `node1..node3`: the observer is never a member.
+async fn inspect(cluster: &TestCluster, args: &[&str]) -> Output {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
+        .arg("inspect")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the clusterchat binary runs");
+    let output = child.wait_with_output();
+    tokio::pin!(output);
+    let deadline = tokio::time::Instant::now() + RUN;
+    loop {
+        tokio::select! {
+            out = &mut output => return out.expect("inspect output"),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "inspect {args:?} did not finish within {RUN:?}");
+        for node in cluster.live() {
+            let ids: Vec<String> = cluster.members_of(node).nodes.keys().cloned().collect();
+            assert_eq!(ids, ["node1", "node2", "node3"], "{} counts the observer as a member", node.node_id());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_reports_members_rooms_and_owners() {
+    let cluster =
+        TestCluster::start(3, Box::new(|c| vec![Service::chat(c)]), |c| c.engine.ping_timeout_ms = 1000).await;
+    let entry = cluster.node(0).http_addr();
+    let room = "café ☕";
+    let mut alice = ChatClient::connect(entry, "alice").await;
+    alice.join(entry, room).await;
+    let owner = sid_owner(&alice.sid).expect("the sid names its owner").to_owned();
+    let room_id = ("/chat".to_owned(), room.to_owned());
+    wait_until(CONVERGE, "the owner's room key reaches every node", || {
+        cluster.live().all(|n| cluster.members_of(n).get(&owner).is_some_and(|m| m.rooms.contains(&room_id)))
+    })
+    .await;
+
+    let seeds = ["--seed", &cluster.gossip[0], "--seed", &cluster.gossip[1], "--cluster-id", &cluster.cluster_id];
+    let out = inspect(&cluster, &[&seeds[..], &["--json", "--sid", &alice.sid, "--room", room]].concat()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "inspect failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"));
+
+    let members = report["members"].as_array().expect("members");
+    let ids: Vec<&str> = members.iter().map(|m| m["node_id"].as_str().expect("node_id")).collect();
+    assert_eq!(ids, ["node1", "node2", "node3"], "{report}");
+    for (m, (node, gossip)) in members.iter().zip(cluster.live().zip(&cluster.gossip)) {
+        assert_eq!(m["live"], true, "{m}");
+        assert_eq!(m["ready"], true, "{m}");
+        assert!(m["generation"].as_u64().is_some_and(|g| g > 0) && m["heartbeat"].is_u64(), "{m}");
+        assert_eq!(m["gossip"], json!(gossip), "{m}");
+        assert_eq!(m["http"], json!(node.http_addr().to_string()), "{m}");
+        assert_eq!(m["rpc"], json!(node.rpc_addr().expect("RPC address").to_string()), "{m}");
+        let want = if node.node_id() == owner { json!([{ "nsp": "/chat", "room": room }]) } else { json!([]) };
+        assert_eq!(m["rooms"], want, "{m}");
+    }
+    assert_eq!(report["sid"], json!({ "sid": alice.sid, "owner": owner, "owner_live": true }));
+    let room_at_node1 = room_owner(&cluster.members_of(cluster.node(0)), "/chat", room).expect("a room owner");
+    assert_eq!(
+        report["room"],
+        json!({ "nsp": "/chat", "room": room, "owner": room_at_node1, "subscribers": [owner] }),
+        "{report}"
+    );
+
+    // The text form: an aligned member table, the room table, the answers.
+    let out = inspect(&cluster, &[&seeds[..], &["--sid", "x.node9", "--room", "empty"]].concat()).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("3 live, 0 dead"), "{text}");
+    let header = text.lines().find(|l| l.starts_with("NODE   GENERATION")).unwrap_or_else(|| panic!("{text}"));
+    let ready_column = header.find("READY").expect("READY column");
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("node") && l.contains(" live ")).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    assert!(rows.iter().all(|r| r[ready_column..].starts_with("yes")), "aligned: {text}");
+    assert!(text.lines().any(|l| l.starts_with(&owner) && l.ends_with(room)), "room table: {text}");
+    assert!(text.contains("session x.node9: owned by node9 (not a live member"), "{text}");
+    assert!(text.contains("room /chat empty: owned by node"), "{text}");
+
+    // The observers have left; the nodes' view never changed.
+    for node in cluster.live() {
+        assert_eq!(cluster.members_of(node).ready().count(), 3);
+    }
+    drop(alice);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_fails_when_no_seed_answers() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port");
+    let seed = silent.local_addr().expect("address").to_string();
+    let out = tokio::time::timeout(
+        RUN,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
+            .args(["inspect", "--seed", &seed, "--wait-ms", "500"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("inspect gives up in time")
+    .expect("the clusterchat binary runs");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no seed answered"), "{stderr}");
+}
