@@ -105,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: None,
         web_dir: None,
         cors_origins: vec!["*".into()],
+        draining: Default::default(),
         tasks: TaskTracker::new(),
     });
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;

@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub cors_origins: Vec<String>,
     /// Default log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// On SIGTERM, how long the node keeps serving while not ready, so load balancers and
+    /// peers stop sending it new clients before its sessions are closed, ms.
+    pub drain_ms: u64,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
     /// Absent: the node runs alone.
@@ -103,6 +106,7 @@ impl Default for NodeConfig {
             web_dir: "web".into(),
             cors_origins: vec!["*".into()],
             log: "info".into(),
+            drain_ms: 2000,
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             cluster: None,

@@ -37,6 +37,8 @@ pub struct HttpState {
     pub web_dir: Option<PathBuf>,
     /// Origins allowed cross-origin access to the engines; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Set when the node starts leaving: `/ready` fails so balancers stop sending new clients.
+    pub draining: std::sync::atomic::AtomicBool,
     /// WebSocket tasks, so shutdown can wait for them.
     pub tasks: TaskTracker,
 }
@@ -83,6 +85,9 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Htt
 
 /// Ready: a member of the ring, advertising itself as taking new sessions.
 fn is_ready(state: &HttpState) -> bool {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return false;
+    }
     match &state.membership {
         None => true,
         Some(m) => m.members().get(&state.node_id).is_some_and(|me| me.ready),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
+use tracing::{info, Instrument};
 
 use crate::cluster::membership::{GossipConfig, Membership};
 use crate::cluster::rooms::ClusterRooms;
@@ -66,6 +66,10 @@ fn all_namespaces(services: &[Service]) -> Vec<Arc<Namespace>> {
 /// A running node.
 pub struct Node {
     node_id: Arc<str>,
+    /// Cancelled to make the node leave (see [`Node::wait`]).
+    stop: CancellationToken,
+    drain: Duration,
+    state: Arc<HttpState>,
     server: Server,
     engine: Arc<Engine>,
     cluster: Option<RunningCluster>,
@@ -166,13 +170,16 @@ impl Node {
             membership: cluster.as_ref().map(|c| c.cluster.membership.clone()),
             web_dir: Some(config.web_dir.clone()),
             cors_origins: config.cors_origins.clone(),
+            draining: Default::default(),
             tasks: TaskTracker::new(),
         });
-        let server = Server::start(http, state).map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let server =
+            Server::start(http, state.clone()).map_err(|source| NodeError::Bind { addr: config.http, source })?;
         if let Some(c) = &cluster {
             c.cluster.membership.set_ready(true).await;
         }
-        Ok(Self { node_id, server, engine, cluster, span })
+        let drain = Duration::from_millis(config.drain_ms);
+        Ok(Self { node_id, stop: CancellationToken::new(), drain, state, server, engine, cluster, span })
     }
 
     pub fn node_id(&self) -> &str {
@@ -201,33 +208,43 @@ impl Node {
         self.cluster.as_ref().map(|c| &c.rooms)
     }
 
+    /// Cancelling it makes the node leave, as [`Node::shutdown`] does.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.server.shutdown_token()
+        self.stop.clone()
     }
 
-    /// Leaves the cluster and stops: not ready first (so balancers stop sending), then every
-    /// session is closed, then the RPC listener and the gossip stop.
+    /// Leaves gracefully and stops; see [`Node::wait`].
     pub async fn shutdown(self) {
-        self.server.shutdown_token().cancel();
+        self.stop.cancel();
         self.wait().await
     }
 
-    /// Runs until the shutdown token is cancelled, then shuts down as [`Node::shutdown`].
+    /// Runs until the shutdown token is cancelled, then leaves in order: `/ready` fails and
+    /// gossip says not ready, so balancers and peers stop sending new clients here, while
+    /// requests keep being served for the drain period (`drain_ms`); then every session is
+    /// closed (its client reconnects to another node), in-flight requests finish, and the RPC
+    /// listener and gossip stop.
     pub async fn wait(self) {
         let span = self.span.clone();
         async move {
-            let stop = self.server.shutdown_token();
+            self.stop.cancelled().await;
+            self.state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             if let Some(c) = &self.cluster {
-                stop.cancelled().await;
                 c.cluster.membership.set_ready(false).await;
             }
-            self.server.wait().await;
+            if !self.drain.is_zero() {
+                info!(drain = ?self.drain, "leaving: not ready; draining before closing sessions");
+                // A fixed grace: balancers' health checks and peers' gossip cannot be observed.
+                tokio::time::sleep(self.drain).await;
+            }
+            self.server.shutdown().await;
             if let Some(c) = self.cluster {
                 c.rpc_stop.cancel();
                 let _ = c.rpc_task.await;
                 c.cluster.peers.close_all();
                 c.cluster.membership.shutdown().await;
             }
+            info!("left");
         }
         .instrument(span)
         .await

@@ -24,6 +24,7 @@ async fn start_node() -> Node {
         node_id: "test1".into(),
         http: "127.0.0.1:0".parse().unwrap(),
         web_dir: repo().join("web"),
+        drain_ms: 0,
         ..NodeConfig::default()
     };
     Node::start(config).await.expect("node starts")

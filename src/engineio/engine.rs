@@ -208,6 +208,7 @@ impl Engine {
                     tokio::select! {
                         _ = s.noop_taken.notified() => {}
                         _ = tokio::time::sleep(engine.config.ping_timeout) => {}
+                        _ = engine.shutdown.cancelled() => {}
                     }
                 }
                 engine.sessions.write().unwrap_or_else(|e| e.into_inner()).remove(s.sid());

@@ -163,6 +163,7 @@ impl TestServerBuilder {
             metrics: None,
             web_dir: None,
             cors_origins: vec!["*".into()],
+            draining: Default::default(),
             tasks: TaskTracker::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");

@@ -31,6 +31,7 @@ pub fn node_config(node_id: &str, cluster_id: &str, gossip_port: u16, seeds: Vec
     NodeConfig {
         node_id: node_id.into(),
         http: "127.0.0.1:0".parse().unwrap(),
+        drain_ms: 0,
         cluster: Some(ClusterSettings {
             gossip: SocketAddr::from(([127, 0, 0, 1], gossip_port)),
             rpc: "127.0.0.1:0".parse().unwrap(),
