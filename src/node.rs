@@ -59,6 +59,17 @@ impl Service {
     }
 }
 
+/// Waits (at most `limit`) until gossip has brought the state of at least one other member,
+/// so the first clients this node takes are placed and routed knowing the rest of the ring.
+/// Alone (every seed down), the node goes on without.
+async fn meet_the_ring(membership: &Membership, me: &str, limit: Duration) {
+    let mut members = membership.subscribe();
+    let met = members.wait_for(|m| m.nodes.values().any(|n| n.node_id != me && n.rpc.is_some()));
+    if tokio::time::timeout(limit, met).await.is_err() {
+        tracing::warn!(?limit, "no other member heard from; serving alone until the ring forms");
+    }
+}
+
 fn all_namespaces(services: &[Service]) -> Vec<Arc<Namespace>> {
     services.iter().flat_map(|s| s.namespaces.iter().cloned()).collect()
 }
@@ -175,7 +186,11 @@ impl Node {
         });
         let server =
             Server::start(http, state.clone()).map_err(|source| NodeError::Bind { addr: config.http, source })?;
-        if let Some(c) = &cluster {
+        if let (Some(c), Some(settings)) = (&cluster, &config.cluster) {
+            if !settings.seeds.is_empty() {
+                let limit = Duration::from_millis(settings.gossip_interval_ms * 20);
+                meet_the_ring(&c.cluster.membership, &config.node_id, limit).await;
+            }
             c.cluster.membership.set_ready(true).await;
         }
         let drain = Duration::from_millis(config.drain_ms);

@@ -20,13 +20,15 @@ fn repo() -> PathBuf {
 }
 
 async fn start_node() -> Node {
-    let config = NodeConfig {
+    let mut config = NodeConfig {
         node_id: "test1".into(),
         http: "127.0.0.1:0".parse().unwrap(),
         web_dir: repo().join("web"),
         drain_ms: 0,
         ..NodeConfig::default()
     };
+    // See PING_INTERVAL_MS: python-engineio may skip the CLOSE of a polling disconnect.
+    config.engine.ping_interval_ms = support::cluster::PING_INTERVAL_MS;
     Node::start(config).await.expect("node starts")
 }
 

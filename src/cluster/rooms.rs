@@ -160,8 +160,9 @@ impl ClusterRooms {
         self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
     }
 
-    /// Applies a peer's presence for a room; tells the namespace if it has local members.
-    fn apply_presence(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) {
+    /// Applies a peer's presence for a room; tells the namespace if it has local members and
+    /// `notify` is set.
+    fn apply_presence(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>, notify: bool) {
         let id = (nsp.to_owned(), room.to_owned());
         let notify = {
             let mut t = self.tables();
@@ -174,7 +175,7 @@ impl ClusterRooms {
             if entry.is_empty() {
                 t.presence.remove(&id);
             }
-            changed && t.local.contains(&id)
+            notify && changed && t.local.contains(&id)
         };
         if notify {
             if let Some(ns) = self.namespaces.get(nsp) {
@@ -185,7 +186,7 @@ impl ClusterRooms {
 
     /// Serves a peer's Subscribe: record its members, answer with ours.
     pub fn on_subscribe(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) -> Response {
-        self.apply_presence(node, nsp, room, labels);
+        self.apply_presence(node, nsp, room, labels, true);
         let ours = self.namespaces.get(nsp).map(|ns| ns.local_labels(room)).unwrap_or_default();
         Response::Presence(ours)
     }
@@ -210,7 +211,7 @@ impl ClusterRooms {
                     ns.deliver_local(&room, &frames);
                 }
             }
-            Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels),
+            Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels, true),
             Push::Record { nsp, room, entry } => {
                 if let Some(ns) = self.namespaces.get(&nsp) {
                     ns.record_local(&room, entry);
@@ -281,7 +282,7 @@ impl ClusterRooms {
             let rooms = self.clone();
             tokio::spawn(
                 async move {
-                    rooms.subscribe_at(&node, &nsp, &room, labels).await;
+                    rooms.subscribe_at(&node, &nsp, &room, labels, true).await;
                 }
                 .in_current_span(),
             );
@@ -289,7 +290,9 @@ impl ClusterRooms {
     }
 
     /// Tells `node` about our members of a room and records its members.
-    async fn subscribe_at(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) {
+    /// `notify`: whether the answer is news for the local members; not when a join is asking
+    /// (the joiner's node announces the room's members itself once every peer answered).
+    async fn subscribe_at(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>, notify: bool) {
         let Some(addr) = self.membership.members().get(node).and_then(|m| m.rpc) else { return };
         let request = Request::Subscribe { node: self.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
         let answer = match self.peers.connection(node, addr).await {
@@ -297,7 +300,7 @@ impl ClusterRooms {
             Err(err) => Err(err),
         };
         match answer {
-            Ok(Response::Presence(theirs)) => self.apply_presence(node, nsp, room, theirs),
+            Ok(Response::Presence(theirs)) => self.apply_presence(node, nsp, room, theirs, notify),
             Ok(other) => warn!(peer = node, ?other, "unexpected answer to Subscribe"),
             Err(err) => warn!(peer = node, error = %err, "subscription not confirmed; gossip will repair"),
         }
@@ -324,7 +327,7 @@ impl Adapter for ClusterRooms {
                 this.membership.members().nodes.keys().filter(|n| **n != this.node_id).cloned().collect();
             let (nsp, room) = id;
             return Box::pin(async move {
-                let asks = peers.iter().map(|node| this.subscribe_at(node, &nsp, &room, labels.clone()));
+                let asks = peers.iter().map(|node| this.subscribe_at(node, &nsp, &room, labels.clone(), false));
                 futures_util::future::join_all(asks).await;
             });
         }

@@ -28,7 +28,7 @@ fn rand_suffix() -> u64 {
 
 /// A node configuration for an in-process test cluster.
 pub fn node_config(node_id: &str, cluster_id: &str, gossip_port: u16, seeds: Vec<String>) -> NodeConfig {
-    NodeConfig {
+    let mut config = NodeConfig {
         node_id: node_id.into(),
         http: "127.0.0.1:0".parse().unwrap(),
         drain_ms: 0,
@@ -41,8 +41,16 @@ pub fn node_config(node_id: &str, cluster_id: &str, gossip_port: u16, seeds: Vec
             ..ClusterSettings::default()
         }),
         ..NodeConfig::default()
-    }
+    };
+    config.engine.ping_interval_ms = PING_INTERVAL_MS;
+    config
 }
+
+/// A ping interval shorter than the clients' timeouts. python-engineio can leave its write
+/// loop before sending the CLOSE of a polling disconnect (it checks its state between the
+/// packets), and then waits for its last long-poll, which only the next PING releases; with
+/// the default 25 s that exceeds the test scripts' 10 s timeouts.
+pub const PING_INTERVAL_MS: u64 = 3000;
 
 pub type MakeServices = Box<dyn Fn(&NodeConfig) -> Vec<Service> + Send + Sync>;
 
@@ -191,16 +199,20 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
         }
         nodes.push(Process { child: cmd.spawn().expect("clusterchat starts"), http });
     }
-    // Ready: each node sees itself as a ready member of the ring.
+    // Ready, and every node sees all of them ready (its metrics say so).
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let want = format!("clusterchat_ready_members {n}");
     for node in &nodes {
         loop {
-            let ready = http.get(format!("http://{}/ready", node.http)).send().await.is_ok_and(|r| r.status() == 200);
-            if ready {
+            let metrics = match http.get(format!("http://{}/metrics", node.http)).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if metrics.lines().any(|l| l == want) {
                 break;
             }
-            assert!(Instant::now() < deadline, "node at {} never became ready", node.http);
+            assert!(Instant::now() < deadline, "node at {} never saw {n} ready members", node.http);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
