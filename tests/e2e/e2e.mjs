@@ -269,9 +269,14 @@ async function haproxyServerStates() {
 }
 
 // ---- HOOK: `clusterchat inspect` (issue 5) is being written on another branch. ----------
-// Once it is merged this check runs as is: `inspect --json --seed 127.0.0.1:7001` must show the
-// three nodes live. It is skipped ONLY while `clusterchat inspect --help` fails, and says so.
-// If the merged JSON has another shape, adjust membersOf()/isLive() below, not the assertion.
+// Once it is merged this check runs as is. It is skipped ONLY while `clusterchat inspect --help`
+// fails, and then says so loudly. It asserts:
+//   `inspect --json --seed 127.0.0.1:7001`: node1..node3 live (dead entries, e.g. a restarted
+//     node's earlier generation, are allowed);
+//   `... --sid <alice's sid> --room lobby`: the sid's owner is the node alice's page shows, and
+//     the nodes with members in the room are exactly the owners of alice's and bob's sessions.
+// The JSON shape is the inspect branch's (members[].node_id/live/rooms, sid.owner,
+// room.subscribers); if the merged one differs, adjust the readers below, not the assertions.
 function membersOf(json) {
   const list = Array.isArray(json) ? json : json?.members ?? json?.cluster?.members;
   if (Array.isArray(list)) return list;
@@ -285,7 +290,20 @@ function isLive(m) {
 }
 const memberId = (m) => String(m.node_id ?? m.id ?? m.node ?? m.name ?? "");
 
-async function checkInspect() {
+function inspect(extra) {
+  const args = ["inspect", "--json", "--seed", "127.0.0.1:7001", ...extra];
+  const out = spawnSync(BIN, args, { encoding: "utf8", timeout: 15_000 });
+  const shown = `\`clusterchat ${args.join(" ")}\`: exit ${out.status ?? out.signal}; stdout ${out.stdout}; stderr ${out.stderr}`;
+  check(out.status === 0, shown);
+  try {
+    return { json: JSON.parse(out.stdout), shown };
+  } catch (err) {
+    throw new Failure(`not JSON (${err.message}) from ${shown}`);
+  }
+}
+
+// sessions: [{ user, sid, owner }] of the users in ROOM.
+async function checkInspect(sessions) {
   const help = spawnSync(BIN, ["inspect", "--help"], { encoding: "utf8", timeout: 10_000 });
   if (help.status !== 0) {
     const bar = "!".repeat(78);
@@ -294,19 +312,24 @@ async function checkInspect() {
     console.log(`!!! checkInspect() in tests/e2e/e2e.mjs runs by itself once the subcommand is merged.\n${bar}\n`);
     return SKIPPED;
   }
-  const args = ["inspect", "--json", "--seed", "127.0.0.1:7001"];
   let last = "";
-  await until("`clusterchat inspect` to show node1..node3 live", INSPECT_MS, () => {
-    const out = spawnSync(BIN, args, { encoding: "utf8", timeout: 15_000 });
-    last = `exit ${out.status ?? out.signal}; stdout ${out.stdout}; stderr ${out.stderr}`;
-    if (out.status !== 0) return false;
-    const members = membersOf(JSON.parse(out.stdout));
-    check(members, `cannot find the member list in \`clusterchat ${args.join(" ")}\`: ${out.stdout}`);
-    const live = members.filter(isLive).map(memberId).sort();
-    return JSON.stringify(live) === JSON.stringify(NODES);
-  }, 500).catch((err) => {
-    throw err instanceof Failure ? new Failure(`${err.message}\nlast inspect run: ${last}`) : err;
+  const live = () => {
+    const { json, shown } = inspect([]);
+    last = shown;
+    const members = membersOf(json);
+    check(members, `no member list in ${shown}`);
+    return JSON.stringify(members.filter(isLive).map(memberId).sort()) === JSON.stringify(NODES);
+  };
+  await until("`clusterchat inspect` to show node1..node3 live", INSPECT_MS, live, 500).catch((err) => {
+    throw new Failure(`${err.message}\nlast run: ${last}`);
   });
+  const [first] = sessions;
+  const { json, shown } = inspect(["--sid", first.sid, "--room", ROOM]);
+  check(json.sid?.owner === first.owner, `${first.user}'s sid ${first.sid} is owned by ${first.owner}, inspect says: ${shown}`);
+  const owners = [...new Set(sessions.map((x) => x.owner))].sort();
+  const subscribers = [...(json.room?.subscribers ?? [])].map(String).sort();
+  check(JSON.stringify(subscribers) === JSON.stringify(owners), `room ${ROOM} should have members on ${owners}, inspect says: ${shown}`);
+  log(`inspect: node1..node3 live; ${first.sid} owned by ${json.sid.owner}; ${ROOM} has members on ${subscribers}`);
 }
 // ---- end of HOOK ----------------------------------------------------------------------------
 
@@ -381,7 +404,14 @@ async function scenario(state, screenshot) {
     });
   }
 
-  await step("clusterchat inspect --json shows three live members", checkInspect);
+  await step("clusterchat inspect: three live members, the session's owner, the room's nodes", async () => {
+    const sessions = [];
+    for (const p of [A, B]) {
+      const s = await status(p.page);
+      sessions.push({ user: p.user, sid: s.sid, owner: s.sessNode });
+    }
+    return checkInspect(sessions);
+  });
 
   let victim;
   await step("kill the node that owns alice's session (SIGKILL, pid from run/)", async () => {
