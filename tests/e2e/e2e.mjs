@@ -244,13 +244,16 @@ async function say(from, to, text) {
   await Promise.all([from, ...to].map((p) => waitMessage(p, from.user, text)));
 }
 
-async function members({ page }) {
-  return page.$$eval("#members li", (lis) => lis.map((li) => li.textContent));
+// The member list shows exactly `users` (sorted).
+function waitMembers({ user, page }, users) {
+  return until(`${user}'s member list to show ${users}`, UI_MS, async () =>
+    (await page.$$eval("#members li", (lis) => lis.map((li) => li.textContent))).join() === users.join(),
+  );
 }
 
 // The status bar is consistent: the page names the node that served it (its Server-Timing
 // header) and the node that owns its session (the suffix of the engine.io sid).
-async function checkStatusBar(p, s) {
+function checkStatusBar(p, s) {
   check(s.pageNode === p.servedBy, `${p.user}: "page served by" shows ${s.pageNode}, the page came from ${p.servedBy}`);
   check(NODES.includes(s.sessNode), `${p.user}: "session owned by" shows ${JSON.stringify(s.sessNode)}`);
   check(s.sid && s.sid.endsWith(`.${s.sessNode}`), `${p.user}: owner ${s.sessNode} is not the sid's owner (${s.sid})`);
@@ -372,7 +375,7 @@ async function scenario(state, screenshot) {
       await p.page.waitForFunction(() => document.getElementById("conn").dataset.state === "connected", null, { polling: 100 });
       await p.page.waitForFunction((nodes) => nodes.includes(document.getElementById("sess-node").textContent), NODES, { polling: 100 });
       const s = await status(p.page);
-      await checkStatusBar(p, s);
+      checkStatusBar(p, s);
       log(`${p.user}: page served by ${s.pageNode}, session ${s.sid} owned by ${s.sessNode}`);
     }
   });
@@ -385,9 +388,7 @@ async function scenario(state, screenshot) {
       await waitInRoom(p);
     }
     await waitSystemLine(A, "bob joined the room.");
-    for (const p of [A, B]) {
-      await until(`${p.user}'s member list to show alice and bob`, UI_MS, async () => (await members(p)).join() === "alice,bob");
-    }
+    for (const p of [A, B]) await waitMembers(p, ["alice", "bob"]);
   });
 
   await step("messages both ways", async () => {
@@ -434,13 +435,11 @@ async function scenario(state, screenshot) {
   await step("both clients reconnect to live nodes and are back in the room", async () => {
     for (const p of [A, B]) {
       const s = await waitInRoom(p, { notOwner: victim, ms: FAILOVER_MS });
-      await checkStatusBar(p, s);
+      checkStatusBar(p, s);
       log(`${p.user}: session ${s.sid} owned by ${s.sessNode} (${s.transport})`);
     }
     // (Who sees whose re-join depends on who re-joined first; the member lists do not.)
-    for (const p of [A, B]) {
-      await until(`${p.user}'s member list to show alice and bob`, UI_MS, async () => (await members(p)).join() === "alice,bob");
-    }
+    for (const p of [A, B]) await waitMembers(p, ["alice", "bob"]);
   });
 
   await step("both keep chatting after the failover", async () => {
