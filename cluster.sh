@@ -15,9 +15,10 @@ running() { # pidfile → true if that process is alive
     [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
-wait_http() { # url, what
+wait_http() { # url, name: waits until url answers 200 while run/<name>.pid lives
     for _ in $(seq 150); do
         curl -fs -o /dev/null "$1" && return 0
+        running "$RUN/$2.pid" || { echo "$2 exited; see $RUN/$2.log" >&2; return 1; }
         sleep 0.2
     done
     echo "timed out waiting for $2 ($1)" >&2
@@ -41,8 +42,11 @@ start() {
     for i in 1 2 3; do wait_http "http://127.0.0.1:900$i/ready" "node$i"; done
     if running "$RUN/haproxy.pid"; then echo "haproxy already running (pid $(cat "$RUN/haproxy.pid"))"
     else
-        haproxy -f haproxy.cfg -D -p "$RUN/haproxy.pid" >>"$RUN/haproxy.log" 2>&1
-        echo "started haproxy (pid $(cat "$RUN/haproxy.pid"))"
+        # In the foreground (-db) of a background job, like the nodes: a daemon (-D) would
+        # drop the log lines haproxy.cfg sends to stdout (health-check state changes).
+        haproxy -f haproxy.cfg -db >>"$RUN/haproxy.log" 2>&1 &
+        echo $! >"$RUN/haproxy.pid"
+        echo "started haproxy (pid $!)"
     fi
     wait_http "http://127.0.0.1:9000/ready" "haproxy"
     echo

@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# The test command: installs the real clients the tests drive (npm, pip), checks formatting
-# and lints, then runs every test. Safe to re-run; works on a fresh machine.
+# The test command: installs what the tests drive (npm, pip, and Debian's chromium and haproxy
+# for the end-to-end test), checks formatting and lints, runs every test, then the end-to-end
+# test of the demo cluster in headless Chromium. Safe to re-run; works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== installing the chat page's socket.io-client and the test clients (npm ci)"
+missing=()
+command -v haproxy >/dev/null || missing+=(haproxy)
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "== installing ${missing[*]} (apt-get)"
+    sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== installing the chat page's socket.io-client, the test clients and playwright-core (npm ci)"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 echo "== installing python-socketio (pip)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 
@@ -16,3 +29,16 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 cargo test --all-targets
+
+echo "== end-to-end: ./cluster.sh start, two headless Chromium pages through haproxy, a node killed"
+cargo build --release --quiet
+for name in haproxy node1 node2 node3; do
+    if [ -f "run/$name.pid" ] && kill -0 "$(cat "run/$name.pid")" 2>/dev/null; then
+        echo "a cluster from this checkout is running ($name): ./cluster.sh stop first" >&2
+        exit 1
+    fi
+done
+# Whatever happens to the test, stop what cluster.sh started (a no-op when nothing runs).
+trap './cluster.sh stop' EXIT
+trap 'exit 130' INT TERM
+node tests/e2e/e2e.mjs

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -63,7 +63,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Htt
     {
         return Ok(engine_request(&state, engine, req).await);
     }
-    let response = match path {
+    let mut response = match path {
         "/health" => text(StatusCode::OK, "ok\n"),
         "/ready" => match is_ready(&state) {
             true => text(StatusCode::OK, "ready\n"),
@@ -80,7 +80,18 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Htt
         },
         _ => static_file(&state, path).await,
     };
+    if let Some(v) = served_by(&state.node_id) {
+        response.headers_mut().insert(HeaderName::from_static("server-timing"), v);
+    }
     Ok(response)
+}
+
+/// `Server-Timing: node;desc="node1"`: the page reads it from its own navigation entry
+/// (`performance.getEntriesByType("navigation")`) to show which node served the document,
+/// which under round robin is not the node that answers its later requests.
+fn served_by(node_id: &str) -> Option<HeaderValue> {
+    let escaped = node_id.replace('\\', "\\\\").replace('"', "\\\"");
+    HeaderValue::from_str(&format!("node;desc=\"{escaped}\"")).ok()
 }
 
 /// Ready: a member of the ring, advertising itself as taking new sessions.
@@ -241,4 +252,16 @@ fn json(status: StatusCode, body: String) -> HttpResponse {
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::served_by;
+
+    #[test]
+    fn served_by_quotes_the_node_id() {
+        assert_eq!(served_by("node1").unwrap(), "node;desc=\"node1\"");
+        assert_eq!(served_by(r#"a"b\c"#).unwrap(), r#"node;desc="a\"b\\c""#);
+        assert!(served_by("bad\nid").is_none());
+    }
 }

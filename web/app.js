@@ -3,9 +3,9 @@
  * Asks for a name, connects to the Socket.IO namespace "/chat" with
  * auth { user }, and lets the user join / leave rooms, chat, and see each
  * room's members and history. The header shows which node served the page
- * (GET /whoami), which node owns the session ("welcome"), the connection
- * state and the transport. Rooms are re-joined after a reconnect.
- * All user data is rendered with textContent / createElement only. */
+ * (its Server-Timing header, else GET /whoami), which node owns the session
+ * ("welcome"), the connection state and the transport. Rooms are re-joined
+ * after a reconnect. All user data is rendered with textContent / createElement only. */
 "use strict";
 
 const ACK_TIMEOUT_MS = 10000;
@@ -338,10 +338,27 @@ $("reconnect").addEventListener("click", () => {
 
 /* ---------- start ---------- */
 
-fetch("/whoami")
-  .then((res) => (res.ok ? res.json() : Promise.reject(new Error(res.status))))
-  .then((d) => { $("page-node").textContent = d && d.node != null ? String(d.node) : "?"; })
-  .catch(() => { $("page-node").textContent = "unknown"; });
+// Which node served this document: the node sets `Server-Timing: node;desc="<id>"` and the
+// browser keeps it on the navigation entry (secure contexts, e.g. localhost). Elsewhere fall
+// back to asking /whoami, which under round robin may be answered by another node.
+function showPageNode() {
+  const nav = performance.getEntriesByType ? performance.getEntriesByType("navigation")[0] : null;
+  const entry = nav && Array.isArray(nav.serverTiming) ? nav.serverTiming.find((t) => t.name === "node") : null;
+  if (entry && entry.description) {
+    $("page-node").textContent = entry.description;
+    $("page-node").title = "the node that served this page";
+    return;
+  }
+  fetch("/whoami")
+    .then((res) => (res.ok ? res.json() : Promise.reject(new Error(res.status))))
+    .then((d) => {
+      $("page-node").textContent = d && d.node != null ? String(d.node) : "?";
+      $("page-node").title = "the node that answered /whoami";
+    })
+    .catch(() => { $("page-node").textContent = "unknown"; });
+}
+
+showPageNode();
 
 try { $("name").value = localStorage.getItem(NAME_KEY) || ""; } catch (_) { /* storage disabled */ }
 select(null);

@@ -1,0 +1,529 @@
+// End-to-end test of the demo (issue 5): `./cluster.sh start` (three nodes behind haproxy on
+// 127.0.0.1:9000), two users in two headless Chromium pages chatting through haproxy, one
+// node killed, both users chatting again after their clients reconnect, `./cluster.sh stop`
+// leaving nothing running.
+//
+//   node tests/e2e/e2e.mjs [--screenshot docs/screenshot.png]
+//
+// Needs Debian's chromium (/usr/bin/chromium, or $CHROMIUM), haproxy, and the ports cluster.sh
+// uses free: it refuses to start otherwise. Every wait is a condition with a deadline. The last
+// line is "e2e: N passed, N failed, N skipped"; the exit code is 0 only if nothing failed.
+// On failure it saves each page's screenshot and prints each page's state and the node logs.
+
+import { spawn, spawnSync } from "node:child_process";
+import dgram from "node:dgram";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const RUN = path.join(ROOT, "run");
+const ARTIFACTS = path.join(RUN, "e2e");
+const BIN = path.join(ROOT, "target/release/clusterchat");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const CHAT_URL = "http://127.0.0.1:9000/";
+const STATS_CSV = "http://127.0.0.1:9100/;csv";
+const NODES = ["node1", "node2", "node3"];
+const PROCESSES = ["haproxy", ...NODES]; // run/<name>.pid, written by cluster.sh start
+// What cluster.sh and haproxy.cfg bind: haproxy, HTTP, RPC (TCP); gossip (UDP); haproxy stats.
+const TCP_PORTS = [9000, 9001, 9002, 9003, 8001, 8002, 8003, 9100];
+const UDP_PORTS = [7001, 7002, 7003];
+// Playwright makes a fresh, empty --user-data-dir for every launch (and removes it on close).
+const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+const START_MS = 15 * 60_000; // cluster.sh start builds the release binary if it is stale
+const STOP_MS = 60_000;
+const UI_MS = 20_000; // a page reacting to the server
+const FAILOVER_MS = 60_000; // node death noticed by haproxy and gossip, clients reconnected
+const INSPECT_MS = 30_000;
+const ROOM = "lobby";
+
+const t0 = Date.now();
+const log = (msg) => console.log(`[e2e +${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+const SKIPPED = Symbol("skipped");
+const counts = { passed: 0, failed: 0, skipped: 0 };
+
+class Failure extends Error {}
+function check(cond, msg) {
+  if (!cond) throw new Failure(msg);
+}
+
+async function step(name, fn) {
+  const start = Date.now();
+  log(`-- ${name}`);
+  try {
+    const result = await fn();
+    const took = `${((Date.now() - start) / 1000).toFixed(1)}s`;
+    if (result === SKIPPED) {
+      counts.skipped++;
+      log(`SKIPPED ${name} (${took})`);
+    } else {
+      counts.passed++;
+      log(`ok ${name} (${took})`);
+    }
+    return result;
+  } catch (err) {
+    counts.failed++;
+    log(`FAILED ${name}: ${err instanceof Failure ? err.message : err.stack || err}`);
+    throw err;
+  }
+}
+
+// Polls `probe` (sync or async) until it returns a truthy value; fails with `what` after `ms`.
+async function until(what, ms, probe, everyMs = 100) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await probe();
+      if (last) return last;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Failure(`timed out after ${ms} ms waiting for ${what} (last: ${last})`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/* ---------- processes and ports ---------- */
+
+function readPid(name) {
+  const file = path.join(RUN, `${name}.pid`);
+  return existsSync(file) ? Number(readFileSync(file, "utf8").trim()) : null;
+}
+
+// Alive and not a zombie (a zombie still answers kill(pid, 0)).
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return err.code === "EPERM";
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false; // gone between the two looks
+  }
+}
+
+function cmdline(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+  } catch {
+    return "";
+  }
+}
+
+function portBusy(port, udp) {
+  return new Promise((resolve) => {
+    const done = (err) => resolve(err ? err.code || String(err) : null);
+    if (udp) {
+      const s = dgram.createSocket("udp4");
+      s.once("error", (err) => { s.close(); done(err); });
+      s.bind(port, "127.0.0.1", () => s.close(() => done(null)));
+    } else {
+      const s = net.createServer();
+      s.once("error", done);
+      s.listen({ port, host: "127.0.0.1", exclusive: true }, () => s.close(() => done(null)));
+    }
+  });
+}
+
+async function busyPorts() {
+  const busy = [];
+  for (const port of TCP_PORTS) if (await portBusy(port, false)) busy.push(`${port}/tcp`);
+  for (const port of UDP_PORTS) if (await portBusy(port, true)) busy.push(`${port}/udp`);
+  return busy;
+}
+
+// Runs ./cluster.sh <verb>, its output passed through; resolves to its exit code.
+function clusterSh(verb, ms) {
+  return new Promise((resolve, reject) => {
+    const child = spawn("./cluster.sh", [verb], { cwd: ROOT, stdio: ["ignore", "inherit", "inherit"] });
+    const timer = setTimeout(() => {
+      child.kill("SIGTERM"); // the child we spawned, by its pid
+      reject(new Failure(`./cluster.sh ${verb} took longer than ${ms} ms`));
+    }, ms);
+    child.once("error", (err) => { clearTimeout(timer); reject(err); });
+    child.once("exit", (code, signal) => { clearTimeout(timer); resolve(code ?? signal); });
+  });
+}
+
+/* ---------- pages ---------- */
+
+// Each page is one user in its own browser context (own storage, own connections).
+async function openChat(browser, user) {
+  const context = await browser.newContext({ viewport: { width: 1180, height: 560 }, colorScheme: "light" });
+  const page = await context.newPage();
+  page.setDefaultTimeout(UI_MS);
+  page.on("pageerror", (err) => log(`[${user}] page error: ${err.message}`));
+  page.on("console", (m) => { if (m.type() === "error") log(`[${user}] console: ${m.text()}`); });
+  const response = await page.goto(CHAT_URL);
+  check(response && response.ok(), `GET ${CHAT_URL} answered ${response && response.status()}`);
+  const timing = response.headers()["server-timing"] || "";
+  const servedBy = /(?:^|,)\s*node;desc="([^"]*)"/.exec(timing)?.[1];
+  check(NODES.includes(servedBy), `the page's Server-Timing header names no node: ${JSON.stringify(timing)}`);
+  await page.fill("#name", user);
+  await page.click("#login-btn");
+  return { user, page, context, servedBy };
+}
+
+// What the page shows in its status bar, plus the engine.io sid its socket.io client holds.
+function status(page) {
+  return page.evaluate(() => ({
+    conn: document.getElementById("conn").dataset.state,
+    pageNode: document.getElementById("page-node").textContent,
+    sessNode: document.getElementById("sess-node").textContent,
+    transport: document.getElementById("transport").textContent,
+    sid: typeof socket !== "undefined" && socket && socket.io.engine ? socket.io.engine.id : null, // eslint-disable-line no-undef
+  }));
+}
+
+// Connected, showing a session owner, and (if it ever reconnected) re-joined the room: its
+// own "joined" line follows its last "Reconnected." line. Resolves to the status bar.
+async function waitInRoom({ user, page }, { notOwner = null, ms = UI_MS } = {}) {
+  await page.waitForFunction(
+    ({ user, nodes, notOwner }) => {
+      if (document.getElementById("conn").dataset.state !== "connected") return false;
+      const owner = document.getElementById("sess-node").textContent;
+      if (!nodes.includes(owner) || owner === notOwner) return false;
+      const lines = [...document.querySelectorAll("#log-wrap li.sys")].map((li) => li.textContent);
+      const reconnected = lines.lastIndexOf("Reconnected.");
+      return lines.indexOf(`${user} joined the room.`, reconnected + 1) > reconnected;
+    },
+    { user, nodes: NODES, notOwner },
+    { timeout: ms, polling: 100 },
+  );
+  return status(page);
+}
+
+function waitSystemLine({ page }, text) {
+  return page.waitForFunction(
+    (text) => [...document.querySelectorAll("#log-wrap li.sys")].some((li) => li.textContent === text),
+    text,
+    { polling: 100 },
+  );
+}
+
+// A message line from `from` with exactly `text`, confirmed (not pending, not failed).
+function waitMessage({ page }, from, text) {
+  return page.waitForFunction(
+    ({ from, text }) =>
+      [...document.querySelectorAll("#log-wrap li.msg")].some(
+        (li) =>
+          li.querySelector(".who")?.textContent === from &&
+          li.querySelector(".text")?.textContent === text &&
+          !li.classList.contains("pending") &&
+          !li.classList.contains("failed"),
+      ),
+    { from, text },
+    { polling: 100 },
+  );
+}
+
+async function send(sender, text) {
+  await sender.page.fill("#message", text);
+  await sender.page.press("#message", "Enter");
+}
+
+// `from` says `text`; every page in `to` (and the sender itself, confirmed) shows it.
+async function say(from, to, text) {
+  await send(from, text);
+  await Promise.all([from, ...to].map((p) => waitMessage(p, from.user, text)));
+}
+
+// The member list shows exactly `users` (sorted).
+function waitMembers({ user, page }, users) {
+  return until(`${user}'s member list to show ${users}`, UI_MS, async () =>
+    (await page.$$eval("#members li", (lis) => lis.map((li) => li.textContent))).join() === users.join(),
+  );
+}
+
+// The status bar is consistent: the page names the node that served it (its Server-Timing
+// header) and the node that owns its session (the suffix of the engine.io sid).
+function checkStatusBar(p, s) {
+  check(s.pageNode === p.servedBy, `${p.user}: "page served by" shows ${s.pageNode}, the page came from ${p.servedBy}`);
+  check(NODES.includes(s.sessNode), `${p.user}: "session owned by" shows ${JSON.stringify(s.sessNode)}`);
+  check(s.sid && s.sid.endsWith(`.${s.sessNode}`), `${p.user}: owner ${s.sessNode} is not the sid's owner (${s.sid})`);
+}
+
+/* ---------- haproxy and inspect ---------- */
+
+async function haproxyServerStates() {
+  const res = await fetch(STATS_CSV);
+  const rows = (await res.text()).split("\n").map((l) => l.split(","));
+  const header = rows[0].map((h) => h.replace(/^# /, ""));
+  const col = (name) => header.indexOf(name);
+  return Object.fromEntries(
+    rows.filter((r) => r[col("pxname")] === "nodes" && NODES.includes(r[col("svname")])).map((r) => [r[col("svname")], r[col("status")]]),
+  );
+}
+
+// ---- HOOK: `clusterchat inspect` (issue 5) is being written on another branch. ----------
+// Once it is merged this check runs as is. It is skipped ONLY while `clusterchat inspect --help`
+// fails, and then says so loudly. It asserts:
+//   `inspect --json --seed 127.0.0.1:7001`: node1..node3 live (dead entries, e.g. a restarted
+//     node's earlier generation, are allowed);
+//   `... --sid <alice's sid> --room lobby`: the sid's owner is the node alice's page shows, and
+//     the nodes with members in the room are exactly the owners of alice's and bob's sessions.
+// The JSON shape is the inspect branch's (members[].node_id/live/rooms, sid.owner,
+// room.subscribers); if the merged one differs, adjust the readers below, not the assertions.
+function membersOf(json) {
+  const list = Array.isArray(json) ? json : json?.members ?? json?.cluster?.members;
+  if (Array.isArray(list)) return list;
+  if (list && typeof list === "object") return Object.entries(list).map(([id, m]) => ({ node_id: id, ...m }));
+  return null;
+}
+function isLive(m) {
+  if (typeof m.live === "boolean") return m.live;
+  if (typeof m.alive === "boolean") return m.alive;
+  return /^(live|alive|up)$/i.test(String(m.status ?? m.state ?? m.liveness ?? ""));
+}
+const memberId = (m) => String(m.node_id ?? m.id ?? m.node ?? m.name ?? "");
+
+function inspect(extra) {
+  const args = ["inspect", "--json", "--seed", "127.0.0.1:7001", ...extra];
+  const out = spawnSync(BIN, args, { encoding: "utf8", timeout: 15_000 });
+  const shown = `\`clusterchat ${args.join(" ")}\`: exit ${out.status ?? out.signal}; stdout ${out.stdout}; stderr ${out.stderr}`;
+  check(out.status === 0, shown);
+  try {
+    return { json: JSON.parse(out.stdout), shown };
+  } catch (err) {
+    throw new Failure(`not JSON (${err.message}) from ${shown}`);
+  }
+}
+
+// sessions: [{ user, sid, owner }] of the users in ROOM.
+async function checkInspect(sessions) {
+  const help = spawnSync(BIN, ["inspect", "--help"], { encoding: "utf8", timeout: 10_000 });
+  if (help.status !== 0) {
+    const bar = "!".repeat(78);
+    console.log(`\n${bar}\n!!! SKIPPED: \`clusterchat inspect\` is not in this build (\`${path.relative(ROOT, BIN)} inspect --help\``);
+    console.log(`!!! exited ${help.status ?? help.signal}), so the inspect output was NOT checked.`);
+    console.log(`!!! checkInspect() in tests/e2e/e2e.mjs runs by itself once the subcommand is merged.\n${bar}\n`);
+    return SKIPPED;
+  }
+  let last = "";
+  const live = () => {
+    const { json, shown } = inspect([]);
+    last = shown;
+    const members = membersOf(json);
+    check(members, `no member list in ${shown}`);
+    return JSON.stringify(members.filter(isLive).map(memberId).sort()) === JSON.stringify(NODES);
+  };
+  await until("`clusterchat inspect` to show node1..node3 live", INSPECT_MS, live, 500).catch((err) => {
+    throw new Failure(`${err.message}\nlast run: ${last}`);
+  });
+  const [first] = sessions;
+  const { json, shown } = inspect(["--sid", first.sid, "--room", ROOM]);
+  check(json.sid?.owner === first.owner, `${first.user}'s sid ${first.sid} is owned by ${first.owner}, inspect says: ${shown}`);
+  const owners = [...new Set(sessions.map((x) => x.owner))].sort();
+  const subscribers = [...(json.room?.subscribers ?? [])].map(String).sort();
+  check(JSON.stringify(subscribers) === JSON.stringify(owners), `room ${ROOM} should have members on ${owners}, inspect says: ${shown}`);
+  log(`inspect: node1..node3 live; ${first.sid} owned by ${json.sid.owner}; ${ROOM} has members on ${subscribers}`);
+}
+// ---- end of HOOK ----------------------------------------------------------------------------
+
+/* ---------- the scenario ---------- */
+
+async function scenario(state, screenshot) {
+  await step("the ports cluster.sh uses are free", async () => {
+    const mine = PROCESSES.filter((n) => { const pid = readPid(n); return pid && alive(pid); });
+    check(!mine.length, `a cluster from this checkout is running (${mine.join(", ")}): ./cluster.sh stop first`);
+    const busy = await busyPorts();
+    check(
+      !busy.length,
+      `ports in use: ${busy.join(", ")}. The e2e test needs ${TCP_PORTS.join(",")}/tcp and ${UDP_PORTS.join(",")}/udp ` +
+        "on 127.0.0.1; is another cluster (another checkout's ./cluster.sh start) running? `ss -ltnup` names the owner.",
+    );
+  });
+
+  await step("./cluster.sh start: three nodes and haproxy ready", async () => {
+    for (const n of PROCESSES) state.logFrom[n] = logSize(n); // cluster.sh appends to run/*.log
+    state.started = true;
+    const code = await clusterSh("start", START_MS);
+    check(code === 0, `./cluster.sh start exited ${code}`);
+    for (const n of PROCESSES) {
+      const pid = readPid(n);
+      check(pid && alive(pid), `${n}: no live process behind run/${n}.pid (${pid})`);
+      state.pids[n] = pid;
+    }
+    log(`pids: ${JSON.stringify(state.pids)}`);
+  });
+
+  await step("launch headless Chromium", async () => {
+    check(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM)`);
+    state.browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+    log(`Chromium ${state.browser.version()}`);
+  });
+
+  await step("two users connect through haproxy; the pages show who served and who owns", async () => {
+    state.pages.push(await openChat(state.browser, "alice"), await openChat(state.browser, "bob"));
+    for (const p of state.pages) {
+      await p.page.waitForFunction(() => document.getElementById("conn").dataset.state === "connected", null, { polling: 100 });
+      await p.page.waitForFunction((nodes) => nodes.includes(document.getElementById("sess-node").textContent), NODES, { polling: 100 });
+      const s = await status(p.page);
+      checkStatusBar(p, s);
+      log(`${p.user}: page served by ${s.pageNode}, session ${s.sid} owned by ${s.sessNode}`);
+    }
+  });
+  const [A, B] = state.pages; // alice, bob
+
+  await step(`both join "${ROOM}" and see the joins and the members`, async () => {
+    for (const p of [A, B]) {
+      await p.page.fill("#room-input", ROOM);
+      await p.page.press("#room-input", "Enter");
+      await waitInRoom(p);
+    }
+    await waitSystemLine(A, "bob joined the room.");
+    for (const p of [A, B]) await waitMembers(p, ["alice", "bob"]);
+  });
+
+  await step("messages both ways", async () => {
+    const [a, b] = [await status(A.page), await status(B.page)];
+    await say(A, [B], `Hi bob! alice here, my session lives on ${a.sessNode}.`);
+    await say(B, [A], `Hello alice, bob on ${b.sessNode}. Same room, no sticky sessions.`);
+    await say(A, [B], "Let's kill a node and see.");
+  });
+
+  if (screenshot) {
+    await step(`screenshot of a page mid-chat → ${path.relative(ROOT, screenshot)}`, async () => {
+      mkdirSync(path.dirname(screenshot), { recursive: true });
+      await B.page.screenshot({ path: screenshot });
+    });
+  }
+
+  await step("clusterchat inspect: three live members, the session's owner, the room's nodes", async () => {
+    const sessions = [];
+    for (const p of [A, B]) {
+      const s = await status(p.page);
+      sessions.push({ user: p.user, sid: s.sid, owner: s.sessNode });
+    }
+    return checkInspect(sessions);
+  });
+
+  let victim;
+  await step("kill the node that owns alice's session (SIGKILL, pid from run/)", async () => {
+    victim = (await status(A.page)).sessNode;
+    const pid = state.pids[victim];
+    const cmd = cmdline(pid);
+    check(cmd.includes("clusterchat") && cmd.includes(`config/${victim}.toml`), `run/${victim}.pid (${pid}) is not ${victim}: ${cmd}`);
+    log(`alice's session is on ${victim}; bob's on ${(await status(B.page)).sessNode}; killing ${victim} (pid ${pid})`);
+    process.kill(pid, "SIGKILL");
+    await until(`${victim} (pid ${pid}) to exit`, 10_000, () => !alive(pid));
+  });
+
+  await step(`haproxy's health checks on /ready take ${victim} out`, async () => {
+    await until(`haproxy to mark ${victim} DOWN and the others UP`, FAILOVER_MS, async () => {
+      const st = await haproxyServerStates();
+      return NODES.every((n) => (n === victim ? /^DOWN/.test(st[n]) : st[n] === "UP")) && JSON.stringify(st);
+    });
+  });
+
+  await step("both clients reconnect to live nodes and are back in the room", async () => {
+    for (const p of [A, B]) {
+      const s = await waitInRoom(p, { notOwner: victim, ms: FAILOVER_MS });
+      checkStatusBar(p, s);
+      log(`${p.user}: session ${s.sid} owned by ${s.sessNode} (${s.transport})`);
+    }
+    // (Who sees whose re-join depends on who re-joined first; the member lists do not.)
+    for (const p of [A, B]) await waitMembers(p, ["alice", "bob"]);
+  });
+
+  await step("both keep chatting after the failover", async () => {
+    await say(A, [B], `alice again, now on ${(await status(A.page)).sessNode}.`);
+    await say(B, [A], "bob here: still hearing you.");
+  });
+
+  await step("./cluster.sh stop leaves nothing running", async () => {
+    await closeBrowser(state);
+    const code = await clusterSh("stop", STOP_MS);
+    state.started = false;
+    check(code === 0, `./cluster.sh stop exited ${code}`);
+    const left = Object.entries(state.pids).filter(([, pid]) => alive(pid));
+    check(!left.length, `still running after stop: ${left.map(([n, pid]) => `${n} (pid ${pid})`).join(", ")}`);
+    const pidfiles = PROCESSES.filter((n) => existsSync(path.join(RUN, `${n}.pid`)));
+    check(!pidfiles.length, `pidfiles left in run/: ${pidfiles.join(", ")}`);
+    const busy = await busyPorts();
+    check(!busy.length, `ports still in use after stop: ${busy.join(", ")}`);
+  });
+}
+
+async function closeBrowser(state) {
+  if (!state.browser) return;
+  const browser = state.browser;
+  state.browser = null;
+  await browser.close().catch((err) => log(`closing Chromium: ${err.message}`));
+}
+
+async function reportFailure(state) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const p of state.pages) {
+    try {
+      const file = path.join(ARTIFACTS, `failure-${p.user}.png`);
+      await p.page.screenshot({ path: file, timeout: 5_000 });
+      const s = await status(p.page);
+      const lines = await p.page.$$eval("#log-wrap li:not(.mark)", (lis) =>
+        lis.map((li) => (li.classList.contains("msg") ? `${li.querySelector(".who")?.textContent}: ${li.querySelector(".text")?.textContent}` : li.textContent)),
+      );
+      log(`${p.user}: ${JSON.stringify(s)}\n  log: ${JSON.stringify(lines)}\n  screenshot: ${file}`);
+    } catch (err) {
+      log(`${p.user}: cannot capture the page (${err.message})`);
+    }
+  }
+  for (const n of Object.keys(state.logFrom)) {
+    if (!existsSync(path.join(RUN, `${n}.log`))) continue;
+    const lines = readFileSync(path.join(RUN, `${n}.log`)).subarray(state.logFrom[n]).toString().trimEnd();
+    if (lines) log(`this run's last lines of run/${n}.log:\n  ${lines.split("\n").slice(-20).join("\n  ")}`);
+  }
+}
+
+function logSize(name) {
+  const file = path.join(RUN, `${name}.log`);
+  return existsSync(file) ? statSync(file).size : 0;
+}
+
+async function main() {
+  const i = process.argv.indexOf("--screenshot");
+  const screenshot = i > 0 ? path.resolve(process.argv[i + 1] || "") : null;
+  const state = { started: false, browser: null, pages: [], pids: {}, logFrom: {} };
+  const cleanup = async () => {
+    await closeBrowser(state);
+    if (state.started) {
+      state.started = false;
+      log("cleanup: ./cluster.sh stop");
+      await clusterSh("stop", STOP_MS).catch((err) => log(`cleanup: ${err.message}`));
+    }
+  };
+  for (const sig of ["SIGINT", "SIGTERM"]) {
+    process.once(sig, () => {
+      log(`${sig}: stopping the cluster`);
+      if (state.started) spawnSync("./cluster.sh", ["stop"], { cwd: ROOT, stdio: "inherit" });
+      process.exit(130);
+    });
+  }
+  try {
+    await scenario(state, screenshot);
+  } catch {
+    await reportFailure(state);
+  } finally {
+    await cleanup();
+  }
+  log(`done in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+  console.log(`e2e: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`);
+  process.exit(counts.failed ? 1 : 0);
+}
+
+main();
