@@ -55,21 +55,27 @@ start() {
     echo "Stop with ./cluster.sh stop"
 }
 
-stop_one() { # name
-    local pidfile="$RUN/$1.pid"
-    if running "$pidfile"; then
-        local pid; pid=$(cat "$pidfile")
-        kill "$pid"
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
-        echo "stopped $1 (pid $pid)"
-    fi
-    rm -f "$pidfile"
+# Sends SIGTERM to each named process that is running, then waits for all of them (the nodes
+# drain for drain_ms in parallel), SIGKILLing any still alive after 10 s.
+stop_all() { # names...
+    local names=() pids=()
+    for name in "$@"; do
+        if running "$RUN/$name.pid"; then
+            names+=("$name"); pids+=("$(cat "$RUN/$name.pid")")
+            kill "${pids[-1]}"
+        fi
+    done
+    for i in "${!pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "${pids[$i]}" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "${pids[$i]}" 2>/dev/null; then kill -9 "${pids[$i]}"; fi
+        echo "stopped ${names[$i]} (pid ${pids[$i]})"
+    done
+    for name in "$@"; do rm -f "$RUN/$name.pid"; done
 }
 
 stop() {
-    stop_one haproxy
-    for n in "${NODES[@]}"; do stop_one "$n"; done
+    stop_all haproxy
+    stop_all "${NODES[@]}"
 }
 
 status() {
