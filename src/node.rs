@@ -59,14 +59,17 @@ impl Service {
     }
 }
 
-/// Waits (at most `limit`) until gossip has brought the state of at least one other member,
-/// so the first clients this node takes are placed and routed knowing the rest of the ring.
-/// Alone (every seed down), the node goes on without.
-async fn meet_the_ring(membership: &Membership, me: &str, limit: Duration) {
+/// Waits (at most `limit`) until gossip has brought the state of every seed, so the first
+/// clients this node takes are placed and routed knowing the ring, and their rooms subscribed
+/// on every member (a join asks only the members its node knows). A seed that is down (or
+/// named by a host name rather than its address) only delays readiness by `limit`.
+async fn meet_the_ring(membership: &Membership, seeds: &[String], limit: Duration) {
     let mut members = membership.subscribe();
-    let met = members.wait_for(|m| m.nodes.values().any(|n| n.node_id != me && n.rpc.is_some()));
+    let met = members.wait_for(|m| {
+        seeds.iter().all(|seed| m.nodes.values().any(|n| n.gossip.to_string() == *seed && n.rpc.is_some()))
+    });
     if tokio::time::timeout(limit, met).await.is_err() {
-        tracing::warn!(?limit, "no other member heard from; serving alone until the ring forms");
+        tracing::warn!(?limit, ?seeds, "not every seed heard from; serving while the ring forms");
     }
 }
 
@@ -184,13 +187,17 @@ impl Node {
             draining: Default::default(),
             tasks: TaskTracker::new(),
         });
-        let server =
-            Server::start(http, state.clone()).map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        // Clients wait in the listen backlog until the node knows the ring: a node that took
+        // sessions before would place them on itself and subscribe their rooms nowhere.
         if let (Some(c), Some(settings)) = (&cluster, &config.cluster) {
             if !settings.seeds.is_empty() {
                 let limit = Duration::from_millis(settings.gossip_interval_ms * 20);
-                meet_the_ring(&c.cluster.membership, &config.node_id, limit).await;
+                meet_the_ring(&c.cluster.membership, &settings.seeds, limit).await;
             }
+        }
+        let server =
+            Server::start(http, state.clone()).map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        if let Some(c) = &cluster {
             c.cluster.membership.set_ready(true).await;
         }
         let drain = Duration::from_millis(config.drain_ms);

@@ -103,7 +103,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
     info!("shutting down: closing sessions");
     drop(listener);
     for (_, router) in &state.engines {
-        router.engine().shutdown().await;
+        router.shutdown().await;
     }
     // Pending polls were answered by the engine shutdown; give responses a moment to flush.
     state.tasks.close();

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::mpsc;
 use tracing::{debug, warn, Instrument};
 
@@ -59,6 +59,9 @@ struct Tables {
     gossip: HashMap<RoomId, BTreeSet<String>>,
     /// Live node ids, as of the last membership change.
     live: BTreeSet<String>,
+    /// Rooms whose first local member's Subscribe round trip is under way: later local joiners
+    /// wait for the same answers before their join counts.
+    subscribing: HashMap<RoomId, Shared<BoxFuture<'static, ()>>>,
 }
 
 pub struct ClusterRooms {
@@ -325,11 +328,20 @@ impl Adapter for ClusterRooms {
             tokio::spawn(async move { membership.set(&key, "1").await }.in_current_span());
             let peers: Vec<String> =
                 this.membership.members().nodes.keys().filter(|n| **n != this.node_id).cloned().collect();
-            let (nsp, room) = id;
-            return Box::pin(async move {
-                let asks = peers.iter().map(|node| this.subscribe_at(node, &nsp, &room, labels.clone(), false));
+            let rooms = this.clone();
+            let subscribed = async move {
+                let (nsp, room) = &id;
+                let asks = peers.iter().map(|node| rooms.subscribe_at(node, nsp, room, labels.clone(), false));
                 futures_util::future::join_all(asks).await;
-            });
+                rooms.tables().subscribing.remove(&id);
+            }
+            .in_current_span()
+            .boxed()
+            .shared();
+            this.tables().subscribing.insert((nsp.to_owned(), room.to_owned()), subscribed.clone());
+            // Driven here, so it completes even if the joiner stops waiting.
+            tokio::spawn(subscribed.clone());
+            return subscribed.boxed();
         }
         if last {
             tokio::spawn(async move { membership.delete(&key).await }.in_current_span());
@@ -345,7 +357,11 @@ impl Adapter for ClusterRooms {
         for node in targets {
             this.push_to(&node, push.clone());
         }
-        Box::pin(std::future::ready(()))
+        let pending = this.tables().subscribing.get(&(nsp.to_owned(), room.to_owned())).cloned();
+        match pending {
+            Some(pending) => pending.boxed(),
+            None => Box::pin(std::future::ready(())),
+        }
     }
 
     fn publish(&self, nsp: &str, room: &str, frames: &[Frame]) {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use super::membership::Membership;
@@ -39,6 +40,8 @@ pub struct Router {
     path: String,
     engine: Arc<Engine>,
     cluster: Option<Arc<Cluster>>,
+    /// Cancelled when the node stops: WebSockets relayed to other owners end with it.
+    closing: CancellationToken,
 }
 
 /// The node id a sid names as its owner.
@@ -54,17 +57,30 @@ enum Target {
 impl Router {
     /// A router for a node on its own: everything is local.
     pub fn local(node_id: Arc<str>, engine: Arc<Engine>) -> Arc<Self> {
-        Arc::new(Self { node_id, path: String::new(), engine, cluster: None })
+        Arc::new(Self { node_id, path: String::new(), engine, cluster: None, closing: CancellationToken::new() })
     }
 
     /// A router for the engine at `path` of a cluster member; every member serves the same
     /// engines at the same paths.
     pub fn clustered(node_id: Arc<str>, path: &str, engine: Arc<Engine>, cluster: Arc<Cluster>) -> Arc<Self> {
-        Arc::new(Self { node_id, path: path.to_owned(), engine, cluster: Some(cluster) })
+        Arc::new(Self {
+            node_id,
+            path: path.to_owned(),
+            engine,
+            cluster: Some(cluster),
+            closing: CancellationToken::new(),
+        })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Stops: closes the sessions this node owns and ends the WebSockets it relays for other
+    /// owners (their clients reconnect through another node).
+    pub async fn shutdown(&self) {
+        self.closing.cancel();
+        self.engine.shutdown().await;
     }
 
     /// The max payload of the engine, for the HTTP layer's body limit.
@@ -197,7 +213,7 @@ impl Router {
                             if let Some(c) = &self.cluster {
                                 c.metrics.forwarded(RequestKind::Websocket, None);
                             }
-                            return relay(rpc, sink, stream).await;
+                            return relay(rpc, sink, stream, &self.closing).await;
                         }
                         Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
                     }
@@ -210,7 +226,7 @@ impl Router {
 }
 
 /// Pumps a client's WebSocket to and from the owner's stream until either side ends.
-async fn relay<Si, St, E>(rpc: RpcStream, mut sink: Si, mut stream: St)
+async fn relay<Si, St, E>(rpc: RpcStream, mut sink: Si, mut stream: St, closing: &CancellationToken)
 where
     Si: Sink<WsMessage> + Send + Unpin,
     St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
@@ -226,6 +242,7 @@ where
                     }
                 },
             },
+            _ = closing.cancelled() => break,
             frame = from_owner.recv() => match frame {
                 Some(frame) => if sink.send(frame.into_ws()).await.is_err() {
                     break;
@@ -283,11 +300,13 @@ impl RpcHandler for PeerHandler {
         tokio::spawn(
             async move {
                 let (tx, rx) = stream.split();
+                // Never fails: an unfold sink that failed once panics on the next send, and the
+                // engine may still say goodbye. A closed stream shows on the receiving half.
                 let sink = Box::pin(futures_util::sink::unfold(tx, |tx, msg: WsMessage| async move {
                     if let Some(frame) = WsFrame::from_ws(msg) {
-                        tx.send(frame).await?;
+                        let _ = tx.send(frame).await;
                     }
-                    Ok::<_, crate::rpc::RpcError>(tx)
+                    Ok::<_, Infallible>(tx)
                 }));
                 let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
                     rx.recv().await.map(|frame| (Ok::<_, Infallible>(frame.into_ws()), rx))

@@ -170,6 +170,36 @@ impl TestCluster {
 pub struct Process {
     pub child: tokio::process::Child,
     pub http: SocketAddr,
+    bin: String,
+    args: Vec<String>,
+}
+
+impl Process {
+    fn spawn(bin: &str, args: Vec<String>, http: SocketAddr) -> Self {
+        let child = tokio::process::Command::new(bin)
+            .args(&args)
+            .env("CLUSTERCHAT_SECRET", SECRET)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("clusterchat starts");
+        Self { child, http, bin: bin.to_owned(), args }
+    }
+
+    /// SIGTERM (a graceful leave), then waits for the exit.
+    pub async fn terminate(&mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {pid}");
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        exit.expect("exits after SIGTERM").expect("exit status");
+    }
+
+    /// Starts the same node again (same ports, a new generation).
+    pub fn restart(&mut self) {
+        *self = Self::spawn(&self.bin.clone(), self.args.clone(), self.http);
+    }
 }
 
 pub fn free_tcp_port() -> u16 {
@@ -184,26 +214,38 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
     let mut nodes = Vec::new();
     for (i, port) in gossip.iter().enumerate() {
         let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["node", "--node-id", &format!("node{}", i + 1), "--http", &http.to_string()])
-            .args(["--gossip", &format!("127.0.0.1:{port}"), "--rpc", &format!("127.0.0.1:{}", free_tcp_port())])
-            .args(["--cluster-id", &cluster_id, "--log", "warn"])
-            .env("CLUSTERCHAT_SECRET", SECRET)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--node-id".into(),
+            format!("node{}", i + 1),
+            "--http".into(),
+            http.to_string(),
+            "--gossip".into(),
+            format!("127.0.0.1:{port}"),
+            "--rpc".into(),
+            format!("127.0.0.1:{}", free_tcp_port()),
+            "--cluster-id".into(),
+            cluster_id.clone(),
+            "--log".into(),
+            "warn".into(),
+        ];
         for (j, seed) in gossip.iter().enumerate() {
             if j != i {
-                cmd.args(["--seed", &format!("127.0.0.1:{seed}")]);
+                args.extend(["--seed".into(), format!("127.0.0.1:{seed}")]);
             }
         }
-        nodes.push(Process { child: cmd.spawn().expect("clusterchat starts"), http });
+        nodes.push(Process::spawn(bin, args, http));
     }
-    // Ready, and every node sees all of them ready (its metrics say so).
+    wait_converged(&nodes).await;
+    nodes
+}
+
+/// Waits until every process sees all of them as ready members (their metrics say so).
+pub async fn wait_converged(nodes: &[Process]) {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let want = format!("clusterchat_ready_members {n}");
-    for node in &nodes {
+    let want = format!("clusterchat_ready_members {}", nodes.len());
+    for node in nodes {
         loop {
             let metrics = match http.get(format!("http://{}/metrics", node.http)).send().await {
                 Ok(r) => r.text().await.unwrap_or_default(),
@@ -212,9 +254,8 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
             if metrics.lines().any(|l| l == want) {
                 break;
             }
-            assert!(Instant::now() < deadline, "node at {} never saw {n} ready members", node.http);
+            assert!(Instant::now() < deadline, "node at {} never saw {} ready members", node.http, nodes.len());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    nodes
 }

@@ -1,0 +1,147 @@
+// Chat load for the reliability tests: N socket.io-client v4 users over WebSocket, each in a
+// few rooms, each sending a numbered message to one of its rooms every interval. Clients
+// reconnect by themselves and re-join their rooms. Runs until stdin says "stop" (or closes),
+// then stops sending, lets deliveries settle, and prints one JSON report line:
+//
+//   connected / joined   users connected and back in all their rooms at the end
+//   reconnects           disconnections seen, and the time from each to "back in all rooms"
+//   acked                messages the server acknowledged
+//   lost                 deliveries owed and never made: a member that was in the room (joined,
+//                        connected) from before the message was sent until 1 s after its ack
+//                        did not receive it
+//   missed               deliveries to members that were away (reconnecting) meanwhile
+//
+// usage: node load.mjs URL [--users 12] [--rooms 4] [--per-user 2] [--interval 100]
+import { createRequire } from "node:module";
+import readline from "node:readline";
+
+const require = createRequire(import.meta.url);
+const { io } = require("socket.io-client");
+
+const args = process.argv.slice(2);
+const url = args[0];
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const USERS = opt("users", 12);
+const ROOMS = opt("rooms", 4);
+const PER_USER = opt("per-user", 2);
+const INTERVAL = opt("interval", 100);
+const GRACE_MS = 1000;
+
+const now = () => performance.now();
+const rooms = Array.from({ length: ROOMS }, (_, i) => `load-${i} ⚡`);
+const users = [];
+const messages = new Map(); // id -> {room, sender, sent, acked}
+
+for (let u = 0; u < USERS; u++) {
+  const name = `user${u}`;
+  const mine = Array.from({ length: PER_USER }, (_, k) => rooms[(u + k) % ROOMS]);
+  const socket = io(`${url}/chat`, {
+    auth: { user: name },
+    transports: ["websocket"],
+    forceNew: true,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 1000,
+    timeout: 5000,
+  });
+  const user = { name, mine, socket, joinedSince: null, intervals: [], received: new Set(),
+    downAt: null, reconnects: [], seq: 0 };
+  users.push(user);
+  socket.on("connect", async () => {
+    try {
+      for (const room of mine) {
+        const r = await socket.timeout(5000).emitWithAck("join room", { room });
+        if (!r || !r.ok) throw new Error(JSON.stringify(r));
+      }
+      user.joinedSince = now();
+      if (user.downAt !== null) {
+        user.reconnects.push(user.joinedSince - user.downAt);
+        user.downAt = null;
+      }
+    } catch (err) {
+      socket.disconnect().connect(); // try again from scratch
+    }
+  });
+  socket.on("disconnect", () => {
+    if (user.joinedSince !== null) user.intervals.push([user.joinedSince, now()]);
+    user.joinedSince = null;
+    if (user.downAt === null) user.downAt = now();
+  });
+  socket.on("chat message", (m) => {
+    if (typeof m?.message === "string" && m.message.startsWith("#")) user.received.add(m.message);
+  });
+}
+
+let sending = true;
+const senders = users.map((user) => (async () => {
+  while (sending) {
+    await new Promise((r) => setTimeout(r, INTERVAL));
+    if (user.joinedSince === null || !sending) continue;
+    const room = user.mine[user.seq % user.mine.length];
+    const id = `#${user.name}:${user.seq++}`;
+    const m = { room, sender: user.name, sent: now(), acked: null };
+    try {
+      const r = await user.socket.timeout(5000).emitWithAck("chat message", { room, message: id });
+      if (r && r.ok) {
+        m.acked = now();
+        messages.set(id, m);
+      }
+    } catch (_) { /* not acked: not owed */ }
+  }
+})());
+
+const stop = async () => {
+  // Users still reconnecting get 10 s to be back in their rooms, sending as usual.
+  const back = now() + 10000;
+  while (now() < back && !users.every((u) => u.joinedSince !== null)) await new Promise((r) => setTimeout(r, 50));
+  sending = false;
+  await Promise.all(senders);
+  // Settle: until every owed delivery arrived, or 5 s.
+  const deadline = now() + 5000;
+  const owed = () => {
+    let lost = 0, missed = 0;
+    for (const [id, m] of messages) {
+      for (const u of users) {
+        if (!u.mine.includes(m.room) || u.received.has(id)) continue;
+        const spans = [...u.intervals, ...(u.joinedSince !== null ? [[u.joinedSince, Infinity]] : [])];
+        const present = spans.some(([a, b]) => a <= m.sent && m.acked + GRACE_MS <= b);
+        if (present) {
+          lost++;
+          if (process.env.LOAD_DEBUG && lost <= 10) console.error(`lost ${id} (${m.room}) for ${u.name}: sent ${Math.round(m.sent)} acked ${Math.round(m.acked)}; ${u.name} in rooms ${JSON.stringify(spans.map(([a, b]) => [Math.round(a), Math.round(b)]))}`);
+        } else missed++;
+      }
+    }
+    return { lost, missed };
+  };
+  while (now() < deadline && owed().lost > 0) await new Promise((r) => setTimeout(r, 50));
+  const { lost, missed } = owed();
+  const reconnects = users.flatMap((u) => u.reconnects).sort((a, b) => a - b);
+  const pct = (p) => (reconnects.length ? Math.round(reconnects[Math.min(reconnects.length - 1, Math.floor(p * reconnects.length))]) : 0);
+  const report = {
+    users: USERS,
+    connected: users.filter((u) => u.socket.connected).length,
+    joined: users.filter((u) => u.joinedSince !== null).length,
+    reconnects: reconnects.length,
+    reconnect_ms: { p50: pct(0.5), p99: pct(0.99), max: Math.round(reconnects.at(-1) ?? 0) },
+    acked: messages.size,
+    lost,
+    missed,
+  };
+  console.log(JSON.stringify(report));
+  for (const u of users) u.socket.disconnect();
+  process.exit(0);
+};
+
+// Ready once every user is in its rooms.
+const readyCheck = setInterval(() => {
+  if (users.every((u) => u.joinedSince !== null)) {
+    clearInterval(readyCheck);
+    console.log("ready");
+  }
+}, 20);
+
+const rl = readline.createInterface({ input: process.stdin });
+rl.on("line", (line) => { if (line.trim() === "stop") stop(); });
+rl.on("close", () => stop());
