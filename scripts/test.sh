@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests drive (npm, pip, and Debian's chromium and haproxy
-# for the end-to-end test, iproute2 for the partition test; run it as root), checks formatting and lints, runs every test, then the end-to-end
-# test of the demo cluster in headless Chromium. Safe to re-run; works on a fresh machine.
+# for the end-to-end test, iproute2 for the partition test, which needs root), checks
+# formatting and lints, runs every test, then the end-to-end test of the demo cluster in
+# headless Chromium. Safe to re-run; works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
