@@ -299,6 +299,7 @@ async fn ten_thousand_rooms_on_one_node() {
     const ROOMS: usize = 10_000;
     let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
         c.chat.max_rooms_per_user = ROOMS;
+        c.chat.rate_limit_per_sec = 0;
         c.engine.outbound_queue = 8 * ROOMS;
     })
     .await;
