@@ -210,7 +210,11 @@ async fn a_message_right_after_a_remote_join_reaches_the_joiner() {
 /// node that owns the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_gets_the_rooms_history() {
-    let cluster = TestCluster::chat(3).await;
+    // 61 events at once: over the chat's default rate limit (a burst of 50).
+    let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
+        c.chat.rate_limit_per_sec = 0
+    })
+    .await;
     let proxy = RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), cluster.http_addrs()).await.unwrap();
     let (mut alice, _) = connect(&proxy.url(), "alice", TransportType::Polling).await;
     let room = "histoire 📜";
@@ -305,6 +309,7 @@ async fn ten_thousand_rooms_on_one_node() {
     const ROOMS: usize = 10_000;
     let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
         c.chat.max_rooms_per_user = ROOMS;
+        c.chat.rate_limit_per_sec = 0;
         c.engine.outbound_queue = 8 * ROOMS;
     })
     .await;

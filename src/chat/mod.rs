@@ -4,9 +4,13 @@
 //! each optionally acked with `{ok: true}` or `{error}`. Server → room members: the same event
 //! names with `{user, room[, message]}`, and `room users {room, users}`; the joiner alone gets
 //! `room history {room, messages: [{user, message}]}`, the room's last messages. The server sets
-//! `user` from the connection, so a client cannot speak as someone else.
+//! `user` from the connection, so a client cannot speak as someone else. Each client's events
+//! are rate limited ([`rate_limit`]): over the limit an event is refused with `rate limited`, and a
+//! client that keeps on is disconnected.
 
-use std::sync::Arc;
+mod rate_limit;
+
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -14,6 +18,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::socketio::{AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, Socket};
+use rate_limit::{RateLimiter, Verdict};
 
 /// The chat's namespace.
 pub const NAMESPACE: &str = "/chat";
@@ -31,6 +36,13 @@ pub struct ChatConfig {
     pub history_len: usize,
     /// Rooms whose history one node keeps; past it the least recently active is forgotten.
     pub history_rooms: usize,
+    /// Events (join, leave, message) one client may send per second, on average; 0: no limit.
+    pub rate_limit_per_sec: u32,
+    /// Events one client may send at once, above the average.
+    pub rate_limit_burst: u32,
+    /// Events refused for the rate after which the client is disconnected, counted until it
+    /// keeps to the rate long enough to earn its burst back; 0: never disconnected.
+    pub rate_limit_strikes: u32,
 }
 
 impl Default for ChatConfig {
@@ -42,13 +54,20 @@ impl Default for ChatConfig {
             max_rooms_per_user: 100,
             history_len: 50,
             history_rooms: 10_000,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 50,
+            rate_limit_strikes: 100,
         }
     }
 }
 
-/// The user behind a socket, fixed at connect.
-#[derive(Debug, Clone)]
-struct User(Arc<str>);
+/// The user behind a socket, fixed at connect, and the rate limit of its events.
+#[derive(Debug)]
+struct User {
+    name: Arc<str>,
+    /// A std lock: held for one arithmetic update, never across an await.
+    limiter: Mutex<RateLimiter>,
+}
 
 /// Builds the `/chat` namespace. `node_id` is reported to clients as the session's owner.
 pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
@@ -56,12 +75,20 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
     let c1 = config.clone();
     let c2 = config.clone();
     let c3 = config.clone();
+    let c4 = config.clone();
     NamespaceBuilder::new(NAMESPACE)
         .history(config.history_len, config.history_rooms)
         .on_connect(move |socket, req| {
-            let name = user_name(req, &config)?;
+            let config = &c4;
+            let name = user_name(req, config)?;
             socket.set_label(&name);
-            socket.set_data(User(name.into()));
+            let limiter = RateLimiter::new(
+                config.rate_limit_per_sec,
+                config.rate_limit_burst,
+                config.rate_limit_strikes,
+                tokio::time::Instant::now(),
+            );
+            socket.set_data(User { name: name.into(), limiter: Mutex::new(limiter) });
             Ok(())
         })
         .on_connected(move |socket| {
@@ -71,18 +98,27 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
                 tracing::debug!(socket = %socket.id(), "client gone before welcome");
             }
         })
-        .on("join room", move |socket, event, ack| match room_arg(&event, &c1) {
-            Ok(room) => join(socket, room, &c1, ack),
-            Err(error) => respond(socket, ack, Err(error)),
-        })
-        .on("leave room", move |socket, event, ack| {
-            let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room));
-            respond(socket, ack, result);
-        })
-        .on("chat message", move |socket, event, ack| {
-            let result = message_args(&event, &c3).and_then(|(room, message)| say(socket, &room, &message));
-            respond(socket, ack, result);
-        })
+        .on(
+            "join room",
+            rate_limited(&config, move |socket, event, ack| match room_arg(&event, &c1) {
+                Ok(room) => join(socket, room, &c1, ack),
+                Err(error) => respond(socket, ack, Err(error)),
+            }),
+        )
+        .on(
+            "leave room",
+            rate_limited(&config, move |socket, event, ack| {
+                let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room));
+                respond(socket, ack, result);
+            }),
+        )
+        .on(
+            "chat message",
+            rate_limited(&config, move |socket, event, ack| {
+                let result = message_args(&event, &c3).and_then(|(room, message)| say(socket, &room, &message));
+                respond(socket, ack, result);
+            }),
+        )
         .on_disconnect(|socket, reason| {
             tracing::debug!(socket = %socket.id(), user = %user(socket), reason, "chat user left");
             let user = user(socket);
@@ -102,7 +138,31 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
 }
 
 fn user(socket: &Socket) -> Arc<str> {
-    socket.data::<User>().map(|u| u.0.clone()).unwrap_or_else(|| "?".into())
+    socket.data::<User>().map(|u| u.name.clone()).unwrap_or_else(|| "?".into())
+}
+
+/// `handler`, behind the client's rate limit: an event over the limit is answered `rate
+/// limited` instead, and a client that keeps on is disconnected.
+fn rate_limited(
+    config: &ChatConfig,
+    handler: impl Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync + 'static,
+) -> impl Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync + 'static {
+    let limit = config.rate_limit_per_sec;
+    move |socket, event, ack| {
+        let verdict = match socket.data::<User>() {
+            Some(user) => user.limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(tokio::time::Instant::now()),
+            None => Verdict::Admit,
+        };
+        match verdict {
+            Verdict::Admit => handler(socket, event, ack),
+            Verdict::Refuse => respond(socket, ack, Err(format!("rate limited: at most {limit} events a second"))),
+            Verdict::Disconnect => {
+                tracing::info!(socket = %socket.id(), user = %user(socket), "persistently over the rate limit, disconnecting");
+                respond(socket, ack, Err(format!("rate limited: at most {limit} events a second; disconnected")));
+                socket.disconnect();
+            }
+        }
+    }
 }
 
 /// The user name: CONNECT auth `{user}` (v3/v4 clients) or the `user` query parameter (v2).

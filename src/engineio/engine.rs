@@ -6,12 +6,14 @@
 //! stream/sink of WebSocket messages, so both can come from a local socket or another node.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
@@ -58,6 +60,9 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Sessions closed because their client fell `outbound_queue` frames behind (metrics).
     queue_full_closes: AtomicU64,
+    /// WebSockets being served: each holds a connection, so a client that stops reading must
+    /// not keep one past its session.
+    websockets: AtomicUsize,
 }
 
 impl Engine {
@@ -68,6 +73,7 @@ impl Engine {
             sessions: RwLock::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             queue_full_closes: AtomicU64::new(0),
+            websockets: AtomicUsize::new(0),
         })
     }
 
@@ -103,6 +109,11 @@ impl Engine {
     /// How many sessions were closed because their outbound queue was full.
     pub fn queue_full_closes(&self) -> u64 {
         self.queue_full_closes.load(Ordering::Relaxed)
+    }
+
+    /// WebSockets this engine is serving right now (open or closing).
+    pub fn websocket_count(&self) -> usize {
+        self.websockets.load(Ordering::Relaxed)
     }
 
     /// Closes every session and refuses new ones. Returns once every session is cleaned up.
@@ -187,7 +198,7 @@ impl Engine {
             let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
             if sessions.len() >= self.config.max_sessions {
                 tracing::warn!(max = self.config.max_sessions, "session limit reached, refusing handshake");
-                return Err(EngineError::BadRequest("too many sessions"));
+                return Err(EngineError::TooManySessions);
             }
             sessions.insert(sid.clone(), session.clone());
         }
@@ -342,13 +353,14 @@ impl Engine {
         Si: Sink<WsMessage> + Send + Unpin,
         St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
     {
+        let _counted = Counted::new(&self.websockets);
         let session = match query.sid.clone() {
             None => {
                 let session = match self.open_session(query, TransportKind::Websocket, new_sid) {
                     Ok(s) => s,
                     Err(err) => {
                         debug!(error = %err, "refused WebSocket handshake");
-                        let _ = sink.send(WsMessage::Close(None)).await;
+                        self.close_websocket(&mut sink, Some(refusal(&err))).await;
                         return;
                     }
                 };
@@ -362,13 +374,22 @@ impl Engine {
             Some(sid) => match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
                 Some(session) => session,
                 None => {
-                    let _ = sink.send(WsMessage::Close(None)).await;
+                    self.close_websocket(&mut sink, None).await;
                     return;
                 }
             },
         };
-        run_websocket(&session, &mut sink, &mut stream).await;
-        let _ = sink.send(WsMessage::Close(None)).await;
+        run_websocket(&session, &mut sink, &mut stream, self.config.ping_timeout).await;
+        self.close_websocket(&mut sink, None).await;
+    }
+
+    /// Sends a WebSocket close frame. A client that does not read gets at most the ping
+    /// timeout: then the connection is dropped without the close handshake.
+    async fn close_websocket<Si: Sink<WsMessage> + Unpin>(&self, sink: &mut Si, frame: Option<CloseFrame>) {
+        let close = sink.send(WsMessage::Close(frame));
+        if tokio::time::timeout(self.config.ping_timeout, close).await.is_err() {
+            debug!("client did not take the close frame, dropping the connection");
+        }
     }
 
     /// The upgrade handshake: `2probe` → `3probe`, pending polls released with NOOP, then `5`.
@@ -485,8 +506,38 @@ where
     }
 }
 
-/// Pumps a session over its WebSocket until either side closes.
-async fn run_websocket<Si, St, E>(session: &Arc<Session>, sink: &mut Si, stream: &mut St)
+/// Counts one WebSocket in a gauge for as long as it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The close frame refusing a WebSocket handshake: 1013 (try again later) when the node is
+/// full, 1001 when it is going away, 1008 otherwise; the reason is the Engine.IO message.
+fn refusal(err: &EngineError) -> CloseFrame {
+    let code = match err {
+        EngineError::TooManySessions => CloseCode::Again,
+        EngineError::ShuttingDown => CloseCode::Away,
+        _ => CloseCode::Policy,
+    };
+    CloseFrame { code, reason: err.message().into() }
+}
+
+/// Pumps a session over its WebSocket until either side closes. A client that stops reading
+/// blocks the writes: its queue then fills (or its heartbeat lapses), the session closes, and
+/// the blocked write is abandoned, so a stalled connection never outlives its session.
+/// `grace` bounds the delivery of what was queued before a close.
+async fn run_websocket<Si, St, E>(session: &Arc<Session>, sink: &mut Si, stream: &mut St, grace: Duration)
 where
     Si: Sink<WsMessage> + Unpin,
     St: Stream<Item = Result<WsMessage, E>> + Unpin,
@@ -502,11 +553,18 @@ where
             biased;
             Some(frame) = rx.recv() => {
                 // Everything queued goes out in one write: one syscall for a burst.
-                let mut sent = sink.feed(ws_message(frame, protocol)).await;
-                while let (Ok(()), Ok(frame)) = (&sent, rx.try_recv()) {
-                    sent = sink.feed(ws_message(frame, protocol)).await;
-                }
-                if sent.is_err() || sink.flush().await.is_err() {
+                let write = async {
+                    sink.feed(ws_message(frame, protocol)).await?;
+                    while let Ok(frame) = rx.try_recv() {
+                        sink.feed(ws_message(frame, protocol)).await?;
+                    }
+                    sink.flush().await
+                };
+                let sent = tokio::select! {
+                    sent = write => sent.is_ok(),
+                    _ = session.closed() => return,
+                };
+                if !sent {
                     session.close(CloseReason::TransportClose);
                     return;
                 }
@@ -530,13 +588,18 @@ where
                 }
             }
             _ = session.closed() => {
-                // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
-                while let Ok(frame) = rx.try_recv() {
-                    if sink.feed(ws_message(frame, protocol)).await.is_err() {
-                        return;
-                    }
+                if session.close_reason() == Some(CloseReason::QueueFull) {
+                    // What is queued is what the client could not keep up with.
+                    return;
                 }
-                let _ = sink.flush().await;
+                // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
+                let drain = async {
+                    while let Ok(frame) = rx.try_recv() {
+                        sink.feed(ws_message(frame, protocol)).await?;
+                    }
+                    sink.flush().await
+                };
+                let _ = tokio::time::timeout(grace, drain).await;
                 return;
             }
         }

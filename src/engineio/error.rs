@@ -24,6 +24,9 @@ pub enum EngineError {
     PayloadTooLarge,
     #[error("Server is shutting down")]
     ShuttingDown,
+    /// The node holds `max_sessions` sessions already: try again later, or another node.
+    #[error("Too many sessions")]
+    TooManySessions,
 }
 
 impl EngineError {
@@ -33,7 +36,7 @@ impl EngineError {
             Self::UnknownTransport => 0,
             Self::UnknownSid => 1,
             Self::BadHandshakeMethod => 2,
-            Self::BadRequest(_) | Self::PayloadTooLarge | Self::ShuttingDown => 3,
+            Self::BadRequest(_) | Self::PayloadTooLarge | Self::ShuttingDown | Self::TooManySessions => 3,
             Self::Forbidden => 4,
             Self::UnsupportedProtocolVersion => 5,
         }
@@ -43,7 +46,7 @@ impl EngineError {
         match self {
             Self::Forbidden => 403,
             Self::PayloadTooLarge => 413,
-            Self::ShuttingDown => 503,
+            Self::ShuttingDown | Self::TooManySessions => 503,
             _ => 400,
         }
     }
@@ -59,6 +62,7 @@ impl EngineError {
             Self::UnsupportedProtocolVersion => "Unsupported protocol version",
             Self::PayloadTooLarge => "Payload too large",
             Self::ShuttingDown => "Server is shutting down",
+            Self::TooManySessions => "Too many sessions",
         }
     }
 
@@ -87,5 +91,8 @@ mod tests {
         assert_eq!(EngineError::BadRequest("x").code(), 3);
         assert_eq!(EngineError::UnsupportedProtocolVersion.code(), 5);
         assert_eq!(EngineError::PayloadTooLarge.status(), 413);
+        let r = EngineError::TooManySessions.into_response();
+        assert_eq!(r.status, 503);
+        assert_eq!(&r.body[..], br#"{"code":3,"message":"Too many sessions"}"#);
     }
 }

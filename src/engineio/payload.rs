@@ -157,7 +157,12 @@ fn decode_v3_binary(mut body: &[u8]) -> Result<Vec<Packet>, PacketError> {
     }
     while !body.is_empty() {
         let kind = body[0];
-        let end = body.iter().position(|&b| b == 0xff).ok_or(PacketError::Payload("missing length terminator"))?;
+        // The terminator follows the kind byte; a kind byte of 0xff is not a terminator.
+        let end = body[1..]
+            .iter()
+            .position(|&b| b == 0xff)
+            .map(|i| i + 1)
+            .ok_or(PacketError::Payload("missing length terminator"))?;
         let digits = &body[1..end];
         if digits.is_empty() || digits.len() > 10 || digits.iter().any(|&d| d > 9) {
             return Err(PacketError::Payload("bad binary length"));
@@ -305,6 +310,9 @@ mod tests {
         assert!(decode(&[0, 1, 2], V3, true).is_err());
         assert!(decode(&[7, 1, 0xff, b'4'], V3, true).is_err());
         assert!(decode(&[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0xff], V3, true).is_err());
+        // A body that starts with the terminator byte once made the decoder slice [1..0].
+        assert!(decode(&[0xff], V3, true).is_err());
+        assert!(decode(&[0xff, 0xff, b'4'], V3, true).is_err());
     }
 
     #[test]

@@ -1,0 +1,544 @@
+//! Hostile clients against a real node on port 0: oversized bodies and messages, malformed
+//! payloads (the decoder seed corpus, over HTTP), invalid UTF-8, forged session ids, a client
+//! that never reads, floods of sessions and of chat events. The server answers each with the
+//! protocol's error or a close, never a 500 or a panic, and stays up for everyone else.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clusterchat::config::NodeConfig;
+use clusterchat::engineio::CloseReason;
+use clusterchat::node::Node;
+use common::{within, within_for, TestServer, ENGINE_PATH, SOCKETIO_PATH, STEP};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::WebSocketStream;
+
+/// A chat node on its own, on port 0, with `configure` applied.
+async fn chat_node(configure: impl FnOnce(&mut NodeConfig)) -> Node {
+    let mut config = NodeConfig { http: "127.0.0.1:0".parse().unwrap(), ..NodeConfig::default() };
+    configure(&mut config);
+    Node::start(config).await.expect("chat node starts")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 over TCP, for requests a well-behaved client library will not send
+// ---------------------------------------------------------------------------------------------
+
+/// Reads one HTTP response head and up to `Content-Length` of body; returns (status, body).
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = within("an HTTP response", stream.read(&mut chunk)).await.expect("read response");
+        assert!(n > 0, "connection closed before a response: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some(head_end) = text.find("\r\n\r\n") else { continue };
+        let status = text[9..12].parse().expect("status code");
+        let length: usize = text[..head_end]
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        if buf.len() >= head_end + 4 + length {
+            return (status, text[head_end + 4..head_end + 4 + length].to_owned());
+        }
+    }
+}
+
+#[track_caller]
+fn assert_error_body(body: &str, code: u64, message: &str) {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body:?}"));
+    assert_eq!(v, json!({ "code": code, "message": message }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Oversized input
+// ---------------------------------------------------------------------------------------------
+
+/// A POST declaring 1 GiB is refused from its headers: 413 before a byte of body is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_oversized_body_is_refused_unread() {
+    let ts = TestServer::builder().max_payload(2000).start().await;
+    let p = ts.polling(ENGINE_PATH, 4, "").await;
+    let session = p.session();
+    let mut stream = TcpStream::connect(ts.url().trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        p.path_and_query(),
+        1u64 << 30
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 413);
+    assert_error_body(&body, 3, "Payload too large");
+    assert!(matches!(session.close_reason(), Some(CloseReason::TransportError(_))), "{:?}", session.close_reason());
+    ts.shutdown().await;
+}
+
+/// A chunked POST that never ends is read up to the limit only, then refused with 413: the
+/// server buffers at most `max_payload` of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_chunked_body_is_cut_at_the_limit() {
+    let ts = TestServer::builder().max_payload(2000).start().await;
+    let p = ts.polling(ENGINE_PATH, 4, "").await;
+    let stream = TcpStream::connect(ts.url().trim_start_matches("http://")).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        p.path_and_query()
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Up to 64 MiB in 64 KiB chunks, until the server answers (or stops reading).
+    let writer = tokio::spawn(async move {
+        let chunk = format!("10000\r\n4{}\r\n", "a".repeat(0xffff));
+        let mut sent = 0usize;
+        for _ in 0..1024 {
+            if wr.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+            sent += 0x10000;
+        }
+        sent
+    });
+    let mut buf = vec![0u8; 4096];
+    let n = within("the 413", rd.read(&mut buf)).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains(r#"{"code":3,"message":"Payload too large"}"#), "{head}");
+    drop(rd);
+    let sent = within("the writer to stop", writer).await.unwrap();
+    println!("oversized chunked body: the client got its 413 after writing {sent} bytes");
+    // The server is fine: a new session works.
+    let p = ts.polling(ENGINE_PATH, 4, "").await;
+    p.post_ok("4still here").await;
+    assert_eq!(p.poll_packets(1).await, ["4still here"]);
+    ts.shutdown().await;
+}
+
+/// A WebSocket message far over the limit closes the session from its frame header, and a
+/// frame header claiming 2^62 bytes does too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_websocket_messages_close_the_session() {
+    let ts = TestServer::builder().max_payload(2000).start().await;
+    let open = |ts: &TestServer| {
+        let url = format!("{}{ENGINE_PATH}?EIO=4&transport=websocket", ts.ws_url());
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+            let open = next_text(&mut ws).await;
+            let sid = common::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
+            (ws, sid)
+        }
+    };
+    let (mut ws, sid) = open(&ts).await;
+    let session = ts.session(ENGINE_PATH, &sid);
+    // The server stops reading at the header: the rest of the send may fail, which is fine.
+    let _ = within("send", ws.send(WsMessage::text(format!("4{}", "a".repeat(8 << 20))))).await;
+    common::wait_until(STEP, "the session to close", || session.is_closed()).await;
+
+    // A hand-made frame header: FIN + binary, 127 = 64-bit length, then 2^62.
+    let (mut ws, sid) = open(&ts).await;
+    let session = ts.session(ENGINE_PATH, &sid);
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_mut() else { panic!("plain TCP") };
+    // Client frames are masked: mask bit set, then a 4-byte mask key.
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&header).await.unwrap();
+    common::wait_until(STEP, "the session to close", || session.is_closed()).await;
+    // Still serving.
+    let (mut ws, _) = ts.ws_session(ENGINE_PATH, 4).await;
+    ws.send_text("4ok").await;
+    assert_eq!(ws.recv_text_skip_pings().await, "4ok");
+    ts.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed payloads and invalid UTF-8
+// ---------------------------------------------------------------------------------------------
+
+/// Every input of the decoder seed corpus, POSTed to a fresh session as text and as a binary
+/// payload, in both protocol revisions: `ok` or a 400 with the protocol's error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_corpus_over_http_gets_ok_or_400() {
+    let ts = TestServer::start().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut inputs = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            inputs.push(std::fs::read(file.unwrap().path()).unwrap());
+        }
+    }
+    let mut outcomes = std::collections::BTreeMap::<u16, usize>::new();
+    for path in [ENGINE_PATH, SOCKETIO_PATH] {
+        for (eio, content_type) in [(4, "text/plain"), (3, "text/plain"), (3, "application/octet-stream")] {
+            for body in &inputs {
+                let p = ts.polling(path, eio, "").await;
+                let r = p.post_as(content_type, body.clone()).await;
+                *outcomes.entry(r.status).or_default() += 1;
+                match r.status {
+                    200 => assert_eq!(r.text(), "ok"),
+                    400 => r.assert_engine_error(400, 3),
+                    other => panic!("{other} for {body:?} ({content_type}, EIO={eio}): {:?}", r.body),
+                }
+            }
+        }
+    }
+    println!("{} corpus POSTs: {outcomes:?}", inputs.len() * 6);
+    // Still serving.
+    let p = ts.polling(ENGINE_PATH, 4, "").await;
+    p.post_ok("4fine").await;
+    assert_eq!(p.poll_packets(1).await, ["4fine"]);
+    ts.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_polling_bodies_is_a_400() {
+    let ts = TestServer::start().await;
+    for (eio, content_type, body) in [
+        (4, "text/plain", b"4\xff\xfe".to_vec()),
+        (3, "text/plain", b"2:4\xc3".to_vec()),
+        (3, "application/octet-stream", vec![0, 2, 0xff, b'4', 0xff]),
+        // The v3 binary payload that began with its terminator byte used to panic the decoder.
+        (3, "application/octet-stream", vec![0xff]),
+    ] {
+        let p = ts.polling(ENGINE_PATH, eio, "").await;
+        let session = p.session();
+        p.post_as(content_type, body).await.assert_engine_error(400, 3);
+        assert!(matches!(session.close_reason(), Some(CloseReason::TransportError(_))));
+        p.get().await.assert_engine_error(400, 1);
+    }
+    ts.shutdown().await;
+}
+
+/// A WebSocket text frame that is not UTF-8 closes that session, not the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_websocket_text_frame_closes_the_session() {
+    let ts = TestServer::start().await;
+    for path in [ENGINE_PATH, SOCKETIO_PATH] {
+        let url = format!("{}{path}?EIO=4&transport=websocket", ts.ws_url());
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let open = within("OPEN", ws.next()).await.unwrap().unwrap();
+        let sid = common::parse_open_packet(open.to_text().unwrap())["sid"].as_str().unwrap().to_owned();
+        let session = ts.session(path, &sid);
+        let frame = Frame::message(b"4\xff\xfe\xfd".to_vec(), OpCode::Data(Data::Text), true);
+        within("send", ws.send(WsMessage::Frame(frame))).await.unwrap();
+        common::wait_until(STEP, "the session to close", || session.is_closed()).await;
+        let rest = within("the close", async {
+            let mut rest = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                rest.push(m);
+            }
+            rest
+        })
+        .await;
+        assert!(rest.iter().all(|m| matches!(m, WsMessage::Close(_) | WsMessage::Text(_))), "{rest:?}");
+    }
+    let (mut ws, _) = ts.ws_session(ENGINE_PATH, 4).await;
+    ws.send_text("4ok").await;
+    assert_eq!(ws.recv_text_skip_pings().await, "4ok");
+    ts.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forged session ids
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sids_are_unknown_never_a_500() {
+    let ts = TestServer::start().await;
+    let real = ts.polling(ENGINE_PATH, 4, "").await;
+    let closed = ts.polling(ENGINE_PATH, 4, "").await;
+    closed.post_ok("1").await;
+    // The poll that follows a client's close gets its NOOP; then the sid is gone.
+    assert_eq!(closed.get_text().await, "6");
+    let long = "A".repeat(60_000);
+    let forged: Vec<String> = vec![
+        "AAAAAAAAAAAAAAAAAAAA".into(),
+        format!("{}.node9", real.sid),
+        format!("{}.", real.sid),
+        format!("{}x", real.sid),
+        real.sid.chars().rev().collect(),
+        ".".into(),
+        String::new(),
+        long.clone(),
+        format!("{long}.test"),
+        "日本語.test".into(),
+        "\u{0}\u{1}\u{7f}".into(),
+        "😀".repeat(1000),
+        closed.sid.clone(),
+        "../../etc/passwd".into(),
+        "%".into(),
+    ];
+    let encode = |sid: &str| url::form_urlencoded::byte_serialize(sid.as_bytes()).collect::<String>();
+    for sid in &forged {
+        for eio in [3, 4] {
+            let q = format!("{ENGINE_PATH}?EIO={eio}&transport=polling&sid={}", encode(sid));
+            let r = ts.get(&q).await;
+            r.assert_engine_error(400, 1);
+            assert_eq!(r.json()["message"], "Session ID unknown");
+            ts.post(&q, "4x").await.assert_engine_error(400, 1);
+        }
+        // A WebSocket "upgrade" of a forged sid is closed at once.
+        let url = format!("{}{ENGINE_PATH}?EIO=4&transport=websocket&sid={}", ts.ws_url(), encode(sid));
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        let ended = within("the forged upgrade to close", async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(WsMessage::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        });
+        ended.await;
+    }
+    // A raw `sid=` with invalid percent-encoding and bytes that are not UTF-8.
+    for raw in ["%ff%fe", "%e0%a4%a", "%00"] {
+        ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling&sid={raw}")).await.assert_engine_error(400, 1);
+    }
+    // The real session did not notice.
+    real.post_ok("4still mine").await;
+    assert_eq!(real.poll_packets(1).await, ["4still mine"]);
+    ts.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chat: a client that never reads, floods of sessions and of events
+// ---------------------------------------------------------------------------------------------
+
+type RawWs = WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The next text message; Engine.IO PINGs are answered.
+async fn next_text(ws: &mut RawWs) -> String {
+    within("a WebSocket text message", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Text(t))) if t.as_str() == "2" => ws.send(WsMessage::text("3")).await.unwrap(),
+                Some(Ok(WsMessage::Text(t))) => return t.as_str().to_owned(),
+                Some(Ok(_)) => {}
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Reads until a packet starting with `prefix`; returns it.
+async fn expect_packet(ws: &mut RawWs, prefix: &str) -> String {
+    within(&format!("a {prefix:?} packet"), async {
+        loop {
+            let t = next_text(ws).await;
+            if t.starts_with(prefix) {
+                return t;
+            }
+        }
+    })
+    .await
+}
+
+/// A `/chat` user over a raw WebSocket, its sid, having joined `room`. `recv_buffer` sets a
+/// small socket receive buffer (for the client that stops reading).
+async fn chat_user(node: SocketAddr, user: &str, room: &str, recv_buffer: Option<u32>) -> (RawWs, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    let tcp = within("connect", socket.connect(node)).await.unwrap();
+    let url = format!("ws://{node}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = within(
+        "WebSocket",
+        tokio_tungstenite::client_async(url.as_str(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .unwrap();
+    let open = next_text(&mut ws).await;
+    let sid = common::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
+    ws.send(WsMessage::text(format!("40/chat,{}", json!({ "user": user })))).await.unwrap();
+    expect_packet(&mut ws, "40/chat,").await;
+    ws.send(WsMessage::text(format!("42/chat,1{}", json!(["join room", { "room": room }])))).await.unwrap();
+    assert_eq!(expect_packet(&mut ws, "43/chat,1").await, r#"43/chat,1[{"ok":true}]"#);
+    (ws, sid)
+}
+
+fn chat_message(room: &str, text: &str) -> WsMessage {
+    WsMessage::text(format!("42/chat,{}", json!(["chat message", { "room": room, "message": text }])))
+}
+
+/// A member stops reading while the room is flooded: once its bounded queue is full the server
+/// closes its session and drops its connection, and the others receive every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
+    let node = chat_node(|c| {
+        c.engine.outbound_queue = 64;
+        c.engine.ping_timeout_ms = 1000;
+        c.chat.rate_limit_per_sec = 0;
+    })
+    .await;
+    let addr = node.http_addr();
+    let (mut slow, slow_sid) = chat_user(addr, "slow", "flood", Some(4096)).await;
+    let (mut steady, _) = chat_user(addr, "steady", "flood", None).await;
+    let (flooder, _) = chat_user(addr, "flooder", "flood", None).await;
+    let (mut to_room, mut flooder_rx) = flooder.split();
+    // The flooder reads its own echoes, so only the slow client falls behind.
+    let echoes = tokio::spawn(async move { while let Some(Ok(_)) = flooder_rx.next().await {} });
+    assert_eq!(node.engine().websocket_count(), 3);
+
+    let big = "€".repeat(1990); // 6 kB a message, within the 2000 characters allowed
+    let (mut sent, mut received, mut slow_left) = (0usize, 0usize, false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.engine().session(&slow_sid).is_some() || received < sent {
+        assert!(Instant::now() < deadline, "slow client still open after {sent} messages of 6 kB");
+        // Keep the steady member at most 32 messages behind: it reads, it is never too slow.
+        if node.engine().session(&slow_sid).is_some() && sent < received + 32 {
+            within("send", to_room.send(chat_message("flood", &format!("{sent} {big}")))).await.unwrap();
+            sent += 1;
+            continue;
+        }
+        let t = next_text(&mut steady).await;
+        if t.starts_with(r#"42/chat,["chat message""#) {
+            assert!(t.contains(&format!("\"{received} ")), "message {received} out of order: {:.40}", t);
+            received += 1;
+        } else if t.starts_with(r#"42/chat,["leave room",{"user":"slow""#) {
+            slow_left = true;
+        }
+    }
+    println!("the non-reading client was closed after {sent} messages of 6 kB; the steady member got all {received}");
+    while !slow_left {
+        slow_left = next_text(&mut steady).await.starts_with(r#"42/chat,["leave room",{"user":"slow""#);
+    }
+    assert!(node.engine().queue_full_closes() >= 1);
+    // Its connection is released although it still reads nothing.
+    common::wait_until(STEP, "the slow client's WebSocket to be dropped", || node.engine().websocket_count() == 2)
+        .await;
+    // When it finally reads, it finds the end of the stream after what was in flight.
+    let drained = within_for(Duration::from_secs(20), "the slow client's stream to end", async {
+        let mut n = 0;
+        while let Some(Ok(_)) = slow.next().await {
+            n += 1;
+        }
+        n
+    })
+    .await;
+    assert!(drained < sent, "the slow client got {drained} of {sent}");
+    // The room goes on.
+    to_room.send(chat_message("flood", "after")).await.unwrap();
+    expect_packet(&mut steady, r#"42/chat,["chat message",{"user":"flooder","room":"flood","message":"after"}"#).await;
+    echoes.abort();
+    node.shutdown().await;
+}
+
+/// `engine.max_sessions` caps a node: the handshake past it is refused with 503 and the
+/// protocol's error body (a WebSocket with close code 1013), and a flood of handshakes gets
+/// exactly the free places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cap_refuses_clearly() {
+    const CAP: usize = 20;
+    let node = chat_node(|c| c.engine.max_sessions = CAP).await;
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", node.http_addr());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let handshakes = (0..5 * CAP).map(|_| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(&base).send().await.expect("handshake answered");
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    });
+    let results = within("100 handshakes", futures_util::future::join_all(handshakes)).await;
+    let accepted: Vec<&String> = results.iter().filter(|(s, _)| *s == 200).map(|(_, b)| b).collect();
+    assert_eq!(accepted.len(), CAP, "{results:?}");
+    for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 503);
+        assert_error_body(body, 3, "Too many sessions");
+    }
+    // Over WebSocket: upgraded, then closed with 1013 and the reason.
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.http_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    match within("the refusal", ws.next()).await {
+        Some(Ok(WsMessage::Close(Some(frame)))) => {
+            assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Again, "Too many sessions"))
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    // A place freed is a place taken again.
+    let sid = common::parse_open_packet(accepted[0])["sid"].as_str().unwrap().to_owned();
+    let r = http.post(format!("{base}&sid={sid}")).body("1").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(http.get(format!("{base}&sid={sid}")).send().await.unwrap().text().await.unwrap(), "6");
+    common::wait_until(STEP, "the closed session to be cleaned up", || node.engine().session_count() < CAP).await;
+    assert_eq!(http.get(&base).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(&base).send().await.unwrap().status(), 503);
+    node.shutdown().await;
+}
+
+/// Events over the rate are refused with `rate limited` (ack error, or `chat error` when no ack
+/// was asked), the room hears only what was admitted, and persistent abuse disconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_events_is_rate_limited_then_disconnected() {
+    const PER_SEC: u32 = 2;
+    const BURST: u32 = 10;
+    const STRIKES: u32 = 20;
+    let node = chat_node(|c| {
+        c.chat.rate_limit_per_sec = PER_SEC;
+        c.chat.rate_limit_burst = BURST;
+        c.chat.rate_limit_strikes = STRIKES;
+    })
+    .await;
+    let addr = node.http_addr();
+    let (mut listener, _) = chat_user(addr, "listener", "r", None).await;
+    let (mut flooder, flooder_sid) = chat_user(addr, "flooder", "r", None).await;
+    let started = Instant::now();
+    for i in 0..100 {
+        let packet =
+            format!("42/chat,{}{}", 100 + i, json!(["chat message", { "room": "r", "message": i.to_string() }]));
+        flooder.send(WsMessage::text(packet)).await.unwrap();
+    }
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    loop {
+        let t = next_text(&mut flooder).await;
+        if t == "41/chat," {
+            break;
+        }
+        let Some(ack) = t.strip_prefix("43/chat,") else { continue };
+        if ack.ends_with(r#"[{"ok":true}]"#) {
+            admitted += 1;
+        } else {
+            assert!(ack.contains("rate limited"), "{t}");
+            refused += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // The join took a token; refills during the flood may admit a few more.
+    let most = BURST - 1 + (f64::from(PER_SEC) * elapsed).ceil() as u32;
+    assert!((BURST - 1..=most).contains(&admitted), "{admitted} admitted in {elapsed:.2} s");
+    assert_eq!(refused, STRIKES, "disconnected at the {STRIKES}th refusal");
+    // The listener heard exactly the admitted messages.
+    let mut heard = 0;
+    while heard < admitted {
+        if expect_packet(&mut listener, "42/chat,").await.starts_with(r#"42/chat,["chat message""#) {
+            heard += 1;
+        }
+    }
+    listener.send(chat_message("r", "the listener is not limited")).await.unwrap();
+    let next = expect_packet(&mut listener, r#"42/chat,["chat message""#).await;
+    assert!(next.contains("the listener is not limited"), "a refused message reached the room: {next}");
+    // The Engine.IO session outlives the namespace disconnect.
+    assert!(node.engine().session(&flooder_sid).is_some());
+
+    // Without an ack, a refusal is a `chat error` event.
+    let (mut quiet, _) = chat_user(addr, "noack", "r", None).await;
+    for i in 0..BURST + 2 {
+        quiet.send(chat_message("r", &format!("no ack {i}"))).await.unwrap();
+    }
+    let error = expect_packet(&mut quiet, r#"42/chat,["chat error""#).await;
+    assert!(error.contains("rate limited"), "{error}");
+    node.shutdown().await;
+}
