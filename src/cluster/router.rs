@@ -213,7 +213,7 @@ impl Router {
                             if let Some(c) = &self.cluster {
                                 c.metrics.forwarded(RequestKind::Websocket, None);
                             }
-                            return relay(rpc, sink, stream, &self.closing).await;
+                            return relay(rpc, sink, stream, &self.closing, self.engine.config().ping_timeout).await;
                         }
                         Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
                     }
@@ -226,8 +226,13 @@ impl Router {
 }
 
 /// Pumps a client's WebSocket to and from the owner's stream until either side ends.
-async fn relay<Si, St, E>(rpc: RpcStream, mut sink: Si, mut stream: St, closing: &CancellationToken)
-where
+async fn relay<Si, St, E>(
+    rpc: RpcStream,
+    mut sink: Si,
+    mut stream: St,
+    closing: &CancellationToken,
+    write_limit: Duration,
+) where
     Si: Sink<WsMessage> + Send + Unpin,
     St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
 {
@@ -244,15 +249,18 @@ where
             },
             _ = closing.cancelled() => break,
             frame = from_owner.recv() => match frame {
-                Some(frame) => if sink.send(frame.into_ws()).await.is_err() {
-                    break;
+                // A client that stops reading holds this write; it gets as long as a silent
+                // client gets from the owner's heartbeat, then the relay gives up on it.
+                Some(frame) => match tokio::time::timeout(write_limit, sink.send(frame.into_ws())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
                 },
                 None => break,
             },
         }
     }
     // Dropping `from_owner` closes the stream, which ends the session's WebSocket at the owner.
-    let _ = sink.send(WsMessage::Close(None)).await;
+    let _ = tokio::time::timeout(write_limit, sink.send(WsMessage::Close(None))).await;
 }
 
 /// Serves what peers ask of this node: forwarded requests and streams for the sessions
