@@ -239,7 +239,14 @@ async fn watch_members(
         tx.send_if_modified(|current| {
             let changed = !current.same_as(&members);
             if changed {
-                info!(members = ?members.nodes.keys().collect::<Vec<_>>(), ready = ?members.ready().collect::<Vec<_>>(), "membership changed");
+                // Room subscriptions change all the time; only who is in and who is ready is news.
+                let who = |m: &Members| {
+                    (m.nodes.keys().cloned().collect::<Vec<_>>(), m.ready().map(str::to_owned).collect::<Vec<_>>())
+                };
+                if who(current) != who(&members) {
+                    let (nodes, ready) = who(&members);
+                    info!(members = ?nodes, ?ready, "membership changed");
+                }
                 *current = Arc::new(members);
             }
             changed
