@@ -2,7 +2,7 @@
 //! that owns its session.
 //!
 //! A new session is placed on the rendezvous-hash winner of its random id among the ready
-//! members, and its sid is `<random>.<owner node id>`: later requests find the owner from the
+//! members (a session that starts as a WebSocket: on the receiving node), and its sid is `<random>.<owner node id>`: later requests find the owner from the
 //! sid alone, so sessions stay reachable when members join (placement only decides where new
 //! sessions go). Requests for the local node go to the engine; the others are carried over
 //! the RPC: polling requests as request/response, WebSockets as streams, both ways.
@@ -181,10 +181,15 @@ impl Router {
             None => {
                 debug!("Received new connection");
                 let random = new_random_id();
-                self.placement(&random)
-                    .into_iter()
-                    .map(|owner| (owner.clone(), Some(format!("{random}.{owner}"))))
-                    .collect()
+                let mut ranking = self.placement(&random);
+                // A WebSocket from the start is the session's only connection: owning it here,
+                // where the socket is, saves relaying every frame through a second node. The
+                // balancer in front spreads these sessions; the ranking stays the fallback.
+                if let Some(i) = ranking.iter().position(|n| **n == *self.node_id) {
+                    let local = ranking.remove(i);
+                    ranking.insert(0, local);
+                }
+                ranking.into_iter().map(|owner| (owner.clone(), Some(format!("{random}.{owner}")))).collect()
             }
         };
         for (owner, new_sid) in candidates {
