@@ -326,3 +326,30 @@ async fn three_processes_survive_a_killed_owner() {
         let _ = node.child.kill().await;
     }
 }
+
+/// A session that starts as a WebSocket is owned by the node the socket reached (no relay), and
+/// that node is still the rendezvous winner of the sid's random part among the ready members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_is_owned_by_the_node_it_reached() {
+    use clusterchat::cluster::placement::Placement;
+    use futures_util::StreamExt;
+    let cluster = TestCluster::chat(3).await;
+    for index in 0..3 {
+        let node = cluster.node(index);
+        for _ in 0..5 {
+            let url = format!("{}/socket.io/?EIO=4&transport=websocket", cluster.url(index).replace("http", "ws"));
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket opens");
+            let open = ws.next().await.expect("open packet").expect("open packet");
+            let open = open.into_text().expect("text");
+            let handshake: Value = serde_json::from_str(open.strip_prefix('0').expect("an open packet")).unwrap();
+            let sid = handshake["sid"].as_str().unwrap();
+            assert_eq!(owner_of(sid), node.node_id(), "{sid} reached {}", node.node_id());
+            let members = cluster.members_of(node);
+            let random = sid.rsplit_once('.').unwrap().0;
+            assert_eq!(Placement::new(members.ready()).owner(random), Some(node.node_id()), "{sid}");
+            assert!(node.engine().session(sid).is_some());
+            ws.close(None).await.ok();
+        }
+    }
+    cluster.shutdown().await;
+}

@@ -303,6 +303,10 @@ impl ClusterRooms {
             Err(err) => Err(err),
         };
         match answer {
+            // An empty answer says nothing new: the peer had no members when it answered, and
+            // its own first join (a Subscribe here) may already have overtaken this answer, so
+            // applying it would drop that newer word and the pushes it asked for.
+            Ok(Response::Presence(theirs)) if theirs.is_empty() => {}
             Ok(Response::Presence(theirs)) => self.apply_presence(node, nsp, room, theirs, notify),
             Ok(other) => warn!(peer = node, ?other, "unexpected answer to Subscribe"),
             Err(err) => warn!(peer = node, error = %err, "subscription not confirmed; gossip will repair"),
