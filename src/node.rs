@@ -77,6 +77,9 @@ fn all_namespaces(services: &[Service]) -> Vec<Arc<Namespace>> {
     services.iter().flat_map(|s| s.namespaces.iter().cloned()).collect()
 }
 
+/// How long a leaving node waits for its parked sessions to reach their new keepers.
+const HAND_OVER_LIMIT: Duration = Duration::from_secs(5);
+
 /// A running node.
 pub struct Node {
     node_id: Arc<str>,
@@ -261,6 +264,10 @@ impl Node {
             }
             self.server.shutdown().await;
             if let Some(c) = self.cluster {
+                // Sessions parked for recovery (those just closed, and those kept for other
+                // nodes' clients) move to nodes that stay.
+                c.rooms.hand_over_all();
+                c.rooms.settle(HAND_OVER_LIMIT).await;
                 c.rpc_stop.cancel();
                 let _ = c.rpc_task.await;
                 c.cluster.peers.close_all();

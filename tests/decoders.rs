@@ -13,7 +13,7 @@ use clusterchat::engineio::packet::{decode_binary, decode_text, Packet};
 use clusterchat::engineio::payload::{self, PayloadFormat};
 use clusterchat::engineio::{EngineQuery, EngineRequest, Frame, Method, PacketType, ProtocolVersion, TransportKind};
 use clusterchat::rpc::message::{self as rpc, MAX_FRAME};
-use clusterchat::rpc::{Push, Request, Response, RpcFrame, StreamOpen, WsFrame};
+use clusterchat::rpc::{ParkedWire, Push, Request, Response, RpcFrame, StreamOpen, WirePacket, WsFrame};
 use clusterchat::socketio::packet::{self as sio, Revision};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -347,6 +347,15 @@ fn ws_frame() -> impl Strategy<Value = WsFrame> + Clone {
     prop_oneof![text().prop_map(WsFrame::Text), bytes().prop_map(WsFrame::Binary)]
 }
 
+fn wire_packet() -> impl Strategy<Value = WirePacket> {
+    (text(), prop::collection::vec(ws_frame(), 0..3))
+}
+
+fn parked() -> impl Strategy<Value = ParkedWire> {
+    (text(), text(), prop::collection::vec(text(), 0..3), prop::collection::vec(wire_packet(), 0..3))
+        .prop_map(|(pid, sid, rooms, packets)| ParkedWire { pid, sid, rooms, packets })
+}
+
 fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
     let labels = prop::collection::vec(text(), 0..4);
     let engine_request = (engine_query(), any::<bool>(), any::<bool>(), bytes(), prop::option::of(text())).prop_map(
@@ -367,11 +376,25 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             labels
         }),
         (text(), text()).prop_map(|(nsp, room)| Request::History { nsp, room }),
+        (text(), parked()).prop_map(|(nsp, state)| Request::Park { nsp, state }),
+        (text(), text(), prop::option::of(text())).prop_map(|(nsp, pid, offset)| Request::FindParked {
+            nsp,
+            pid,
+            offset
+        }),
+        (text(), text(), prop::option::of(text())).prop_map(|(nsp, pid, offset)| Request::TakeParked {
+            nsp,
+            pid,
+            offset
+        }),
     ];
     let response = prop_oneof![
         labels.clone().prop_map(Response::Presence),
         labels.clone().prop_map(Response::History),
         text().prop_map(Response::Failed),
+        any::<bool>().prop_map(Response::Parked),
+        prop::option::of((text(), labels.clone())).prop_map(Response::Found),
+        prop::option::of(prop::collection::vec(wire_packet(), 0..3)).prop_map(Response::Taken),
         (any::<u16>(), bytes()).prop_map(|(status, body)| Response::Engine(clusterchat::engineio::EngineResponse {
             status,
             content_type: clusterchat::engineio::ContentType::Json,
@@ -379,11 +402,10 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
         })),
     ];
     let push = prop_oneof![
-        (text(), text(), prop::collection::vec(ws_frame(), 0..4)).prop_map(|(nsp, room, frames)| Push::Publish {
-            nsp,
-            room,
-            frames
-        }),
+        (text(), text(), prop::option::of(text()), prop::collection::vec(ws_frame(), 0..4))
+            .prop_map(|(nsp, room, offset, frames)| Push::Publish { nsp, room, offset, frames }),
+        (text(), text(), any::<u32>(), prop::collection::vec(wire_packet(), 0..3))
+            .prop_map(|(nsp, pid, before, packets)| Push::ParkTail { nsp, pid, before, packets }),
         (text(), text(), text(), labels).prop_map(|(node, nsp, room, labels)| Push::Presence {
             node,
             nsp,

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use tracing::Instrument;
 
-use crate::socketio::{AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, Socket};
+use crate::socketio::{
+    AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, RecoveryConfig, Socket,
+};
 use rate_limit::{RateLimiter, Verdict};
 
 /// The chat's namespace.
@@ -43,6 +45,10 @@ pub struct ChatConfig {
     /// Events refused for the rate after which the client is disconnected, counted until it
     /// keeps to the rate long enough to earn its burst back; 0: never disconnected.
     pub rate_limit_strikes: u32,
+    /// Connection state recovery (socket.io 4.6+): a client whose connection drops gets its
+    /// rooms and missed messages back if it reconnects within this many seconds, on any
+    /// node; 0: off. With it on, room broadcasts carry an offset as their last argument.
+    pub recovery_secs: u64,
 }
 
 impl Default for ChatConfig {
@@ -57,6 +63,7 @@ impl Default for ChatConfig {
             rate_limit_per_sec: 20,
             rate_limit_burst: 50,
             rate_limit_strikes: 100,
+            recovery_secs: 120,
         }
     }
 }
@@ -76,7 +83,12 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
     let c2 = config.clone();
     let c3 = config.clone();
     let c4 = config.clone();
-    NamespaceBuilder::new(NAMESPACE)
+    let mut builder = NamespaceBuilder::new(NAMESPACE);
+    if config.recovery_secs > 0 {
+        let max_disconnection = std::time::Duration::from_secs(config.recovery_secs);
+        builder = builder.recovery(RecoveryConfig { max_disconnection, ..RecoveryConfig::default() });
+    }
+    builder
         .history(config.history_len, config.history_rooms)
         .on_connect(move |socket, req| {
             let config = &c4;
@@ -93,9 +105,21 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
         })
         .on_connected(move |socket| {
             let user = user(socket);
-            let welcome = json!({ "user": &*user, "node": &*node_id, "sid": &**socket.session().sid() });
+            let recovered = socket.recovered();
+            let welcome = json!({
+                "user": &*user, "node": &*node_id, "sid": &**socket.session().sid(), "recovered": recovered
+            });
             if socket.emit("welcome", vec![welcome]).is_err() {
                 tracing::debug!(socket = %socket.id(), "client gone before welcome");
+            }
+            if recovered {
+                // Its rooms are back (and what it missed was replayed): the others saw it
+                // leave when its connection dropped, so they see it join again.
+                let ns = socket.namespace();
+                for room in socket.rooms() {
+                    ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &*room })]);
+                    ns.emit_to_local_room(&room, "room users", vec![room_users(ns, &room)]);
+                }
             }
         })
         .on(

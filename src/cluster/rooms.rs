@@ -24,8 +24,9 @@ use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
-use crate::rpc::{Push, Request, Response, WsFrame};
-use crate::socketio::{Adapter, Namespace, PresenceCause, PresenceChange};
+use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
+use crate::socketio::recovery::{Packet, ParkedState, PARKED_LABEL};
+use crate::socketio::{Adapter, FoundSession, Namespace, PresenceCause, PresenceChange};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
@@ -77,6 +78,10 @@ pub struct ClusterRooms {
     queues: Mutex<HashMap<String, mpsc::Sender<Push>>>,
     rpc_timeout: Duration,
     pub stats: RoomStats,
+    /// Parked sessions being handed over to their keepers; a leaving node waits for them.
+    hand_overs: tokio_util::task::TaskTracker,
+    /// Pids being handed over, so each moves once at a time.
+    moving: Mutex<HashSet<String>>,
 }
 
 impl ClusterRooms {
@@ -97,6 +102,8 @@ impl ClusterRooms {
             queues: Mutex::new(HashMap::new()),
             rpc_timeout,
             stats: RoomStats::default(),
+            hand_overs: tokio_util::task::TaskTracker::new(),
+            moving: Mutex::new(HashSet::new()),
         });
         for ns in rooms.namespaces.values() {
             ns.set_adapter(rooms.clone());
@@ -170,11 +177,11 @@ impl ClusterRooms {
         let notify = {
             let mut t = self.tables();
             let entry = t.presence.entry(id.clone()).or_default();
-            let changed = if labels.is_empty() {
-                entry.remove(node).is_some()
-            } else {
-                entry.insert(node.to_owned(), labels.clone()).as_ref() != Some(&labels)
-            };
+            let before = if labels.is_empty() { entry.remove(node) } else { entry.insert(node.to_owned(), labels.clone()) };
+            // News for the local members only if the names they see changed (not a parked
+            // session coming or going).
+            let visible = |l: &[String]| l.iter().filter(|l| *l != PARKED_LABEL).cloned().collect::<Vec<_>>();
+            let changed = visible(before.as_deref().unwrap_or_default()) != visible(&labels);
             if entry.is_empty() {
                 t.presence.remove(&id);
             }
@@ -199,6 +206,106 @@ impl ClusterRooms {
         Response::History(self.namespaces.get(nsp).map(|ns| ns.local_history(room)).unwrap_or_default())
     }
 
+    /// A request to `node`, over its RPC connection.
+    async fn call(&self, node: &str, request: Request, timeout: Duration) -> Result<Response, crate::rpc::RpcError> {
+        let addr = self.membership.members().get(node).and_then(|m| m.rpc);
+        let addr = addr.ok_or_else(|| crate::rpc::RpcError::Connect {
+            peer: node.to_owned(),
+            reason: "not a live member".into(),
+        })?;
+        self.peers.connection(node, addr).await?.call(request, timeout).await
+    }
+
+    /// Serves a peer's hand-over of a parked session.
+    pub fn on_park(&self, nsp: &str, state: ParkedWire) -> BoxFuture<'static, Response> {
+        let Some(ns) = self.namespaces.get(nsp) else { return Box::pin(std::future::ready(Response::Parked(false))) };
+        let state = ParkedState {
+            pid: state.pid,
+            sid: state.sid,
+            rooms: state.rooms,
+            packets: state.packets.into_iter().map(packet_from_wire).collect(),
+        };
+        let parked = ns.park_here(state);
+        Box::pin(async move { Response::Parked(parked.await) })
+    }
+
+    /// Serves a peer's question for a parked session.
+    pub fn on_find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> Response {
+        let found = self.namespaces.get(nsp).and_then(|ns| ns.recovery()).and_then(|r| r.peek(pid, offset).ok());
+        Response::Found(found)
+    }
+
+    /// Gives a parked session to the peer that restores it.
+    pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> Response {
+        let taken = self.namespaces.get(nsp).and_then(|ns| ns.take_here(pid, offset).ok());
+        Response::Taken(taken.map(|packets| packets.iter().map(packet_to_wire).collect()))
+    }
+
+    /// The ready members in rendezvous order of a pid: its keeper is the first of them that
+    /// is not the session's owner, so it is one of the first two.
+    fn pid_ranking(&self, pid: &str) -> Vec<String> {
+        let members = self.membership.members();
+        Placement::new(members.ready()).ranking(pid).into_iter().map(str::to_owned).collect()
+    }
+
+    /// Hands every session parked here to another keeper (this node is leaving).
+    pub fn hand_over_all(&self) {
+        for ns in self.namespaces.values() {
+            for pid in ns.recovery().map(|r| r.parked()).unwrap_or_default() {
+                self.hand_over(ns.name(), &pid);
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) for the hand-overs under way.
+    pub async fn settle(&self, limit: Duration) {
+        self.hand_overs.close();
+        if tokio::time::timeout(limit, self.hand_overs.wait()).await.is_err() {
+            warn!(?limit, "hand-overs of parked sessions not finished; those sessions cannot be recovered");
+        }
+    }
+
+    /// Moves a session parked here to its keeper: the keeper gets its state and subscribes
+    /// to its rooms, then the broadcasts this node buffered meanwhile follow, and only then
+    /// does this node let go (so no broadcast falls between the two).
+    async fn move_parked(self: Arc<Self>, nsp: String, pid: String) {
+        if !self.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(pid.clone()) {
+            return; // already on its way
+        }
+        self.clone().move_parked_once(&nsp, &pid).await;
+        self.moving.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+    }
+
+    async fn move_parked_once(self: Arc<Self>, nsp: &str, pid: &str) {
+        let Some(ns) = self.namespaces.get(nsp).cloned() else { return };
+        let Some(recovery) = ns.recovery().cloned() else { return };
+        let Some(keeper) = self.pid_ranking(pid).into_iter().find(|n| *n != self.node_id) else {
+            return; // alone: the session stays here
+        };
+        let Some(state) = recovery.snapshot(pid) else { return };
+        let before = state.packets.len();
+        let wire = ParkedWire {
+            pid: state.pid,
+            sid: state.sid,
+            rooms: state.rooms,
+            packets: state.packets.iter().map(packet_to_wire).collect(),
+        };
+        let request = Request::Park { nsp: nsp.to_owned(), state: wire };
+        match self.call(&keeper, request, self.rpc_timeout).await {
+            Ok(Response::Parked(true)) => {
+                let mut rest = ns.take_here(pid, None).unwrap_or_default();
+                let rest = rest.split_off(before.min(rest.len()));
+                debug!(%pid, %keeper, later = rest.len(), "parked session handed over");
+                if !rest.is_empty() {
+                    let packets = rest.iter().map(packet_to_wire).collect();
+                    let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
+                    self.push_to(&keeper, Push::ParkTail { nsp, pid, before: before as u32, packets });
+                }
+            }
+            other => warn!(%pid, %keeper, ?other, "parked session not handed over; it stays here"),
+        }
+    }
+
     /// The owner of a room among the ready members (this node while it knows no other).
     fn owner_of_room(&self, nsp: &str, room: &str) -> String {
         room_owner(&self.membership.members(), nsp, room).unwrap_or_else(|| self.node_id.clone())
@@ -207,11 +314,16 @@ impl ClusterRooms {
     /// Serves a peer's push.
     pub fn on_push(&self, push: Push) {
         match push {
-            Push::Publish { nsp, room, frames } => {
+            Push::Publish { nsp, room, offset, frames } => {
                 self.stats.publishes_received.fetch_add(1, Ordering::Relaxed);
                 if let Some(ns) = self.namespaces.get(&nsp) {
                     let frames: Vec<Frame> = frames.into_iter().map(frame_from_wire).collect();
-                    ns.deliver_local(&room, &frames);
+                    ns.deliver_local(&room, offset.as_deref(), &frames);
+                }
+            }
+            Push::ParkTail { nsp, pid, before, packets } => {
+                if let Some(recovery) = self.namespaces.get(&nsp).and_then(|ns| ns.recovery()) {
+                    recovery.prepend(&pid, before as usize, packets.into_iter().map(packet_from_wire).collect());
                 }
             }
             Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels, true),
@@ -296,13 +408,11 @@ impl ClusterRooms {
     /// `notify`: whether the answer is news for the local members; not when a join is asking
     /// (the joiner's node announces the room's members itself once every peer answered).
     async fn subscribe_at(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>, notify: bool) {
-        let Some(addr) = self.membership.members().get(node).and_then(|m| m.rpc) else { return };
+        if self.membership.members().get(node).and_then(|m| m.rpc).is_none() {
+            return;
+        }
         let request = Request::Subscribe { node: self.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
-        let answer = match self.peers.connection(node, addr).await {
-            Ok(conn) => conn.call(request, SUBSCRIBE_TIMEOUT.min(self.rpc_timeout)).await,
-            Err(err) => Err(err),
-        };
-        match answer {
+        match self.call(node, request, SUBSCRIBE_TIMEOUT.min(self.rpc_timeout)).await {
             // An empty answer says nothing new: the peer had no members when it answered, and
             // its own first join (a Subscribe here) may already have overtaken this answer, so
             // applying it would drop that newer word and the pushes it asked for.
@@ -368,14 +478,18 @@ impl Adapter for ClusterRooms {
         }
     }
 
-    fn publish(&self, nsp: &str, room: &str, frames: &[Frame]) {
+    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame]) {
         let Some(this) = self.me.upgrade() else { return };
         let targets = this.subscribers(&(nsp.to_owned(), room.to_owned()));
         if targets.is_empty() {
             return;
         }
-        let push =
-            Push::Publish { nsp: nsp.into(), room: room.into(), frames: frames.iter().map(frame_to_wire).collect() };
+        let push = Push::Publish {
+            nsp: nsp.into(),
+            room: room.into(),
+            offset: offset.map(str::to_owned),
+            frames: frames.iter().map(frame_to_wire).collect(),
+        };
         for node in targets {
             this.push_to(&node, push.clone());
         }
@@ -402,12 +516,7 @@ impl Adapter for ClusterRooms {
         }
         let request = Request::History { nsp: nsp.into(), room: room.into() };
         Box::pin(async move {
-            let Some(addr) = this.membership.members().get(&owner).and_then(|m| m.rpc) else { return Vec::new() };
-            let answer = match this.peers.connection(&owner, addr).await {
-                Ok(conn) => conn.call(request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await,
-                Err(err) => Err(err),
-            };
-            match answer {
+            match this.call(&owner, request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await {
                 Ok(Response::History(entries)) => entries,
                 Ok(other) => {
                     warn!(peer = owner, ?other, "unexpected answer to History");
@@ -416,6 +525,64 @@ impl Adapter for ClusterRooms {
                 Err(err) => {
                     warn!(peer = owner, error = %err, "room history unavailable");
                     Vec::new()
+                }
+            }
+        })
+    }
+
+    fn hand_over(&self, nsp: &str, pid: &str) {
+        let Some(this) = self.me.upgrade() else { return };
+        self.hand_overs.spawn(this.move_parked(nsp.to_owned(), pid.to_owned()).in_current_span());
+    }
+
+    fn find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
+        let (nsp, pid, offset) = (nsp.to_owned(), pid.to_owned(), offset.map(str::to_owned));
+        Box::pin(async move {
+            // Here first (free), then the first two of the pid's ranking: the keeper is one.
+            let mut nodes = vec![this.node_id.clone()];
+            nodes.extend(this.pid_ranking(&pid).into_iter().take(2).filter(|n| *n != this.node_id));
+            for node in nodes {
+                let found = if node == this.node_id {
+                    this.on_find_parked(&nsp, &pid, offset.as_deref())
+                } else {
+                    let request = Request::FindParked { nsp: nsp.clone(), pid: pid.clone(), offset: offset.clone() };
+                    match this.call(&node, request, this.rpc_timeout).await {
+                        Ok(answer) => answer,
+                        Err(err) => {
+                            debug!(peer = node, %err, "could not ask for a parked session");
+                            continue;
+                        }
+                    }
+                };
+                if let Response::Found(Some((sid, rooms))) = found {
+                    return Some(FoundSession { node, sid, rooms });
+                }
+            }
+            None
+        })
+    }
+
+    fn take_parked(
+        &self,
+        node: &str,
+        nsp: &str,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> BoxFuture<'static, Option<Vec<Packet>>> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
+        if node == this.node_id {
+            let taken = this.namespaces.get(nsp).and_then(|ns| ns.take_here(pid, offset).ok());
+            return Box::pin(std::future::ready(taken));
+        }
+        let node = node.to_owned();
+        let request = Request::TakeParked { nsp: nsp.into(), pid: pid.into(), offset: offset.map(str::to_owned) };
+        Box::pin(async move {
+            match this.call(&node, request, this.rpc_timeout).await {
+                Ok(Response::Taken(packets)) => packets.map(|p| p.into_iter().map(packet_from_wire).collect()),
+                other => {
+                    warn!(peer = node, ?other, "parked session not taken");
+                    None
                 }
             }
         })
@@ -430,6 +597,14 @@ impl Adapter for ClusterRooms {
             })
             .unwrap_or_default()
     }
+}
+
+fn packet_to_wire((offset, frames): &Packet) -> WirePacket {
+    (offset.clone(), frames.iter().map(frame_to_wire).collect())
+}
+
+fn packet_from_wire((offset, frames): WirePacket) -> Packet {
+    (offset, frames.into_iter().map(frame_from_wire).collect())
 }
 
 fn frame_to_wire(frame: &Frame) -> WsFrame {

@@ -193,7 +193,7 @@ impl Router {
         match answer? {
             Response::Engine(response) => Ok(response),
             Response::Failed(reason) => Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason }),
-            Response::Presence(_) | Response::History(_) => {
+            _ => {
                 Err(crate::rpc::RpcError::Connect { peer: conn.peer().to_owned(), reason: "unexpected answer".into() })
             }
         }
@@ -316,6 +316,13 @@ impl RpcHandler for PeerHandler {
                 Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels)))
             }
             Request::History { nsp, room } => Box::pin(std::future::ready(self.rooms.on_history(&nsp, &room))),
+            Request::Park { nsp, state } => self.rooms.on_park(&nsp, state),
+            Request::FindParked { nsp, pid, offset } => {
+                Box::pin(std::future::ready(self.rooms.on_find_parked(&nsp, &pid, offset.as_deref())))
+            }
+            Request::TakeParked { nsp, pid, offset } => {
+                Box::pin(std::future::ready(self.rooms.on_take_parked(&nsp, &pid, offset.as_deref())))
+            }
         }
     }
 

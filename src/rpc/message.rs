@@ -48,6 +48,13 @@ pub enum Request {
     Subscribe { node: String, nsp: String, room: String, labels: Vec<String> },
     /// The history of a room the receiver owns.
     History { nsp: String, room: String },
+    /// Keep this session, dropped by its client, for recovery; answered `Parked` once the
+    /// receiver is subscribed to its rooms.
+    Park { nsp: String, state: ParkedWire },
+    /// Is this session parked with you (and is `offset` among its broadcasts)?
+    FindParked { nsp: String, pid: String, offset: Option<String> },
+    /// Give up this parked session: its broadcasts after `offset`.
+    TakeParked { nsp: String, pid: String, offset: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +64,12 @@ pub enum Response {
     Presence(Vec<String>),
     /// A room's history entries, oldest first.
     History(Vec<String>),
+    /// Whether the session is parked with the answering node.
+    Parked(bool),
+    /// A parked session's socket id and rooms.
+    Found(Option<(String, Vec<String>)>),
+    /// A parked session's missed broadcasts (`None`: not taken).
+    Taken(Option<Vec<WirePacket>>),
     /// The peer could not serve the request; the text says why.
     Failed(String),
 }
@@ -64,12 +77,28 @@ pub enum Response {
 /// Room traffic between nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Push {
-    /// A room broadcast, encoded once by the publishing node, for the receiver's members.
-    Publish { nsp: String, room: String, frames: Vec<WsFrame> },
+    /// A room broadcast, encoded once by the publishing node, for the receiver's members;
+    /// `offset` is its recovery offset.
+    Publish { nsp: String, room: String, offset: Option<String>, frames: Vec<WsFrame> },
     /// `node`'s local members of a room are now `labels` (empty: none).
     Presence { node: String, nsp: String, room: String, labels: Vec<String> },
     /// An entry for the history of a room the receiver owns.
     Record { nsp: String, room: String, entry: String },
+    /// Broadcasts for a session handed over to the receiver, sent after the state it got
+    /// (whose first `before` packets they follow).
+    ParkTail { nsp: String, pid: String, before: u32, packets: Vec<WirePacket> },
+}
+
+/// A room broadcast for a parked session: its offset and frames.
+pub type WirePacket = (String, Vec<WsFrame>);
+
+/// A parked session (see `socketio::recovery`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedWire {
+    pub pid: String,
+    pub sid: String,
+    pub rooms: Vec<String>,
+    pub packets: Vec<WirePacket>,
 }
 
 /// A client's WebSocket, carried to the owner of its session.
@@ -181,8 +210,24 @@ mod tests {
             RpcFrame::Push(Push::Publish {
                 nsp: "/chat".into(),
                 room: "café ☕".into(),
+                offset: Some("abc-1f".into()),
                 frames: vec![WsFrame::Text("42/chat,[\"x\"]".into())],
             }),
+            RpcFrame::Request {
+                id: 10,
+                body: Request::Park {
+                    nsp: "/chat".into(),
+                    state: ParkedWire {
+                        pid: "p".into(),
+                        sid: "s".into(),
+                        rooms: vec!["r".into()],
+                        packets: vec![("o1".into(), vec![WsFrame::Text("42/chat,[\"x\",\"o1\"]".into())])],
+                    },
+                },
+            },
+            RpcFrame::Response { id: 10, body: Response::Taken(Some(vec![("o2".into(), vec![])])) },
+            RpcFrame::Response { id: 11, body: Response::Found(Some(("s".into(), vec!["r".into()]))) },
+            RpcFrame::Push(Push::ParkTail { nsp: "/chat".into(), pid: "p".into(), before: 3, packets: vec![] }),
             RpcFrame::Push(Push::Presence {
                 node: "node2".into(),
                 nsp: "/chat".into(),

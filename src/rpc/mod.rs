@@ -10,4 +10,4 @@ pub mod message;
 pub mod peers;
 
 pub use connection::{Connection, RpcError, RpcHandler, RpcStream, StreamReceiver, StreamSender};
-pub use message::{Push, Request, Response, RpcFrame, StreamOpen, WsFrame};
+pub use message::{ParkedWire, Push, Request, Response, RpcFrame, StreamOpen, WirePacket, WsFrame};

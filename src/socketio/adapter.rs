@@ -7,21 +7,44 @@
 
 use futures_util::future::BoxFuture;
 
+use super::recovery::Packet;
 use crate::engineio::Frame;
+
+/// Where a parked session was found: the node keeping it, its socket id and rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundSession {
+    pub node: String,
+    pub sid: String,
+    pub rooms: Vec<String>,
+}
 
 pub trait Adapter: Send + Sync + 'static {
     /// The local members of `room` are now those labelled `labels` (empty: none left). The
     /// future resolves once the other nodes know, so a message published anywhere after it
     /// reaches the new member.
     fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()>;
-    /// Delivers a room broadcast, already encoded, to the room's members on other nodes.
-    fn publish(&self, nsp: &str, room: &str, frames: &[Frame]);
+    /// Delivers a room broadcast, already encoded (with its recovery offset, if any), to the
+    /// room's members on other nodes.
+    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame]);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
     /// Appends to the room's history at the room's owner node; never waits.
     fn record(&self, nsp: &str, room: &str, entry: String);
     /// The room's history from its owner node (empty if the owner cannot be reached).
     fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>>;
+    /// Moves a session parked on this node to its keeper, another node; never waits.
+    fn hand_over(&self, nsp: &str, pid: &str);
+    /// Looks for a parked session on the nodes that may keep it, `offset` being the client's
+    /// last (it must be among the session's broadcasts).
+    fn find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>>;
+    /// Takes a parked session from `node`: the broadcasts it missed after `offset`.
+    fn take_parked(
+        &self,
+        node: &str,
+        nsp: &str,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> BoxFuture<'static, Option<Vec<Packet>>>;
 }
 
 /// Why remote presence changed.

@@ -7,12 +7,14 @@ pub mod adapter;
 pub mod history;
 pub mod namespace;
 pub mod packet;
+pub mod recovery;
 pub mod server;
 pub mod socket;
 
-pub use adapter::{Adapter, PresenceCause, PresenceChange};
+pub use adapter::{Adapter, FoundSession, PresenceCause, PresenceChange};
 pub use history::RoomHistory;
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
+pub use recovery::{Recovery, RecoveryConfig};
 pub use server::{SocketIo, SocketIoConfig};
 pub use socket::{AckError, AckResponse, AckSender, Socket};
 

@@ -9,8 +9,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::adapter::{Adapter, PresenceChange};
+use super::adapter::{Adapter, FoundSession, PresenceChange};
 use super::history::RoomHistory;
+use super::recovery::{self, Packet, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL};
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
 
@@ -57,6 +58,7 @@ pub struct NamespaceBuilder {
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
     history: Option<RoomHistory>,
+    recovery: Option<RecoveryConfig>,
 }
 
 impl NamespaceBuilder {
@@ -69,7 +71,17 @@ impl NamespaceBuilder {
             on_disconnect: None,
             on_presence: None,
             history: None,
+            recovery: None,
         }
+    }
+
+    /// Turns on connection state recovery (see [`super::recovery`]): room broadcasts carry
+    /// an offset as their last argument, and a client whose connection drops gets its
+    /// socket id, rooms and missed broadcasts back if it reconnects within
+    /// `max_disconnection`.
+    pub fn recovery(mut self, config: RecoveryConfig) -> Self {
+        self.recovery = Some(config);
+        self
     }
 
     /// Keeps the last `per_room` messages of up to `rooms` rooms (see [`Namespace::record`]).
@@ -124,6 +136,7 @@ impl NamespaceBuilder {
             on_disconnect: self.on_disconnect,
             on_presence: self.on_presence,
             history: self.history,
+            recovery: self.recovery.map(|c| Arc::new(Recovery::new(c))),
             adapter: OnceLock::new(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
@@ -141,6 +154,7 @@ pub struct Namespace {
     on_presence: Option<PresenceHandler>,
     /// The histories of the rooms this node owns (all rooms, on a node of its own).
     history: Option<RoomHistory>,
+    recovery: Option<Arc<Recovery>>,
     /// Set once when the node joins a cluster; absent, rooms are this node's only.
     adapter: OnceLock<Arc<dyn Adapter>>,
     /// Connected sockets by socket id. std locks: only held for map operations.
@@ -198,6 +212,7 @@ impl Namespace {
             return;
         }
         let rooms = socket.rooms();
+        let parked = self.park_closed(socket, &rooms, reason);
         {
             let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
             for room in &rooms {
@@ -210,6 +225,96 @@ impl Namespace {
         }
         if let Some(f) = &self.on_disconnect {
             f(socket, reason);
+        }
+        if let (Some(pid), Some(adapter)) = (parked, self.adapter.get()) {
+            adapter.hand_over(&self.name, &pid);
+        }
+    }
+
+    /// Parks a socket that lost its transport, before it leaves its rooms (so this node stays
+    /// subscribed to them); returns its pid if parked.
+    fn park_closed(&self, socket: &Socket, rooms: &[Room], reason: &str) -> Option<String> {
+        let (recovery, pid) = (self.recovery.as_ref()?, socket.pid()?);
+        if !recovery::recoverable(reason) {
+            return None;
+        }
+        let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        let packets = recovery.tail(socket.log_since(), &rooms);
+        let state = ParkedState { pid: pid.to_owned(), sid: socket.id().to_string(), rooms, packets };
+        recovery.park(state)?;
+        tracing::debug!(nsp = %self.name, socket = %socket.id(), "session parked for recovery");
+        Some(pid.to_owned())
+    }
+
+    /// Recovery state, if enabled.
+    pub fn recovery(&self) -> Option<&Arc<Recovery>> {
+        self.recovery.as_ref()
+    }
+
+    /// Parks a session handed over by another node; resolves to whether it is parked here,
+    /// once this node's subscription to its rooms is effective everywhere.
+    pub fn park_here(&self, state: ParkedState) -> BoxFuture<'static, bool> {
+        let Some(added) = self.recovery.as_ref().and_then(|r| r.park(state)) else {
+            return Box::pin(std::future::ready(false));
+        };
+        let subscribed: Vec<_> = added.iter().map(|room| self.room_changed(room)).collect();
+        Box::pin(async move {
+            futures_util::future::join_all(subscribed).await;
+            true
+        })
+    }
+
+    /// Takes a session parked here: what it missed after `offset`.
+    pub fn take_here(&self, pid: &str, offset: Option<&str>) -> Result<Vec<Packet>, recovery::RestoreError> {
+        let recovery = self.recovery.as_ref().ok_or(recovery::RestoreError::Unknown)?;
+        let result = recovery.take(pid, offset);
+        if let Err(err) = &result {
+            tracing::debug!(nsp = %self.name, %pid, error = %err, "session not recovered");
+        }
+        let (missed, emptied) = result?;
+        self.rooms_unparked(&emptied);
+        Ok(missed)
+    }
+
+    /// Drops parked sessions whose time is up.
+    pub fn expire_parked(&self) {
+        if let Some(recovery) = &self.recovery {
+            for (_, emptied) in recovery.expire() {
+                self.rooms_unparked(&emptied);
+            }
+        }
+    }
+
+    /// Rooms whose last parked member went: this node's subscription follows its sockets.
+    fn rooms_unparked(&self, rooms: &[String]) {
+        for room in rooms {
+            drop(self.room_changed(room));
+        }
+    }
+
+    /// Finds a parked session here or, through the adapter, on its keeper.
+    pub(crate) fn find_parked(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
+        match (&self.recovery, self.adapter.get()) {
+            (None, _) => Box::pin(std::future::ready(None)),
+            (Some(_), Some(adapter)) => adapter.find_parked(&self.name, pid, offset),
+            (Some(r), None) => {
+                let found =
+                    r.peek(pid, offset).ok().map(|(sid, rooms)| FoundSession { node: String::new(), sid, rooms });
+                Box::pin(std::future::ready(found))
+            }
+        }
+    }
+
+    /// Takes a session found by [`Namespace::find_parked`].
+    pub(crate) fn take_parked(
+        &self,
+        found: &FoundSession,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> BoxFuture<'static, Option<Vec<Packet>>> {
+        match self.adapter.get() {
+            Some(adapter) => adapter.take_parked(&found.node, &self.name, pid, offset),
+            None => Box::pin(std::future::ready(self.take_here(pid, offset).ok())),
         }
     }
 
@@ -240,9 +345,15 @@ impl Namespace {
         ids.iter().filter_map(|id| sockets.get(id).cloned()).collect()
     }
 
-    /// Presence labels of the room's members on this node.
+    /// Presence labels of the room's members on this node; a session parked here for
+    /// recovery counts as one [`PARKED_LABEL`], which keeps the node subscribed.
     pub fn local_labels(&self, room: &str) -> Vec<String> {
-        self.room_members(room).iter().filter_map(|s| s.label().map(str::to_owned)).collect()
+        let mut labels: Vec<String> =
+            self.room_members(room).iter().filter_map(|s| s.label().map(str::to_owned)).collect();
+        if self.recovery.as_ref().is_some_and(|r| r.parked_in(room)) {
+            labels.push(PARKED_LABEL.to_owned());
+        }
+        labels
     }
 
     /// Presence labels of the room's members on every node, sorted and distinct.
@@ -251,6 +362,7 @@ impl Namespace {
         if let Some(adapter) = self.adapter.get() {
             labels.extend(adapter.remote_labels(&self.name, room));
         }
+        labels.retain(|l| l != PARKED_LABEL);
         labels.sort();
         labels.dedup();
         labels
@@ -303,24 +415,35 @@ impl Namespace {
     }
 
     /// Emits an event to every member of `room` on every node, encoding the packet once.
-    pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) {
+    /// With recovery on, the event's last argument is its offset (as socket.io 4.6+ does).
+    pub fn emit_to_room(&self, room: &str, event: &str, mut args: Vec<Value>) {
+        let offset = self.recovery.as_ref().map(|r| r.next_offset());
+        if let Some(offset) = &offset {
+            args.push(Value::String(offset.clone()));
+        }
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
-        self.deliver_local(room, &frames);
+        self.deliver_local(room, offset.as_deref(), &frames);
         if let Some(adapter) = self.adapter.get() {
-            adapter.publish(&self.name, room, &frames);
+            adapter.publish(&self.name, room, offset.as_deref(), &frames);
         }
     }
 
     /// Emits an event to the members of `room` on this node only.
     pub fn emit_to_local_room(&self, room: &str, event: &str, args: Vec<Value>) {
-        self.deliver_local(room, &super::socket::event_frames(&self.name, event, args, Vec::new(), None));
+        self.deliver_local(room, None, &super::socket::event_frames(&self.name, event, args, Vec::new(), None));
     }
 
-    /// Queues encoded frames for the room's local members; returns how many took them.
+    /// Queues encoded frames for the room's local members, and for the sessions parked here
+    /// when the broadcast has a recovery `offset`; returns how many sockets took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
-    pub fn deliver_local(&self, room: &str, frames: &[Frame]) -> usize {
-        let delivered = self.room_members(room).iter().filter(|s| s.send_frames(frames).is_ok()).count();
+    pub fn deliver_local(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
+        let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(offset, frames).is_ok()).count();
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
+        if let (Some(recovery), Some(offset)) = (&self.recovery, offset) {
+            for (_, emptied) in recovery.delivered(room, offset, frames) {
+                self.rooms_unparked(&emptied);
+            }
+        }
         delivered
     }
 

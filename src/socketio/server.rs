@@ -43,6 +43,8 @@ pub struct SocketIo {
     namespaces: HashMap<String, Arc<Namespace>>,
     /// Engine session id → client state. A std lock: map operations only.
     clients: Mutex<HashMap<Sid, Arc<Client>>>,
+    /// Started with the first session: drops expired parked sessions.
+    sweeper: std::sync::OnceLock<()>,
 }
 
 impl SocketIo {
@@ -54,7 +56,7 @@ impl SocketIo {
                 (ns.name().to_owned(), ns)
             })
             .collect();
-        Arc::new(Self { config, namespaces, clients: Mutex::new(HashMap::new()) })
+        Arc::new(Self { config, namespaces, clients: Mutex::new(HashMap::new()), sweeper: std::sync::OnceLock::new() })
     }
 
     pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
@@ -65,11 +67,33 @@ impl SocketIo {
         self.namespaces.values()
     }
 
+    /// Expires parked sessions every second, for as long as the namespaces live.
+    fn start_sweeper(&self) {
+        let namespaces: Vec<_> =
+            self.namespaces.values().filter(|ns| ns.recovery().is_some()).map(Arc::downgrade).collect();
+        if namespaces.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let live: Vec<_> = namespaces.iter().filter_map(std::sync::Weak::upgrade).collect();
+                if live.is_empty() {
+                    return;
+                }
+                for ns in live {
+                    ns.expire_parked();
+                }
+            }
+        });
+    }
+
     fn client(&self, sid: &Sid) -> Option<Arc<Client>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(sid).cloned()
     }
 
-    fn on_packet(&self, session: &Arc<Session>, client: &Client, packet: Packet, binary: Vec<Bytes>) {
+    fn on_packet(&self, session: &Arc<Session>, client: &Arc<Client>, packet: Packet, binary: Vec<Bytes>) {
         match packet.ty {
             PacketType::Connect => self.connect(session, client, packet),
             PacketType::Disconnect => {
@@ -110,7 +134,7 @@ impl SocketIo {
         client.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(nsp).cloned()
     }
 
-    fn connect(&self, session: &Arc<Session>, client: &Client, packet: Packet) {
+    fn connect(&self, session: &Arc<Session>, client: &Arc<Client>, packet: Packet) {
         let nsp = packet.nsp;
         let Some(ns) = self.namespaces.get(&nsp) else {
             let data = match client.revision {
@@ -130,33 +154,111 @@ impl SocketIo {
             query.extend(url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
         }
         let req = ConnectRequest { auth: packet.data.unwrap_or_else(|| json!({})), query };
+        // A client coming back with its private session id: look for its parked session.
+        let pid = req.auth.get("pid").and_then(Value::as_str).map(str::to_owned);
+        if let (Some(pid), Some(_), Revision::V5) = (pid, ns.recovery(), client.revision) {
+            let offset = req.auth.get("offset").and_then(Value::as_str).map(str::to_owned);
+            let (session, client, ns) = (session.clone(), client.clone(), ns.clone());
+            tokio::spawn(async move { restore(&session, &client, &ns, req, pid, offset).await }.in_current_span());
+            return;
+        }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
-        match ns.connect(&socket, &req) {
-            Ok(()) => {
-                client.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(nsp.clone(), socket.clone());
-                debug!(nsp = %nsp, socket = %socket.id(), "socket connected");
-                let data = match client.revision {
-                    Revision::V5 => Some(json!({ "sid": &**socket.id() })),
-                    Revision::V4 => None,
-                };
-                if socket.send_packet(&Packet::new(PacketType::Connect, &nsp, data)).is_ok() {
-                    ns.after_connect(&socket);
-                }
+        if accept(client, &socket, &req) {
+            let pid = ns.recovery().map(|r| {
+                let pid = crate::engineio::session::new_random_id();
+                socket.set_recovery(pid.clone(), r.log_position());
+                pid
+            });
+            if socket.send_packet(&connect_answer(client.revision, &socket, pid.as_deref())).is_ok() {
+                ns.after_connect(&socket);
             }
-            Err(message) => {
-                debug!(nsp = %nsp, %message, "connection refused");
-                let data = match client.revision {
-                    Revision::V5 => json!({ "message": message }),
-                    Revision::V4 => json!(message),
-                };
-                let _ = socket.send_packet(&Packet::new(PacketType::ConnectError, &nsp, Some(data)));
-            }
+        }
+    }
+}
+
+/// Runs the namespace's connect handler; registers the socket with its client, or refuses it.
+fn accept(client: &Client, socket: &Arc<Socket>, req: &ConnectRequest) -> bool {
+    let ns = socket.namespace();
+    match ns.connect(socket, req) {
+        Ok(()) => {
+            client.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(ns.name().to_owned(), socket.clone());
+            debug!(nsp = %ns.name(), socket = %socket.id(), "socket connected");
+            true
+        }
+        Err(message) => {
+            debug!(nsp = %ns.name(), %message, "connection refused");
+            let data = match client.revision {
+                Revision::V5 => json!({ "message": message }),
+                Revision::V4 => json!(message),
+            };
+            let _ = socket.send_packet(&Packet::new(PacketType::ConnectError, ns.name(), Some(data)));
+            false
+        }
+    }
+}
+
+/// The CONNECT answer: revision 5 names the socket (and its private session id, for recovery).
+fn connect_answer(revision: Revision, socket: &Socket, pid: Option<&str>) -> Packet {
+    let data = match (revision, pid) {
+        (Revision::V5, Some(pid)) => Some(json!({ "sid": &**socket.id(), "pid": pid })),
+        (Revision::V5, None) => Some(json!({ "sid": &**socket.id() })),
+        (Revision::V4, _) => None,
+    };
+    Packet::new(PacketType::Connect, socket.namespace().name(), data)
+}
+
+/// Connects a client that sent its `pid`: with its parked session (socket id, rooms, missed
+/// broadcasts after `offset`) if one is found, else as a new socket. The socket joins its
+/// rooms before the session is taken, holding live broadcasts meanwhile, so nothing is lost
+/// or sent twice between the two.
+async fn restore(
+    session: &Arc<Session>,
+    client: &Arc<Client>,
+    ns: &Arc<Namespace>,
+    req: ConnectRequest,
+    pid: String,
+    offset: Option<String>,
+) {
+    let Some(recovery) = ns.recovery().cloned() else { return };
+    let found = ns.find_parked(&pid, offset.as_deref()).await;
+    let id = found.as_ref().map_or_else(super::new_socket_id, |f| f.sid.as_str().into());
+    let socket = Socket::new(id, ns.clone(), session.clone());
+    if !accept(client, &socket, &req) {
+        return;
+    }
+    let since = recovery.log_position();
+    socket.hold();
+    let missed = match &found {
+        Some(found) => {
+            let joins: Vec<_> = found.rooms.iter().filter_map(|room| socket.join(room)).collect();
+            futures_util::future::join_all(joins).await;
+            ns.take_parked(found, &pid, offset.as_deref()).await
+        }
+        None => None,
+    };
+    let recovered = missed.is_some();
+    let pid = if recovered { pid } else { crate::engineio::session::new_random_id() };
+    socket.set_recovery(pid.clone(), since);
+    let missed = missed.unwrap_or_default();
+    let mut first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
+    let sent: Vec<String> = missed.iter().map(|(offset, _)| offset.clone()).collect();
+    first.extend(missed.into_iter().flat_map(|(_, frames)| frames));
+    debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = sent.len(), "reconnected with a pid");
+    if socket.release(first, &sent, recovered).is_ok() {
+        ns.after_connect(&socket);
+    }
+    if session.is_closed() {
+        // The client left while this ran, after its other sockets were closed.
+        let ours = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(ns.name());
+        if let Some(socket) = ours {
+            socket.on_closed("transport close");
         }
     }
 }
 
 impl EngineHandler for SocketIo {
     fn on_open(&self, session: &Arc<Session>) {
+        self.sweeper.get_or_init(|| self.start_sweeper());
         let revision = match session.protocol() {
             ProtocolVersion::V3 => Revision::V4,
             ProtocolVersion::V4 => Revision::V5,

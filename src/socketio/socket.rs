@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,6 +31,12 @@ pub enum AckError {
     Disconnected,
 }
 
+/// A broadcast held for a restoring socket: its recovery offset and frames.
+type HeldBroadcast = (Option<String>, Vec<Frame>);
+
+/// Live broadcasts a restoring socket holds at most (see [`Socket::hold`]).
+const MAX_HELD: usize = 10_000;
+
 pub struct Socket {
     id: Arc<str>,
     ns: Arc<Namespace>,
@@ -44,6 +50,15 @@ pub struct Socket {
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     /// The name this socket shows in room presence lists, cluster-wide.
     label: OnceLock<String>,
+    /// Connection state recovery: the private session id the client was given, and where
+    /// the namespace's broadcast log stood when the socket connected.
+    recovery: OnceLock<(String, u64)>,
+    /// Whether the client got its earlier session back.
+    recovered: AtomicBool,
+    /// While a recovered socket's missed broadcasts are gathered, live ones wait here (with
+    /// their offsets), so the client gets CONNECT, then what it missed, then the rest, once.
+    held: Mutex<Option<Vec<HeldBroadcast>>>,
+    holding: AtomicBool,
 }
 
 impl Socket {
@@ -57,7 +72,70 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             data: OnceLock::new(),
             label: OnceLock::new(),
+            recovery: OnceLock::new(),
+            recovered: AtomicBool::new(false),
+            held: Mutex::new(None),
+            holding: AtomicBool::new(false),
         })
+    }
+
+    /// The private session id (`pid`) the client was given for recovery, if enabled.
+    pub fn pid(&self) -> Option<&str> {
+        self.recovery.get().map(|(pid, _)| pid.as_str())
+    }
+
+    /// The broadcast log position when this socket connected (0 without recovery).
+    pub(crate) fn log_since(&self) -> u64 {
+        self.recovery.get().map_or(0, |(_, since)| *since)
+    }
+
+    pub(crate) fn set_recovery(&self, pid: String, since: u64) {
+        let _ = self.recovery.set((pid, since));
+    }
+
+    /// Whether this connection recovered an earlier session (its id, rooms and missed
+    /// broadcasts), like socket.io's `socket.recovered`.
+    pub fn recovered(&self) -> bool {
+        self.recovered.load(Ordering::Relaxed)
+    }
+
+    /// Holds live broadcasts until [`Socket::release`].
+    pub(crate) fn hold(&self) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Sends `first` (the CONNECT answer and the missed broadcasts, whose offsets are
+    /// `sent`), then the held broadcasts not among them, and stops holding.
+    pub(crate) fn release(&self, first: Vec<Frame>, sent: &[String], recovered: bool) -> Result<(), SendError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = held.take().unwrap_or_default();
+        self.holding.store(false, Ordering::Release);
+        self.recovered.store(recovered, Ordering::Relaxed);
+        self.session.send_all(&first)?;
+        for (offset, frames) in waiting {
+            if offset.as_ref().is_none_or(|o| !sent.contains(o)) {
+                self.session.send_all(&frames)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a room broadcast (with its offset, if any) for the client.
+    pub(crate) fn send_broadcast(&self, offset: Option<&str>, frames: &[Frame]) -> Result<(), SendError> {
+        if self.holding.load(Ordering::Acquire) {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(held) = held.as_mut() {
+                if held.len() >= MAX_HELD {
+                    // A restore that takes this long is not coming back in time.
+                    self.session.close(crate::engineio::CloseReason::QueueFull);
+                    return Err(SendError::Closed);
+                }
+                held.push((offset.map(str::to_owned), frames.to_vec()));
+                return Ok(());
+            }
+        }
+        self.session.send_all(frames)
     }
 
     pub fn id(&self) -> &Arc<str> {

@@ -33,7 +33,9 @@ impl RustClient {
                 let tx = tx.clone();
                 async move {
                     if let Payload::Text(mut args) = payload {
-                        let _ = tx.send((String::from(event), args.pop().unwrap_or(Value::Null))).await;
+                        // The first argument: room broadcasts carry their recovery offset after it.
+                        let first = if args.is_empty() { Value::Null } else { args.swap_remove(0) };
+                        let _ = tx.send((String::from(event), first)).await;
                     }
                 }
                 .boxed()

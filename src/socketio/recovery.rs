@@ -1,0 +1,416 @@
+//! Connection state recovery (socket.io 4.6+ `pid`/`offset`): the state kept for a client
+//! whose connection dropped, so it gets its socket id, rooms and missed room broadcasts back
+//! when it reconnects, on whichever node that is.
+//!
+//! Three pieces, all bounded, none doing I/O:
+//! - offsets: every room broadcast carries a cluster-unique offset as its last argument; the
+//!   client sends back the last one it received;
+//! - the log: the last room broadcasts this node delivered, so a dropped socket's tail (what
+//!   it was sent but may not have received) can be handed over with it;
+//! - parked sessions: the state of dropped sockets, each buffering its rooms' broadcasts until
+//!   the client comes back, the buffer overflows or the session expires. A parked session is
+//!   a member of its rooms without a socket (it keeps the node subscribed; see
+//!   [`PARKED_LABEL`]).
+//!
+//! Where a session is parked (on another node than its owner) and how it moves is the
+//! adapter's business; see `cluster::rooms`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::engineio::Frame;
+
+/// The presence label of a parked member: it subscribes its node to the room without
+/// appearing in member lists (real labels are never empty).
+pub const PARKED_LABEL: &str = "";
+
+/// Recovery settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// How long a dropped session is kept for its client (socket.io's
+    /// `maxDisconnectionDuration`).
+    pub max_disconnection: Duration,
+    /// Room broadcasts this node remembers, to hand a dropped socket's tail over with it.
+    pub log_len: usize,
+    /// Broadcasts one parked session may buffer; past it the session cannot be recovered
+    /// without a loss, so it is dropped.
+    pub max_missed: usize,
+    /// Parked sessions one node keeps; past it new ones are refused.
+    pub max_parked: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self { max_disconnection: Duration::from_secs(120), log_len: 10_000, max_missed: 1_000, max_parked: 100_000 }
+    }
+}
+
+/// One room broadcast: its offset and its frames.
+pub type Packet = (String, Vec<Frame>);
+
+/// What moves between nodes: a parked session's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedState {
+    pub pid: String,
+    /// The socket id the client gets back.
+    pub sid: String,
+    pub rooms: Vec<String>,
+    /// Broadcasts for the session, oldest first.
+    pub packets: Vec<Packet>,
+}
+
+/// Why a parked session was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no parked session for this pid")]
+    Unknown,
+    #[error("the client's offset is not among the session's broadcasts")]
+    OffsetUnknown,
+}
+
+struct Parked {
+    sid: String,
+    rooms: Vec<String>,
+    packets: VecDeque<Packet>,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Store {
+    sessions: HashMap<String, Parked>,
+    /// Room → pids parked in it.
+    rooms: HashMap<String, HashSet<String>>,
+}
+
+impl Store {
+    /// Removes a session; returns it with the rooms that have no parked member left.
+    fn remove(&mut self, pid: &str) -> Option<(Parked, Vec<String>)> {
+        let parked = self.sessions.remove(pid)?;
+        let mut emptied = Vec::new();
+        for room in &parked.rooms {
+            if let Some(pids) = self.rooms.get_mut(room) {
+                pids.remove(pid);
+                if pids.is_empty() {
+                    self.rooms.remove(room);
+                    emptied.push(room.clone());
+                }
+            }
+        }
+        Some((parked, emptied))
+    }
+}
+
+struct LogEntry {
+    seq: u64,
+    room: String,
+    packet: Packet,
+}
+
+/// A namespace's recovery state on this node.
+pub struct Recovery {
+    config: RecoveryConfig,
+    /// Offsets are `<prefix><counter>`: the prefix is random per process, so offsets are
+    /// unique across nodes and restarts.
+    prefix: String,
+    next_offset: AtomicU64,
+    log: Mutex<(u64, VecDeque<LogEntry>)>,
+    store: Mutex<Store>,
+}
+
+impl Recovery {
+    pub fn new(config: RecoveryConfig) -> Self {
+        let prefix = crate::engineio::session::new_random_id().chars().take(8).collect::<String>() + "-";
+        Self {
+            config,
+            prefix,
+            next_offset: AtomicU64::new(0),
+            log: Mutex::new((0, VecDeque::new())),
+            store: Mutex::new(Store::default()),
+        }
+    }
+
+    pub fn config(&self) -> &RecoveryConfig {
+        &self.config
+    }
+
+    /// A new broadcast offset.
+    pub fn next_offset(&self) -> String {
+        format!("{}{:x}", self.prefix, self.next_offset.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The log position now: a socket connecting now was sent the entries from here on.
+    pub fn log_position(&self) -> u64 {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Notes a broadcast delivered here: into the log, and into every session parked in the
+    /// room. Returns the pids whose buffer overflowed (dropped; their rooms must be updated).
+    pub fn delivered(&self, room: &str, offset: &str, frames: &[Frame]) -> Vec<(String, Vec<String>)> {
+        let packet: Packet = (offset.to_owned(), frames.to_vec());
+        {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let seq = log.0;
+            log.0 += 1;
+            if self.config.log_len > 0 {
+                if log.1.len() == self.config.log_len {
+                    log.1.pop_front();
+                }
+                log.1.push_back(LogEntry { seq, room: room.to_owned(), packet: packet.clone() });
+            }
+        }
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pids) = store.rooms.get(room) else { return Vec::new() };
+        let mut overflowed = Vec::new();
+        for pid in pids.clone() {
+            if let Some(parked) = store.sessions.get_mut(&pid) {
+                if parked.packets.len() >= self.config.max_missed {
+                    overflowed.push(pid);
+                } else {
+                    parked.packets.push_back(packet.clone());
+                }
+            }
+        }
+        let mut dropped = Vec::new();
+        for pid in overflowed {
+            tracing::info!(%pid, max = self.config.max_missed, "parked session missed too much; it cannot be recovered");
+            if let Some((_, emptied)) = store.remove(&pid) {
+                dropped.push((pid, emptied));
+            }
+        }
+        dropped
+    }
+
+    /// The logged broadcasts since `since` (a [`Recovery::log_position`]) in `rooms`.
+    pub fn tail(&self, since: u64, rooms: &[String]) -> Vec<Packet> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.1.iter().filter(|e| e.seq >= since && rooms.contains(&e.room)).map(|e| e.packet.clone()).collect()
+    }
+
+    /// Parks a session here. Returns the rooms that had no parked member before (this node's
+    /// subscription to them must be kept), or `None` if the store is full.
+    pub fn park(&self, state: ParkedState) -> Option<Vec<String>> {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut emptied = Vec::new();
+        if let Some((_, e)) = store.remove(&state.pid) {
+            emptied = e; // parked again (a hand-over back here): replace
+        }
+        if store.sessions.len() >= self.config.max_parked {
+            tracing::warn!(max = self.config.max_parked, "too many parked sessions; this one cannot be recovered");
+            return None;
+        }
+        let mut packets: VecDeque<Packet> = state.packets.into();
+        while packets.len() > self.config.max_missed {
+            packets.pop_front();
+        }
+        let mut added = Vec::new();
+        for room in &state.rooms {
+            let pids = store.rooms.entry(room.clone()).or_default();
+            if pids.is_empty() && !emptied.contains(room) {
+                added.push(room.clone());
+            }
+            pids.insert(state.pid.clone());
+        }
+        let expires = Instant::now() + self.config.max_disconnection;
+        store.sessions.insert(state.pid, Parked { sid: state.sid, rooms: state.rooms, packets, expires });
+        Some(added)
+    }
+
+    /// Appends broadcasts sent for a parked session before it got here (the hand-over's
+    /// tail), ahead of those it buffered itself, skipping the ones it has.
+    pub fn prepend(&self, pid: &str, before: usize, packets: Vec<Packet>) {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(parked) = store.sessions.get_mut(pid) else { return };
+        let have: HashSet<&str> = parked.packets.iter().map(|(o, _)| o.as_str()).collect();
+        let new: Vec<Packet> = packets.into_iter().filter(|(o, _)| !have.contains(o.as_str())).collect();
+        let at = before.min(parked.packets.len());
+        for (i, packet) in new.into_iter().enumerate() {
+            parked.packets.insert(at + i, packet);
+        }
+        while parked.packets.len() > self.config.max_missed {
+            parked.packets.pop_front();
+        }
+    }
+
+    /// A parked session's state as it is now (for a hand-over), without removing it.
+    pub fn snapshot(&self, pid: &str) -> Option<ParkedState> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.sessions.get(pid).map(|p| ParkedState {
+            pid: pid.to_owned(),
+            sid: p.sid.clone(),
+            rooms: p.rooms.clone(),
+            packets: p.packets.iter().cloned().collect(),
+        })
+    }
+
+    /// The session's socket id and rooms, if it is parked here and `offset` (the client's
+    /// last) is among its broadcasts or absent; the session stays parked.
+    pub fn peek(&self, pid: &str, offset: Option<&str>) -> Result<(String, Vec<String>), RestoreError> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let parked = store.sessions.get(pid).filter(|p| p.expires > Instant::now()).ok_or(RestoreError::Unknown)?;
+        missed_after(&parked.packets, offset)?;
+        Ok((parked.sid.clone(), parked.rooms.clone()))
+    }
+
+    /// Removes a parked session: what it missed after `offset`, and the rooms with no parked
+    /// member left.
+    pub fn take(&self, pid: &str, offset: Option<&str>) -> Result<(Vec<Packet>, Vec<String>), RestoreError> {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let (parked, emptied) = store.remove(pid).ok_or(RestoreError::Unknown)?;
+        if parked.expires <= Instant::now() {
+            return Err(RestoreError::Unknown);
+        }
+        let missed = missed_after(&parked.packets, offset)?;
+        Ok((missed, emptied))
+    }
+
+    /// Removes the sessions whose time is up; returns them with the rooms left empty.
+    pub fn expire(&self) -> Vec<(String, Vec<String>)> {
+        let now = Instant::now();
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let expired: Vec<String> =
+            store.sessions.iter().filter(|(_, p)| p.expires <= now).map(|(k, _)| k.clone()).collect();
+        expired.into_iter().filter_map(|pid| store.remove(&pid).map(|(_, emptied)| (pid, emptied))).collect()
+    }
+
+    /// Whether a session is parked in `room` here.
+    pub fn parked_in(&self, room: &str) -> bool {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).rooms.contains_key(room)
+    }
+
+    /// Pids parked here.
+    pub fn parked(&self) -> Vec<String> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.keys().cloned().collect()
+    }
+
+    pub fn parked_count(&self) -> usize {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.len()
+    }
+}
+
+/// The packets after `offset`; all of them without one (the client received no broadcast).
+fn missed_after(packets: &VecDeque<Packet>, offset: Option<&str>) -> Result<Vec<Packet>, RestoreError> {
+    let start = match offset {
+        None => 0,
+        Some(offset) => packets.iter().position(|(o, _)| o == offset).ok_or(RestoreError::OffsetUnknown)? + 1,
+    };
+    Ok(packets.iter().skip(start).cloned().collect())
+}
+
+/// Why a socket's close lets its client recover (socket.io's recoverable reasons): the
+/// transport went away, not the client or the application.
+pub fn recoverable(reason: &str) -> bool {
+    matches!(reason, "transport close" | "transport error" | "ping timeout" | "server shutting down")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(s: &str) -> Vec<Frame> {
+        vec![Frame::message(s)]
+    }
+
+    fn recovery(max_missed: usize) -> Recovery {
+        Recovery::new(RecoveryConfig { max_missed, log_len: 4, ..RecoveryConfig::default() })
+    }
+
+    fn state(pid: &str, rooms: &[&str], packets: Vec<Packet>) -> ParkedState {
+        ParkedState { pid: pid.into(), sid: "s1".into(), rooms: rooms.iter().map(|r| r.to_string()).collect(), packets }
+    }
+
+    #[test]
+    fn offsets_are_unique_and_differ_between_stores() {
+        let (a, b) = (recovery(10), recovery(10));
+        let mut seen: HashSet<String> = (0..100).map(|_| a.next_offset()).collect();
+        assert_eq!(seen.len(), 100);
+        seen.extend((0..100).map(|_| b.next_offset()));
+        assert_eq!(seen.len(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_parked_session_buffers_its_rooms_and_replays_after_the_offset() {
+        let r = recovery(10);
+        assert_eq!(
+            r.park(state("p", &["a", "b"], vec![("o1".into(), frames("1"))])),
+            Some(vec!["a".into(), "b".into()])
+        );
+        assert!(r.parked_in("a") && !r.parked_in("c"));
+        r.delivered("a", "o2", &frames("2"));
+        r.delivered("c", "o3", &frames("3"));
+        r.delivered("b", "o4", &frames("4"));
+        assert_eq!(r.peek("p", Some("o1")), Ok(("s1".into(), vec!["a".into(), "b".into()])));
+        assert_eq!(r.peek("p", Some("nope")), Err(RestoreError::OffsetUnknown));
+        assert_eq!(r.peek("q", None), Err(RestoreError::Unknown));
+        let (missed, emptied) = r.take("p", Some("o1")).unwrap();
+        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o2", "o4"]);
+        assert_eq!(emptied, ["a", "b"]);
+        assert_eq!(r.take("p", Some("o1")), Err(RestoreError::Unknown), "taken once");
+        assert!(!r.parked_in("a"));
+    }
+
+    #[tokio::test]
+    async fn without_an_offset_everything_is_replayed() {
+        let r = recovery(10);
+        r.park(state("p", &["a"], vec![("o1".into(), frames("1"))]));
+        r.delivered("a", "o2", &frames("2"));
+        assert_eq!(r.take("p", None).unwrap().0.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_session_that_misses_too_much_is_dropped() {
+        let r = recovery(2);
+        r.park(state("p", &["a"], vec![]));
+        assert!(r.delivered("a", "o1", &frames("1")).is_empty());
+        assert!(r.delivered("a", "o2", &frames("2")).is_empty());
+        assert_eq!(r.delivered("a", "o3", &frames("3")), vec![("p".to_string(), vec!["a".to_string()])]);
+        assert_eq!(r.parked_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_hand_over_tail_goes_before_what_the_keeper_buffered_without_duplicates() {
+        let r = recovery(10);
+        r.park(state("p", &["a"], vec![("o1".into(), frames("1"))]));
+        r.delivered("a", "o3", &frames("3"));
+        r.prepend("p", 1, vec![("o2".into(), frames("2")), ("o3".into(), frames("3"))]);
+        let (missed, _) = r.take("p", None).unwrap();
+        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o1", "o2", "o3"]);
+    }
+
+    #[tokio::test]
+    async fn the_log_is_bounded_and_its_tail_is_filtered_by_room_and_position() {
+        let r = recovery(10);
+        r.delivered("a", "o0", &frames("0"));
+        let since = r.log_position();
+        for (i, room) in ["a", "b", "a", "a", "b"].iter().enumerate() {
+            r.delivered(room, &format!("o{}", i + 1), &frames("x"));
+        }
+        // log_len 4: o0 and o1 are gone.
+        let tail: Vec<String> = r.tail(since, &["a".into()]).into_iter().map(|(o, _)| o).collect();
+        assert_eq!(tail, ["o3", "o4"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_sessions_expire() {
+        let r = recovery(10);
+        r.park(state("p", &["a"], vec![]));
+        assert!(r.expire().is_empty());
+        tokio::time::advance(RecoveryConfig::default().max_disconnection).await;
+        assert_eq!(r.peek("p", None), Err(RestoreError::Unknown));
+        assert_eq!(r.expire(), vec![("p".to_string(), vec!["a".to_string()])]);
+        assert_eq!(r.parked_count(), 0);
+    }
+
+    #[test]
+    fn only_transport_losses_are_recoverable() {
+        for reason in ["transport close", "transport error", "ping timeout", "server shutting down"] {
+            assert!(recoverable(reason), "{reason}");
+        }
+        for reason in ["client namespace disconnect", "server namespace disconnect", "outbound queue full"] {
+            assert!(!recoverable(reason), "{reason}");
+        }
+    }
+}
