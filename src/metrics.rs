@@ -186,6 +186,15 @@ impl Collector for Scraped {
             "nsp",
             namespaces.iter().map(|ns| (ns.name(), ConstCounter::new(ns.deliveries()))),
         )?;
+        labeled(
+            &mut encoder,
+            "parked_sessions",
+            "Dropped sessions kept on this node for their clients to recover, by namespace.",
+            "nsp",
+            namespaces
+                .iter()
+                .filter_map(|ns| ns.recovery().map(|r| (ns.name(), ConstGauge::new(r.parked_count() as i64)))),
+        )?;
         counter(
             &mut encoder,
             "sessions_closed_queue_full",

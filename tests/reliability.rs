@@ -1,7 +1,8 @@
 //! Faults under chat load (tests/clients/load.mjs: socket.io-client v4 users chatting through
 //! a round-robin balancer in front of three real node processes): a rolling restart with
 //! graceful leaves, and a crash. Every user must end connected and back in its rooms, and no
-//! message may be lost for a user who stayed in its room (see load.mjs for the accounting).
+//! message may be lost for a user who stayed in its room (see load.mjs for the accounting);
+//! after a graceful leave, not even for those who were reconnecting (connection state recovery).
 //! The short versions run in the test command; each prints its figures for RELIABILITY.md.
 
 use std::process::Stdio;
@@ -83,6 +84,10 @@ async fn rolling_restart_under_chat_load() {
     println!("rolling restart of 3 nodes in {rolled:?} under {USERS} users: {report}");
     assert_all_back(&report, USERS);
     assert!(report["reconnects"].as_u64().unwrap() > 0, "some users were on the restarted nodes: {report}");
+    // Connection state recovery: every graceful leave's clients got their session back,
+    // rooms and the messages sent while they were away.
+    assert_eq!(report["recovered"], report["reconnects"], "every reconnection recovered: {report}");
+    assert_eq!(report["missed"], 0, "nothing missed while away: {report}");
 }
 
 /// One node is killed (SIGKILL) under load: its users reconnect to the others and chat on.

@@ -177,7 +177,8 @@ impl ClusterRooms {
         let notify = {
             let mut t = self.tables();
             let entry = t.presence.entry(id.clone()).or_default();
-            let before = if labels.is_empty() { entry.remove(node) } else { entry.insert(node.to_owned(), labels.clone()) };
+            let before =
+                if labels.is_empty() { entry.remove(node) } else { entry.insert(node.to_owned(), labels.clone()) };
             // News for the local members only if the names they see changed (not a parked
             // session coming or going).
             let visible = |l: &[String]| l.iter().filter(|l| *l != PARKED_LABEL).cloned().collect::<Vec<_>>();

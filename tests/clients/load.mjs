@@ -9,7 +9,10 @@
 //   lost                 deliveries owed and never made: a member that was in the room (joined,
 //                        connected) from before the message was sent until 1 s after its ack
 //                        did not receive it
-//   missed               deliveries to members that were away (reconnecting) meanwhile
+//   missed               deliveries to members that were away (reconnecting) meanwhile and
+//                        did not get them when they came back
+//   recovered            reconnections that got their session back (socket.io connection state
+//                        recovery: rooms and missed messages, without joining again)
 //
 // usage: node load.mjs URL [--users 12] [--rooms 4] [--per-user 2] [--interval 100]
 import { createRequire } from "node:module";
@@ -47,11 +50,13 @@ for (let u = 0; u < USERS; u++) {
     timeout: 5000,
   });
   const user = { name, mine, socket, joinedSince: null, intervals: [], received: new Set(),
-    downAt: null, reconnects: [], seq: 0 };
+    downAt: null, reconnects: [], recovered: 0, seq: 0 };
   users.push(user);
   socket.on("connect", async () => {
     try {
-      for (const room of mine) {
+      // A recovered session is back in its rooms, and gets what it missed, by itself.
+      if (socket.recovered) user.recovered++;
+      for (const room of socket.recovered ? [] : mine) {
         const r = await socket.timeout(5000).emitWithAck("join room", { room });
         if (!r || !r.ok) throw new Error(JSON.stringify(r));
       }
@@ -125,6 +130,7 @@ const stop = async () => {
     joined: users.filter((u) => u.joinedSince !== null).length,
     reconnects: reconnects.length,
     reconnect_ms: { p50: pct(0.5), p99: pct(0.99), max: Math.round(reconnects.at(-1) ?? 0) },
+    recovered: users.reduce((n, u) => n + u.recovered, 0),
     acked: messages.size,
     lost,
     missed,

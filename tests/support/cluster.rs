@@ -109,6 +109,11 @@ impl TestCluster {
         self.nodes[index].as_ref().expect("node is running")
     }
 
+    /// Node `index`, if it runs.
+    pub fn node_at(&self, index: usize) -> Option<&Node> {
+        self.nodes[index].as_ref()
+    }
+
     pub fn node_by_id(&self, id: &str) -> &Node {
         self.live().find(|n| n.node_id() == id).unwrap_or_else(|| panic!("no running node {id}"))
     }

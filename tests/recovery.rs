@@ -1,0 +1,107 @@
+//! Connection state recovery across the cluster, with the real socket.io-client v4: a client
+//! whose transport drops, or whose node leaves gracefully, reconnects through a round-robin
+//! balancer (usually to another node) and gets its socket id, its rooms and the messages it
+//! missed, exactly once (tests/clients/recovery.mjs does the client side).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+mod common;
+mod support;
+use clusterchat::cluster::router::sid_owner;
+use common::cluster::ChatClient;
+use support::cluster::TestCluster;
+use support::rr_proxy::RoundRobinProxy;
+
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Runs recovery.mjs against three nodes behind the proxy; stops the node it names.
+async fn recover(mode: &str, transport: &str) {
+    let mut cluster = TestCluster::chat(3).await;
+    let proxy = RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), cluster.http_addrs()).await.unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/recovery.mjs");
+    let mut child = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([&proxy.url(), mode, transport])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await.expect("script output") {
+            if let Some(node) = line.strip_prefix("STOP ") {
+                let index = (0..3).find(|&i| cluster.node_at(i).is_some_and(|n| n.node_id() == node)).expect("a node");
+                cluster.stop(index).await;
+            }
+            out.push(line);
+        }
+    };
+    tokio::time::timeout(SCRIPT_TIMEOUT, run).await.unwrap_or_else(|_| panic!("recovery.mjs hung: {out:?}"));
+    let output = child.wait_with_output().await.expect("exit status");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "recovery.mjs {mode} {transport}: {}\n{}\n{stderr}",
+        output.status,
+        out.join("\n")
+    );
+    assert_eq!(out.last().map(String::as_str), Some("PASS"), "{out:?}");
+    eprintln!("{}", out[out.len() - 2]);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_websocket_recovers_its_room_and_missed_messages() {
+    recover("drop", "websocket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_polling_client_recovers_its_room_and_missed_messages() {
+    recover("drop", "polling").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_node_restarted_gracefully_recovers_elsewhere() {
+    recover("restart", "websocket").await;
+}
+
+/// Sessions parked on `node` for `/chat`, from its metrics.
+async fn parked_on(node: std::net::SocketAddr) -> u64 {
+    let body = reqwest::get(format!("http://{node}/metrics")).await.expect("GET /metrics").text().await.unwrap();
+    let line = body.lines().find(|l| l.starts_with("clusterchat_parked_sessions{nsp=\"/chat\"}"));
+    line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).expect("parked_sessions metric")
+}
+
+/// A dropped session's recovery state is kept once, on another node than the one that owned
+/// the session (so the owner's restart does not lose it), and taken back by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_session_is_parked_once_on_another_node_than_its_owner() {
+    let cluster = TestCluster::chat(3).await;
+    let addrs = cluster.http_addrs();
+    let mut alice = ChatClient::connect(addrs[0], "alice").await;
+    let owner = sid_owner(&alice.sid).expect("sid names its owner").to_owned();
+    alice.join(addrs[0], "r").await;
+    alice.close(addrs[0]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let keeper = loop {
+        let mut parked = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            parked.push((cluster.node(i).node_id().to_owned(), parked_on(*addr).await));
+        }
+        let holders: Vec<_> = parked.iter().filter(|(_, n)| *n > 0).collect();
+        // While the hand-over runs the owner may hold it too; settled, exactly one node does.
+        if holders.len() == 1 && holders[0].0 != owner {
+            assert_eq!(holders[0].1, 1, "{parked:?}");
+            break holders[0].0.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never parked away from {owner}: {parked:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(keeper, owner);
+    cluster.shutdown().await;
+}
