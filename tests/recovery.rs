@@ -105,3 +105,34 @@ async fn a_dropped_session_is_parked_once_on_another_node_than_its_owner() {
     assert_ne!(keeper, owner);
     cluster.shutdown().await;
 }
+
+/// Recovery credentials that match no parked session (forged, of the wrong type, huge, or with
+/// an offset the session never had) get a new session with a new pid, never an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_or_malformed_recovery_credentials_get_a_new_session() {
+    use serde_json::{json, Value};
+    let cluster = TestCluster::chat(3).await;
+    let addrs = cluster.http_addrs();
+    // A real parked session, asked back with an offset it never had.
+    let (mut first, answer) = ChatClient::connect_with(addrs[0], json!({ "user": "eve" })).await;
+    let real: Value = serde_json::from_str(answer.strip_prefix("40/chat,").unwrap()).unwrap();
+    let real_pid = real["pid"].as_str().expect("the CONNECT answer carries a pid").to_owned();
+    first.join(addrs[0], "r").await;
+    first.close(addrs[0]).await;
+    let attempts = [
+        json!({ "user": "eve", "pid": "forged", "offset": "nope" }),
+        json!({ "user": "eve", "pid": 42, "offset": [] }),
+        json!({ "user": "eve", "pid": "p".repeat(20_000) }),
+        json!({ "user": "eve", "pid": real_pid, "offset": "never-sent" }),
+    ];
+    for auth in attempts {
+        let (mut client, answer) = ChatClient::connect_with(addrs[1], auth.clone()).await;
+        let answer: Value = serde_json::from_str(answer.strip_prefix("40/chat,").unwrap()).unwrap();
+        let pid = answer["pid"].as_str().expect("a pid");
+        assert!(answer["sid"].is_string() && pid != auth["pid"], "{answer} for {auth}");
+        assert_ne!(answer["sid"], real["sid"], "not the parked socket id");
+        let welcome = client.expect(addrs[1], "42/chat,[\"welcome\"").await;
+        assert!(welcome.contains("\"recovered\":false"), "{welcome}");
+    }
+    cluster.shutdown().await;
+}

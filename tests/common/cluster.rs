@@ -21,6 +21,11 @@ pub struct ChatClient {
 impl ChatClient {
     /// Handshakes at `node` and connects to `/chat` as `user`.
     pub async fn connect(node: SocketAddr, user: &str) -> Self {
+        Self::connect_with(node, serde_json::json!({ "user": user })).await.0
+    }
+
+    /// Handshakes at `node` and connects to `/chat` with `auth`; returns the CONNECT answer too.
+    pub async fn connect_with(node: SocketAddr, auth: serde_json::Value) -> (Self, String) {
         let http = reqwest::Client::new();
         let url = format!("http://{node}/socket.io/?EIO=4&transport=polling");
         let resp = within("handshake", http.get(&url).send()).await.expect("handshake sent");
@@ -28,10 +33,9 @@ impl ChatClient {
         let open = parse_open_packet(&within("handshake body", resp.text()).await.expect("handshake body"));
         let sid = open["sid"].as_str().expect("sid").to_owned();
         let mut client = Self { http, sid, inbox: Vec::new() };
-        let connect = format!("40/chat,{}", serde_json::json!({ "user": user }));
-        client.post(node, &connect).await;
-        client.expect(node, "40/chat,").await;
-        client
+        client.post(node, &format!("40/chat,{auth}")).await;
+        let answer = client.expect(node, "40/chat,").await;
+        (client, answer)
     }
 
     /// Joins `room` through `node` and waits for the join's ack.
