@@ -28,6 +28,9 @@ pub struct NodeConfig {
     /// On SIGTERM, how long the node keeps serving while not ready, so load balancers and
     /// peers stop sending it new clients before its sessions are closed, ms.
     pub drain_ms: u64,
+    /// Open HTTP connections at most (not counting those upgraded to WebSockets, which are
+    /// sessions); past it new connections get a 503. Idle ones close after 30 s.
+    pub max_connections: usize,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
     /// Absent: the node runs alone.
@@ -107,6 +110,7 @@ impl Default for NodeConfig {
             cors_origins: vec!["*".into()],
             log: "info".into(),
             drain_ms: 2000,
+            max_connections: 10_000,
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             cluster: None,
@@ -203,6 +207,7 @@ impl NodeConfig {
             (e.max_payload < 1024, "engine.max_payload must be at least 1024 bytes"),
             (e.outbound_queue < 16, "engine.outbound_queue must be at least 16"),
             (e.max_sessions == 0, "engine.max_sessions must be > 0"),
+            (self.max_connections == 0, "max_connections must be > 0"),
             (
                 self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,
                 "chat limits must be > 0",

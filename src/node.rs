@@ -19,7 +19,7 @@ use crate::http::HttpState;
 use crate::logging::node_span;
 use crate::metrics::{Metrics, Sources};
 use crate::rpc::peers::Peers;
-use crate::server::Server;
+use crate::server::{ConnectionLimits, Server};
 use crate::socketio::{Namespace, SocketIo};
 
 /// The Engine.IO path of the chat, as socket.io clients expect it.
@@ -198,8 +198,12 @@ impl Node {
                 meet_the_ring(&c.cluster.membership, &settings.seeds, limit).await;
             }
         }
-        let server =
-            Server::start(http, state.clone()).map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let server = Server::start_with(
+            http,
+            state.clone(),
+            ConnectionLimits { max_connections: config.max_connections, ..ConnectionLimits::default() },
+        )
+        .map_err(|source| NodeError::Bind { addr: config.http, source })?;
         if let Some(c) = &cluster {
             c.cluster.membership.set_ready(true).await;
         }

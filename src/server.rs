@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,27 @@ use crate::http::{handle, HttpState};
 /// How long shutdown waits for connections to finish after every session was closed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Limits on the HTTP connections of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open HTTP connections at most (a connection upgraded to a WebSocket counts as a
+    /// session instead, under `engine.max_sessions`); past it new ones get a 503 and are closed.
+    pub max_connections: usize,
+    /// A connection that sends no complete request head within this time (a new connection,
+    /// or a kept-alive one between requests) is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self { max_connections: 10_000, idle_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// What a connection over the limit is told before it is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 50\r\n\r\n{\"code\":3,\"message\":\"Too many connections, retry\"}";
+
 /// A running HTTP server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
     addr: SocketAddr,
@@ -24,11 +46,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `state` on `listener` in the current tracing span.
+    /// Serves `state` on `listener` in the current tracing span, with default limits.
     pub fn start(listener: TcpListener, state: Arc<HttpState>) -> std::io::Result<Self> {
+        Self::start_with(listener, state, ConnectionLimits::default())
+    }
+
+    /// Serves `state` on `listener` in the current tracing span.
+    pub fn start_with(listener: TcpListener, state: Arc<HttpState>, limits: ConnectionLimits) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, state, shutdown.clone()).in_current_span());
+        let task = tokio::spawn(accept_loop(listener, state, limits, shutdown.clone()).in_current_span());
         Ok(Self { addr, shutdown, task })
     }
 
@@ -55,9 +82,16 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let connections = CancellationToken::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut refused: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -71,13 +105,24 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
             },
             _ = shutdown.cancelled() => break,
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                warn!(max = limits.max_connections, refused, "too many connections: refusing new ones");
+            }
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let (draining, stop) = (shutdown.clone(), connections.clone());
         state.tasks.clone().spawn(
             async move {
+                let _permit = permit;
                 let service = service_fn(move |req| handle(state.clone(), req));
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.idle_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades();
                 tokio::pin!(conn);
@@ -112,4 +157,9 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, shutdown: Can
         state.tasks.wait().await;
     }
     info!("stopped");
+}
+
+/// Tells a connection over the limit so, briefly, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY_CONNECTIONS)).await;
 }

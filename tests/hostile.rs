@@ -542,3 +542,39 @@ async fn a_flood_of_events_is_rate_limited_then_disconnected() {
     assert!(error.contains("rate limited"), "{error}");
     node.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Floods of connections that never send a request
+// ---------------------------------------------------------------------------------------------
+
+/// Past `max_connections` open HTTP connections, a new one is told 503 and closed; connections
+/// that send no request are closed after the idle timeout, which frees their places.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_and_time_out() {
+    use clusterchat::server::ConnectionLimits;
+    let limits = ConnectionLimits { max_connections: 4, idle_timeout: Duration::from_millis(500) };
+    let ts = TestServer::builder().connection_limits(limits).start().await;
+    let addr: SocketAddr = ts.url().trim_start_matches("http://").parse().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // The fifth is refused with a clear answer; the server still serves the ones it holds.
+    let mut fifth = TcpStream::connect(addr).await.unwrap();
+    let mut answer = String::new();
+    within("the refusal", fifth.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.ends_with(r#"{"code":3,"message":"Too many connections, retry"}"#), "{answer}");
+    // The idle ones are closed by the server after the timeout (EOF, not a hang).
+    let started = Instant::now();
+    for conn in &mut idle {
+        let mut rest = Vec::new();
+        let _ = within("idle close", conn.read_to_end(&mut rest)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300), "closed before the idle timeout");
+    // Their places are free again: a request is served.
+    let p = ts.polling(ENGINE_PATH, 4, "").await;
+    p.post_ok("4again").await;
+    assert_eq!(p.poll_packets(1).await, ["4again"]);
+    ts.shutdown().await;
+}

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use clusterchat::cluster::router::Router;
 use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
 use clusterchat::http::HttpState;
-use clusterchat::server::Server;
+use clusterchat::server::{ConnectionLimits, Server};
 use clusterchat::socketio::{AckError, AckResponse, NamespaceBuilder, SocketIo, SocketIoConfig};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -132,6 +132,7 @@ fn suite_namespace(name: &str, acks: mpsc::UnboundedSender<AckResult>) -> Namesp
 pub struct TestServerBuilder {
     engine: EngineConfig,
     socketio: SocketIoConfig,
+    limits: ConnectionLimits,
 }
 
 impl TestServerBuilder {
@@ -142,6 +143,11 @@ impl TestServerBuilder {
 
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.socketio.connect_timeout = timeout;
+        self
+    }
+
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -167,7 +173,7 @@ impl TestServerBuilder {
             tasks: TaskTracker::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let server = Server::start(listener, state).expect("server starts");
+        let server = Server::start_with(listener, state, self.limits).expect("server starts");
         let http = reqwest::Client::builder()
             .no_proxy()
             // No idle keep-alive connections: they would hold up the server's shutdown drain.
@@ -211,6 +217,7 @@ impl TestServer {
                 ..EngineConfig::default()
             },
             socketio: SocketIoConfig::default(),
+            limits: ConnectionLimits::default(),
         }
     }
 
