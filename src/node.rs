@@ -260,6 +260,8 @@ impl Node {
             self.state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             if let Some(c) = &self.cluster {
                 c.cluster.membership.set_ready(false).await;
+                // Sessions parked here for other nodes' clients move to nodes that stay.
+                c.rooms.hand_over_all();
             }
             if !self.drain.is_zero() {
                 info!(drain = ?self.drain, "leaving: not ready; draining before closing sessions");

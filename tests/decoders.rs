@@ -387,6 +387,8 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             pid,
             offset
         }),
+        (text(), text(), any::<u32>(), prop::collection::vec(wire_packet(), 0..3), any::<bool>())
+            .prop_map(|(nsp, pid, before, packets, taken)| Request::ParkTail { nsp, pid, before, packets, taken }),
     ];
     let response = prop_oneof![
         labels.clone().prop_map(Response::Presence),
@@ -404,8 +406,6 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
     let push = prop_oneof![
         (text(), text(), prop::option::of(text()), prop::collection::vec(ws_frame(), 0..4))
             .prop_map(|(nsp, room, offset, frames)| Push::Publish { nsp, room, offset, frames }),
-        (text(), text(), any::<u32>(), prop::collection::vec(wire_packet(), 0..3))
-            .prop_map(|(nsp, pid, before, packets)| Push::ParkTail { nsp, pid, before, packets }),
         (text(), text(), text(), labels).prop_map(|(node, nsp, room, labels)| Push::Presence {
             node,
             nsp,

@@ -18,6 +18,22 @@ use support::rr_proxy::RoundRobinProxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterchat");
 
+/// The load's size: 12 users by default (the short version the test command runs);
+/// `RELIABILITY_USERS` sets it for a long run (see RELIABILITY.md).
+fn users() -> usize {
+    std::env::var("RELIABILITY_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(12)
+}
+
+/// How often each user sends, ms: 100 by default, `RELIABILITY_INTERVAL_MS` for a long run.
+fn interval() -> u64 {
+    std::env::var("RELIABILITY_INTERVAL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+}
+
+/// Rolling restarts of all three nodes: 1 by default, `RELIABILITY_ROUNDS` for a long run.
+fn rounds() -> usize {
+    std::env::var("RELIABILITY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
 struct Load {
     child: Child,
     lines: tokio::io::Lines<BufReader<ChildStdout>>,
@@ -29,7 +45,16 @@ impl Load {
         let mut child = tokio::process::Command::new("node")
             .arg(script)
             .arg(url)
-            .args(["--users", &users.to_string(), "--rooms", "4", "--per-user", "2", "--interval", "100"])
+            .args([
+                "--users",
+                &users.to_string(),
+                "--rooms",
+                "4",
+                "--per-user",
+                "2",
+                "--interval",
+                &interval().to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -68,21 +93,23 @@ fn assert_all_back(report: &Value, users: usize) {
 /// next one goes once the ring has all three again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_chat_load() {
-    const USERS: usize = 12;
+    let (users, rounds) = (users(), rounds());
     let mut nodes: Vec<Process> = spawn_processes(BIN, 3).await;
     let proxy =
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
-    let load = Load::start(&proxy.url(), USERS).await;
+    let load = Load::start(&proxy.url(), users).await;
     let started = Instant::now();
-    for i in 0..nodes.len() {
-        nodes[i].terminate().await;
-        nodes[i].restart();
-        wait_converged(&nodes).await;
+    for _ in 0..rounds {
+        for i in 0..nodes.len() {
+            nodes[i].terminate().await;
+            nodes[i].restart();
+            wait_converged(&nodes).await;
+        }
     }
     let rolled = started.elapsed();
     let report = load.stop().await;
-    println!("rolling restart of 3 nodes in {rolled:?} under {USERS} users: {report}");
-    assert_all_back(&report, USERS);
+    println!("{rounds} rolling restart(s) of 3 nodes in {rolled:?} under {users} users: {report}");
+    assert_all_back(&report, users);
     assert!(report["reconnects"].as_u64().unwrap() > 0, "some users were on the restarted nodes: {report}");
     // Connection state recovery: every graceful leave's clients got their session back,
     // rooms and the messages sent while they were away.
@@ -93,16 +120,16 @@ async fn rolling_restart_under_chat_load() {
 /// One node is killed (SIGKILL) under load: its users reconnect to the others and chat on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_under_chat_load() {
-    const USERS: usize = 12;
+    let users = users();
     let mut nodes: Vec<Process> = spawn_processes(BIN, 3).await;
     // The balancer knows only the survivors-to-be, as a health-checking balancer soon would.
     let proxy =
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
-    let load = Load::start(&proxy.url(), USERS).await;
+    let load = Load::start(&proxy.url(), users).await;
     nodes[2].child.kill().await.expect("kill -9");
     // Let the load run on two nodes until gossip has declared the dead one gone.
     wait_converged(&nodes[..2]).await;
     let report = load.stop().await;
-    println!("node3 killed under {USERS} users: {report}");
-    assert_all_back(&report, USERS);
+    println!("node3 killed under {users} users: {report}");
+    assert_all_back(&report, users);
 }

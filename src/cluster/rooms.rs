@@ -25,11 +25,17 @@ use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
-use crate::socketio::recovery::{Packet, ParkedState, PARKED_LABEL};
+use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, PARKED_LABEL};
 use crate::socketio::{Adapter, FoundSession, Namespace, PresenceCause, PresenceChange};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
+/// Bytes of broadcasts a parked session carries from node to node at most (an RPC frame
+/// holds 4 MiB): a hand-over keeps the latest that fit.
+const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
+/// How long a node keeps taking broadcasts for a session it handed over, for those already
+/// on their way to it when the keeper's subscription took effect.
+const HAND_OVER_GRACE: Duration = Duration::from_millis(100);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -236,10 +242,28 @@ impl ClusterRooms {
         Response::Found(found)
     }
 
-    /// Gives a parked session to the peer that restores it.
-    pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> Response {
-        let taken = self.namespaces.get(nsp).and_then(|ns| ns.take_here(pid, offset).ok());
-        Response::Taken(taken.map(|packets| packets.iter().map(packet_to_wire).collect()))
+    /// Gives a parked session to the peer that restores it. Missed broadcasts too large for
+    /// one answer are a gap: the client is not recovered.
+    pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Response> {
+        let Some(ns) = self.namespaces.get(nsp) else { return Box::pin(std::future::ready(Response::Taken(None))) };
+        let taken = ns.take_complete(pid, offset);
+        Box::pin(async move {
+            let taken = taken.await;
+            let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
+            Response::Taken(taken.map(|packets| packets.iter().map(packet_to_wire).collect()))
+        })
+    }
+
+    /// Completes a session handed over here with the broadcasts its previous node buffered.
+    /// A stale copy (`taken`: the client got the session from the sender) is dropped.
+    pub fn on_park_tail(&self, nsp: &str, pid: &str, before: u32, packets: Vec<WirePacket>, taken: bool) -> Response {
+        let Some(ns) = self.namespaces.get(nsp) else { return Response::Parked(false) };
+        let Some(recovery) = ns.recovery() else { return Response::Parked(false) };
+        recovery.prepend(pid, before as usize, packets.into_iter().map(packet_from_wire).collect());
+        if taken {
+            let _ = ns.take_here(pid, None);
+        }
+        Response::Parked(true)
     }
 
     /// The ready members in rendezvous order of a pid: its keeper is the first of them that
@@ -283,7 +307,7 @@ impl ClusterRooms {
         let Some(keeper) = self.pid_ranking(pid).into_iter().find(|n| *n != self.node_id) else {
             return; // alone: the session stays here
         };
-        let Some(state) = recovery.snapshot(pid) else { return };
+        let Some(state) = recovery.snapshot(pid, HAND_OVER_BUDGET) else { return };
         let before = state.packets.len();
         let wire = ParkedWire {
             pid: state.pid,
@@ -294,13 +318,21 @@ impl ClusterRooms {
         let request = Request::Park { nsp: nsp.to_owned(), state: wire };
         match self.call(&keeper, request, self.rpc_timeout).await {
             Ok(Response::Parked(true)) => {
-                let mut rest = ns.take_here(pid, None).unwrap_or_default();
+                // Broadcasts already on their way here before the keeper's subscription took
+                // effect still arrive for a moment: keep taking them, then let go.
+                tokio::time::sleep(HAND_OVER_GRACE).await;
+                // Gone: a client took it from here meanwhile; the keeper's copy is stale.
+                let (mut rest, taken) = match ns.take_here(pid, None) {
+                    Ok(rest) => (rest, false),
+                    Err(_) => (Vec::new(), true),
+                };
                 let rest = rest.split_off(before.min(rest.len()));
-                debug!(%pid, %keeper, later = rest.len(), "parked session handed over");
-                if !rest.is_empty() {
-                    let packets = rest.iter().map(packet_to_wire).collect();
-                    let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
-                    self.push_to(&keeper, Push::ParkTail { nsp, pid, before: before as u32, packets });
+                debug!(%pid, %keeper, later = rest.len(), taken, "parked session handed over");
+                let packets = rest.iter().map(packet_to_wire).collect();
+                let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
+                let tail = Request::ParkTail { nsp, pid, before: before as u32, packets, taken };
+                if let Err(err) = self.call(&keeper, tail, self.rpc_timeout).await {
+                    warn!(%keeper, %err, "hand-over tail not delivered; the session may have a gap");
                 }
             }
             other => warn!(%pid, %keeper, ?other, "parked session not handed over; it stays here"),
@@ -320,11 +352,6 @@ impl ClusterRooms {
                 if let Some(ns) = self.namespaces.get(&nsp) {
                     let frames: Vec<Frame> = frames.into_iter().map(frame_from_wire).collect();
                     ns.deliver_local(&room, offset.as_deref(), &frames);
-                }
-            }
-            Push::ParkTail { nsp, pid, before, packets } => {
-                if let Some(recovery) = self.namespaces.get(&nsp).and_then(|ns| ns.recovery()) {
-                    recovery.prepend(&pid, before as usize, packets.into_iter().map(packet_from_wire).collect());
                 }
             }
             Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels, true),
@@ -540,9 +567,14 @@ impl Adapter for ClusterRooms {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
         let (nsp, pid, offset) = (nsp.to_owned(), pid.to_owned(), offset.map(str::to_owned));
         Box::pin(async move {
-            // Here first (free), then the first two of the pid's ranking: the keeper is one.
+            // Here first (free), then the first three of the pid's ranking among the live
+            // members: the keeper was the first ready one but the owner, and above it there can
+            // only be the owner and a node that has stopped being ready (draining, or leaving
+            // while it hands its parked sessions on).
             let mut nodes = vec![this.node_id.clone()];
-            nodes.extend(this.pid_ranking(&pid).into_iter().take(2).filter(|n| *n != this.node_id));
+            let members = this.membership.members();
+            let live = Placement::new(members.nodes.keys().map(String::as_str));
+            nodes.extend(live.ranking(&pid).into_iter().take(3).filter(|n| *n != this.node_id).map(str::to_owned));
             for node in nodes {
                 let found = if node == this.node_id {
                     this.on_find_parked(&nsp, &pid, offset.as_deref())
@@ -570,11 +602,13 @@ impl Adapter for ClusterRooms {
         nsp: &str,
         pid: &str,
         offset: Option<&str>,
-    ) -> BoxFuture<'static, Option<Vec<Packet>>> {
+    ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
         if node == this.node_id {
-            let taken = this.namespaces.get(nsp).and_then(|ns| ns.take_here(pid, offset).ok());
-            return Box::pin(std::future::ready(taken));
+            return match this.namespaces.get(nsp) {
+                Some(ns) => ns.take_complete(pid, offset),
+                None => Box::pin(std::future::ready(None)),
+            };
         }
         let node = node.to_owned();
         let request = Request::TakeParked { nsp: nsp.into(), pid: pid.into(), offset: offset.map(str::to_owned) };
@@ -600,11 +634,11 @@ impl Adapter for ClusterRooms {
     }
 }
 
-fn packet_to_wire((offset, frames): &Packet) -> WirePacket {
+fn packet_to_wire((offset, frames): &Broadcast) -> WirePacket {
     (offset.clone(), frames.iter().map(frame_to_wire).collect())
 }
 
-fn packet_from_wire((offset, frames): WirePacket) -> Packet {
+fn packet_from_wire((offset, frames): WirePacket) -> Broadcast {
     (offset, frames.into_iter().map(frame_from_wire).collect())
 }
 

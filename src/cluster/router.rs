@@ -320,8 +320,9 @@ impl RpcHandler for PeerHandler {
             Request::FindParked { nsp, pid, offset } => {
                 Box::pin(std::future::ready(self.rooms.on_find_parked(&nsp, &pid, offset.as_deref())))
             }
-            Request::TakeParked { nsp, pid, offset } => {
-                Box::pin(std::future::ready(self.rooms.on_take_parked(&nsp, &pid, offset.as_deref())))
+            Request::TakeParked { nsp, pid, offset } => self.rooms.on_take_parked(&nsp, &pid, offset.as_deref()),
+            Request::ParkTail { nsp, pid, before, packets, taken } => {
+                Box::pin(std::future::ready(self.rooms.on_park_tail(&nsp, &pid, before, packets, taken)))
             }
         }
     }

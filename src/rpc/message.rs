@@ -55,6 +55,11 @@ pub enum Request {
     FindParked { nsp: String, pid: String, offset: Option<String> },
     /// Give up this parked session: its broadcasts after `offset`.
     TakeParked { nsp: String, pid: String, offset: Option<String> },
+    /// The rest of a hand-over: broadcasts the sender buffered for the session after the
+    /// state it sent (whose first `before` packets they follow). Always sent, even empty:
+    /// the session is complete with it. `taken`: a client took the session from the sender
+    /// meanwhile, so the receiver's copy is stale and dropped.
+    ParkTail { nsp: String, pid: String, before: u32, packets: Vec<WirePacket>, taken: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,9 +89,6 @@ pub enum Push {
     Presence { node: String, nsp: String, room: String, labels: Vec<String> },
     /// An entry for the history of a room the receiver owns.
     Record { nsp: String, room: String, entry: String },
-    /// Broadcasts for a session handed over to the receiver, sent after the state it got
-    /// (whose first `before` packets they follow).
-    ParkTail { nsp: String, pid: String, before: u32, packets: Vec<WirePacket> },
 }
 
 /// A room broadcast for a parked session: its offset and frames.
@@ -227,7 +229,16 @@ mod tests {
             },
             RpcFrame::Response { id: 10, body: Response::Taken(Some(vec![("o2".into(), vec![])])) },
             RpcFrame::Response { id: 11, body: Response::Found(Some(("s".into(), vec!["r".into()]))) },
-            RpcFrame::Push(Push::ParkTail { nsp: "/chat".into(), pid: "p".into(), before: 3, packets: vec![] }),
+            RpcFrame::Request {
+                id: 12,
+                body: Request::ParkTail {
+                    nsp: "/chat".into(),
+                    pid: "p".into(),
+                    before: 3,
+                    packets: vec![],
+                    taken: false,
+                },
+            },
             RpcFrame::Push(Push::Presence {
                 node: "node2".into(),
                 nsp: "/chat".into(),

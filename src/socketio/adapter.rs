@@ -7,7 +7,7 @@
 
 use futures_util::future::BoxFuture;
 
-use super::recovery::Packet;
+use super::recovery::Broadcast;
 use crate::engineio::Frame;
 
 /// Where a parked session was found: the node keeping it, its socket id and rooms.
@@ -44,7 +44,7 @@ pub trait Adapter: Send + Sync + 'static {
         nsp: &str,
         pid: &str,
         offset: Option<&str>,
-    ) -> BoxFuture<'static, Option<Vec<Packet>>>;
+    ) -> BoxFuture<'static, Option<Vec<Broadcast>>>;
 }
 
 /// Why remote presence changed.

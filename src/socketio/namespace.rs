@@ -11,9 +11,12 @@ use serde_json::Value;
 
 use super::adapter::{Adapter, FoundSession, PresenceChange};
 use super::history::RoomHistory;
-use super::recovery::{self, Packet, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL};
+use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL};
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
+
+/// How long taking a handed-over session waits for the hand-over's tail.
+const TAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A room name. Shared, because the same name sits in the room table and in each member socket.
 pub type Room = Arc<str>;
@@ -239,10 +242,15 @@ impl Namespace {
             return None;
         }
         let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        let packets = recovery.tail(socket.log_since(), &rooms);
+        // What it was sent and may not have received: the last broadcasts replayed to it (if
+        // it recovered here), then what this node delivered to its rooms since.
+        let mut packets = socket.replayed();
+        let logged = recovery.tail(socket.log_since(), &rooms);
+        packets.retain(|(offset, _)| !logged.iter().any(|(o, _)| o == offset));
+        packets.extend(logged);
         let state = ParkedState { pid: pid.to_owned(), sid: socket.id().to_string(), rooms, packets };
-        recovery.park(state)?;
-        tracing::debug!(nsp = %self.name, socket = %socket.id(), "session parked for recovery");
+        recovery.park(state, true)?;
+        tracing::debug!(nsp = %self.name, socket = %socket.id(), %pid, "session parked for recovery");
         Some(pid.to_owned())
     }
 
@@ -254,7 +262,7 @@ impl Namespace {
     /// Parks a session handed over by another node; resolves to whether it is parked here,
     /// once this node's subscription to its rooms is effective everywhere.
     pub fn park_here(&self, state: ParkedState) -> BoxFuture<'static, bool> {
-        let Some(added) = self.recovery.as_ref().and_then(|r| r.park(state)) else {
+        let Some(added) = self.recovery.as_ref().and_then(|r| r.park(state, false)) else {
             return Box::pin(std::future::ready(false));
         };
         let subscribed: Vec<_> = added.iter().map(|room| self.room_changed(room)).collect();
@@ -264,8 +272,23 @@ impl Namespace {
         })
     }
 
+    /// Takes a session parked here once it is complete (a hand-over's tail arrived, waiting
+    /// at most [`TAIL_WAIT`]): what it missed after `offset`.
+    pub fn take_complete(
+        self: &Arc<Self>,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
+        let Some(recovery) = self.recovery.clone() else { return Box::pin(std::future::ready(None)) };
+        let (ns, pid, offset) = (self.clone(), pid.to_owned(), offset.map(str::to_owned));
+        Box::pin(async move {
+            recovery.complete(&pid, TAIL_WAIT).await;
+            ns.take_here(&pid, offset.as_deref()).ok()
+        })
+    }
+
     /// Takes a session parked here: what it missed after `offset`.
-    pub fn take_here(&self, pid: &str, offset: Option<&str>) -> Result<Vec<Packet>, recovery::RestoreError> {
+    pub fn take_here(&self, pid: &str, offset: Option<&str>) -> Result<Vec<Broadcast>, recovery::RestoreError> {
         let recovery = self.recovery.as_ref().ok_or(recovery::RestoreError::Unknown)?;
         let result = recovery.take(pid, offset);
         if let Err(err) = &result {
@@ -307,14 +330,14 @@ impl Namespace {
 
     /// Takes a session found by [`Namespace::find_parked`].
     pub(crate) fn take_parked(
-        &self,
+        self: &Arc<Self>,
         found: &FoundSession,
         pid: &str,
         offset: Option<&str>,
-    ) -> BoxFuture<'static, Option<Vec<Packet>>> {
+    ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
         match self.adapter.get() {
             Some(adapter) => adapter.take_parked(&found.node, &self.name, pid, offset),
-            None => Box::pin(std::future::ready(self.take_here(pid, offset).ok())),
+            None => self.take_complete(pid, offset),
         }
     }
 
@@ -440,9 +463,7 @@ impl Namespace {
         let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(offset, frames).is_ok()).count();
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         if let (Some(recovery), Some(offset)) = (&self.recovery, offset) {
-            for (_, emptied) in recovery.delivered(room, offset, frames) {
-                self.rooms_unparked(&emptied);
-            }
+            recovery.delivered(room, offset, frames);
         }
         delivered
     }

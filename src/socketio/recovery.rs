@@ -36,8 +36,8 @@ pub struct RecoveryConfig {
     pub max_disconnection: Duration,
     /// Room broadcasts this node remembers, to hand a dropped socket's tail over with it.
     pub log_len: usize,
-    /// Broadcasts one parked session may buffer; past it the session cannot be recovered
-    /// without a loss, so it is dropped.
+    /// Broadcasts one parked session keeps (the latest); a client whose last offset is older
+    /// has a gap and is not recovered.
     pub max_missed: usize,
     /// Parked sessions one node keeps; past it new ones are refused.
     pub max_parked: usize,
@@ -45,12 +45,12 @@ pub struct RecoveryConfig {
 
 impl Default for RecoveryConfig {
     fn default() -> Self {
-        Self { max_disconnection: Duration::from_secs(120), log_len: 10_000, max_missed: 1_000, max_parked: 100_000 }
+        Self { max_disconnection: Duration::from_secs(120), log_len: 10_000, max_missed: 1_000, max_parked: 10_000 }
     }
 }
 
 /// One room broadcast: its offset and its frames.
-pub type Packet = (String, Vec<Frame>);
+pub type Broadcast = (String, Vec<Frame>);
 
 /// What moves between nodes: a parked session's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +60,7 @@ pub struct ParkedState {
     pub sid: String,
     pub rooms: Vec<String>,
     /// Broadcasts for the session, oldest first.
-    pub packets: Vec<Packet>,
+    pub packets: Vec<Broadcast>,
 }
 
 /// Why a parked session was not taken.
@@ -75,8 +75,10 @@ pub enum RestoreError {
 struct Parked {
     sid: String,
     rooms: Vec<String>,
-    packets: VecDeque<Packet>,
+    packets: VecDeque<Broadcast>,
     expires: Instant,
+    /// False while a hand-over's tail (what the previous node buffered meanwhile) is due.
+    complete: bool,
 }
 
 #[derive(Default)]
@@ -107,7 +109,7 @@ impl Store {
 struct LogEntry {
     seq: u64,
     room: String,
-    packet: Packet,
+    packet: Broadcast,
 }
 
 /// A namespace's recovery state on this node.
@@ -119,6 +121,8 @@ pub struct Recovery {
     next_offset: AtomicU64,
     log: Mutex<(u64, VecDeque<LogEntry>)>,
     store: Mutex<Store>,
+    /// Woken when a hand-over's tail arrives.
+    completed: tokio::sync::Notify,
 }
 
 impl Recovery {
@@ -130,6 +134,7 @@ impl Recovery {
             next_offset: AtomicU64::new(0),
             log: Mutex::new((0, VecDeque::new())),
             store: Mutex::new(Store::default()),
+            completed: tokio::sync::Notify::new(),
         }
     }
 
@@ -148,9 +153,9 @@ impl Recovery {
     }
 
     /// Notes a broadcast delivered here: into the log, and into every session parked in the
-    /// room. Returns the pids whose buffer overflowed (dropped; their rooms must be updated).
-    pub fn delivered(&self, room: &str, offset: &str, frames: &[Frame]) -> Vec<(String, Vec<String>)> {
-        let packet: Packet = (offset.to_owned(), frames.to_vec());
+    /// room.
+    pub fn delivered(&self, room: &str, offset: &str, frames: &[Frame]) {
+        let packet: Broadcast = (offset.to_owned(), frames.to_vec());
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             let seq = log.0;
@@ -163,36 +168,39 @@ impl Recovery {
             }
         }
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(pids) = store.rooms.get(room) else { return Vec::new() };
-        let mut overflowed = Vec::new();
-        for pid in pids.clone() {
+        let Some(pids) = store.rooms.get(room).cloned() else { return };
+        for pid in pids {
             if let Some(parked) = store.sessions.get_mut(&pid) {
+                // A window of the latest: a client whose offset fell out of it has a gap and
+                // is not recovered (it gets a new session).
                 if parked.packets.len() >= self.config.max_missed {
-                    overflowed.push(pid);
-                } else {
-                    parked.packets.push_back(packet.clone());
+                    parked.packets.pop_front();
                 }
+                parked.packets.push_back(packet.clone());
             }
         }
-        let mut dropped = Vec::new();
-        for pid in overflowed {
-            tracing::info!(%pid, max = self.config.max_missed, "parked session missed too much; it cannot be recovered");
-            if let Some((_, emptied)) = store.remove(&pid) {
-                dropped.push((pid, emptied));
-            }
-        }
-        dropped
     }
 
-    /// The logged broadcasts since `since` (a [`Recovery::log_position`]) in `rooms`.
-    pub fn tail(&self, since: u64, rooms: &[String]) -> Vec<Packet> {
+    /// The latest logged broadcasts (at most `max_missed`) since `since` (a
+    /// [`Recovery::log_position`]) in `rooms`.
+    pub fn tail(&self, since: u64, rooms: &[String]) -> Vec<Broadcast> {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        log.1.iter().filter(|e| e.seq >= since && rooms.contains(&e.room)).map(|e| e.packet.clone()).collect()
+        let mut tail: Vec<Broadcast> = log
+            .1
+            .iter()
+            .rev()
+            .filter(|e| e.seq >= since && rooms.contains(&e.room))
+            .take(self.config.max_missed)
+            .map(|e| e.packet.clone())
+            .collect();
+        tail.reverse();
+        tail
     }
 
-    /// Parks a session here. Returns the rooms that had no parked member before (this node's
+    /// Parks a session here; `complete` is false when it comes from a hand-over whose tail
+    /// is still due. Returns the rooms that had no parked member before (this node's
     /// subscription to them must be kept), or `None` if the store is full.
-    pub fn park(&self, state: ParkedState) -> Option<Vec<String>> {
+    pub fn park(&self, state: ParkedState, complete: bool) -> Option<Vec<String>> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let mut emptied = Vec::new();
         if let Some((_, e)) = store.remove(&state.pid) {
@@ -202,7 +210,7 @@ impl Recovery {
             tracing::warn!(max = self.config.max_parked, "too many parked sessions; this one cannot be recovered");
             return None;
         }
-        let mut packets: VecDeque<Packet> = state.packets.into();
+        let mut packets: VecDeque<Broadcast> = state.packets.into();
         while packets.len() > self.config.max_missed {
             packets.pop_front();
         }
@@ -215,17 +223,19 @@ impl Recovery {
             pids.insert(state.pid.clone());
         }
         let expires = Instant::now() + self.config.max_disconnection;
-        store.sessions.insert(state.pid, Parked { sid: state.sid, rooms: state.rooms, packets, expires });
+        store.sessions.insert(state.pid, Parked { sid: state.sid, rooms: state.rooms, packets, expires, complete });
         Some(added)
     }
 
-    /// Appends broadcasts sent for a parked session before it got here (the hand-over's
-    /// tail), ahead of those it buffered itself, skipping the ones it has.
-    pub fn prepend(&self, pid: &str, before: usize, packets: Vec<Packet>) {
+    /// Adds the hand-over's tail, the broadcasts sent for a parked session before it got here,
+    /// ahead of those it buffered itself, skipping the ones it has; the session is complete.
+    pub fn prepend(&self, pid: &str, before: usize, packets: Vec<Broadcast>) {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let Some(parked) = store.sessions.get_mut(pid) else { return };
+        parked.complete = true;
+        self.completed.notify_waiters();
         let have: HashSet<&str> = parked.packets.iter().map(|(o, _)| o.as_str()).collect();
-        let new: Vec<Packet> = packets.into_iter().filter(|(o, _)| !have.contains(o.as_str())).collect();
+        let new: Vec<Broadcast> = packets.into_iter().filter(|(o, _)| !have.contains(o.as_str())).collect();
         let at = before.min(parked.packets.len());
         for (i, packet) in new.into_iter().enumerate() {
             parked.packets.insert(at + i, packet);
@@ -235,14 +245,15 @@ impl Recovery {
         }
     }
 
-    /// A parked session's state as it is now (for a hand-over), without removing it.
-    pub fn snapshot(&self, pid: &str) -> Option<ParkedState> {
+    /// A parked session's state as it is now (for a hand-over), without removing it; only
+    /// the latest broadcasts that fit in `budget` bytes.
+    pub fn snapshot(&self, pid: &str, budget: usize) -> Option<ParkedState> {
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         store.sessions.get(pid).map(|p| ParkedState {
             pid: pid.to_owned(),
             sid: p.sid.clone(),
             rooms: p.rooms.clone(),
-            packets: p.packets.iter().cloned().collect(),
+            packets: latest_within(p.packets.iter(), budget),
         })
     }
 
@@ -255,9 +266,26 @@ impl Recovery {
         Ok((parked.sid.clone(), parked.rooms.clone()))
     }
 
+    /// Waits (at most `limit`) until a session parked here is complete: its hand-over's tail
+    /// arrived, or it never had one.
+    pub async fn complete(&self, pid: &str, limit: Duration) {
+        let wait = async {
+            loop {
+                let notified = self.completed.notified();
+                let done =
+                    self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.get(pid).is_none_or(|p| p.complete);
+                if done {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(limit, wait).await;
+    }
+
     /// Removes a parked session: what it missed after `offset`, and the rooms with no parked
     /// member left.
-    pub fn take(&self, pid: &str, offset: Option<&str>) -> Result<(Vec<Packet>, Vec<String>), RestoreError> {
+    pub fn take(&self, pid: &str, offset: Option<&str>) -> Result<(Vec<Broadcast>, Vec<String>), RestoreError> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let (parked, emptied) = store.remove(pid).ok_or(RestoreError::Unknown)?;
         if parked.expires <= Instant::now() {
@@ -291,8 +319,30 @@ impl Recovery {
     }
 }
 
+/// Roughly how many bytes a packet takes on the wire.
+pub fn broadcast_size((offset, frames): &Broadcast) -> usize {
+    16 + offset.len() + frames.iter().map(|f| 8 + f.len()).sum::<usize>()
+}
+
+/// The latest of `packets` (oldest first) whose sizes add up to at most `budget`.
+pub fn latest_within<'a>(packets: impl DoubleEndedIterator<Item = &'a Broadcast>, budget: usize) -> Vec<Broadcast> {
+    let mut left = budget;
+    let mut kept: Vec<Broadcast> = packets
+        .rev()
+        .take_while(|p| {
+            let size = broadcast_size(p);
+            let fits = size <= left;
+            left = left.saturating_sub(size);
+            fits
+        })
+        .cloned()
+        .collect();
+    kept.reverse();
+    kept
+}
+
 /// The packets after `offset`; all of them without one (the client received no broadcast).
-fn missed_after(packets: &VecDeque<Packet>, offset: Option<&str>) -> Result<Vec<Packet>, RestoreError> {
+fn missed_after(packets: &VecDeque<Broadcast>, offset: Option<&str>) -> Result<Vec<Broadcast>, RestoreError> {
     let start = match offset {
         None => 0,
         Some(offset) => packets.iter().position(|(o, _)| o == offset).ok_or(RestoreError::OffsetUnknown)? + 1,
@@ -318,8 +368,29 @@ mod tests {
         Recovery::new(RecoveryConfig { max_missed, log_len: 4, ..RecoveryConfig::default() })
     }
 
-    fn state(pid: &str, rooms: &[&str], packets: Vec<Packet>) -> ParkedState {
+    fn state(pid: &str, rooms: &[&str], packets: Vec<Broadcast>) -> ParkedState {
         ParkedState { pid: pid.into(), sid: "s1".into(), rooms: rooms.iter().map(|r| r.to_string()).collect(), packets }
+    }
+
+    impl Recovery {
+        fn park_complete(&self, state: ParkedState) -> Option<Vec<String>> {
+            self.park(state, true)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_session_is_complete_once_its_tail_arrives() {
+        let r = std::sync::Arc::new(recovery(10));
+        r.park(state("p", &["a"], vec![("o1".into(), frames("1"))]), false);
+        let waiter = tokio::spawn({
+            let r = r.clone();
+            async move { r.complete("p", Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        r.prepend("p", 1, vec![("o2".into(), frames("2"))]);
+        waiter.await.unwrap();
+        assert_eq!(r.take("p", Some("o1")).unwrap().0.len(), 1);
     }
 
     #[test]
@@ -335,7 +406,7 @@ mod tests {
     async fn a_parked_session_buffers_its_rooms_and_replays_after_the_offset() {
         let r = recovery(10);
         assert_eq!(
-            r.park(state("p", &["a", "b"], vec![("o1".into(), frames("1"))])),
+            r.park_complete(state("p", &["a", "b"], vec![("o1".into(), frames("1"))])),
             Some(vec!["a".into(), "b".into()])
         );
         assert!(r.parked_in("a") && !r.parked_in("c"));
@@ -355,25 +426,37 @@ mod tests {
     #[tokio::test]
     async fn without_an_offset_everything_is_replayed() {
         let r = recovery(10);
-        r.park(state("p", &["a"], vec![("o1".into(), frames("1"))]));
+        r.park_complete(state("p", &["a"], vec![("o1".into(), frames("1"))]));
         r.delivered("a", "o2", &frames("2"));
         assert_eq!(r.take("p", None).unwrap().0.len(), 2);
     }
 
     #[tokio::test]
-    async fn a_session_that_misses_too_much_is_dropped() {
+    async fn a_parked_session_keeps_the_latest_and_a_client_behind_them_has_a_gap() {
         let r = recovery(2);
-        r.park(state("p", &["a"], vec![]));
-        assert!(r.delivered("a", "o1", &frames("1")).is_empty());
-        assert!(r.delivered("a", "o2", &frames("2")).is_empty());
-        assert_eq!(r.delivered("a", "o3", &frames("3")), vec![("p".to_string(), vec!["a".to_string()])]);
-        assert_eq!(r.parked_count(), 0);
+        r.park_complete(state("p", &["a"], vec![]));
+        for i in 1..=3 {
+            r.delivered("a", &format!("o{i}"), &frames("x"));
+        }
+        assert_eq!(r.parked_count(), 1);
+        assert_eq!(r.peek("p", Some("o1")), Err(RestoreError::OffsetUnknown), "o2 is gone: a gap");
+        let (missed, _) = r.take("p", Some("o2")).unwrap();
+        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o3"]);
+    }
+
+    #[test]
+    fn a_hand_over_keeps_the_latest_within_its_byte_budget() {
+        let packets: Vec<Broadcast> = (0..10).map(|i| (format!("o{i}"), frames(&"x".repeat(100)))).collect();
+        let one = broadcast_size(&packets[0]);
+        let kept = latest_within(packets.iter(), one * 3 + one / 2);
+        assert_eq!(kept.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o7", "o8", "o9"]);
+        assert!(latest_within(packets.iter(), 0).is_empty());
     }
 
     #[tokio::test]
     async fn the_hand_over_tail_goes_before_what_the_keeper_buffered_without_duplicates() {
         let r = recovery(10);
-        r.park(state("p", &["a"], vec![("o1".into(), frames("1"))]));
+        r.park_complete(state("p", &["a"], vec![("o1".into(), frames("1"))]));
         r.delivered("a", "o3", &frames("3"));
         r.prepend("p", 1, vec![("o2".into(), frames("2")), ("o3".into(), frames("3"))]);
         let (missed, _) = r.take("p", None).unwrap();
@@ -396,7 +479,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn parked_sessions_expire() {
         let r = recovery(10);
-        r.park(state("p", &["a"], vec![]));
+        r.park_complete(state("p", &["a"], vec![]));
         assert!(r.expire().is_empty());
         tokio::time::advance(RecoveryConfig::default().max_disconnection).await;
         assert_eq!(r.peek("p", None), Err(RestoreError::Unknown));

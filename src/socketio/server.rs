@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tracing::{debug, Instrument};
 
+use super::adapter::FoundSession;
 use super::namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder};
 use super::packet::{decode, encode, Packet, PacketType, Revision};
 use super::socket::{AckResponse, AckSender, Socket};
@@ -207,6 +208,27 @@ fn connect_answer(revision: Revision, socket: &Socket, pid: Option<&str>) -> Pac
     Packet::new(PacketType::Connect, socket.namespace().name(), data)
 }
 
+/// Takes a found session; if it moved meanwhile (its keeper was leaving and handed it on),
+/// finds it again, a couple of times.
+async fn take_parked(
+    ns: &Arc<Namespace>,
+    found: &FoundSession,
+    pid: &str,
+    offset: Option<&str>,
+) -> Option<Vec<super::recovery::Broadcast>> {
+    let mut at = found.clone();
+    for _ in 0..3 {
+        if let Some(missed) = ns.take_parked(&at, pid, offset).await {
+            return Some(missed);
+        }
+        match ns.find_parked(pid, offset).await {
+            Some(again) if again.sid == found.sid && again.rooms == found.rooms => at = again,
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Connects a client that sent its `pid`: with its parked session (socket id, rooms, missed
 /// broadcasts after `offset`) if one is found, else as a new socket. The socket joins its
 /// rooms before the session is taken, holding live broadcasts meanwhile, so nothing is lost
@@ -232,17 +254,21 @@ async fn restore(
         Some(found) => {
             let joins: Vec<_> = found.rooms.iter().filter_map(|room| socket.join(room)).collect();
             futures_util::future::join_all(joins).await;
-            ns.take_parked(found, &pid, offset.as_deref()).await
+            take_parked(ns, found, &pid, offset.as_deref()).await
         }
         None => None,
     };
     let recovered = missed.is_some();
+    if !recovered {
+        debug!(nsp = %ns.name(), %pid, found = found.is_some(), "parked session not recovered");
+    }
     let pid = if recovered { pid } else { crate::engineio::session::new_random_id() };
     socket.set_recovery(pid.clone(), since);
     let missed = missed.unwrap_or_default();
     let mut first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
     let sent: Vec<String> = missed.iter().map(|(offset, _)| offset.clone()).collect();
-    first.extend(missed.into_iter().flat_map(|(_, frames)| frames));
+    first.extend(missed.iter().flat_map(|(_, frames)| frames.iter().cloned()));
+    socket.set_replayed(missed);
     debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = sent.len(), "reconnected with a pid");
     if socket.release(first, &sent, recovered).is_ok() {
         ns.after_connect(&socket);

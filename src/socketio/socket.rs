@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::namespace::{Namespace, Room};
 use super::packet::{encode, Packet, PacketType};
+use super::recovery::Broadcast;
 use crate::engineio::{Frame, SendError, Session};
 
 /// What a client answered to an emit with an ack.
@@ -59,6 +60,9 @@ pub struct Socket {
     /// their offsets), so the client gets CONNECT, then what it missed, then the rest, once.
     held: Mutex<Option<Vec<HeldBroadcast>>>,
     holding: AtomicBool,
+    /// The last broadcasts replayed to a recovered socket: they came from its keeper, not
+    /// through this node's log, and the client's offset may be one of them if it drops again.
+    replayed: Mutex<Vec<Broadcast>>,
 }
 
 impl Socket {
@@ -76,6 +80,7 @@ impl Socket {
             recovered: AtomicBool::new(false),
             held: Mutex::new(None),
             holding: AtomicBool::new(false),
+            replayed: Mutex::new(Vec::new()),
         })
     }
 
@@ -97,6 +102,16 @@ impl Socket {
     /// broadcasts), like socket.io's `socket.recovered`.
     pub fn recovered(&self) -> bool {
         self.recovered.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the broadcasts replayed to this socket (see `replayed`; at most the
+    /// recovery's `max_missed`, as the keeper kept them).
+    pub(crate) fn set_replayed(&self, packets: Vec<Broadcast>) {
+        *self.replayed.lock().unwrap_or_else(|e| e.into_inner()) = packets;
+    }
+
+    pub(crate) fn replayed(&self) -> Vec<Broadcast> {
+        self.replayed.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Holds live broadcasts until [`Socket::release`].

@@ -50,7 +50,7 @@ for (let u = 0; u < USERS; u++) {
     timeout: 5000,
   });
   const user = { name, mine, socket, joinedSince: null, intervals: [], received: new Set(),
-    downAt: null, reconnects: [], recovered: 0, seq: 0 };
+    downAt: null, reconnects: [], recovered: 0, seq: 0, firstJoined: null };
   users.push(user);
   socket.on("connect", async () => {
     try {
@@ -61,6 +61,7 @@ for (let u = 0; u < USERS; u++) {
         if (!r || !r.ok) throw new Error(JSON.stringify(r));
       }
       user.joinedSince = now();
+      if (user.firstJoined === null) user.firstJoined = user.joinedSince;
       if (user.downAt !== null) {
         user.reconnects.push(user.joinedSince - user.downAt);
         user.downAt = null;
@@ -110,12 +111,17 @@ const stop = async () => {
     for (const [id, m] of messages) {
       for (const u of users) {
         if (!u.mine.includes(m.room) || u.received.has(id)) continue;
+        // Sent before the user first joined: not for it.
+        if (u.firstJoined === null || m.sent < u.firstJoined) continue;
         const spans = [...u.intervals, ...(u.joinedSince !== null ? [[u.joinedSince, Infinity]] : [])];
         const present = spans.some(([a, b]) => a <= m.sent && m.acked + GRACE_MS <= b);
         if (present) {
           lost++;
           if (process.env.LOAD_DEBUG && lost <= 10) console.error(`lost ${id} (${m.room}) for ${u.name}: sent ${Math.round(m.sent)} acked ${Math.round(m.acked)}; ${u.name} in rooms ${JSON.stringify(spans.map(([a, b]) => [Math.round(a), Math.round(b)]))}`);
-        } else missed++;
+        } else {
+          missed++;
+          if (process.env.LOAD_DEBUG && missed <= 10) console.error(`missed ${id} (${m.room}) for ${u.name}: sent ${Math.round(m.sent)} acked ${Math.round(m.acked)}; ${u.name} in rooms ${JSON.stringify(spans.map(([a, b]) => [Math.round(a), Math.round(b)]))}; recovered ${u.recovered} of ${u.reconnects.length}`);
+        }
       }
     }
     return { lost, missed };

@@ -184,7 +184,8 @@ impl Process {
         let child = tokio::process::Command::new(bin)
             .args(&args)
             .env("CLUSTERCHAT_SECRET", SECRET)
-            .stdout(Stdio::null())
+            // Node logs go to stdout: shown with CLUSTERCHAT_TEST_LOGS set (and RUST_LOG).
+            .stdout(if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
