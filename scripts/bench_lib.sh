@@ -1,7 +1,8 @@
 # Helpers shared by scripts/bench.sh and scripts/profile_fanout.sh (sourced, not run): start
 # clusterchat (3 nodes) or the socket.io peer (3 processes + Redis, or one process) behind
 # haproxy on 127.0.0.1, track every started PID and stop them (cleanup), run chatbench.
-# Expects OUT, BIN and BENCH to be set.
+# Expects OUT, BIN and BENCH to be set. NODE_THREADS=n runs each clusterchat node with n tokio
+# worker threads (TOKIO_WORKER_THREADS; default: one per core).
 
 need() { # command, apt package
     command -v "$1" >/dev/null && return 0
