@@ -35,6 +35,7 @@ def fanout_summary(rows):
         "sat_rate": sat,
         "max_deliveries_s": best["deliveries_per_s"],
         "deliveries_per_cpu_s": max(s["deliveries_per_cpu_s"] for s in steps),
+        "eff": max(steps, key=lambda s: s["deliveries_per_cpu_s"]),
         "half": half,
         "members": rows[0]["members"],
         "rooms": rows[0]["rooms"],
@@ -83,6 +84,11 @@ def ratio(a, b):
 rows = []  # (figure, better, values per system)
 
 
+def per_100k(step, key):
+    """CPU seconds of one kind per 100,000 deliveries in a step (None for older results)."""
+    return step[key] * 1e5 / step["delivered"] if key in step and step["delivered"] else None
+
+
 def add(name, better, f):
     vals = []
     for s in SYSTEMS:
@@ -98,6 +104,8 @@ add("idle: server RSS per client (bytes)", "lower", lambda m: m["rss_per_client"
 add("fan-out: highest send rate with p99 ≤ 100 ms (msg/s)", "higher", lambda m: m["fanout"]["sat_rate"])
 add("fan-out: deliveries/s (best step)", "higher", lambda m: m["fanout"]["max_deliveries_s"])
 add("fan-out: deliveries per server CPU-second", "higher", lambda m: m["fanout"]["deliveries_per_cpu_s"])
+add("fan-out: server user CPU-s per 100k deliveries (that step)", "lower", lambda m: per_100k(m["fanout"]["eff"], "server_user_s"))
+add("fan-out: server system CPU-s per 100k deliveries (that step)", "lower", lambda m: per_100k(m["fanout"]["eff"], "server_sys_s"))
 add("fan-out: p50 latency at half saturation (ms)", "lower", lambda m: m["fanout"]["half"]["latency"]["p50_ms"])
 add("fan-out: p99 latency at half saturation (ms)", "lower", lambda m: m["fanout"]["half"]["latency"]["p99_ms"])
 add("big room: join phase (s)", "lower", lambda m: m["big"]["join_s"])

@@ -542,17 +542,22 @@ where
     Si: Sink<WsMessage> + Unpin,
     St: Stream<Item = Result<WsMessage, E>> + Unpin,
 {
+    // One wait for the close, shared by every select below: registered with the session
+    // once, not created and dropped again for every frame.
+    let closed = session.closed();
+    tokio::pin!(closed);
     // Waits for a poll still in flight to hand back the queue.
     let mut rx = tokio::select! {
         rx = session.rx.lock() => rx,
-        _ = session.closed() => return,
+        _ = &mut closed => return,
     };
     let protocol = session.protocol();
     loop {
         tokio::select! {
             biased;
             Some(frame) = rx.recv() => {
-                // Everything queued goes out in one write: one syscall for a burst.
+                // Everything queued goes out in one write (`http::websocket_config` gathers
+                // fed frames until the flush): one syscall for a burst.
                 let write = async {
                     sink.feed(ws_message(frame, protocol)).await?;
                     while let Ok(frame) = rx.try_recv() {
@@ -562,7 +567,7 @@ where
                 };
                 let sent = tokio::select! {
                     sent = write => sent.is_ok(),
-                    _ = session.closed() => return,
+                    _ = &mut closed => return,
                 };
                 if !sent {
                     session.close(CloseReason::TransportClose);
@@ -587,7 +592,7 @@ where
                     }
                 }
             }
-            _ = session.closed() => {
+            _ = &mut closed => {
                 if session.close_reason() == Some(CloseReason::QueueFull) {
                     // What is queued is what the client could not keep up with.
                     return;

@@ -199,8 +199,11 @@ impl Session {
         }
     }
 
+    /// Whether the session is closed. Reads the close reason, set before the token is
+    /// cancelled: one atomic load, where the token's check takes a lock (this runs for every
+    /// frame queued).
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.close_reason.get().is_some()
     }
 
     /// Closes the session if its heartbeat deadline has passed; true if it is closed.

@@ -5,7 +5,7 @@
 //! Every scenario stops by itself (durations, counts and timeouts are arguments), keeps its
 //! statistics in fixed-size histograms and counters, and prints one JSON line per result on
 //! stdout (a human summary goes to stderr). Server processes named with `--server-pid` are
-//! measured from `/proc`: RSS (VmRSS) and CPU seconds (utime + stime).
+//! measured from `/proc`: RSS (VmRSS) and CPU seconds (utime + stime, and each apart).
 
 pub mod client;
 pub mod gossip;
@@ -336,8 +336,9 @@ impl Bench {
             let step = self.step(&shared, &clients, rooms, a.members, rate, Duration::from_secs(a.step_secs)).await;
             let dead = clients.iter().filter(|c| c.is_finished()).count();
             eprintln!(
-                "fanout {rooms}x{}: rate {rate}/s: {:.0} deliveries/s ({:.1} % delivered), p50 {:.2} ms p99 {:.2} ms, {:.0} deliveries per server CPU-s, {dead} clients gone",
-                a.members, step.deliveries_per_s, step.delivered_pct, step.latency.p50_ms, step.latency.p99_ms, step.deliveries_per_cpu_s
+                "fanout {rooms}x{}: rate {rate}/s: {:.0} deliveries/s ({:.1} % delivered), p50 {:.2} ms p99 {:.2} ms, {:.0} deliveries per server CPU-s (user {:.2} s, sys {:.2} s), {dead} clients gone",
+                a.members, step.deliveries_per_s, step.delivered_pct, step.latency.p50_ms, step.latency.p99_ms, step.deliveries_per_cpu_s,
+                step.server_user_s, step.server_sys_s
             );
             let saturated = step.latency.p99_ms > a.max_p99_ms || step.delivered_pct < 95.0 || dead > 0;
             out.push(self.line(
@@ -418,6 +419,8 @@ impl Bench {
             },
             deliveries_per_s: delivered as f64 / elapsed.as_secs_f64(),
             server_cpu_s: cpu,
+            server_user_s: p1.user_s - p0.user_s,
+            server_sys_s: p1.sys_s - p0.sys_s,
             deliveries_per_cpu_s: if cpu > 0.0 { delivered as f64 / cpu } else { 0.0 },
             server_rss_kib: p1.rss_kib,
             latency: shared.latency.take(),
@@ -578,7 +581,10 @@ pub struct Step {
     pub delivered: u64,
     pub delivered_pct: f64,
     pub deliveries_per_s: f64,
+    /// Server CPU seconds of the step, user plus system, and each apart.
     pub server_cpu_s: f64,
+    pub server_user_s: f64,
+    pub server_sys_s: f64,
     pub deliveries_per_cpu_s: f64,
     pub server_rss_kib: u64,
     pub latency: Summary,

@@ -128,7 +128,13 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ProcSample {
     pub rss_kib: u64,
+    /// User plus system time.
     pub cpu_s: f64,
+    /// User time (utime): the servers' own code.
+    pub user_s: f64,
+    /// System time (stime): the kernel on their behalf. On loopback this includes much of the
+    /// receiving side's TCP stack, run in the sender's system call.
+    pub sys_s: f64,
 }
 
 impl ProcSample {
@@ -147,15 +153,22 @@ impl ProcSample {
                 if let Some((_, rest)) = stat.rsplit_once(')') {
                     let f: Vec<&str> = rest.split_whitespace().collect();
                     let t = |i: usize| f.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                    s.cpu_s += (t(14) + t(15)) as f64 / ticks;
+                    s.user_s += t(14) as f64 / ticks;
+                    s.sys_s += t(15) as f64 / ticks;
                 }
             }
         }
+        s.cpu_s = s.user_s + s.sys_s;
         s
     }
 
     pub fn delta(self, before: Self) -> Self {
-        Self { rss_kib: self.rss_kib.saturating_sub(before.rss_kib), cpu_s: self.cpu_s - before.cpu_s }
+        Self {
+            rss_kib: self.rss_kib.saturating_sub(before.rss_kib),
+            cpu_s: self.cpu_s - before.cpu_s,
+            user_s: self.user_s - before.user_s,
+            sys_s: self.sys_s - before.sys_s,
+        }
     }
 }
 

@@ -244,10 +244,14 @@ impl Namespace {
         let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
         // What it was sent and may not have received: the last broadcasts replayed to it (if
         // it recovered here), then what this node delivered to its rooms since.
+        // In the order the client got them: the replay went out first, then what was held
+        // meanwhile (less what the replay had) and what came later.
         let mut packets = socket.replayed();
+        let replayed: HashSet<String> = packets.iter().map(|(offset, _)| offset.clone()).collect();
         let logged = recovery.tail(socket.log_since(), &rooms);
-        packets.retain(|(offset, _)| !logged.iter().any(|(o, _)| o == offset));
-        packets.extend(logged);
+        packets.extend(logged.into_iter().filter(|(offset, _)| !replayed.contains(offset)));
+        let excess = packets.len().saturating_sub(recovery.config().max_missed);
+        packets.drain(..excess);
         let state = ParkedState { pid: pid.to_owned(), sid: socket.id().to_string(), rooms, packets };
         recovery.park(state, true)?;
         tracing::debug!(nsp = %self.name, socket = %socket.id(), %pid, "session parked for recovery");
@@ -460,11 +464,13 @@ impl Namespace {
     /// when the broadcast has a recovery `offset`; returns how many sockets took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
     pub fn deliver_local(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
-        let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(offset, frames).is_ok()).count();
-        self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
+        // Logged before it is queued: a socket that closes meanwhile is parked with what the
+        // log holds, so the log must not lag behind what sockets were sent.
         if let (Some(recovery), Some(offset)) = (&self.recovery, offset) {
             recovery.delivered(room, offset, frames);
         }
+        let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(offset, frames).is_ok()).count();
+        self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }
 
