@@ -9,6 +9,7 @@
 //! client that keeps on is disconnected.
 
 mod rate_limit;
+mod room_users;
 
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +22,7 @@ use crate::socketio::{
     AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, RecoveryConfig, Socket,
 };
 use rate_limit::{RateLimiter, Verdict};
+use room_users::RoomUsers;
 
 /// The chat's namespace.
 pub const NAMESPACE: &str = "/chat";
@@ -83,6 +85,8 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
     let c2 = config.clone();
     let c3 = config.clone();
     let c4 = config.clone();
+    let users = Arc::new(RoomUsers::default());
+    let (u1, u2, u3, u4, u5) = (users.clone(), users.clone(), users.clone(), users.clone(), users);
     let mut builder = NamespaceBuilder::new(NAMESPACE);
     if config.recovery_secs > 0 {
         let max_disconnection = std::time::Duration::from_secs(config.recovery_secs);
@@ -118,21 +122,21 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
                 let ns = socket.namespace();
                 for room in socket.rooms() {
                     ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &*room })]);
-                    ns.emit_to_local_room(&room, "room users", vec![room_users(ns, &room)]);
+                    u1.changed(ns, &room);
                 }
             }
         })
         .on(
             "join room",
             rate_limited(&config, move |socket, event, ack| match room_arg(&event, &c1) {
-                Ok(room) => join(socket, room, &c1, ack),
+                Ok(room) => join(socket, room, &c1, &u2, ack),
                 Err(error) => respond(socket, ack, Err(error)),
             }),
         )
         .on(
             "leave room",
             rate_limited(&config, move |socket, event, ack| {
-                let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room));
+                let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room, &u3));
                 respond(socket, ack, result);
             }),
         )
@@ -143,21 +147,21 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
                 respond(socket, ack, result);
             }),
         )
-        .on_disconnect(|socket, reason| {
+        .on_disconnect(move |socket, reason| {
             tracing::debug!(socket = %socket.id(), user = %user(socket), reason, "chat user left");
             let user = user(socket);
             for room in socket.rooms() {
-                announce_leave(socket.namespace(), &user, &room);
+                announce_leave(socket.namespace(), &user, &room, &u4);
             }
         })
-        .on_presence(|ns, room, change| {
+        .on_presence(move |ns, room, change| {
             // Users of a lost node leave without a word from it: say it for them, here.
             if change.cause == PresenceCause::NodeLost {
                 for user in &change.left {
                     ns.emit_to_local_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
                 }
             }
-            ns.emit_to_local_room(room, "room users", vec![room_users(ns, room)]);
+            u5.changed(ns, room);
         })
 }
 
@@ -240,18 +244,18 @@ fn message_args(event: &Event, config: &ChatConfig) -> Result<(String, String), 
 
 /// Joins, then announces the join once every node routes the room's messages here, so
 /// the joiner misses nothing sent after its ack.
-fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, ack: Option<AckSender>) {
+fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, users: &Arc<RoomUsers>, ack: Option<AckSender>) {
     let ns = socket.namespace().clone();
     if socket.in_room(&room) {
         // Joining twice is harmless: the client just gets the member list again.
-        let _ = socket.emit("room users", vec![room_users(&ns, &room)]);
+        let _ = socket.emit("room users", vec![room_users::list(&ns, &room)]);
         return respond(socket, ack, Ok(()));
     }
     if socket.rooms().len() >= config.max_rooms_per_user {
         return respond(socket, ack, Err(format!("you are already in {} rooms", config.max_rooms_per_user)));
     }
     let Some(subscribed) = socket.join(&room) else { return respond(socket, ack, Ok(())) };
-    let socket = socket.clone();
+    let (socket, users) = (socket.clone(), users.clone());
     tokio::spawn(
         async move {
             subscribed.await;
@@ -261,14 +265,14 @@ fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, ack: Option<Ack
             let _ = socket.emit("room history", vec![json!({ "room": &room, "messages": messages })]);
             let user = user(&socket);
             ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
-            ns.emit_to_local_room(&room, "room users", vec![room_users(&ns, &room)]);
+            users.changed(&ns, &room);
             respond(&socket, ack, Ok(()));
         }
         .in_current_span(),
     );
 }
 
-fn leave(socket: &Arc<Socket>, room: &str) -> Result<(), String> {
+fn leave(socket: &Arc<Socket>, room: &str, users: &Arc<RoomUsers>) -> Result<(), String> {
     if !socket.in_room(room) {
         return Err(format!("you are not in room {room}"));
     }
@@ -276,14 +280,14 @@ fn leave(socket: &Arc<Socket>, room: &str) -> Result<(), String> {
     // The leaver hears its own leave, like the joiner hears its join.
     let _ = socket.emit("leave room", vec![json!({ "user": &*user, "room": room })]);
     socket.leave(room);
-    announce_leave(socket.namespace(), &user, room);
+    announce_leave(socket.namespace(), &user, room, users);
     Ok(())
 }
 
 /// Tells the room, cluster-wide, that `user` left; each node updates its members' lists.
-fn announce_leave(ns: &Namespace, user: &str, room: &str) {
+fn announce_leave(ns: &Arc<Namespace>, user: &str, room: &str, users: &Arc<RoomUsers>) {
     ns.emit_to_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
-    ns.emit_to_local_room(room, "room users", vec![room_users(ns, room)]);
+    users.changed(ns, room);
 }
 
 fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
@@ -295,11 +299,6 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
     ns.emit_to_room(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })]);
     ns.record(room, json!({ "user": &*user, "message": message }).to_string());
     Ok(())
-}
-
-/// `{room, users}`: the sorted, distinct names of the room's members on every node.
-fn room_users(ns: &Namespace, room: &str) -> Value {
-    json!({ "room": room, "users": ns.room_labels(room) })
 }
 
 /// Answers through the ack when the client asked for one; otherwise errors become `chat error`.

@@ -50,7 +50,7 @@ pub type ConnectHandler = Arc<dyn Fn(&Arc<Socket>, &ConnectRequest) -> Result<()
 pub type ConnectedHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 pub type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync>;
 pub type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, &str) + Send + Sync>;
-pub type PresenceHandler = Arc<dyn Fn(&Namespace, &str, &PresenceChange) + Send + Sync>;
+pub type PresenceHandler = Arc<dyn Fn(&Arc<Namespace>, &str, &PresenceChange) + Send + Sync>;
 
 /// Builds a namespace's handlers before the server starts.
 pub struct NamespaceBuilder {
@@ -125,7 +125,7 @@ impl NamespaceBuilder {
     }
 
     /// Runs when members of a room that has local members come or go on other nodes.
-    pub fn on_presence(mut self, f: impl Fn(&Namespace, &str, &PresenceChange) + Send + Sync + 'static) -> Self {
+    pub fn on_presence(mut self, f: impl Fn(&Arc<Namespace>, &str, &PresenceChange) + Send + Sync + 'static) -> Self {
         self.on_presence = Some(Arc::new(f));
         self
     }
@@ -202,7 +202,7 @@ impl Namespace {
     }
 
     /// Tells the application that members of `room` on other nodes changed.
-    pub fn presence_changed(&self, room: &str, change: &PresenceChange) {
+    pub fn presence_changed(self: &Arc<Self>, room: &str, change: &PresenceChange) {
         if let Some(f) = &self.on_presence {
             f(self, room, change);
         }
