@@ -2,11 +2,13 @@
 //!
 //! Client → server: `join room {room}`, `leave room {room}`, `chat message {room, message}`,
 //! each optionally acked with `{ok: true}` or `{error}`. Server → room members: the same event
-//! names with `{user, room[, message]}`, and `room users {room, users}`; the joiner alone gets
+//! names with `{user, room[, message]}`, and `room users {room, users}` (coalesced:
+//! [`room_users`]); the joiner alone gets
 //! `room history {room, messages: [{user, message}]}`, the room's last messages. The server sets
 //! `user` from the connection, so a client cannot speak as someone else. Each client's events
 //! are rate limited ([`rate_limit`]): over the limit an event is refused with `rate limited`, and a
-//! client that keeps on is disconnected.
+//! client that keeps on is disconnected. With connection state recovery on, a recovered client
+//! is welcomed with `recovered: true` and its rooms hear it join again.
 
 mod rate_limit;
 mod room_users;
