@@ -38,6 +38,9 @@ async fn start_ring(n: usize, cluster_id: &str) -> anyhow::Result<Vec<Node>> {
             node_id: format!("node{}", i + 1),
             http: "127.0.0.1:0".parse()?,
             log: "warn".into(),
+            // The victim stops gossiping at once: what is measured is failure detection, not
+            // a drain period (during which a leaving node still gossips).
+            drain_ms: 0,
             cluster: Some(ClusterSettings {
                 gossip: SocketAddr::from(([127, 0, 0, 1], port)),
                 rpc: "127.0.0.1:0".parse()?,
