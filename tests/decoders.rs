@@ -387,8 +387,8 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             pid,
             offset
         }),
-        (text(), text(), any::<u32>(), prop::collection::vec(wire_packet(), 0..3), any::<bool>())
-            .prop_map(|(nsp, pid, before, packets, taken)| Request::ParkTail { nsp, pid, before, packets, taken }),
+        (text(), text(), prop::option::of(text()), prop::collection::vec(wire_packet(), 0..3), any::<bool>())
+            .prop_map(|(nsp, pid, after, packets, taken)| Request::ParkTail { nsp, pid, after, packets, taken }),
     ];
     let response = prop_oneof![
         labels.clone().prop_map(Response::Presence),

@@ -41,6 +41,13 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type RoomId = (String, String);
 
+/// What a peer's push queue carries: pushes, and markers that say when those before them are
+/// on the connection.
+enum Outgoing {
+    Push(Push),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
 /// The node a room is placed on: the rendezvous winner of the room's gossip key among the
 /// ready members. Per-room state kept by one node (such as history) lives there; `inspect
 /// --room` shows it.
@@ -81,7 +88,7 @@ pub struct ClusterRooms {
     /// A std lock: held for table updates only, never across an await.
     tables: Mutex<Tables>,
     /// Per-peer push queues, each drained by its own task.
-    queues: Mutex<HashMap<String, mpsc::Sender<Push>>>,
+    queues: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
     rpc_timeout: Duration,
     pub stats: RoomStats,
     /// Parked sessions being handed over to their keepers; a leaving node waits for them.
@@ -146,7 +153,7 @@ impl ClusterRooms {
                 }
             }
         };
-        if tx.try_send(push).is_err() {
+        if tx.try_send(Outgoing::Push(push)).is_err() {
             let dropped = self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(peer = node, dropped, "push queue full: dropping room traffic to a slow node");
@@ -154,9 +161,30 @@ impl ClusterRooms {
         }
     }
 
+    /// Resolves once every push queued for `node` so far is on its connection (at most 2 s):
+    /// a request sent after it reaches the peer after them.
+    async fn flush_pushes(&self, node: &str) {
+        let tx = self.queues.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned();
+        let Some(tx) = tx else { return };
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        let flush = async {
+            if tx.send(Outgoing::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+    }
+
     /// Drains one peer's queue in order over its RPC connection.
-    async fn pusher(self: Arc<Self>, node: String, mut rx: mpsc::Receiver<Push>) {
-        while let Some(push) = rx.recv().await {
+    async fn pusher(self: Arc<Self>, node: String, mut rx: mpsc::Receiver<Outgoing>) {
+        while let Some(item) = rx.recv().await {
+            let push = match item {
+                Outgoing::Push(push) => push,
+                Outgoing::Flush(done) => {
+                    let _ = done.send(());
+                    continue;
+                }
+            };
             let addr = self.membership.members().get(&node).and_then(|m| m.rpc);
             let Some(addr) = addr else {
                 // The node left: what was queued for it has nobody to go to.
@@ -256,10 +284,17 @@ impl ClusterRooms {
 
     /// Completes a session handed over here with the broadcasts its previous node buffered.
     /// A stale copy (`taken`: the client got the session from the sender) is dropped.
-    pub fn on_park_tail(&self, nsp: &str, pid: &str, before: u32, packets: Vec<WirePacket>, taken: bool) -> Response {
+    pub fn on_park_tail(
+        &self,
+        nsp: &str,
+        pid: &str,
+        after: Option<&str>,
+        packets: Vec<WirePacket>,
+        taken: bool,
+    ) -> Response {
         let Some(ns) = self.namespaces.get(nsp) else { return Response::Parked(false) };
         let Some(recovery) = ns.recovery() else { return Response::Parked(false) };
-        recovery.prepend(pid, before as usize, packets.into_iter().map(packet_from_wire).collect());
+        recovery.prepend(pid, after, packets.into_iter().map(packet_from_wire).collect());
         if taken {
             let _ = ns.take_here(pid, None);
         }
@@ -308,7 +343,7 @@ impl ClusterRooms {
             return; // alone: the session stays here
         };
         let Some(state) = recovery.snapshot(pid, HAND_OVER_BUDGET) else { return };
-        let before = state.packets.len();
+        let after = state.packets.last().map(|(offset, _)| offset.clone());
         let wire = ParkedWire {
             pid: state.pid,
             sid: state.sid,
@@ -322,15 +357,17 @@ impl ClusterRooms {
                 // effect still arrive for a moment: keep taking them, then let go.
                 tokio::time::sleep(HAND_OVER_GRACE).await;
                 // Gone: a client took it from here meanwhile; the keeper's copy is stale.
-                let (mut rest, taken) = match ns.take_here(pid, None) {
-                    Ok(rest) => (rest, false),
-                    Err(_) => (Vec::new(), true),
+                let (rest, taken) = match recovery.take_after(pid, after.as_deref()) {
+                    Some((rest, emptied)) => {
+                        ns.rooms_unparked(&emptied);
+                        (rest, false)
+                    }
+                    None => (Vec::new(), true),
                 };
-                let rest = rest.split_off(before.min(rest.len()));
                 debug!(%pid, %keeper, later = rest.len(), taken, "parked session handed over");
                 let packets = rest.iter().map(packet_to_wire).collect();
                 let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
-                let tail = Request::ParkTail { nsp, pid, before: before as u32, packets, taken };
+                let tail = Request::ParkTail { nsp, pid, after, packets, taken };
                 if let Err(err) = self.call(&keeper, tail, self.rpc_timeout).await {
                     warn!(%keeper, %err, "hand-over tail not delivered; the session may have a gap");
                 }
@@ -613,6 +650,9 @@ impl Adapter for ClusterRooms {
         let node = node.to_owned();
         let request = Request::TakeParked { nsp: nsp.into(), pid: pid.into(), offset: offset.map(str::to_owned) };
         Box::pin(async move {
+            // Broadcasts this node published before its socket joined went to the keeper, as
+            // pushes: they must reach it before the take, or nobody would have them.
+            this.flush_pushes(&node).await;
             match this.call(&node, request, this.rpc_timeout).await {
                 Ok(Response::Taken(packets)) => packets.map(|p| p.into_iter().map(packet_from_wire).collect()),
                 other => {

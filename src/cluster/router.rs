@@ -321,8 +321,8 @@ impl RpcHandler for PeerHandler {
                 Box::pin(std::future::ready(self.rooms.on_find_parked(&nsp, &pid, offset.as_deref())))
             }
             Request::TakeParked { nsp, pid, offset } => self.rooms.on_take_parked(&nsp, &pid, offset.as_deref()),
-            Request::ParkTail { nsp, pid, before, packets, taken } => {
-                Box::pin(std::future::ready(self.rooms.on_park_tail(&nsp, &pid, before, packets, taken)))
+            Request::ParkTail { nsp, pid, after, packets, taken } => {
+                Box::pin(std::future::ready(self.rooms.on_park_tail(&nsp, &pid, after.as_deref(), packets, taken)))
             }
         }
     }

@@ -56,10 +56,10 @@ pub enum Request {
     /// Give up this parked session: its broadcasts after `offset`.
     TakeParked { nsp: String, pid: String, offset: Option<String> },
     /// The rest of a hand-over: broadcasts the sender buffered for the session after the
-    /// state it sent (whose first `before` packets they follow). Always sent, even empty:
+    /// state it sent (they follow `after`, the last broadcast of that state). Always sent, even empty:
     /// the session is complete with it. `taken`: a client took the session from the sender
     /// meanwhile, so the receiver's copy is stale and dropped.
-    ParkTail { nsp: String, pid: String, before: u32, packets: Vec<WirePacket>, taken: bool },
+    ParkTail { nsp: String, pid: String, after: Option<String>, packets: Vec<WirePacket>, taken: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,7 +234,7 @@ mod tests {
                 body: Request::ParkTail {
                     nsp: "/chat".into(),
                     pid: "p".into(),
-                    before: 3,
+                    after: Some("o1".into()),
                     packets: vec![],
                     taken: false,
                 },

@@ -313,7 +313,7 @@ impl Namespace {
     }
 
     /// Rooms whose last parked member went: this node's subscription follows its sockets.
-    fn rooms_unparked(&self, rooms: &[String]) {
+    pub fn rooms_unparked(&self, rooms: &[String]) {
         for room in rooms {
             drop(self.room_changed(room));
         }
@@ -464,11 +464,18 @@ impl Namespace {
     /// when the broadcast has a recovery `offset`; returns how many sockets took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
     pub fn deliver_local(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
-        // Logged before it is queued: a socket that closes meanwhile is parked with what the
-        // log holds, so the log must not lag behind what sockets were sent.
-        if let (Some(recovery), Some(offset)) = (&self.recovery, offset) {
-            recovery.delivered(room, offset, frames);
-        }
+        // With recovery, the log must hold what sockets were sent, in the order they were
+        // sent it (a parked socket's tail comes from the log, and the client's offset says
+        // where it stopped in that order): logged first, and queued while no other broadcast
+        // of the namespace is logged or queued.
+        let _order = match (&self.recovery, offset) {
+            (Some(recovery), Some(offset)) => {
+                let order = recovery.order();
+                recovery.delivered(room, offset, frames);
+                Some(order)
+            }
+            _ => None,
+        };
         let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(offset, frames).is_ok()).count();
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered

@@ -123,6 +123,8 @@ pub struct Recovery {
     store: Mutex<Store>,
     /// Woken when a hand-over's tail arrives.
     completed: tokio::sync::Notify,
+    /// Held while a broadcast is logged and queued to sockets (see [`Recovery::order`]).
+    order: Mutex<()>,
 }
 
 impl Recovery {
@@ -135,7 +137,14 @@ impl Recovery {
             log: Mutex::new((0, VecDeque::new())),
             store: Mutex::new(Store::default()),
             completed: tokio::sync::Notify::new(),
+            order: Mutex::new(()),
         }
+    }
+
+    /// Serialises broadcasts: held while one is logged and queued to the sockets, so every
+    /// socket gets them in the log's order. A std lock: queueing never waits.
+    pub fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn config(&self) -> &RecoveryConfig {
@@ -227,22 +236,34 @@ impl Recovery {
         Some(added)
     }
 
-    /// Adds the hand-over's tail, the broadcasts sent for a parked session before it got here,
-    /// ahead of those it buffered itself, skipping the ones it has; the session is complete.
-    pub fn prepend(&self, pid: &str, before: usize, packets: Vec<Broadcast>) {
+    /// Adds the hand-over's tail, the broadcasts sent for a parked session before it got here:
+    /// right after `after` (the last broadcast of the state it came with; at the front if that
+    /// one is gone or there was none), so ahead of those it buffered itself, skipping the ones
+    /// it has. The session is complete.
+    pub fn prepend(&self, pid: &str, after: Option<&str>, packets: Vec<Broadcast>) {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let Some(parked) = store.sessions.get_mut(pid) else { return };
         parked.complete = true;
         self.completed.notify_waiters();
         let have: HashSet<&str> = parked.packets.iter().map(|(o, _)| o.as_str()).collect();
         let new: Vec<Broadcast> = packets.into_iter().filter(|(o, _)| !have.contains(o.as_str())).collect();
-        let at = before.min(parked.packets.len());
+        let at = after.and_then(|a| parked.packets.iter().position(|(o, _)| o == a)).map_or(0, |i| i + 1);
         for (i, packet) in new.into_iter().enumerate() {
             parked.packets.insert(at + i, packet);
         }
         while parked.packets.len() > self.config.max_missed {
             parked.packets.pop_front();
         }
+    }
+
+    /// The broadcasts of a session parked here after `after` (all of them if `after` is gone
+    /// or `None`), and removes it: what a hand-over sends last. Returns `None` if the session
+    /// is not here (a client took it).
+    pub fn take_after(&self, pid: &str, after: Option<&str>) -> Option<(Vec<Broadcast>, Vec<String>)> {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let (parked, emptied) = store.remove(pid)?;
+        let start = after.and_then(|a| parked.packets.iter().position(|(o, _)| o == a)).map_or(0, |i| i + 1);
+        Some((parked.packets.into_iter().skip(start).collect(), emptied))
     }
 
     /// A parked session's state as it is now (for a hand-over), without removing it; only
@@ -262,7 +283,7 @@ impl Recovery {
     pub fn peek(&self, pid: &str, offset: Option<&str>) -> Result<(String, Vec<String>), RestoreError> {
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let parked = store.sessions.get(pid).filter(|p| p.expires > Instant::now()).ok_or(RestoreError::Unknown)?;
-        missed_after(&parked.packets, offset)?;
+        from_offset(&parked.packets, offset)?;
         Ok((parked.sid.clone(), parked.rooms.clone()))
     }
 
@@ -283,16 +304,17 @@ impl Recovery {
         let _ = tokio::time::timeout(limit, wait).await;
     }
 
-    /// Removes a parked session: what it missed after `offset`, and the rooms with no parked
-    /// member left.
+    /// Removes a parked session: the broadcast at `offset` (the client's last, first) and what
+    /// it missed after it, and the rooms with no parked member left. The anchor is not for
+    /// the client: its next node keeps it, so that the client, dropping again before it got
+    /// anything more, is still found by the same offset.
     pub fn take(&self, pid: &str, offset: Option<&str>) -> Result<(Vec<Broadcast>, Vec<String>), RestoreError> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let (parked, emptied) = store.remove(pid).ok_or(RestoreError::Unknown)?;
         if parked.expires <= Instant::now() {
             return Err(RestoreError::Unknown);
         }
-        let missed = missed_after(&parked.packets, offset)?;
-        Ok((missed, emptied))
+        Ok((from_offset(&parked.packets, offset)?, emptied))
     }
 
     /// Removes the sessions whose time is up; returns them with the rooms left empty.
@@ -342,10 +364,12 @@ pub fn latest_within<'a>(packets: impl DoubleEndedIterator<Item = &'a Broadcast>
 }
 
 /// The packets after `offset`; all of them without one (the client received no broadcast).
-fn missed_after(packets: &VecDeque<Broadcast>, offset: Option<&str>) -> Result<Vec<Broadcast>, RestoreError> {
+/// The packets from `offset` on, that one included (the anchor: see [`Recovery::take`]); all
+/// of them without one.
+fn from_offset(packets: &VecDeque<Broadcast>, offset: Option<&str>) -> Result<Vec<Broadcast>, RestoreError> {
     let start = match offset {
         None => 0,
-        Some(offset) => packets.iter().position(|(o, _)| o == offset).ok_or(RestoreError::OffsetUnknown)? + 1,
+        Some(offset) => packets.iter().position(|(o, _)| o == offset).ok_or(RestoreError::OffsetUnknown)?,
     };
     Ok(packets.iter().skip(start).cloned().collect())
 }
@@ -388,9 +412,9 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
-        r.prepend("p", 1, vec![("o2".into(), frames("2"))]);
+        r.prepend("p", Some("o1"), vec![("o2".into(), frames("2"))]);
         waiter.await.unwrap();
-        assert_eq!(r.take("p", Some("o1")).unwrap().0.len(), 1);
+        assert_eq!(r.take("p", Some("o1")).unwrap().0.len(), 2);
     }
 
     #[test]
@@ -417,7 +441,7 @@ mod tests {
         assert_eq!(r.peek("p", Some("nope")), Err(RestoreError::OffsetUnknown));
         assert_eq!(r.peek("q", None), Err(RestoreError::Unknown));
         let (missed, emptied) = r.take("p", Some("o1")).unwrap();
-        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o2", "o4"]);
+        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o1", "o2", "o4"], "o1 the anchor");
         assert_eq!(emptied, ["a", "b"]);
         assert_eq!(r.take("p", Some("o1")), Err(RestoreError::Unknown), "taken once");
         assert!(!r.parked_in("a"));
@@ -441,7 +465,7 @@ mod tests {
         assert_eq!(r.parked_count(), 1);
         assert_eq!(r.peek("p", Some("o1")), Err(RestoreError::OffsetUnknown), "o2 is gone: a gap");
         let (missed, _) = r.take("p", Some("o2")).unwrap();
-        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o3"]);
+        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o2", "o3"]);
     }
 
     #[test]
@@ -458,9 +482,28 @@ mod tests {
         let r = recovery(10);
         r.park_complete(state("p", &["a"], vec![("o1".into(), frames("1"))]));
         r.delivered("a", "o3", &frames("3"));
-        r.prepend("p", 1, vec![("o2".into(), frames("2")), ("o3".into(), frames("3"))]);
+        r.prepend("p", Some("o1"), vec![("o2".into(), frames("2")), ("o3".into(), frames("3"))]);
         let (missed, _) = r.take("p", None).unwrap();
         assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o1", "o2", "o3"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_window_hands_over_what_came_after_the_state_sent() {
+        let r = recovery(3);
+        r.park_complete(state(
+            "p",
+            &["a"],
+            vec![("o1".into(), frames("1")), ("o2".into(), frames("2")), ("o3".into(), frames("3"))],
+        ));
+        let sent = r.snapshot("p", usize::MAX).unwrap();
+        // The window is full: each later broadcast pushes the oldest out, so counting the
+        // state's length would find nothing after it.
+        r.delivered("a", "o4", &frames("4"));
+        r.delivered("a", "o5", &frames("5"));
+        let last = sent.packets.last().map(|(o, _)| o.as_str());
+        let (rest, _) = r.take_after("p", last).unwrap();
+        assert_eq!(rest.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o4", "o5"]);
+        assert!(r.take_after("p", last).is_none(), "gone");
     }
 
     #[tokio::test]

@@ -264,12 +264,14 @@ async fn restore(
     }
     let pid = if recovered { pid } else { crate::engineio::session::new_random_id() };
     socket.set_recovery(pid.clone(), since);
-    let missed = missed.unwrap_or_default();
+    // The session comes back with the client's last broadcast (the anchor) first.
+    let kept = missed.unwrap_or_default();
+    let skip = usize::from(offset.is_some() && kept.first().is_some_and(|(o, _)| Some(o) == offset.as_ref()));
     let mut first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
-    let sent: Vec<String> = missed.iter().map(|(offset, _)| offset.clone()).collect();
-    first.extend(missed.iter().flat_map(|(_, frames)| frames.iter().cloned()));
-    socket.set_replayed(missed);
-    debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = sent.len(), "reconnected with a pid");
+    let sent: Vec<String> = kept[skip..].iter().map(|(offset, _)| offset.clone()).collect();
+    first.extend(kept[skip..].iter().flat_map(|(_, frames)| frames.iter().cloned()));
+    socket.set_replayed(kept);
+    debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = sent.len(), %pid, "reconnected with a pid");
     if socket.release(first, &sent, recovered).is_ok() {
         ns.after_connect(&socket);
     }

@@ -125,15 +125,20 @@ impl Socket {
     pub(crate) fn release(&self, first: Vec<Frame>, sent: &[String], recovered: bool) -> Result<(), SendError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let waiting = held.take().unwrap_or_default();
-        self.holding.store(false, Ordering::Release);
         self.recovered.store(recovered, Ordering::Relaxed);
-        self.session.send_all(&first)?;
-        for (offset, frames) in waiting {
-            if offset.as_ref().is_none_or(|o| !sent.contains(o)) {
-                self.session.send_all(&frames)?;
+        // Still holding (under the lock) until all of it is queued: a broadcast arriving now
+        // waits for the lock, then goes after it.
+        let result = (|| {
+            self.session.send_all(&first)?;
+            for (offset, frames) in waiting {
+                if offset.as_ref().is_none_or(|o| !sent.contains(o)) {
+                    self.session.send_all(&frames)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })();
+        self.holding.store(false, Ordering::Release);
+        result
     }
 
     /// Queues a room broadcast (with its offset, if any) for the client.

@@ -120,7 +120,7 @@ const stop = async () => {
           if (process.env.LOAD_DEBUG && lost <= 10) console.error(`lost ${id} (${m.room}) for ${u.name}: sent ${Math.round(m.sent)} acked ${Math.round(m.acked)}; ${u.name} in rooms ${JSON.stringify(spans.map(([a, b]) => [Math.round(a), Math.round(b)]))}`);
         } else {
           missed++;
-          if (process.env.LOAD_DEBUG && missed <= 10) console.error(`missed ${id} (${m.room}) for ${u.name}: sent ${Math.round(m.sent)} acked ${Math.round(m.acked)}; ${u.name} in rooms ${JSON.stringify(spans.map(([a, b]) => [Math.round(a), Math.round(b)]))}; recovered ${u.recovered} of ${u.reconnects.length}`);
+          if (process.env.LOAD_DEBUG && missed <= 10) console.error(`missed ${id} (${m.room}) for ${u.name}: sent ${Math.round(m.sent)} acked ${Math.round(m.acked)}; ${u.name} in rooms ${JSON.stringify(spans.map(([a, b]) => [Math.round(a), Math.round(b)]))}; recovered ${u.recovered} of ${u.reconnects.length}; pid ${u.socket._pid}`);
         }
       }
     }
