@@ -25,7 +25,7 @@ use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
-use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, PARKED_LABEL};
+use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, PARKED_LABEL, TAIL_WAIT};
 use crate::socketio::{Adapter, FoundSession, Namespace, PresenceCause, PresenceChange};
 
 /// Pushes queued per peer before new ones are dropped.
@@ -342,6 +342,8 @@ impl ClusterRooms {
         let Some(keeper) = self.pid_ranking(pid).into_iter().find(|n| *n != self.node_id) else {
             return; // alone: the session stays here
         };
+        // A session still waiting for its previous hand-over's tail moves once it has it.
+        recovery.complete(pid, TAIL_WAIT).await;
         let Some(state) = recovery.snapshot(pid, HAND_OVER_BUDGET) else { return };
         let after = state.packets.last().map(|(offset, _)| offset.clone());
         let wire = ParkedWire {

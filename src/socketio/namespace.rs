@@ -11,12 +11,9 @@ use serde_json::Value;
 
 use super::adapter::{Adapter, FoundSession, PresenceChange};
 use super::history::RoomHistory;
-use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL};
+use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL, TAIL_WAIT};
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
-
-/// How long taking a handed-over session waits for the hand-over's tail.
-const TAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A room name. Shared, because the same name sits in the room table and in each member socket.
 pub type Room = Arc<str>;

@@ -28,6 +28,9 @@ use crate::engineio::Frame;
 /// appearing in member lists (real labels are never empty).
 pub const PARKED_LABEL: &str = "";
 
+/// How long taking or moving a handed-over session waits for the hand-over's tail.
+pub const TAIL_WAIT: Duration = Duration::from_secs(2);
+
 /// Recovery settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryConfig {
