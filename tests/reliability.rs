@@ -113,7 +113,7 @@ async fn rolling_restart_under_chat_load() {
     assert!(report["reconnects"].as_u64().unwrap() > 0, "some users were on the restarted nodes: {report}");
     // Connection state recovery: the graceful leaves' clients get their sessions back, rooms
     // and the messages sent while they were away. Measured: every one in the short run, and
-    // 99.6 % or more with about 0.03 % of deliveries missed in the long run (RELIABILITY.md); asserted
+    // every one with a dozen of 400,000 deliveries missed in the long run (RELIABILITY.md); asserted
     // with a margin so that a loaded machine does not make it flaky.
     let (recovered, reconnects) = (report["recovered"].as_u64().unwrap(), report["reconnects"].as_u64().unwrap());
     assert!(recovered * 10 >= reconnects * 9, "at least 90 % of reconnections recovered: {report}");
