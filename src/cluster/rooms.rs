@@ -254,13 +254,7 @@ impl ClusterRooms {
     /// Serves a peer's hand-over of a parked session.
     pub fn on_park(&self, nsp: &str, state: ParkedWire) -> BoxFuture<'static, Response> {
         let Some(ns) = self.namespaces.get(nsp) else { return Box::pin(std::future::ready(Response::Parked(false))) };
-        let state = ParkedState {
-            pid: state.pid,
-            sid: state.sid,
-            rooms: state.rooms,
-            packets: state.packets.into_iter().map(packet_from_wire).collect(),
-        };
-        let parked = ns.park_here(state);
+        let parked = ns.park_here(parked_from_wire(state));
         Box::pin(async move { Response::Parked(parked.await) })
     }
 
@@ -278,7 +272,7 @@ impl ClusterRooms {
         Box::pin(async move {
             let taken = taken.await;
             let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
-            Response::Taken(taken.map(|packets| packets.iter().map(packet_to_wire).collect()))
+            Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
         })
     }
 
@@ -294,7 +288,7 @@ impl ClusterRooms {
     ) -> Response {
         let Some(ns) = self.namespaces.get(nsp) else { return Response::Parked(false) };
         let Some(recovery) = ns.recovery() else { return Response::Parked(false) };
-        recovery.prepend(pid, after, packets.into_iter().map(packet_from_wire).collect());
+        recovery.prepend(pid, after, packets.into_iter().map(broadcast_from_wire).collect());
         if taken {
             let _ = ns.take_here(pid, None);
         }
@@ -346,13 +340,7 @@ impl ClusterRooms {
         recovery.complete(pid, TAIL_WAIT).await;
         let Some(state) = recovery.snapshot(pid, HAND_OVER_BUDGET) else { return };
         let after = state.packets.last().map(|(offset, _)| offset.clone());
-        let wire = ParkedWire {
-            pid: state.pid,
-            sid: state.sid,
-            rooms: state.rooms,
-            packets: state.packets.iter().map(packet_to_wire).collect(),
-        };
-        let request = Request::Park { nsp: nsp.to_owned(), state: wire };
+        let request = Request::Park { nsp: nsp.to_owned(), state: parked_to_wire(state) };
         match self.call(&keeper, request, self.rpc_timeout).await {
             Ok(Response::Parked(true)) => {
                 // Broadcasts already on their way here before the keeper's subscription took
@@ -367,7 +355,7 @@ impl ClusterRooms {
                     None => (Vec::new(), true),
                 };
                 debug!(%pid, %keeper, later = rest.len(), taken, "parked session handed over");
-                let packets = rest.iter().map(packet_to_wire).collect();
+                let packets = rest.iter().map(broadcast_to_wire).collect();
                 let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
                 let tail = Request::ParkTail { nsp, pid, after, packets, taken };
                 if let Err(err) = self.call(&keeper, tail, self.rpc_timeout).await {
@@ -656,7 +644,7 @@ impl Adapter for ClusterRooms {
             // pushes: they must reach it before the take, or nobody would have them.
             this.flush_pushes(&node).await;
             match this.call(&node, request, this.rpc_timeout).await {
-                Ok(Response::Taken(packets)) => packets.map(|p| p.into_iter().map(packet_from_wire).collect()),
+                Ok(Response::Taken(packets)) => packets.map(|p| p.into_iter().map(broadcast_from_wire).collect()),
                 other => {
                     warn!(peer = node, ?other, "parked session not taken");
                     None
@@ -676,11 +664,21 @@ impl Adapter for ClusterRooms {
     }
 }
 
-fn packet_to_wire((offset, frames): &Broadcast) -> WirePacket {
+fn parked_to_wire(state: ParkedState) -> ParkedWire {
+    let packets = state.packets.iter().map(broadcast_to_wire).collect();
+    ParkedWire { pid: state.pid, sid: state.sid, rooms: state.rooms, packets }
+}
+
+fn parked_from_wire(wire: ParkedWire) -> ParkedState {
+    let packets = wire.packets.into_iter().map(broadcast_from_wire).collect();
+    ParkedState { pid: wire.pid, sid: wire.sid, rooms: wire.rooms, packets }
+}
+
+fn broadcast_to_wire((offset, frames): &Broadcast) -> WirePacket {
     (offset.clone(), frames.iter().map(frame_to_wire).collect())
 }
 
-fn packet_from_wire((offset, frames): WirePacket) -> Broadcast {
+fn broadcast_from_wire((offset, frames): WirePacket) -> Broadcast {
     (offset, frames.into_iter().map(frame_from_wire).collect())
 }
 

@@ -239,10 +239,9 @@ impl Namespace {
             return None;
         }
         let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        // What it was sent and may not have received: the last broadcasts replayed to it (if
-        // it recovered here), then what this node delivered to its rooms since.
-        // In the order the client got them: the replay went out first, then what was held
-        // meanwhile (less what the replay had) and what came later.
+        // What it was sent and may not have received, in the order the client got it: the
+        // broadcasts replayed to it (if it recovered here) went out first, then what this node
+        // delivered to its rooms since (less what the replay had).
         let mut packets = socket.replayed();
         let replayed: HashSet<String> = packets.iter().map(|(offset, _)| offset.clone()).collect();
         let logged = recovery.tail(socket.log_since(), &rooms);

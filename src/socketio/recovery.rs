@@ -180,15 +180,13 @@ impl Recovery {
             }
         }
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(pids) = store.rooms.get(room).cloned() else { return };
-        for pid in pids {
-            if let Some(parked) = store.sessions.get_mut(&pid) {
+        let Store { sessions, rooms } = &mut *store;
+        for pid in rooms.get(room).into_iter().flatten() {
+            if let Some(parked) = sessions.get_mut(pid) {
                 // A window of the latest: a client whose offset fell out of it has a gap and
                 // is not recovered (it gets a new session).
-                if parked.packets.len() >= self.config.max_missed {
-                    parked.packets.pop_front();
-                }
                 parked.packets.push_back(packet.clone());
+                keep_latest(&mut parked.packets, self.config.max_missed);
             }
         }
     }
@@ -223,9 +221,7 @@ impl Recovery {
             return None;
         }
         let mut packets: VecDeque<Broadcast> = state.packets.into();
-        while packets.len() > self.config.max_missed {
-            packets.pop_front();
-        }
+        keep_latest(&mut packets, self.config.max_missed);
         let mut added = Vec::new();
         for room in &state.rooms {
             let pids = store.rooms.entry(room.clone()).or_default();
@@ -250,13 +246,11 @@ impl Recovery {
         self.completed.notify_waiters();
         let have: HashSet<&str> = parked.packets.iter().map(|(o, _)| o.as_str()).collect();
         let new: Vec<Broadcast> = packets.into_iter().filter(|(o, _)| !have.contains(o.as_str())).collect();
-        let at = after.and_then(|a| parked.packets.iter().position(|(o, _)| o == a)).map_or(0, |i| i + 1);
+        let at = position_after(&parked.packets, after);
         for (i, packet) in new.into_iter().enumerate() {
             parked.packets.insert(at + i, packet);
         }
-        while parked.packets.len() > self.config.max_missed {
-            parked.packets.pop_front();
-        }
+        keep_latest(&mut parked.packets, self.config.max_missed);
     }
 
     /// The broadcasts of a session parked here after `after` (all of them if `after` is gone
@@ -265,7 +259,7 @@ impl Recovery {
     pub fn take_after(&self, pid: &str, after: Option<&str>) -> Option<(Vec<Broadcast>, Vec<String>)> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let (parked, emptied) = store.remove(pid)?;
-        let start = after.and_then(|a| parked.packets.iter().position(|(o, _)| o == a)).map_or(0, |i| i + 1);
+        let start = position_after(&parked.packets, after);
         Some((parked.packets.into_iter().skip(start).collect(), emptied))
     }
 
@@ -342,6 +336,18 @@ impl Recovery {
     pub fn parked_count(&self) -> usize {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.len()
     }
+}
+
+/// Drops the oldest broadcasts past `max`.
+fn keep_latest(packets: &mut VecDeque<Broadcast>, max: usize) {
+    let excess = packets.len().saturating_sub(max);
+    packets.drain(..excess);
+}
+
+/// Where the broadcasts after `after` start: just past it, or at the front if it is gone or
+/// `None`.
+fn position_after(packets: &VecDeque<Broadcast>, after: Option<&str>) -> usize {
+    after.and_then(|a| packets.iter().position(|(o, _)| o == a)).map_or(0, |i| i + 1)
 }
 
 /// Roughly how many bytes a packet takes on the wire.

@@ -268,7 +268,7 @@ async fn restore(
     let kept = missed.unwrap_or_default();
     let skip = usize::from(offset.is_some() && kept.first().is_some_and(|(o, _)| Some(o) == offset.as_ref()));
     let mut first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
-    let sent: Vec<String> = kept[skip..].iter().map(|(offset, _)| offset.clone()).collect();
+    let sent: std::collections::HashSet<String> = kept[skip..].iter().map(|(offset, _)| offset.clone()).collect();
     first.extend(kept[skip..].iter().flat_map(|(_, frames)| frames.iter().cloned()));
     socket.set_replayed(kept);
     debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = sent.len(), %pid, "reconnected with a pid");

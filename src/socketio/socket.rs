@@ -122,7 +122,7 @@ impl Socket {
 
     /// Sends `first` (the CONNECT answer and the missed broadcasts, whose offsets are
     /// `sent`), then the held broadcasts not among them, and stops holding.
-    pub(crate) fn release(&self, first: Vec<Frame>, sent: &[String], recovered: bool) -> Result<(), SendError> {
+    pub(crate) fn release(&self, first: Vec<Frame>, sent: &HashSet<String>, recovered: bool) -> Result<(), SendError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let waiting = held.take().unwrap_or_default();
         self.recovered.store(recovered, Ordering::Relaxed);
