@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::ChatConfig;
 use crate::engineio::EngineConfig;
+use crate::keyring::Keyring;
 use crate::socketio::SocketIoConfig;
 
 /// Everything a node needs to run. Defaults are those of the reference Socket.IO server.
@@ -41,17 +42,30 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// Gossip (UDP) listen and advertised address.
+    /// Gossip (UDP) listen address.
     pub gossip: SocketAddr,
-    /// Internal RPC (TCP) listen and advertised address.
+    /// Internal RPC (TCP) listen address.
     pub rpc: SocketAddr,
-    /// Gossip addresses of other members to join through (`host:port`).
+    /// The addresses other nodes reach this one at, when they differ from the listen
+    /// addresses (a node listening on `0.0.0.0` or `[::]`, behind NAT, in a container).
+    /// Required for a listen address that is unspecified.
+    pub gossip_advertise: Option<SocketAddr>,
+    pub rpc_advertise: Option<SocketAddr>,
+    /// The HTTP address shown to peers and `inspect` (the node's `http` otherwise).
+    pub http_advertise: Option<SocketAddr>,
+    /// Gossip addresses of other members to join through (`host:port`; host names are
+    /// resolved again every gossip round). They must be the members' advertised addresses.
     pub seeds: Vec<String>,
     /// Nodes only gossip with nodes of the same cluster id.
     pub cluster_id: String,
-    /// Shared secret authenticating RPC connections; the `CLUSTERCHAT_SECRET` environment
-    /// variable overrides it. Required in a cluster.
+    /// The cluster's secrets: the first seals what this node sends, every one is accepted
+    /// (rotation: see `keyring`). `CLUSTERCHAT_SECRET` overrides them with one secret.
+    pub secrets: Vec<String>,
+    /// One secret, as older configs give it; the same as `secrets = [secret]`.
     pub secret: Option<String>,
+    /// How far a gossip datagram's send time may be from this node's clock (clock skew plus
+    /// delivery), ms; older ones are refused as replays.
+    pub gossip_max_clock_skew_ms: u64,
     /// Gossip round period; also the failure detector's initial heartbeat interval, ms.
     pub gossip_interval_ms: u64,
     /// Phi-accrual threshold above which a silent member counts as dead.
@@ -61,6 +75,16 @@ pub struct ClusterSettings {
     pub rpc_timeout_ms: u64,
     /// How long dialing a peer may take, ms.
     pub rpc_connect_timeout_ms: u64,
+    /// How long an RPC handshake may take, ms: a peer that accepts and stays silent costs
+    /// its callers no more, and is then left alone for a back-off.
+    pub rpc_handshake_timeout_ms: u64,
+    /// Incoming RPC connections in their handshake at once; more are closed at once.
+    pub rpc_max_handshakes: usize,
+    /// Per peer connection: bytes queued to send, requests awaiting an answer, and the
+    /// peer's requests served at once.
+    pub rpc_max_queued_bytes: usize,
+    pub rpc_max_calls: usize,
+    pub rpc_max_served: usize,
 }
 
 impl Default for ClusterSettings {
@@ -68,28 +92,67 @@ impl Default for ClusterSettings {
         Self {
             gossip: "127.0.0.1:7001".parse().expect("valid default address"),
             rpc: "127.0.0.1:8001".parse().expect("valid default address"),
+            gossip_advertise: None,
+            rpc_advertise: None,
+            http_advertise: None,
             seeds: Vec::new(),
             cluster_id: "clusterchat".into(),
+            secrets: Vec::new(),
             secret: None,
+            gossip_max_clock_skew_ms: 30_000,
             gossip_interval_ms: 100,
             phi_threshold: 8.0,
             rpc_timeout_ms: 0,
             rpc_connect_timeout_ms: 2000,
+            rpc_handshake_timeout_ms: 1000,
+            rpc_max_handshakes: 64,
+            rpc_max_queued_bytes: 16 * 1024 * 1024,
+            rpc_max_calls: 1024,
+            rpc_max_served: 1024,
         }
     }
 }
 
 impl ClusterSettings {
-    /// The secret from the environment or the file.
-    pub fn secret(&self) -> Result<String, ConfigError> {
-        std::env::var("CLUSTERCHAT_SECRET")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| self.secret.clone())
-            .filter(|s| s.len() >= 8)
-            .ok_or_else(|| {
-                ConfigError::Invalid("cluster.secret (or CLUSTERCHAT_SECRET) must be set, 8 characters at least".into())
-            })
+    /// The secrets, from the environment (one) or the file.
+    pub fn secrets(&self) -> Vec<String> {
+        match std::env::var("CLUSTERCHAT_SECRET").ok().filter(|s| !s.is_empty()) {
+            Some(secret) => vec![secret],
+            None => self.secrets.iter().chain(&self.secret).cloned().collect(),
+        }
+    }
+
+    /// The keyring of [`ClusterSettings::secrets`], checked against every address the node
+    /// listens on or advertises (`http` is the node's HTTP listen address).
+    pub fn keyring(&self, http: SocketAddr) -> Result<Keyring, ConfigError> {
+        let addresses = [
+            Some(http),
+            Some(self.gossip),
+            Some(self.rpc),
+            self.gossip_advertise,
+            self.rpc_advertise,
+            self.http_advertise,
+        ];
+        let addresses: Vec<SocketAddr> = addresses.into_iter().flatten().collect();
+        Keyring::new(&self.secrets(), &addresses).map_err(|err| ConfigError::Invalid(err.to_string()))
+    }
+
+    /// An advertised address: the configured one, or the bound one unless it is unspecified.
+    pub fn advertised(
+        name: &str,
+        configured: Option<SocketAddr>,
+        bound: SocketAddr,
+    ) -> Result<SocketAddr, ConfigError> {
+        match configured {
+            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+                Err(ConfigError::Invalid(format!("cluster.{name}_advertise must be a reachable address, not {addr}")))
+            }
+            Some(addr) => Ok(addr),
+            None if bound.ip().is_unspecified() => Err(ConfigError::Invalid(format!(
+                "cluster.{name} listens on {bound}: set cluster.{name}_advertise to the address peers reach"
+            ))),
+            None => Ok(bound),
+        }
     }
 
     /// The forwarded-request timeout: configured, or ping interval + ping timeout + 10 s.
@@ -199,8 +262,9 @@ impl NodeConfig {
         let checks = [
             (
                 self.node_id.is_empty()
+                    || self.node_id.len() > 64
                     || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-                "node_id must be non-empty ASCII letters, digits, - or _",
+                "node_id must be 1 to 64 ASCII letters, digits, - or _",
             ),
             (e.ping_interval_ms == 0, "engine.ping_interval_ms must be > 0"),
             (e.ping_timeout_ms == 0, "engine.ping_timeout_ms must be > 0"),
@@ -213,10 +277,25 @@ impl NodeConfig {
                 "chat limits must be > 0",
             ),
         ];
-        match checks.iter().find(|(bad, _)| *bad) {
-            Some((_, msg)) => Err(ConfigError::Invalid((*msg).into())),
-            None => Ok(()),
+        if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
+            return Err(ConfigError::Invalid((*msg).into()));
         }
+        if let Some(c) = &self.cluster {
+            let bad = [
+                (c.rpc_max_handshakes == 0, "cluster.rpc_max_handshakes must be > 0"),
+                (c.rpc_max_calls == 0 || c.rpc_max_served == 0, "cluster.rpc_max_calls and rpc_max_served must be > 0"),
+                (
+                    c.rpc_max_queued_bytes < crate::rpc::message::MAX_FRAME,
+                    "cluster.rpc_max_queued_bytes must hold one largest frame (4 MiB)",
+                ),
+                (c.rpc_max_queued_bytes > u32::MAX as usize, "cluster.rpc_max_queued_bytes must be under 4 GiB"),
+                (c.gossip_max_clock_skew_ms < 1000, "cluster.gossip_max_clock_skew_ms must be at least 1000"),
+            ];
+            if let Some((_, msg)) = bad.iter().find(|(bad, _)| *bad) {
+                return Err(ConfigError::Invalid((*msg).into()));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -101,7 +101,7 @@ fn is_ready(state: &HttpState) -> bool {
     }
     match &state.membership {
         None => true,
-        Some(m) => m.members().get(&state.node_id).is_some_and(|me| me.ready),
+        Some(m) => !m.has_failed() && m.members().get(&state.node_id).is_some_and(|me| me.ready),
     }
 }
 

@@ -19,6 +19,7 @@ use crate::cluster::membership::{GossipConfig, KnownNode, Members, Membership};
 use crate::cluster::rooms::room_owner;
 use crate::cluster::router::sid_owner;
 use crate::config::ClusterSettings;
+use crate::keyring::Keyring;
 
 /// How long the inspector waits for a seed to answer, and then for the view to settle.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -37,13 +38,16 @@ pub struct InspectConfig {
     pub interval: Duration,
     pub wait: Duration,
     pub query: Query,
+    /// The cluster's keys: gossip is sealed, so an observer needs the secret too.
+    pub keyring: Keyring,
 }
 
 impl InspectConfig {
     /// The cluster defaults (cluster id, gossip interval), a local ephemeral port, [`DEFAULT_WAIT`].
-    pub fn new(seeds: Vec<String>) -> Self {
+    pub fn new(seeds: Vec<String>, keyring: Keyring) -> Self {
         let defaults = ClusterSettings::default();
         Self {
+            keyring,
             seeds,
             cluster_id: defaults.cluster_id,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -302,9 +306,12 @@ impl Observer {
             node_id: format!("inspect-{}-{:08x}", std::process::id(), rand::random::<u32>()),
             cluster_id: config.cluster_id.clone(),
             listen,
+            advertise: listen,
             seeds: config.seeds.clone(),
             interval: config.interval,
             phi_threshold: ClusterSettings::default().phi_threshold,
+            keyring: config.keyring.clone(),
+            max_clock_skew: Duration::from_millis(ClusterSettings::default().gossip_max_clock_skew_ms),
         };
         let membership = Membership::observe(gossip).await.map_err(InspectError::Gossip)?;
         Ok(Self { membership, cluster_id: config.cluster_id.clone(), interval: config.interval })

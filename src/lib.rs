@@ -11,6 +11,7 @@ pub mod config;
 pub mod engineio;
 pub mod http;
 pub mod inspect;
+pub mod keyring;
 pub mod loadgen;
 pub mod logging;
 pub mod metrics;

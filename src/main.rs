@@ -21,14 +21,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a chat node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Read a running cluster's gossip state: members, room subscribers, session and room owners.
     Inspect(InspectArgs),
+    /// Print a fresh random cluster secret (32 bytes, base64url).
+    Keygen,
 }
 
-/// The inspector joins the ring as an observer (it owns nothing, and leaves on exit).
+/// The inspector joins the ring as an observer (it owns nothing, and leaves on exit). It
+/// needs the cluster's secret: `CLUSTERCHAT_SECRET`, or the secrets of a node's `--config`.
 #[derive(Args)]
 struct InspectArgs {
+    /// A node's config file to take the cluster secrets (and cluster id) from.
+    #[arg(long, env = "CLUSTERCHAT_CONFIG")]
+    config: Option<PathBuf>,
     /// Gossip address of a member to join through; repeat for several.
     #[arg(long = "seed", required = true)]
     seeds: Vec<String>,
@@ -59,15 +65,18 @@ struct InspectArgs {
 }
 
 impl InspectArgs {
-    fn into_config(self) -> InspectConfig {
-        let mut c = InspectConfig::new(self.seeds);
-        if let Some(v) = self.cluster_id {
-            c.cluster_id = v;
-        }
+    fn into_config(self) -> anyhow::Result<InspectConfig> {
+        let cluster = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?.cluster.unwrap_or_default(),
+            None => Default::default(),
+        };
+        let keyring = cluster.keyring(self.listen)?;
+        let mut c = InspectConfig::new(self.seeds, keyring);
+        c.cluster_id = self.cluster_id.unwrap_or(cluster.cluster_id);
         c.listen = self.listen;
         c.wait = Duration::from_millis(self.wait_ms);
         c.query = Query { sid: self.sid, room: self.room.map(|room| (self.nsp, room)) };
-        c
+        Ok(c)
     }
 }
 
@@ -107,6 +116,15 @@ struct NodeArgs {
     /// Internal RPC (TCP) address [default: 127.0.0.1:8001].
     #[arg(long)]
     rpc: Option<SocketAddr>,
+    /// Gossip address peers reach this node at, when it listens on 0.0.0.0/[::] or behind NAT.
+    #[arg(long)]
+    gossip_advertise: Option<SocketAddr>,
+    /// RPC address peers reach this node at [default: the RPC listen address].
+    #[arg(long)]
+    rpc_advertise: Option<SocketAddr>,
+    /// HTTP address shown to peers and `inspect` [default: the HTTP listen address].
+    #[arg(long)]
+    http_advertise: Option<SocketAddr>,
     /// Gossip address of a member to join through; repeat for several.
     #[arg(long = "seed")]
     seeds: Vec<String>,
@@ -145,8 +163,13 @@ impl NodeArgs {
         if let Some(v) = self.log {
             c.log = v;
         }
-        let clustered =
-            self.gossip.is_some() || self.rpc.is_some() || !self.seeds.is_empty() || self.cluster_id.is_some();
+        let advertised =
+            self.gossip_advertise.is_some() || self.rpc_advertise.is_some() || self.http_advertise.is_some();
+        let clustered = advertised
+            || self.gossip.is_some()
+            || self.rpc.is_some()
+            || !self.seeds.is_empty()
+            || self.cluster_id.is_some();
         if clustered {
             let cluster = c.cluster.get_or_insert_with(Default::default);
             if let Some(v) = self.gossip {
@@ -161,6 +184,9 @@ impl NodeArgs {
             if let Some(v) = self.cluster_id {
                 cluster.cluster_id = v;
             }
+            cluster.gossip_advertise = self.gossip_advertise.or(cluster.gossip_advertise);
+            cluster.rpc_advertise = self.rpc_advertise.or(cluster.rpc_advertise);
+            cluster.http_advertise = self.http_advertise.or(cluster.http_advertise);
         }
         c.validate()?;
         Ok(c)
@@ -170,8 +196,12 @@ impl NodeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Node(args) => run_node(args.into_config()?).await,
+        Command::Node(args) => run_node((*args).into_config()?).await,
         Command::Inspect(args) => run_inspect(args).await,
+        Command::Keygen => {
+            println!("{}", clusterchat::keyring::generate_secret());
+            Ok(())
+        }
     }
 }
 
@@ -181,7 +211,7 @@ async fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
     let format = if args.json { Format::Json } else { Format::Text };
     let watch = args.watch;
     let mut out = std::io::stdout();
-    clusterchat::inspect::run(args.into_config(), format, watch, &mut out, wait_for_signal()).await?;
+    clusterchat::inspect::run(args.into_config()?, format, watch, &mut out, wait_for_signal()).await?;
     Ok(())
 }
 
@@ -197,7 +227,9 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         wait_for_signal().await;
         stop.cancel();
     });
-    node.wait().await;
+    // A node whose gossip failed has left the cluster: exit non-zero so a supervisor
+    // (systemd, Kubernetes, cluster.sh's operator) starts it again under a new generation.
+    node.wait().await?;
     Ok(())
 }
 

@@ -17,9 +17,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::cluster::gossip_wire::Reject;
 use crate::cluster::membership::Membership;
 use crate::cluster::rooms::ClusterRooms;
 use crate::engineio::{Engine, EngineRequest, Method};
+use crate::rpc::stats::RpcStats;
 use crate::socketio::Namespace;
 
 /// The content type of [`Metrics::render`]'s output.
@@ -67,7 +69,14 @@ pub struct Sources {
     pub engine: Arc<Engine>,
     pub namespaces: Vec<Arc<Namespace>>,
     /// Absent on a node running alone.
-    pub cluster: Option<(Arc<Membership>, Arc<ClusterRooms>)>,
+    pub cluster: Option<ClusterSources>,
+}
+
+/// A cluster member's own sources.
+pub struct ClusterSources {
+    pub membership: Arc<Membership>,
+    pub rooms: Arc<ClusterRooms>,
+    pub rpc: Arc<RpcStats>,
 }
 
 pub struct Metrics {
@@ -201,8 +210,42 @@ impl Collector for Scraped {
             "Sessions closed because their client fell a whole outbound queue behind.",
             engine.queue_full_closes(),
         )?;
-        if let Some((membership, rooms)) = cluster {
+        if let Some(ClusterSources { membership, rooms, rpc }) = cluster {
             let members = membership.members();
+            let rejections = membership.rejections();
+            labeled(
+                &mut encoder,
+                "gossip_rejected",
+                "Gossip datagrams dropped before chitchat saw them, by reason.",
+                "reason",
+                Reject::ALL.iter().map(|r| (r.as_str(), ConstCounter::new(rejections.count(*r)))),
+            )?;
+            gauge(
+                &mut encoder,
+                "gossip_up",
+                "1 while this node's gossip task runs; 0 once it ended (the node then stops serving).",
+                i64::from(!membership.has_failed()),
+            )?;
+            labeled(
+                &mut encoder,
+                "rpc_handshake_failures",
+                "Incoming RPC connections refused at their handshake, by reason.",
+                "reason",
+                rpc.handshake_failures().map(|(r, n)| (r, ConstCounter::new(n))),
+            )?;
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            counter(
+                &mut encoder,
+                "rpc_handshakes_shed",
+                "Incoming RPC connections closed at once: too many were in their handshake.",
+                load(&rpc.handshakes_shed),
+            )?;
+            counter(
+                &mut encoder,
+                "rpc_claims_refused",
+                "RPC messages refused for naming another node than the channel's authenticated peer.",
+                load(&rpc.claims_refused),
+            )?;
             gauge(
                 &mut encoder,
                 "live_members",
@@ -211,7 +254,6 @@ impl Collector for Scraped {
             )?;
             gauge(&mut encoder, "ready_members", "Live members taking new sessions.", members.ready().count() as i64)?;
             let stats = &rooms.stats;
-            let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
             counter(&mut encoder, "room_pushes_sent", "Room pushes delivered to peers.", load(&stats.pushes_sent))?;
             counter(
                 &mut encoder,

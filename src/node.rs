@@ -13,12 +13,15 @@ use tracing::{info, Instrument};
 use crate::cluster::membership::{GossipConfig, Membership};
 use crate::cluster::rooms::ClusterRooms;
 use crate::cluster::router::{peer_handler, Cluster, Router};
-use crate::config::NodeConfig;
+use crate::config::{ClusterSettings, NodeConfig};
 use crate::engineio::{Engine, EngineConfig};
 use crate::http::HttpState;
 use crate::logging::node_span;
-use crate::metrics::{Metrics, Sources};
-use crate::rpc::peers::Peers;
+use crate::metrics::{ClusterSources, Metrics, Sources};
+use crate::rpc::listener::ListenSettings;
+use crate::rpc::peers::{DialSettings, Peers};
+use crate::rpc::stats::RpcStats;
+use crate::rpc::RpcLimits;
 use crate::server::{ConnectionLimits, Server};
 use crate::socketio::{Namespace, SocketIo};
 
@@ -35,6 +38,8 @@ pub enum NodeError {
     NoService,
     #[error("cannot join the gossip ring: {0}")]
     Gossip(anyhow::Error),
+    #[error("left the cluster because its gossip failed: {0}")]
+    GossipDown(String),
 }
 
 /// One Engine.IO endpoint a node serves: the engine at `path`, and the Socket.IO namespaces
@@ -132,20 +137,38 @@ impl Node {
                 (routers.collect(), None)
             }
             Some(c) => {
-                let secret: Arc<[u8]> = c.secret()?.into_bytes().into();
+                let keyring = c.keyring(config.http)?;
                 let rpc = bind(c.rpc).await?;
                 let rpc_addr = rpc.local_addr().map_err(|source| NodeError::Bind { addr: c.rpc, source })?;
+                let rpc_advertise = ClusterSettings::advertised("rpc", c.rpc_advertise, rpc_addr)?;
+                let http_advertise = ClusterSettings::advertised("http", c.http_advertise, http_addr)?;
                 let gossip = GossipConfig {
                     node_id: config.node_id.clone(),
                     cluster_id: c.cluster_id.clone(),
                     listen: c.gossip,
+                    advertise: ClusterSettings::advertised("gossip", c.gossip_advertise, c.gossip)?,
                     seeds: c.seeds.clone(),
                     interval: Duration::from_millis(c.gossip_interval_ms),
                     phi_threshold: c.phi_threshold,
+                    keyring: keyring.clone(),
+                    max_clock_skew: Duration::from_millis(c.gossip_max_clock_skew_ms),
                 };
-                let membership =
-                    Arc::new(Membership::start(gossip, http_addr, rpc_addr).await.map_err(NodeError::Gossip)?);
-                let peers = Arc::new(Peers::new(secret.clone(), Duration::from_millis(c.rpc_connect_timeout_ms)));
+                let membership = Arc::new(
+                    Membership::start(gossip, http_advertise, rpc_advertise).await.map_err(NodeError::Gossip)?,
+                );
+                let limits = RpcLimits {
+                    max_queued_bytes: c.rpc_max_queued_bytes,
+                    max_calls: c.rpc_max_calls,
+                    max_served: c.rpc_max_served,
+                };
+                let handshake_timeout = Duration::from_millis(c.rpc_handshake_timeout_ms);
+                let peers = Arc::new(Peers::new(DialSettings {
+                    node_id: config.node_id.clone(),
+                    keyring: keyring.clone(),
+                    connect_timeout: Duration::from_millis(c.rpc_connect_timeout_ms),
+                    handshake_timeout,
+                    limits,
+                }));
                 let rpc_timeout = c.rpc_timeout(&config.engine);
                 let rooms = ClusterRooms::new(
                     config.node_id.clone(),
@@ -154,10 +177,15 @@ impl Node {
                     all_namespaces(&services),
                     rpc_timeout,
                 );
+                let rpc_stats = Arc::new(RpcStats::default());
                 let metrics = Metrics::new(Sources {
                     engine: engine.clone(),
                     namespaces: all_namespaces(&services),
-                    cluster: Some((membership.clone(), rooms.clone())),
+                    cluster: Some(ClusterSources {
+                        membership: membership.clone(),
+                        rooms: rooms.clone(),
+                        rpc: rpc_stats.clone(),
+                    }),
                 });
                 let cluster = Arc::new(Cluster { membership, peers, rpc_timeout, metrics });
                 let routers = services
@@ -166,11 +194,22 @@ impl Node {
                         (s.path.clone(), Router::clustered(node_id.clone(), &s.path, s.engine.clone(), cluster.clone()))
                     })
                     .collect();
-                let handler =
-                    peer_handler(services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(), rooms.clone());
+                let handler = peer_handler(
+                    services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(),
+                    rooms.clone(),
+                    rpc_stats.clone(),
+                );
                 let rpc_stop = CancellationToken::new();
-                let rpc_task =
-                    tokio::spawn(crate::rpc::listener::serve(rpc, secret, handler, rpc_stop.clone()).in_current_span());
+                let listen = ListenSettings {
+                    node_id: config.node_id.clone(),
+                    keyring,
+                    handshake_timeout,
+                    max_handshakes: c.rpc_max_handshakes,
+                    limits,
+                };
+                let rpc_task = tokio::spawn(
+                    crate::rpc::listener::serve(rpc, listen, handler, rpc_stats, rpc_stop.clone()).in_current_span(),
+                );
                 (routers, Some(RunningCluster { cluster, rooms, rpc_addr, rpc_stop, rpc_task }))
             }
         };
@@ -245,7 +284,9 @@ impl Node {
     /// Leaves gracefully and stops; see [`Node::wait`].
     pub async fn shutdown(self) {
         self.stop.cancel();
-        self.wait().await
+        if let Err(err) = self.wait().await {
+            tracing::warn!(error = %err, "the node had failed before it was stopped");
+        }
     }
 
     /// Runs until the shutdown token is cancelled, then leaves in order: `/ready` fails and
@@ -253,10 +294,27 @@ impl Node {
     /// requests keep being served for the drain period (`drain_ms`); then every session is
     /// closed (its client reconnects to another node), in-flight requests finish, and the RPC
     /// listener and gossip stop.
-    pub async fn wait(self) {
+    ///
+    /// If the node's gossip task ends on its own, its peers soon count it dead while it would
+    /// still take clients: it leaves the same way at once, and this returns the reason.
+    pub async fn wait(self) -> Result<(), NodeError> {
         let span = self.span.clone();
         async move {
-            self.stop.cancelled().await;
+            let mut failure = match &self.cluster {
+                Some(c) => c.cluster.membership.failure(),
+                None => tokio::sync::watch::channel(None).1,
+            };
+            let failed = tokio::select! {
+                _ = self.stop.cancelled() => None,
+                // A closed channel (no cluster, or gossip stopped on purpose) is no failure.
+                reason = async {
+                    let reason = failure.wait_for(Option::is_some).await.map(|r| r.clone());
+                    match reason {
+                        Ok(reason) => reason,
+                        Err(_) => std::future::pending().await,
+                    }
+                } => reason,
+            };
             self.state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             if let Some(c) = &self.cluster {
                 c.cluster.membership.set_ready(false).await;
@@ -280,6 +338,10 @@ impl Node {
                 c.cluster.membership.shutdown().await;
             }
             info!("left");
+            match failed {
+                Some(reason) => Err(NodeError::GossipDown(reason)),
+                None => Ok(()),
+            }
         }
         .instrument(span)
         .await

@@ -257,7 +257,8 @@ async fn an_unauthenticated_rpc_peer_is_refused() {
     let rpc = cluster.node(0).rpc_addr().unwrap();
 
     let mut stream = tokio::net::TcpStream::connect(rpc).await.unwrap();
-    let refused = clusterchat::rpc::auth::dial(&mut stream, b"not the cluster secret").await;
+    let wrong = clusterchat::keyring::Keyring::single("not the cluster secret");
+    let refused = clusterchat::rpc::noise::dial(&mut stream, &wrong, "node2", "node1", STEP).await;
     assert!(refused.is_err(), "a wrong secret authenticated");
 
     // A well-formed forwarded handshake, sent straight after connecting.
@@ -280,8 +281,8 @@ async fn an_unauthenticated_rpc_peer_is_refused() {
     let mut stream = framed.into_inner();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(STEP, stream.read_to_end(&mut rest)).await.expect("the node hangs up");
-    // All it ever sent is its challenge nonce: no answer frame.
-    assert!(rest.len() <= 32, "the node answered an unauthenticated peer: {rest:?}");
+    // The dialer speaks first: the node never said a byte to an unauthenticated peer.
+    assert!(rest.is_empty(), "the node answered an unauthenticated peer: {rest:?}");
     assert!(cluster.node(0).engine().session("forged.node1").is_none());
     assert_eq!(cluster.node(0).engine().session_count(), 0);
 

@@ -14,7 +14,7 @@ use common::cluster::{ChatClient, CONVERGE};
 mod support;
 use common::wait_until;
 use serde_json::{json, Value};
-use support::cluster::TestCluster;
+use support::cluster::{TestCluster, SECRET};
 
 /// Bound on one inspect run: its own wait for the seeds is 5 s.
 const RUN: Duration = Duration::from_secs(20);
@@ -22,9 +22,14 @@ const RUN: Duration = Duration::from_secs(20);
 /// Runs `clusterchat inspect <args>` to completion. Meanwhile, every node's membership must
 /// stay exactly `node1..node3`: the observer is never a member.
 async fn inspect(cluster: &TestCluster, args: &[&str]) -> Output {
+    inspect_with_secret(cluster, args, SECRET).await
+}
+
+async fn inspect_with_secret(cluster: &TestCluster, args: &[&str], secret: &str) -> Output {
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
         .arg("inspect")
         .args(args)
+        .env("CLUSTERCHAT_SECRET", secret)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -119,6 +124,7 @@ async fn inspect_fails_when_no_seed_answers() {
         RUN,
         tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
             .args(["inspect", "--seed", &seed, "--wait-ms", "500"])
+            .env("CLUSTERCHAT_SECRET", SECRET)
             .kill_on_drop(true)
             .output(),
     )
@@ -129,4 +135,31 @@ async fn inspect_fails_when_no_seed_answers() {
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no seed answered"), "{stderr}");
+}
+
+/// Gossip is sealed with the cluster secret: an observer with another secret hears nothing,
+/// every node drops its datagrams before chitchat sees them (and counts them), and no
+/// node's view of the ring changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_without_the_secret_hears_nothing() {
+    let cluster = TestCluster::chat(3).await;
+    let seeds = ["--seed", &cluster.gossip[0], "--cluster-id", &cluster.cluster_id, "--wait-ms", "1000"];
+    let out = inspect_with_secret(&cluster, &seeds, "a-guessed-secret-0000").await;
+    assert!(!out.status.success(), "inspect with a wrong secret got an answer");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no seed answered"), "{stderr}");
+    let metrics = reqwest::get(format!("http://{}/metrics", cluster.node(0).http_addr()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("clusterchat_gossip_rejected_total{reason=\"unauthenticated\"} "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no unauthenticated count in:\n{metrics}"));
+    assert!(refused > 0, "the observer's datagrams were not counted");
+    assert!(metrics.contains("clusterchat_gossip_up 1"), "{metrics}");
+    cluster.shutdown().await;
 }

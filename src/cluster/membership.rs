@@ -14,11 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, Instrument};
+use tracing::{error, info, Instrument};
+
+use super::gossip_transport::{GossipRejections, SecureTransport};
+use crate::keyring::Keyring;
 
 pub const KEY_HTTP: &str = "http";
 pub const KEY_RPC: &str = "rpc";
@@ -40,14 +42,23 @@ pub fn decode_room_key(key: &str) -> Option<(String, String)> {
 }
 
 /// Gossip settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct GossipConfig {
     pub node_id: String,
     pub cluster_id: String,
     pub listen: SocketAddr,
+    /// The address peers send to (the listen address unless it is `0.0.0.0`, `[::]` or
+    /// behind NAT).
+    pub advertise: SocketAddr,
+    /// Host names are resolved again every gossip round (chitchat does), so a seed list of
+    /// DNS names, such as a Kubernetes headless service, follows the hosts behind it.
     pub seeds: Vec<String>,
     pub interval: Duration,
     pub phi_threshold: f64,
+    /// Seals and checks every datagram.
+    pub keyring: Keyring,
+    /// How far a datagram's send time may be from the receiver's clock.
+    pub max_clock_skew: Duration,
 }
 
 /// What one live member advertises.
@@ -125,6 +136,10 @@ pub struct Membership {
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     members: watch::Receiver<Arc<Members>>,
     stop: CancellationToken,
+    rejections: Arc<GossipRejections>,
+    /// Why the gossip task ended, if it did while the node was not leaving: the node is then
+    /// out of the ring while its peers count it dead, so it must stop serving.
+    failure: watch::Receiver<Option<String>>,
 }
 
 impl Membership {
@@ -142,8 +157,21 @@ impl Membership {
     async fn join(config: GossipConfig, initial: Vec<(String, String)>) -> anyhow::Result<Self> {
         // A fresh generation per start: milliseconds since the epoch never repeat for a node.
         let generation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        let chitchat_id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
+        let mut accepted_to = vec![config.advertise];
+        if config.listen != config.advertise && !config.listen.ip().is_unspecified() {
+            accepted_to.push(config.listen);
+        }
+        let rejections = Arc::new(GossipRejections::default());
+        let transport = SecureTransport {
+            keyring: config.keyring.clone(),
+            me: chitchat_id.clone(),
+            accepted_to,
+            window: config.max_clock_skew,
+            rejections: rejections.clone(),
+        };
         let chitchat_config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(config.node_id.clone(), generation, config.listen),
+            chitchat_id,
             cluster_id: config.cluster_id.clone(),
             gossip_interval: config.interval,
             listen_addr: config.listen,
@@ -160,14 +188,30 @@ impl Membership {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V1,
         };
-        let handle = spawn_chitchat(chitchat_config, initial, &UdpTransport).await?;
+        let handle = spawn_chitchat(chitchat_config, initial, &transport).await?;
         let chitchat = handle.chitchat();
         let live = chitchat.lock().await.live_nodes_watcher();
         let (tx, members) = watch::channel(Arc::new(Members::default()));
         let stop = CancellationToken::new();
         tokio::spawn(watch_members(live, tx, stop.clone()).in_current_span());
-        info!(gossip = %config.listen, seeds = ?config.seeds, generation, "joined the gossip ring");
-        Ok(Self { handle: tokio::sync::Mutex::new(Some(handle)), chitchat, members, stop })
+        let (failed, failure) = watch::channel(None);
+        tokio::spawn(watch_gossip_task(handle.termination_watcher(), failed, stop.clone()).in_current_span());
+        info!(gossip = %config.listen, advertise = %config.advertise, seeds = ?config.seeds, generation, "joined the gossip ring");
+        Ok(Self { handle: tokio::sync::Mutex::new(Some(handle)), chitchat, members, stop, rejections, failure })
+    }
+
+    /// Datagrams refused before chitchat saw them, by reason.
+    pub fn rejections(&self) -> &Arc<GossipRejections> {
+        &self.rejections
+    }
+
+    /// Why the gossip task ended, once it has while the node was not leaving.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failure.clone()
+    }
+
+    pub fn has_failed(&self) -> bool {
+        self.failure.borrow().is_some()
     }
 
     /// The live members now.
@@ -213,6 +257,27 @@ impl Membership {
             }
         }
     }
+}
+
+/// Reports the end of the gossip task (an error, or a panic inside chitchat) unless the node
+/// is leaving.
+async fn watch_gossip_task(
+    ended: impl std::future::Future<Output = anyhow::Result<()>>,
+    failed: watch::Sender<Option<String>>,
+    stop: CancellationToken,
+) {
+    let reason = tokio::select! {
+        result = ended => match result {
+            Ok(()) => "the gossip task stopped".to_owned(),
+            Err(err) => format!("the gossip task failed: {err}"),
+        },
+        _ = stop.cancelled() => return,
+    };
+    if stop.is_cancelled() {
+        return;
+    }
+    error!(%reason, "gossip is down: this node is out of the ring and stops serving");
+    let _ = failed.send(Some(reason));
 }
 
 async fn watch_members(

@@ -1,5 +1,8 @@
-//! The cluster: membership by gossip, placement by rendezvous hashing, the internal RPC.
+//! The cluster: membership by authenticated gossip, placement by rendezvous hashing, routing
+//! over the internal RPC, rooms across nodes.
 
+pub mod gossip_transport;
+pub mod gossip_wire;
 pub mod membership;
 pub mod placement;
 pub mod rooms;

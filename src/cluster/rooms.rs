@@ -248,7 +248,7 @@ impl ClusterRooms {
             peer: node.to_owned(),
             reason: "not a live member".into(),
         })?;
-        self.peers.connection(node, addr).await?.call(request, timeout).await
+        self.peers.call(node, addr, request, timeout).await
     }
 
     /// Serves a peer's hand-over of a parked session.

@@ -23,6 +23,7 @@ use crate::engineio::session::new_random_id;
 use crate::engineio::{Engine, EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
 use crate::metrics::{Metrics, RequestKind};
 use crate::rpc::peers::Peers;
+use crate::rpc::stats::RpcStats;
 use crate::rpc::{Connection, Request, Response, RpcHandler, RpcStream, StreamOpen, WsFrame};
 
 /// Draws of a session key before giving up on one this node wins (the chance to miss with N
@@ -288,8 +289,12 @@ async fn relay<Si, St, E>(
 
 /// Serves what peers ask of this node: forwarded requests and streams for the sessions
 /// its `engines` (by path) own, and room traffic.
-pub fn peer_handler(engines: Vec<(String, Arc<Engine>)>, rooms: Arc<ClusterRooms>) -> Arc<dyn RpcHandler> {
-    Arc::new(PeerHandler { engines, rooms })
+pub fn peer_handler(
+    engines: Vec<(String, Arc<Engine>)>,
+    rooms: Arc<ClusterRooms>,
+    stats: Arc<RpcStats>,
+) -> Arc<dyn RpcHandler> {
+    Arc::new(PeerHandler { engines, rooms, stats })
 }
 
 /// This node as peers see it: forwarded polling requests and WebSocket streams go to the
@@ -297,17 +302,31 @@ pub fn peer_handler(engines: Vec<(String, Arc<Engine>)>, rooms: Arc<ClusterRooms
 struct PeerHandler {
     engines: Vec<(String, Arc<Engine>)>,
     rooms: Arc<ClusterRooms>,
+    stats: Arc<RpcStats>,
 }
 
 impl PeerHandler {
     fn engine(&self, path: &str) -> Option<Arc<Engine>> {
         self.engines.iter().find(|(p, _)| p == path).map(|(_, e)| e.clone())
     }
+
+    /// Whether a message that names `node` came from it: a peer speaks only for itself.
+    fn names_its_sender(&self, peer: &str, node: &str, what: &str) -> bool {
+        if peer == node {
+            return true;
+        }
+        self.stats.claims_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        warn!(peer, named = node, what, "refused a message naming another node than its sender");
+        false
+    }
 }
 
 impl RpcHandler for PeerHandler {
-    fn request(&self, request: Request) -> futures_util::future::BoxFuture<'static, Response> {
+    fn request(&self, peer: &str, request: Request) -> futures_util::future::BoxFuture<'static, Response> {
         match request {
+            Request::Subscribe { node, .. } if !self.names_its_sender(peer, &node, "Subscribe") => {
+                Box::pin(std::future::ready(Response::Failed(format!("{peer} may not subscribe for {node}"))))
+            }
             Request::Engine { path, req } => match self.engine(&path) {
                 Some(engine) => Box::pin(async move { Response::Engine(engine.handle_http(req).await) }),
                 None => Box::pin(std::future::ready(Response::Failed(format!("no engine at {path}")))),
@@ -327,11 +346,16 @@ impl RpcHandler for PeerHandler {
         }
     }
 
-    fn push(&self, push: crate::rpc::Push) {
+    fn push(&self, peer: &str, push: crate::rpc::Push) {
+        if let crate::rpc::Push::Presence { node, .. } = &push {
+            if !self.names_its_sender(peer, node, "Presence") {
+                return;
+            }
+        }
         self.rooms.on_push(push);
     }
 
-    fn stream(&self, open: StreamOpen, stream: RpcStream) {
+    fn stream(&self, _peer: &str, open: StreamOpen, stream: RpcStream) {
         let Some(engine) = self.engine(&open.path) else {
             warn!(path = open.path, "stream for an unknown engine refused");
             return; // dropping the stream closes it

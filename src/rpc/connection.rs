@@ -1,39 +1,68 @@
-//! One authenticated RPC connection between two nodes, multiplexing requests and streams.
+//! One authenticated, encrypted RPC connection between two nodes (see `noise`), multiplexing
+//! requests and streams.
 //!
 //! A writer task drains a bounded queue of outgoing frames; a reader task matches responses
 //! to waiting callers, feeds stream frames to their bounded per-stream queues, and hands
-//! requests and new streams to the [`RpcHandler`]. A pending long-poll therefore never blocks
-//! other requests on the same connection, and a stream whose consumer falls behind is closed
-//! rather than stalling the connection.
+//! requests and new streams to the [`RpcHandler`], naming the peer the handshake proved. A
+//! pending long-poll therefore never blocks other requests on the same connection, and a
+//! stream whose consumer falls behind is closed rather than stalling the connection.
+//!
+//! Bounds per connection ([`RpcLimits`]): frames and bytes queued to send (a sender
+//! waits for room; a control frame that finds none closes the connection), requests of ours
+//! awaiting an answer (a caller waits for a slot within its deadline), and requests of the
+//! peer being served (past the cap the peer is told `busy` at once).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use super::message::{decode, encode, Push, Request, Response, RpcFrame, StreamOpen, WsFrame, MAX_FRAME};
+use super::message::{decode, encode, Push, Request, Response, RpcFrame, StreamOpen, WsFrame};
+use super::noise::{RecordDecoder, RecordEncoder, Secured};
 
 /// Outgoing frames queued per connection.
 const OUTBOX: usize = 4096;
 /// Incoming frames queued per stream before it is closed as too slow.
 pub const STREAM_QUEUE: usize = 256;
 
-/// Serves what a peer asks of this node.
-pub trait RpcHandler: Send + Sync + 'static {
-    fn request(&self, request: Request) -> BoxFuture<'static, Response>;
-    /// A peer opened a stream; the handler owns it (and spawns whatever serves it).
-    fn stream(&self, open: StreamOpen, stream: RpcStream);
-    /// A one-way message; must not block.
-    fn push(&self, push: Push);
+/// Per-connection bounds (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcLimits {
+    /// Bytes of encoded frames queued to send.
+    pub max_queued_bytes: usize,
+    /// Our requests awaiting the peer's answer.
+    pub max_calls: usize,
+    /// The peer's requests being served at once.
+    pub max_served: usize,
 }
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        Self { max_queued_bytes: 16 * 1024 * 1024, max_calls: 1024, max_served: 1024 }
+    }
+}
+
+/// Serves what a peer asks of this node. `peer` is the node id the channel's handshake
+/// proved: a message that names a node must name that one.
+pub trait RpcHandler: Send + Sync + 'static {
+    fn request(&self, peer: &str, request: Request) -> BoxFuture<'static, Response>;
+    /// A peer opened a stream; the handler owns it (and spawns whatever serves it).
+    fn stream(&self, peer: &str, open: StreamOpen, stream: RpcStream);
+    /// A one-way message; must not block.
+    fn push(&self, peer: &str, push: Push);
+}
+
+/// An encoded frame on its way out, holding its share of the byte budget until written.
+type Queued = (Bytes, OwnedSemaphorePermit);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
@@ -43,12 +72,21 @@ pub enum RpcError {
     Timeout { peer: String, timeout: Duration },
     #[error("cannot reach {peer}: {reason}")]
     Connect { peer: String, reason: String },
+    #[error("cannot send to {peer}: {reason}")]
+    Send { peer: String, reason: String },
 }
 
 pub struct Connection {
-    /// The peer, for logs and errors.
+    /// The peer's node id, as its handshake proved it.
     peer: String,
-    out: mpsc::Sender<RpcFrame>,
+    out: mpsc::Sender<Queued>,
+    /// Bytes that may still be queued to send.
+    budget: Arc<Semaphore>,
+    max_queued_bytes: usize,
+    /// Slots for our requests awaiting an answer.
+    calls: Semaphore,
+    /// Slots for the peer's requests being served.
+    served: Arc<Semaphore>,
     /// Callers waiting for a response, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     /// Open streams' inbound queues, by stream id.
@@ -57,29 +95,30 @@ pub struct Connection {
     closed: CancellationToken,
 }
 
-fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
-}
-
 impl Connection {
-    /// Starts serving an authenticated connection. `handler` serves the peer's requests;
-    /// `None` refuses them (the dialing side only asks).
-    pub fn spawn<S>(io: S, peer: String, handler: Option<Arc<dyn RpcHandler>>) -> Arc<Self>
+    /// Starts serving a connection whose handshake succeeded. `handler` serves the peer's
+    /// requests; `None` refuses them (the dialing side only asks).
+    pub fn spawn<S>(io: S, channel: Secured, handler: Option<Arc<dyn RpcHandler>>, limits: RpcLimits) -> Arc<Self>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (read, write) = tokio::io::split(io);
+        let (decoder, encoder) = channel.codecs();
         let (out, outbox) = mpsc::channel(OUTBOX);
         let conn = Arc::new(Self {
-            peer,
+            peer: channel.peer,
             out,
+            budget: Arc::new(Semaphore::new(limits.max_queued_bytes)),
+            max_queued_bytes: limits.max_queued_bytes,
+            calls: Semaphore::new(limits.max_calls),
+            served: Arc::new(Semaphore::new(limits.max_served)),
             pending: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
         });
-        tokio::spawn(conn.clone().write_loop(FramedWrite::new(write, codec()), outbox).in_current_span());
-        tokio::spawn(conn.clone().read_loop(FramedRead::new(read, codec()), handler).in_current_span());
+        tokio::spawn(conn.clone().write_loop(FramedWrite::new(write, encoder), outbox).in_current_span());
+        tokio::spawn(conn.clone().read_loop(FramedRead::new(read, decoder), handler).in_current_span());
         conn
     }
 
@@ -97,26 +136,20 @@ impl Connection {
 
     async fn write_loop<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        mut sink: FramedWrite<W, LengthDelimitedCodec>,
-        mut outbox: mpsc::Receiver<RpcFrame>,
+        mut sink: FramedWrite<W, RecordEncoder>,
+        mut outbox: mpsc::Receiver<Queued>,
     ) {
         loop {
             let frame = tokio::select! {
                 f = outbox.recv() => f,
                 _ = self.closed.cancelled() => None,
             };
-            let Some(frame) = frame else { break };
-            let bytes = match encode(&frame) {
-                Ok(b) => b,
-                Err(err) => {
-                    warn!(peer = %self.peer, error = %err, "dropping unencodable RPC frame");
-                    continue;
-                }
-            };
+            // The permit returns the frame's bytes to the budget once it is handed to the sink.
+            let Some((bytes, _permit)) = frame else { break };
             if sink.feed(bytes).await.is_err() {
                 break;
             }
-            if outbox.is_empty() && SinkExt::<bytes::Bytes>::flush(&mut sink).await.is_err() {
+            if outbox.is_empty() && SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
                 break;
             }
         }
@@ -125,7 +158,7 @@ impl Connection {
 
     async fn read_loop<R: AsyncRead + Unpin>(
         self: Arc<Self>,
-        mut source: FramedRead<R, LengthDelimitedCodec>,
+        mut source: FramedRead<R, RecordDecoder>,
         handler: Option<Arc<dyn RpcHandler>>,
     ) {
         loop {
@@ -156,15 +189,25 @@ impl Connection {
     fn dispatch(self: &Arc<Self>, frame: RpcFrame, handler: Option<&Arc<dyn RpcHandler>>) {
         match frame {
             RpcFrame::Request { id, body } => {
+                let Ok(slot) = self.served.clone().try_acquire_owned() else {
+                    warn!(peer = %self.peer, "peer has too many requests in flight; answering busy");
+                    let body = Response::Failed("busy: too many requests in flight".into());
+                    self.try_send(RpcFrame::Response { id, body });
+                    return;
+                };
                 let conn = self.clone();
-                let answer = handler.map(|h| h.request(body));
+                let answer = handler.map(|h| h.request(&self.peer, body));
                 tokio::spawn(
                     async move {
                         let body = match answer {
                             Some(fut) => fut.await,
                             None => Response::Failed("this connection serves no requests".into()),
                         };
-                        conn.send(RpcFrame::Response { id, body }).await;
+                        drop(slot);
+                        if let Err(RpcError::Send { reason, .. }) = conn.send(RpcFrame::Response { id, body }).await {
+                            // Unsendable (too large): the caller hears why rather than waiting.
+                            conn.try_send(RpcFrame::Response { id, body: Response::Failed(reason) });
+                        }
                     }
                     .in_current_span(),
                 );
@@ -176,7 +219,7 @@ impl Connection {
                 }
             }
             RpcFrame::StreamOpen { stream, open } => match handler {
-                Some(h) => h.stream(open, self.register_stream(stream)),
+                Some(h) => h.stream(&self.peer, open, self.register_stream(stream)),
                 None => self.try_send(RpcFrame::StreamClose { stream }),
             },
             RpcFrame::StreamData { stream, frame } => {
@@ -200,7 +243,7 @@ impl Connection {
                 self.streams.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
             }
             RpcFrame::Push(push) => match handler {
-                Some(h) => h.push(push),
+                Some(h) => h.push(&self.peer, push),
                 None => debug!(peer = %self.peer, "push on a connection that serves none, ignored"),
             },
         }
@@ -213,17 +256,48 @@ impl Connection {
         self.streams.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    async fn send(&self, frame: RpcFrame) {
+    fn encode(&self, frame: &RpcFrame) -> Result<Bytes, RpcError> {
+        let bytes = encode(frame).map_err(|err| RpcError::Send { peer: self.peer.clone(), reason: err.to_string() })?;
+        if bytes.len() > self.max_queued_bytes {
+            let reason = format!("frame of {} bytes exceeds the connection's byte budget", bytes.len());
+            return Err(RpcError::Send { peer: self.peer.clone(), reason });
+        }
+        Ok(bytes)
+    }
+
+    /// Queues a frame, waiting while the outbox or the byte budget is full.
+    async fn send(&self, frame: RpcFrame) -> Result<(), RpcError> {
+        let bytes = self.encode(&frame)?;
+        let queued = async {
+            let permit = self.budget.clone().acquire_many_owned(bytes.len() as u32).await.ok()?;
+            self.out.send((bytes, permit)).await.ok()
+        };
         tokio::select! {
-            r = self.out.send(frame) => if r.is_err() { self.closed.cancel() },
-            _ = self.closed.cancelled() => {}
+            sent = queued => match sent {
+                Some(()) => Ok(()),
+                None => {
+                    self.closed.cancel();
+                    Err(RpcError::ConnectionLost(self.peer.clone()))
+                }
+            },
+            _ = self.closed.cancelled() => Err(RpcError::ConnectionLost(self.peer.clone())),
         }
     }
 
-    /// Queues a control frame without waiting; if the outbox is full the connection is
-    /// hopelessly behind and is closed.
+    /// Queues a control frame without waiting; if the outbox or the byte budget is full the
+    /// connection is hopelessly behind and is closed.
     fn try_send(&self, frame: RpcFrame) {
-        match self.out.try_send(frame) {
+        let Ok(bytes) = self.encode(&frame) else {
+            warn!(peer = %self.peer, "unencodable control frame; closing connection");
+            self.closed.cancel();
+            return;
+        };
+        let Ok(permit) = self.budget.clone().try_acquire_many_owned(bytes.len() as u32) else {
+            warn!(peer = %self.peer, "RPC send budget exhausted, closing connection");
+            self.closed.cancel();
+            return;
+        };
+        match self.out.try_send((bytes, permit)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(peer = %self.peer, "RPC outbox full, closing connection");
@@ -238,27 +312,27 @@ impl Connection {
         if self.is_closed() {
             return Err(RpcError::ConnectionLost(self.peer.clone()));
         }
-        self.send(RpcFrame::Push(push)).await;
-        Ok(())
+        self.send(RpcFrame::Push(push)).await
     }
 
     /// Sends a request and waits for its response, at most `timeout`.
+    /// Sends a request and waits for its response, at most `timeout` in all (a free call
+    /// slot, room in the outbox, the answer).
     pub async fn call(&self, body: Request, timeout: Duration) -> Result<Response, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        if self.is_closed() {
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            return Err(RpcError::ConnectionLost(self.peer.clone()));
-        }
-        self.send(RpcFrame::Request { id, body }).await;
-        let result = tokio::time::timeout(timeout, rx).await;
+        let call = async {
+            let _slot = self.calls.acquire().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?;
+            let (tx, rx) = oneshot::channel();
+            self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+            if self.is_closed() {
+                return Err(RpcError::ConnectionLost(self.peer.clone()));
+            }
+            self.send(RpcFrame::Request { id, body }).await?;
+            rx.await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))
+        };
+        let result = tokio::time::timeout(timeout, call).await;
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        match result {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(_)) => Err(RpcError::ConnectionLost(self.peer.clone())),
-            Err(_) => Err(RpcError::Timeout { peer: self.peer.clone(), timeout }),
-        }
+        result.map_err(|_| RpcError::Timeout { peer: self.peer.clone(), timeout })?
     }
 
     /// Opens a stream to the peer.
@@ -268,7 +342,7 @@ impl Connection {
         if self.is_closed() {
             return Err(RpcError::ConnectionLost(self.peer.clone()));
         }
-        self.send(RpcFrame::StreamOpen { stream: id, open }).await;
+        self.send(RpcFrame::StreamOpen { stream: id, open }).await?;
         Ok(stream)
     }
 
@@ -328,8 +402,7 @@ impl StreamSender {
         if self.conn.is_closed() {
             return Err(RpcError::ConnectionLost(self.conn.peer.clone()));
         }
-        self.conn.send(RpcFrame::StreamData { stream: self.id, frame }).await;
-        Ok(())
+        self.conn.send(RpcFrame::StreamData { stream: self.id, frame }).await
     }
 }
 

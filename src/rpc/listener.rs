@@ -1,17 +1,42 @@
-//! The accepting side: authenticates each incoming connection, then serves it.
+//! The accepting side: authenticates each incoming connection (see `noise`), then serves it.
+//! Peers that fail the handshake are logged and dropped before a single frame of theirs is
+//! read; connections still in their handshake are capped, so a flood of silent connections
+//! costs a bounded number of tasks and sockets.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::auth;
-use super::connection::{Connection, RpcHandler};
+use super::connection::{Connection, RpcHandler, RpcLimits};
+use super::noise;
+use super::stats::RpcStats;
+use crate::keyring::Keyring;
 
-/// Accepts RPC connections until `stop` is cancelled. Peers that fail the handshake are
-/// logged and dropped before a single frame of theirs is read.
-pub async fn serve(listener: TcpListener, secret: Arc<[u8]>, handler: Arc<dyn RpcHandler>, stop: CancellationToken) {
+/// What the listener needs to authenticate and serve its peers.
+pub struct ListenSettings {
+    pub node_id: String,
+    pub keyring: Keyring,
+    pub handshake_timeout: Duration,
+    /// Connections in their handshake at once; more are closed at once.
+    pub max_handshakes: usize,
+    pub limits: RpcLimits,
+}
+
+/// Accepts RPC connections until `stop` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    settings: ListenSettings,
+    handler: Arc<dyn RpcHandler>,
+    stats: Arc<RpcStats>,
+    stop: CancellationToken,
+) {
+    let settings = Arc::new(settings);
+    let handshakes = Arc::new(Semaphore::new(settings.max_handshakes));
     // Served connections, so stopping can close them; weak so finished ones are not kept.
     let served: Arc<std::sync::Mutex<Vec<std::sync::Weak<Connection>>>> = Arc::default();
     loop {
@@ -20,27 +45,36 @@ pub async fn serve(listener: TcpListener, secret: Arc<[u8]>, handler: Arc<dyn Rp
                 Ok(a) => a,
                 Err(err) => {
                     warn!(error = %err, "RPC accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stop.cancelled() => break,
         };
+        let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+            stats.handshakes_shed.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "too many RPC handshakes under way; connection closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let secret = secret.clone();
-        let handler = handler.clone();
-        let served = served.clone();
+        let (settings, handler, served, stats) = (settings.clone(), handler.clone(), served.clone(), stats.clone());
         tokio::spawn(
             async move {
-                match auth::accept(&mut stream, &secret).await {
-                    Ok(()) => {
-                        debug!(%peer, "RPC peer authenticated");
-                        let conn = Connection::spawn(stream, peer.to_string(), Some(handler));
+                let secured =
+                    noise::accept(&mut stream, &settings.keyring, &settings.node_id, settings.handshake_timeout).await;
+                drop(slot);
+                match secured {
+                    Ok(channel) => {
+                        debug!(%peer, node = channel.peer, "RPC peer authenticated");
+                        let conn = Connection::spawn(stream, channel, Some(handler), settings.limits);
                         let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
                         served.retain(|c| c.strong_count() > 0);
                         served.push(Arc::downgrade(&conn));
                     }
-                    Err(err) => warn!(%peer, error = %err, "refused RPC connection"),
+                    Err(err) => {
+                        stats.handshake_failed(err.reason());
+                        warn!(%peer, error = %err, "refused RPC connection");
+                    }
                 }
             }
             .in_current_span(),

@@ -1,5 +1,10 @@
 //! The dialing side: one authenticated connection per peer node, opened on first use and
 //! reused by every request and stream to that node.
+//!
+//! A peer that cannot be reached, or that accepts and then stays silent, costs at most one
+//! handshake timeout, and only its own callers: each peer has its own slot, and after a
+//! failure the slot refuses at once for a back-off that doubles with each failure in a row
+//! (up to [`MAX_BACKOFF`]) instead of making every caller wait again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,48 +12,111 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::auth;
-use super::connection::{Connection, RpcError};
+use super::connection::{Connection, RpcError, RpcLimits};
+use super::message::{Request, Response};
+use super::noise;
+use crate::keyring::Keyring;
+
+/// The longest a peer that keeps failing is left alone before it is tried again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How the dialer reaches its peers.
+#[derive(Debug, Clone)]
+pub struct DialSettings {
+    /// This node's id, bound into every handshake.
+    pub node_id: String,
+    pub keyring: Keyring,
+    /// Connecting and the handshake, each.
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub limits: RpcLimits,
+}
+
+#[derive(Default)]
+struct SlotState {
+    conn: Option<Arc<Connection>>,
+    /// Failures in a row, and until when the peer is left alone.
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
 
 /// One peer's connection, behind an async lock held while dialing.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
+type Slot = Arc<tokio::sync::Mutex<SlotState>>;
 
 pub struct Peers {
-    secret: Arc<[u8]>,
-    connect_timeout: Duration,
+    settings: DialSettings,
     /// Node id → its connection slot. The slot's async lock serialises dialing one peer
     /// without holding up calls to the others.
     slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl Peers {
-    pub fn new(secret: Arc<[u8]>, connect_timeout: Duration) -> Self {
-        Self { secret, connect_timeout, slots: Mutex::new(HashMap::new()) }
+    pub fn new(settings: DialSettings) -> Self {
+        Self { settings, slots: Mutex::new(HashMap::new()) }
     }
 
     /// The live connection to `node_id` at `addr`, dialing (and authenticating) if needed.
     pub async fn connection(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, RpcError> {
         let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).entry(node_id.to_owned()).or_default().clone();
         let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
+        if let Some(conn) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
         }
-        let fail = |reason: String| RpcError::Connect { peer: format!("{node_id} ({addr})"), reason };
-        let mut stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| fail("connect timed out".into()))?
-            .map_err(|e| fail(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        if let Err(err) = auth::dial(&mut stream, &self.secret).await {
-            warn!(peer = node_id, %addr, error = %err, "RPC authentication failed");
-            return Err(fail(err.to_string()));
+        let peer = format!("{node_id} ({addr})");
+        if let Some(at) = slot.retry_at.filter(|at| *at > Instant::now()) {
+            let reason = format!("backing off for {:?} after: {}", at - Instant::now(), slot.last_error);
+            return Err(RpcError::Connect { peer, reason });
         }
-        info!(peer = node_id, %addr, "RPC connection open");
-        let conn = Connection::spawn(stream, node_id.to_owned(), None);
-        *slot = Some(conn.clone());
-        Ok(conn)
+        match self.dial(node_id, addr).await {
+            Ok(conn) => {
+                info!(peer = node_id, %addr, "RPC connection open");
+                *slot = SlotState { conn: Some(conn.clone()), ..SlotState::default() };
+                Ok(conn)
+            }
+            Err(reason) => {
+                slot.failures = slot.failures.saturating_add(1);
+                let backoff =
+                    FIRST_BACKOFF.saturating_mul(1 << slot.failures.min(5).saturating_sub(1)).min(MAX_BACKOFF);
+                slot.retry_at = Some(Instant::now() + backoff);
+                slot.last_error = reason.clone();
+                slot.conn = None;
+                warn!(peer = node_id, %addr, error = %reason, ?backoff, "cannot reach peer");
+                Err(RpcError::Connect { peer, reason })
+            }
+        }
+    }
+
+    async fn dial(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, String> {
+        let s = &self.settings;
+        let mut stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let channel = noise::dial(&mut stream, &s.keyring, &s.node_id, node_id, s.handshake_timeout)
+            .await
+            .map_err(|err| format!("handshake: {err}"))?;
+        Ok(Connection::spawn(stream, channel, None, s.limits))
+    }
+
+    /// A request to `node_id`, under one deadline for dialing, the handshake and the answer.
+    pub async fn call(
+        &self,
+        node_id: &str,
+        addr: SocketAddr,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let started = Instant::now();
+        let conn = tokio::time::timeout(timeout, self.connection(node_id, addr))
+            .await
+            .map_err(|_| RpcError::Timeout { peer: node_id.to_owned(), timeout })??;
+        conn.call(request, timeout.saturating_sub(started.elapsed())).await
     }
 
     /// Closes every connection.
@@ -56,7 +124,7 @@ impl Peers {
         let slots: Vec<_> = self.slots.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
         for slot in slots {
             if let Ok(slot) = slot.try_lock() {
-                if let Some(conn) = slot.as_ref() {
+                if let Some(conn) = slot.conn.as_ref() {
                     conn.close();
                 }
             }

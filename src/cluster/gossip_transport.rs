@@ -1,0 +1,220 @@
+//! Chitchat's transport, authenticated: every datagram is sealed on its way out and checked
+//! (seal, address, freshness, content) on its way in, before chitchat decodes a byte of it
+//! (wire format and checks: `gossip_wire`).
+//!
+//! Chitchat 0.13 keeps its message codec private, so this transport borrows chitchat's own
+//! UDP socket as the codec: on loopback, a private `codec` socket (chitchat's) and a `tap`
+//! socket pass chitchat's messages to each other. Sending, chitchat's socket writes the
+//! message to the tap, which seals it and sends it from the public socket; receiving, the
+//! public socket opens and checks a datagram, and the tap hands its message to chitchat's
+//! socket to decode. One datagram at a time in each direction, so the real sender of each
+//! decoded message is known. The tap only takes bytes from the codec socket and the codec
+//! only yields messages from the tap; strangers writing to either on loopback are ignored.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket as ChitchatUdp};
+use chitchat::{ChitchatEnvelope, ChitchatId};
+use tokio::net::UdpSocket;
+use tracing::warn;
+
+use super::gossip_wire::{check_message, open, seal, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM};
+use crate::keyring::Keyring;
+
+/// Datagrams tracked for replays within the window: far more than a node receives in it.
+const REPLAY_CAPACITY: usize = 1 << 18;
+/// How long chitchat's codec may take to hand a message over on loopback.
+const CODEC_WAIT: Duration = Duration::from_millis(200);
+/// At most one log line per reason in this period.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counts of dropped datagrams, by reason, for `/metrics`.
+#[derive(Default)]
+pub struct GossipRejections {
+    counts: [AtomicU64; Reject::ALL.len()],
+    last_log: Mutex<[Option<Instant>; Reject::ALL.len()]>,
+}
+
+impl GossipRejections {
+    fn index(reason: Reject) -> usize {
+        Reject::ALL.iter().position(|r| *r == reason).expect("every reason is listed")
+    }
+
+    pub fn count(&self, reason: Reject) -> u64 {
+        self.counts[Self::index(reason)].load(Ordering::Relaxed)
+    }
+
+    /// Counts a drop, and logs it unless one of its kind was logged lately.
+    fn reject(&self, reason: Reject, from: SocketAddr) {
+        let i = Self::index(reason);
+        let total = self.counts[i].fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last[i].is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+            last[i] = Some(Instant::now());
+            warn!(%from, reason = reason.as_str(), total, "gossip datagram refused");
+        }
+    }
+}
+
+/// Settings of the authenticated transport.
+#[derive(Clone)]
+pub struct SecureTransport {
+    pub keyring: Keyring,
+    /// This node's gossip identity: states claiming it are refused.
+    pub me: ChitchatId,
+    /// Addresses a datagram may be sealed for: this node's advertised and listen addresses.
+    pub accepted_to: Vec<SocketAddr>,
+    /// How far a datagram's send time may be from now (clock skew plus delivery).
+    pub window: Duration,
+    pub rejections: Arc<GossipRejections>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
+#[async_trait]
+impl Transport for SecureTransport {
+    async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let public = UdpSocket::bind(listen_addr)
+            .await
+            .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?;
+        let codec = ChitchatUdp::open("127.0.0.1:0".parse()?).await?;
+        let codec_addr = codec.local_addr()?;
+        let tap = UdpSocket::bind("127.0.0.1:0").await.context("failed to bind the gossip codec tap")?;
+        let tap_addr = tap.local_addr()?;
+        Ok(Box::new(SecureSocket {
+            settings: self.clone(),
+            public,
+            codec,
+            codec_addr,
+            tap,
+            tap_addr,
+            guard: ReplayGuard::new(self.window.as_millis() as u64, REPLAY_CAPACITY),
+            parts: Reassembly::new(),
+            buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
+            in_flight: Default::default(),
+        }))
+    }
+}
+
+struct SecureSocket {
+    settings: SecureTransport,
+    public: UdpSocket,
+    codec: ChitchatUdp,
+    codec_addr: SocketAddr,
+    tap: UdpSocket,
+    tap_addr: SocketAddr,
+    guard: ReplayGuard,
+    parts: Reassembly,
+    buf: Box<[u8]>,
+    /// Messages handed to the codec and not yet decoded: sender, deadline, datagram size.
+    in_flight: std::collections::VecDeque<(SocketAddr, tokio::time::Instant, usize)>,
+}
+
+impl SecureSocket {
+    /// Has chitchat's socket encode `envelope`; its bytes.
+    async fn encode(&mut self, envelope: ChitchatEnvelope) -> anyhow::Result<Vec<u8>> {
+        self.codec.send(self.tap_addr, envelope).await?;
+        loop {
+            let (n, from) = tokio::time::timeout(CODEC_WAIT, self.tap.recv_from(&mut self.buf))
+                .await
+                .context("chitchat's codec did not hand over a message")??;
+            if from == self.codec_addr {
+                return Ok(self.buf[..n].to_vec());
+            }
+        }
+    }
+
+    /// The next datagram that passes every check, with its sender; `Err` only if the socket
+    /// is broken.
+    async fn next_message(&mut self) -> anyhow::Result<(Vec<u8>, SocketAddr, usize)> {
+        loop {
+            let (n, from) = match self.public.recv_from(&mut self.buf).await {
+                Ok(received) => received,
+                Err(err) if is_transient(&err) => continue,
+                Err(err) => return Err(err).context("fatal UDP recv error"),
+            };
+            let datagram = self.buf[..n].to_vec();
+            let checked = self.check(&datagram, from);
+            match checked {
+                Ok(Some(message)) => return Ok((message, from, n)),
+                Ok(None) => {}
+                Err(reason) => self.settings.rejections.reject(reason, from),
+            }
+        }
+    }
+
+    /// A datagram's chitchat message, once whole (`None`: the other part is still due).
+    fn check(&mut self, datagram: &[u8], from: SocketAddr) -> Result<Option<Vec<u8>>, Reject> {
+        let opened = open(&self.settings.keyring, datagram)?;
+        if !self.settings.accepted_to.contains(&opened.to) {
+            return Err(Reject::Misdirected);
+        }
+        let now = now_ms();
+        self.guard.check(opened.nonce, opened.sent_at_ms, now)?;
+        let Some(message) = self.parts.add(from, opened, now) else { return Ok(None) };
+        check_message(&message, &self.settings.me)?;
+        Ok(Some(message))
+    }
+}
+
+fn is_transient(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::OutOfMemory | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+#[async_trait]
+impl Socket for SecureSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.public.local_addr().context("failed to get UDP socket address")
+    }
+
+    async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
+        let message = self.encode(envelope).await?;
+        let mut num_bytes_sent = 0;
+        for datagram in seal(&self.settings.keyring, &message, to, now_ms()) {
+            match self.public.send_to(&datagram, to).await {
+                Ok(n) => num_bytes_sent += n,
+                // A peer that is gone or unreachable is the failure detector's business.
+                Err(err) => warn!(%to, error = %err, "gossip send failed"),
+            }
+        }
+        Ok(SendOutcome { num_bytes_sent })
+    }
+
+    /// Cancellation-safe, as chitchat needs (its loop drops a pending `recv` on every gossip
+    /// tick): a checked message handed to the codec is remembered in `in_flight` with its
+    /// sender, and a later call picks up its decoded form.
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            if let Some(&(from_addr, deadline, num_bytes_received)) = self.in_flight.front() {
+                match tokio::time::timeout_at(deadline, self.codec.recv()).await {
+                    Ok(outcome) => {
+                        let outcome = outcome?;
+                        if outcome.from_addr == self.tap_addr {
+                            self.in_flight.pop_front();
+                            return Ok(RecvOutcome { from_addr, envelope: outcome.envelope, num_bytes_received });
+                        }
+                    }
+                    // Chitchat refused what the check let through: nothing to hand over.
+                    Err(_) => {
+                        self.in_flight.pop_front();
+                        self.settings.rejections.reject(Reject::Malformed, from_addr);
+                    }
+                }
+                continue;
+            }
+            let (message, from, n) = self.next_message().await?;
+            self.tap.send_to(&message, self.codec_addr).await?;
+            self.in_flight.push_back((from, tokio::time::Instant::now() + CODEC_WAIT, n));
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The authenticated gossip wire format, pure: sealing and opening datagrams, the replay
+//! guard, reassembly of the rare datagram sealed in two parts, and the check of a chitchat
+//! message's content before chitchat sees it. No I/O here (see `gossip_transport`).
+//!
+//! A datagram is `"CCG2" | key id (4) | nonce (24) | XChaCha20-Poly1305(inner)`, the first
+//! 8 bytes bound as associated data, the key the sending secret's gossip key. `inner` is
+//! `sent_at_ms (u64) | message id (u64) | part (u8) | parts (u8) | len (u8) | to | chunk`:
+//! `to` is the address the sender sent to, so a datagram captured on its way to one node (or
+//! to a seed address an attacker holds) is refused by every other node (`misdirected`);
+//! `sent_at_ms` and the random nonce let a receiver refuse replays: too old or too far ahead
+//! (`stale`), or a nonce seen within the window (`replayed`). Chitchat's own message of up to
+//! 65,507 bytes plus this overhead may not fit one UDP datagram; it is then sealed in two
+//! parts (each checked alone) and reassembled.
+//!
+//! The content check refuses what chitchat 0.13 trusts and would crash or be fooled by:
+//! a state about this node's own id (another generation's claims, or changes to its own
+//! keys), a delta whose `SetMaxVersion` is below a version it carries (the `state.rs:237`
+//! assertion that ends the gossip task), and keys that are not short ASCII.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chitchat::{ChitchatId, Deserializable};
+
+use crate::keyring::{KeyId, Keyring};
+
+const MAGIC: &[u8; 4] = b"CCG2";
+const NONCE: usize = 24;
+const TAG: usize = 16;
+const OUTER: usize = MAGIC.len() + 4 + NONCE + TAG;
+/// Largest UDP payload over IPv4.
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Room for the inner header (with the longest textual socket address).
+const INNER_HEADER: usize = 8 + 8 + 1 + 1 + 1 + 64;
+/// Largest chunk of a chitchat message per datagram.
+const MAX_CHUNK: usize = MAX_DATAGRAM - OUTER - INNER_HEADER;
+/// Parts a message may be sealed in: chitchat's messages are at most one UDP payload.
+const MAX_PARTS: u8 = 2;
+/// Decompressed bytes a chitchat message may unfold to before it is refused.
+const MAX_UNFOLDED: usize = 4 * 1024 * 1024;
+/// Longest gossip key a node accepts (room keys are base64 of at most a few hundred bytes).
+const MAX_KEY_LEN: usize = 1024;
+
+/// Why a datagram was dropped; the label of `clusterchat_gossip_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Not sealed with a key of this node's keyring (or altered).
+    Unauthenticated,
+    /// Not a well-formed envelope or chitchat message.
+    Malformed,
+    /// Sent too long ago or too far in the future.
+    Stale,
+    /// A nonce seen before within the window.
+    Replayed,
+    /// Sealed for another address.
+    Misdirected,
+    /// Claims a state for this node's own id.
+    SelfClaim,
+    /// A delta chitchat would crash on or keys it would choke on.
+    InvalidDelta,
+    /// The replay guard is full: more datagrams within the window than it tracks.
+    Overload,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 8] = [
+        Reject::Unauthenticated,
+        Reject::Malformed,
+        Reject::Stale,
+        Reject::Replayed,
+        Reject::Misdirected,
+        Reject::SelfClaim,
+        Reject::InvalidDelta,
+        Reject::Overload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Unauthenticated => "unauthenticated",
+            Reject::Malformed => "malformed",
+            Reject::Stale => "stale",
+            Reject::Replayed => "replayed",
+            Reject::Misdirected => "misdirected",
+            Reject::SelfClaim => "self_claim",
+            Reject::InvalidDelta => "invalid_delta",
+            Reject::Overload => "overload",
+        }
+    }
+}
+
+/// One opened datagram.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub nonce: [u8; NONCE],
+    pub sent_at_ms: u64,
+    pub message_id: u64,
+    pub part: u8,
+    pub parts: u8,
+    pub to: SocketAddr,
+    pub chunk: Vec<u8>,
+}
+
+fn cipher(key: &[u8; 32]) -> XChaCha20Poly1305 {
+    XChaCha20Poly1305::new(key.into())
+}
+
+/// Seals a chitchat message for `to` in one datagram, or two if it does not fit one.
+pub fn seal(keyring: &Keyring, message: &[u8], to: SocketAddr, sent_at_ms: u64) -> Vec<Vec<u8>> {
+    let key = keyring.sending();
+    let aead = cipher(&key.gossip);
+    let to_text = to.to_string();
+    let message_id: u64 = rand::random();
+    let chunks: Vec<&[u8]> = if message.is_empty() { vec![message] } else { message.chunks(MAX_CHUNK).collect() };
+    let parts = chunks.len() as u8;
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(part, chunk)| {
+            let mut inner = Vec::with_capacity(INNER_HEADER + chunk.len());
+            inner.extend_from_slice(&sent_at_ms.to_be_bytes());
+            inner.extend_from_slice(&message_id.to_be_bytes());
+            inner.push(part as u8);
+            inner.push(parts);
+            inner.push(to_text.len() as u8);
+            inner.extend_from_slice(to_text.as_bytes());
+            inner.extend_from_slice(chunk);
+            let nonce: [u8; NONCE] = rand::random();
+            let mut aad = [0u8; 8];
+            aad[..4].copy_from_slice(MAGIC);
+            aad[4..].copy_from_slice(&key.id);
+            let sealed = aead
+                .encrypt(XNonce::from_slice(&nonce), Payload { msg: &inner, aad: &aad })
+                .expect("XChaCha20-Poly1305 seals any length under 256 GiB");
+            let mut datagram = Vec::with_capacity(OUTER + inner.len());
+            datagram.extend_from_slice(&aad);
+            datagram.extend_from_slice(&nonce);
+            datagram.extend_from_slice(&sealed);
+            datagram
+        })
+        .collect()
+}
+
+/// Opens a datagram: checks its seal under the keyring, then parses the inner header.
+pub fn open(keyring: &Keyring, datagram: &[u8]) -> Result<Opened, Reject> {
+    if datagram.len() < OUTER || &datagram[..4] != MAGIC {
+        return Err(Reject::Unauthenticated);
+    }
+    let key_id: KeyId = datagram[4..8].try_into().expect("4 bytes");
+    let key = keyring.find(&key_id).ok_or(Reject::Unauthenticated)?;
+    let nonce: [u8; NONCE] = datagram[8..8 + NONCE].try_into().expect("24 bytes");
+    let inner = cipher(&key.gossip)
+        .decrypt(XNonce::from_slice(&nonce), Payload { msg: &datagram[8 + NONCE..], aad: &datagram[..8] })
+        .map_err(|_| Reject::Unauthenticated)?;
+    parse_inner(nonce, &inner).ok_or(Reject::Malformed)
+}
+
+fn parse_inner(nonce: [u8; NONCE], inner: &[u8]) -> Option<Opened> {
+    let sent_at_ms = u64::from_be_bytes(inner.get(..8)?.try_into().ok()?);
+    let message_id = u64::from_be_bytes(inner.get(8..16)?.try_into().ok()?);
+    let (part, parts, to_len) = (*inner.get(16)?, *inner.get(17)?, *inner.get(18)? as usize);
+    let to = std::str::from_utf8(inner.get(19..19 + to_len)?).ok()?.parse().ok()?;
+    if parts == 0 || parts > MAX_PARTS || part >= parts {
+        return None;
+    }
+    Some(Opened { nonce, sent_at_ms, message_id, part, parts, to, chunk: inner[19 + to_len..].to_vec() })
+}
+
+/// Refuses datagrams sent outside the window around now, and any nonce seen within it.
+pub struct ReplayGuard {
+    window_ms: u64,
+    capacity: usize,
+    seen: HashSet<[u8; NONCE]>,
+    /// Nonces with the time they leave the window, oldest first.
+    expiries: VecDeque<(u64, [u8; NONCE])>,
+}
+
+impl ReplayGuard {
+    pub fn new(window_ms: u64, capacity: usize) -> Self {
+        Self { window_ms, capacity, seen: HashSet::new(), expiries: VecDeque::new() }
+    }
+
+    pub fn check(&mut self, nonce: [u8; NONCE], sent_at_ms: u64, now_ms: u64) -> Result<(), Reject> {
+        if sent_at_ms.saturating_add(self.window_ms) < now_ms || sent_at_ms > now_ms.saturating_add(self.window_ms) {
+            return Err(Reject::Stale);
+        }
+        while self.expiries.front().is_some_and(|(expiry, _)| *expiry < now_ms) {
+            let (_, old) = self.expiries.pop_front().expect("front exists");
+            self.seen.remove(&old);
+        }
+        if self.seen.contains(&nonce) {
+            return Err(Reject::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(Reject::Overload);
+        }
+        self.seen.insert(nonce);
+        // A datagram is refused as stale once its time is out of the window: its nonce can go.
+        self.expiries.push_back((sent_at_ms.saturating_add(self.window_ms), nonce));
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+}
+
+/// A message's parts so far, with when its first part came.
+type Partial = (u64, Vec<Option<Vec<u8>>>);
+
+/// Messages sealed in two parts, waiting for the other one. Bounded in entries and time.
+pub struct Reassembly {
+    pending: HashMap<(SocketAddr, u64), Partial>,
+}
+
+/// Messages waiting for a part at most; older or more are dropped.
+const MAX_PENDING: usize = 64;
+const PART_WAIT_MS: u64 = 2_000;
+
+impl Default for Reassembly {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reassembly {
+    pub fn new() -> Self {
+        Self { pending: HashMap::new() }
+    }
+
+    /// The whole message once all its parts are in.
+    pub fn add(&mut self, from: SocketAddr, opened: Opened, now_ms: u64) -> Option<Vec<u8>> {
+        if opened.parts == 1 {
+            return Some(opened.chunk);
+        }
+        self.pending.retain(|_, (since, _)| since.saturating_add(PART_WAIT_MS) >= now_ms);
+        let key = (from, opened.message_id);
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING {
+            return None;
+        }
+        let (_, parts) = self.pending.entry(key).or_insert_with(|| (now_ms, vec![None; opened.parts as usize]));
+        if parts.len() != opened.parts as usize {
+            return None;
+        }
+        parts[opened.part as usize] = Some(opened.chunk);
+        if parts.iter().all(Option::is_some) {
+            let (_, parts) = self.pending.remove(&key)?;
+            return Some(parts.into_iter().flatten().flatten().collect());
+        }
+        None
+    }
+}
+
+/// Chitchat's wire constants (chitchat 0.13, `message_serialize.rs` and `serialize.rs`).
+const CHITCHAT_MAGIC: u16 = 45_139;
+
+/// Checks a chitchat message (its wire bytes) before chitchat decodes it; see the module doc.
+pub fn check_message(bytes: &[u8], me: &ChitchatId) -> Result<(), Reject> {
+    let mut buf = bytes;
+    let header: [u8; 4] = take(&mut buf, 4)?.try_into().expect("4 bytes");
+    if u16::from_le_bytes([header[0], header[1]]) != CHITCHAT_MAGIC || header[2] > 1 {
+        return Err(Reject::Malformed);
+    }
+    let v1 = header[2] == 1;
+    match header[3] {
+        // Syn: digest, cluster id.
+        0 => {
+            check_digest(&mut buf, v1, me)?;
+            read::<String>(&mut buf).map(drop)
+        }
+        // SynAck: digest, delta.
+        1 => {
+            check_digest(&mut buf, v1, me)?;
+            check_delta(&mut buf, me)
+        }
+        // Ack: delta.
+        2 => check_delta(&mut buf, me),
+        // BadCluster.
+        3 => Ok(()),
+        _ => Err(Reject::Malformed),
+    }
+}
+
+fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Reject> {
+    if buf.len() < n {
+        return Err(Reject::Malformed);
+    }
+    let (head, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(head)
+}
+
+fn read<T: Deserializable>(buf: &mut &[u8]) -> Result<T, Reject> {
+    T::deserialize(buf).map_err(|_| Reject::Malformed)
+}
+
+/// A state about this node's id: its own (only it may change it) or a newer generation
+/// (an impersonator). Older generations are its past lives, which peers still gossip.
+fn claims_me(id: &ChitchatId, me: &ChitchatId) -> bool {
+    id.node_id == me.node_id && id.generation_id >= me.generation_id
+}
+
+/// Unfolds chitchat's block stream (zstd or stored blocks of at most 64 KiB).
+fn unfold(buf: &mut &[u8]) -> Result<Vec<u8>, Reject> {
+    let mut out = Vec::new();
+    loop {
+        match take(buf, 1)?[0] {
+            0 => return Ok(out),
+            kind @ (1 | 2) => {
+                let len = u16::from_le_bytes(take(buf, 2)?.try_into().expect("2 bytes")) as usize;
+                let block = take(buf, len)?;
+                if kind == 1 {
+                    let unfolded = zstd::bulk::decompress(block, u16::MAX as usize).map_err(|_| Reject::Malformed)?;
+                    out.extend_from_slice(&unfolded);
+                } else {
+                    out.extend_from_slice(block);
+                }
+                if out.len() > MAX_UNFOLDED {
+                    return Err(Reject::Malformed);
+                }
+            }
+            _ => return Err(Reject::Malformed),
+        }
+    }
+}
+
+fn check_digest(buf: &mut &[u8], v1: bool, me: &ChitchatId) -> Result<(), Reject> {
+    let check_entries = |entries: &mut &[u8], count: Option<u16>| -> Result<(), Reject> {
+        let mut n = 0u32;
+        while count.map_or(!entries.is_empty(), |c| n < u32::from(c)) {
+            let id: ChitchatId = read(entries)?;
+            take(entries, 24)?; // heartbeat, last gc version, max version
+            if id.node_id == me.node_id && id.generation_id > me.generation_id {
+                return Err(Reject::SelfClaim);
+            }
+            n += 1;
+        }
+        Ok(())
+    };
+    if v1 {
+        let entries = unfold(buf)?;
+        check_entries(&mut entries.as_slice(), None)
+    } else {
+        let count: u16 = read(buf)?;
+        check_entries(buf, Some(count))
+    }
+}
+
+fn check_delta(buf: &mut &[u8], me: &ChitchatId) -> Result<(), Reject> {
+    let ops = unfold(buf)?;
+    let mut ops = ops.as_slice();
+    // The highest key version of the node state being described, if any.
+    let mut node: Option<u64> = None;
+    let mut described = HashSet::new();
+    while !ops.is_empty() {
+        match take(&mut ops, 1)?[0] {
+            0 => {
+                let id: ChitchatId = read(&mut ops)?;
+                take(&mut ops, 16)?; // last gc version, from version
+                if claims_me(&id, me) {
+                    return Err(Reject::SelfClaim);
+                }
+                if !described.insert(id) {
+                    return Err(Reject::InvalidDelta);
+                }
+                node = Some(0);
+            }
+            1 => {
+                let key: String = read(&mut ops)?;
+                let _value: String = read(&mut ops)?;
+                let version: u64 = read(&mut ops)?;
+                if take(&mut ops, 1)?[0] > 2 {
+                    return Err(Reject::Malformed); // not a deletion status
+                }
+                let highest = node.as_mut().ok_or(Reject::Malformed)?;
+                if key.is_empty() || key.len() > MAX_KEY_LEN || !key.is_ascii() || version <= *highest {
+                    return Err(Reject::InvalidDelta);
+                }
+                *highest = version;
+            }
+            2 => {
+                let max_version: u64 = read(&mut ops)?;
+                let highest = node.ok_or(Reject::Malformed)?;
+                if max_version < highest {
+                    return Err(Reject::InvalidDelta);
+                }
+            }
+            _ => return Err(Reject::Malformed),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chitchat::Serializable;
+
+    fn ring(secret: &str) -> Keyring {
+        Keyring::single(secret)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sealed_datagrams_open_only_under_the_same_secret() {
+        let to = addr("10.0.0.2:7000");
+        let sealed = seal(&ring("secret-aaaaaaaaaaaa"), b"hello", to, 42);
+        assert_eq!(sealed.len(), 1);
+        let opened = open(&ring("secret-aaaaaaaaaaaa"), &sealed[0]).unwrap();
+        assert_eq!((opened.chunk.as_slice(), opened.to, opened.sent_at_ms), (&b"hello"[..], to, 42));
+        assert_eq!(open(&ring("secret-bbbbbbbbbbbb"), &sealed[0]), Err(Reject::Unauthenticated));
+        // Any flipped bit, anywhere, is refused.
+        for i in [0, 5, 9, 40, sealed[0].len() - 1] {
+            let mut bad = sealed[0].clone();
+            bad[i] ^= 1;
+            assert_eq!(open(&ring("secret-aaaaaaaaaaaa"), &bad), Err(Reject::Unauthenticated), "byte {i}");
+        }
+        assert_eq!(open(&ring("secret-aaaaaaaaaaaa"), b"CCG2"), Err(Reject::Unauthenticated));
+    }
+
+    #[test]
+    fn a_message_too_big_for_one_datagram_goes_in_two_and_comes_back_whole() {
+        let keys = ring("secret-aaaaaaaaaaaa");
+        let message: Vec<u8> = (0..MAX_DATAGRAM).map(|i| i as u8).collect();
+        let sealed = seal(&keys, &message, addr("127.0.0.1:1"), 1);
+        assert_eq!(sealed.len(), 2);
+        assert!(sealed.iter().all(|d| d.len() <= MAX_DATAGRAM));
+        let mut parts = Reassembly::new();
+        let from = addr("127.0.0.1:2");
+        // In either order.
+        assert_eq!(parts.add(from, open(&keys, &sealed[1]).unwrap(), 10), None);
+        assert_eq!(parts.add(from, open(&keys, &sealed[0]).unwrap(), 10), Some(message));
+    }
+
+    #[test]
+    fn the_replay_guard_refuses_old_future_and_repeated_datagrams() {
+        let mut guard = ReplayGuard::new(1_000, 3);
+        assert_eq!(guard.check([1; NONCE], 10_000, 10_000), Ok(()));
+        assert_eq!(guard.check([1; NONCE], 10_000, 10_500), Err(Reject::Replayed));
+        assert_eq!(guard.check([2; NONCE], 8_000, 10_000), Err(Reject::Stale));
+        assert_eq!(guard.check([2; NONCE], 12_000, 10_000), Err(Reject::Stale));
+        assert_eq!(guard.check([2; NONCE], 10_100, 10_100), Ok(()));
+        assert_eq!(guard.check([3; NONCE], 10_200, 10_200), Ok(()));
+        assert_eq!(guard.check([4; NONCE], 10_200, 10_200), Err(Reject::Overload));
+        // Once the first leaves the window its slot frees up, and its replay is stale anyway.
+        assert_eq!(guard.check([4; NONCE], 11_050, 11_050), Ok(()));
+        assert_eq!(guard.check([1; NONCE], 10_000, 11_050), Err(Reject::Stale));
+        assert!(guard.len() <= 3);
+    }
+
+    fn id(name: &str, generation: u64) -> ChitchatId {
+        ChitchatId::new(name.to_owned(), generation, addr("10.0.0.1:7000"))
+    }
+
+    /// A stored block stream of `ops` (chitchat's block type 2), as chitchat would send it.
+    fn stream(ops: &[u8]) -> Vec<u8> {
+        let mut out = vec![2];
+        out.extend_from_slice(&(ops.len() as u16).to_le_bytes());
+        out.extend_from_slice(ops);
+        out.push(0);
+        out
+    }
+
+    fn node_op(node: &ChitchatId) -> Vec<u8> {
+        let mut op = vec![0];
+        node.serialize(&mut op);
+        op.extend_from_slice(&0u64.to_le_bytes());
+        op.extend_from_slice(&0u64.to_le_bytes());
+        op
+    }
+
+    fn kv_op(key: &str, version: u64) -> Vec<u8> {
+        let mut op = vec![1];
+        key.to_owned().serialize(&mut op);
+        "1".to_owned().serialize(&mut op);
+        op.extend_from_slice(&version.to_le_bytes());
+        op.push(0);
+        op
+    }
+
+    fn ack(ops: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = CHITCHAT_MAGIC.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 2]);
+        bytes.extend(stream(&ops.concat()));
+        bytes
+    }
+
+    #[test]
+    fn deltas_chitchat_would_crash_on_or_be_fooled_by_are_refused() {
+        let me = id("node1", 100);
+        let peer = id("node2", 5);
+        let set_max = |v: u64| {
+            let mut op = vec![2];
+            op.extend_from_slice(&v.to_le_bytes());
+            op
+        };
+        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("ready", 3), kv_op("rpc", 5)]), &me), Ok(()));
+        // The state.rs:237 assertion: a key at version 5, then SetMaxVersion 1.
+        assert_eq!(
+            check_message(&ack(&[node_op(&peer), kv_op("ready", 5), set_max(1)]), &me),
+            Err(Reject::InvalidDelta)
+        );
+        assert_eq!(check_message(&ack(&[node_op(&peer), set_max(7)]), &me), Ok(()));
+        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("é", 1)]), &me), Err(Reject::InvalidDelta));
+        assert_eq!(
+            check_message(&ack(&[node_op(&peer), kv_op("a", 2), kv_op("b", 2)]), &me),
+            Err(Reject::InvalidDelta)
+        );
+        // Our own id: a newer generation (impersonation) or our own state.
+        assert_eq!(check_message(&ack(&[node_op(&id("node1", 101))]), &me), Err(Reject::SelfClaim));
+        assert_eq!(check_message(&ack(&[node_op(&me), kv_op("ready", 9)]), &me), Err(Reject::SelfClaim));
+        // A past life of ours, which peers still know, is fine.
+        assert_eq!(check_message(&ack(&[node_op(&id("node1", 99)), kv_op("ready", 1)]), &me), Ok(()));
+        assert_eq!(check_message(&ack(&[kv_op("ready", 1)]), &me), Err(Reject::Malformed));
+        assert_eq!(check_message(b"\x00\x01", &me), Err(Reject::Malformed));
+    }
+}

@@ -1,0 +1,433 @@
+//! The RPC channel's security: a Noise handshake keyed by the cluster secret, then every
+//! frame encrypted and authenticated.
+//!
+//! Why Noise with a pre-shared key (`Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, via `snow`) and
+//! not TLS: the cluster already has one operator-held secret (the gossip needs it too), and a
+//! PSK handshake needs no certificates, CA or expiry to manage, while still giving forward
+//! secrecy (ephemeral X25519) and mutual authentication (only holders of the key complete it).
+//!
+//! The dialer first sends a plain hello: `"CCRPC/2\n" | key id (4) | len | dialer id | len |
+//! listener id`. The listener refuses a hello that names another node or a key it does not
+//! hold; the hello is the handshake's prologue, so both node ids are bound into it: a
+//! handshake relayed to another node, replayed, reflected, or with an id changed on the way
+//! fails. Afterwards each direction is a sequence of records `len (u16) | ciphertext`, each
+//! with its own nonce (a counter), so an injected, dropped, replayed, reordered or altered
+//! record fails to decrypt and ends the connection. The frames inside stay length-delimited
+//! bincode (`message`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use snow::StatelessTransportState;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::message::MAX_FRAME;
+use crate::keyring::{KeyId, Keyring};
+
+const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const HELLO_MAGIC: &[u8; 8] = b"CCRPC/2\n";
+/// Longest node id in a hello (config allows ASCII letters, digits, `-` and `_`).
+const MAX_ID: usize = 64;
+/// Handshake messages are an ephemeral key and a tag: far below this.
+const MAX_HANDSHAKE_MESSAGE: usize = 256;
+const TAG: usize = 16;
+/// Noise's largest message.
+const MAX_RECORD: usize = 65_535;
+const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("not a clusterchat RPC peer (malformed hello)")]
+    BadHello,
+    #[error("peer's cluster secret is not one of this node's (key id {0})")]
+    UnknownKey(String),
+    #[error("peer dialed node {wanted:?}, not this one")]
+    Misdirected { wanted: String },
+    #[error("peer failed authentication (wrong cluster secret?)")]
+    BadProof,
+    #[error("handshake timed out")]
+    Timeout,
+    #[error("I/O during handshake: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl HandshakeError {
+    /// Label for `clusterchat_rpc_handshake_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadHello => "bad_hello",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::Misdirected { .. } => "misdirected",
+            Self::BadProof => "bad_proof",
+            Self::Timeout => "timeout",
+            Self::Io(_) => "io",
+        }
+    }
+}
+
+/// The plain hello that opens a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub key_id: KeyId,
+    pub dialer: String,
+    pub listener: String,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Hello {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HELLO_MAGIC.len() + 4 + 2 + self.dialer.len() + self.listener.len());
+        out.extend_from_slice(HELLO_MAGIC);
+        out.extend_from_slice(&self.key_id);
+        for id in [&self.dialer, &self.listener] {
+            out.push(id.len() as u8);
+            out.extend_from_slice(id.as_bytes());
+        }
+        out
+    }
+
+    /// Reads a hello, byte counts checked before each read: at most 8 + 4 + 2 + 2 * 64 bytes.
+    async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Result<(Self, Vec<u8>), HandshakeError> {
+        let mut head = [0u8; HELLO_MAGIC.len() + 4 + 1];
+        io.read_exact(&mut head).await?;
+        if &head[..HELLO_MAGIC.len()] != HELLO_MAGIC {
+            return Err(HandshakeError::BadHello);
+        }
+        let mut raw = head.to_vec();
+        let dialer_len = head[head.len() - 1] as usize;
+        if dialer_len == 0 || dialer_len > MAX_ID {
+            return Err(HandshakeError::BadHello);
+        }
+        let mut rest = vec![0u8; dialer_len + 1];
+        io.read_exact(&mut rest).await?;
+        raw.extend_from_slice(&rest);
+        let listener_len = rest[dialer_len] as usize;
+        if listener_len == 0 || listener_len > MAX_ID {
+            return Err(HandshakeError::BadHello);
+        }
+        let mut listener = vec![0u8; listener_len];
+        io.read_exact(&mut listener).await?;
+        raw.extend_from_slice(&listener);
+        let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok().filter(|s| valid_id(s));
+        let hello = Hello {
+            key_id: head[HELLO_MAGIC.len()..HELLO_MAGIC.len() + 4].try_into().expect("4 bytes"),
+            dialer: text(&rest[..dialer_len]).ok_or(HandshakeError::BadHello)?,
+            listener: text(&listener).ok_or(HandshakeError::BadHello)?,
+        };
+        Ok((hello, raw))
+    }
+}
+
+/// An authenticated channel: the peer's node id, proven by the handshake, and the keys.
+pub struct Secured {
+    pub peer: String,
+    keys: Arc<StatelessTransportState>,
+}
+
+impl Secured {
+    /// The codecs of the two directions, for `FramedRead` and `FramedWrite`.
+    pub fn codecs(&self) -> (RecordDecoder, RecordEncoder) {
+        (RecordDecoder::new(self.keys.clone()), RecordEncoder::new(self.keys.clone()))
+    }
+}
+
+fn builder() -> snow::Builder<'static> {
+    snow::Builder::new(PATTERN.parse().expect("a valid Noise pattern"))
+}
+
+async fn write_handshake<S: AsyncWrite + Unpin>(io: &mut S, message: &[u8]) -> Result<(), HandshakeError> {
+    let mut out = Vec::with_capacity(2 + message.len());
+    out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    out.extend_from_slice(message);
+    io.write_all(&out).await?;
+    Ok(())
+}
+
+async fn read_handshake<S: AsyncRead + Unpin>(io: &mut S) -> Result<Vec<u8>, HandshakeError> {
+    let len = io.read_u16().await? as usize;
+    if len > MAX_HANDSHAKE_MESSAGE {
+        return Err(HandshakeError::BadProof);
+    }
+    let mut message = vec![0u8; len];
+    io.read_exact(&mut message).await?;
+    Ok(message)
+}
+
+/// The dialer's side: `me` dials `peer`, which must prove it holds the sending secret.
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    keyring: &Keyring,
+    me: &str,
+    peer: &str,
+    timeout: Duration,
+) -> Result<Secured, HandshakeError> {
+    let key = keyring.sending();
+    let hello = Hello { key_id: key.id, dialer: me.to_owned(), listener: peer.to_owned() }.encode();
+    let run = async {
+        io.write_all(&hello).await?;
+        let mut state = builder()
+            .prologue(&hello)
+            .and_then(|b| b.psk(0, &key.rpc_psk))
+            .and_then(|b| b.build_initiator())
+            .map_err(|_| HandshakeError::BadProof)?;
+        let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
+        let n = state.write_message(&[], &mut buf).map_err(|_| HandshakeError::BadProof)?;
+        write_handshake(io, &buf[..n]).await?;
+        let answer = read_handshake(io).await?;
+        state.read_message(&answer, &mut buf).map_err(|_| HandshakeError::BadProof)?;
+        let keys = state.into_stateless_transport_mode().map_err(|_| HandshakeError::BadProof)?;
+        Ok(Secured { peer: peer.to_owned(), keys: Arc::new(keys) })
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| HandshakeError::Timeout)?
+}
+
+/// The listener's side: `me` is this node's id; the peer must name it and prove it holds one
+/// of the keyring's secrets. Nothing but the bounded hello and handshake is read before.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    keyring: &Keyring,
+    me: &str,
+    timeout: Duration,
+) -> Result<Secured, HandshakeError> {
+    let run = async {
+        let (hello, raw) = Hello::read(io).await?;
+        let key = keyring
+            .find(&hello.key_id)
+            .ok_or_else(|| HandshakeError::UnknownKey(hello.key_id.iter().map(|b| format!("{b:02x}")).collect()))?;
+        if hello.listener != me {
+            return Err(HandshakeError::Misdirected { wanted: hello.listener });
+        }
+        let mut state = builder()
+            .prologue(&raw)
+            .and_then(|b| b.psk(0, &key.rpc_psk))
+            .and_then(|b| b.build_responder())
+            .map_err(|_| HandshakeError::BadProof)?;
+        let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
+        let first = read_handshake(io).await?;
+        state.read_message(&first, &mut buf).map_err(|_| HandshakeError::BadProof)?;
+        let n = state.write_message(&[], &mut buf).map_err(|_| HandshakeError::BadProof)?;
+        write_handshake(io, &buf[..n]).await?;
+        let keys = state.into_stateless_transport_mode().map_err(|_| HandshakeError::BadProof)?;
+        Ok(Secured { peer: hello.dialer, keys: Arc::new(keys) })
+    };
+    tokio::time::timeout(timeout, run).await.map_err(|_| HandshakeError::Timeout)?
+}
+
+fn invalid(what: &'static str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+/// Encrypts frames: each is length-delimited (as before encryption), then cut into records.
+pub struct RecordEncoder {
+    keys: Arc<StatelessTransportState>,
+    nonce: u64,
+    frames: LengthDelimitedCodec,
+    plain: BytesMut,
+}
+
+impl RecordEncoder {
+    fn new(keys: Arc<StatelessTransportState>) -> Self {
+        let frames = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
+        Self { keys, nonce: 0, frames, plain: BytesMut::new() }
+    }
+}
+
+impl Encoder<Bytes> for RecordEncoder {
+    type Error = std::io::Error;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), Self::Error> {
+        self.plain.clear();
+        self.frames.encode(frame, &mut self.plain)?;
+        for chunk in self.plain.chunks(MAX_RECORD_PLAINTEXT) {
+            let start = dst.len();
+            dst.put_u16(0);
+            dst.resize(start + 2 + chunk.len() + TAG, 0);
+            let n = self
+                .keys
+                .write_message(self.nonce, chunk, &mut dst[start + 2..])
+                .map_err(|_| invalid("cannot encrypt an RPC record"))?;
+            self.nonce += 1;
+            dst[start..start + 2].copy_from_slice(&(n as u16).to_be_bytes());
+            dst.truncate(start + 2 + n);
+        }
+        Ok(())
+    }
+}
+
+/// Decrypts records and yields the frames inside; a record that fails to decrypt is an error
+/// (the connection ends). Holds at most one frame's plaintext plus one record.
+pub struct RecordDecoder {
+    keys: Arc<StatelessTransportState>,
+    nonce: u64,
+    frames: LengthDelimitedCodec,
+    plain: BytesMut,
+}
+
+impl RecordDecoder {
+    fn new(keys: Arc<StatelessTransportState>) -> Self {
+        let frames = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
+        Self { keys, nonce: 0, frames, plain: BytesMut::new() }
+    }
+}
+
+impl Decoder for RecordDecoder {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, Self::Error> {
+        loop {
+            if let Some(frame) = self.frames.decode(&mut self.plain)? {
+                return Ok(Some(frame));
+            }
+            if src.len() < 2 {
+                return Ok(None);
+            }
+            let len = u16::from_be_bytes([src[0], src[1]]) as usize;
+            if len < TAG {
+                return Err(invalid("RPC record shorter than its tag"));
+            }
+            if src.len() < 2 + len {
+                src.reserve(2 + len - src.len());
+                return Ok(None);
+            }
+            src.advance(2);
+            let record = src.split_to(len);
+            let start = self.plain.len();
+            self.plain.resize(start + len, 0);
+            let n = self
+                .keys
+                .read_message(self.nonce, &record, &mut self.plain[start..])
+                .map_err(|_| invalid("RPC record failed authentication"))?;
+            self.nonce += 1;
+            self.plain.truncate(start + n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "node1";
+    const PEER: &str = "node2";
+    const T: Duration = Duration::from_secs(2);
+
+    fn ring(secrets: &[&str]) -> Keyring {
+        Keyring::new(&secrets.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &[]).unwrap()
+    }
+
+    async fn handshake(
+        dialer: &Keyring,
+        listener: &Keyring,
+        wanted: &str,
+    ) -> (Result<Secured, HandshakeError>, Result<Secured, HandshakeError>) {
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        tokio::join!(dial(&mut a, dialer, ME, wanted, T), async {
+            let r = accept(&mut b, listener, PEER, T).await;
+            drop(b);
+            r
+        })
+    }
+
+    #[tokio::test]
+    async fn both_ids_are_proven_and_frames_round_trip_encrypted() {
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (d, l) = handshake(&keys, &keys, PEER).await;
+        let (d, l) = (d.unwrap(), l.unwrap());
+        assert_eq!((d.peer.as_str(), l.peer.as_str()), (PEER, ME));
+        let (_, mut enc) = d.codecs();
+        let (mut dec, _) = l.codecs();
+        let big = Bytes::from(vec![7u8; 200_000]);
+        let mut wire = BytesMut::new();
+        enc.encode(Bytes::from_static(b"hello"), &mut wire).unwrap();
+        enc.encode(big.clone(), &mut wire).unwrap();
+        assert!(!wire.windows(5).any(|w| w == b"hello"), "frames travel encrypted");
+        assert_eq!(dec.decode(&mut wire).unwrap().unwrap(), &b"hello"[..]);
+        assert_eq!(dec.decode(&mut wire).unwrap().unwrap(), &big[..]);
+        assert!(dec.decode(&mut wire).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_second_secret_is_accepted_during_rotation() {
+        let (d, l) = handshake(
+            &ring(&["the-new-secret-0000", "the-old-secret-0000"]),
+            &ring(&["the-old-secret-0000", "the-new-secret-0000"]),
+            PEER,
+        )
+        .await;
+        assert!(d.is_ok() && l.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_or_a_relayed_hello_fails() {
+        let (d, l) = handshake(&ring(&["a-guessed-secret-000"]), &ring(&["the-cluster-secret-1"]), PEER).await;
+        assert!(matches!(l, Err(HandshakeError::UnknownKey(_))), "{:?}", l.err());
+        assert!(d.is_err());
+        // A dialer that meant to reach another node (an attacker relaying its handshake here).
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (d, l) = handshake(&keys, &keys, "evil").await;
+        assert!(matches!(l, Err(HandshakeError::Misdirected { .. })), "{:?}", l.err());
+        assert!(d.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_listener_without_the_secret_fails_the_dialer() {
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let (d, _) = tokio::join!(dial(&mut a, &keys, ME, PEER, T), async {
+            // An impostor that reads the hello and answers with made-up handshake bytes.
+            let _ = Hello::read(&mut b).await.unwrap();
+            let _ = read_handshake(&mut b).await.unwrap();
+            write_handshake(&mut b, &[9u8; 48]).await.unwrap();
+        });
+        assert!(matches!(d, Err(HandshakeError::BadProof)), "{:?}", d.err());
+    }
+
+    #[tokio::test]
+    async fn altered_replayed_or_reordered_records_are_refused() {
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (d, l) = handshake(&keys, &keys, PEER).await;
+        let (d, l) = (d.unwrap(), l.unwrap());
+        let (_, mut enc) = d.codecs();
+        let mut one = BytesMut::new();
+        enc.encode(Bytes::from_static(b"first"), &mut one).unwrap();
+        let mut two = BytesMut::new();
+        enc.encode(Bytes::from_static(b"second"), &mut two).unwrap();
+
+        let mut altered = one.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(l.codecs().0.decode(&mut altered).is_err(), "altered");
+        assert!(l.codecs().0.decode(&mut two.clone()).is_err(), "out of order");
+        let mut dec = l.codecs().0;
+        let mut replay = one.clone();
+        replay.extend_from_slice(&one);
+        assert!(dec.decode(&mut replay).unwrap().is_some());
+        assert!(dec.decode(&mut replay).is_err(), "replayed");
+        // And a record of the other direction (reflection) does not decrypt either.
+        let (_, mut back) = l.codecs();
+        let mut reflected = BytesMut::new();
+        back.encode(Bytes::from_static(b"x"), &mut reflected).unwrap();
+        assert!(l.codecs().0.decode(&mut reflected).is_err(), "reflected");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_times_out() {
+        let (_a, mut b) = tokio::io::duplex(1024);
+        let r = accept(&mut b, &ring(&["the-cluster-secret-1"]), PEER, T).await;
+        assert!(matches!(r, Err(HandshakeError::Timeout)));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_not_a_hello() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let r = accept(&mut b, &ring(&["the-cluster-secret-1"]), PEER, T).await;
+        assert!(matches!(r, Err(HandshakeError::BadHello)));
+    }
+}
