@@ -11,6 +11,15 @@ BIN=target/release/clusterchat
 NODES=(node1 node2 node3)
 mkdir -p "$RUN"
 
+# The cluster secret: made once, at random, kept in run/secret (readable by this user only),
+# given to every node and to inspect. Nothing secret ships with the repository.
+secret() {
+    if [ ! -s "$RUN/secret" ]; then
+        (umask 077 && "$BIN" keygen >"$RUN/secret.tmp" && mv "$RUN/secret.tmp" "$RUN/secret")
+    fi
+    cat "$RUN/secret"
+}
+
 running() { # pidfile → true if that process is alive
     [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
@@ -33,9 +42,11 @@ start() {
     fi
     [ -d web/node_modules/socket.io-client ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
     cargo build --release --quiet
+    local key
+    key=$(secret)
     for n in "${NODES[@]}"; do
         if running "$RUN/$n.pid"; then echo "$n already running (pid $(cat "$RUN/$n.pid"))"; continue; fi
-        "$BIN" node --config "config/$n.toml" >>"$RUN/$n.log" 2>&1 &
+        CLUSTERCHAT_SECRET="$key" "$BIN" node --config "config/$n.toml" >>"$RUN/$n.log" 2>&1 &
         echo $! >"$RUN/$n.pid"
         echo "started $n (pid $!)"
     done
@@ -85,7 +96,9 @@ status() {
     for i in 1 2 3; do
         printf 'node%s /ready: %s\n' "$i" "$(curl -s -m 1 "http://127.0.0.1:900$i/ready" || echo unreachable)"
     done
-    if [ -x "$BIN" ] && "$BIN" inspect --help >/dev/null 2>&1; then "$BIN" inspect --seed 127.0.0.1:7001 || true; fi
+    if [ -x "$BIN" ] && [ -s "$RUN/secret" ]; then
+        CLUSTERCHAT_SECRET="$(cat "$RUN/secret")" "$BIN" inspect --seed 127.0.0.1:7001 || true
+    fi
 }
 
 case "${1:-}" in

@@ -49,6 +49,7 @@ pub struct ClusterSettings {
     /// The addresses other nodes reach this one at, when they differ from the listen
     /// addresses (a node listening on `0.0.0.0` or `[::]`, behind NAT, in a container).
     /// Required for a listen address that is unspecified.
+    /// An advertised port of 0 stands for the port bound.
     pub gossip_advertise: Option<SocketAddr>,
     pub rpc_advertise: Option<SocketAddr>,
     /// The HTTP address shown to peers and `inspect` (the node's `http` otherwise).
@@ -137,16 +138,18 @@ impl ClusterSettings {
         Keyring::new(&self.secrets(), &addresses).map_err(|err| ConfigError::Invalid(err.to_string()))
     }
 
-    /// An advertised address: the configured one, or the bound one unless it is unspecified.
+    /// An advertised address: the configured one (port 0: the bound port), or the bound one
+    /// unless it is unspecified.
     pub fn advertised(
         name: &str,
         configured: Option<SocketAddr>,
         bound: SocketAddr,
     ) -> Result<SocketAddr, ConfigError> {
         match configured {
-            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+            Some(addr) if addr.ip().is_unspecified() => {
                 Err(ConfigError::Invalid(format!("cluster.{name}_advertise must be a reachable address, not {addr}")))
             }
+            Some(addr) if addr.port() == 0 => Ok(SocketAddr::new(addr.ip(), bound.port())),
             Some(addr) => Ok(addr),
             None if bound.ip().is_unspecified() => Err(ConfigError::Invalid(format!(
                 "cluster.{name} listens on {bound}: set cluster.{name}_advertise to the address peers reach"

@@ -295,7 +295,10 @@ const memberId = (m) => String(m.node_id ?? m.id ?? m.node ?? m.name ?? "");
 
 function inspect(extra) {
   const args = ["inspect", "--json", "--seed", "127.0.0.1:7001", ...extra];
-  const out = spawnSync(BIN, args, { encoding: "utf8", timeout: 15_000 });
+  // Gossip is sealed: inspect needs the secret cluster.sh made for this cluster.
+  const secret = readFileSync(path.join(ROOT, "run", "secret"), "utf8").trim();
+  const env = { ...process.env, CLUSTERCHAT_SECRET: secret };
+  const out = spawnSync(BIN, args, { encoding: "utf8", timeout: 15_000, env });
   const shown = `\`clusterchat ${args.join(" ")}\`: exit ${out.status ?? out.signal}; stdout ${out.stdout}; stderr ${out.stderr}`;
   check(out.status === 0, shown);
   try {

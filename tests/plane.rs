@@ -1,0 +1,161 @@
+//! The cluster plane as it runs across hosts, on loopback: nodes on IPv6, nodes listening on
+//! the unspecified address and advertising the one peers reach, a keyring mid-rotation, and a
+//! stranger that knows the cluster id but not the secret. (Attacks from another host, in
+//! network namespaces: tests/netns_security.rs.)
+
+mod common;
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+
+use clusterchat::config::{ClusterSettings, NodeConfig};
+use clusterchat::node::Node;
+use common::cluster::{ChatClient, CONVERGE};
+use common::wait_until;
+use support::cluster::{free_udp_port, unique_cluster_id, PING_INTERVAL_MS};
+
+const OLD: &str = "the-old-cluster-secret-0000";
+const NEW: &str = "the-new-cluster-secret-1111";
+
+/// A node listening on `listen` (all ports but gossip's chosen by the OS) and advertising
+/// `advertise`, with these secrets.
+fn node_config(
+    index: usize,
+    cluster_id: &str,
+    listen: IpAddr,
+    advertise: IpAddr,
+    gossip: u16,
+    seed: Option<SocketAddr>,
+    secrets: &[&str],
+) -> NodeConfig {
+    let unspecified = listen.is_unspecified();
+    let mut config = NodeConfig {
+        node_id: format!("node{index}"),
+        http: SocketAddr::new(listen, 0),
+        drain_ms: 0,
+        cluster: Some(ClusterSettings {
+            gossip: SocketAddr::new(listen, gossip),
+            rpc: SocketAddr::new(listen, 0),
+            gossip_advertise: unspecified.then(|| SocketAddr::new(advertise, gossip)),
+            rpc_advertise: unspecified.then(|| SocketAddr::new(advertise, 0)),
+            http_advertise: unspecified.then(|| SocketAddr::new(advertise, 0)),
+            seeds: seed.map(|s| vec![s.to_string()]).unwrap_or_default(),
+            cluster_id: cluster_id.into(),
+            secrets: secrets.iter().map(|s| s.to_string()).collect(),
+            ..ClusterSettings::default()
+        }),
+        ..NodeConfig::default()
+    };
+    config.engine.ping_interval_ms = PING_INTERVAL_MS;
+    config
+}
+
+/// Starts `secrets.len()` nodes, node1 the seed, and waits until each sees all of them ready.
+async fn ring(listen: IpAddr, advertise: IpAddr, secrets: &[&[&str]]) -> Vec<Node> {
+    ring_of(&unique_cluster_id(), listen, advertise, secrets).await
+}
+
+async fn ring_of(cluster_id: &str, listen: IpAddr, advertise: IpAddr, secrets: &[&[&str]]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut seed = None;
+    for (i, keys) in secrets.iter().enumerate() {
+        let gossip = free_udp_port();
+        let config = node_config(i + 1, cluster_id, listen, advertise, gossip, seed, keys);
+        seed.get_or_insert(SocketAddr::new(advertise, gossip));
+        nodes.push(Node::start(config).await.expect("node starts"));
+    }
+    let n = nodes.len();
+    wait_until(CONVERGE, "every node sees every node ready", || {
+        nodes.iter().all(|node| node.membership().expect("clustered").members().ready().count() == n)
+    })
+    .await;
+    nodes
+}
+
+/// The address a client uses for `node`: its advertised HTTP address.
+fn http_of(nodes: &[Node], index: usize) -> SocketAddr {
+    let me = nodes[index].node_id();
+    nodes[0].membership().unwrap().members().get(me).and_then(|m| m.http).expect("an advertised HTTP address")
+}
+
+/// Two users on different nodes chat: the receiving node forwards each request to the owner
+/// over the RPC, and the room message is pushed between nodes.
+async fn users_chat_across(nodes: &[Node]) {
+    let (a, b) = (http_of(nodes, 0), http_of(nodes, nodes.len() - 1));
+    let mut alice = ChatClient::connect(a, "alice").await;
+    let mut bob = ChatClient::connect(b, "bob").await;
+    alice.join(b, "lobby").await; // through the other node
+    bob.join(a, "lobby").await;
+    let message = format!("42/chat,{}", serde_json::json!(["chat message", { "room": "lobby", "message": "hi bob" }]));
+    alice.post(a, &message).await;
+    let got = bob.expect(b, "42/chat,[\"chat message\"").await;
+    assert!(got.contains("hi bob") && got.contains("alice"), "{got}");
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_ring_forwards_sessions_and_rooms() {
+    let v6: IpAddr = "::1".parse().unwrap();
+    let nodes = ring(v6, v6, &[&[OLD], &[OLD]]).await;
+    assert!(http_of(&nodes, 1).is_ipv6());
+    users_chat_across(&nodes).await;
+    stop(nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_listening_on_every_address_advertise_the_one_peers_reach() {
+    let nodes = ring("0.0.0.0".parse().unwrap(), "127.0.0.1".parse().unwrap(), &[&[OLD], &[OLD], &[OLD]]).await;
+    for node in &nodes {
+        let members = node.membership().unwrap().members();
+        for m in members.nodes.values() {
+            let addrs = [Some(m.gossip), m.rpc, m.http];
+            assert!(addrs.iter().flatten().all(|a| a.ip().is_loopback() && a.port() != 0), "{m:?}");
+        }
+    }
+    users_chat_across(&nodes).await;
+    stop(nodes).await;
+}
+
+/// Mid-rotation, nodes send with different secrets but each accepts both: the ring and the
+/// chat work as with one secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_mid_rotation_is_whole() {
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let nodes = ring(lo, lo, &[&[OLD, NEW], &[NEW, OLD], &[NEW, OLD]]).await;
+    users_chat_across(&nodes).await;
+    stop(nodes).await;
+}
+
+/// A node that sends with a secret the others do not hold never joins them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_secret_stays_out() {
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let cluster_id = unique_cluster_id();
+    let nodes = ring_of(&cluster_id, lo, lo, &[&[OLD], &[OLD]]).await;
+    let seed = nodes[0].membership().unwrap().members().get("node1").map(|m| m.gossip).unwrap();
+    // Same cluster id as the ring: only the secret differs.
+    let stranger = node_config(9, &cluster_id, lo, lo, free_udp_port(), Some(seed), &[NEW]);
+    let stranger = Node::start(stranger).await.expect("the stranger starts");
+    let rejections = nodes[0].membership().unwrap().rejections().clone();
+    wait_until(CONVERGE, "node1 refuses the stranger's datagrams", || {
+        rejections.count(clusterchat::cluster::gossip_wire::Reject::Unauthenticated) >= 3
+    })
+    .await;
+    for node in &nodes {
+        let members = node.membership().unwrap().members();
+        assert_eq!(
+            members.nodes.keys().collect::<Vec<_>>(),
+            ["node1", "node2"],
+            "{} let the stranger in",
+            node.node_id()
+        );
+    }
+    assert_eq!(stranger.membership().unwrap().members().nodes.keys().collect::<Vec<_>>(), ["node9"]);
+    stranger.shutdown().await;
+    stop(nodes).await;
+}
