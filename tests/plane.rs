@@ -159,3 +159,39 @@ async fn a_node_with_another_secret_stays_out() {
     stranger.shutdown().await;
     stop(nodes).await;
 }
+
+/// A message that names a node must come from that node's own channel: a peer (even one
+/// holding the secret) cannot subscribe or announce presence for another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_speaks_only_for_itself() {
+    use clusterchat::keyring::Keyring;
+    use clusterchat::rpc::peers::{DialSettings, Peers};
+    use clusterchat::rpc::{Request, Response, RpcLimits};
+    use std::time::Duration;
+
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let nodes = ring(lo, lo, &[&[OLD], &[OLD]]).await;
+    let node1 = nodes[0].membership().unwrap().members().get("node1").cloned().unwrap();
+    let peers = Peers::new(DialSettings {
+        node_id: "node2".into(),
+        keyring: Keyring::single(OLD),
+        connect_timeout: Duration::from_secs(1),
+        handshake_timeout: Duration::from_secs(1),
+        limits: RpcLimits::default(),
+    });
+    let subscribe = |node: &str| Request::Subscribe {
+        node: node.into(),
+        nsp: "/chat".into(),
+        room: "lobby".into(),
+        labels: vec!["mallory".into()],
+    };
+    let rpc = node1.rpc.unwrap();
+    let forged = peers.call("node1", rpc, subscribe("node3"), Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(&forged, Response::Failed(why) if why.contains("may not subscribe for node3")), "{forged:?}");
+    let own = peers.call("node1", rpc, subscribe("node2"), Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(own, Response::Presence(_)), "{own:?}");
+    let metrics = reqwest::get(format!("http://{}/metrics", nodes[0].http_addr())).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "clusterchat_rpc_claims_refused_total 1"), "{metrics}");
+    peers.close_all();
+    stop(nodes).await;
+}

@@ -340,6 +340,21 @@ mod tests {
         assert!(room_key("/chat", &"😀".repeat(64)).len() < 400);
     }
 
+    #[tokio::test]
+    async fn a_gossip_task_that_ends_is_reported_unless_the_node_is_leaving() {
+        let (tx, mut rx) = watch::channel(None);
+        watch_gossip_task(async { Err(anyhow::anyhow!("assertion failed in state.rs")) }, tx, CancellationToken::new())
+            .await;
+        let reason = rx.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+        assert!(reason.contains("state.rs"), "{reason}");
+
+        let (tx, rx) = watch::channel(None);
+        let stop = CancellationToken::new();
+        stop.cancel();
+        watch_gossip_task(std::future::pending(), tx, stop).await;
+        assert!(rx.borrow().is_none(), "a node that leaves has not failed");
+    }
+
     #[test]
     fn heartbeats_are_no_membership_change() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();

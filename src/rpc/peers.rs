@@ -131,3 +131,94 @@ impl Peers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::connection::RpcHandler;
+    use crate::rpc::{Push, RpcStream, StreamOpen};
+    use futures_util::future::BoxFuture;
+
+    const SECRET: &str = "the-cluster-secret-1";
+
+    fn settings(node_id: &str) -> DialSettings {
+        DialSettings {
+            node_id: node_id.into(),
+            keyring: Keyring::single(SECRET),
+            connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_millis(500),
+            limits: crate::rpc::RpcLimits::default(),
+        }
+    }
+
+    /// Answers every request with its peer's name.
+    struct Echo;
+    impl RpcHandler for Echo {
+        fn request(&self, peer: &str, _: Request) -> BoxFuture<'static, Response> {
+            Box::pin(std::future::ready(Response::Failed(format!("hello {peer}"))))
+        }
+        fn stream(&self, _: &str, _: StreamOpen, _: RpcStream) {}
+        fn push(&self, _: &str, _: Push) {}
+    }
+
+    async fn serving_peer(node_id: &'static str) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let keys = Keyring::single(SECRET);
+                if let Ok(channel) = noise::accept(&mut stream, &keys, node_id, Duration::from_secs(1)).await {
+                    Connection::spawn(stream, channel, Some(Arc::new(Echo)), crate::rpc::RpcLimits::default());
+                }
+            }
+        });
+        addr
+    }
+
+    fn history() -> Request {
+        Request::History { nsp: "/chat".into(), room: "lobby".into() }
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_costs_one_handshake_timeout_then_fails_at_once() {
+        // Accepts connections and never says a word.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let _held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let good = serving_peer("node3").await;
+        let peers = Arc::new(Peers::new(settings("node1")));
+
+        let started = Instant::now();
+        let stuck = tokio::spawn({
+            let peers = peers.clone();
+            async move { peers.call("node2", silent_addr, history(), Duration::from_secs(10)).await }
+        });
+        // Meanwhile, calls to another peer are not held up by it.
+        let answer = peers.call("node3", good, history(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer, Response::Failed("hello node1".into()), "the peer sees the dialer's proven id");
+        assert!(!stuck.is_finished(), "the silent peer's handshake is still pending");
+
+        let err = stuck.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("handshake timed out"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(2), "one handshake timeout, not the call's deadline");
+        // Remembered: the next call fails at once, saying why.
+        let again = Instant::now();
+        let err = peers.call("node2", silent_addr, history(), Duration::from_secs(10)).await.unwrap_err();
+        assert!(err.to_string().contains("backing off"), "{err}");
+        assert!(again.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_is_not_who_we_dialed_fails_the_handshake() {
+        // "node3" answers at the address we believe is node2's: the hello names node2.
+        let imposter = serving_peer("node3").await;
+        let peers = Peers::new(settings("node1"));
+        let err = peers.call("node2", imposter, history(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, RpcError::Connect { .. }), "{err}");
+    }
+}
