@@ -66,14 +66,23 @@ impl Service {
 
 /// Waits (at most `limit`) until gossip has brought the state of every seed, so the first
 /// clients this node takes are placed and routed knowing the ring, and their rooms subscribed
-/// on every member (a join asks only the members its node knows). A seed that is down (or
-/// named by a host name rather than its address) only delays readiness by `limit`.
-async fn meet_the_ring(membership: &Membership, seeds: &[String], limit: Duration) {
+/// on every member (a join asks only the members its node knows). A seed named by a host name
+/// counts as every address it resolves to (a Kubernetes headless service names every pod),
+/// this node's own excepted. A seed that is down only delays readiness by `limit`.
+async fn meet_the_ring(membership: &Membership, seeds: &[String], me: SocketAddr, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut wanted = std::collections::HashSet::new();
+    for seed in seeds {
+        match tokio::time::timeout_at(deadline, tokio::net::lookup_host(seed.as_str())).await {
+            Ok(Ok(addrs)) => wanted.extend(addrs.filter(|a| *a != me)),
+            Ok(Err(err)) => tracing::warn!(seed, error = %err, "cannot resolve seed"),
+            Err(_) => tracing::warn!(seed, "resolving seed timed out"),
+        }
+    }
     let mut members = membership.subscribe();
-    let met = members.wait_for(|m| {
-        seeds.iter().all(|seed| m.nodes.values().any(|n| n.gossip.to_string() == *seed && n.rpc.is_some()))
-    });
-    if tokio::time::timeout(limit, met).await.is_err() {
+    let met =
+        members.wait_for(|m| wanted.iter().all(|addr| m.nodes.values().any(|n| n.gossip == *addr && n.rpc.is_some())));
+    if tokio::time::timeout_at(deadline, met).await.is_err() {
         tracing::warn!(?limit, ?seeds, "not every seed heard from; serving while the ring forms");
     }
 }
@@ -100,6 +109,7 @@ pub struct Node {
 
 struct RunningCluster {
     cluster: Arc<Cluster>,
+    gossip_advertise: SocketAddr,
     rooms: Arc<ClusterRooms>,
     rpc_addr: SocketAddr,
     rpc_stop: CancellationToken,
@@ -142,11 +152,12 @@ impl Node {
                 let rpc_addr = rpc.local_addr().map_err(|source| NodeError::Bind { addr: c.rpc, source })?;
                 let rpc_advertise = ClusterSettings::advertised("rpc", c.rpc_advertise, rpc_addr)?;
                 let http_advertise = ClusterSettings::advertised("http", c.http_advertise, http_addr)?;
+                let gossip_advertise = ClusterSettings::advertised("gossip", c.gossip_advertise, c.gossip)?;
                 let gossip = GossipConfig {
                     node_id: config.node_id.clone(),
                     cluster_id: c.cluster_id.clone(),
                     listen: c.gossip,
-                    advertise: ClusterSettings::advertised("gossip", c.gossip_advertise, c.gossip)?,
+                    advertise: gossip_advertise,
                     seeds: c.seeds.clone(),
                     interval: Duration::from_millis(c.gossip_interval_ms),
                     phi_threshold: c.phi_threshold,
@@ -210,7 +221,7 @@ impl Node {
                 let rpc_task = tokio::spawn(
                     crate::rpc::listener::serve(rpc, listen, handler, rpc_stats, rpc_stop.clone()).in_current_span(),
                 );
-                (routers, Some(RunningCluster { cluster, rooms, rpc_addr, rpc_stop, rpc_task }))
+                (routers, Some(RunningCluster { cluster, gossip_advertise, rooms, rpc_addr, rpc_stop, rpc_task }))
             }
         };
         let metrics = match &cluster {
@@ -234,7 +245,7 @@ impl Node {
         if let (Some(c), Some(settings)) = (&cluster, &config.cluster) {
             if !settings.seeds.is_empty() {
                 let limit = Duration::from_millis(settings.gossip_interval_ms * 20);
-                meet_the_ring(&c.cluster.membership, &settings.seeds, limit).await;
+                meet_the_ring(&c.cluster.membership, &settings.seeds, c.gossip_advertise, limit).await;
             }
         }
         let server = Server::start_with(

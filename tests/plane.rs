@@ -195,3 +195,23 @@ async fn a_peer_speaks_only_for_itself() {
     peers.close_all();
     stop(nodes).await;
 }
+
+/// A seed given by host name is resolved (chitchat resolves it again every round, as a
+/// Kubernetes headless service needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_named_by_host_name_is_found() {
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let cluster_id = unique_cluster_id();
+    let first = ring_of(&cluster_id, lo, lo, &[&[OLD]]).await;
+    let seed = first[0].membership().unwrap().members().get("node1").map(|m| m.gossip).unwrap();
+    let mut config = node_config(2, &cluster_id, lo, lo, free_udp_port(), None, &[OLD]);
+    config.cluster.as_mut().unwrap().seeds = vec![format!("localhost:{}", seed.port())];
+    let second = Node::start(config).await.expect("node2 starts");
+    let nodes = [&first[0], &second];
+    wait_until(CONVERGE, "both nodes see both ready", || {
+        nodes.iter().all(|n| n.membership().unwrap().members().ready().count() == 2)
+    })
+    .await;
+    second.shutdown().await;
+    stop(first).await;
+}
