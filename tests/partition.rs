@@ -12,72 +12,7 @@ use serde_json::Value;
 
 mod support;
 use support::cluster::SECRET;
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip (iproute2) runs");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// Three namespaces on one bridge, plus a link from the test's own namespace; all removed on drop.
-struct NetLab {
-    tag: String,
-    subnet: String,
-}
-
-impl NetLab {
-    fn new() -> Self {
-        let id = std::process::id() % 200;
-        let lab = Self { tag: format!("cc{id}"), subnet: format!("10.{}.77", 20 + id) };
-        let hub = lab.ns("hub");
-        ip(&["netns", "add", &hub]);
-        ip(&["netns", "exec", &hub, "ip", "link", "add", "br0", "type", "bridge"]);
-        ip(&["netns", "exec", &hub, "ip", "link", "set", "br0", "up"]);
-        for i in 1..=3 {
-            let ns = lab.ns(&format!("n{i}"));
-            ip(&["netns", "add", &ns]);
-            ip(&["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
-            let (inner, outer) = (format!("{}n{i}", lab.tag), format!("{}h{i}", lab.tag));
-            ip(&["link", "add", &inner, "type", "veth", "peer", "name", &outer]);
-            ip(&["link", "set", &inner, "netns", &ns]);
-            ip(&["link", "set", &outer, "netns", &hub]);
-            ip(&["netns", "exec", &hub, "ip", "link", "set", &outer, "master", "br0", "up"]);
-            ip(&["netns", "exec", &ns, "ip", "addr", "add", &format!("{}.{i}/24", lab.subnet), "dev", &inner]);
-            ip(&["netns", "exec", &ns, "ip", "link", "set", &inner, "up"]);
-        }
-        // The test itself reaches the nodes over one more link, from its own namespace.
-        let (mine, outer) = (format!("{}t", lab.tag), format!("{}ht", lab.tag));
-        ip(&["link", "add", &mine, "type", "veth", "peer", "name", &outer]);
-        ip(&["link", "set", &outer, "netns", &hub]);
-        ip(&["netns", "exec", &hub, "ip", "link", "set", &outer, "master", "br0", "up"]);
-        ip(&["addr", "add", &format!("{}.100/24", lab.subnet), "dev", &mine]);
-        ip(&["link", "set", &mine, "up"]);
-        lab
-    }
-
-    fn ns(&self, name: &str) -> String {
-        format!("{}-{name}", self.tag)
-    }
-
-    fn addr(&self, node: usize, port: u16) -> String {
-        format!("{}.{node}:{port}", self.subnet)
-    }
-
-    /// Cuts (or restores) node `i`'s link to the bridge.
-    fn set_link(&self, i: usize, up: bool) {
-        let dev = format!("{}h{i}", self.tag);
-        ip(&["netns", "exec", &self.ns("hub"), "ip", "link", "set", &dev, if up { "up" } else { "down" }]);
-    }
-}
-
-impl Drop for NetLab {
-    fn drop(&mut self) {
-        // Deleting a namespace removes the veth ends in it, and with them their peers.
-        for name in ["n1", "n2", "n3", "hub"] {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(name)]).status();
-        }
-        let _ = Command::new("ip").args(["link", "del", &format!("{}t", self.tag)]).status();
-    }
-}
+use support::netlab::NetLab;
 
 struct Node {
     child: std::process::Child,
@@ -157,7 +92,7 @@ fn owner(sid: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
-    let lab = NetLab::new();
+    let lab = NetLab::new(&["n1", "n2", "n3"]);
     let nodes = start_nodes(&lab);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
     let all: Vec<&Node> = nodes.iter().collect();

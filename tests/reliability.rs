@@ -5,15 +5,11 @@
 //! after a graceful leave, not even for those who were reconnecting (connection state recovery).
 //! The short versions run in the test command; each prints its figures for RELIABILITY.md.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdout};
+use std::time::Instant;
 
 mod support;
 use support::cluster::{spawn_processes, wait_converged, Process};
+use support::load::{assert_all_back, Load};
 use support::rr_proxy::RoundRobinProxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clusterchat");
@@ -34,61 +30,6 @@ fn rounds() -> usize {
     std::env::var("RELIABILITY_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
 }
 
-struct Load {
-    child: Child,
-    lines: tokio::io::Lines<BufReader<ChildStdout>>,
-}
-
-impl Load {
-    async fn start(url: &str, users: usize) -> Self {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/load.mjs");
-        let mut child = tokio::process::Command::new("node")
-            .arg(script)
-            .arg(url)
-            .args([
-                "--users",
-                &users.to_string(),
-                "--rooms",
-                "4",
-                "--per-user",
-                "2",
-                "--interval",
-                &interval().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs load.mjs");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut load = Self { child, lines };
-        assert_eq!(load.line(Duration::from_secs(30)).await, "ready", "every user in its rooms");
-        load
-    }
-
-    async fn line(&mut self, limit: Duration) -> String {
-        let line = tokio::time::timeout(limit, self.lines.next_line()).await.expect("load.mjs answers in time");
-        line.expect("load.mjs output").expect("load.mjs still running")
-    }
-
-    /// Stops the load and returns its report.
-    async fn stop(mut self) -> Value {
-        let mut stdin = self.child.stdin.take().unwrap();
-        stdin.write_all(b"stop\n").await.unwrap();
-        let report = self.line(Duration::from_secs(30)).await;
-        let _ = self.child.wait().await;
-        serde_json::from_str(&report).unwrap_or_else(|e| panic!("not a report ({e}): {report}"))
-    }
-}
-
-fn assert_all_back(report: &Value, users: usize) {
-    assert_eq!(report["connected"], users, "every user connected at the end: {report}");
-    assert_eq!(report["joined"], users, "every user back in its rooms: {report}");
-    assert_eq!(report["lost"], 0, "no message lost for a user who stayed in its room: {report}");
-    assert!(report["acked"].as_u64().unwrap() > 0, "the load ran: {report}");
-}
-
 /// Each node in turn leaves gracefully (SIGTERM), comes back with a new generation, and the
 /// next one goes once the ring has all three again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +38,7 @@ async fn rolling_restart_under_chat_load() {
     let mut nodes: Vec<Process> = spawn_processes(BIN, 3).await;
     let proxy =
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
-    let load = Load::start(&proxy.url(), users).await;
+    let load = Load::start(&proxy.url(), users, interval()).await;
     let started = Instant::now();
     for _ in 0..rounds {
         for i in 0..nodes.len() {
@@ -129,7 +70,7 @@ async fn crash_under_chat_load() {
     // The balancer knows only the survivors-to-be, as a health-checking balancer soon would.
     let proxy =
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
-    let load = Load::start(&proxy.url(), users).await;
+    let load = Load::start(&proxy.url(), users, interval()).await;
     nodes[2].child.kill().await.expect("kill -9");
     // Let the load run on two nodes until gossip has declared the dead one gone.
     wait_converged(&nodes[..2]).await;

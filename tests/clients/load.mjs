@@ -13,6 +13,8 @@
 //                        did not get them when they came back
 //   recovered            reconnections that got their session back (socket.io connection state
 //                        recovery: rooms and missed messages, without joining again)
+//   duplicates           deliveries of a message a user had already received
+//   foreign              deliveries of "#..." messages no user of this load sent
 //
 // usage: node load.mjs URL [--users 12] [--rooms 4] [--per-user 2] [--interval 100]
 import { createRequire } from "node:module";
@@ -37,6 +39,7 @@ const now = () => performance.now();
 const rooms = Array.from({ length: ROOMS }, (_, i) => `load-${i} ⚡`);
 const users = [];
 const messages = new Map(); // id -> {room, sender, sent, acked}
+const attempted = new Set(); // every id sent, acked or not
 
 for (let u = 0; u < USERS; u++) {
   const name = `user${u}`;
@@ -50,7 +53,7 @@ for (let u = 0; u < USERS; u++) {
     timeout: 5000,
   });
   const user = { name, mine, socket, joinedSince: null, intervals: [], received: new Set(),
-    downAt: null, reconnects: [], recovered: 0, seq: 0, firstJoined: null };
+    downAt: null, reconnects: [], recovered: 0, seq: 0, firstJoined: null, duplicates: 0 };
   users.push(user);
   socket.on("connect", async () => {
     try {
@@ -76,7 +79,9 @@ for (let u = 0; u < USERS; u++) {
     if (user.downAt === null) user.downAt = now();
   });
   socket.on("chat message", (m) => {
-    if (typeof m?.message === "string" && m.message.startsWith("#")) user.received.add(m.message);
+    if (typeof m?.message !== "string" || !m.message.startsWith("#")) return;
+    if (user.received.has(m.message)) user.duplicates++;
+    user.received.add(m.message);
   });
 }
 
@@ -88,6 +93,7 @@ const senders = users.map((user) => (async () => {
     const room = user.mine[user.seq % user.mine.length];
     const id = `#${user.name}:${user.seq++}`;
     const m = { room, sender: user.name, sent: now(), acked: null };
+    attempted.add(id);
     try {
       const r = await user.socket.timeout(5000).emitWithAck("chat message", { room, message: id });
       if (r && r.ok) {
@@ -140,6 +146,8 @@ const stop = async () => {
     acked: messages.size,
     lost,
     missed,
+    duplicates: users.reduce((n, u) => n + u.duplicates, 0),
+    foreign: users.reduce((n, u) => n + [...u.received].filter((id) => !attempted.has(id)).length, 0),
   };
   console.log(JSON.stringify(report));
   for (const u of users) u.socket.disconnect();

@@ -175,22 +175,29 @@ impl TestCluster {
 pub struct Process {
     pub child: tokio::process::Child,
     pub http: SocketAddr,
-    bin: String,
+    program: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Process {
     fn spawn(bin: &str, args: Vec<String>, http: SocketAddr) -> Self {
-        let child = tokio::process::Command::new(bin)
+        Self::command(bin, args, vec![("CLUSTERCHAT_SECRET".into(), SECRET.into())], http)
+    }
+
+    /// Runs `program` with `args` and `env`: a node (or a wrapper that executes one, such as
+    /// `ip netns exec`) serving HTTP at `http`.
+    pub fn command(program: &str, args: Vec<String>, env: Vec<(String, String)>, http: SocketAddr) -> Self {
+        let child = tokio::process::Command::new(program)
             .args(&args)
-            .env("CLUSTERCHAT_SECRET", SECRET)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             // Node logs go to stdout: shown with CLUSTERCHAT_TEST_LOGS set (and RUST_LOG).
             .stdout(if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .expect("clusterchat starts");
-        Self { child, http, bin: bin.to_owned(), args }
+        Self { child, http, program: program.to_owned(), args, env }
     }
 
     /// SIGTERM (a graceful leave), then waits for the exit.
@@ -204,7 +211,12 @@ impl Process {
 
     /// Starts the same node again (same ports, a new generation).
     pub fn restart(&mut self) {
-        *self = Self::spawn(&self.bin.clone(), self.args.clone(), self.http);
+        *self = Self::command(&self.program.clone(), self.args.clone(), self.env.clone(), self.http);
+    }
+
+    /// Starts the node again with other arguments and environment.
+    pub fn restart_with(&mut self, args: Vec<String>, env: Vec<(String, String)>) {
+        *self = Self::command(&self.program.clone(), args, env, self.http);
     }
 }
 
@@ -248,7 +260,7 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
 
 /// Waits until every process sees all of them as ready members (their metrics say so).
 pub async fn wait_converged(nodes: &[Process]) {
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("HTTP client");
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = format!("clusterchat_ready_members {}", nodes.len());
     for node in nodes {

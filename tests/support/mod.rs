@@ -3,4 +3,6 @@
 
 pub mod chat_client;
 pub mod cluster;
+pub mod load;
+pub mod netlab;
 pub mod rr_proxy;
