@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests drive (npm, pip, and Debian's chromium and haproxy
-# for the end-to-end test, iproute2 for the partition test, which needs root), checks
+# for the end-to-end test, iproute2 for the partition and netns_security tests, which need root), checks
 # formatting and lints, runs every test, then the end-to-end test of the demo cluster in
 # headless Chromium. Safe to re-run; works on a fresh machine.
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
-command -v ip >/dev/null || missing+=(iproute2)   # the partition test's network namespaces
+command -v ip >/dev/null || missing+=(iproute2)   # the partition and netns_security tests' network namespaces
 command -v curl >/dev/null || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]} (apt-get)"

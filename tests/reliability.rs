@@ -44,7 +44,7 @@ async fn rolling_restart_under_chat_load() {
         for i in 0..nodes.len() {
             nodes[i].terminate().await;
             nodes[i].restart();
-            wait_converged(&nodes).await;
+            wait_converged(&mut nodes).await;
         }
     }
     let rolled = started.elapsed();
@@ -73,7 +73,7 @@ async fn crash_under_chat_load() {
     let load = Load::start(&proxy.url(), users, interval()).await;
     nodes[2].child.kill().await.expect("kill -9");
     // Let the load run on two nodes until gossip has declared the dead one gone.
-    wait_converged(&nodes[..2]).await;
+    wait_converged(&mut nodes[..2]).await;
     let report = load.stop().await;
     println!("node3 killed under {users} users: {report}");
     assert_all_back(&report, users);

@@ -254,17 +254,22 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
         }
         nodes.push(Process::spawn(bin, args, http));
     }
-    wait_converged(&nodes).await;
+    wait_converged(&mut nodes).await;
     nodes
 }
 
-/// Waits until every process sees all of them as ready members (their metrics say so).
-pub async fn wait_converged(nodes: &[Process]) {
+/// Waits until every process sees all of them as ready members (their metrics say so); fails
+/// at once if one of them exited.
+pub async fn wait_converged(nodes: &mut [Process]) {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("HTTP client");
     let deadline = Instant::now() + Duration::from_secs(30);
     let want = format!("clusterchat_ready_members {}", nodes.len());
+    let n = nodes.len();
     for node in nodes {
         loop {
+            if let Some(status) = node.child.try_wait().expect("child status") {
+                panic!("node at {} exited ({status}) before the ring was whole", node.http);
+            }
             let metrics = match http.get(format!("http://{}/metrics", node.http)).send().await {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
@@ -272,7 +277,7 @@ pub async fn wait_converged(nodes: &[Process]) {
             if metrics.lines().any(|l| l == want) {
                 break;
             }
-            assert!(Instant::now() < deadline, "node at {} never saw {} ready members", node.http, nodes.len());
+            assert!(Instant::now() < deadline, "node at {} never saw {n} ready members", node.http);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -1,0 +1,738 @@
+//! An attacker on the cluster's network who knows everything but the secret (ports, cluster
+//! id, node ids, generations) changes nothing. Three node processes, each in a network namespace
+//! of its own (tests/support/netlab.rs; needs root and iproute2), behind the in-process
+//! round-robin balancer (tests/support/rr_proxy.rs) in the test's namespace, with socket.io-client
+//! v4 users chatting through it (tests/clients/load.mjs). A fourth namespace is the attacker: its
+//! code runs on a thread of the test that entered that namespace, so every socket it opens is
+//! there. Attacks:
+//!
+//! 1. a fake member: a real chitchat node "evil" joining through the seeds, advertising `http`,
+//!    `rpc` (a port that accepts and stays silent) and `ready=1`;
+//! 2. impersonation: a chitchat node `node1` of a newer generation without `ready`;
+//! 3. a crafted delta (chitchat's wire format, by hand): a key above a known node's versions, then
+//!    a `SetMaxVersion` below it, which trips an assertion in chitchat's gossip loop;
+//! 4. replay of real gossip datagrams captured on the bridge, to their destination and to the
+//!    other nodes;
+//! 5. RPC: garbage, an HMAC hello made with a guessed secret, and an unauthenticated bincode
+//!    `Push::Publish` to a chat room, each on its own connection to each node.
+//!
+//! After each: every node still runs, answers `/ready` 200 and counts 3 live and ready members;
+//! through each node as seed, `clusterchat inspect` sees exactly node1..node3 live and ready, with
+//! their own generations and heartbeats that advanced (gossip runs on every node); new sessions
+//! through the balancer are placed on the three nodes, each within [`FAST`]; and where the node
+//! counts rejected gossip, the counter of the expected reasons moved on every node. At the end
+//! the secret is rotated by two rolling restarts under the chat load, and the load lost nothing,
+//! received nothing twice and nothing it did not send.
+//!
+//! `NETNS_ATTACKS=1,3` runs only some of them (all by default).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::cluster::{wait_converged, Process, SECRET};
+use support::load::{assert_all_back, Load};
+use support::netlab::NetLab;
+use support::rr_proxy::RoundRobinProxy;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clusterchat");
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+const ATTACKER: &str = "attacker";
+const HTTP: u16 = 9001;
+const GOSSIP: u16 = 7001;
+const RPC: u16 = 8001;
+const USERS: usize = 9;
+/// The secret the rotation moves to.
+const NEW_SECRET: &str = "rotated-cluster-secret";
+/// How long each attack is watched for an effect on the ring.
+const WINDOW: Duration = Duration::from_secs(3);
+/// A new session through the balancer, handshake and CONNECT, takes at most this.
+const FAST: Duration = Duration::from_secs(2);
+/// The gossip interval of the attacker's chitchat nodes (the nodes' default).
+const INTERVAL: Duration = Duration::from_millis(100);
+
+/// Whether nodes listen on `0.0.0.0` and advertise their namespace address
+/// (`--{http,gossip,rpc}-advertise`); without those flags they listen on that address.
+const ADVERTISE: bool = false;
+
+fn wanted(attack: u32) -> bool {
+    std::env::var("NETNS_ATTACKS").map_or(true, |v| v.split(',').any(|a| a.trim() == attack.to_string()))
+}
+
+/// The CLI of node `k` (1-based) in its namespace; `config` for a config file.
+fn node_args(net: &NetLab, k: usize, cluster_id: &str, config: Option<&PathBuf>) -> Vec<String> {
+    let ns = net.ns(&format!("n{k}"));
+    let mut args: Vec<String> = ["netns", "exec", &ns, BIN, "node"].map(String::from).into();
+    args.extend(["--node-id".into(), NODES[k - 1].into(), "--cluster-id".into(), cluster_id.into()]);
+    args.extend(["--log".into(), "warn".into()]);
+    for (flag, port) in [("--http", HTTP), ("--gossip", GOSSIP), ("--rpc", RPC)] {
+        if ADVERTISE {
+            args.extend([flag.into(), format!("0.0.0.0:{port}"), format!("{flag}-advertise"), net.addr(k, port)]);
+        } else {
+            args.extend([flag.into(), net.addr(k, port)]);
+        }
+    }
+    for j in (1..=3).filter(|j| *j != k) {
+        args.extend(["--seed".into(), net.addr(j, GOSSIP)]);
+    }
+    if let Some(path) = config {
+        args.extend(["--config".into(), path.display().to_string()]);
+    }
+    args
+}
+
+/// What the test knows of a member, from the last inspection.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    generation: u64,
+    heartbeat: u64,
+}
+
+struct Lab {
+    nodes: Vec<Process>,
+    proxy: RoundRobinProxy,
+    http: reqwest::Client,
+    cluster_id: String,
+    /// The secret `clusterchat inspect` uses.
+    secret: String,
+    /// By node id; empty after restarts, until the next inspection.
+    known: BTreeMap<String, Known>,
+    /// Config files of the rotation.
+    configs: ConfigDir,
+    net: NetLab,
+}
+
+impl Lab {
+    async fn start() -> Self {
+        let net = NetLab::new(&["n1", "n2", "n3", ATTACKER]);
+        let cluster_id = format!("netns-{}", std::process::id());
+        let env = vec![("CLUSTERCHAT_SECRET".to_owned(), SECRET.to_owned())];
+        let mut nodes: Vec<Process> = (1..=3)
+            .map(|k| {
+                let http = net.addr(k, HTTP).parse().unwrap();
+                Process::command("ip", node_args(&net, k, &cluster_id, None), env.clone(), http)
+            })
+            .collect();
+        wait_converged(&mut nodes).await;
+        let proxy = RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect())
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+        let configs = ConfigDir::new();
+        let mut lab =
+            Self { nodes, proxy, http, cluster_id, secret: SECRET.into(), known: BTreeMap::new(), configs, net };
+        lab.inspect_all("the ring formed").await;
+        lab
+    }
+
+    fn gossip(&self, k: usize) -> SocketAddr {
+        self.net.addr(k, GOSSIP).parse().unwrap()
+    }
+
+    fn rpc(&self, k: usize) -> SocketAddr {
+        self.net.addr(k, RPC).parse().unwrap()
+    }
+
+    fn attacker(&self, port: u16) -> SocketAddr {
+        self.net.host_addr(ATTACKER, port).parse().unwrap()
+    }
+
+    /// Runs `attack` in the attacker's namespace, on a current-thread runtime of its own.
+    fn attack<T, F>(&self, attack: impl FnOnce() -> F + Send + 'static) -> std::thread::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        self.net.spawn_in(ATTACKER, move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("attacker runtime");
+            rt.block_on(attack())
+        })
+    }
+
+    async fn metrics(&self, k: usize) -> String {
+        let url = format!("http://{}/metrics", self.nodes[k - 1].http);
+        match self.http.get(url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(err) => panic!("{} /metrics: {err}", NODES[k - 1]),
+        }
+    }
+
+    /// One look at every node: running, `/ready` 200, 3 live and 3 ready members.
+    async fn sample(&mut self, what: &str) {
+        for k in 1..=3 {
+            let node = NODES[k - 1];
+            let exited = self.nodes[k - 1].child.try_wait().expect("child status");
+            assert!(exited.is_none(), "{what}: {node} exited ({exited:?})");
+            let ready = self.http.get(format!("http://{}/ready", self.nodes[k - 1].http)).send().await;
+            let status = ready.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+            assert_eq!(status, Ok(200), "{what}: {node} /ready");
+            let metrics = self.metrics(k).await;
+            for gauge in ["clusterchat_live_members", "clusterchat_ready_members"] {
+                let value = metrics.lines().find_map(|l| l.strip_prefix(gauge)?.trim().parse::<i64>().ok());
+                assert_eq!(value, Some(3), "{what}: {node} {gauge}");
+            }
+        }
+    }
+
+    /// Samples every node for `window`, failing at the first bad sample.
+    async fn watch(&mut self, what: &str, window: Duration) {
+        let until = Instant::now() + window;
+        while Instant::now() < until {
+            self.sample(what).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The whole check: a sample, the ring through each node as seed, and new sessions.
+    async fn check(&mut self, what: &str) {
+        self.sample(what).await;
+        self.inspect_all(what).await;
+        self.new_sessions(what).await;
+    }
+
+    /// `clusterchat inspect --json` through node `k` alone as seed: it answers only if its
+    /// gossip runs.
+    async fn inspect(&self, k: usize) -> Result<Value, String> {
+        let out = tokio::process::Command::new(BIN)
+            .args(["inspect", "--json", "--wait-ms", "3000", "--cluster-id", &self.cluster_id])
+            .args(["--seed", &self.gossip(k).to_string(), "--listen", &self.net.test_addr(0)])
+            .env("CLUSTERCHAT_SECRET", &self.secret)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(15), out)
+            .await
+            .map_err(|_| "inspect did not finish in 15 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("inspect failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Through each node as seed: the live members are exactly node1..node3, one generation
+    /// each, all ready; generations are those known (if any), heartbeats advanced.
+    async fn inspect_all(&mut self, what: &str) {
+        let reports = futures_util::future::join_all((1..=3).map(|k| self.inspect(k))).await;
+        let mut seen: BTreeMap<String, Known> = BTreeMap::new();
+        for (k, report) in (1..=3).zip(reports) {
+            let via = NODES[k - 1];
+            let report =
+                report.unwrap_or_else(|e| panic!("{what}: inspect through {via} (is its gossip running?): {e}"));
+            let live: Vec<&Value> =
+                report["members"].as_array().unwrap().iter().filter(|m| m["live"] == true).collect();
+            let ids: Vec<&str> = live.iter().map(|m| m["node_id"].as_str().unwrap()).collect();
+            assert_eq!(ids, NODES, "{what}: live members through {via}: {live:#?}");
+            for m in live {
+                let id = m["node_id"].as_str().unwrap();
+                let now = Known {
+                    generation: m["generation"].as_u64().unwrap(),
+                    heartbeat: m["heartbeat"].as_u64().unwrap(),
+                };
+                assert_eq!(m["ready"], true, "{what}: {id} not ready through {via}: {m}");
+                if let Some(before) = self.known.get(id) {
+                    assert_eq!(now.generation, before.generation, "{what}: {id}'s generation through {via}: {m}");
+                    assert!(now.heartbeat > before.heartbeat, "{what}: {id}'s heartbeat stalled through {via}: {m}");
+                }
+                let entry = seen.entry(id.to_owned()).or_insert(now);
+                assert_eq!(entry.generation, now.generation, "{what}: the nodes disagree on {id}'s generation");
+                entry.heartbeat = entry.heartbeat.min(now.heartbeat);
+            }
+        }
+        self.known = seen;
+    }
+
+    /// New sessions through the balancer: placed on the three nodes, each handshake and
+    /// CONNECT within [`FAST`].
+    async fn new_sessions(&self, what: &str) {
+        let url = format!("{}/socket.io/?EIO=4&transport=polling", self.proxy.url());
+        for _ in 0..6 {
+            let started = Instant::now();
+            let body = self.http.get(&url).send().await.expect("handshake").text().await.unwrap();
+            let open: Value = serde_json::from_str(body.strip_prefix('0').unwrap_or(&body))
+                .unwrap_or_else(|e| panic!("{what}: not an OPEN packet ({e}): {body}"));
+            let sid = open["sid"].as_str().unwrap().to_owned();
+            let owner = sid.rsplit_once('.').map(|(_, o)| o).unwrap_or_default();
+            assert!(NODES.contains(&owner), "{what}: {sid} placed on {owner:?}");
+            let session = format!("{url}&sid={sid}");
+            let r = self.http.post(&session).body(r#"40/chat,{"user":"probe"}"#).send().await.expect("CONNECT");
+            assert_eq!(r.status(), 200, "{what}: CONNECT of {sid}");
+            let answer = self.http.get(&session).send().await.expect("poll").text().await.unwrap();
+            assert!(answer.starts_with("40/chat,"), "{what}: {sid} CONNECT answer {answer}");
+            let took = started.elapsed();
+            assert!(took < FAST, "{what}: a new session took {took:?} ({sid})");
+            let _ = self.http.post(&session).body("1").send().await;
+        }
+    }
+
+    /// Each node's rejected-gossip counters by reason; `None` where the node has none.
+    async fn rejections(&self) -> Vec<Option<BTreeMap<String, u64>>> {
+        let mut all = Vec::new();
+        for k in 1..=3 {
+            let metrics = self.metrics(k).await;
+            if !metrics.contains("clusterchat_gossip_rejected") {
+                all.push(None);
+                continue;
+            }
+            let counts = metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix("clusterchat_gossip_rejected_total{reason=\""))
+                .filter_map(|l| {
+                    let (reason, rest) = l.split_once("\"}")?;
+                    Some((reason.to_owned(), rest.trim().parse().ok()?))
+                })
+                .collect();
+            all.push(Some(counts));
+        }
+        all
+    }
+
+    /// Where nodes count rejected gossip, each counted more of `reasons` than `before`.
+    async fn assert_rejected(&self, what: &str, before: &[Option<BTreeMap<String, u64>>], reasons: &[&str]) {
+        if reasons.is_empty() {
+            return;
+        }
+        let after = self.rejections().await;
+        for (k, (before, after)) in before.iter().zip(&after).enumerate() {
+            let (Some(before), Some(after)) = (before, after) else { continue };
+            let sum = |m: &BTreeMap<String, u64>| reasons.iter().map(|r| m.get(*r).copied().unwrap_or(0)).sum::<u64>();
+            assert!(sum(after) > sum(before), "{what}: {} counted no {reasons:?} rejection: {after:?}", NODES[k]);
+        }
+    }
+
+    /// Runs one attack: watches the ring while it goes on, checks everything, stops it, checks
+    /// the rejection counters.
+    async fn run_attack(&mut self, what: &str, reasons: &[&str], attack: Attack) {
+        let before = self.rejections().await;
+        let started = Instant::now();
+        self.watch(what, WINDOW).await;
+        self.check(what).await;
+        attack.stop.cancel();
+        let outcome = tokio::task::spawn_blocking(move || attack.thread.join()).await.unwrap();
+        if let Err(err) = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
+            panic!("{what}: {err}");
+        }
+        self.assert_rejected(what, &before, reasons).await;
+        println!("{what}: no effect ({:?})", started.elapsed());
+    }
+
+    /// Restarts every node in turn (SIGTERM, then again with a config file naming `secrets`),
+    /// each once the ring is whole again.
+    async fn restart_with_secrets(&mut self, secrets: [&str; 2]) {
+        for k in 1..=3 {
+            let path = self.configs.write(&format!("node{k}.toml"), &format!("[cluster]\nsecrets = {secrets:?}\n"));
+            self.nodes[k - 1].terminate().await;
+            self.nodes[k - 1].restart_with(node_args(&self.net, k, &self.cluster_id, Some(&path)), Vec::new());
+            wait_converged(&mut self.nodes).await;
+            let what = format!("node{k} restarted with secrets {secrets:?}");
+            self.sample(&what).await;
+            self.new_sessions(&what).await;
+        }
+        self.known.clear();
+    }
+}
+
+/// An attack under way on the attacker's thread.
+struct Attack {
+    thread: std::thread::JoinHandle<Result<(), String>>,
+    stop: CancellationToken,
+}
+
+/// A directory of config files, removed on drop.
+struct ConfigDir(PathBuf);
+
+impl ConfigDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("clusterchat-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        Self(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("config file");
+        path
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The attacker's tools (they run on the attacker's thread)
+// ---------------------------------------------------------------------------------------------
+
+/// A chitchat node of the attacker's choosing, joined through `seeds` with `keys`, gossiping
+/// until `stop`; meanwhile `rpc` (if any) accepts connections and never says a word.
+async fn chitchat_member(
+    id: ChitchatId,
+    cluster_id: String,
+    seeds: Vec<String>,
+    keys: Vec<(String, String)>,
+    rpc: Option<SocketAddr>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let silent = match rpc {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?),
+        None => None,
+    };
+    let config = ChitchatConfig {
+        listen_addr: id.gossip_advertise_addr,
+        chitchat_id: id,
+        cluster_id,
+        gossip_interval: INTERVAL,
+        seed_nodes: seeds,
+        failure_detector_config: FailureDetectorConfig { initial_interval: INTERVAL, ..Default::default() },
+        marked_for_deletion_grace_period: Duration::from_secs(3600),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V1,
+    };
+    let handle = spawn_chitchat(config, keys, &UdpTransport).await.map_err(|e| format!("chitchat: {e}"))?;
+    let mut held = Vec::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = async { silent.as_ref().unwrap().accept().await }, if silent.is_some() => {
+                if let Ok((stream, _)) = accepted {
+                    held.push(stream);
+                }
+            }
+        }
+    }
+    handle.shutdown().await.map_err(|e| format!("chitchat shutdown: {e}"))
+}
+
+/// Chitchat's wire format, written by hand (chitchat 0.13: `message_serialize.rs`,
+/// `serialize.rs`, `delta.rs`): little-endian integers, `u16`-length strings.
+mod wire {
+    use std::net::SocketAddr;
+
+    const MAGIC: u16 = 45_139;
+    const PROTOCOL_V1: u8 = 1;
+    pub const SYN_ACK: u8 = 1;
+    pub const ACK: u8 = 2;
+    const OP_NODE: u8 = 0;
+    const OP_KEY_VALUE: u8 = 1;
+    const OP_SET_MAX_VERSION: u8 = 2;
+    const BLOCK_END: u8 = 0;
+    const BLOCK_UNCOMPRESSED: u8 = 2;
+    const SET: u8 = 0;
+
+    fn string(buf: &mut Vec<u8>, s: &str) {
+        buf.extend((s.len() as u16).to_le_bytes());
+        buf.extend(s.as_bytes());
+    }
+
+    fn addr(buf: &mut Vec<u8>, addr: SocketAddr) {
+        match addr {
+            SocketAddr::V4(a) => {
+                buf.push(4);
+                buf.extend(a.ip().octets());
+            }
+            SocketAddr::V6(a) => {
+                buf.push(6);
+                buf.extend(a.ip().octets());
+            }
+        }
+        buf.extend(addr.port().to_le_bytes());
+    }
+
+    /// A stream of one uncompressed block.
+    fn stream(buf: &mut Vec<u8>, block: &[u8]) {
+        buf.push(BLOCK_UNCOMPRESSED);
+        buf.extend((block.len() as u16).to_le_bytes());
+        buf.extend(block);
+        buf.push(BLOCK_END);
+    }
+
+    /// A SynAck (with an empty digest) or an Ack whose delta, for the node
+    /// `(node_id, generation, gossip)`, sets a key at `version` and then declares a max version
+    /// below it. Chitchat asserts the max version never goes below a key's version, in the gossip
+    /// task: the task panics.
+    pub fn bad_delta(kind: u8, node_id: &str, generation: u64, gossip: SocketAddr, version: u64) -> Vec<u8> {
+        let mut delta = vec![OP_NODE];
+        string(&mut delta, node_id);
+        delta.extend(generation.to_le_bytes());
+        addr(&mut delta, gossip);
+        delta.extend(0u64.to_le_bytes()); // last_gc_version
+        delta.extend(0u64.to_le_bytes()); // from_version_excluded
+        delta.push(OP_KEY_VALUE);
+        string(&mut delta, "crafted");
+        string(&mut delta, "1");
+        delta.extend(version.to_le_bytes());
+        delta.push(SET);
+        delta.push(OP_SET_MAX_VERSION);
+        delta.extend((version - 4).to_le_bytes());
+
+        let mut datagram = MAGIC.to_le_bytes().to_vec();
+        datagram.extend([PROTOCOL_V1, kind]);
+        if kind == SYN_ACK {
+            stream(&mut datagram, &[]); // the digest
+        }
+        stream(&mut datagram, &delta);
+        datagram
+    }
+}
+
+/// A UDP datagram seen on the wire.
+#[derive(Debug, Clone)]
+struct Datagram {
+    to: SocketAddr,
+    payload: Vec<u8>,
+}
+
+/// Captures gossip datagrams (UDP from and to port `port`) crossing interface `iface`, until
+/// `want` of them or `limit`; runs on a thread in the interface's namespace.
+fn capture(iface: &str, port: u16, want: usize, limit: Duration) -> Result<Vec<Datagram>, String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // Every protocol: on a bridge port, only such taps see the frames (the bridge takes them
+    // before protocol-specific ones); parse_udp keeps the IPv4 ones.
+    const ETH_P_ALL: u16 = 0x0003;
+    let name = std::ffi::CString::new(iface).unwrap();
+    // SAFETY: plain socket calls on a descriptor this function owns; the structs are zeroed
+    // and filled as packet(7) says.
+    let fd = unsafe {
+        let raw = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ALL.to_be()));
+        if raw < 0 {
+            return Err(format!("packet socket: {}", std::io::Error::last_os_error()));
+        }
+        let fd = OwnedFd::from_raw_fd(raw);
+        let mut ll: libc::sockaddr_ll = std::mem::zeroed();
+        ll.sll_family = libc::AF_PACKET as u16;
+        ll.sll_protocol = ETH_P_ALL.to_be();
+        ll.sll_ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        if libc::bind(fd.as_raw_fd(), (&ll as *const libc::sockaddr_ll).cast(), len) != 0 {
+            return Err(format!("bind to {iface}: {}", std::io::Error::last_os_error()));
+        }
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
+        let tv_len = std::mem::size_of::<libc::timeval>() as u32;
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            tv_len,
+        );
+        fd
+    };
+    let mut file = std::fs::File::from(fd);
+    let deadline = Instant::now() + limit;
+    let mut frame = vec![0u8; 65_536];
+    let mut seen = Vec::new();
+    while seen.len() < want && Instant::now() < deadline {
+        let n = match std::io::Read::read(&mut file, &mut frame) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => return Err(format!("capture: {e}")),
+        };
+        if let Some(d) = parse_udp(&frame[..n]).filter(|(from, d)| from.port() == port && d.to.port() == port) {
+            seen.push(d.1);
+        }
+    }
+    Ok(seen)
+}
+
+/// An Ethernet frame's IPv4 UDP datagram: its source and the datagram.
+fn parse_udp(frame: &[u8]) -> Option<(SocketAddr, Datagram)> {
+    let ip = frame.get(14..)?;
+    if frame.get(12..14)? != [0x08, 0x00] || ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
+        return None;
+    }
+    let header = usize::from(ip[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let udp = ip.get(header..total)?;
+    let at = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let from = SocketAddr::from((at(&ip[12..16]), u16::from_be_bytes([udp[0], udp[1]])));
+    let to = SocketAddr::from((at(&ip[16..20]), u16::from_be_bytes([udp[2], udp[3]])));
+    Some((from, Datagram { to, payload: udp.get(8..)?.to_vec() }))
+}
+
+/// Sends `bytes` on a fresh connection to `addr` (after reading the listener's greeting, if
+/// `greeted`), then expects the node to close the connection within 6 s.
+async fn refused(addr: SocketAddr, bytes: Vec<u8>, greeted: bool) -> Result<(), String> {
+    let mut conn = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let mut buf = vec![0u8; 4096];
+    if greeted {
+        // The old handshake's 32-byte nonce, if the listener still sends one.
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.read(&mut buf)).await;
+    }
+    // A write may already fail: the node closed first.
+    let _ = conn.write_all(&bytes).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            Ok(Ok(_)) => continue,
+            Err(_) => {
+                return Err(format!("{addr} kept the connection open 6 s after {} unauthenticated bytes", bytes.len()))
+            }
+        }
+    }
+}
+
+/// The hello of the old HMAC handshake (`rpc::auth`), made with a guessed secret.
+fn hmac_hello() -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    let nonce: [u8; 32] = rand::random();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"a guessed secret").unwrap();
+    mac.update(b"clusterchat-rpc-v1 dialer");
+    mac.update(&[0u8; 32]);
+    mac.update(&nonce);
+    [&nonce[..], &mac.finalize().into_bytes()[..]].concat()
+}
+
+/// An unauthenticated `Push::Publish` of a chat message to one of the load's rooms, framed as
+/// the RPC frames (4-byte big-endian length, bincode).
+fn publish_frame() -> Vec<u8> {
+    use clusterchat::rpc::{message::encode, Push, RpcFrame, WsFrame};
+    let room = "load-0 ⚡";
+    let packet = serde_json::json!(["chat message", { "user": "evil", "room": room, "message": "#evil:0" }, "evil-1"]);
+    let frame = RpcFrame::Push(Push::Publish {
+        nsp: "/chat".into(),
+        room: room.into(),
+        offset: Some("evil-1".into()),
+        frames: vec![WsFrame::Text(format!("42/chat,{packet}"))],
+    });
+    let body = encode(&frame).expect("encodes");
+    [&(body.len() as u32).to_be_bytes()[..], &body].concat()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_without_the_secret_changes_nothing() {
+    let started = Instant::now();
+    let mut lab = Lab::start().await;
+    let load = Load::start(&lab.proxy.url(), USERS, 100).await;
+    lab.check("before any attack").await;
+    let seeds: Vec<String> = (1..=3).map(|k| lab.gossip(k).to_string()).collect();
+
+    if wanted(1) {
+        let stop = CancellationToken::new();
+        let (id, cluster_id, seeds, s) = (
+            ChitchatId::new("evil".to_owned(), now_ms(), lab.attacker(GOSSIP)),
+            lab.cluster_id.clone(),
+            seeds.clone(),
+            stop.clone(),
+        );
+        let (http, rpc) = (lab.attacker(HTTP), lab.attacker(RPC));
+        let keys =
+            vec![("http".into(), http.to_string()), ("rpc".into(), rpc.to_string()), ("ready".into(), "1".into())];
+        let thread = lab.attack(move || chitchat_member(id, cluster_id, seeds, keys, Some(rpc), s));
+        lab.run_attack("1. fake member \"evil\"", &["unauthenticated", "malformed"], Attack { thread, stop }).await;
+    }
+
+    if wanted(2) {
+        let stop = CancellationToken::new();
+        let generation = lab.known["node1"].generation + 1;
+        let id = ChitchatId::new("node1".to_owned(), generation, lab.attacker(GOSSIP));
+        let (cluster_id, seeds, s) = (lab.cluster_id.clone(), seeds.clone(), stop.clone());
+        let keys = vec![("http".into(), lab.attacker(HTTP).to_string()), ("rpc".into(), lab.attacker(RPC).to_string())];
+        let thread = lab.attack(move || chitchat_member(id, cluster_id, seeds, keys, None, s));
+        lab.run_attack("2. impersonation of node1", &["unauthenticated", "malformed"], Attack { thread, stop }).await;
+    }
+
+    if wanted(3) {
+        // To each node, about another node it knows: a key above that node's versions.
+        let datagrams: Vec<(SocketAddr, Vec<u8>)> = (1..=3)
+            .flat_map(|k| {
+                let about = k % 3 + 1;
+                let (id, generation) = (NODES[about - 1], lab.known[NODES[about - 1]].generation);
+                [wire::ACK, wire::SYN_ACK]
+                    .map(|kind| (lab.gossip(k), wire::bad_delta(kind, id, generation, lab.gossip(about), 1 << 40)))
+            })
+            .collect();
+        let from = lab.attacker(GOSSIP);
+        let thread = lab.attack(move || async move {
+            let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
+            for (to, bytes) in &datagrams {
+                socket.send_to(bytes, to).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+        let stop = CancellationToken::new();
+        lab.run_attack("3. crafted delta", &["unauthenticated", "malformed"], Attack { thread, stop }).await;
+    }
+
+    if wanted(4) {
+        let hub_port = lab.net.hub_port(1);
+        let sniffer = lab.net.spawn_in("hub", move || capture(&hub_port, GOSSIP, 40, Duration::from_secs(3)));
+        let captured = tokio::task::spawn_blocking(move || sniffer.join()).await.unwrap().expect("capture thread");
+        let captured = captured.expect("gossip captured on node1's link");
+        assert!(captured.len() >= 10, "captured only {} gossip datagrams", captured.len());
+        let nodes: Vec<SocketAddr> = (1..=3).map(|k| lab.gossip(k)).collect();
+        let from = lab.attacker(GOSSIP);
+        let thread = lab.attack(move || async move {
+            let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
+            // Each to where it went, then to the other nodes; twice.
+            for _ in 0..2 {
+                for d in &captured {
+                    socket.send_to(&d.payload, d.to).await.map_err(|e| e.to_string())?;
+                    for to in nodes.iter().filter(|n| **n != d.to) {
+                        socket.send_to(&d.payload, to).await.map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        let stop = CancellationToken::new();
+        lab.run_attack("4. replayed gossip", &["replayed", "stale", "misdirected"], Attack { thread, stop }).await;
+    }
+
+    if wanted(5) {
+        let targets: Vec<SocketAddr> = (1..=3).map(|k| lab.rpc(k)).collect();
+        let thread = lab.attack(move || async move {
+            let mut garbage = vec![0u8; 256];
+            garbage.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 37 % 251) as u8);
+            let probes = targets.iter().flat_map(|addr| {
+                [
+                    refused(*addr, garbage.clone(), false),
+                    refused(*addr, hmac_hello(), true),
+                    refused(*addr, publish_frame(), false),
+                ]
+            });
+            let failures: Vec<String> =
+                futures_util::future::join_all(probes).await.into_iter().filter_map(Result::err).collect();
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(failures.join("; "))
+            }
+        });
+        let stop = CancellationToken::new();
+        lab.run_attack("5. unauthenticated RPC", &[], Attack { thread, stop }).await;
+    }
+
+    if wanted(6) {
+        let rotation = Instant::now();
+        lab.restart_with_secrets([SECRET, NEW_SECRET]).await;
+        lab.restart_with_secrets([NEW_SECRET, SECRET]).await;
+        lab.secret = NEW_SECRET.into();
+        lab.check("6. after the secret's rotation").await;
+        println!("6. secret rotated by two rolling restarts in {:?}", rotation.elapsed());
+    }
+
+    let report = load.stop().await;
+    println!("chat load: {report}; whole test {:?}", started.elapsed());
+    assert_all_back(&report, USERS);
+    assert_eq!(report["duplicates"], 0, "no message delivered twice: {report}");
+    assert_eq!(report["foreign"], 0, "no message the users did not send: {report}");
+}
