@@ -11,8 +11,8 @@
 //! 2. impersonation: a chitchat node `node1` of a newer generation without `ready`;
 //! 3. a crafted delta (chitchat's wire format, by hand): a key above a known node's versions, then
 //!    a `SetMaxVersion` below it, which trips an assertion in chitchat's gossip loop;
-//! 4. replay of real gossip datagrams captured on the bridge, to their destination and to the
-//!    other nodes;
+//! 4. replay of real gossip datagrams captured on node1's link to the bridge: each sent again as
+//!    it was (its sender's address spoofed), and from the attacker to the other nodes;
 //! 5. RPC: garbage, an HMAC hello made with a guessed secret, and an unauthenticated bincode
 //!    `Push::Publish` to a chat room, each on its own connection to each node.
 //!
@@ -489,8 +489,51 @@ mod wire {
 /// A UDP datagram seen on the wire.
 #[derive(Debug, Clone)]
 struct Datagram {
+    from: SocketAddr,
     to: SocketAddr,
     payload: Vec<u8>,
+}
+
+/// Sends `d` again as it was: from its source (spoofed, through a raw socket) to its destination.
+fn resend(d: &Datagram) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (d.from, d.to) else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let udp_len = 8 + d.payload.len();
+    // The kernel fills in the total length, the id and the checksum; a UDP checksum of 0 is none.
+    let mut packet = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    packet.extend(from.ip().octets());
+    packet.extend(to.ip().octets());
+    packet.extend(from.port().to_be_bytes());
+    packet.extend(to.port().to_be_bytes());
+    packet.extend((udp_len as u16).to_be_bytes());
+    packet.extend([0, 0]);
+    packet.extend(&d.payload);
+    // SAFETY: a raw socket this function owns, and a zeroed sockaddr_in filled as ip(7) says.
+    unsafe {
+        let raw = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(raw);
+        let mut sin: libc::sockaddr_in = std::mem::zeroed();
+        sin.sin_family = libc::AF_INET as u16;
+        sin.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
+        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+        let sent = libc::sendto(
+            fd.as_raw_fd(),
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (&sin as *const libc::sockaddr_in).cast(),
+            len,
+        );
+        if sent < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Captures gossip datagrams (UDP from and to port `port`) crossing interface `iface`, until
@@ -538,15 +581,15 @@ fn capture(iface: &str, port: u16, want: usize, limit: Duration) -> Result<Vec<D
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(e) => return Err(format!("capture: {e}")),
         };
-        if let Some(d) = parse_udp(&frame[..n]).filter(|(from, d)| from.port() == port && d.to.port() == port) {
-            seen.push(d.1);
+        if let Some(d) = parse_udp(&frame[..n]).filter(|d| d.from.port() == port && d.to.port() == port) {
+            seen.push(d);
         }
     }
     Ok(seen)
 }
 
-/// An Ethernet frame's IPv4 UDP datagram: its source and the datagram.
-fn parse_udp(frame: &[u8]) -> Option<(SocketAddr, Datagram)> {
+/// An Ethernet frame's IPv4 UDP datagram.
+fn parse_udp(frame: &[u8]) -> Option<Datagram> {
     let ip = frame.get(14..)?;
     if frame.get(12..14)? != [0x08, 0x00] || ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
         return None;
@@ -557,7 +600,7 @@ fn parse_udp(frame: &[u8]) -> Option<(SocketAddr, Datagram)> {
     let at = |b: &[u8]| std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]);
     let from = SocketAddr::from((at(&ip[12..16]), u16::from_be_bytes([udp[0], udp[1]])));
     let to = SocketAddr::from((at(&ip[16..20]), u16::from_be_bytes([udp[2], udp[3]])));
-    Some((from, Datagram { to, payload: udp.get(8..)?.to_vec() }))
+    Some(Datagram { from, to, payload: udp.get(8..)?.to_vec() })
 }
 
 /// Sends `bytes` on a fresh connection to `addr` (after reading the listener's greeting, if
@@ -643,7 +686,8 @@ async fn an_attacker_without_the_secret_changes_nothing() {
     if wanted(2) {
         let stop = CancellationToken::new();
         let generation = lab.known["node1"].generation + 1;
-        let id = ChitchatId::new("node1".to_owned(), generation, lab.attacker(GOSSIP));
+        // Another port than the fake member's, whose socket may linger.
+        let id = ChitchatId::new("node1".to_owned(), generation, lab.attacker(GOSSIP + 1));
         let (cluster_id, seeds, s) = (lab.cluster_id.clone(), seeds.clone(), stop.clone());
         let keys = vec![("http".into(), lab.attacker(HTTP).to_string()), ("rpc".into(), lab.attacker(RPC).to_string())];
         let thread = lab.attack(move || chitchat_member(id, cluster_id, seeds, keys, None, s));
@@ -660,7 +704,7 @@ async fn an_attacker_without_the_secret_changes_nothing() {
                     .map(|kind| (lab.gossip(k), wire::bad_delta(kind, id, generation, lab.gossip(about), 1 << 40)))
             })
             .collect();
-        let from = lab.attacker(GOSSIP);
+        let from = lab.attacker(0);
         let thread = lab.attack(move || async move {
             let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
             for (to, bytes) in &datagrams {
@@ -679,13 +723,14 @@ async fn an_attacker_without_the_secret_changes_nothing() {
         let captured = captured.expect("gossip captured on node1's link");
         assert!(captured.len() >= 10, "captured only {} gossip datagrams", captured.len());
         let nodes: Vec<SocketAddr> = (1..=3).map(|k| lab.gossip(k)).collect();
-        let from = lab.attacker(GOSSIP);
+        let from = lab.attacker(0);
         let thread = lab.attack(move || async move {
             let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
-            // Each to where it went, then to the other nodes; twice.
+            // Each as it was (its sender's address spoofed), then from the attacker to the other
+            // nodes; twice.
             for _ in 0..2 {
                 for d in &captured {
-                    socket.send_to(&d.payload, d.to).await.map_err(|e| e.to_string())?;
+                    resend(d).map_err(|e| format!("spoofed resend: {e}"))?;
                     for to in nodes.iter().filter(|n| **n != d.to) {
                         socket.send_to(&d.payload, to).await.map_err(|e| e.to_string())?;
                     }
