@@ -1,10 +1,11 @@
 //! An attacker on the cluster's network who knows everything but the secret (ports, cluster
 //! id, node ids, generations) changes nothing. Three node processes, each in a network namespace
-//! of its own (tests/support/netlab.rs; needs root and iproute2), behind the in-process
-//! round-robin balancer (tests/support/rr_proxy.rs) in the test's namespace, with socket.io-client
-//! v4 users chatting through it (tests/clients/load.mjs). A fourth namespace is the attacker: its
-//! code runs on a thread of the test that entered that namespace, so every socket it opens is
-//! there. Attacks:
+//! of its own (tests/support/netlab.rs; needs root and iproute2), listening on `0.0.0.0` and
+//! advertising their namespace address, behind the in-process round-robin balancer
+//! (tests/support/rr_proxy.rs, rather than haproxy: nothing to install or configure) in the test's
+//! namespace, with socket.io-client v4 users chatting through it (tests/clients/load.mjs). A fourth
+//! namespace is the attacker: its code runs on a thread of the test that entered that namespace,
+//! so every socket it opens is there. Attacks:
 //!
 //! 1. a fake member: a real chitchat node "evil" joining through the seeds, advertising `http`,
 //!    `rpc` (a port that accepts and stays silent) and `ready=1`;
@@ -16,13 +17,15 @@
 //! 5. RPC: garbage, an HMAC hello made with a guessed secret, and an unauthenticated bincode
 //!    `Push::Publish` to a chat room, each on its own connection to each node.
 //!
-//! After each: every node still runs, answers `/ready` 200 and counts 3 live and ready members;
-//! through each node as seed, `clusterchat inspect` sees exactly node1..node3 live and ready, with
-//! their own generations and heartbeats that advanced (gossip runs on every node); new sessions
-//! through the balancer are placed on the three nodes, each within [`FAST`]; and where the node
-//! counts rejected gossip, the counter of the expected reasons moved on every node. At the end
-//! the secret is rotated by two rolling restarts under the chat load, and the load lost nothing,
-//! received nothing twice and nothing it did not send.
+//! After each (the first checks repeated while the attack goes on, for [`WINDOW`]): every node
+//! still runs, its gossip task too (`clusterchat_gossip_up`), answers `/ready` 200 and counts 3
+//! live and ready members; through each node as seed, `clusterchat inspect` sees exactly
+//! node1..node3 live and ready, with their own generations and heartbeats that advanced (gossip
+//! runs on every node); new sessions through the balancer are placed on the three nodes, each
+//! within [`FAST`]; and every node counted the attack among its refusals with an expected reason
+//! (`clusterchat_gossip_rejected_total`, `clusterchat_rpc_handshake_failures_total`). Last, the
+//! secret is rotated by two rolling restarts under the chat load (`secrets = [old, new]`, then
+//! `[new, old]`), and the load lost nothing, received nothing twice and nothing it did not send.
 //!
 //! `NETNS_ATTACKS=1,3` runs only some of them (all by default).
 
@@ -57,12 +60,15 @@ const NEW_SECRET: &str = "rotated-cluster-secret";
 const WINDOW: Duration = Duration::from_secs(3);
 /// A new session through the balancer, handshake and CONNECT, takes at most this.
 const FAST: Duration = Duration::from_secs(2);
+/// Counter families of refused gossip datagrams and RPC handshakes, by reason.
+const GOSSIP_REJECTED: &str = "gossip_rejected";
+const RPC_REFUSED: &str = "rpc_handshake_failures";
 /// The gossip interval of the attacker's chitchat nodes (the nodes' default).
 const INTERVAL: Duration = Duration::from_millis(100);
 
 /// Whether nodes listen on `0.0.0.0` and advertise their namespace address
-/// (`--{http,gossip,rpc}-advertise`); without those flags they listen on that address.
-const ADVERTISE: bool = false;
+/// (`--{http,gossip,rpc}-advertise`), or listen on that address.
+const ADVERTISE: bool = true;
 
 fn wanted(attack: u32) -> bool {
     std::env::var("NETNS_ATTACKS").map_or(true, |v| v.split(',').any(|a| a.trim() == attack.to_string()))
@@ -146,16 +152,19 @@ impl Lab {
         self.net.host_addr(ATTACKER, port).parse().unwrap()
     }
 
-    /// Runs `attack` in the attacker's namespace, on a current-thread runtime of its own.
-    fn attack<T, F>(&self, attack: impl FnOnce() -> F + Send + 'static) -> std::thread::JoinHandle<T>
+    /// Starts `attack` in the attacker's namespace, on a current-thread runtime of its own; it
+    /// gets a token cancelled once the test has seen enough.
+    fn attack<F>(&self, attack: impl FnOnce(CancellationToken) -> F + Send + 'static) -> Attack
     where
-        T: Send + 'static,
-        F: std::future::Future<Output = T>,
+        F: std::future::Future<Output = Result<(), String>>,
     {
-        self.net.spawn_in(ATTACKER, move || {
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let thread = self.net.spawn_in(ATTACKER, move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("attacker runtime");
-            rt.block_on(attack())
-        })
+            rt.block_on(attack(token))
+        });
+        Attack { thread, stop }
     }
 
     async fn metrics(&self, k: usize) -> String {
@@ -177,9 +186,11 @@ impl Lab {
             assert_eq!(status, Ok(200), "{what}: {node} /ready");
             let metrics = self.metrics(k).await;
             for gauge in ["clusterchat_live_members", "clusterchat_ready_members"] {
-                let value = metrics.lines().find_map(|l| l.strip_prefix(gauge)?.trim().parse::<i64>().ok());
-                assert_eq!(value, Some(3), "{what}: {node} {gauge}");
+                assert_eq!(gauge_of(&metrics, gauge), Some(3), "{what}: {node} {gauge}");
             }
+            // Where the node says whether its gossip task runs.
+            let up = gauge_of(&metrics, "clusterchat_gossip_up");
+            assert!(up.is_none_or(|up| up == 1), "{what}: {node}'s gossip task ended");
         }
     }
 
@@ -273,46 +284,65 @@ impl Lab {
         }
     }
 
-    /// Each node's rejected-gossip counters by reason; `None` where the node has none.
-    async fn rejections(&self) -> Vec<Option<BTreeMap<String, u64>>> {
+    /// Each node's counters of the family `family` (`clusterchat_<family>_total`) by reason;
+    /// `None` where the node has no such family.
+    async fn refusals(&self, family: &str) -> Vec<Option<BTreeMap<String, u64>>> {
         let mut all = Vec::new();
         for k in 1..=3 {
             let metrics = self.metrics(k).await;
-            if !metrics.contains("clusterchat_gossip_rejected") {
-                all.push(None);
-                continue;
-            }
-            let counts = metrics
+            let prefix = format!("clusterchat_{family}_total{{reason=\"");
+            let counts: BTreeMap<String, u64> = metrics
                 .lines()
-                .filter_map(|l| l.strip_prefix("clusterchat_gossip_rejected_total{reason=\""))
+                .filter_map(|l| l.strip_prefix(&prefix))
                 .filter_map(|l| {
                     let (reason, rest) = l.split_once("\"}")?;
                     Some((reason.to_owned(), rest.trim().parse().ok()?))
                 })
                 .collect();
-            all.push(Some(counts));
+            all.push(Some(counts).filter(|_| metrics.contains(&format!("clusterchat_{family}"))));
         }
         all
     }
 
-    /// Where nodes count rejected gossip, each counted more of `reasons` than `before`.
-    async fn assert_rejected(&self, what: &str, before: &[Option<BTreeMap<String, u64>>], reasons: &[&str]) {
-        if reasons.is_empty() {
-            return;
+    /// Where nodes count refusals of `family`, each counted more of `reasons` than `before`;
+    /// returns how many more of each reason, over all nodes (`None`: no node counts them).
+    async fn assert_refused(
+        &self,
+        what: &str,
+        family: &str,
+        before: &[Option<BTreeMap<String, u64>>],
+        reasons: &[&str],
+    ) -> Option<BTreeMap<String, u64>> {
+        let after = self.refusals(family).await;
+        if after.iter().all(Option::is_none) {
+            return None;
         }
-        let after = self.rejections().await;
+        let mut moved = BTreeMap::new();
         for (k, (before, after)) in before.iter().zip(&after).enumerate() {
             let (Some(before), Some(after)) = (before, after) else { continue };
+            for (reason, n) in after {
+                let more = n - before.get(reason).copied().unwrap_or(0);
+                if more > 0 {
+                    *moved.entry(reason.clone()).or_default() += more;
+                }
+            }
             let sum = |m: &BTreeMap<String, u64>| reasons.iter().map(|r| m.get(*r).copied().unwrap_or(0)).sum::<u64>();
-            assert!(sum(after) > sum(before), "{what}: {} counted no {reasons:?} rejection: {after:?}", NODES[k]);
+            assert!(sum(after) > sum(before), "{what}: {} counted no {family} {reasons:?}: {after:?}", NODES[k]);
         }
+        Some(moved)
     }
 
     /// Runs one attack: watches the ring while it goes on, checks everything, stops it, checks
     /// the rejection counters.
-    async fn run_attack(&mut self, what: &str, reasons: &[&str], attack: Attack) {
-        let before = self.rejections().await;
+    async fn run_attack(
+        &mut self,
+        what: &str,
+        (family, reasons): (&str, &[&str]),
+        launch: impl FnOnce(&Self) -> Attack,
+    ) -> Option<BTreeMap<String, u64>> {
+        let before = self.refusals(family).await;
         let started = Instant::now();
+        let attack = launch(self);
         self.watch(what, WINDOW).await;
         self.check(what).await;
         attack.stop.cancel();
@@ -320,8 +350,9 @@ impl Lab {
         if let Err(err) = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic)) {
             panic!("{what}: {err}");
         }
-        self.assert_rejected(what, &before, reasons).await;
-        println!("{what}: no effect ({:?})", started.elapsed());
+        let moved = self.assert_refused(what, family, &before, reasons).await;
+        println!("{what}: no effect ({:?}); {family}: {moved:?}", started.elapsed());
+        moved
     }
 
     /// Restarts every node in turn (SIGTERM, then again with a config file naming `secrets`),
@@ -656,6 +687,11 @@ fn publish_frame() -> Vec<u8> {
     [&(body.len() as u32).to_be_bytes()[..], &body].concat()
 }
 
+/// The value of an unlabelled gauge in a Prometheus text page.
+fn gauge_of(metrics: &str, name: &str) -> Option<i64> {
+    metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -669,29 +705,27 @@ async fn an_attacker_without_the_secret_changes_nothing() {
     let seeds: Vec<String> = (1..=3).map(|k| lab.gossip(k).to_string()).collect();
 
     if wanted(1) {
-        let stop = CancellationToken::new();
-        let (id, cluster_id, seeds, s) = (
-            ChitchatId::new("evil".to_owned(), now_ms(), lab.attacker(GOSSIP)),
-            lab.cluster_id.clone(),
-            seeds.clone(),
-            stop.clone(),
-        );
+        let (id, cluster_id, seeds) =
+            (ChitchatId::new("evil".to_owned(), now_ms(), lab.attacker(GOSSIP)), lab.cluster_id.clone(), seeds.clone());
         let (http, rpc) = (lab.attacker(HTTP), lab.attacker(RPC));
         let keys =
             vec![("http".into(), http.to_string()), ("rpc".into(), rpc.to_string()), ("ready".into(), "1".into())];
-        let thread = lab.attack(move || chitchat_member(id, cluster_id, seeds, keys, Some(rpc), s));
-        lab.run_attack("1. fake member \"evil\"", &["unauthenticated", "malformed"], Attack { thread, stop }).await;
+        lab.run_attack("1. fake member \"evil\"", (GOSSIP_REJECTED, &["unauthenticated", "malformed"]), |lab| {
+            lab.attack(move |stop| chitchat_member(id, cluster_id, seeds, keys, Some(rpc), stop))
+        })
+        .await;
     }
 
     if wanted(2) {
-        let stop = CancellationToken::new();
         let generation = lab.known["node1"].generation + 1;
         // Another port than the fake member's, whose socket may linger.
         let id = ChitchatId::new("node1".to_owned(), generation, lab.attacker(GOSSIP + 1));
-        let (cluster_id, seeds, s) = (lab.cluster_id.clone(), seeds.clone(), stop.clone());
+        let (cluster_id, seeds) = (lab.cluster_id.clone(), seeds.clone());
         let keys = vec![("http".into(), lab.attacker(HTTP).to_string()), ("rpc".into(), lab.attacker(RPC).to_string())];
-        let thread = lab.attack(move || chitchat_member(id, cluster_id, seeds, keys, None, s));
-        lab.run_attack("2. impersonation of node1", &["unauthenticated", "malformed"], Attack { thread, stop }).await;
+        lab.run_attack("2. impersonation of node1", (GOSSIP_REJECTED, &["unauthenticated", "malformed"]), |lab| {
+            lab.attack(move |stop| chitchat_member(id, cluster_id, seeds, keys, None, stop))
+        })
+        .await;
     }
 
     if wanted(3) {
@@ -705,15 +739,16 @@ async fn an_attacker_without_the_secret_changes_nothing() {
             })
             .collect();
         let from = lab.attacker(0);
-        let thread = lab.attack(move || async move {
-            let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
-            for (to, bytes) in &datagrams {
-                socket.send_to(bytes, to).await.map_err(|e| e.to_string())?;
-            }
-            Ok(())
-        });
-        let stop = CancellationToken::new();
-        lab.run_attack("3. crafted delta", &["unauthenticated", "malformed"], Attack { thread, stop }).await;
+        lab.run_attack("3. crafted delta", (GOSSIP_REJECTED, &["unauthenticated", "malformed"]), |lab| {
+            lab.attack(move |_| async move {
+                let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
+                for (to, bytes) in &datagrams {
+                    socket.send_to(bytes, to).await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
+        })
+        .await;
     }
 
     if wanted(4) {
@@ -724,46 +759,53 @@ async fn an_attacker_without_the_secret_changes_nothing() {
         assert!(captured.len() >= 10, "captured only {} gossip datagrams", captured.len());
         let nodes: Vec<SocketAddr> = (1..=3).map(|k| lab.gossip(k)).collect();
         let from = lab.attacker(0);
-        let thread = lab.attack(move || async move {
-            let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
-            // Each as it was (its sender's address spoofed), then from the attacker to the other
-            // nodes; twice.
-            for _ in 0..2 {
-                for d in &captured {
-                    resend(d).map_err(|e| format!("spoofed resend: {e}"))?;
-                    for to in nodes.iter().filter(|n| **n != d.to) {
-                        socket.send_to(&d.payload, to).await.map_err(|e| e.to_string())?;
+        let moved = lab
+            .run_attack("4. replayed gossip", (GOSSIP_REJECTED, &["replayed", "stale", "misdirected"]), |lab| {
+                lab.attack(move |_| async move {
+                    let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
+                    // Each as it was (its sender's address spoofed), then from the attacker to the
+                    // other nodes; twice.
+                    for _ in 0..2 {
+                        for d in &captured {
+                            resend(d).map_err(|e| format!("spoofed resend: {e}"))?;
+                            for to in nodes.iter().filter(|n| **n != d.to) {
+                                socket.send_to(&d.payload, to).await.map_err(|e| e.to_string())?;
+                            }
+                        }
                     }
-                }
-            }
-            Ok(())
-        });
-        let stop = CancellationToken::new();
-        lab.run_attack("4. replayed gossip", &["replayed", "stale", "misdirected"], Attack { thread, stop }).await;
+                    Ok(())
+                })
+            })
+            .await;
+        // The resent datagrams as replays, the others as meant for another node.
+        if let Some(moved) = moved {
+            assert!(moved.contains_key("replayed") && moved.contains_key("misdirected"), "4. replay: {moved:?}");
+        }
     }
 
     if wanted(5) {
         let targets: Vec<SocketAddr> = (1..=3).map(|k| lab.rpc(k)).collect();
-        let thread = lab.attack(move || async move {
-            let mut garbage = vec![0u8; 256];
-            garbage.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 37 % 251) as u8);
-            let probes = targets.iter().flat_map(|addr| {
-                [
-                    refused(*addr, garbage.clone(), false),
-                    refused(*addr, hmac_hello(), true),
-                    refused(*addr, publish_frame(), false),
-                ]
-            });
-            let failures: Vec<String> =
-                futures_util::future::join_all(probes).await.into_iter().filter_map(Result::err).collect();
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(failures.join("; "))
-            }
-        });
-        let stop = CancellationToken::new();
-        lab.run_attack("5. unauthenticated RPC", &[], Attack { thread, stop }).await;
+        lab.run_attack("5. unauthenticated RPC", (RPC_REFUSED, &["bad_hello", "unknown_key", "bad_proof"]), |lab| {
+            lab.attack(move |_| async move {
+                let mut garbage = vec![0u8; 256];
+                garbage.iter_mut().enumerate().for_each(|(i, b)| *b = (i * 37 % 251) as u8);
+                let probes = targets.iter().flat_map(|addr| {
+                    [
+                        refused(*addr, garbage.clone(), false),
+                        refused(*addr, hmac_hello(), true),
+                        refused(*addr, publish_frame(), false),
+                    ]
+                });
+                let failures: Vec<String> =
+                    futures_util::future::join_all(probes).await.into_iter().filter_map(Result::err).collect();
+                if failures.is_empty() {
+                    Ok(())
+                } else {
+                    Err(failures.join("; "))
+                }
+            })
+        })
+        .await;
     }
 
     if wanted(6) {
