@@ -80,7 +80,10 @@ for (let u = 0; u < USERS; u++) {
   });
   socket.on("chat message", (m) => {
     if (typeof m?.message !== "string" || !m.message.startsWith("#")) return;
-    if (user.received.has(m.message)) user.duplicates++;
+    if (user.received.has(m.message)) {
+      user.duplicates++;
+      if (process.env.LOAD_DEBUG) console.error(`duplicate ${m.message} (${m.room}) for ${user.name} at ${Math.round(now())}: recovered ${user.recovered} of ${user.reconnects.length} reconnections, the last back at ${Math.round(user.joinedSince ?? -1)}; pid ${user.socket._pid}`);
+    }
     user.received.add(m.message);
   });
 }
