@@ -11,7 +11,9 @@
 //!    `rpc` (a port that accepts and stays silent) and `ready=1`;
 //! 2. impersonation: a chitchat node `node1` of a newer generation without `ready`;
 //! 3. a crafted delta (chitchat's wire format, by hand): a key above a known node's versions, then
-//!    a `SetMaxVersion` below it, which trips an assertion in chitchat's gossip loop;
+//!    a `SetMaxVersion` below it, which trips an assertion in chitchat's gossip loop; and, beyond
+//!    this attacker, the same sealed with the secret (a member gone bad), with a delta about the
+//!    receiver's own state: the content check must refuse them (`invalid_delta`, `self_claim`);
 //! 4. replay of real gossip datagrams captured on node1's link to the bridge: each sent again as
 //!    it was (its sender's address spoofed), and from the attacker to the other nodes;
 //! 5. RPC: garbage, an HMAC hello made with a guessed secret, and an unauthenticated bincode
@@ -37,6 +39,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatId, FailureDetectorConfig};
+use clusterchat::cluster::gossip_wire::seal;
+use clusterchat::keyring::Keyring;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -61,6 +65,8 @@ const NEW_SECRET: &str = "rotated-cluster-secret";
 const WINDOW: Duration = Duration::from_secs(3);
 /// A new session through the balancer, handshake and CONNECT, takes at most this.
 const FAST: Duration = Duration::from_secs(2);
+/// A key version above any a node of the test reaches.
+const BIG: u64 = 1 << 40;
 /// Counter families of refused gossip datagrams and RPC handshakes, by reason.
 const GOSSIP_REJECTED: &str = "gossip_rejected";
 const RPC_REFUSED: &str = "rpc_handshake_failures";
@@ -490,10 +496,17 @@ mod wire {
     }
 
     /// A SynAck (with an empty digest) or an Ack whose delta, for the node
-    /// `(node_id, generation, gossip)`, sets a key at `version` and then declares a max version
-    /// below it. Chitchat asserts the max version never goes below a key's version, in the gossip
-    /// task: the task panics.
-    pub fn bad_delta(kind: u8, node_id: &str, generation: u64, gossip: SocketAddr, version: u64) -> Vec<u8> {
+    /// `(node_id, generation, gossip)`, sets a key at `version` and then declares `max_version`.
+    /// Chitchat asserts the max version never goes below a key's version, in the gossip task: with
+    /// `max_version < version` the task panics.
+    pub fn delta(
+        kind: u8,
+        node_id: &str,
+        generation: u64,
+        gossip: SocketAddr,
+        version: u64,
+        max_version: u64,
+    ) -> Vec<u8> {
         let mut delta = vec![OP_NODE];
         string(&mut delta, node_id);
         delta.extend(generation.to_le_bytes());
@@ -506,7 +519,7 @@ mod wire {
         delta.extend(version.to_le_bytes());
         delta.push(SET);
         delta.push(OP_SET_MAX_VERSION);
-        delta.extend((version - 4).to_le_bytes());
+        delta.extend(max_version.to_le_bytes());
 
         let mut datagram = MAGIC.to_le_bytes().to_vec();
         datagram.extend([PROTOCOL_V1, kind]);
@@ -735,8 +748,8 @@ async fn an_attacker_without_the_secret_changes_nothing() {
             .flat_map(|k| {
                 let about = k % 3 + 1;
                 let (id, generation) = (NODES[about - 1], lab.known[NODES[about - 1]].generation);
-                [wire::ACK, wire::SYN_ACK]
-                    .map(|kind| (lab.gossip(k), wire::bad_delta(kind, id, generation, lab.gossip(about), 1 << 40)))
+                let (to, gossip) = (lab.gossip(k), lab.gossip(about));
+                [wire::ACK, wire::SYN_ACK].map(|kind| (to, wire::delta(kind, id, generation, gossip, BIG, BIG - 4)))
             })
             .collect();
         let from = lab.attacker(0);
@@ -750,6 +763,44 @@ async fn an_attacker_without_the_secret_changes_nothing() {
             })
         })
         .await;
+    }
+
+    if wanted(3) {
+        // Beyond the attacker: the same deltas sealed with the secret, as a member gone bad would
+        // send them, and deltas about the receiver itself. The content check must stop them.
+        let datagrams: Vec<(SocketAddr, Vec<u8>)> = (1..=3)
+            .flat_map(|k| {
+                let about = k % 3 + 1;
+                let (to, gossip) = (lab.gossip(k), lab.gossip(about));
+                let (other, me) = (lab.known[NODES[about - 1]].generation, lab.known[NODES[k - 1]].generation);
+                [
+                    (to, wire::delta(wire::ACK, NODES[about - 1], other, gossip, BIG, BIG - 4)),
+                    (to, wire::delta(wire::ACK, NODES[k - 1], me, to, BIG, BIG)),
+                ]
+            })
+            .collect();
+        let from = lab.attacker(0);
+        let moved = lab
+            .run_attack(
+                "3b. crafted deltas sealed with the secret",
+                (GOSSIP_REJECTED, &["invalid_delta", "self_claim"]),
+                |lab| {
+                    lab.attack(move |_| async move {
+                        let socket = UdpSocket::bind(from).await.map_err(|e| e.to_string())?;
+                        let keyring = Keyring::single(SECRET);
+                        for (to, message) in &datagrams {
+                            for datagram in seal(&keyring, message, *to, now_ms()) {
+                                socket.send_to(&datagram, to).await.map_err(|e| e.to_string())?;
+                            }
+                        }
+                        Ok(())
+                    })
+                },
+            )
+            .await;
+        if let Some(moved) = moved {
+            assert!(moved.contains_key("invalid_delta") && moved.contains_key("self_claim"), "3b: {moved:?}");
+        }
     }
 
     if wanted(4) {
