@@ -182,6 +182,41 @@ async fn only_nodes_with_members_receive_a_rooms_messages() {
     cluster.shutdown().await;
 }
 
+/// A user that joins and leaves rooms in quick succession leaves no stale room key in gossip:
+/// every node ends up seeing the user's node with exactly the rooms it still has members in
+/// (the set and delete of one key are applied in the order of the joins and leaves).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_joins_and_leaves_leave_no_stale_room_key() {
+    let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
+        c.chat.rate_limit_per_sec = 0;
+    })
+    .await;
+    let (alice, owner) = connect(&cluster.url(0), "alice", TransportType::Websocket).await;
+    for i in 0..30 {
+        let room = format!("flicker {i}");
+        // Joins and leaves without waiting for their acks in between.
+        let (joined, left) = tokio::join!(
+            alice.call("join room", json!({ "room": room })),
+            alice.call("leave room", json!({ "room": room }))
+        );
+        assert_eq!((joined, left), (json!({ "ok": true }), json!({ "ok": true })), "{room}");
+    }
+    join(&alice, "stays").await;
+    let want: BTreeSet<(String, String)> = [("/chat".to_owned(), "stays".to_owned())].into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let views: Vec<_> =
+            cluster.live().map(|n| cluster.members_of(n).get(&owner).map(|m| m.rooms.clone())).collect();
+        if views.iter().all(|rooms| rooms.as_ref() == Some(&want)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{owner}'s rooms as the nodes see them: {views:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alice.client.disconnect().await.ok();
+    cluster.shutdown().await;
+}
+
 /// A message sent the moment another node's client has its join acked reaches that client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_right_after_a_remote_join_reaches_the_joiner() {

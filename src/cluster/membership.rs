@@ -228,8 +228,17 @@ impl Membership {
         self.chitchat.lock().await.self_node_state().set(key, value);
     }
 
-    pub async fn delete(&self, key: &str) {
-        self.chitchat.lock().await.self_node_state().delete(key);
+    /// Sets (`Some(value)`) or deletes (`None`) several of this node's keys under one lock, in
+    /// the order given.
+    pub async fn update(&self, changes: Vec<(String, Option<&'static str>)>) {
+        let mut chitchat = self.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        for (key, value) in changes {
+            match value {
+                Some(value) => state.set(key, value),
+                None => state.delete(&key),
+            }
+        }
     }
 
     pub async fn set_ready(&self, ready: bool) {

@@ -76,6 +76,10 @@ struct Tables {
     /// Rooms whose first local member's Subscribe round trip is under way: later local joiners
     /// wait for the same answers before their join counts.
     subscribing: HashMap<RoomId, Shared<BoxFuture<'static, ()>>>,
+    /// Rooms that gained their first or lost their last local member since the advertiser
+    /// last ran: their gossip key is brought in line with `local`, whatever the order of the
+    /// joins and leaves that made them dirty.
+    unadvertised: BTreeSet<RoomId>,
 }
 
 pub struct ClusterRooms {
@@ -95,6 +99,8 @@ pub struct ClusterRooms {
     hand_overs: tokio_util::task::TaskTracker,
     /// Pids being handed over, so each moves once at a time.
     moving: Mutex<HashSet<String>>,
+    /// Wakes the advertiser when `Tables::unadvertised` gained a room.
+    advertise: Arc<tokio::sync::Notify>,
 }
 
 impl ClusterRooms {
@@ -117,11 +123,13 @@ impl ClusterRooms {
             stats: RoomStats::default(),
             hand_overs: tokio_util::task::TaskTracker::new(),
             moving: Mutex::new(HashSet::new()),
+            advertise: Arc::default(),
         });
         for ns in rooms.namespaces.values() {
             ns.set_adapter(rooms.clone());
         }
         tokio::spawn(rooms.clone().follow_membership().in_current_span());
+        tokio::spawn(advertise_rooms(Arc::downgrade(&rooms), rooms.advertise.clone()).in_current_span());
         rooms
     }
 
@@ -479,22 +487,47 @@ impl ClusterRooms {
     }
 }
 
+impl Drop for ClusterRooms {
+    fn drop(&mut self) {
+        // The advertiser holds the rooms weakly: woken, it finds them gone and ends.
+        self.advertise.notify_one();
+    }
+}
+
+/// Keeps this node's `room:` gossip keys in line with its rooms with local members: one task,
+/// so a quick join and leave can never leave their set and delete applied out of order; each
+/// round costs in proportion to the rooms that changed. Ends with the rooms (it holds them
+/// weakly).
+async fn advertise_rooms(rooms: std::sync::Weak<ClusterRooms>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(rooms) = rooms.upgrade() else { return };
+        let changes: Vec<(String, Option<&'static str>)> = {
+            let mut t = rooms.tables();
+            let dirty = std::mem::take(&mut t.unadvertised);
+            dirty.into_iter().map(|id| (room_key(&id.0, &id.1), t.local.contains(&id).then_some("1"))).collect()
+        };
+        rooms.membership.update(changes).await;
+    }
+}
+
 impl Adapter for ClusterRooms {
     fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
         let id = (nsp.to_owned(), room.to_owned());
         let (first, last) = {
             let mut t = this.tables();
-            if labels.is_empty() {
-                (false, t.local.remove(&id))
-            } else {
-                (t.local.insert(id.clone()), false)
+            let (first, last) =
+                if labels.is_empty() { (false, t.local.remove(&id)) } else { (t.local.insert(id.clone()), false) };
+            if first || last {
+                t.unadvertised.insert(id.clone());
             }
+            (first, last)
         };
-        let membership = this.membership.clone();
-        let key = room_key(nsp, room);
+        if first || last {
+            this.advertise.notify_one();
+        }
         if first {
-            tokio::spawn(async move { membership.set(&key, "1").await }.in_current_span());
             let peers: Vec<String> =
                 this.membership.members().nodes.keys().filter(|n| **n != this.node_id).cloned().collect();
             let rooms = this.clone();
@@ -511,9 +544,6 @@ impl Adapter for ClusterRooms {
             // Driven here, so it completes even if the joiner stops waiting.
             tokio::spawn(subscribed.clone());
             return subscribed.boxed();
-        }
-        if last {
-            tokio::spawn(async move { membership.delete(&key).await }.in_current_span());
         }
         let push = Push::Presence { node: this.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
         // Everyone subscribed hears of a change; on the last leave, tell every live node so
