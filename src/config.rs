@@ -136,6 +136,8 @@ pub struct EngineSettings {
     pub outbound_queue: usize,
     /// Most concurrent sessions per node.
     pub max_sessions: usize,
+    /// Most packets in one polling response (python-engineio decodes at most 16).
+    pub max_polling_packets: usize,
     /// Most binary attachments per Socket.IO packet.
     pub max_attachments: usize,
 }
@@ -152,6 +154,7 @@ impl Default for EngineSettings {
             connect_timeout_ms: s.connect_timeout.as_millis() as u64,
             outbound_queue: e.outbound_queue,
             max_sessions: e.max_sessions,
+            max_polling_packets: e.max_polling_packets,
             max_attachments: s.max_attachments,
         }
     }
@@ -166,6 +169,7 @@ impl EngineSettings {
             upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
             outbound_queue: self.outbound_queue,
             max_sessions: self.max_sessions,
+            max_polling_packets: self.max_polling_packets,
         }
     }
 
@@ -207,6 +211,7 @@ impl NodeConfig {
             (e.max_payload < 1024, "engine.max_payload must be at least 1024 bytes"),
             (e.outbound_queue < 16, "engine.outbound_queue must be at least 16"),
             (e.max_sessions == 0, "engine.max_sessions must be > 0"),
+            (e.max_polling_packets == 0, "engine.max_polling_packets must be > 0"),
             (self.max_connections == 0, "max_connections must be > 0"),
             (
                 self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,

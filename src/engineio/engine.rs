@@ -37,6 +37,10 @@ pub struct EngineConfig {
     pub outbound_queue: usize,
     /// Most sessions one engine holds; handshakes beyond it are refused.
     pub max_sessions: usize,
+    /// Most packets in one polling response. Clients cap what they decode (python-engineio
+    /// refuses a payload of more than 16 packets and drops its session); the rest waits,
+    /// in order, for the next poll.
+    pub max_polling_packets: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +52,7 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             outbound_queue: 1024,
             max_sessions: 100_000,
+            max_polling_packets: 16,
         }
     }
 }
@@ -254,7 +259,8 @@ impl Engine {
         Frame::text(PacketType::Open, &json.to_string())
     }
 
-    /// A GET poll: waits for frames, then returns every queued frame that fits in one payload.
+    /// A GET poll: waits for frames, then returns the queued frames that fit in one payload
+    /// (`max_payload` bytes, `max_polling_packets` packets), oldest first.
     async fn poll(&self, session: &Arc<Session>) -> Result<EngineResponse, EngineError> {
         let mut upgrade = session.upgrade.subscribe();
         match *upgrade.borrow_and_update() {
@@ -281,7 +287,7 @@ impl Engine {
             }
         }
         let mut size = frames.iter().map(Frame::len).sum::<usize>();
-        while size < self.config.max_payload {
+        while size < self.config.max_payload && frames.len() < self.config.max_polling_packets {
             match rx.try_recv() {
                 Ok(frame) => {
                     size += frame.len();
@@ -635,4 +641,75 @@ fn polling_response(session: &Session, frames: &[Frame]) -> EngineResponse {
     let format = PayloadFormat { protocol: session.protocol(), supports_binary: session.supports_binary() };
     let encoded = payload::encode(frames, format);
     EngineResponse { status: 200, content_type: encoded.content_type(), body: encoded.body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::session::Message;
+
+    struct Nop;
+    impl EngineHandler for Nop {
+        fn on_open(&self, _: &Arc<Session>) {}
+        fn on_message(&self, _: &Arc<Session>, _: Message) {}
+        fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
+    }
+
+    fn get(query: &str) -> EngineRequest {
+        EngineRequest {
+            method: Method::Get,
+            query: EngineQuery::parse(query).unwrap(),
+            binary_body: false,
+            body: Bytes::new(),
+            new_sid: None,
+        }
+    }
+
+    /// Polls once and decodes the response's packets.
+    async fn poll(engine: &Arc<Engine>, session: &Session) -> Vec<Packet> {
+        let eio = match session.protocol() {
+            ProtocolVersion::V3 => 3,
+            ProtocolVersion::V4 => 4,
+        };
+        let r = engine.handle_http(get(&format!("EIO={eio}&transport=polling&sid={}", session.sid()))).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        payload::decode(&r.body, session.protocol(), r.content_type == ContentType::Binary).unwrap()
+    }
+
+    /// 40 queued frames (every fifth binary) leave in polls of at most `max_polling_packets`,
+    /// in order, none lost, for both protocol revisions.
+    #[tokio::test]
+    async fn polls_carry_at_most_max_polling_packets() {
+        for eio in [4, 3] {
+            let config = EngineConfig { max_polling_packets: 16, ..EngineConfig::default() };
+            let engine = Engine::new(config, Arc::new(Nop));
+            engine.handle_http(get(&format!("EIO={eio}&transport=polling"))).await;
+            let session = engine.sessions.read().unwrap().values().next().unwrap().clone();
+            let sent: Vec<Frame> = (0..40)
+                .map(|i| match i % 5 {
+                    4 => Frame::Binary(Bytes::from(vec![i as u8; 3])),
+                    _ => Frame::message(&format!("m{i}")),
+                })
+                .collect();
+            for frame in &sent {
+                session.send(frame.clone()).unwrap();
+            }
+            let mut sizes = Vec::new();
+            let mut received = Vec::new();
+            while received.len() < sent.len() {
+                let packets = poll(&engine, &session).await;
+                sizes.push(packets.len());
+                received.extend(packets);
+            }
+            assert_eq!(sizes, [16, 16, 8], "EIO={eio}");
+            let want: Vec<Packet> = (0..40)
+                .map(|i| match i % 5 {
+                    4 => Packet::Binary(Bytes::from(vec![i as u8; 3])),
+                    _ => Packet::Message(format!("m{i}")),
+                })
+                .collect();
+            assert_eq!(received, want, "EIO={eio}");
+            session.close(CloseReason::ServerClose);
+        }
+    }
 }
