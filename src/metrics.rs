@@ -181,6 +181,13 @@ impl Collector for Scraped {
         )?;
         labeled(
             &mut encoder,
+            "sockets",
+            "Sockets connected to this node, by namespace.",
+            "nsp",
+            namespaces.iter().map(|ns| (ns.name(), ConstGauge::new(ns.socket_count() as i64))),
+        )?;
+        labeled(
+            &mut encoder,
             "room_deliveries",
             "Room broadcasts queued to local members, one per member, by namespace.",
             "nsp",

@@ -578,3 +578,72 @@ async fn idle_connections_are_capped_and_time_out() {
     assert_eq!(p.poll_packets(1).await, ["4again"]);
     ts.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Repeated CONNECTs
+// ---------------------------------------------------------------------------------------------
+
+/// The node's `clusterchat_sockets{nsp="/chat"}` gauge.
+async fn chat_sockets(node: SocketAddr) -> f64 {
+    let text = reqwest::get(format!("http://{node}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"clusterchat_sockets{nsp="/chat"} "#)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sockets gauge in {text}"))
+}
+
+/// Ten CONNECTs carrying the same `pid` on one session: the first recovers the parked session,
+/// the others are duplicates (the namespace slot is reserved before the parked session is
+/// looked up), so the session holds one socket, gets one CONNECT answer, and leaves no ghost
+/// member behind in its room when it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_pid_connects_leave_one_socket_and_no_ghost() {
+    let node = chat_node(|c| c.chat.rate_limit_per_sec = 0).await;
+    let addr = node.http_addr();
+    let (mut watcher, _) = chat_user(addr, "watcher", "haunt", None).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+
+    // A first connection gets its pid, joins, and drops: its session is parked.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    next_text(&mut ws).await;
+    ws.send(WsMessage::text(format!("40/chat,{}", json!({ "user": "ghost" })))).await.unwrap();
+    let answer: Value = serde_json::from_str(&expect_packet(&mut ws, "40/chat,").await["40/chat,".len()..]).unwrap();
+    let pid = answer["pid"].as_str().expect("a pid").to_owned();
+    ws.send(WsMessage::text(format!("42/chat,1{}", json!(["join room", { "room": "haunt" }])))).await.unwrap();
+    assert_eq!(expect_packet(&mut ws, "43/chat,1").await, r#"43/chat,1[{"ok":true}]"#);
+    drop(ws);
+    expect_packet(&mut watcher, r#"42/chat,["leave room",{"user":"ghost","room":"haunt"}"#).await;
+
+    // It comes back and sends its CONNECT ten times at once.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    next_text(&mut ws).await;
+    let connect = WsMessage::text(format!("40/chat,{}", json!({ "user": "ghost", "pid": pid })));
+    for _ in 0..10 {
+        ws.feed(connect.clone()).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    expect_packet(&mut ws, "40/chat,").await;
+    let welcome = expect_packet(&mut ws, r#"42/chat,["welcome""#).await;
+    assert!(welcome.contains(r#""recovered":true"#), "{welcome}");
+    // An ack after every CONNECT was handled: exactly one CONNECT answer came before it.
+    ws.send(WsMessage::text(format!("42/chat,2{}", json!(["join room", { "room": "haunt" }])))).await.unwrap();
+    let mut answers = 1;
+    loop {
+        let t = next_text(&mut ws).await;
+        if t.starts_with("43/chat,2") {
+            break;
+        }
+        answers += usize::from(t.starts_with("40/chat,"));
+    }
+    assert_eq!(answers, 1, "one CONNECT answer per session and namespace");
+    assert_eq!(chat_sockets(addr).await, 2.0, "the watcher and one ghost socket");
+
+    // It leaves: no socket of it stays, and the room lists the watcher alone.
+    ws.close(None).await.unwrap();
+    let deadline = Instant::now() + STEP;
+    while chat_sockets(addr).await != 1.0 {
+        assert!(Instant::now() < deadline, "a socket of the departed client stayed connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["watcher"]}"#).await;
+    node.shutdown().await;
+}

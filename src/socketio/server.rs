@@ -1,7 +1,7 @@
 //! The Socket.IO server: sits on an Engine.IO engine as its [`EngineHandler`] and dispatches
 //! each client's packets to namespaces, reassembling binary packets on the way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,10 @@ struct Client {
     revision: Revision,
     /// Namespace name → socket. Usually one or two entries.
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
+    /// Namespaces whose CONNECT is being handled (with a `pid`, after an async look-up): a
+    /// slot reserved before the look-up, so a repeated CONNECT is a duplicate at once instead
+    /// of registering a second socket (a ghost member of the first one's rooms) later.
+    connecting: Mutex<HashSet<String>>,
     /// A binary packet waiting for its attachments.
     partial: Mutex<Option<(Packet, Vec<Bytes>)>>,
 }
@@ -146,10 +150,10 @@ impl SocketIo {
             let _ = session.send(Frame::message(&encode(&Packet::new(PacketType::ConnectError, &nsp, Some(data)))));
             return;
         };
-        if client.sockets.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&nsp) {
+        let Some(slot) = Slot::reserve(client, &nsp) else {
             debug!(%nsp, "duplicate CONNECT ignored");
             return;
-        }
+        };
         let mut query = session.query().params.clone();
         if let Some(q) = &packet.query {
             query.extend(url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
@@ -160,7 +164,13 @@ impl SocketIo {
         if let (Some(pid), Some(_), Revision::V5) = (pid, ns.recovery(), client.revision) {
             let offset = req.auth.get("offset").and_then(Value::as_str).map(str::to_owned);
             let (session, client, ns) = (session.clone(), client.clone(), ns.clone());
-            tokio::spawn(async move { restore(&session, &client, &ns, req, pid, offset).await }.in_current_span());
+            tokio::spawn(
+                async move {
+                    restore(&session, &client, &ns, req, pid, offset).await;
+                    drop(slot);
+                }
+                .in_current_span(),
+            );
             return;
         }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
@@ -174,6 +184,31 @@ impl SocketIo {
                 ns.after_connect(&socket);
             }
         }
+    }
+}
+
+/// A client's namespace slot, reserved while its CONNECT is handled; freed on drop, by
+/// which time the socket is registered (or refused).
+struct Slot {
+    client: Arc<Client>,
+    nsp: String,
+}
+
+impl Slot {
+    /// `None` if the client has a socket in `nsp` or a CONNECT to it in progress. The check
+    /// and the reservation happen under the sockets lock, so two CONNECTs cannot both pass.
+    fn reserve(client: &Arc<Client>, nsp: &str) -> Option<Self> {
+        let sockets = client.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let free = !sockets.contains_key(nsp)
+            && client.connecting.lock().unwrap_or_else(|e| e.into_inner()).insert(nsp.to_owned());
+        drop(sockets);
+        free.then(|| Self { client: client.clone(), nsp: nsp.to_owned() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.client.connecting.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.nsp);
     }
 }
 
@@ -291,7 +326,12 @@ impl EngineHandler for SocketIo {
             ProtocolVersion::V3 => Revision::V4,
             ProtocolVersion::V4 => Revision::V5,
         };
-        let client = Arc::new(Client { revision, sockets: Mutex::new(HashMap::new()), partial: Mutex::new(None) });
+        let client = Arc::new(Client {
+            revision,
+            sockets: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashSet::new()),
+            partial: Mutex::new(None),
+        });
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(session.sid().clone(), client.clone());
         if revision == Revision::V4 && self.namespaces.contains_key("/") {
             // Revision 4 clients are connected to the main namespace without asking.
