@@ -647,3 +647,48 @@ async fn repeated_pid_connects_leave_one_socket_and_no_ghost() {
     expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["watcher"]}"#).await;
     node.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------
+
+/// User names with bidi overrides, zero-width or control characters are refused at CONNECT
+/// with a CONNECT_ERROR naming the character; such room names get an error ack (join, send)
+/// or a `chat error` (no ack); no room of such a name is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_invisible_characters_are_refused() {
+    let node = chat_node(|c| c.chat.rate_limit_per_sec = 0).await;
+    let addr = node.http_addr();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    for (user, code) in
+        [("admin\u{202E}nimda", "202E"), ("al\u{200B}ice", "200B"), ("\u{FEFF}bob", "FEFF"), ("a\u{1B}[31m", "001B")]
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        next_text(&mut ws).await;
+        ws.send(WsMessage::text(format!("40/chat,{}", json!({ "user": user })))).await.unwrap();
+        let refusal = expect_packet(&mut ws, "4").await;
+        let want = format!(
+            "44/chat,{}",
+            json!({ "message": format!("user name must not contain control or invisible formatting characters (U+{code})") })
+        );
+        assert_eq!(refusal, want, "{user:?}");
+    }
+    let (mut ws, _) = chat_user(addr, "carol", "plain", None).await;
+    for room in ["lobby\u{2066}", "\u{200D}", "a\u{2028}b"] {
+        ws.send(WsMessage::text(format!("42/chat,7{}", json!(["join room", { "room": room }])))).await.unwrap();
+        let ack = expect_packet(&mut ws, "43/chat,7").await;
+        assert!(ack.contains("room name must not contain control or invisible formatting characters"), "{ack}");
+        ws.send(WsMessage::text(format!("42/chat,8{}", json!(["chat message", { "room": room, "message": "x" }]))))
+            .await
+            .unwrap();
+        let ack = expect_packet(&mut ws, "43/chat,8").await;
+        assert!(ack.contains("room name must not contain"), "{ack}");
+        ws.send(WsMessage::text(format!("42/chat,{}", json!(["join room", { "room": room }])))).await.unwrap();
+        let error = expect_packet(&mut ws, r#"42/chat,["chat error""#).await;
+        assert!(error.contains("room name must not contain"), "{error}");
+    }
+    // Visible names in any script still work.
+    ws.send(WsMessage::text(format!("42/chat,9{}", json!(["join room", { "room": "שלום ☕️" }])))).await.unwrap();
+    assert_eq!(expect_packet(&mut ws, "43/chat,9").await, r#"43/chat,9[{"ok":true}]"#);
+    node.shutdown().await;
+}

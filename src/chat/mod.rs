@@ -205,7 +205,10 @@ fn user_name(req: &ConnectRequest, config: &ChatConfig) -> Result<String, String
     clean_name(name, "user name", config.max_user_len)
 }
 
-/// Trims and checks a user or room name: 1..=max characters, no control characters.
+/// Trims and checks a user or room name: 1..=max characters, none of them a control or an
+/// invisible formatting character, so every name shows as what it is: no name that reads as
+/// another (a bidi override reversing it, a zero-width space inside it) and none that breaks
+/// the lines of a member list.
 fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
     let name = raw.trim();
     if name.is_empty() {
@@ -214,10 +217,45 @@ fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
     if name.chars().count() > max {
         return Err(format!("{what} is longer than {max} characters"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(format!("{what} must not contain control characters"));
+    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+        return Err(format!(
+            "{what} must not contain control or invisible formatting characters (U+{:04X})",
+            u32::from(c)
+        ));
     }
     Ok(name.to_owned())
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1: bidi embeddings, overrides
+/// and isolates, zero-width spaces and joiners, the byte order mark, invisible operators, tags)
+/// and the line and paragraph separators. Emoji sequences joined by U+200D or tagged (the
+/// subdivision flags) are refused with them: a name is a label, not a place for invisible text.
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{2028}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+fn is_format(c: char) -> bool {
+    FORMAT_CHARS.iter().any(|&(first, last)| (first..=last).contains(&c))
 }
 
 fn object_arg<'a>(event: &'a Event, shape: &str) -> Result<&'a serde_json::Map<String, Value>, String> {
@@ -335,6 +373,43 @@ mod tests {
         assert!(clean_name(&"é".repeat(65), "room name", 64).unwrap_err().contains("longer"));
         assert!(clean_name(&"é".repeat(64), "room name", 64).is_ok());
         assert!(clean_name("a\u{7}b", "room name", 64).unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn names_with_invisible_or_control_characters_are_refused() {
+        let refused = [
+            "a\u{202E}b", // right-to-left override
+            "\u{202A}a",  // left-to-right embedding
+            "a\u{2066}b", // left-to-right isolate
+            "a\u{2069}b", // pop directional isolate
+            "a\u{200B}b", // zero-width space
+            "a\u{200D}b", // zero-width joiner
+            "a\u{200F}b", // right-to-left mark
+            "a\u{2060}b", // word joiner
+            "a\u{2064}b", // invisible plus
+            "\u{FEFF}ab", // byte order mark
+            "a\u{00AD}b", // soft hyphen
+            "a\u{2028}b", // line separator
+            "a\u{E0041}", // tag latin capital A
+            "a\u{1D173}", // musical symbol begin beam
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7F}b",
+            "a\u{85}b", // next line (C1)
+        ];
+        for name in refused {
+            let err = clean_name(name, "user name", 32).unwrap_err();
+            assert!(err.starts_with("user name must not contain control or invisible"), "{name:?}: {err}");
+            assert!(err.contains("(U+"), "{err}");
+        }
+        assert_eq!(
+            clean_name("x\u{202E}y", "room name", 64).unwrap_err(),
+            "room name must not contain control or invisible formatting characters (U+202E)"
+        );
+        // Right-to-left scripts, combining marks and variation selectors are visible text.
+        for name in ["שלום", "مرحبا", "e\u{301}", "☕\u{FE0F}", "日本 😀", "Zoë-ß_1"] {
+            assert_eq!(clean_name(name, "user name", 32), Ok(name.to_owned()));
+        }
     }
 
     #[test]
