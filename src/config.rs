@@ -138,8 +138,11 @@ pub struct EngineSettings {
     pub max_sessions: usize,
     /// Most packets in one polling response (python-engineio decodes at most 16).
     pub max_polling_packets: usize,
-    /// Most binary attachments per Socket.IO packet.
+    /// Most binary attachments per Socket.IO packet; all of them together are bounded by
+    /// `max_payload` bytes.
     pub max_attachments: usize,
+    /// Time a Socket.IO packet's binary attachments have to arrive, ms; then the session closes.
+    pub attachment_timeout_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -156,6 +159,7 @@ impl Default for EngineSettings {
             max_sessions: e.max_sessions,
             max_polling_packets: e.max_polling_packets,
             max_attachments: s.max_attachments,
+            attachment_timeout_ms: s.attachment_timeout.as_millis() as u64,
         }
     }
 }
@@ -177,6 +181,8 @@ impl EngineSettings {
         SocketIoConfig {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             max_attachments: self.max_attachments,
+            max_attachment_bytes: self.max_payload,
+            attachment_timeout: Duration::from_millis(self.attachment_timeout_ms),
         }
     }
 }

@@ -692,3 +692,56 @@ async fn names_with_invisible_characters_are_refused() {
     assert_eq!(expect_packet(&mut ws, "43/chat,9").await, r#"43/chat,9[{"ok":true}]"#);
     node.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Binary attachments
+// ---------------------------------------------------------------------------------------------
+
+/// A WebSocket session of the fixture's Socket.IO engine, connected to `/`.
+async fn sio_connected(ts: &TestServer) -> (common::Ws, std::sync::Arc<clusterchat::engineio::Session>) {
+    let (mut ws, open) = ts.ws_session(SOCKETIO_PATH, 4).await;
+    ws.send_text("40").await;
+    assert!(ws.recv_text_skip_pings().await.starts_with("40"));
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    (ws, ts.session(SOCKETIO_PATH, &sid))
+}
+
+/// A packet's binary attachments are bounded together by `max_payload` bytes and in time:
+/// two of 900 bytes under a 2,000-byte limit go through, two of 1,500 close the session, and
+/// a header whose attachments never come closes it at the deadline, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_attachments_are_bounded_in_bytes_and_time() {
+    const TIMEOUT: Duration = Duration::from_millis(250);
+    let ts = TestServer::builder().max_payload(2000).attachment_timeout(TIMEOUT).start().await;
+    let header = r#"452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+    let (mut ws, _) = sio_connected(&ts).await;
+    ws.send_text(header).await;
+    ws.send_binary(&[1; 900]).await;
+    ws.send_binary(&[2; 900]).await;
+    loop {
+        let t = ws.recv_text_skip_pings().await;
+        if t.starts_with(r#"452-["message-back""#) {
+            break;
+        }
+    }
+    assert_eq!(ws.recv_binary_skip_pings().await, vec![1; 900]);
+    assert_eq!(ws.recv_binary_skip_pings().await, vec![2; 900]);
+
+    let (mut ws, session) = sio_connected(&ts).await;
+    ws.send_text(header).await;
+    ws.send_binary(&[1; 1500]).await;
+    ws.send_binary(&[2; 1500]).await;
+    ws.expect_closed().await;
+    assert_eq!(session.close_reason(), Some(CloseReason::TransportError("binary attachments too large")));
+
+    let (mut ws, session) = sio_connected(&ts).await;
+    let started = Instant::now();
+    ws.send_text(header).await;
+    ws.send_binary(&[1; 10]).await;
+    ws.expect_closed().await;
+    let waited = started.elapsed();
+    assert_eq!(session.close_reason(), Some(CloseReason::TransportError("binary attachments timed out")));
+    assert!(waited >= TIMEOUT, "closed after {waited:?}, before the {TIMEOUT:?} deadline");
+    println!("a packet missing an attachment: session closed after {waited:?} (deadline {TIMEOUT:?})");
+    ts.shutdown().await;
+}

@@ -136,8 +136,15 @@ pub struct TestServerBuilder {
 }
 
 impl TestServerBuilder {
+    /// The engine's `max_payload`, which also bounds a packet's attachments (as in a node).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.engine.max_payload = bytes;
+        self.socketio.max_attachment_bytes = bytes;
+        self
+    }
+
+    pub fn attachment_timeout(mut self, timeout: Duration) -> Self {
+        self.socketio.attachment_timeout = timeout;
         self
     }
 
