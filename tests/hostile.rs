@@ -745,3 +745,22 @@ async fn pending_attachments_are_bounded_in_bytes_and_time() {
     println!("a packet missing an attachment: session closed after {waited:?} (deadline {TIMEOUT:?})");
     ts.shutdown().await;
 }
+
+/// A session keeps its handshake query for its lifetime, so the query is bounded: 2 KiB of
+/// application parameters or 16 of them at most, else 400 (a WebSocket closed with 1008).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handshake_query_is_refused() {
+    let ts = TestServer::start().await;
+    let long = "x".repeat(40_000);
+    ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling&user={long}")).await.assert_engine_error(400, 3);
+    let many: String = (0..17).map(|i| format!("&p{i}=1")).collect();
+    ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling{many}")).await.assert_engine_error(400, 3);
+    let mut ws = ts.ws(&format!("{ENGINE_PATH}?EIO=4&transport=websocket&user={long}")).await;
+    ws.expect_closed().await;
+    assert_eq!(ts.echo.session_count(), 0);
+    // What a client sends is far below: 16 parameters of 100 bytes, and the protocol's own.
+    let fine: String = (0..16).map(|i| format!("&p{i}={}", "y".repeat(100))).collect();
+    let r = ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling&t=Nx1{fine}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    ts.shutdown().await;
+}

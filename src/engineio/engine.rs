@@ -194,6 +194,7 @@ impl Engine {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
+        let query = query.for_session()?;
         let sid: Sid = sid.map(Sid::from).unwrap_or_else(new_sid);
         if self.lookup(&sid).is_some() {
             return Err(EngineError::BadRequest("session id already in use"));
