@@ -6,8 +6,9 @@
 //! stream/sink of WebSocket messages, so both can come from a local socket or another node.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +38,8 @@ pub struct EngineConfig {
     pub outbound_queue: usize,
     /// Most sessions one engine holds; handshakes beyond it are refused.
     pub max_sessions: usize,
+    /// Most sessions from one client address (as the HTTP layer saw it); 0: no limit.
+    pub max_sessions_per_address: usize,
     /// Most packets in one polling response. Clients cap what they decode (python-engineio
     /// refuses a payload of more than 16 packets and drops its session); the rest waits,
     /// in order, for the next poll.
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
             outbound_queue: 1024,
             max_sessions: 100_000,
             max_polling_packets: 16,
+            max_sessions_per_address: 0,
         }
     }
 }
@@ -68,6 +72,11 @@ pub struct Engine {
     /// WebSockets being served: each holds a connection, so a client that stops reading must
     /// not keep one past its session.
     websockets: AtomicUsize,
+    /// Sessions per client address, when `max_sessions_per_address` is set. A std lock,
+    /// taken inside the `sessions` lock when both are.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Handshakes refused for `max_sessions_per_address` (metrics).
+    refused_per_address: AtomicU64,
 }
 
 impl Engine {
@@ -79,6 +88,8 @@ impl Engine {
             shutdown: CancellationToken::new(),
             queue_full_closes: AtomicU64::new(0),
             websockets: AtomicUsize::new(0),
+            per_address: Mutex::new(HashMap::new()),
+            refused_per_address: AtomicU64::new(0),
         })
     }
 
@@ -114,6 +125,37 @@ impl Engine {
     /// How many sessions were closed because their outbound queue was full.
     pub fn queue_full_closes(&self) -> u64 {
         self.queue_full_closes.load(Ordering::Relaxed)
+    }
+
+    /// How many handshakes were refused because their address had its share of sessions.
+    pub fn refused_per_address(&self) -> u64 {
+        self.refused_per_address.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new session of `addr` against `max_sessions_per_address`.
+    fn admit_address(&self, addr: Option<IpAddr>) -> Result<(), EngineError> {
+        let (Some(addr), max @ 1..) = (addr, self.config.max_sessions_per_address) else { return Ok(()) };
+        let mut per_address = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_address.entry(addr).or_default();
+        if *count >= max {
+            self.refused_per_address.fetch_add(1, Ordering::Relaxed);
+            debug!(%addr, max, "sessions per address reached, refusing handshake");
+            return Err(EngineError::TooManySessionsFromAddress);
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// Gives back a session's place under `max_sessions_per_address`.
+    fn release_address(&self, addr: Option<IpAddr>) {
+        let (Some(addr), 1..) = (addr, self.config.max_sessions_per_address) else { return };
+        let mut per_address = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_address.get_mut(&addr) {
+            *count -= 1;
+            if *count == 0 {
+                per_address.remove(&addr);
+            }
+        }
     }
 
     /// WebSockets this engine is serving right now (open or closing).
@@ -206,6 +248,7 @@ impl Engine {
                 tracing::warn!(max = self.config.max_sessions, "session limit reached, refusing handshake");
                 return Err(EngineError::TooManySessions);
             }
+            self.admit_address(session.query().client_addr)?;
             sessions.insert(sid.clone(), session.clone());
         }
         debug!(%sid, "Starting {sid} session");
@@ -228,7 +271,9 @@ impl Engine {
                         _ = engine.shutdown.cancelled() => {}
                     }
                 }
-                engine.sessions.write().unwrap_or_else(|e| e.into_inner()).remove(s.sid());
+                let mut sessions = engine.sessions.write().unwrap_or_else(|e| e.into_inner());
+                sessions.remove(s.sid());
+                engine.release_address(s.query().client_addr);
             }
             .in_current_span(),
         );
@@ -529,11 +574,11 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// The close frame refusing a WebSocket handshake: 1013 (try again later) when the node is
-/// full, 1001 when it is going away, 1008 otherwise; the reason is the Engine.IO message.
+/// The close frame refusing a WebSocket handshake: 1013 (try again later) when the node (or
+/// the client's address) is full, 1001 when it is going away, 1008 otherwise; the reason is the Engine.IO message.
 fn refusal(err: &EngineError) -> CloseFrame {
     let code = match err {
-        EngineError::TooManySessions => CloseCode::Again,
+        EngineError::TooManySessions | EngineError::TooManySessionsFromAddress => CloseCode::Again,
         EngineError::ShuttingDown => CloseCode::Away,
         _ => CloseCode::Policy,
     };

@@ -51,6 +51,9 @@ pub struct EngineQuery {
     pub jsonp: Option<u32>,
     /// Every parameter as received, for the application (e.g. the v2 chat's `user`).
     pub params: Vec<(String, String)>,
+    /// Not a parameter: the address the request came from, set by the HTTP layer and carried
+    /// with the query to the session's owner, which counts sessions per client address.
+    pub client_addr: Option<std::net::IpAddr>,
 }
 
 impl EngineQuery {
@@ -74,7 +77,7 @@ impl EngineQuery {
             }
             _ => None,
         };
-        Ok(Self { protocol, transport, sid, b64, jsonp, params })
+        Ok(Self { protocol, transport, sid, b64, jsonp, params, client_addr: None })
     }
 
     /// The query a session keeps for its lifetime: the parsed fields and the application's

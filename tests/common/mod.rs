@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clusterchat::cluster::router::Router;
 use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
-use clusterchat::http::HttpState;
+use clusterchat::http::{EdgePolicy, HttpState};
 use clusterchat::server::{ConnectionLimits, Server};
 use clusterchat::socketio::{AckError, AckResponse, NamespaceBuilder, SocketIo, SocketIoConfig};
 use futures_util::{SinkExt, StreamExt};
@@ -175,7 +175,7 @@ impl TestServerBuilder {
             membership: None,
             metrics: None,
             web_dir: None,
-            cors_origins: vec!["*".into()],
+            policy: EdgePolicy::open(),
             draining: Default::default(),
             tasks: TaskTracker::new(),
         });
