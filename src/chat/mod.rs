@@ -217,7 +217,7 @@ fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
     if name.chars().count() > max {
         return Err(format!("{what} is longer than {max} characters"));
     }
-    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+    if let Some(c) = first_invisible(name) {
         return Err(format!(
             "{what} must not contain control or invisible formatting characters (U+{:04X})",
             u32::from(c)
@@ -226,10 +226,41 @@ fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+/// The first control or invisible formatting character of `name` that does not glue an emoji
+/// sequence together.
+fn first_invisible(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    let glue = |i: usize| {
+        let before = |n: usize| i.checked_sub(n).map(|j| chars[j]);
+        match chars[i] {
+            // A zero-width joiner between two emoji (👩‍💻), the first maybe in emoji style (🏳️‍🌈).
+            '\u{200D}' => {
+                let joined = before(1).is_some_and(is_emoji)
+                    || (before(1) == Some('\u{FE0F}') && before(2).is_some_and(is_emoji));
+                joined && chars.get(i + 1).copied().is_some_and(is_emoji)
+            }
+            // The tags of a subdivision flag: 🏴, tag letters, U+E007F.
+            '\u{E0020}'..='\u{E007F}' => {
+                before(1).is_some_and(|p| p == '\u{1F3F4}' || ('\u{E0020}'..='\u{E007E}').contains(&p))
+            }
+            _ => false,
+        }
+    };
+    chars.iter().enumerate().find(|&(i, &c)| (c.is_control() || is_format(c)) && !glue(i)).map(|(_, &c)| c)
+}
+
+/// Roughly Unicode's Extended_Pictographic: enough to tell an emoji from a letter.
+fn is_emoji(c: char) -> bool {
+    matches!(c,
+        '\u{00A9}' | '\u{00AE}' | '\u{203C}' | '\u{2049}' | '\u{2122}' | '\u{2139}' | '\u{24C2}' | '\u{3030}'
+        | '\u{303D}' | '\u{3297}' | '\u{3299}' | '\u{2194}'..='\u{21AA}' | '\u{231A}'..='\u{23FF}'
+        | '\u{25AA}'..='\u{27BF}' | '\u{2934}'..='\u{2935}' | '\u{2B05}'..='\u{2B55}' | '\u{1F000}'..='\u{1FAFF}')
+}
+
 /// Unicode's format characters (general category Cf, Unicode 15.1: bidi embeddings, overrides
 /// and isolates, zero-width spaces and joiners, the byte order mark, invisible operators, tags)
-/// and the line and paragraph separators. Emoji sequences joined by U+200D or tagged (the
-/// subdivision flags) are refused with them: a name is a label, not a place for invisible text.
+/// and the line and paragraph separators: a name is a label, not a place for invisible text.
+/// The joiners and tags that make one emoji of several are let through ([`first_invisible`]).
 const FORMAT_CHARS: &[(char, char)] = &[
     ('\u{00AD}', '\u{00AD}'),
     ('\u{0600}', '\u{0605}'),
@@ -383,7 +414,7 @@ mod tests {
             "a\u{2066}b", // left-to-right isolate
             "a\u{2069}b", // pop directional isolate
             "a\u{200B}b", // zero-width space
-            "a\u{200D}b", // zero-width joiner
+            "a\u{200D}b", // zero-width joiner, not between emoji
             "a\u{200F}b", // right-to-left mark
             "a\u{2060}b", // word joiner
             "a\u{2064}b", // invisible plus
@@ -406,8 +437,16 @@ mod tests {
             clean_name("x\u{202E}y", "room name", 64).unwrap_err(),
             "room name must not contain control or invisible formatting characters (U+202E)"
         );
-        // Right-to-left scripts, combining marks and variation selectors are visible text.
-        for name in ["שלום", "مرحبا", "e\u{301}", "☕\u{FE0F}", "日本 😀", "Zoë-ß_1"] {
+        // Invisible glue outside an emoji sequence.
+        for name in ["😀\u{200D}", "a\u{200D}😀", "😀\u{200D}a", "a\u{FE0F}\u{200D}😀", "\u{E0067}\u{E007F}x"] {
+            assert!(clean_name(name, "user name", 32).is_err(), "{name:?}");
+        }
+        // Right-to-left scripts, combining marks, variation selectors and emoji sequences
+        // (joined: families, professions, the rainbow flag; tagged: Scotland's flag) are
+        // visible text.
+        let flags = ["🏳️‍🌈 pride", "👩‍💻 devs", "👨‍👩‍👧", "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}"];
+        for name in ["שלום", "مرحبا", "e\u{301}", "☕\u{FE0F}", "日本 😀", "Zoë-ß_1"].into_iter().chain(flags)
+        {
             assert_eq!(clean_name(name, "user name", 32), Ok(name.to_owned()));
         }
     }
