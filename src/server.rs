@@ -1,8 +1,7 @@
 //! The HTTP server's life: accept loop, per-connection tasks, and the one shutdown path.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -16,6 +15,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::NodeConfig;
 use crate::http::{handle, HttpState};
 use crate::metrics::Refusal;
+use crate::per_address::PerAddress;
 
 /// How long shutdown waits for connections to finish after every session was closed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,38 +58,21 @@ connection: close\r\ncontent-length: 50\r\n\r\n{\"code\":3,\"message\":\"Too man
 const TOO_MANY_FROM_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: 61\r\n\r\n{\"code\":3,\"message\":\"Too many connections from this address\"}";
 
-/// Open connections per client address, for `max_per_address`. A std lock: map updates only.
-#[derive(Default)]
-struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
-
-impl PerAddress {
-    /// A place for one more connection from `addr`, or `None` if it holds `max` already.
-    fn admit(self: &Arc<Self>, addr: IpAddr, max: usize) -> Option<AddressPermit> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(addr).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressPermit { table: self.clone(), addr })
-    }
-}
-
 /// One connection's place under `max_per_address`, given back on drop.
 struct AddressPermit {
     table: Arc<PerAddress>,
     addr: IpAddr,
 }
 
+impl AddressPermit {
+    fn acquire(table: &Arc<PerAddress>, addr: IpAddr, max: usize) -> Option<Self> {
+        table.acquire(addr, max).then(|| Self { table: table.clone(), addr })
+    }
+}
+
 impl Drop for AddressPermit {
     fn drop(&mut self) {
-        let mut open = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.addr) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.addr);
-            }
-        }
+        self.table.release(self.addr);
     }
 }
 
@@ -172,7 +155,7 @@ async fn accept_loop(
         };
         let address_permit = match limits.max_per_address {
             0 => None,
-            max => match per_address.admit(peer.ip(), max) {
+            max => match AddressPermit::acquire(&per_address, peer.ip(), max) {
                 Some(permit) => Some(permit),
                 None => {
                     debug!(%peer, max, "too many connections from this address: refusing");

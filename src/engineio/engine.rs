@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -24,6 +24,7 @@ use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, Proto
 use super::payload::{self, PayloadFormat};
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 use super::session::{new_sid, CloseReason, EngineHandler, Session, Sid, UpgradeState};
+use crate::per_address::PerAddress;
 
 /// Engine.IO settings, with the reference server's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +73,9 @@ pub struct Engine {
     /// WebSockets being served: each holds a connection, so a client that stops reading must
     /// not keep one past its session.
     websockets: AtomicUsize,
-    /// Sessions per client address, when `max_sessions_per_address` is set. A std lock,
+    /// Sessions per client address, when `max_sessions_per_address` is set; its lock is
     /// taken inside the `sessions` lock when both are.
-    per_address: Mutex<HashMap<IpAddr, usize>>,
+    per_address: PerAddress,
     /// Handshakes refused for `max_sessions_per_address` (metrics).
     refused_per_address: AtomicU64,
 }
@@ -88,7 +89,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             queue_full_closes: AtomicU64::new(0),
             websockets: AtomicUsize::new(0),
-            per_address: Mutex::new(HashMap::new()),
+            per_address: PerAddress::default(),
             refused_per_address: AtomicU64::new(0),
         })
     }
@@ -135,26 +136,18 @@ impl Engine {
     /// Counts a new session of `addr` against `max_sessions_per_address`.
     fn admit_address(&self, addr: Option<IpAddr>) -> Result<(), EngineError> {
         let (Some(addr), max @ 1..) = (addr, self.config.max_sessions_per_address) else { return Ok(()) };
-        let mut per_address = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_address.entry(addr).or_default();
-        if *count >= max {
+        if !self.per_address.acquire(addr, max) {
             self.refused_per_address.fetch_add(1, Ordering::Relaxed);
             debug!(%addr, max, "sessions per address reached, refusing handshake");
             return Err(EngineError::TooManySessionsFromAddress);
         }
-        *count += 1;
         Ok(())
     }
 
     /// Gives back a session's place under `max_sessions_per_address`.
     fn release_address(&self, addr: Option<IpAddr>) {
-        let (Some(addr), 1..) = (addr, self.config.max_sessions_per_address) else { return };
-        let mut per_address = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_address.get_mut(&addr) {
-            *count -= 1;
-            if *count == 0 {
-                per_address.remove(&addr);
-            }
+        if let (Some(addr), 1..) = (addr, self.config.max_sessions_per_address) {
+            self.per_address.release(addr);
         }
     }
 
