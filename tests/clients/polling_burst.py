@@ -69,7 +69,7 @@ class Member:
 
 
 def parse(data):
-    sender, seq = data["message"].rsplit(" ", 1)
+    _, seq = data["message"].rsplit(" ", 1)
     return (data["user"], data["room"], int(seq))
 
 
