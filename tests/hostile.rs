@@ -616,6 +616,7 @@ async fn repeated_pid_connects_leave_one_socket_and_no_ghost() {
     assert_eq!(expect_packet(&mut ws, "43/chat,1").await, r#"43/chat,1[{"ok":true}]"#);
     drop(ws);
     expect_packet(&mut watcher, r#"42/chat,["leave room",{"user":"ghost","room":"haunt"}"#).await;
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["watcher"]}"#).await;
 
     // It comes back and sends its CONNECT ten times at once.
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
@@ -640,6 +641,7 @@ async fn repeated_pid_connects_leave_one_socket_and_no_ghost() {
     }
     assert_eq!(answers, 1, "one CONNECT answer per session and namespace");
     assert_eq!(chat_sockets(addr).await, 2.0, "the watcher and one ghost socket");
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["ghost","watcher"]}"#).await;
 
     // It leaves: no socket of it stays, and the room lists the watcher alone.
     ws.close(None).await.unwrap();
