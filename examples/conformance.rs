@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use clusterchat::cluster::router::Router;
 use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
-use clusterchat::http::HttpState;
+use clusterchat::http::{EdgePolicy, HttpState};
 use clusterchat::node::Service;
 use clusterchat::server::Server;
 use clusterchat::socketio::{NamespaceBuilder, SocketIo, SocketIoConfig};
@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         membership: None,
         metrics: None,
         web_dir: None,
-        cors_origins: vec!["*".into()],
+        policy: EdgePolicy::open(),
         draining: Default::default(),
         tasks: TaskTracker::new(),
     });

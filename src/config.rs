@@ -22,8 +22,16 @@ pub struct NodeConfig {
     pub http: SocketAddr,
     /// Directory of the chat page (`index.html`, `app.js`, `node_modules/socket.io-client`).
     pub web_dir: PathBuf,
-    /// Origins allowed to call the Engine.IO endpoint cross-origin; `"*"` allows any.
-    pub cors_origins: Vec<String>,
+    /// Browser origins allowed to use the Engine.IO endpoint (CORS and WebSocket upgrades),
+    /// besides the page's own (same `Host`): `"loopback"` allows pages on localhost,
+    /// 127.0.0.0/8 and `[::1]`, `"*"` any origin, anything else one exact origin. Requests
+    /// without an `Origin` (clients that are not browsers) are always allowed.
+    /// `cors_origins`, its former name, is read too.
+    #[serde(alias = "cors_origins")]
+    pub allowed_origins: Vec<String>,
+    /// Where to serve `/metrics` instead of the public `http` listener; absent, it is served
+    /// there.
+    pub metrics_listen: Option<SocketAddr>,
     /// Default log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
     /// On SIGTERM, how long the node keeps serving while not ready, so load balancers and
@@ -32,6 +40,11 @@ pub struct NodeConfig {
     /// Open HTTP connections at most (not counting those upgraded to WebSockets, which are
     /// sessions); past it new connections get a 503. Idle ones close after 30 s.
     pub max_connections: usize,
+    /// Open HTTP connections per client address at most; past it new ones get a 429. 0: no
+    /// limit. Behind a proxy every client has the proxy's address, so leave it 0 there.
+    pub max_connections_per_address: usize,
+    /// Time a request body has to arrive in full, ms; then 408 and the connection closes.
+    pub body_timeout_ms: u64,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
     /// Absent: the node runs alone.
@@ -173,10 +186,13 @@ impl Default for NodeConfig {
             node_id: "node1".into(),
             http: "127.0.0.1:9001".parse().expect("valid default address"),
             web_dir: "web".into(),
-            cors_origins: vec!["*".into()],
+            allowed_origins: vec!["loopback".into()],
+            metrics_listen: None,
             log: "info".into(),
             drain_ms: 2000,
             max_connections: 10_000,
+            max_connections_per_address: 0,
+            body_timeout_ms: 30_000,
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             cluster: None,
@@ -202,8 +218,16 @@ pub struct EngineSettings {
     pub outbound_queue: usize,
     /// Most concurrent sessions per node.
     pub max_sessions: usize,
-    /// Most binary attachments per Socket.IO packet.
+    /// Most packets in one polling response (python-engineio decodes at most 16).
+    pub max_polling_packets: usize,
+    /// Most sessions one client address may hold on this node; 0: no limit. Behind a proxy
+    /// every client has the proxy's address, so leave it 0 there.
+    pub max_sessions_per_address: usize,
+    /// Most binary attachments per Socket.IO packet; all of them together are bounded by
+    /// `max_payload` bytes.
     pub max_attachments: usize,
+    /// Time a Socket.IO packet's binary attachments have to arrive, ms; then the session closes.
+    pub attachment_timeout_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -218,7 +242,10 @@ impl Default for EngineSettings {
             connect_timeout_ms: s.connect_timeout.as_millis() as u64,
             outbound_queue: e.outbound_queue,
             max_sessions: e.max_sessions,
+            max_polling_packets: e.max_polling_packets,
+            max_sessions_per_address: e.max_sessions_per_address,
             max_attachments: s.max_attachments,
+            attachment_timeout_ms: s.attachment_timeout.as_millis() as u64,
         }
     }
 }
@@ -232,6 +259,8 @@ impl EngineSettings {
             upgrade_timeout: Duration::from_millis(self.upgrade_timeout_ms),
             outbound_queue: self.outbound_queue,
             max_sessions: self.max_sessions,
+            max_polling_packets: self.max_polling_packets,
+            max_sessions_per_address: self.max_sessions_per_address,
         }
     }
 
@@ -239,6 +268,8 @@ impl EngineSettings {
         SocketIoConfig {
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             max_attachments: self.max_attachments,
+            max_attachment_bytes: self.max_payload,
+            attachment_timeout: Duration::from_millis(self.attachment_timeout_ms),
         }
     }
 }
@@ -274,7 +305,9 @@ impl NodeConfig {
             (e.max_payload < 1024, "engine.max_payload must be at least 1024 bytes"),
             (e.outbound_queue < 16, "engine.outbound_queue must be at least 16"),
             (e.max_sessions == 0, "engine.max_sessions must be > 0"),
+            (e.max_polling_packets == 0, "engine.max_polling_packets must be > 0"),
             (self.max_connections == 0, "max_connections must be > 0"),
+            (self.body_timeout_ms == 0, "body_timeout_ms must be > 0"),
             (
                 self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,
                 "chat limits must be > 0",
@@ -322,6 +355,12 @@ mod tests {
         assert_eq!(c.engine.ping_interval_ms, 300);
         assert_eq!(c.engine.ping_timeout_ms, 20_000);
         assert!(toml::from_str::<NodeConfig>("nod_id = \"x\"").is_err());
+    }
+
+    #[test]
+    fn cors_origins_is_read_as_allowed_origins() {
+        let c: NodeConfig = toml::from_str("cors_origins = [\"*\"]").unwrap();
+        assert_eq!(c.allowed_origins, ["*"]);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! engine (polling as plain data, WebSockets upgraded here), the rest is the chat page, its
 //! static files and the health endpoints.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -19,8 +21,9 @@ use tracing::{debug, Instrument};
 
 use crate::cluster::membership::Membership;
 use crate::cluster::router::Router;
-use crate::engineio::{EngineQuery, EngineRequest, EngineResponse, Method};
-use crate::metrics::{Metrics, RequestKind};
+use crate::config::NodeConfig;
+use crate::engineio::{EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
+use crate::metrics::{Metrics, Refusal, RequestKind};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -35,12 +38,77 @@ pub struct HttpState {
     pub metrics: Option<Arc<Metrics>>,
     /// The chat page's directory; `None` serves no page (the conformance server).
     pub web_dir: Option<PathBuf>,
-    /// Origins allowed cross-origin access to the engines; `*` allows any.
-    pub cors_origins: Vec<String>,
+    /// What every client request is held to: allowed origins, body deadline.
+    pub policy: EdgePolicy,
     /// Set when the node starts leaving: `/ready` fails so balancers stop sending new clients.
     pub draining: std::sync::atomic::AtomicBool,
     /// WebSocket tasks, so shutdown can wait for them.
     pub tasks: TaskTracker,
+}
+
+/// What the HTTP layer asks of every client, from the node's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgePolicy {
+    /// Browser origins allowed to use the engines (polling and WebSocket).
+    pub origins: AllowedOrigins,
+    /// Time a request body has to arrive in full: a client trickling one byte at a time
+    /// would otherwise hold its connection, and a buffer, for as long as it likes.
+    pub body_timeout: Duration,
+    /// Whether `/metrics` is served here; `false` when it has a listener of its own.
+    pub serve_metrics: bool,
+}
+
+impl EdgePolicy {
+    pub fn from_config(config: &NodeConfig) -> Self {
+        Self {
+            origins: AllowedOrigins::new(config.allowed_origins.clone()),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            serve_metrics: config.metrics_listen.is_none(),
+        }
+    }
+
+    /// Any origin, the default body timeout, metrics served: for test and conformance servers.
+    pub fn open() -> Self {
+        Self::from_config(&NodeConfig { allowed_origins: vec!["*".into()], ..NodeConfig::default() })
+    }
+}
+
+/// Which browser origins may use the engines. A request without an `Origin` header (every
+/// client that is not a browser) is always allowed; a browser's is allowed when it is the
+/// page's own origin (its host and port are the request's `Host`), or listed: `"*"` allows
+/// any, `"loopback"` any origin on localhost, 127.0.0.0/8 or `[::1]` (any port), anything
+/// else is compared with the whole origin (`https://chat.example.com`). A refused origin gets
+/// a 403, so a page elsewhere can neither read from nor write to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedOrigins(Vec<String>);
+
+impl AllowedOrigins {
+    pub fn new(list: Vec<String>) -> Self {
+        Self(list)
+    }
+
+    pub fn allows(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
+        let Some(origin) = origin else { return true };
+        let origin = origin.to_str().unwrap_or_default();
+        let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+        let same_host =
+            host.and_then(|h| h.to_str().ok()).is_some_and(|h| !h.is_empty() && h.eq_ignore_ascii_case(authority));
+        same_host
+            || self.0.iter().any(|allowed| match allowed.as_str() {
+                "*" => true,
+                "loopback" => is_loopback_authority(authority),
+                exact => exact.eq_ignore_ascii_case(origin),
+            })
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(h, _)| h),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Files of the chat page: URL path → (file below the web directory, content type).
@@ -56,12 +124,17 @@ const STATIC_FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<HttpResponse, std::convert::Infallible> {
+/// Answers one request from the client at `peer`.
+pub async fn handle(
+    state: Arc<HttpState>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, std::convert::Infallible> {
     let path = req.uri().path();
     if let Some(engine) =
         state.engines.iter().find(|(p, _)| path == p || path == p.trim_end_matches('/')).map(|(_, e)| e.clone())
     {
-        return Ok(engine_request(&state, engine, req).await);
+        return Ok(engine_request(&state, engine, peer, req).await);
     }
     let mut response = match path {
         "/health" => text(StatusCode::OK, "ok\n"),
@@ -70,7 +143,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Htt
             false => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         },
         "/whoami" => json(StatusCode::OK, serde_json::json!({ "node": &*state.node_id }).to_string()),
-        "/metrics" => match &state.metrics {
+        "/metrics" => match state.metrics.as_ref().filter(|_| state.policy.serve_metrics) {
             Some(metrics) => {
                 let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
@@ -105,20 +178,32 @@ fn is_ready(state: &HttpState) -> bool {
     }
 }
 
-async fn engine_request(state: &HttpState, engine: Arc<Router>, mut req: Request<Incoming>) -> HttpResponse {
+async fn engine_request(
+    state: &HttpState,
+    engine: Arc<Router>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> HttpResponse {
     let origin = req.headers().get(header::ORIGIN).cloned();
+    if !state.policy.origins.allows(origin.as_ref(), req.headers().get(header::HOST)) {
+        debug!(origin = ?origin, "origin not allowed");
+        state.refused(Refusal::Origin);
+        // No CORS headers: the page may not even read the refusal.
+        return engine_response(None, EngineError::Forbidden.into_response());
+    }
     // CORS preflight: answered from headers alone, no session lookup.
     if req.method() == hyper::Method::OPTIONS {
         let mut r = text(StatusCode::NO_CONTENT, "");
-        add_cors(state, origin.as_ref(), &mut r);
+        add_cors(origin.as_ref(), &mut r);
         r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
         r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
         return r;
     }
-    let query = match EngineQuery::parse(req.uri().query().unwrap_or("")) {
+    let mut query = match EngineQuery::parse(req.uri().query().unwrap_or("")) {
         Ok(q) => q,
-        Err(err) => return engine_response(state, origin.as_ref(), err.into_response()),
+        Err(err) => return engine_response(origin.as_ref(), err.into_response()),
     };
+    query.client_addr = Some(peer.ip());
     if is_websocket_upgrade(&req) {
         count(state, RequestKind::Websocket);
         return websocket_upgrade(state, engine, query, &mut req);
@@ -133,24 +218,56 @@ async fn engine_request(state: &HttpState, engine: Arc<Router>, mut req: Request
     let limit = engine.max_payload();
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return engine_response(state, origin.as_ref(), engine.reject_oversized(&query));
+        return engine_response(origin.as_ref(), engine.reject_oversized(&query));
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(err) => {
-            debug!(error = %err, "request body refused");
-            return engine_response(state, origin.as_ref(), engine.reject_oversized(&query));
-        }
-    };
+    let body =
+        match tokio::time::timeout(state.policy.body_timeout, Limited::new(req.into_body(), limit).collect()).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(err)) => {
+                debug!(error = %err, "request body refused");
+                return engine_response(origin.as_ref(), engine.reject_oversized(&query));
+            }
+            Err(_) => {
+                debug!(%peer, timeout = ?state.policy.body_timeout, "request body too slow");
+                state.refused(Refusal::BodyTimeout);
+                let mut r = engine_response(origin.as_ref(), EngineError::BodyTimeout.into_response());
+                // The rest of the body is not read: the connection cannot carry another request.
+                r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        };
     let request = EngineRequest { method, query, binary_body, body, new_sid: None };
     count(state, RequestKind::of(&request));
     let response = engine.handle_http(request).await;
-    engine_response(state, origin.as_ref(), response)
+    engine_response(origin.as_ref(), response)
 }
 
 fn count(state: &HttpState, kind: RequestKind) {
     if let Some(metrics) = &state.metrics {
         metrics.received(kind);
+    }
+}
+
+impl HttpState {
+    /// The state of a listener serving `/metrics` (and the health endpoints) alone.
+    pub fn metrics_only(&self) -> Self {
+        Self {
+            node_id: self.node_id.clone(),
+            engines: Vec::new(),
+            membership: self.membership.clone(),
+            metrics: self.metrics.clone(),
+            web_dir: None,
+            policy: EdgePolicy { serve_metrics: true, ..self.policy.clone() },
+            draining: Default::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Counts a connection or request turned away (in `/metrics`).
+    pub fn refused(&self, reason: Refusal) {
+        if let Some(metrics) = &self.metrics {
+            metrics.refused(reason);
+        }
     }
 }
 
@@ -208,22 +325,20 @@ fn websocket_upgrade(
     r
 }
 
-fn engine_response(state: &HttpState, origin: Option<&HeaderValue>, response: EngineResponse) -> HttpResponse {
+fn engine_response(origin: Option<&HeaderValue>, response: EngineResponse) -> HttpResponse {
     let mut r = Response::new(Full::new(response.body));
     *r.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::BAD_REQUEST);
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(response.content_type.as_str()));
-    add_cors(state, origin, &mut r);
+    add_cors(origin, &mut r);
     r
 }
 
-fn add_cors(state: &HttpState, origin: Option<&HeaderValue>, r: &mut HttpResponse) {
+/// CORS headers for an origin the policy allowed (requests from others are refused first).
+fn add_cors(origin: Option<&HeaderValue>, r: &mut HttpResponse) {
     let Some(origin) = origin else { return };
-    let allowed = state.cors_origins.iter().any(|o| o == "*" || o.as_bytes() == origin.as_bytes());
-    if allowed {
-        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-        r.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    r.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 async fn static_file(state: &HttpState, path: &str) -> HttpResponse {
@@ -261,7 +376,32 @@ fn json(status: StatusCode, body: String) -> HttpResponse {
 
 #[cfg(test)]
 mod tests {
-    use super::served_by;
+    use super::*;
+
+    #[test]
+    fn origins_same_host_loopback_and_listed() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        let default = AllowedOrigins::new(vec!["loopback".into()]);
+        let host = v("chat.example.com:9000");
+        // No Origin: not a browser.
+        assert!(default.allows(None, Some(&host)));
+        // The page's own origin.
+        assert!(default.allows(Some(&v("http://chat.example.com:9000")), Some(&host)));
+        assert!(default.allows(Some(&v("https://CHAT.example.com:9000")), Some(&host)));
+        // Loopback pages, any port.
+        for o in ["http://localhost:3000", "http://127.0.0.1:9000", "http://127.8.0.1", "http://[::1]:8080"] {
+            assert!(default.allows(Some(&v(o)), Some(&host)), "{o}");
+        }
+        // Elsewhere.
+        for o in ["https://evil.example", "http://chat.example.com:9001", "null", "http://localhost.evil.example", ""] {
+            assert!(!default.allows(Some(&v(o)), Some(&host)), "{o}");
+            assert!(!default.allows(Some(&v(o)), None), "{o}");
+        }
+        let listed = AllowedOrigins::new(vec!["https://chat.example.com".into()]);
+        assert!(listed.allows(Some(&v("https://chat.example.com")), None));
+        assert!(!listed.allows(Some(&v("http://localhost:3000")), None));
+        assert!(AllowedOrigins::new(vec!["*".into()]).allows(Some(&v("null")), None));
+    }
 
     #[test]
     fn served_by_quotes_the_node_id() {

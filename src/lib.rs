@@ -3,7 +3,7 @@
 //! Layers, bottom up: `engineio` (transport protocol), `socketio` (namespaces, events, rooms),
 //! `chat` (the application), `http` (routing), `server` (accept loop and shutdown), `node`
 //! (wiring one node together), `config` and `logging`; `inspect` reads a running cluster's
-//! gossip state.
+//! gossip state; `per_address` counts what each client address holds.
 
 pub mod chat;
 pub mod cluster;
@@ -16,6 +16,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod per_address;
 pub mod rpc;
 pub mod server;
 pub mod socketio;

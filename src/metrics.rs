@@ -61,6 +61,31 @@ impl RequestKind {
     }
 }
 
+/// Why the HTTP layer turned a client away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Over `max_connections`.
+    Connections,
+    /// Over `max_connections_per_address`.
+    ConnectionsPerAddress,
+    /// A request body slower than `body_timeout_ms`.
+    BodyTimeout,
+    /// A browser origin not in `allowed_origins`.
+    Origin,
+}
+
+impl Refusal {
+    fn label(self) -> [(&'static str, &'static str); 1] {
+        let reason = match self {
+            Self::Connections => "connections",
+            Self::ConnectionsPerAddress => "connections_per_address",
+            Self::BodyTimeout => "body_timeout",
+            Self::Origin => "origin",
+        };
+        [("reason", reason)]
+    }
+}
+
 type ByKind<M> = Family<[(&'static str, &'static str); 1], M>;
 type HistogramByKind = Family<[(&'static str, &'static str); 1], Histogram, fn() -> Histogram>;
 
@@ -84,6 +109,7 @@ pub struct Metrics {
     received: ByKind<Counter>,
     forwarded: ByKind<Counter>,
     rpc_seconds: HistogramByKind,
+    refused: ByKind<Counter>,
 }
 
 /// RPC latency buckets: 1 ms to about 65 s, since a forwarded long-poll lasts up to the ping
@@ -109,8 +135,10 @@ impl Metrics {
             "Latency of forwarded requests' RPC calls (a long-poll waits up to the ping interval)",
             rpc_seconds.clone(),
         );
+        let refused = ByKind::<Counter>::default();
+        registry.register("refused", "Connections and requests the HTTP layer refused, by reason", refused.clone());
         registry.register_collector(Box::new(Scraped(sources)));
-        Arc::new(Self { registry, received, forwarded, rpc_seconds })
+        Arc::new(Self { registry, received, forwarded, rpc_seconds, refused })
     }
 
     /// An Engine.IO request arrived over HTTP.
@@ -125,6 +153,11 @@ impl Metrics {
         if let Some(elapsed) = elapsed {
             self.rpc_seconds.get_or_create(&kind.label()).observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// The HTTP layer refused a connection or a request.
+    pub fn refused(&self, reason: Refusal) {
+        self.refused.get_or_create(&reason.label()).inc();
     }
 
     /// Every metric, in the Prometheus text format.
@@ -190,6 +223,13 @@ impl Collector for Scraped {
         )?;
         labeled(
             &mut encoder,
+            "sockets",
+            "Sockets connected to this node, by namespace.",
+            "nsp",
+            namespaces.iter().map(|ns| (ns.name(), ConstGauge::new(ns.socket_count() as i64))),
+        )?;
+        labeled(
+            &mut encoder,
             "room_deliveries",
             "Room broadcasts queued to local members, one per member, by namespace.",
             "nsp",
@@ -203,6 +243,12 @@ impl Collector for Scraped {
             namespaces
                 .iter()
                 .filter_map(|ns| ns.recovery().map(|r| (ns.name(), ConstGauge::new(r.parked_count() as i64)))),
+        )?;
+        counter(
+            &mut encoder,
+            "sessions_refused_per_address",
+            "Handshakes refused because their client address held max_sessions_per_address sessions.",
+            engine.refused_per_address(),
         )?;
         counter(
             &mut encoder,

@@ -15,7 +15,7 @@ use crate::cluster::rooms::ClusterRooms;
 use crate::cluster::router::{peer_handler, Cluster, Router};
 use crate::config::{ClusterSettings, NodeConfig};
 use crate::engineio::{Engine, EngineConfig};
-use crate::http::HttpState;
+use crate::http::{EdgePolicy, HttpState};
 use crate::logging::node_span;
 use crate::metrics::{ClusterSources, Metrics, Sources};
 use crate::rpc::listener::ListenSettings;
@@ -102,6 +102,8 @@ pub struct Node {
     drain: Duration,
     state: Arc<HttpState>,
     server: Server,
+    /// `/metrics` on a listener of its own (`metrics_listen`), off the public port.
+    metrics_server: Option<Server>,
     engine: Arc<Engine>,
     cluster: Option<RunningCluster>,
     span: tracing::Span,
@@ -139,6 +141,10 @@ impl Node {
         };
         let http = bind(config.http).await?;
         let http_addr = http.local_addr().map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some((bind(addr).await?, addr)),
+            None => None,
+        };
 
         let (routers, cluster) = match &config.cluster {
             None => {
@@ -236,7 +242,7 @@ impl Node {
             engines: routers,
             membership: cluster.as_ref().map(|c| c.cluster.membership.clone()),
             web_dir: Some(config.web_dir.clone()),
-            cors_origins: config.cors_origins.clone(),
+            policy: EdgePolicy::from_config(&config),
             draining: Default::default(),
             tasks: TaskTracker::new(),
         });
@@ -248,17 +254,21 @@ impl Node {
                 meet_the_ring(&c.cluster.membership, &settings.seeds, c.gossip_advertise, limit).await;
             }
         }
-        let server = Server::start_with(
-            http,
-            state.clone(),
-            ConnectionLimits { max_connections: config.max_connections, ..ConnectionLimits::default() },
-        )
-        .map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let server = Server::start_with(http, state.clone(), ConnectionLimits::from_config(&config))
+            .map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let metrics_server = match metrics_listener {
+            Some((listener, addr)) => Some(
+                Server::start(listener, Arc::new(state.metrics_only()))
+                    .map_err(|source| NodeError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         if let Some(c) = &cluster {
             c.cluster.membership.set_ready(true).await;
         }
         let drain = Duration::from_millis(config.drain_ms);
-        Ok(Self { node_id, stop: CancellationToken::new(), drain, state, server, engine, cluster, span })
+        let stop = CancellationToken::new();
+        Ok(Self { node_id, stop, drain, state, server, metrics_server, engine, cluster, span })
     }
 
     pub fn node_id(&self) -> &str {
@@ -267,6 +277,11 @@ impl Node {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// The `/metrics` listener's address, when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(Server::local_addr)
     }
 
     /// The RPC listener's address, in a cluster.
@@ -338,6 +353,9 @@ impl Node {
                 tokio::time::sleep(self.drain).await;
             }
             self.server.shutdown().await;
+            if let Some(metrics) = self.metrics_server {
+                metrics.shutdown().await;
+            }
             if let Some(c) = self.cluster {
                 // Sessions parked for recovery (those just closed, and those kept for other
                 // nodes' clients) move to nodes that stay.

@@ -1,6 +1,6 @@
 //! The HTTP server's life: accept loop, per-connection tasks, and the one shutdown path.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::config::NodeConfig;
 use crate::http::{handle, HttpState};
+use crate::metrics::Refusal;
+use crate::per_address::PerAddress;
 
 /// How long shutdown waits for connections to finish after every session was closed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,17 +29,52 @@ pub struct ConnectionLimits {
     /// A connection that sends no complete request head within this time (a new connection,
     /// or a kept-alive one between requests) is closed.
     pub idle_timeout: Duration,
+    /// Open HTTP connections per client address at most, counted as `max_connections` is;
+    /// past it new ones get a 429 and are closed. 0: no limit.
+    pub max_per_address: usize,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        Self { max_connections: 10_000, idle_timeout: Duration::from_secs(30) }
+        Self { max_connections: 10_000, idle_timeout: Duration::from_secs(30), max_per_address: 0 }
+    }
+}
+
+impl ConnectionLimits {
+    pub fn from_config(config: &NodeConfig) -> Self {
+        Self {
+            max_connections: config.max_connections,
+            max_per_address: config.max_connections_per_address,
+            ..Self::default()
+        }
     }
 }
 
 /// What a connection over the limit is told before it is closed.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: 50\r\n\r\n{\"code\":3,\"message\":\"Too many connections, retry\"}";
+
+/// What a connection over its address's limit is told before it is closed.
+const TOO_MANY_FROM_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 61\r\n\r\n{\"code\":3,\"message\":\"Too many connections from this address\"}";
+
+/// One connection's place under `max_per_address`, given back on drop.
+struct AddressPermit {
+    table: Arc<PerAddress>,
+    addr: IpAddr,
+}
+
+impl AddressPermit {
+    fn acquire(table: &Arc<PerAddress>, addr: IpAddr, max: usize) -> Option<Self> {
+        table.acquire(addr, max).then(|| Self { table: table.clone(), addr })
+    }
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        self.table.release(self.addr);
+    }
+}
 
 /// A running HTTP server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
@@ -91,6 +129,7 @@ async fn accept_loop(
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
     let connections = CancellationToken::new();
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
     let mut refused: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
@@ -110,16 +149,29 @@ async fn accept_loop(
             if refused.is_power_of_two() {
                 warn!(max = limits.max_connections, refused, "too many connections: refusing new ones");
             }
-            tokio::spawn(refuse(stream));
+            state.refused(Refusal::Connections);
+            tokio::spawn(refuse(stream, TOO_MANY_CONNECTIONS));
             continue;
+        };
+        let address_permit = match limits.max_per_address {
+            0 => None,
+            max => match AddressPermit::acquire(&per_address, peer.ip(), max) {
+                Some(permit) => Some(permit),
+                None => {
+                    debug!(%peer, max, "too many connections from this address: refusing");
+                    state.refused(Refusal::ConnectionsPerAddress);
+                    tokio::spawn(refuse(stream, TOO_MANY_FROM_ADDRESS));
+                    continue;
+                }
+            },
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         let (draining, stop) = (shutdown.clone(), connections.clone());
         state.tasks.clone().spawn(
             async move {
-                let _permit = permit;
-                let service = service_fn(move |req| handle(state.clone(), req));
+                let _permits = (permit, address_permit);
+                let service = service_fn(move |req| handle(state.clone(), peer, req));
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.idle_timeout)
@@ -159,7 +211,7 @@ async fn accept_loop(
     info!("stopped");
 }
 
-/// Tells a connection over the limit so, briefly, and closes it.
-async fn refuse(mut stream: tokio::net::TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY_CONNECTIONS)).await;
+/// Tells a connection over a limit so, briefly, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, answer: &'static [u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer)).await;
 }

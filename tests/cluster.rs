@@ -9,7 +9,7 @@ use rust_socketio::TransportType;
 use serde_json::{json, Value};
 
 mod support;
-use support::chat_client::{run_client_script, RustClient};
+use support::chat_client::{run_client_script, run_script, RustClient};
 use support::cluster::{spawn_processes, TestCluster};
 use support::rr_proxy::RoundRobinProxy;
 
@@ -98,6 +98,22 @@ async fn real_clients_through_round_robin() {
     run_client_script("node", "chat_v4.mjs", &proxy.url()).await;
     run_client_script("node", "chat_v2.cjs", &proxy.url()).await;
     run_client_script("python3", "chat_py.py", &proxy.url()).await;
+    cluster.shutdown().await;
+}
+
+/// python-socketio over polling only, through the round-robin balancer: 12 clients in two
+/// rooms each send 30 messages each at once, no pacing. python-engineio drops a session whose
+/// poll brings more than 16 packets, so this passes only because responses are capped at
+/// `engine.max_polling_packets` (16) with the rest left for the next poll; the script checks
+/// every message arrived exactly once and in each sender's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_polling_clients_under_a_burst_keep_their_sessions() {
+    let cluster = TestCluster::chat(3).await;
+    let proxy = proxy_over(&cluster).await;
+    let url = proxy.url();
+    let out = run_script("python3", "polling_burst.py", &[&url, "--clients=12", "--messages=30"]).await;
+    assert!(out.contains("polling burst: PASS"), "{out}");
+    println!("{}", out.trim());
     cluster.shutdown().await;
 }
 

@@ -552,7 +552,11 @@ async fn a_flood_of_events_is_rate_limited_then_disconnected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_capped_and_time_out() {
     use clusterchat::server::ConnectionLimits;
-    let limits = ConnectionLimits { max_connections: 4, idle_timeout: Duration::from_millis(500) };
+    let limits = ConnectionLimits {
+        max_connections: 4,
+        idle_timeout: Duration::from_millis(500),
+        ..ConnectionLimits::default()
+    };
     let ts = TestServer::builder().connection_limits(limits).start().await;
     let addr: SocketAddr = ts.url().trim_start_matches("http://").parse().unwrap();
     let mut idle = Vec::new();
@@ -577,4 +581,369 @@ async fn idle_connections_are_capped_and_time_out() {
     p.post_ok("4again").await;
     assert_eq!(p.poll_packets(1).await, ["4again"]);
     ts.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repeated CONNECTs
+// ---------------------------------------------------------------------------------------------
+
+/// The node's `clusterchat_sockets{nsp="/chat"}` gauge.
+async fn chat_sockets(node: SocketAddr) -> f64 {
+    let text = reqwest::get(format!("http://{node}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"clusterchat_sockets{nsp="/chat"} "#)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sockets gauge in {text}"))
+}
+
+/// Ten CONNECTs carrying the same `pid` on one session: the first recovers the parked session,
+/// the others are duplicates (the namespace slot is reserved before the parked session is
+/// looked up), so the session holds one socket, gets one CONNECT answer, and leaves no ghost
+/// member behind in its room when it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_pid_connects_leave_one_socket_and_no_ghost() {
+    let node = chat_node(|c| c.chat.rate_limit_per_sec = 0).await;
+    let addr = node.http_addr();
+    let (mut watcher, _) = chat_user(addr, "watcher", "haunt", None).await;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+
+    // A first connection gets its pid, joins, and drops: its session is parked.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    next_text(&mut ws).await;
+    ws.send(WsMessage::text(format!("40/chat,{}", json!({ "user": "ghost" })))).await.unwrap();
+    let answer: Value = serde_json::from_str(&expect_packet(&mut ws, "40/chat,").await["40/chat,".len()..]).unwrap();
+    let pid = answer["pid"].as_str().expect("a pid").to_owned();
+    ws.send(WsMessage::text(format!("42/chat,1{}", json!(["join room", { "room": "haunt" }])))).await.unwrap();
+    assert_eq!(expect_packet(&mut ws, "43/chat,1").await, r#"43/chat,1[{"ok":true}]"#);
+    drop(ws);
+    expect_packet(&mut watcher, r#"42/chat,["leave room",{"user":"ghost","room":"haunt"}"#).await;
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["watcher"]}"#).await;
+
+    // It comes back and sends its CONNECT ten times at once.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    next_text(&mut ws).await;
+    let connect = WsMessage::text(format!("40/chat,{}", json!({ "user": "ghost", "pid": pid })));
+    for _ in 0..10 {
+        ws.feed(connect.clone()).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    expect_packet(&mut ws, "40/chat,").await;
+    let welcome = expect_packet(&mut ws, r#"42/chat,["welcome""#).await;
+    assert!(welcome.contains(r#""recovered":true"#), "{welcome}");
+    // An ack after every CONNECT was handled: exactly one CONNECT answer came before it.
+    ws.send(WsMessage::text(format!("42/chat,2{}", json!(["join room", { "room": "haunt" }])))).await.unwrap();
+    let mut answers = 1;
+    loop {
+        let t = next_text(&mut ws).await;
+        if t.starts_with("43/chat,2") {
+            break;
+        }
+        answers += usize::from(t.starts_with("40/chat,"));
+    }
+    assert_eq!(answers, 1, "one CONNECT answer per session and namespace");
+    assert_eq!(chat_sockets(addr).await, 2.0, "the watcher and one ghost socket");
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["ghost","watcher"]}"#).await;
+
+    // It leaves: no socket of it stays, and the room lists the watcher alone.
+    ws.close(None).await.unwrap();
+    let deadline = Instant::now() + STEP;
+    while chat_sockets(addr).await != 1.0 {
+        assert!(Instant::now() < deadline, "a socket of the departed client stayed connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"haunt","users":["watcher"]}"#).await;
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+// ---------------------------------------------------------------------------------------------
+
+/// User names with bidi overrides, zero-width or control characters are refused at CONNECT
+/// with a CONNECT_ERROR naming the character; such room names get an error ack (join, send)
+/// or a `chat error` (no ack); no room of such a name is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_invisible_characters_are_refused() {
+    let node = chat_node(|c| c.chat.rate_limit_per_sec = 0).await;
+    let addr = node.http_addr();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    for (user, code) in
+        [("admin\u{202E}nimda", "202E"), ("al\u{200B}ice", "200B"), ("\u{FEFF}bob", "FEFF"), ("a\u{1B}[31m", "001B")]
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+        next_text(&mut ws).await;
+        ws.send(WsMessage::text(format!("40/chat,{}", json!({ "user": user })))).await.unwrap();
+        let refusal = expect_packet(&mut ws, "4").await;
+        let want = format!(
+            "44/chat,{}",
+            json!({ "message": format!("user name must not contain control or invisible formatting characters (U+{code})") })
+        );
+        assert_eq!(refusal, want, "{user:?}");
+    }
+    let (mut ws, _) = chat_user(addr, "carol", "plain", None).await;
+    for room in ["lobby\u{2066}", "\u{200D}", "a\u{2028}b"] {
+        ws.send(WsMessage::text(format!("42/chat,7{}", json!(["join room", { "room": room }])))).await.unwrap();
+        let ack = expect_packet(&mut ws, "43/chat,7").await;
+        assert!(ack.contains("room name must not contain control or invisible formatting characters"), "{ack}");
+        ws.send(WsMessage::text(format!("42/chat,8{}", json!(["chat message", { "room": room, "message": "x" }]))))
+            .await
+            .unwrap();
+        let ack = expect_packet(&mut ws, "43/chat,8").await;
+        assert!(ack.contains("room name must not contain"), "{ack}");
+        ws.send(WsMessage::text(format!("42/chat,{}", json!(["join room", { "room": room }])))).await.unwrap();
+        let error = expect_packet(&mut ws, r#"42/chat,["chat error""#).await;
+        assert!(error.contains("room name must not contain"), "{error}");
+    }
+    // Visible names in any script still work.
+    ws.send(WsMessage::text(format!("42/chat,9{}", json!(["join room", { "room": "שלום ☕️" }])))).await.unwrap();
+    assert_eq!(expect_packet(&mut ws, "43/chat,9").await, r#"43/chat,9[{"ok":true}]"#);
+    node.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary attachments
+// ---------------------------------------------------------------------------------------------
+
+/// A WebSocket session of the fixture's Socket.IO engine, connected to `/`.
+async fn sio_connected(ts: &TestServer) -> (common::Ws, std::sync::Arc<clusterchat::engineio::Session>) {
+    let (mut ws, open) = ts.ws_session(SOCKETIO_PATH, 4).await;
+    ws.send_text("40").await;
+    assert!(ws.recv_text_skip_pings().await.starts_with("40"));
+    let sid = open["sid"].as_str().unwrap().to_owned();
+    (ws, ts.session(SOCKETIO_PATH, &sid))
+}
+
+/// A packet's binary attachments are bounded together by `max_payload` bytes and in time:
+/// two of 900 bytes under a 2,000-byte limit go through, two of 1,500 close the session, and
+/// a header whose attachments never come closes it at the deadline, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_attachments_are_bounded_in_bytes_and_time() {
+    const TIMEOUT: Duration = Duration::from_millis(250);
+    let ts = TestServer::builder().max_payload(2000).attachment_timeout(TIMEOUT).start().await;
+    let header = r#"452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#;
+    let (mut ws, _) = sio_connected(&ts).await;
+    ws.send_text(header).await;
+    ws.send_binary(&[1; 900]).await;
+    ws.send_binary(&[2; 900]).await;
+    loop {
+        let t = ws.recv_text_skip_pings().await;
+        if t.starts_with(r#"452-["message-back""#) {
+            break;
+        }
+    }
+    assert_eq!(ws.recv_binary_skip_pings().await, vec![1; 900]);
+    assert_eq!(ws.recv_binary_skip_pings().await, vec![2; 900]);
+
+    let (mut ws, session) = sio_connected(&ts).await;
+    ws.send_text(header).await;
+    ws.send_binary(&[1; 1500]).await;
+    ws.send_binary(&[2; 1500]).await;
+    ws.expect_closed().await;
+    assert_eq!(session.close_reason(), Some(CloseReason::TransportError("binary attachments too large")));
+
+    let (mut ws, session) = sio_connected(&ts).await;
+    let started = Instant::now();
+    ws.send_text(header).await;
+    ws.send_binary(&[1; 10]).await;
+    ws.expect_closed().await;
+    let waited = started.elapsed();
+    assert_eq!(session.close_reason(), Some(CloseReason::TransportError("binary attachments timed out")));
+    assert!(waited >= TIMEOUT, "closed after {waited:?}, before the {TIMEOUT:?} deadline");
+    println!("a packet missing an attachment: session closed after {waited:?} (deadline {TIMEOUT:?})");
+    ts.shutdown().await;
+}
+
+/// A session keeps its handshake query for its lifetime, so the query is bounded: 2 KiB of
+/// application parameters or 16 of them at most, else 400 (a WebSocket closed with 1008).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_handshake_query_is_refused() {
+    let ts = TestServer::start().await;
+    let long = "x".repeat(40_000);
+    ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling&user={long}")).await.assert_engine_error(400, 3);
+    let many: String = (0..17).map(|i| format!("&p{i}=1")).collect();
+    ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling{many}")).await.assert_engine_error(400, 3);
+    let mut ws = ts.ws(&format!("{ENGINE_PATH}?EIO=4&transport=websocket&user={long}")).await;
+    ws.expect_closed().await;
+    assert_eq!(ts.echo.session_count(), 0);
+    // What a client sends is far below: 16 parameters of 100 bytes, and the protocol's own.
+    let fine: String = (0..16).map(|i| format!("&p{i}={}", "y".repeat(100))).collect();
+    let r = ts.get(&format!("{ENGINE_PATH}?EIO=4&transport=polling&t=Nx1{fine}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    ts.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-address caps, slow bodies, browser origins
+// ---------------------------------------------------------------------------------------------
+
+/// A sample of the node's `/metrics` (0 when the series is absent), from `addr`.
+async fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// `max_connections_per_address` 2: a third open connection from the address gets 429 and is
+/// closed, counted in `/metrics`; a place freed is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped() {
+    let node = chat_node(|c| c.max_connections_per_address = 2).await;
+    let addr = node.http_addr();
+    let first = TcpStream::connect(addr).await.unwrap();
+    let _second = TcpStream::connect(addr).await.unwrap();
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let mut answer = String::new();
+    within("the refusal", third.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.ends_with(r#"{"code":3,"message":"Too many connections from this address"}"#), "{answer}");
+    drop(first);
+    // The scrape needs a connection of its own: it gets the freed place (the server sees the
+    // close a moment later, so try until it does).
+    let deadline = Instant::now() + STEP;
+    let refused = loop {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await {
+            break r.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the freed place was not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(refused.contains(r#"clusterchat_refused_total{reason="connections_per_address"} 1"#), "{refused}");
+    node.shutdown().await;
+}
+
+/// `engine.max_sessions_per_address` 3: the fourth handshake from the address gets 429 with the
+/// protocol's error body (a WebSocket a 1013 close), counted; a session closed frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_address_are_capped() {
+    let node = chat_node(|c| c.engine.max_sessions_per_address = 3).await;
+    let base = format!("http://{}/socket.io/?EIO=4&transport=polling", node.http_addr());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        let r = http.get(&base).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        sids.push(common::parse_open_packet(&r.text().await.unwrap())["sid"].as_str().unwrap().to_owned());
+    }
+    let r = http.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_error_body(&r.text().await.unwrap(), 3, "Too many sessions from this address");
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.http_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    match within("the refusal", ws.next()).await {
+        Some(Ok(WsMessage::Close(Some(frame)))) => {
+            assert_eq!((frame.code, frame.reason.as_str()), (CloseCode::Again, "Too many sessions from this address"))
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert_eq!(metric(node.http_addr(), "clusterchat_sessions_refused_per_address_total").await, 2.0);
+    // One closes: its place is free once the session is cleaned up.
+    assert_eq!(http.post(format!("{base}&sid={}", sids[0])).body("1").send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}&sid={}", sids[0])).send().await.unwrap().text().await.unwrap(), "6");
+    common::wait_until(STEP, "the closed session to be cleaned up", || node.engine().session_count() < 3).await;
+    assert_eq!(http.get(&base).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(&base).send().await.unwrap().status(), 429);
+    node.shutdown().await;
+}
+
+/// A POST whose body trickles in a byte every 50 ms gets 408 at `body_timeout_ms` and its
+/// connection is closed; the node keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_body_times_out() {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    let node = chat_node(|c| c.body_timeout_ms = TIMEOUT.as_millis() as u64).await;
+    let addr = node.http_addr();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
+    let open = http.get(&base).send().await.unwrap().text().await.unwrap();
+    let sid = common::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n"
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..1000 {
+            if wr.write_all(b"4").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    within("the 408 and the close", rd.read_to_end(&mut answer)).await.unwrap();
+    let waited = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.ends_with(r#"{"code":3,"message":"Request body timeout"}"#), "{answer}");
+    assert!(waited >= TIMEOUT, "answered after {waited:?}, before the {TIMEOUT:?} deadline");
+    println!("a body trickled at 20 B/s: 408 and closed after {waited:?} (deadline {TIMEOUT:?})");
+    trickle.abort();
+    assert_eq!(metric(addr, r#"clusterchat_refused_total{reason="body_timeout"}"#).await, 1.0);
+    let r = http.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    node.shutdown().await;
+}
+
+/// With the default `allowed_origins` (the page's own origin and loopback pages), a page
+/// elsewhere gets 403 for polling, preflight and WebSocket alike, without CORS headers;
+/// same-origin and loopback pages, and clients without an Origin, get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origins_are_refused() {
+    let node = chat_node(|_| {}).await;
+    let addr = node.http_addr();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
+    let get = |origin: Option<&str>| {
+        let mut req = http.get(&base);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    for origin in ["https://evil.example", "null", "http://127.0.0.1.evil.example"] {
+        let r = get(Some(origin)).await.unwrap();
+        assert_eq!(r.status(), 403, "{origin}");
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+        assert_error_body(&r.text().await.unwrap(), 4, "Forbidden");
+    }
+    let r =
+        http.request(reqwest::Method::OPTIONS, &base).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    for origin in [format!("http://{addr}"), "http://localhost:5173".into()] {
+        let r = get(Some(&origin)).await.unwrap();
+        assert_eq!(r.status(), 200, "{origin}");
+        assert_eq!(r.headers()["access-control-allow-origin"], origin.as_str());
+    }
+    assert_eq!(get(None).await.unwrap().status(), 200);
+    // WebSockets: the upgrade is refused before it happens.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected a 403, got {other:?}"),
+    }
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert("origin", format!("http://{addr}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("same-origin WebSocket");
+    assert!(next_text(&mut ws).await.starts_with("0{"));
+    assert_eq!(metric(addr, r#"clusterchat_refused_total{reason="origin"}"#).await, 5.0);
+    node.shutdown().await;
+}
+
+/// With `metrics_listen`, `/metrics` is served there and no longer on the public port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_leave_the_public_port() {
+    let node = chat_node(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let public = reqwest::get(format!("http://{}/metrics", node.http_addr())).await.unwrap();
+    assert_eq!(public.status(), 404);
+    let private = node.metrics_addr().expect("a metrics listener");
+    let r = reqwest::get(format!("http://{private}/metrics")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("clusterchat_sessions_owned"));
+    // It serves nothing else: no Engine.IO there.
+    let r = reqwest::get(format!("http://{private}/socket.io/?EIO=4&transport=polling")).await.unwrap();
+    assert_eq!(r.status(), 404);
+    node.shutdown().await;
 }

@@ -205,7 +205,10 @@ fn user_name(req: &ConnectRequest, config: &ChatConfig) -> Result<String, String
     clean_name(name, "user name", config.max_user_len)
 }
 
-/// Trims and checks a user or room name: 1..=max characters, no control characters.
+/// Trims and checks a user or room name: 1..=max characters, none of them a control or an
+/// invisible formatting character, so every name shows as what it is: no name that reads as
+/// another (a bidi override reversing it, a zero-width space inside it) and none that breaks
+/// the lines of a member list.
 fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
     let name = raw.trim();
     if name.is_empty() {
@@ -214,10 +217,76 @@ fn clean_name(raw: &str, what: &str, max: usize) -> Result<String, String> {
     if name.chars().count() > max {
         return Err(format!("{what} is longer than {max} characters"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(format!("{what} must not contain control characters"));
+    if let Some(c) = first_invisible(name) {
+        return Err(format!(
+            "{what} must not contain control or invisible formatting characters (U+{:04X})",
+            u32::from(c)
+        ));
     }
     Ok(name.to_owned())
+}
+
+/// The first control or invisible formatting character of `name` that does not glue an emoji
+/// sequence together.
+fn first_invisible(name: &str) -> Option<char> {
+    let chars: Vec<char> = name.chars().collect();
+    let glue = |i: usize| {
+        let before = |n: usize| i.checked_sub(n).map(|j| chars[j]);
+        match chars[i] {
+            // A zero-width joiner between two emoji (👩‍💻), the first maybe in emoji style (🏳️‍🌈).
+            '\u{200D}' => {
+                let joined = before(1).is_some_and(is_emoji)
+                    || (before(1) == Some('\u{FE0F}') && before(2).is_some_and(is_emoji));
+                joined && chars.get(i + 1).copied().is_some_and(is_emoji)
+            }
+            // The tags of a subdivision flag: 🏴, tag letters, U+E007F.
+            '\u{E0020}'..='\u{E007F}' => {
+                before(1).is_some_and(|p| p == '\u{1F3F4}' || ('\u{E0020}'..='\u{E007E}').contains(&p))
+            }
+            _ => false,
+        }
+    };
+    chars.iter().enumerate().find(|&(i, &c)| (c.is_control() || is_format(c)) && !glue(i)).map(|(_, &c)| c)
+}
+
+/// Roughly Unicode's Extended_Pictographic: enough to tell an emoji from a letter.
+fn is_emoji(c: char) -> bool {
+    matches!(c,
+        '\u{00A9}' | '\u{00AE}' | '\u{203C}' | '\u{2049}' | '\u{2122}' | '\u{2139}' | '\u{24C2}' | '\u{3030}'
+        | '\u{303D}' | '\u{3297}' | '\u{3299}' | '\u{2194}'..='\u{21AA}' | '\u{231A}'..='\u{23FF}'
+        | '\u{25AA}'..='\u{27BF}' | '\u{2934}'..='\u{2935}' | '\u{2B05}'..='\u{2B55}' | '\u{1F000}'..='\u{1FAFF}')
+}
+
+/// Unicode's format characters (general category Cf, Unicode 15.1: bidi embeddings, overrides
+/// and isolates, zero-width spaces and joiners, the byte order mark, invisible operators, tags)
+/// and the line and paragraph separators: a name is a label, not a place for invisible text.
+/// The joiners and tags that make one emoji of several are let through ([`first_invisible`]).
+const FORMAT_CHARS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{2028}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+fn is_format(c: char) -> bool {
+    FORMAT_CHARS.iter().any(|&(first, last)| (first..=last).contains(&c))
 }
 
 fn object_arg<'a>(event: &'a Event, shape: &str) -> Result<&'a serde_json::Map<String, Value>, String> {
@@ -335,6 +404,51 @@ mod tests {
         assert!(clean_name(&"é".repeat(65), "room name", 64).unwrap_err().contains("longer"));
         assert!(clean_name(&"é".repeat(64), "room name", 64).is_ok());
         assert!(clean_name("a\u{7}b", "room name", 64).unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn names_with_invisible_or_control_characters_are_refused() {
+        let refused = [
+            "a\u{202E}b", // right-to-left override
+            "\u{202A}a",  // left-to-right embedding
+            "a\u{2066}b", // left-to-right isolate
+            "a\u{2069}b", // pop directional isolate
+            "a\u{200B}b", // zero-width space
+            "a\u{200D}b", // zero-width joiner, not between emoji
+            "a\u{200F}b", // right-to-left mark
+            "a\u{2060}b", // word joiner
+            "a\u{2064}b", // invisible plus
+            "\u{FEFF}ab", // byte order mark
+            "a\u{00AD}b", // soft hyphen
+            "a\u{2028}b", // line separator
+            "a\u{E0041}", // tag latin capital A
+            "a\u{1D173}", // musical symbol begin beam
+            "a\u{0}b",
+            "a\nb",
+            "a\u{7F}b",
+            "a\u{85}b", // next line (C1)
+        ];
+        for name in refused {
+            let err = clean_name(name, "user name", 32).unwrap_err();
+            assert!(err.starts_with("user name must not contain control or invisible"), "{name:?}: {err}");
+            assert!(err.contains("(U+"), "{err}");
+        }
+        assert_eq!(
+            clean_name("x\u{202E}y", "room name", 64).unwrap_err(),
+            "room name must not contain control or invisible formatting characters (U+202E)"
+        );
+        // Invisible glue outside an emoji sequence.
+        for name in ["😀\u{200D}", "a\u{200D}😀", "😀\u{200D}a", "a\u{FE0F}\u{200D}😀", "\u{E0067}\u{E007F}x"] {
+            assert!(clean_name(name, "user name", 32).is_err(), "{name:?}");
+        }
+        // Right-to-left scripts, combining marks, variation selectors and emoji sequences
+        // (joined: families, professions, the rainbow flag; tagged: Scotland's flag) are
+        // visible text.
+        let flags = ["🏳️‍🌈 pride", "👩‍💻 devs", "👨‍👩‍👧", "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}"];
+        for name in ["שלום", "مرحبا", "e\u{301}", "☕\u{FE0F}", "日本 😀", "Zoë-ß_1"].into_iter().chain(flags)
+        {
+            assert_eq!(clean_name(name, "user name", 32), Ok(name.to_owned()));
+        }
     }
 
     #[test]

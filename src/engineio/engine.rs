@@ -6,6 +6,7 @@
 //! stream/sink of WebSocket messages, so both can come from a local socket or another node.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, Proto
 use super::payload::{self, PayloadFormat};
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 use super::session::{new_sid, CloseReason, EngineHandler, Session, Sid, UpgradeState};
+use crate::per_address::PerAddress;
 
 /// Engine.IO settings, with the reference server's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,12 @@ pub struct EngineConfig {
     pub outbound_queue: usize,
     /// Most sessions one engine holds; handshakes beyond it are refused.
     pub max_sessions: usize,
+    /// Most sessions from one client address (as the HTTP layer saw it); 0: no limit.
+    pub max_sessions_per_address: usize,
+    /// Most packets in one polling response. Clients cap what they decode (python-engineio
+    /// refuses a payload of more than 16 packets and drops its session); the rest waits,
+    /// in order, for the next poll.
+    pub max_polling_packets: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +56,8 @@ impl Default for EngineConfig {
             upgrade_timeout: Duration::from_millis(10_000),
             outbound_queue: 1024,
             max_sessions: 100_000,
+            max_polling_packets: 16,
+            max_sessions_per_address: 0,
         }
     }
 }
@@ -63,6 +73,11 @@ pub struct Engine {
     /// WebSockets being served: each holds a connection, so a client that stops reading must
     /// not keep one past its session.
     websockets: AtomicUsize,
+    /// Sessions per client address, when `max_sessions_per_address` is set; its lock is
+    /// taken inside the `sessions` lock when both are.
+    per_address: PerAddress,
+    /// Handshakes refused for `max_sessions_per_address` (metrics).
+    refused_per_address: AtomicU64,
 }
 
 impl Engine {
@@ -74,6 +89,8 @@ impl Engine {
             shutdown: CancellationToken::new(),
             queue_full_closes: AtomicU64::new(0),
             websockets: AtomicUsize::new(0),
+            per_address: PerAddress::default(),
+            refused_per_address: AtomicU64::new(0),
         })
     }
 
@@ -109,6 +126,29 @@ impl Engine {
     /// How many sessions were closed because their outbound queue was full.
     pub fn queue_full_closes(&self) -> u64 {
         self.queue_full_closes.load(Ordering::Relaxed)
+    }
+
+    /// How many handshakes were refused because their address had its share of sessions.
+    pub fn refused_per_address(&self) -> u64 {
+        self.refused_per_address.load(Ordering::Relaxed)
+    }
+
+    /// Counts a new session of `addr` against `max_sessions_per_address`.
+    fn admit_address(&self, addr: Option<IpAddr>) -> Result<(), EngineError> {
+        let (Some(addr), max @ 1..) = (addr, self.config.max_sessions_per_address) else { return Ok(()) };
+        if !self.per_address.acquire(addr, max) {
+            self.refused_per_address.fetch_add(1, Ordering::Relaxed);
+            debug!(%addr, max, "sessions per address reached, refusing handshake");
+            return Err(EngineError::TooManySessionsFromAddress);
+        }
+        Ok(())
+    }
+
+    /// Gives back a session's place under `max_sessions_per_address`.
+    fn release_address(&self, addr: Option<IpAddr>) {
+        if let (Some(addr), 1..) = (addr, self.config.max_sessions_per_address) {
+            self.per_address.release(addr);
+        }
     }
 
     /// WebSockets this engine is serving right now (open or closing).
@@ -189,6 +229,7 @@ impl Engine {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
+        let query = query.for_session()?;
         let sid: Sid = sid.map(Sid::from).unwrap_or_else(new_sid);
         if self.lookup(&sid).is_some() {
             return Err(EngineError::BadRequest("session id already in use"));
@@ -200,6 +241,7 @@ impl Engine {
                 tracing::warn!(max = self.config.max_sessions, "session limit reached, refusing handshake");
                 return Err(EngineError::TooManySessions);
             }
+            self.admit_address(session.query().client_addr)?;
             sessions.insert(sid.clone(), session.clone());
         }
         debug!(%sid, "Starting {sid} session");
@@ -222,7 +264,9 @@ impl Engine {
                         _ = engine.shutdown.cancelled() => {}
                     }
                 }
-                engine.sessions.write().unwrap_or_else(|e| e.into_inner()).remove(s.sid());
+                let mut sessions = engine.sessions.write().unwrap_or_else(|e| e.into_inner());
+                sessions.remove(s.sid());
+                engine.release_address(s.query().client_addr);
             }
             .in_current_span(),
         );
@@ -254,7 +298,8 @@ impl Engine {
         Frame::text(PacketType::Open, &json.to_string())
     }
 
-    /// A GET poll: waits for frames, then returns every queued frame that fits in one payload.
+    /// A GET poll: waits for frames, then returns the queued frames that fit in one payload
+    /// (`max_payload` bytes, `max_polling_packets` packets), oldest first.
     async fn poll(&self, session: &Arc<Session>) -> Result<EngineResponse, EngineError> {
         let mut upgrade = session.upgrade.subscribe();
         match *upgrade.borrow_and_update() {
@@ -281,7 +326,7 @@ impl Engine {
             }
         }
         let mut size = frames.iter().map(Frame::len).sum::<usize>();
-        while size < self.config.max_payload {
+        while size < self.config.max_payload && frames.len() < self.config.max_polling_packets {
             match rx.try_recv() {
                 Ok(frame) => {
                     size += frame.len();
@@ -522,11 +567,11 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// The close frame refusing a WebSocket handshake: 1013 (try again later) when the node is
-/// full, 1001 when it is going away, 1008 otherwise; the reason is the Engine.IO message.
+/// The close frame refusing a WebSocket handshake: 1013 (try again later) when the node (or
+/// the client's address) is full, 1001 when it is going away, 1008 otherwise; the reason is the Engine.IO message.
 fn refusal(err: &EngineError) -> CloseFrame {
     let code = match err {
-        EngineError::TooManySessions => CloseCode::Again,
+        EngineError::TooManySessions | EngineError::TooManySessionsFromAddress => CloseCode::Again,
         EngineError::ShuttingDown => CloseCode::Away,
         _ => CloseCode::Policy,
     };
@@ -635,4 +680,75 @@ fn polling_response(session: &Session, frames: &[Frame]) -> EngineResponse {
     let format = PayloadFormat { protocol: session.protocol(), supports_binary: session.supports_binary() };
     let encoded = payload::encode(frames, format);
     EngineResponse { status: 200, content_type: encoded.content_type(), body: encoded.body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engineio::session::Message;
+
+    struct Nop;
+    impl EngineHandler for Nop {
+        fn on_open(&self, _: &Arc<Session>) {}
+        fn on_message(&self, _: &Arc<Session>, _: Message) {}
+        fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
+    }
+
+    fn get(query: &str) -> EngineRequest {
+        EngineRequest {
+            method: Method::Get,
+            query: EngineQuery::parse(query).unwrap(),
+            binary_body: false,
+            body: Bytes::new(),
+            new_sid: None,
+        }
+    }
+
+    /// Polls once and decodes the response's packets.
+    async fn poll(engine: &Arc<Engine>, session: &Session) -> Vec<Packet> {
+        let eio = match session.protocol() {
+            ProtocolVersion::V3 => 3,
+            ProtocolVersion::V4 => 4,
+        };
+        let r = engine.handle_http(get(&format!("EIO={eio}&transport=polling&sid={}", session.sid()))).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        payload::decode(&r.body, session.protocol(), r.content_type == ContentType::Binary).unwrap()
+    }
+
+    /// 40 queued frames (every fifth binary) leave in polls of at most `max_polling_packets`,
+    /// in order, none lost, for both protocol revisions.
+    #[tokio::test]
+    async fn polls_carry_at_most_max_polling_packets() {
+        for eio in [4, 3] {
+            let config = EngineConfig { max_polling_packets: 16, ..EngineConfig::default() };
+            let engine = Engine::new(config, Arc::new(Nop));
+            engine.handle_http(get(&format!("EIO={eio}&transport=polling"))).await;
+            let session = engine.sessions.read().unwrap().values().next().unwrap().clone();
+            let sent: Vec<Frame> = (0..40)
+                .map(|i| match i % 5 {
+                    4 => Frame::Binary(Bytes::from(vec![i as u8; 3])),
+                    _ => Frame::message(&format!("m{i}")),
+                })
+                .collect();
+            for frame in &sent {
+                session.send(frame.clone()).unwrap();
+            }
+            let mut sizes = Vec::new();
+            let mut received = Vec::new();
+            while received.len() < sent.len() {
+                let packets = poll(&engine, &session).await;
+                sizes.push(packets.len());
+                received.extend(packets);
+            }
+            assert_eq!(sizes, [16, 16, 8], "EIO={eio}");
+            let want: Vec<Packet> = (0..40)
+                .map(|i| match i % 5 {
+                    4 => Packet::Binary(Bytes::from(vec![i as u8; 3])),
+                    _ => Packet::Message(format!("m{i}")),
+                })
+                .collect();
+            assert_eq!(received, want, "EIO={eio}");
+            session.close(CloseReason::ServerClose);
+        }
+    }
 }

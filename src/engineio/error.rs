@@ -27,6 +27,12 @@ pub enum EngineError {
     /// The node holds `max_sessions` sessions already: try again later, or another node.
     #[error("Too many sessions")]
     TooManySessions,
+    /// The client's address holds `max_sessions_per_address` sessions already.
+    #[error("Too many sessions from this address")]
+    TooManySessionsFromAddress,
+    /// The request body did not arrive in full within the body timeout.
+    #[error("Request body timeout")]
+    BodyTimeout,
 }
 
 impl EngineError {
@@ -36,7 +42,12 @@ impl EngineError {
             Self::UnknownTransport => 0,
             Self::UnknownSid => 1,
             Self::BadHandshakeMethod => 2,
-            Self::BadRequest(_) | Self::PayloadTooLarge | Self::ShuttingDown | Self::TooManySessions => 3,
+            Self::BadRequest(_)
+            | Self::PayloadTooLarge
+            | Self::ShuttingDown
+            | Self::TooManySessions
+            | Self::TooManySessionsFromAddress
+            | Self::BodyTimeout => 3,
             Self::Forbidden => 4,
             Self::UnsupportedProtocolVersion => 5,
         }
@@ -47,6 +58,8 @@ impl EngineError {
             Self::Forbidden => 403,
             Self::PayloadTooLarge => 413,
             Self::ShuttingDown | Self::TooManySessions => 503,
+            Self::TooManySessionsFromAddress => 429,
+            Self::BodyTimeout => 408,
             _ => 400,
         }
     }
@@ -63,6 +76,8 @@ impl EngineError {
             Self::PayloadTooLarge => "Payload too large",
             Self::ShuttingDown => "Server is shutting down",
             Self::TooManySessions => "Too many sessions",
+            Self::TooManySessionsFromAddress => "Too many sessions from this address",
+            Self::BodyTimeout => "Request body timeout",
         }
     }
 

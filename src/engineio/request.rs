@@ -34,6 +34,11 @@ impl TransportKind {
     }
 }
 
+/// Most application parameters a handshake query may carry (a chat client sends one, `user`).
+pub const MAX_SESSION_PARAMS: usize = 16;
+/// Most bytes of application parameters (names and values, decoded) a handshake may carry.
+pub const MAX_SESSION_QUERY_BYTES: usize = 2048;
+
 /// The query parameters of an Engine.IO request, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineQuery {
@@ -46,6 +51,9 @@ pub struct EngineQuery {
     pub jsonp: Option<u32>,
     /// Every parameter as received, for the application (e.g. the v2 chat's `user`).
     pub params: Vec<(String, String)>,
+    /// Not a parameter: the address the request came from, set by the HTTP layer and carried
+    /// with the query to the session's owner, which counts sessions per client address.
+    pub client_addr: Option<std::net::IpAddr>,
 }
 
 impl EngineQuery {
@@ -69,7 +77,21 @@ impl EngineQuery {
             }
             _ => None,
         };
-        Ok(Self { protocol, transport, sid, b64, jsonp, params })
+        Ok(Self { protocol, transport, sid, b64, jsonp, params, client_addr: None })
+    }
+
+    /// The query a session keeps for its lifetime: the parsed fields and the application's
+    /// parameters only (the protocol's own, `EIO`, `transport`, `sid`, `b64`, `j` and the
+    /// cache-buster `t`, are dropped), refused past [`MAX_SESSION_PARAMS`] parameters or
+    /// [`MAX_SESSION_QUERY_BYTES`]: a session lives long, and a URL may hold 64 KiB.
+    pub fn for_session(mut self) -> Result<Self, EngineError> {
+        const PROTOCOL_PARAMS: [&str; 6] = ["EIO", "transport", "sid", "b64", "j", "t"];
+        self.params.retain(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()));
+        let bytes: usize = self.params.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.params.len() > MAX_SESSION_PARAMS || bytes > MAX_SESSION_QUERY_BYTES {
+            return Err(EngineError::BadRequest("handshake query too long"));
+        }
+        Ok(self)
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -134,6 +156,22 @@ mod tests {
         assert!(q.b64);
         assert_eq!(q.jsonp, Some(2));
         assert_eq!(q.param("user"), Some("alïce"));
+    }
+
+    #[test]
+    fn sessions_keep_the_application_parameters_within_bounds() {
+        let q = EngineQuery::parse("EIO=3&transport=polling&t=N1x&b64=1&user=al%C3%AFce&room=a").unwrap();
+        let kept = q.clone().for_session().unwrap();
+        assert_eq!(kept.params, [("user".to_owned(), "alïce".to_owned()), ("room".to_owned(), "a".to_owned())]);
+        assert_eq!((kept.protocol, kept.b64, kept.jsonp), (q.protocol, q.b64, q.jsonp));
+        let many: String = (0..=MAX_SESSION_PARAMS).map(|i| format!("&p{i}=v")).collect();
+        let q = EngineQuery::parse(&format!("EIO=4&transport=polling{many}")).unwrap();
+        assert_eq!(q.for_session(), Err(EngineError::BadRequest("handshake query too long")));
+        let long = "x".repeat(MAX_SESSION_QUERY_BYTES);
+        let q = EngineQuery::parse(&format!("EIO=4&transport=polling&user={long}")).unwrap();
+        assert_eq!(q.for_session(), Err(EngineError::BadRequest("handshake query too long")));
+        let fits = "x".repeat(MAX_SESSION_QUERY_BYTES - 4);
+        assert!(EngineQuery::parse(&format!("EIO=4&transport=polling&t=1&user={fits}")).unwrap().for_session().is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The Socket.IO server: sits on an Engine.IO engine as its [`EngineHandler`] and dispatches
 //! each client's packets to namespaces, reassembling binary packets on the way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,11 +22,22 @@ pub struct SocketIoConfig {
     pub connect_timeout: Duration,
     /// Most binary attachments one packet may announce.
     pub max_attachments: usize,
+    /// Most bytes of attachments one packet may bring, all together (each is also bounded by
+    /// the engine's `max_payload`, but ten of them would be ten times that).
+    pub max_attachment_bytes: usize,
+    /// Time a packet's attachments have to arrive, from its header: a client that announces
+    /// attachments and never sends them holds the half packet no longer.
+    pub attachment_timeout: Duration,
 }
 
 impl Default for SocketIoConfig {
     fn default() -> Self {
-        Self { connect_timeout: Duration::from_secs(45), max_attachments: 10 }
+        Self {
+            connect_timeout: Duration::from_secs(45),
+            max_attachments: 10,
+            max_attachment_bytes: 1_000_000,
+            attachment_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -35,8 +46,28 @@ struct Client {
     revision: Revision,
     /// Namespace name → socket. Usually one or two entries.
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
-    /// A binary packet waiting for its attachments.
-    partial: Mutex<Option<(Packet, Vec<Bytes>)>>,
+    /// Namespaces whose CONNECT is being handled (with a `pid`, after an async look-up): a
+    /// slot reserved before the look-up, so a repeated CONNECT is a duplicate at once instead
+    /// of registering a second socket (a ghost member of the first one's rooms) later.
+    connecting: Mutex<HashSet<String>>,
+    /// A binary packet waiting for its attachments, and its deadline's timer.
+    partial: Mutex<Attachments>,
+}
+
+/// The reassembly of one binary packet.
+#[derive(Default)]
+struct Attachments {
+    pending: Option<Partial>,
+    /// Whether a timer task watches `pending`'s deadline: one per client at most, however
+    /// many binary packets it sends.
+    timer: bool,
+}
+
+struct Partial {
+    packet: Packet,
+    binary: Vec<Bytes>,
+    bytes: usize,
+    deadline: tokio::time::Instant,
 }
 
 pub struct SocketIo {
@@ -131,6 +162,34 @@ impl SocketIo {
         }
     }
 
+    /// Holds a binary packet's header until its attachments arrive, before its deadline.
+    fn await_attachments(&self, session: &Arc<Session>, client: &Arc<Client>, packet: Packet) {
+        let deadline = tokio::time::Instant::now() + self.config.attachment_timeout;
+        let mut partial = client.partial.lock().unwrap_or_else(|e| e.into_inner());
+        partial.pending = Some(Partial { packet, binary: Vec::new(), bytes: 0, deadline });
+        if !std::mem::replace(&mut partial.timer, true) {
+            let (session, client) = (session.clone(), client.clone());
+            tokio::spawn(attachment_timer(session, client).in_current_span());
+        }
+    }
+
+    /// Adds an attachment to the pending packet; returns the packet once complete, or why the
+    /// session must close.
+    fn attachment(&self, client: &Client, data: Bytes) -> Result<Option<(Packet, Vec<Bytes>)>, &'static str> {
+        let mut partial = client.partial.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(pending) = partial.pending.as_mut() else { return Err("unexpected binary message") };
+        pending.bytes += data.len();
+        if pending.bytes > self.config.max_attachment_bytes {
+            partial.pending = None;
+            return Err("binary attachments too large");
+        }
+        pending.binary.push(data);
+        if pending.binary.len() < pending.packet.attachments {
+            return Ok(None);
+        }
+        Ok(partial.pending.take().map(|p| (p.packet, p.binary)))
+    }
+
     fn socket(&self, client: &Client, nsp: &str) -> Option<Arc<Socket>> {
         client.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(nsp).cloned()
     }
@@ -146,10 +205,10 @@ impl SocketIo {
             let _ = session.send(Frame::message(&encode(&Packet::new(PacketType::ConnectError, &nsp, Some(data)))));
             return;
         };
-        if client.sockets.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&nsp) {
+        let Some(slot) = Slot::reserve(client, &nsp) else {
             debug!(%nsp, "duplicate CONNECT ignored");
             return;
-        }
+        };
         let mut query = session.query().params.clone();
         if let Some(q) = &packet.query {
             query.extend(url::form_urlencoded::parse(q.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
@@ -160,7 +219,13 @@ impl SocketIo {
         if let (Some(pid), Some(_), Revision::V5) = (pid, ns.recovery(), client.revision) {
             let offset = req.auth.get("offset").and_then(Value::as_str).map(str::to_owned);
             let (session, client, ns) = (session.clone(), client.clone(), ns.clone());
-            tokio::spawn(async move { restore(&session, &client, &ns, req, pid, offset).await }.in_current_span());
+            tokio::spawn(
+                async move {
+                    restore(&session, &client, &ns, req, pid, offset).await;
+                    drop(slot);
+                }
+                .in_current_span(),
+            );
             return;
         }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
@@ -174,6 +239,60 @@ impl SocketIo {
                 ns.after_connect(&socket);
             }
         }
+    }
+}
+
+/// Closes the session of a client whose pending binary packet outlives its deadline; ends
+/// when no packet is pending (the next one starts a new timer) or the session closes.
+async fn attachment_timer(session: Arc<Session>, client: Arc<Client>) {
+    loop {
+        let deadline = {
+            let mut partial = client.partial.lock().unwrap_or_else(|e| e.into_inner());
+            match &partial.pending {
+                Some(p) if p.deadline <= tokio::time::Instant::now() => {
+                    partial.pending = None;
+                    partial.timer = false;
+                    drop(partial);
+                    debug!(sid = %session.sid(), "binary attachments not received in time, closing");
+                    session.close(CloseReason::TransportError("binary attachments timed out"));
+                    return;
+                }
+                Some(p) => p.deadline,
+                None => {
+                    partial.timer = false;
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = session.closed() => return,
+        }
+    }
+}
+
+/// A client's namespace slot, reserved while its CONNECT is handled; freed on drop, by
+/// which time the socket is registered (or refused).
+struct Slot {
+    client: Arc<Client>,
+    nsp: String,
+}
+
+impl Slot {
+    /// `None` if the client has a socket in `nsp` or a CONNECT to it in progress. The check
+    /// and the reservation happen under the sockets lock, so two CONNECTs cannot both pass.
+    fn reserve(client: &Arc<Client>, nsp: &str) -> Option<Self> {
+        let sockets = client.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let free = !sockets.contains_key(nsp)
+            && client.connecting.lock().unwrap_or_else(|e| e.into_inner()).insert(nsp.to_owned());
+        drop(sockets);
+        free.then(|| Self { client: client.clone(), nsp: nsp.to_owned() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.client.connecting.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.nsp);
     }
 }
 
@@ -291,7 +410,12 @@ impl EngineHandler for SocketIo {
             ProtocolVersion::V3 => Revision::V4,
             ProtocolVersion::V4 => Revision::V5,
         };
-        let client = Arc::new(Client { revision, sockets: Mutex::new(HashMap::new()), partial: Mutex::new(None) });
+        let client = Arc::new(Client {
+            revision,
+            sockets: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashSet::new()),
+            partial: Mutex::new(Attachments::default()),
+        });
         self.clients.lock().unwrap_or_else(|e| e.into_inner()).insert(session.sid().clone(), client.clone());
         if revision == Revision::V4 && self.namespaces.contains_key("/") {
             // Revision 4 clients are connected to the main namespace without asking.
@@ -319,14 +443,14 @@ impl EngineHandler for SocketIo {
         let Some(client) = self.client(session.sid()) else { return };
         let complete = match message {
             Message::Text(text) => {
-                if client.partial.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                if client.partial.lock().unwrap_or_else(|e| e.into_inner()).pending.is_some() {
                     debug!(sid = %session.sid(), "text packet while attachments were expected, closing");
                     session.close(CloseReason::TransportError("missing binary attachments"));
                     return;
                 }
                 match decode(&text, client.revision, self.config.max_attachments) {
                     Ok(packet) if packet.attachments > 0 => {
-                        *client.partial.lock().unwrap_or_else(|e| e.into_inner()) = Some((packet, Vec::new()));
+                        self.await_attachments(session, &client, packet);
                         None
                     }
                     Ok(packet) => Some((packet, Vec::new())),
@@ -337,25 +461,14 @@ impl EngineHandler for SocketIo {
                     }
                 }
             }
-            Message::Binary(data) => {
-                let mut partial = client.partial.lock().unwrap_or_else(|e| e.into_inner());
-                match partial.as_mut() {
-                    Some((packet, binary)) => {
-                        binary.push(data);
-                        if binary.len() == packet.attachments {
-                            partial.take()
-                        } else {
-                            None
-                        }
-                    }
-                    None => {
-                        drop(partial);
-                        debug!(sid = %session.sid(), "unexpected binary message, closing");
-                        session.close(CloseReason::TransportError("unexpected binary message"));
-                        return;
-                    }
+            Message::Binary(data) => match self.attachment(&client, data) {
+                Ok(complete) => complete,
+                Err(reason) => {
+                    debug!(sid = %session.sid(), reason, "closing");
+                    session.close(CloseReason::TransportError(reason));
+                    return;
                 }
-            }
+            },
         };
         if let Some((packet, binary)) = complete {
             self.on_packet(session, &client, packet, binary);

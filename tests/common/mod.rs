@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clusterchat::cluster::router::Router;
 use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
-use clusterchat::http::HttpState;
+use clusterchat::http::{EdgePolicy, HttpState};
 use clusterchat::server::{ConnectionLimits, Server};
 use clusterchat::socketio::{AckError, AckResponse, NamespaceBuilder, SocketIo, SocketIoConfig};
 use futures_util::{SinkExt, StreamExt};
@@ -136,8 +136,15 @@ pub struct TestServerBuilder {
 }
 
 impl TestServerBuilder {
+    /// The engine's `max_payload`, which also bounds a packet's attachments (as in a node).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.engine.max_payload = bytes;
+        self.socketio.max_attachment_bytes = bytes;
+        self
+    }
+
+    pub fn attachment_timeout(mut self, timeout: Duration) -> Self {
+        self.socketio.attachment_timeout = timeout;
         self
     }
 
@@ -168,7 +175,7 @@ impl TestServerBuilder {
             membership: None,
             metrics: None,
             web_dir: None,
-            cors_origins: vec!["*".into()],
+            policy: EdgePolicy::open(),
             draining: Default::default(),
             tasks: TaskTracker::new(),
         });

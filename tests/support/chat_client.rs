@@ -115,10 +115,18 @@ impl RustClient {
 /// Runs a client script of tests/clients against `url` to completion, and fails with its
 /// output unless it exits 0 having passed all three transport modes.
 pub async fn run_client_script(program: &str, script: &str, url: &str) {
+    let stdout = run_script(program, script, &[url]).await;
+    // Every transport mode ran and passed: the scripts end with "N passed, 0 failed".
+    assert!(stdout.contains("3 passed, 0 failed"), "{script} did not run all three modes:\n{stdout}");
+}
+
+/// Runs a script of tests/clients with `args` to completion; fails with its output unless
+/// it exits 0. Returns its standard output.
+pub async fn run_script(program: &str, script: &str, args: &[&str]) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(script);
     let child = tokio::process::Command::new(program)
         .arg(&path)
-        .arg(url)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -128,9 +136,8 @@ pub async fn run_client_script(program: &str, script: &str, url: &str) {
         .await
         .unwrap_or_else(|_| panic!("{script} did not finish within {CLIENT_TIMEOUT:?}"))
         .expect("client output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{script} failed ({}):\n{stdout}\n{stderr}", output.status);
-    // Every transport mode ran and passed: the scripts end with "N passed, 0 failed".
-    assert!(stdout.contains("3 passed, 0 failed"), "{script} did not run all three modes:\n{stdout}");
+    stdout
 }
