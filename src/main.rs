@@ -41,8 +41,9 @@ struct InspectArgs {
     /// Cluster id of the ring [default: clusterchat].
     #[arg(long)]
     cluster_id: Option<String>,
-    /// Also show which node owns this session id, and whether it is live.
-    #[arg(long)]
+    /// Also show which node owns this session id, and whether it is live. (Session ids may
+    /// start with `-`.)
+    #[arg(long, allow_hyphen_values = true)]
     sid: Option<String>,
     /// Also show which node owns this room, and which nodes have members in it.
     #[arg(long)]

@@ -95,7 +95,7 @@ async fn inspect_reports_members_rooms_and_owners() {
     );
 
     // The text form: an aligned member table, the room table, the answers.
-    let out = inspect(&cluster, &[&seeds[..], &["--sid", "x.node9", "--room", "empty"]].concat()).await;
+    let out = inspect(&cluster, &[&seeds[..], &["--sid", "-x.node9", "--room", "empty"]].concat()).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("3 live, 0 dead"), "{text}");
@@ -105,7 +105,7 @@ async fn inspect_reports_members_rooms_and_owners() {
     assert_eq!(rows.len(), 3, "{text}");
     assert!(rows.iter().all(|r| r[ready_column..].starts_with("yes")), "aligned: {text}");
     assert!(text.lines().any(|l| l.starts_with(&owner) && l.ends_with(room)), "room table: {text}");
-    assert!(text.contains("session x.node9: owned by node9 (not a live member"), "{text}");
+    assert!(text.contains("session -x.node9: owned by node9 (not a live member"), "{text}");
     assert!(text.contains("room /chat empty: owned by node"), "{text}");
 
     // The observers have left; the nodes' view never changed.
