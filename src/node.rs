@@ -365,6 +365,7 @@ impl Node {
                 let _ = c.rpc_task.await;
                 c.cluster.peers.close_all();
                 c.cluster.membership.shutdown().await;
+                c.rooms.shutdown();
             }
             info!("left");
             match failed {

@@ -101,6 +101,9 @@ pub struct ClusterRooms {
     moving: Mutex<HashSet<String>>,
     /// Wakes the advertiser when `Tables::unadvertised` gained a room.
     advertise: Arc<tokio::sync::Notify>,
+    /// Cancelled by [`ClusterRooms::shutdown`]: the long-lived tasks (membership follower,
+    /// advertiser, per-peer pushers) end with it.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl ClusterRooms {
@@ -124,13 +127,24 @@ impl ClusterRooms {
             hand_overs: tokio_util::task::TaskTracker::new(),
             moving: Mutex::new(HashSet::new()),
             advertise: Arc::default(),
+            stop: tokio_util::sync::CancellationToken::new(),
         });
         for ns in rooms.namespaces.values() {
-            ns.set_adapter(rooms.clone());
+            let adapter: std::sync::Weak<dyn Adapter> = Arc::downgrade(&rooms) as _;
+            ns.set_adapter(adapter);
         }
         tokio::spawn(rooms.clone().follow_membership().in_current_span());
-        tokio::spawn(advertise_rooms(Arc::downgrade(&rooms), rooms.advertise.clone()).in_current_span());
+        tokio::spawn(
+            advertise_rooms(Arc::downgrade(&rooms), rooms.advertise.clone(), rooms.stop.clone()).in_current_span(),
+        );
         rooms
+    }
+
+    /// Stops the long-lived tasks; what is still queued for peers is dropped (a leaving node
+    /// has already flushed its hand-overs, see [`ClusterRooms::settle`]).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -185,7 +199,12 @@ impl ClusterRooms {
 
     /// Drains one peer's queue in order over its RPC connection.
     async fn pusher(self: Arc<Self>, node: String, mut rx: mpsc::Receiver<Outgoing>) {
-        while let Some(item) = rx.recv().await {
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = self.stop.cancelled() => None,
+            };
+            let Some(item) = item else { break };
             let push = match item {
                 Outgoing::Push(push) => push,
                 Outgoing::Flush(done) => {
@@ -405,8 +424,9 @@ impl ClusterRooms {
         loop {
             let members = changes.borrow_and_update().clone();
             self.membership_changed(&members);
-            if changes.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = self.stop.cancelled() => return,
             }
         }
     }
@@ -487,20 +507,19 @@ impl ClusterRooms {
     }
 }
 
-impl Drop for ClusterRooms {
-    fn drop(&mut self) {
-        // The advertiser holds the rooms weakly: woken, it finds them gone and ends.
-        self.advertise.notify_one();
-    }
-}
-
 /// Keeps this node's `room:` gossip keys in line with its rooms with local members: one task,
 /// so a quick join and leave can never leave their set and delete applied out of order; each
-/// round costs in proportion to the rooms that changed. Ends with the rooms (it holds them
-/// weakly).
-async fn advertise_rooms(rooms: std::sync::Weak<ClusterRooms>, wake: Arc<tokio::sync::Notify>) {
+/// round costs in proportion to the rooms that changed. Ends with [`ClusterRooms::shutdown`].
+async fn advertise_rooms(
+    rooms: std::sync::Weak<ClusterRooms>,
+    wake: Arc<tokio::sync::Notify>,
+    stop: tokio_util::sync::CancellationToken,
+) {
     loop {
-        wake.notified().await;
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = stop.cancelled() => return,
+        }
         let Some(rooms) = rooms.upgrade() else { return };
         let changes: Vec<(String, Option<&'static str>)> = {
             let mut t = rooms.tables();

@@ -155,8 +155,9 @@ pub struct Namespace {
     /// The histories of the rooms this node owns (all rooms, on a node of its own).
     history: Option<RoomHistory>,
     recovery: Option<Arc<Recovery>>,
-    /// Set once when the node joins a cluster; absent, rooms are this node's only.
-    adapter: OnceLock<Arc<dyn Adapter>>,
+    /// Set once when the node joins a cluster; absent, rooms are this node's only. Weak: the
+    /// adapter holds the namespace, and a node that stopped must free both.
+    adapter: OnceLock<std::sync::Weak<dyn Adapter>>,
     /// Connected sockets by socket id. std locks: only held for map operations.
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     /// Room → member socket ids.
@@ -170,11 +171,17 @@ impl Namespace {
         &self.name
     }
 
-    /// Extends the rooms of this namespace over the cluster; only the first call counts.
-    pub fn set_adapter(&self, adapter: Arc<dyn Adapter>) {
+    /// Extends the rooms of this namespace over the cluster; only the first call counts. The
+    /// namespace holds it weakly: whoever runs the node owns it.
+    pub fn set_adapter(&self, adapter: std::sync::Weak<dyn Adapter>) {
         if self.adapter.set(adapter).is_err() {
             tracing::warn!(nsp = %self.name, "namespace already has an adapter");
         }
+    }
+
+    /// The adapter, while the node that set it runs.
+    fn adapter(&self) -> Option<Arc<dyn Adapter>> {
+        self.adapter.get().and_then(std::sync::Weak::upgrade)
     }
 
     pub(crate) fn connect(&self, socket: &Arc<Socket>, req: &ConnectRequest) -> Result<(), String> {
@@ -226,7 +233,7 @@ impl Namespace {
         if let Some(f) = &self.on_disconnect {
             f(socket, reason);
         }
-        if let (Some(pid), Some(adapter)) = (parked, self.adapter.get()) {
+        if let (Some(pid), Some(adapter)) = (parked, self.adapter()) {
             adapter.hand_over(&self.name, &pid);
         }
     }
@@ -317,7 +324,7 @@ impl Namespace {
 
     /// Finds a parked session here or, through the adapter, on its keeper.
     pub(crate) fn find_parked(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
-        match (&self.recovery, self.adapter.get()) {
+        match (&self.recovery, self.adapter()) {
             (None, _) => Box::pin(std::future::ready(None)),
             (Some(_), Some(adapter)) => adapter.find_parked(&self.name, pid, offset),
             (Some(r), None) => {
@@ -335,7 +342,7 @@ impl Namespace {
         pid: &str,
         offset: Option<&str>,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
-        match self.adapter.get() {
+        match self.adapter() {
             Some(adapter) => adapter.take_parked(&found.node, &self.name, pid, offset),
             None => self.take_complete(pid, offset),
         }
@@ -354,7 +361,7 @@ impl Namespace {
     /// Reports a room's local members to the adapter, at once; the returned future resolves
     /// when the other nodes know.
     fn room_changed(&self, room: &str) -> BoxFuture<'static, ()> {
-        match self.adapter.get() {
+        match self.adapter() {
             Some(adapter) => adapter.room_changed(&self.name, room, self.local_labels(room)),
             None => Box::pin(std::future::ready(())),
         }
@@ -382,7 +389,7 @@ impl Namespace {
     /// Presence labels of the room's members on every node, sorted and distinct.
     pub fn room_labels(&self, room: &str) -> Vec<String> {
         let mut labels = self.local_labels(room);
-        if let Some(adapter) = self.adapter.get() {
+        if let Some(adapter) = self.adapter() {
             labels.extend(adapter.remote_labels(&self.name, room));
         }
         labels.retain(|l| l != PARKED_LABEL);
@@ -410,7 +417,7 @@ impl Namespace {
         if self.history.is_none() {
             return;
         }
-        match self.adapter.get() {
+        match self.adapter() {
             Some(adapter) => adapter.record(&self.name, room, entry),
             None => self.record_local(room, entry),
         }
@@ -418,7 +425,7 @@ impl Namespace {
 
     /// The room's history, oldest first, from the room's owner node.
     pub fn history(&self, room: &str) -> BoxFuture<'static, Vec<String>> {
-        match (&self.history, self.adapter.get()) {
+        match (&self.history, self.adapter()) {
             (None, _) => Box::pin(std::future::ready(Vec::new())),
             (Some(_), Some(adapter)) => adapter.history(&self.name, room),
             (Some(_), None) => Box::pin(std::future::ready(self.local_history(room))),
@@ -446,7 +453,7 @@ impl Namespace {
         }
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
         self.deliver_local(room, offset.as_deref(), &frames);
-        if let Some(adapter) = self.adapter.get() {
+        if let Some(adapter) = self.adapter() {
             adapter.publish(&self.name, room, offset.as_deref(), &frames);
         }
     }

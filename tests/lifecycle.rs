@@ -1,0 +1,40 @@
+//! A node's whole life: it starts, serves chat across a cluster, shuts down, and leaves
+//! nothing behind: no task of its own still running, its engine and rooms freed.
+
+mod common;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cluster::ChatClient;
+use support::cluster::TestCluster;
+
+#[test]
+fn a_cluster_that_shut_down_leaves_no_task_and_frees_its_state() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let metrics = runtime.metrics();
+    let before = metrics.num_alive_tasks();
+    let (engine, rooms) = runtime.block_on(async {
+        let cluster = TestCluster::chat(3).await;
+        let (a, b) = (cluster.node(0).http_addr(), cluster.node(2).http_addr());
+        let mut alice = ChatClient::connect(a, "alice").await;
+        let mut bob = ChatClient::connect(b, "bob").await;
+        alice.join(b, "lobby").await;
+        bob.join(a, "lobby").await;
+        let message = format!("42/chat,{}", serde_json::json!(["chat message", { "room": "lobby", "message": "hi" }]));
+        alice.post(a, &message).await;
+        bob.expect(b, "42/chat,[\"chat message\"").await;
+        let engine = Arc::downgrade(cluster.node(0).engine());
+        let rooms = Arc::downgrade(cluster.node(0).rooms().unwrap());
+        cluster.shutdown().await;
+        (engine, rooms)
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metrics.num_alive_tasks() > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metrics.num_alive_tasks(), before, "tasks still running after every node shut down");
+    assert!(engine.upgrade().is_none(), "a stopped node's engine is still held");
+    assert!(rooms.upgrade().is_none(), "a stopped node's cluster rooms are still held");
+}
