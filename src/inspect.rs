@@ -440,7 +440,10 @@ mod tests {
                 rpc: Some(SocketAddr::from(([127, 0, 0, 1], port + 1000))),
                 ready,
                 heartbeat: 42,
-                rooms: rooms.iter().map(|r| ("/chat".to_owned(), (*r).to_owned())).collect::<BTreeSet<_>>(),
+                rooms: std::sync::Arc::new(
+                    rooms.iter().map(|r| ("/chat".to_owned(), (*r).to_owned())).collect::<BTreeSet<_>>(),
+                ),
+                version: 1,
             },
             live,
         }

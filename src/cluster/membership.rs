@@ -72,7 +72,11 @@ pub struct MemberInfo {
     pub ready: bool,
     pub heartbeat: u64,
     /// Rooms with local members on that node, as `(namespace, room)`, from its `room:` keys.
-    pub rooms: std::collections::BTreeSet<(String, String)>,
+    /// Shared: decoded again only when the node's state changed (see `version`), so a
+    /// membership change costs in proportion to the nodes whose keys changed.
+    pub rooms: Arc<std::collections::BTreeSet<(String, String)>>,
+    /// The node state's version: it grows with every key the node sets or deletes.
+    pub version: u64,
 }
 
 /// A node as the gossip state knows it, whether the failure detector deems it live or not.
@@ -97,7 +101,19 @@ impl MemberInfo {
             rpc: state.get(KEY_RPC).and_then(|v| v.parse().ok()),
             ready: state.get(KEY_READY) == Some("1"),
             heartbeat: u64::from(state.heartbeat()),
-            rooms: state.key_values().filter_map(|(k, _)| decode_room_key(k)).collect(),
+            rooms: Arc::new(state.key_values().filter_map(|(k, _)| decode_room_key(k)).collect()),
+            version: state.max_version(),
+        }
+    }
+
+    /// The node's info now: `previous` (its info at the last change) if its keys have not
+    /// changed since, with the new heartbeat, else decoded afresh.
+    fn from_state_since(id: &ChitchatId, state: &NodeState, previous: Option<&MemberInfo>) -> Self {
+        match previous {
+            Some(p) if p.generation == id.generation_id && p.version == state.max_version() => {
+                MemberInfo { heartbeat: u64::from(state.heartbeat()), ..p.clone() }
+            }
+            _ => Self::from_state(id, state),
         }
     }
 }
@@ -294,12 +310,16 @@ async fn watch_members(
     tx: watch::Sender<Arc<Members>>,
     stop: CancellationToken,
 ) {
+    // Every live node's info at the last change, observers included, by id and generation.
+    let mut known: BTreeMap<ChitchatId, MemberInfo> = BTreeMap::new();
     loop {
         let members = {
             let nodes = live.borrow_and_update();
             let mut members = Members::default();
+            known.retain(|id, _| nodes.contains_key(id));
             for (id, state) in nodes.iter() {
-                let info = MemberInfo::from_state(id, state);
+                let info = MemberInfo::from_state_since(id, state, known.get(id));
+                known.insert(id.clone(), info.clone());
                 if !info.is_member() {
                     continue;
                 }
@@ -376,6 +396,7 @@ mod tests {
             ready: true,
             heartbeat: 5,
             rooms: Default::default(),
+            version: 3,
         };
         let members = |info: MemberInfo| Members { nodes: [(info.node_id.clone(), info)].into() };
         let a = members(info.clone());

@@ -71,6 +71,10 @@ struct Tables {
     presence: HashMap<RoomId, BTreeMap<String, Vec<String>>>,
     /// Remote subscriptions known from gossip: room → nodes.
     gossip: HashMap<RoomId, BTreeSet<String>>,
+    /// Each remote node's room set as last applied to `gossip`.
+    applied: HashMap<String, Arc<BTreeSet<RoomId>>>,
+    /// Subscriptions seen in gossip whose node's members we have not heard of yet.
+    unconfirmed: BTreeSet<(String, RoomId)>,
     /// Live node ids, as of the last membership change.
     live: BTreeSet<String>,
     /// Rooms whose first local member's Subscribe round trip is under way: later local joiners
@@ -431,41 +435,63 @@ impl ClusterRooms {
         }
     }
 
+    /// Applies a membership change in proportion to what changed: only nodes whose room set
+    /// is a new one (`MemberInfo::rooms` is shared while a node's keys stay the same) are
+    /// diffed into the subscriber table, presence is scanned only when a node left, and only
+    /// subscriptions new in gossip (or still unconfirmed) are checked for a missed word.
     fn membership_changed(self: &Arc<Self>, members: &Members) {
         let mut lost: Vec<(RoomId, Vec<String>)> = Vec::new();
         let mut repair: Vec<(String, RoomId)> = Vec::new();
         {
             let mut t = self.tables();
-            t.live = members.nodes.keys().cloned().collect();
-            t.gossip.clear();
+            let t = &mut *t;
+            let gone: Vec<String> = t.applied.keys().filter(|n| !members.nodes.contains_key(*n)).cloned().collect();
+            for node in &gone {
+                let rooms = t.applied.remove(node).unwrap_or_default();
+                for id in rooms.iter() {
+                    unsubscribe(&mut t.gossip, id, node);
+                }
+            }
             for m in members.nodes.values().filter(|m| m.node_id != self.node_id) {
-                for id in &m.rooms {
+                let before = t.applied.get(&m.node_id);
+                if before.is_some_and(|b| Arc::ptr_eq(b, &m.rooms)) {
+                    continue;
+                }
+                let before = before.cloned().unwrap_or_default();
+                for id in before.difference(&m.rooms) {
+                    unsubscribe(&mut t.gossip, id, &m.node_id);
+                }
+                for id in m.rooms.difference(&before) {
                     t.gossip.entry(id.clone()).or_default().insert(m.node_id.clone());
+                    t.unconfirmed.insert((m.node_id.clone(), id.clone()));
                 }
+                t.applied.insert(m.node_id.clone(), m.rooms.clone());
             }
-            let live = t.live.clone();
-            for (id, nodes) in t.presence.iter_mut() {
-                let gone: Vec<String> = nodes.keys().filter(|n| !live.contains(*n)).cloned().collect();
-                let mut left = Vec::new();
-                for node in gone {
-                    left.extend(nodes.remove(&node).unwrap_or_default());
-                }
-                if !left.is_empty() {
-                    lost.push((id.clone(), left));
-                }
-            }
-            t.presence.retain(|_, nodes| !nodes.is_empty());
-            // A node subscribed by gossip whose members we never heard of, in a room we have
-            // members in: a direct word was missed. Ask it.
-            for (id, nodes) in &t.gossip {
-                if t.local.contains(id) {
-                    for node in nodes {
-                        if t.presence.get(id).is_none_or(|p| !p.contains_key(node)) {
-                            repair.push((node.clone(), id.clone()));
-                        }
+            let live: BTreeSet<String> = members.nodes.keys().cloned().collect();
+            if live != t.live {
+                for (id, nodes) in t.presence.iter_mut() {
+                    let gone: Vec<String> = nodes.keys().filter(|n| !live.contains(*n)).cloned().collect();
+                    let mut left = Vec::new();
+                    for node in gone {
+                        left.extend(nodes.remove(&node).unwrap_or_default());
+                    }
+                    if !left.is_empty() {
+                        lost.push((id.clone(), left));
                     }
                 }
+                t.presence.retain(|_, nodes| !nodes.is_empty());
+                t.live = live;
             }
+            // A node subscribed by gossip whose members we never heard of, in a room we have
+            // members in: a direct word was missed. Ask it; asked again at each change until
+            // its answer (or its leaving) settles it.
+            let (gossip, presence, local) = (&t.gossip, &t.presence, &t.local);
+            t.unconfirmed.retain(|(node, id)| {
+                let subscribed = gossip.get(id).is_some_and(|nodes| nodes.contains(node));
+                let heard = presence.get(id).is_some_and(|p| p.contains_key(node));
+                subscribed && !heard
+            });
+            repair.extend(t.unconfirmed.iter().filter(|(_, id)| local.contains(id)).cloned());
         }
         for ((nsp, room), left) in lost {
             debug!(%room, ?left, "members lost with their node");
@@ -527,6 +553,16 @@ async fn advertise_rooms(
             dirty.into_iter().map(|id| (room_key(&id.0, &id.1), t.local.contains(&id).then_some("1"))).collect()
         };
         rooms.membership.update(changes).await;
+    }
+}
+
+/// Removes `node` from the room's gossip subscribers (and the room, once nobody is left).
+fn unsubscribe(gossip: &mut HashMap<RoomId, BTreeSet<String>>, id: &RoomId, node: &str) {
+    if let Some(nodes) = gossip.get_mut(id) {
+        nodes.remove(node);
+        if nodes.is_empty() {
+            gossip.remove(id);
+        }
     }
 }
 
@@ -760,7 +796,8 @@ mod tests {
             rpc: Some(addr),
             ready,
             heartbeat: 0,
-            rooms: BTreeSet::new(),
+            rooms: Default::default(),
+            version: 0,
         }
     }
 
