@@ -111,9 +111,9 @@ async fn python_polling_clients_under_a_burst_keep_their_sessions() {
     let cluster = TestCluster::chat(3).await;
     let proxy = proxy_over(&cluster).await;
     let url = proxy.url();
-    // A generous wait: 2,880 deliveries take about 2 s here, but on a starved machine (the
-    // other tests of this binary run at once) the clients' long-polls can fall far behind.
-    let out = run_script("python3", "polling_burst.py", &[&url, "--clients=12", "--messages=30", "--timeout=60"]).await;
+    // Each client waits at most 25 s for its messages (2,880 deliveries take about 2 s here),
+    // and the script's own watchdog (4 x 25 s) reports a hang before the runner's 120 s.
+    let out = run_script("python3", "polling_burst.py", &[&url, "--clients=12", "--messages=30", "--timeout=25"]).await;
     assert!(out.contains("polling burst: PASS"), "{out}");
     println!("{}", out.trim());
     cluster.shutdown().await;
