@@ -63,7 +63,9 @@ impl PacketType {
 /// A decoded incoming packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    Open,
+    /// The handshake, with its JSON data (`sid`, `upgrades`, `pingInterval`, ...). Only servers
+    /// send it; the data is kept so that a client (the load generator) can read its session id.
+    Open(String),
     Close,
     /// A ping, with its optional data (`probe` during an upgrade).
     Ping(String),
@@ -103,7 +105,7 @@ pub fn decode_text(s: &str, protocol: ProtocolVersion) -> Result<Packet, PacketE
     let ty = PacketType::from_digit(first).ok_or_else(|| PacketError::UnknownType(s.chars().next().unwrap_or('?')))?;
     let data = &s[1..];
     Ok(match ty {
-        PacketType::Open => Packet::Open,
+        PacketType::Open => Packet::Open(data.to_owned()),
         PacketType::Close => Packet::Close,
         PacketType::Ping => Packet::Ping(data.to_owned()),
         PacketType::Pong => Packet::Pong(data.to_owned()),
@@ -192,6 +194,7 @@ mod tests {
 
     #[test]
     fn decodes_every_text_type() {
+        assert_eq!(decode_text(r#"0{"sid":"a"}"#, V4), Ok(Packet::Open(r#"{"sid":"a"}"#.into())));
         assert_eq!(decode_text("1", V4), Ok(Packet::Close));
         assert_eq!(decode_text("2probe", V4), Ok(Packet::Ping("probe".into())));
         assert_eq!(decode_text("3", V4), Ok(Packet::Pong(String::new())));
