@@ -1,6 +1,7 @@
 //! `chatbench`, the load generator: simulated chat users speaking Engine.IO v4 / Socket.IO v5
 //! over WebSocket or long-polling against clusterchat (or any server of the same `/chat`
-//! protocol, such as the socket.io peer in `bench/`), one scenario per subcommand.
+//! protocol, such as the socket.io peer in `bench/`), one scenario per subcommand. A crate of
+//! its own so that the server's library holds only the server; it uses the server's codecs.
 //!
 //! Every scenario stops by itself (durations, counts and timeouts are arguments), keeps its
 //! statistics in fixed-size histograms and counters, and prints one JSON line per result on
