@@ -520,16 +520,11 @@ impl Bench {
                         let room = format!("jv{i}-{}", stats::now_us());
                         publisher.join(&room).await?;
                         let acked = sub.join(&room).await?;
-                        let token = format!("\"message\":\"{}\"", stats::now_us());
-                        publisher
-                            .emit_ack(
-                                "chat message",
-                                format!("{{\"room\":{},\"message\":{}}}", json!(room), &token[10..]),
-                            )
-                            .await?;
+                        let token = stats::now_us().to_string();
+                        publisher.emit_ack("chat message", json!({ "room": room, "message": token })).await?;
                         let seen = tokio::time::timeout(Duration::from_secs(2), async {
-                            while let Some((at, body)) = rx.recv().await {
-                                if body.contains(&token) {
+                            while let Some((at, message)) = rx.recv().await {
+                                if message == token {
                                     return Some(at);
                                 }
                             }
@@ -538,7 +533,7 @@ impl Bench {
                         .await
                         .ok()
                         .flatten();
-                        let _ = publisher.emit("leave room", json!({ "room": room }).to_string());
+                        let _ = publisher.emit("leave room", json!({ "room": room }));
                         drop(sub); // its task ends at stop
                         Ok(seen.map(|at| at.saturating_duration_since(acked)))
                     }
