@@ -10,9 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 OUT=${OUT:-run/bench}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/release/clusterchat
-BENCH=$TARGET_DIR/release/chatbench
 mkdir -p "$OUT"
 : >"$OUT/results.jsonl"
 
@@ -34,8 +31,7 @@ need haproxy haproxy
 need redis-server redis-server
 (cd bench && npm ci --no-audit --no-fund --loglevel=error)
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
-echo "== building (release)"
-cargo build --release --quiet --bins
+build
 
 scenarios() { # label target [polling node args]
     local label=$1 target=$2; shift 2

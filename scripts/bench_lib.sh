@@ -1,8 +1,17 @@
 # Helpers shared by scripts/bench.sh and scripts/profile_fanout.sh (sourced, not run): start
 # clusterchat (3 nodes) or the socket.io peer (3 processes + Redis, or one process) behind
-# haproxy on 127.0.0.1, track every started PID and stop them (cleanup), run chatbench.
-# Expects OUT, BIN and BENCH to be set. NODE_THREADS=n runs each clusterchat node with n tokio
-# worker threads (TOKIO_WORKER_THREADS; default: one per core).
+# haproxy on 127.0.0.1, track every started PID and stop them (cleanup), build and run chatbench.
+# Expects OUT to be set. NODE_THREADS=n runs each clusterchat node with n tokio worker threads
+# (TOKIO_WORKER_THREADS; default: one per core).
+
+# The server and the load generator (the workspace member crates/chatbench), built together.
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release/clusterchat
+BENCH=$TARGET_DIR/release/chatbench
+build() {
+    echo "== building clusterchat and chatbench (release)"
+    cargo build --release --quiet -p clusterchat -p chatbench
+}
 
 need() { # command, apt package
     command -v "$1" >/dev/null && return 0

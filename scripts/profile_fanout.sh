@@ -17,12 +17,10 @@ STEP=${3:-10}
 ROOMS=${ROOMS:-100}
 MEMBERS=${MEMBERS:-30}
 OUT=${OUT:-run/profile}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/release/clusterchat
-BENCH=$TARGET_DIR/release/chatbench
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 . scripts/bench_lib.sh
+build
 
 case $SYSTEM in
     clusterchat) start_clusterchat; TARGET=127.0.0.1:9200 ;;

@@ -27,11 +27,11 @@ echo "== installing python-socketio (pip)"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 
 echo "== cargo fmt --check / clippy"
-cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-echo "== cargo test"
-cargo test --all-targets
+echo "== cargo test (the server and crates/chatbench, the load generator)"
+cargo test --workspace --all-targets
 
 echo "== end-to-end: ./cluster.sh start, two headless Chromium pages through haproxy, a node killed"
 cargo build --release --quiet

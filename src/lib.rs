@@ -12,7 +12,6 @@ pub mod engineio;
 pub mod http;
 pub mod inspect;
 pub mod keyring;
-pub mod loadgen;
 pub mod logging;
 pub mod metrics;
 pub mod node;

@@ -4,8 +4,8 @@
 
 mod support;
 
+use chatbench::{Bench, BenchArgs};
 use clap::Parser;
-use clusterchat::loadgen::{Bench, BenchArgs};
 use support::cluster::TestCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,7 +129,7 @@ fn frame_and_packet(separator_free: bool) -> impl Strategy<Value = (Frame, Packe
         prop::collection::vec(any::<u8>(), 0..64)
             .prop_map(|b| (Frame::Binary(Bytes::from(b.clone())), Packet::Binary(Bytes::from(b)))),
         prop::sample::select(vec![
-            (PacketType::Open, Packet::Open),
+            (PacketType::Open, Packet::Open(String::new())),
             (PacketType::Close, Packet::Close),
             (PacketType::Upgrade, Packet::Upgrade),
             (PacketType::Noop, Packet::Noop),

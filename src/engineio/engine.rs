@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -410,7 +410,7 @@ impl Engine {
                     }
                 };
                 let open = self.open_frame(&session);
-                if sink.send(ws_message(open, session.protocol())).await.is_err() {
+                if sink.send(open.into_websocket(session.protocol())).await.is_err() {
                     session.close(CloseReason::TransportClose);
                     return;
                 }
@@ -604,9 +604,9 @@ where
                 // Everything queued goes out in one write (`http::websocket_config` gathers
                 // fed frames until the flush): one syscall for a burst.
                 let write = async {
-                    sink.feed(ws_message(frame, protocol)).await?;
+                    sink.feed(frame.into_websocket(protocol)).await?;
                     while let Ok(frame) = rx.try_recv() {
-                        sink.feed(ws_message(frame, protocol)).await?;
+                        sink.feed(frame.into_websocket(protocol)).await?;
                     }
                     sink.flush().await
                 };
@@ -645,26 +645,13 @@ where
                 // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
                 let drain = async {
                     while let Ok(frame) = rx.try_recv() {
-                        sink.feed(ws_message(frame, protocol)).await?;
+                        sink.feed(frame.into_websocket(protocol)).await?;
                     }
                     sink.flush().await
                 };
                 let _ = tokio::time::timeout(grace, drain).await;
                 return;
             }
-        }
-    }
-}
-
-fn ws_message(frame: Frame, protocol: ProtocolVersion) -> WsMessage {
-    match (frame, protocol) {
-        (Frame::Text(t), _) => WsMessage::Text(t),
-        (Frame::Binary(b), ProtocolVersion::V4) => WsMessage::Binary(b),
-        (Frame::Binary(b), ProtocolVersion::V3) => {
-            let mut out = BytesMut::with_capacity(b.len() + 1);
-            out.extend_from_slice(&[4]);
-            out.extend_from_slice(&b);
-            WsMessage::Binary(out.freeze())
         }
     }
 }

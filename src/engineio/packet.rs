@@ -5,8 +5,8 @@
 //! digit, so a room broadcast builds one frame and hands clones (reference-counted) to every
 //! recipient, whatever its transport or protocol revision.
 
-use bytes::Bytes;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// The Engine.IO protocol revision a session speaks, chosen by the `EIO` query parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -63,7 +63,9 @@ impl PacketType {
 /// A decoded incoming packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
-    Open,
+    /// The handshake, with its JSON data (`sid`, `upgrades`, `pingInterval`, ...). Only servers
+    /// send it; the data is kept so that a client (the load generator) can read its session id.
+    Open(String),
     Close,
     /// A ping, with its optional data (`probe` during an upgrade).
     Ping(String),
@@ -103,7 +105,7 @@ pub fn decode_text(s: &str, protocol: ProtocolVersion) -> Result<Packet, PacketE
     let ty = PacketType::from_digit(first).ok_or_else(|| PacketError::UnknownType(s.chars().next().unwrap_or('?')))?;
     let data = &s[1..];
     Ok(match ty {
-        PacketType::Open => Packet::Open,
+        PacketType::Open => Packet::Open(data.to_owned()),
         PacketType::Close => Packet::Close,
         PacketType::Ping => Packet::Ping(data.to_owned()),
         PacketType::Pong => Packet::Pong(data.to_owned()),
@@ -183,6 +185,21 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The WebSocket message that carries this frame, for servers and clients alike: a text
+    /// frame as it is; a binary frame raw in v4, after its packet type byte in v3.
+    pub fn into_websocket(self, protocol: ProtocolVersion) -> Message {
+        match (self, protocol) {
+            (Frame::Text(t), _) => Message::Text(t),
+            (Frame::Binary(b), ProtocolVersion::V4) => Message::Binary(b),
+            (Frame::Binary(b), ProtocolVersion::V3) => {
+                let mut out = BytesMut::with_capacity(b.len() + 1);
+                out.extend_from_slice(&[PacketType::Message as u8]);
+                out.extend_from_slice(&b);
+                Message::Binary(out.freeze())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +209,7 @@ mod tests {
 
     #[test]
     fn decodes_every_text_type() {
+        assert_eq!(decode_text(r#"0{"sid":"a"}"#, V4), Ok(Packet::Open(r#"{"sid":"a"}"#.into())));
         assert_eq!(decode_text("1", V4), Ok(Packet::Close));
         assert_eq!(decode_text("2probe", V4), Ok(Packet::Ping("probe".into())));
         assert_eq!(decode_text("3", V4), Ok(Packet::Pong(String::new())));
@@ -223,6 +241,13 @@ mod tests {
         let data = Bytes::from_static(&[4, 9, 8]);
         assert_eq!(decode_binary(data.clone(), V4), Ok(Packet::Binary(data)));
         assert_eq!(decode_binary(Bytes::from_static(&[4, 9, 8]), V3), Ok(Packet::Binary(Bytes::from_static(&[9, 8]))));
+        for protocol in [V3, V4] {
+            let Message::Binary(framed) = Frame::Binary(Bytes::from_static(&[9, 8])).into_websocket(protocol) else {
+                panic!("a binary frame travels as a binary message")
+            };
+            assert_eq!(decode_binary(framed, protocol), Ok(Packet::Binary(Bytes::from_static(&[9, 8]))));
+        }
+        assert_eq!(Frame::message("hi").into_websocket(V3), Message::text("4hi"));
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl Session {
             Packet::Pong(_) => self.heartbeat.notify_one(),
             Packet::Message(text) => self.handler.on_message(self, Message::Text(text)),
             Packet::Binary(data) => self.handler.on_message(self, Message::Binary(data)),
-            Packet::Open | Packet::Upgrade | Packet::Noop => {}
+            Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
         }
     }
 

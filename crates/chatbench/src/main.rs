@@ -1,8 +1,8 @@
-//! `chatbench`: the load generator (see `clusterchat::loadgen`). Prints one JSON line per
+//! `chatbench`: the load generator (the scenarios are in this crate's library). Prints one JSON line per
 //! result on stdout; progress on stderr.
 
+use chatbench::{Bench, BenchArgs};
 use clap::Parser;
-use clusterchat::loadgen::{Bench, BenchArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::cluster::membership::room_key;
-use crate::config::{ClusterSettings, NodeConfig};
-use crate::node::Node;
+use clusterchat::cluster::membership::room_key;
+use clusterchat::config::{ClusterSettings, NodeConfig};
+use clusterchat::node::Node;
 
 #[derive(Debug, Serialize)]
 pub struct GossipReport {
@@ -58,7 +58,7 @@ async fn start_ring(n: usize, cluster_id: &str) -> anyhow::Result<Vec<Node>> {
 
 async fn wait_all<F>(nodes: &[&Node], what: &str, pred: F) -> anyhow::Result<()>
 where
-    F: Fn(&crate::cluster::membership::Members) -> bool + Clone,
+    F: Fn(&clusterchat::cluster::membership::Members) -> bool + Clone,
 {
     let waits = nodes.iter().map(|node| {
         let mut rx = node.membership().expect("a clustered node").subscribe();

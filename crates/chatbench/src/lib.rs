@@ -1,6 +1,7 @@
 //! `chatbench`, the load generator: simulated chat users speaking Engine.IO v4 / Socket.IO v5
 //! over WebSocket or long-polling against clusterchat (or any server of the same `/chat`
-//! protocol, such as the socket.io peer in `bench/`), one scenario per subcommand.
+//! protocol, such as the socket.io peer in `bench/`), one scenario per subcommand. A crate of
+//! its own so that the server's library holds only the server; it uses the server's codecs.
 //!
 //! Every scenario stops by itself (durations, counts and timeouts are arguments), keeps its
 //! statistics in fixed-size histograms and counters, and prints one JSON line per result on
@@ -519,16 +520,11 @@ impl Bench {
                         let room = format!("jv{i}-{}", stats::now_us());
                         publisher.join(&room).await?;
                         let acked = sub.join(&room).await?;
-                        let token = format!("\"message\":\"{}\"", stats::now_us());
-                        publisher
-                            .emit_ack(
-                                "chat message",
-                                format!("{{\"room\":{},\"message\":{}}}", json!(room), &token[10..]),
-                            )
-                            .await?;
+                        let token = stats::now_us().to_string();
+                        publisher.emit_ack("chat message", json!({ "room": room, "message": token })).await?;
                         let seen = tokio::time::timeout(Duration::from_secs(2), async {
-                            while let Some((at, body)) = rx.recv().await {
-                                if body.contains(&token) {
+                            while let Some((at, message)) = rx.recv().await {
+                                if message == token {
                                     return Some(at);
                                 }
                             }
@@ -537,7 +533,7 @@ impl Bench {
                         .await
                         .ok()
                         .flatten();
-                        let _ = publisher.emit("leave room", json!({ "room": room }).to_string());
+                        let _ = publisher.emit("leave room", json!({ "room": room }));
                         drop(sub); // its task ends at stop
                         Ok(seen.map(|at| at.saturating_duration_since(acked)))
                     }
