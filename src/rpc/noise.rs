@@ -222,18 +222,28 @@ fn invalid(what: &'static str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what)
 }
 
-/// Encrypts frames: each is length-delimited (as before encryption), then cut into records.
-pub struct RecordEncoder {
+/// One direction of a channel: its keys, its record counter (each record's nonce), and the
+/// length-delimited frame codec inside the records, with its plaintext buffer.
+struct Direction {
     keys: Arc<StatelessTransportState>,
     nonce: u64,
     frames: LengthDelimitedCodec,
     plain: BytesMut,
 }
 
-impl RecordEncoder {
+impl Direction {
     fn new(keys: Arc<StatelessTransportState>) -> Self {
         let frames = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
         Self { keys, nonce: 0, frames, plain: BytesMut::new() }
+    }
+}
+
+/// Encrypts frames: each is length-delimited (as before encryption), then cut into records.
+pub struct RecordEncoder(Direction);
+
+impl RecordEncoder {
+    fn new(keys: Arc<StatelessTransportState>) -> Self {
+        Self(Direction::new(keys))
     }
 }
 
@@ -241,17 +251,18 @@ impl Encoder<Bytes> for RecordEncoder {
     type Error = std::io::Error;
 
     fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), Self::Error> {
-        self.plain.clear();
-        self.frames.encode(frame, &mut self.plain)?;
-        for chunk in self.plain.chunks(MAX_RECORD_PLAINTEXT) {
+        let d = &mut self.0;
+        d.plain.clear();
+        d.frames.encode(frame, &mut d.plain)?;
+        for chunk in d.plain.chunks(MAX_RECORD_PLAINTEXT) {
             let start = dst.len();
             dst.put_u16(0);
             dst.resize(start + 2 + chunk.len() + TAG, 0);
-            let n = self
+            let n = d
                 .keys
-                .write_message(self.nonce, chunk, &mut dst[start + 2..])
+                .write_message(d.nonce, chunk, &mut dst[start + 2..])
                 .map_err(|_| invalid("cannot encrypt an RPC record"))?;
-            self.nonce += 1;
+            d.nonce += 1;
             dst[start..start + 2].copy_from_slice(&(n as u16).to_be_bytes());
             dst.truncate(start + 2 + n);
         }
@@ -261,17 +272,11 @@ impl Encoder<Bytes> for RecordEncoder {
 
 /// Decrypts records and yields the frames inside; a record that fails to decrypt is an error
 /// (the connection ends). Holds at most one frame's plaintext plus one record.
-pub struct RecordDecoder {
-    keys: Arc<StatelessTransportState>,
-    nonce: u64,
-    frames: LengthDelimitedCodec,
-    plain: BytesMut,
-}
+pub struct RecordDecoder(Direction);
 
 impl RecordDecoder {
     fn new(keys: Arc<StatelessTransportState>) -> Self {
-        let frames = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
-        Self { keys, nonce: 0, frames, plain: BytesMut::new() }
+        Self(Direction::new(keys))
     }
 }
 
@@ -280,8 +285,9 @@ impl Decoder for RecordDecoder {
     type Error = std::io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, Self::Error> {
+        let d = &mut self.0;
         loop {
-            if let Some(frame) = self.frames.decode(&mut self.plain)? {
+            if let Some(frame) = d.frames.decode(&mut d.plain)? {
                 return Ok(Some(frame));
             }
             if src.len() < 2 {
@@ -297,14 +303,14 @@ impl Decoder for RecordDecoder {
             }
             src.advance(2);
             let record = src.split_to(len);
-            let start = self.plain.len();
-            self.plain.resize(start + len, 0);
-            let n = self
+            let start = d.plain.len();
+            d.plain.resize(start + len, 0);
+            let n = d
                 .keys
-                .read_message(self.nonce, &record, &mut self.plain[start..])
+                .read_message(d.nonce, &record, &mut d.plain[start..])
                 .map_err(|_| invalid("RPC record failed authentication"))?;
-            self.nonce += 1;
-            self.plain.truncate(start + n);
+            d.nonce += 1;
+            d.plain.truncate(start + n);
         }
     }
 }
