@@ -5,6 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::ChildStdout;
 
@@ -51,5 +53,17 @@ async fn a_new_connection_is_logged_with_its_session_id() {
     assert!(received.contains("[logs1]"), "the line names the receiving node: {received}");
     let starting = line_containing(&mut lines, &format!("Starting {sid} session")).await;
     assert!(starting.contains("[logs1]"), "the line names the owner: {starting}");
+
+    // A client that opens with a WebSocket: the same story.
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("WebSocket handshake");
+    let open =
+        tokio::time::timeout(LINE_TIMEOUT, ws.next()).await.expect("OPEN in time").expect("a frame").expect("ok");
+    let open: serde_json::Value =
+        serde_json::from_str(open.to_text().expect("text").strip_prefix('0').expect("an OPEN packet")).expect("JSON");
+    let sid = open["sid"].as_str().expect("a sid").to_owned();
+    let received = line_containing(&mut lines, "Received new connection").await;
+    assert!(received.contains(&format!("Received new connection for {sid}")), "{received}");
+    line_containing(&mut lines, &format!("Starting {sid} session")).await;
     child.kill().await.expect("node stopped");
 }
