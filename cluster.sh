@@ -48,6 +48,11 @@ install() { # command package: installs Debian's package when the command is mis
 start_prometheus() {
     install prometheus prometheus
     if running "$RUN/prometheus.pid"; then echo "prometheus already running (pid $(cat "$RUN/prometheus.pid"))"; return; fi
+    # Debian's package may have started its own service there (where systemd runs).
+    if curl -fs -o /dev/null "http://127.0.0.1:9090/-/ready"; then
+        echo "another Prometheus answers on 127.0.0.1:9090 (the package's service? systemctl stop prometheus)" >&2
+        return 1
+    fi
     prometheus --config.file=docs/ops/prometheus.yml --storage.tsdb.path="$RUN/prometheus-data" \
         --storage.tsdb.retention.time=1d --web.listen-address=127.0.0.1:9090 >>"$RUN/prometheus.log" 2>&1 &
     echo $! >"$RUN/prometheus.pid"
