@@ -18,11 +18,11 @@ ok() { echo "ok: $*"; passed=$((passed + 1)); }
 # wait_for SECONDS DESCRIPTION PYTHON_EXPR URL: polls URL (JSON, as `d`) every 0.5 s until the
 # expression is true; fails with the last answer after SECONDS.
 wait_for() {
-    local deadline=$((SECONDS + $1)) body=""
+    local start=$SECONDS deadline=$((SECONDS + $1)) body=""
     while [ "$SECONDS" -lt "$deadline" ]; do
         body=$(curl -fs -m 2 "$4" || true)
         if [ -n "$body" ] && python3 -c "import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if ($3) else 1)" "$body"; then
-            ok "$2"
+            ok "$2 (after $((SECONDS - start)) s)"
             return 0
         fi
         sleep 0.5
