@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo cluster: three nodes (config/node1..3.toml) behind haproxy (haproxy.cfg).
-#   ./cluster.sh start    build, start what is not running, wait until ready, print the URL
+#   ./cluster.sh start    build, start what is not running, wait until ready, print the URL;
+#                         with PROMETHEUS=1 also Prometheus (docs/ops/prometheus.yml) on :9090
 #   ./cluster.sh stop     stop exactly what start started (pidfiles in run/)
 #   ./cluster.sh status   each process, and the ring as the nodes see it
 #   ./cluster.sh logs     follow the nodes' logs
@@ -34,12 +35,33 @@ wait_http() { # url, name: waits until url answers 200 while run/<name>.pid live
     return 1
 }
 
-start() {
-    if ! command -v haproxy >/dev/null; then
-        echo "installing haproxy (apt-get)"
-        if [ "$(id -u)" -eq 0 ]; then apt-get update -qq && apt-get install -y -qq haproxy >/dev/null
-        else sudo apt-get update -qq && sudo apt-get install -y -qq haproxy >/dev/null; fi
+install() { # command package: installs Debian's package when the command is missing
+    command -v "$1" >/dev/null && return 0
+    echo "installing $2 (apt-get)"
+    local sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+
+# Prometheus scraping the three nodes with docs/ops/prometheus.yml (its rules and alerts), its
+# data in run/prometheus-data, its UI and API on 127.0.0.1:9090.
+start_prometheus() {
+    install prometheus prometheus
+    if running "$RUN/prometheus.pid"; then echo "prometheus already running (pid $(cat "$RUN/prometheus.pid"))"; return; fi
+    # Debian's package may have started its own service there (where systemd runs).
+    if curl -fs -o /dev/null "http://127.0.0.1:9090/-/ready"; then
+        echo "another Prometheus answers on 127.0.0.1:9090 (the package's service? systemctl stop prometheus)" >&2
+        return 1
     fi
+    prometheus --config.file=docs/ops/prometheus.yml --storage.tsdb.path="$RUN/prometheus-data" \
+        --storage.tsdb.retention.time=1d --web.listen-address=127.0.0.1:9090 >>"$RUN/prometheus.log" 2>&1 &
+    echo $! >"$RUN/prometheus.pid"
+    echo "started prometheus (pid $!)"
+    wait_http "http://127.0.0.1:9090/-/ready" "prometheus"
+}
+
+start() {
+    install haproxy haproxy
     [ -d web/node_modules/socket.io-client ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
     cargo build --release --quiet
     local key
@@ -60,9 +82,11 @@ start() {
         echo "started haproxy (pid $!)"
     fi
     wait_http "http://127.0.0.1:9000/ready" "haproxy"
+    if [ "${PROMETHEUS:-}" = 1 ]; then start_prometheus; fi
     echo
     echo "Chat:          http://127.0.0.1:9000/   (round robin over three nodes, no stickiness)"
     echo "haproxy stats: http://127.0.0.1:9100/"
+    if running "$RUN/prometheus.pid"; then echo "Prometheus:    http://127.0.0.1:9090/alerts"; fi
     echo "Stop with ./cluster.sh stop"
 }
 
@@ -85,12 +109,12 @@ stop_all() { # names...
 }
 
 stop() {
-    stop_all haproxy
+    stop_all prometheus haproxy
     stop_all "${NODES[@]}"
 }
 
 status() {
-    for n in haproxy "${NODES[@]}"; do
+    for n in prometheus haproxy "${NODES[@]}"; do
         if running "$RUN/$n.pid"; then echo "$n: running (pid $(cat "$RUN/$n.pid"))"; else echo "$n: stopped"; fi
     done
     for i in 1 2 3; do

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthError, AuthSettings};
 use crate::chat::ChatConfig;
 use crate::engineio::EngineConfig;
 use crate::keyring::Keyring;
@@ -47,6 +48,8 @@ pub struct NodeConfig {
     pub body_timeout_ms: u64,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
+    /// How chat clients prove who they are; empty: they don't (see [`crate::auth`]).
+    pub auth: AuthSettings,
     /// Absent: the node runs alone.
     pub cluster: Option<ClusterSettings>,
 }
@@ -195,6 +198,7 @@ impl Default for NodeConfig {
             body_timeout_ms: 30_000,
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
+            auth: AuthSettings::default(),
             cluster: None,
         }
     }
@@ -282,6 +286,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: toml::de::Error },
     #[error("invalid setting: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl NodeConfig {
@@ -315,6 +321,9 @@ impl NodeConfig {
         ];
         if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
             return Err(ConfigError::Invalid((*msg).into()));
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            jwt.validate()?;
         }
         if let Some(c) = &self.cluster {
             let bad = [
@@ -381,6 +390,18 @@ mod tests {
             assert_eq!(cluster.seeds.len(), 2, "each node seeds with the other two");
             assert!(!cluster.seeds.contains(&cluster.gossip.to_string()));
         }
+    }
+
+    #[test]
+    fn auth_jwt_is_read_and_checked() {
+        let c: NodeConfig =
+            toml::from_str("[auth]\njwt = { secret = \"0123456789abcdef\", audience = \"chat\" }").unwrap();
+        let jwt = c.auth.jwt.as_ref().expect("jwt");
+        assert_eq!((jwt.user_claim.as_str(), jwt.audience.as_deref()), ("sub", Some("chat")));
+        c.validate().unwrap();
+        let short: NodeConfig = toml::from_str("[auth]\njwt = { secret = \"short\" }").unwrap();
+        assert!(short.validate().unwrap_err().to_string().starts_with("auth.jwt: secret"));
+        assert!(toml::from_str::<NodeConfig>("[auth]\njwt = { algorithm = \"none\" }").is_err());
     }
 
     #[test]

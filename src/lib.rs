@@ -5,6 +5,7 @@
 //! (wiring one node together), `config` and `logging`; `inspect` reads a running cluster's
 //! gossip state; `per_address` counts what each client address holds.
 
+pub mod auth;
 pub mod chat;
 pub mod cluster;
 pub mod config;

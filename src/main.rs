@@ -26,6 +26,39 @@ enum Command {
     Inspect(InspectArgs),
     /// Print a fresh random cluster secret (32 bytes, base64url).
     Keygen,
+    /// Print an HS256 token for a chat user, for demos and tests of `[auth] jwt`.
+    Token(TokenArgs),
+}
+
+/// The token carries the user in the node's `user_claim`, and its `audience` and `issuer`
+/// when `--config` sets them.
+#[derive(Args)]
+struct TokenArgs {
+    /// The user name the token proves.
+    #[arg(long)]
+    user: String,
+    /// The HS256 secret (rather from the environment: a flag shows in `ps`).
+    #[arg(long, env = "CLUSTERCHAT_JWT_SECRET", conflicts_with = "config", required_unless_present = "config")]
+    secret: Option<String>,
+    /// A node's config file to take `[auth] jwt` from.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Seconds the token is valid.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+impl TokenArgs {
+    fn mint(self) -> anyhow::Result<String> {
+        let jwt = match (&self.config, self.secret) {
+            (Some(path), _) => NodeConfig::from_file(path)?
+                .auth
+                .jwt
+                .with_context(|| format!("{} has no [auth] jwt", path.display()))?,
+            (None, secret) => clusterchat::auth::JwtSettings { secret, ..Default::default() },
+        };
+        Ok(jwt.mint(&self.user, self.ttl)?)
+    }
 }
 
 /// The inspector joins the ring as an observer (it owns nothing, and leaves on exit). It
@@ -201,6 +234,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Inspect(args) => run_inspect(args).await,
         Command::Keygen => {
             println!("{}", clusterchat::keyring::generate_secret());
+            Ok(())
+        }
+        Command::Token(args) => {
+            println!("{}", args.mint()?);
             Ok(())
         }
     }

@@ -13,7 +13,7 @@ use tracing::{info, Instrument};
 use crate::cluster::membership::{GossipConfig, Membership};
 use crate::cluster::rooms::ClusterRooms;
 use crate::cluster::router::{peer_handler, Cluster, Router};
-use crate::config::{ClusterSettings, NodeConfig};
+use crate::config::{ClusterSettings, ConfigError, NodeConfig};
 use crate::engineio::{Engine, EngineConfig};
 use crate::http::{EdgePolicy, HttpState};
 use crate::logging::node_span;
@@ -51,11 +51,14 @@ pub struct Service {
 }
 
 impl Service {
-    /// The chat: Socket.IO with the `/chat` namespace at [`ENGINE_PATH`].
-    pub fn chat(config: &NodeConfig) -> Self {
+    /// The chat: Socket.IO with the `/chat` namespace at [`ENGINE_PATH`]. Fails when
+    /// `[auth]` names a key that cannot be read.
+    pub fn chat(config: &NodeConfig) -> Result<Self, NodeError> {
         let node_id: Arc<str> = config.node_id.as_str().into();
-        let io = SocketIo::new(config.engine.socketio(), vec![crate::chat::namespace(node_id, config.chat.clone())]);
-        Self::socketio(ENGINE_PATH, config.engine.engine(), io)
+        let jwt = config.auth.jwt.as_ref().map(|jwt| jwt.verifier()).transpose().map_err(ConfigError::from)?;
+        let chat = crate::chat::namespace(node_id, config.chat.clone(), jwt);
+        let io = SocketIo::new(config.engine.socketio(), vec![chat]);
+        Ok(Self::socketio(ENGINE_PATH, config.engine.engine(), io))
     }
 
     pub fn socketio(path: &str, config: EngineConfig, io: Arc<SocketIo>) -> Self {
@@ -122,7 +125,7 @@ impl Node {
     /// Validates the configuration, binds the listeners, joins the cluster (if configured)
     /// and starts serving. The node advertises itself ready once it serves HTTP.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
-        let chat = Service::chat(&config);
+        let chat = Service::chat(&config)?;
         Self::start_with(config, vec![chat]).await
     }
 

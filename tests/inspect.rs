@@ -53,8 +53,10 @@ async fn inspect_with_secret(cluster: &TestCluster, args: &[&str], secret: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_reports_members_rooms_and_owners() {
-    let cluster =
-        TestCluster::start(3, Box::new(|c| vec![Service::chat(c)]), |c| c.engine.ping_timeout_ms = 1000).await;
+    let cluster = TestCluster::start(3, Box::new(|c| vec![Service::chat(c).expect("chat service")]), |c| {
+        c.engine.ping_timeout_ms = 1000
+    })
+    .await;
     let entry = cluster.node(0).http_addr();
     let room = "café ☕";
     let mut alice = ChatClient::connect(entry, "alice").await;

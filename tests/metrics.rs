@@ -44,8 +44,10 @@ async fn wait_for(node: SocketAddr, series: &str, at_least: f64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_forwarded_requests_and_room_pushes() {
-    let cluster =
-        TestCluster::start(3, Box::new(|c| vec![Service::chat(c)]), |c| c.engine.ping_timeout_ms = 1000).await;
+    let cluster = TestCluster::start(3, Box::new(|c| vec![Service::chat(c).expect("chat service")]), |c| {
+        c.engine.ping_timeout_ms = 1000
+    })
+    .await;
     let entry = cluster.node(0).http_addr();
     let alice = ChatClient::connect(entry, "alice").await;
     let a = sid_owner(&alice.sid).expect("owner").to_owned();

@@ -187,10 +187,11 @@ async fn only_nodes_with_members_receive_a_rooms_messages() {
 /// (the set and delete of one key are applied in the order of the joins and leaves).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_joins_and_leaves_leave_no_stale_room_key() {
-    let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
-        c.chat.rate_limit_per_sec = 0;
-    })
-    .await;
+    let cluster =
+        TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]), |c| {
+            c.chat.rate_limit_per_sec = 0;
+        })
+        .await;
     let (alice, owner) = connect(&cluster.url(0), "alice", TransportType::Websocket).await;
     for i in 0..30 {
         let room = format!("flicker {i}");
@@ -248,10 +249,11 @@ async fn a_message_right_after_a_remote_join_reaches_the_joiner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_gets_the_rooms_history() {
     // 61 events at once: over the chat's default rate limit (a burst of 50).
-    let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
-        c.chat.rate_limit_per_sec = 0
-    })
-    .await;
+    let cluster =
+        TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]), |c| {
+            c.chat.rate_limit_per_sec = 0
+        })
+        .await;
     let proxy = RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), cluster.http_addrs()).await.unwrap();
     let (mut alice, _) = connect(&proxy.url(), "alice", TransportType::Polling).await;
     let room = "histoire 📜";
@@ -344,15 +346,16 @@ async fn a_killed_node_yields_leave_events_on_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_rooms_on_one_node() {
     const ROOMS: usize = 10_000;
-    let cluster = TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c)]), |c| {
-        c.chat.max_rooms_per_user = ROOMS;
-        c.chat.rate_limit_per_sec = 0;
-        c.engine.outbound_queue = 8 * ROOMS;
-        // The client answers no ping while it floods joins; on a loaded machine the joins
-        // can outlast a short ping interval plus timeout, which would close its session.
-        c.engine.ping_interval_ms = 120_000;
-    })
-    .await;
+    let cluster =
+        TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]), |c| {
+            c.chat.max_rooms_per_user = ROOMS;
+            c.chat.rate_limit_per_sec = 0;
+            c.engine.outbound_queue = 8 * ROOMS;
+            // The client answers no ping while it floods joins; on a loaded machine the joins
+            // can outlast a short ping interval plus timeout, which would close its session.
+            c.engine.ping_interval_ms = 120_000;
+        })
+        .await;
     // A raw WebSocket client, so 10,000 joins go out without waiting for each ack. It must be
     // served by its owner: a relayed stream's queue (256 frames) closes on such a flood.
     let text = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| loop {

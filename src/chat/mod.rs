@@ -8,7 +8,9 @@
 //! `user` from the connection, so a client cannot speak as someone else. Each client's events
 //! are rate limited ([`rate_limit`]): over the limit an event is refused with `rate limited`, and a
 //! client that keeps on is disconnected. With connection state recovery on, a recovered client
-//! is welcomed with `recovered: true` and its rooms hear it join again.
+//! is welcomed with `recovered: true` and its rooms hear it join again. With `[auth] jwt`, the
+//! user name is a claim of the token in the CONNECT auth payload ([`crate::auth`]); a client
+//! without a good one is refused with CONNECT_ERROR `{message}` saying why.
 
 mod rate_limit;
 mod room_users;
@@ -20,6 +22,7 @@ use serde_json::{json, Value};
 
 use tracing::Instrument;
 
+use crate::auth::JwtVerifier;
 use crate::socketio::{
     AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, RecoveryConfig, Socket,
 };
@@ -81,7 +84,8 @@ struct User {
 }
 
 /// Builds the `/chat` namespace. `node_id` is reported to clients as the session's owner.
-pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
+/// With `jwt`, a client's user name is the one its token proves, not the one it gives.
+pub fn namespace(node_id: Arc<str>, config: ChatConfig, jwt: Option<JwtVerifier>) -> NamespaceBuilder {
     let config = Arc::new(config);
     let c1 = config.clone();
     let c2 = config.clone();
@@ -98,7 +102,7 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig) -> NamespaceBuilder {
         .history(config.history_len, config.history_rooms)
         .on_connect(move |socket, req| {
             let config = &c4;
-            let name = user_name(req, config)?;
+            let name = connecting_user(req, config, jwt.as_ref())?;
             socket.set_label(&name);
             let limiter = RateLimiter::new(
                 config.rate_limit_per_sec,
@@ -192,6 +196,15 @@ fn rate_limited(
                 socket.disconnect();
             }
         }
+    }
+}
+
+/// The user name: the one the token in CONNECT auth `{token}` proves when the node verifies
+/// tokens (what the client says is then ignored), else [`user_name`].
+fn connecting_user(req: &ConnectRequest, config: &ChatConfig, jwt: Option<&JwtVerifier>) -> Result<String, String> {
+    match jwt {
+        Some(jwt) => clean_name(&jwt.user(&req.auth).map_err(|r| r.to_string())?, "user name", config.max_user_len),
+        None => user_name(req, config),
     }
 }
 
@@ -462,6 +475,26 @@ mod tests {
         assert!(user_name(&req, &c).unwrap_err().contains("required"));
         let req = ConnectRequest { auth: json!({"user": 5}), query: vec![] };
         assert!(user_name(&req, &c).is_err());
+    }
+
+    #[test]
+    fn with_jwt_the_user_is_the_tokens_not_the_clients() {
+        let c = ChatConfig::default();
+        let jwt =
+            crate::auth::JwtSettings { secret: Some("a-test-secret-of-32-bytes-length".into()), ..Default::default() };
+        let verifier = jwt.verifier().unwrap();
+        let token = jwt.mint("alice", 60).unwrap();
+        let req = ConnectRequest { auth: json!({"user": "mallory", "token": token}), query: vec![] };
+        assert_eq!(connecting_user(&req, &c, Some(&verifier)), Ok("alice".into()));
+        let req = ConnectRequest { auth: json!({"user": "mallory"}), query: vec![("user".into(), "m".into())] };
+        assert_eq!(
+            connecting_user(&req, &c, Some(&verifier)),
+            Err("a token is required: connect with auth {token}".into())
+        );
+        assert_eq!(connecting_user(&req, &c, None), Ok("mallory".into()));
+        // The claim is held to the same rules as a name a client gives.
+        let long = ConnectRequest { auth: json!({"token": jwt.mint(&"x".repeat(33), 60).unwrap()}), query: vec![] };
+        assert!(connecting_user(&long, &c, Some(&verifier)).unwrap_err().contains("longer"));
     }
 
     #[test]

@@ -151,10 +151,13 @@ impl Router {
                 // Let the engine produce the protocol's error.
                 return self.engine.handle_http(req).await;
             }
-            debug!("Received new connection");
             let random = new_random_id();
             for owner in self.placement(&random) {
-                req.new_sid = Some(format!("{random}.{owner}"));
+                let sid = format!("{random}.{owner}");
+                // Named here, before its owner logs `Starting <sid> session`, so one session can
+                // be followed across the nodes' logs (the next owner tried logs a new sid).
+                debug!(%sid, "Received new connection for {sid}");
+                req.new_sid = Some(sid);
                 match self.target(&owner).await {
                     Ok(Target::Local) => return self.engine.handle_http(req).await,
                     Ok(Target::Remote(conn)) => match self.forward(&conn, req.clone()).await {
@@ -218,7 +221,6 @@ impl Router {
                 vec![(sid_owner(sid).unwrap_or_default().to_owned(), None)]
             }
             None => {
-                debug!("Received new connection");
                 // A WebSocket from the start is the session's only connection: relaying every
                 // frame through a second node buys nothing. So mint a session id whose
                 // rendezvous winner is this node (a few draws: one in N wins), keeping the rule
@@ -228,6 +230,9 @@ impl Router {
             }
         };
         for (owner, new_sid) in candidates {
+            if let Some(sid) = &new_sid {
+                debug!(%sid, "Received new connection for {sid}");
+            }
             match self.target(&owner).await {
                 Ok(Target::Local) => return self.engine.handle_websocket(query, new_sid, sink, stream).await,
                 Ok(Target::Remote(conn)) => {

@@ -68,7 +68,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// `n` chat nodes named node1..nodeN, ready and seeing each other.
     pub async fn chat(n: usize) -> Self {
-        Self::start(n, Box::new(|c| vec![Service::chat(c)]), |_| {}).await
+        Self::start(n, Box::new(|c| vec![Service::chat(c).expect("chat service")]), |_| {}).await
     }
 
     /// `n` nodes serving what `make` builds, with `configure` applied to each configuration.

@@ -1,0 +1,69 @@
+//! The logs tell a session's story: a node run as the binary with `RUST_LOG=clusterchat=debug`
+//! names the session id in the line for a new connection (the receiving node) and in the line
+//! that starts the session (its owner), so `grep <sid>` over `cluster.sh logs` follows it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::ChildStdout;
+
+/// How long the node may take to print a line we wait for.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads lines until one contains `needle`; returns it. Fails at EOF or after [`LINE_TIMEOUT`].
+async fn line_containing(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String {
+    let wait = async {
+        while let Some(line) = lines.next_line().await.expect("node stdout") {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the node's output ended without {needle:?}");
+    };
+    tokio::time::timeout(LINE_TIMEOUT, wait).await.unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
+#[tokio::test]
+async fn a_new_connection_is_logged_with_its_session_id() {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
+        .args(["node", "--node-id", "logs1", "--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "clusterchat=debug")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("clusterchat starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let started = line_containing(&mut lines, "chat page at http://").await;
+    let addr = started.rsplit("http://").next().expect("an address").trim_end_matches('/').to_owned();
+
+    let http = reqwest::Client::builder().no_proxy().timeout(LINE_TIMEOUT).build().expect("HTTP client");
+    let open = http.get(format!("http://{addr}/socket.io/?EIO=4&transport=polling")).send().await.expect("handshake");
+    let body = open.text().await.expect("handshake body");
+    // `0{"sid":"…",…}`: the Engine.IO OPEN packet.
+    let open: serde_json::Value = serde_json::from_str(body.strip_prefix('0').expect("an OPEN packet")).expect("JSON");
+    let sid = open["sid"].as_str().expect("a sid").to_owned();
+
+    let received = line_containing(&mut lines, "Received new connection").await;
+    assert!(received.contains(&format!("Received new connection for {sid}")), "{received}");
+    assert!(received.contains("[logs1]"), "the line names the receiving node: {received}");
+    let starting = line_containing(&mut lines, &format!("Starting {sid} session")).await;
+    assert!(starting.contains("[logs1]"), "the line names the owner: {starting}");
+
+    // A client that opens with a WebSocket: the same story.
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.expect("WebSocket handshake");
+    let open =
+        tokio::time::timeout(LINE_TIMEOUT, ws.next()).await.expect("OPEN in time").expect("a frame").expect("ok");
+    let open: serde_json::Value =
+        serde_json::from_str(open.to_text().expect("text").strip_prefix('0').expect("an OPEN packet")).expect("JSON");
+    let sid = open["sid"].as_str().expect("a sid").to_owned();
+    let received = line_containing(&mut lines, "Received new connection").await;
+    assert!(received.contains(&format!("Received new connection for {sid}")), "{received}");
+    line_containing(&mut lines, &format!("Starting {sid} session")).await;
+    child.kill().await.expect("node stopped");
+}
