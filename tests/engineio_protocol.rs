@@ -3,13 +3,13 @@
 //! plus CORS, payload limits and Engine.IO v3 (length-prefixed payloads, client pings, base64,
 //! binary payloads, JSONP).
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use clusterchat::engineio::{CloseReason, TransportKind};
-use common::*;
 use serde_json::json;
+use support::server::*;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 

@@ -3,7 +3,7 @@
 //! that never reads, floods of sessions and of chat events. The server answers each with the
 //! protocol's error or a close, never a 500 or a panic, and stays up for everyone else.
 
-mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,9 +12,9 @@ use std::time::Duration;
 use clusterchat::config::NodeConfig;
 use clusterchat::engineio::CloseReason;
 use clusterchat::node::Node;
-use common::{within, within_for, TestServer, ENGINE_PATH, SOCKETIO_PATH, STEP};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use support::server::{within, within_for, TestServer, ENGINE_PATH, SOCKETIO_PATH, STEP};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -135,7 +135,7 @@ async fn oversized_websocket_messages_close_the_session() {
         async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
             let open = next_text(&mut ws).await;
-            let sid = common::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
+            let sid = support::server::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
             (ws, sid)
         }
     };
@@ -143,7 +143,7 @@ async fn oversized_websocket_messages_close_the_session() {
     let session = ts.session(ENGINE_PATH, &sid);
     // The server stops reading at the header: the rest of the send may fail, which is fine.
     let _ = within("send", ws.send(WsMessage::text(format!("4{}", "a".repeat(8 << 20))))).await;
-    common::wait_until(STEP, "the session to close", || session.is_closed()).await;
+    support::server::wait_until(STEP, "the session to close", || session.is_closed()).await;
 
     // A hand-made frame header: FIN + binary, 127 = 64-bit length, then 2^62.
     let (mut ws, sid) = open(&ts).await;
@@ -154,7 +154,7 @@ async fn oversized_websocket_messages_close_the_session() {
     header.extend_from_slice(&(1u64 << 62).to_be_bytes());
     header.extend_from_slice(&[1, 2, 3, 4]);
     tcp.write_all(&header).await.unwrap();
-    common::wait_until(STEP, "the session to close", || session.is_closed()).await;
+    support::server::wait_until(STEP, "the session to close", || session.is_closed()).await;
     // Still serving.
     let (mut ws, _) = ts.ws_session(ENGINE_PATH, 4).await;
     ws.send_text("4ok").await;
@@ -228,11 +228,11 @@ async fn invalid_utf8_in_a_websocket_text_frame_closes_the_session() {
         let url = format!("{}{path}?EIO=4&transport=websocket", ts.ws_url());
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
         let open = within("OPEN", ws.next()).await.unwrap().unwrap();
-        let sid = common::parse_open_packet(open.to_text().unwrap())["sid"].as_str().unwrap().to_owned();
+        let sid = support::server::parse_open_packet(open.to_text().unwrap())["sid"].as_str().unwrap().to_owned();
         let session = ts.session(path, &sid);
         let frame = Frame::message(b"4\xff\xfe\xfd".to_vec(), OpCode::Data(Data::Text), true);
         within("send", ws.send(WsMessage::Frame(frame))).await.unwrap();
-        common::wait_until(STEP, "the session to close", || session.is_closed()).await;
+        support::server::wait_until(STEP, "the session to close", || session.is_closed()).await;
         let rest = within("the close", async {
             let mut rest = Vec::new();
             while let Some(Ok(m)) = ws.next().await {
@@ -361,7 +361,7 @@ async fn chat_user(node: SocketAddr, user: &str, room: &str, recv_buffer: Option
     .await
     .unwrap();
     let open = next_text(&mut ws).await;
-    let sid = common::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
+    let sid = support::server::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
     ws.send(WsMessage::text(format!("40/chat,{}", json!({ "user": user })))).await.unwrap();
     expect_packet(&mut ws, "40/chat,").await;
     ws.send(WsMessage::text(format!("42/chat,1{}", json!(["join room", { "room": room }])))).await.unwrap();
@@ -417,8 +417,10 @@ async fn a_client_that_never_reads_is_dropped_and_the_room_goes_on() {
     }
     assert!(node.engine().queue_full_closes() >= 1);
     // Its connection is released although it still reads nothing.
-    common::wait_until(STEP, "the slow client's WebSocket to be dropped", || node.engine().websocket_count() == 2)
-        .await;
+    support::server::wait_until(STEP, "the slow client's WebSocket to be dropped", || {
+        node.engine().websocket_count() == 2
+    })
+    .await;
     // When it finally reads, it finds the end of the stream after what was in flight.
     let drained = within_for(Duration::from_secs(20), "the slow client's stream to end", async {
         let mut n = 0;
@@ -469,11 +471,12 @@ async fn the_session_cap_refuses_clearly() {
         other => panic!("expected a close frame, got {other:?}"),
     }
     // A place freed is a place taken again.
-    let sid = common::parse_open_packet(accepted[0])["sid"].as_str().unwrap().to_owned();
+    let sid = support::server::parse_open_packet(accepted[0])["sid"].as_str().unwrap().to_owned();
     let r = http.post(format!("{base}&sid={sid}")).body("1").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(http.get(format!("{base}&sid={sid}")).send().await.unwrap().text().await.unwrap(), "6");
-    common::wait_until(STEP, "the closed session to be cleaned up", || node.engine().session_count() < CAP).await;
+    support::server::wait_until(STEP, "the closed session to be cleaned up", || node.engine().session_count() < CAP)
+        .await;
     assert_eq!(http.get(&base).send().await.unwrap().status(), 200);
     assert_eq!(http.get(&base).send().await.unwrap().status(), 503);
     node.shutdown().await;
@@ -704,7 +707,7 @@ async fn names_with_invisible_characters_are_refused() {
 // ---------------------------------------------------------------------------------------------
 
 /// A WebSocket session of the fixture's Socket.IO engine, connected to `/`.
-async fn sio_connected(ts: &TestServer) -> (common::Ws, std::sync::Arc<clusterchat::engineio::Session>) {
+async fn sio_connected(ts: &TestServer) -> (support::server::Ws, std::sync::Arc<clusterchat::engineio::Session>) {
     let (mut ws, open) = ts.ws_session(SOCKETIO_PATH, 4).await;
     ws.send_text("40").await;
     assert!(ws.recv_text_skip_pings().await.starts_with("40"));
@@ -820,7 +823,7 @@ async fn sessions_per_address_are_capped() {
     for _ in 0..3 {
         let r = http.get(&base).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        sids.push(common::parse_open_packet(&r.text().await.unwrap())["sid"].as_str().unwrap().to_owned());
+        sids.push(support::server::parse_open_packet(&r.text().await.unwrap())["sid"].as_str().unwrap().to_owned());
     }
     let r = http.get(&base).send().await.unwrap();
     assert_eq!(r.status(), 429);
@@ -837,7 +840,8 @@ async fn sessions_per_address_are_capped() {
     // One closes: its place is free once the session is cleaned up.
     assert_eq!(http.post(format!("{base}&sid={}", sids[0])).body("1").send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{base}&sid={}", sids[0])).send().await.unwrap().text().await.unwrap(), "6");
-    common::wait_until(STEP, "the closed session to be cleaned up", || node.engine().session_count() < 3).await;
+    support::server::wait_until(STEP, "the closed session to be cleaned up", || node.engine().session_count() < 3)
+        .await;
     assert_eq!(http.get(&base).send().await.unwrap().status(), 200);
     assert_eq!(http.get(&base).send().await.unwrap().status(), 429);
     node.shutdown().await;
@@ -853,7 +857,7 @@ async fn a_trickled_body_times_out() {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{addr}/socket.io/?EIO=4&transport=polling");
     let open = http.get(&base).send().await.unwrap().text().await.unwrap();
-    let sid = common::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
+    let sid = support::server::parse_open_packet(&open)["sid"].as_str().unwrap().to_owned();
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = stream.into_split();
     let head = format!(

@@ -1,7 +1,6 @@
 //! `clusterchat inspect` against three in-process nodes: the real binary joins the ring as an
 //! observer, reports members, room subscribers and owners, and no node ever counts it.
 
-mod common;
 use clusterchat::node::Service;
 
 use std::process::{Output, Stdio};
@@ -9,12 +8,12 @@ use std::time::Duration;
 
 use clusterchat::cluster::rooms::room_owner;
 use clusterchat::cluster::router::sid_owner;
-use common::cluster::{ChatClient, CONVERGE};
+use support::polling::{ChatClient, CONVERGE};
 
 mod support;
-use common::wait_until;
 use serde_json::{json, Value};
 use support::cluster::{TestCluster, SECRET};
+use support::server::wait_until;
 
 /// Bound on one inspect run: its own wait for the seeds is 5 s.
 const RUN: Duration = Duration::from_secs(20);

@@ -1,14 +1,13 @@
 //! A node's whole life: it starts, serves chat across a cluster, shuts down, and leaves
 //! nothing behind: no task of its own still running, its engine and rooms freed.
 
-mod common;
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::ChatClient;
 use support::cluster::TestCluster;
+use support::polling::ChatClient;
 
 #[test]
 fn a_cluster_that_shut_down_leaves_no_task_and_frees_its_state() {

@@ -1,18 +1,17 @@
 //! `GET /metrics` on clustered nodes: requests received and forwarded by kind, RPC latency,
 //! sessions, members and room traffic move as a user's requests cross the cluster.
 
-mod common;
 use clusterchat::node::Service;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clusterchat::cluster::router::sid_owner;
-use common::cluster::{ChatClient, CONVERGE};
+use support::polling::{ChatClient, CONVERGE};
 
 mod support;
-use common::within;
 use support::cluster::TestCluster;
+use support::server::within;
 
 /// One scrape of `node`'s `/metrics`.
 async fn scrape(node: SocketAddr) -> String {

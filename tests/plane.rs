@@ -3,16 +3,15 @@
 //! stranger that knows the cluster id but not the secret. (Attacks from another host, in
 //! network namespaces: tests/netns_security.rs.)
 
-mod common;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
 
 use clusterchat::config::{ClusterSettings, NodeConfig};
 use clusterchat::node::Node;
-use common::cluster::{ChatClient, CONVERGE};
-use common::wait_until;
 use support::cluster::{free_udp_port, unique_cluster_id, PING_INTERVAL_MS};
+use support::polling::{ChatClient, CONVERGE};
+use support::server::wait_until;
 
 const OLD: &str = "the-old-cluster-secret-0000";
 const NEW: &str = "the-new-cluster-secret-1111";

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-mod common;
 mod support;
 use clusterchat::cluster::router::sid_owner;
-use common::cluster::ChatClient;
 use support::cluster::TestCluster;
+use support::polling::ChatClient;
 use support::rr_proxy::RoundRobinProxy;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(40);

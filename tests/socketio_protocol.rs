@@ -3,15 +3,15 @@
 //! `/socket.io/` too), plus server-to-client acknowledgements and revision 4 clients over
 //! Engine.IO 3.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use clusterchat::engineio::CloseReason;
 use clusterchat::socketio::{AckError, AckResponse};
-use common::*;
 use serde_json::{json, Value};
+use support::server::*;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 

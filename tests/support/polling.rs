@@ -1,10 +1,10 @@
 //! A raw Engine.IO v4 polling client of the `/chat` namespace that may send each request to
-//! any node of a cluster (tests/support/cluster.rs starts the cluster).
+//! any node of a cluster (`support::cluster` starts the cluster).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{decode_v4, parse_open_packet, within, STEP};
+use super::server::{decode_v4, parse_open_packet, within, STEP};
 
 /// How long a ring of a few nodes may take to form, or gossip to spread.
 pub const CONVERGE: Duration = Duration::from_secs(10);

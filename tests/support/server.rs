@@ -4,10 +4,6 @@
 //! helpers. Every helper that awaits the network is bounded by [`STEP`] and panics with a
 //! message naming what it waited for.
 
-#![allow(dead_code)]
-
-pub mod cluster;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
