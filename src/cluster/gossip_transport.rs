@@ -213,7 +213,11 @@ impl Socket for SecureSocket {
                 continue;
             }
             let (message, from, n) = self.next_message().await?;
-            self.tap.send_to(&message, self.codec_addr).await?;
+            if let Err(err) = self.tap.send_to(&message, self.codec_addr).await {
+                // A loopback hiccup costs this datagram, not the gossip task (gossip repairs).
+                warn!(%from, error = %err, "gossip datagram not handed to chitchat's codec");
+                continue;
+            }
             self.in_flight.push_back((from, tokio::time::Instant::now() + CODEC_WAIT, n));
         }
     }
