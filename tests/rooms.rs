@@ -281,6 +281,48 @@ async fn a_late_joiner_gets_the_rooms_history() {
     cluster.shutdown().await;
 }
 
+/// A room's history is kept on two nodes: when the room's owner stops, a newcomer still gets
+/// every message (before, it lived on the owner alone and went with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_history_outlives_its_owner() {
+    let mut cluster =
+        TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]), |c| {
+            c.chat.rate_limit_per_sec = 0
+        })
+        .await;
+    let room = "survives";
+    let members = cluster.members_of(cluster.node(0));
+    let owner = clusterchat::cluster::rooms::room_owner(&members, "/chat", room).expect("an owner");
+    let owner_index = (0..3).find(|&i| cluster.node(i).node_id() == owner).unwrap();
+    // alice's session lives on another node than the room's owner.
+    let (mut alice, _) = loop {
+        let (client, node) = connect(&cluster.url((owner_index + 1) % 3), "alice", TransportType::Websocket).await;
+        if node != owner {
+            break (client, node);
+        }
+        client.client.disconnect().await.ok();
+    };
+    join(&alice, room).await;
+    for k in 0..19 {
+        let sent = alice.call("chat message", json!({ "room": room, "message": format!("m{k}") })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+    }
+    for k in 0..19 {
+        assert_eq!(alice.expect("chat message").await["message"], json!(format!("m{k}")));
+    }
+    cluster.stop(owner_index).await;
+    cluster.wait_converged().await;
+    let live = (0..3).find(|&i| i != owner_index).unwrap();
+    let (mut late, _) = connect(&cluster.url(live), "late", TransportType::Websocket).await;
+    join(&late, room).await;
+    let history = late.expect("room history").await;
+    let want: Vec<Value> = (0..19).map(|k| json!({ "user": "alice", "message": format!("m{k}") })).collect();
+    assert_eq!(history, json!({ "room": room, "messages": want }), "history after {owner} stopped");
+    late.client.disconnect().await.ok();
+    alice.client.disconnect().await.ok();
+    cluster.shutdown().await;
+}
+
 /// A node killed mid-chat: the others announce its users' leave to their rooms, and update
 /// `room users`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

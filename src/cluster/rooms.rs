@@ -49,10 +49,18 @@ enum Outgoing {
 }
 
 /// The node a room is placed on: the rendezvous winner of the room's gossip key among the
-/// ready members. Per-room state kept by one node (such as history) lives there; `inspect
-/// --room` shows it.
+/// ready members; `inspect --room` shows it. The room's history is kept there and on the
+/// next [`HISTORY_REPLICAS`] - 1 nodes of the same ranking.
 pub fn room_owner(members: &Members, nsp: &str, room: &str) -> Option<String> {
     Placement::new(members.ready()).owner(&room_key(nsp, room)).map(str::to_owned)
+}
+
+/// Nodes that keep each room's history, so one node down (crashed, restarting) loses none.
+pub const HISTORY_REPLICAS: usize = 2;
+
+/// The first `n` nodes of a room's rendezvous ranking among the ready members.
+pub fn room_replicas(members: &Members, nsp: &str, room: &str, n: usize) -> Vec<String> {
+    Placement::new(members.ready()).ranking(&room_key(nsp, room)).into_iter().take(n).map(str::to_owned).collect()
 }
 
 /// Counters of room traffic, for metrics.
@@ -398,8 +406,15 @@ impl ClusterRooms {
     }
 
     /// The owner of a room among the ready members (this node while it knows no other).
-    fn owner_of_room(&self, nsp: &str, room: &str) -> String {
-        room_owner(&self.membership.members(), nsp, room).unwrap_or_else(|| self.node_id.clone())
+    /// The nodes that keep a room's history: the first [`HISTORY_REPLICAS`] of the room's
+    /// rendezvous ranking among the ready members (this node alone if none is ready).
+    fn history_replicas(&self, nsp: &str, room: &str) -> Vec<String> {
+        let replicas = room_replicas(&self.membership.members(), nsp, room, HISTORY_REPLICAS);
+        if replicas.is_empty() {
+            vec![self.node_id.clone()]
+        } else {
+            replicas
+        }
     }
 
     /// Serves a peer's push.
@@ -637,36 +652,50 @@ impl Adapter for ClusterRooms {
 
     fn record(&self, nsp: &str, room: &str, entry: String) {
         let Some(this) = self.me.upgrade() else { return };
-        let owner = this.owner_of_room(nsp, room);
-        if owner == this.node_id {
-            if let Some(ns) = this.namespaces.get(nsp) {
-                ns.record_local(room, entry);
+        for replica in this.history_replicas(nsp, room) {
+            if replica == this.node_id {
+                if let Some(ns) = this.namespaces.get(nsp) {
+                    ns.record_local(room, entry.clone());
+                }
+            } else {
+                this.push_to(&replica, Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() });
             }
-        } else {
-            this.push_to(&owner, Push::Record { nsp: nsp.into(), room: room.into(), entry });
         }
     }
 
+    /// Asks every replica and keeps the longest answer: a replica that just became one (a node
+    /// joined) or lost its copy (it restarted) has fewer entries than one that has held the
+    /// room all along, and one replica down leaves the other's.
     fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(Vec::new())) };
-        let owner = this.owner_of_room(nsp, room);
-        if owner == this.node_id {
-            let entries = this.namespaces.get(nsp).map(|ns| ns.local_history(room)).unwrap_or_default();
-            return Box::pin(std::future::ready(entries));
-        }
-        let request = Request::History { nsp: nsp.into(), room: room.into() };
+        let replicas = this.history_replicas(nsp, room);
+        let (nsp, room) = (nsp.to_owned(), room.to_owned());
         Box::pin(async move {
-            match this.call(&owner, request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await {
-                Ok(Response::History(entries)) => entries,
-                Ok(other) => {
-                    warn!(peer = owner, ?other, "unexpected answer to History");
-                    Vec::new()
+            let asks = replicas.into_iter().map(|replica| {
+                let this = this.clone();
+                let (nsp, room) = (nsp.clone(), room.clone());
+                async move {
+                    if replica == this.node_id {
+                        return this.namespaces.get(&nsp).map(|ns| ns.local_history(&room)).unwrap_or_default();
+                    }
+                    let request = Request::History { nsp, room };
+                    match this.call(&replica, request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await {
+                        Ok(Response::History(entries)) => entries,
+                        Ok(other) => {
+                            warn!(peer = replica, ?other, "unexpected answer to History");
+                            Vec::new()
+                        }
+                        Err(err) => {
+                            warn!(peer = replica, error = %err, "room history unavailable from this replica");
+                            Vec::new()
+                        }
+                    }
                 }
-                Err(err) => {
-                    warn!(peer = owner, error = %err, "room history unavailable");
-                    Vec::new()
-                }
-            }
+            });
+            let answers = futures_util::future::join_all(asks).await;
+            answers
+                .into_iter()
+                .fold(Vec::new(), |best, entries| if entries.len() > best.len() { entries } else { best })
         })
     }
 
