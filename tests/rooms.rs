@@ -323,6 +323,62 @@ async fn a_rooms_history_outlives_its_owner() {
     cluster.shutdown().await;
 }
 
+/// `kill -9` of the node that owns a room: a newcomer on another node still gets every message
+/// of the room's history (the second replica answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_history_survives_a_killed_owner() {
+    use clusterchat::cluster::membership::room_key;
+    use clusterchat::cluster::placement::Placement;
+
+    let mut nodes = spawn_processes(env!("CARGO_BIN_EXE_clusterchat"), 3).await;
+    let room = "after the crash";
+    let owner = Placement::new(["node1", "node2", "node3"]).owner(&room_key("/chat", room)).unwrap().to_owned();
+    let owner_index: usize = owner.trim_start_matches("node").parse::<usize>().unwrap() - 1;
+    let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
+    let url = |i: usize| urls[i].clone();
+    let other = (owner_index + 1) % 3;
+    let (mut alice, _) = loop {
+        let (c, node) = connect(&url(other), "alice", TransportType::Websocket).await;
+        if node != owner {
+            break (c, node);
+        }
+        c.client.disconnect().await.ok();
+    };
+    join(&alice, room).await;
+    for k in 0..19 {
+        let sent = alice.call("chat message", json!({ "room": room, "message": format!("m{k}") })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+    }
+    for k in 0..19 {
+        assert_eq!(alice.expect("chat message").await["message"], json!(format!("m{k}")));
+    }
+    nodes[owner_index].child.kill().await.expect("kill -9");
+    let survivors: Vec<_> = (0..3).filter(|&i| i != owner_index).collect();
+    // Both survivors count two ready members before the newcomer comes.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for &i in &survivors {
+        loop {
+            let metrics = http.get(format!("{}/metrics", url(i))).send().await.unwrap().text().await.unwrap();
+            if metrics.lines().any(|l| l == "clusterchat_ready_members 2") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node{} never saw {owner} gone", i + 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (mut late, _) = connect(&url(survivors[1]), "late", TransportType::Websocket).await;
+    join(&late, room).await;
+    let history = late.expect("room history").await;
+    let want: Vec<Value> = (0..19).map(|k| json!({ "user": "alice", "message": format!("m{k}") })).collect();
+    assert_eq!(history, json!({ "room": room, "messages": want }), "history after {owner} was killed");
+    late.client.disconnect().await.ok();
+    alice.client.disconnect().await.ok();
+    for n in &mut nodes {
+        let _ = n.child.kill().await;
+    }
+}
+
 /// A node killed mid-chat: the others announce its users' leave to their rooms, and update
 /// `room users`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
