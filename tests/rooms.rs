@@ -50,6 +50,35 @@ async fn join(client: &RustClient, room: &str) {
     assert_eq!(client.call("join room", json!({ "room": room })).await, json!({ "ok": true }), "joining {room}");
 }
 
+/// Connects `user` through `url` until its session is owned by another node than `avoid`.
+async fn connect_avoiding(url: &str, user: &str, avoid: &str) -> RustClient {
+    loop {
+        let (client, node) = connect(url, user, TransportType::Websocket).await;
+        if node != avoid {
+            return client;
+        }
+        client.client.disconnect().await.ok();
+    }
+}
+
+/// `client` sends `m0`..`m{n-1}` to `room` (each acked) and receives them all back, so each
+/// was published, and recorded in the room's history.
+async fn say_and_hear(client: &mut RustClient, room: &str, n: usize) {
+    for k in 0..n {
+        let sent = client.call("chat message", json!({ "room": room, "message": format!("m{k}") })).await;
+        assert_eq!(sent, json!({ "ok": true }));
+    }
+    for k in 0..n {
+        assert_eq!(client.expect("chat message").await["message"], json!(format!("m{k}")));
+    }
+}
+
+/// What a newcomer's `room history` holds after [`say_and_hear`] by alice.
+fn history_of(room: &str, n: usize) -> Value {
+    let messages: Vec<Value> = (0..n).map(|k| json!({ "user": "alice", "message": format!("m{k}") })).collect();
+    json!({ "room": room, "messages": messages })
+}
+
 /// Twelve users spread over three nodes (through the round-robin balancer, over all three
 /// transports), five rooms each out of twenty; everyone sends ten messages to each of their
 /// rooms at once. Every member receives exactly every message of its rooms, each sender's in
@@ -295,29 +324,16 @@ async fn a_rooms_history_outlives_its_owner() {
     let owner = clusterchat::cluster::rooms::room_owner(&members, "/chat", room).expect("an owner");
     let owner_index = (0..3).find(|&i| cluster.node(i).node_id() == owner).unwrap();
     // alice's session lives on another node than the room's owner.
-    let (mut alice, _) = loop {
-        let (client, node) = connect(&cluster.url((owner_index + 1) % 3), "alice", TransportType::Websocket).await;
-        if node != owner {
-            break (client, node);
-        }
-        client.client.disconnect().await.ok();
-    };
+    let mut alice = connect_avoiding(&cluster.url((owner_index + 1) % 3), "alice", &owner).await;
     join(&alice, room).await;
-    for k in 0..19 {
-        let sent = alice.call("chat message", json!({ "room": room, "message": format!("m{k}") })).await;
-        assert_eq!(sent, json!({ "ok": true }));
-    }
-    for k in 0..19 {
-        assert_eq!(alice.expect("chat message").await["message"], json!(format!("m{k}")));
-    }
+    say_and_hear(&mut alice, room, 19).await;
     cluster.stop(owner_index).await;
     cluster.wait_converged().await;
     let live = (0..3).find(|&i| i != owner_index).unwrap();
     let (mut late, _) = connect(&cluster.url(live), "late", TransportType::Websocket).await;
     join(&late, room).await;
     let history = late.expect("room history").await;
-    let want: Vec<Value> = (0..19).map(|k| json!({ "user": "alice", "message": format!("m{k}") })).collect();
-    assert_eq!(history, json!({ "room": room, "messages": want }), "history after {owner} stopped");
+    assert_eq!(history, history_of(room, 19), "history after {owner} stopped");
     late.client.disconnect().await.ok();
     alice.client.disconnect().await.ok();
     cluster.shutdown().await;
@@ -336,22 +352,9 @@ async fn a_rooms_history_survives_a_killed_owner() {
     let owner_index: usize = owner.trim_start_matches("node").parse::<usize>().unwrap() - 1;
     let urls: Vec<String> = nodes.iter().map(|n| format!("http://{}", n.http)).collect();
     let url = |i: usize| urls[i].clone();
-    let other = (owner_index + 1) % 3;
-    let (mut alice, _) = loop {
-        let (c, node) = connect(&url(other), "alice", TransportType::Websocket).await;
-        if node != owner {
-            break (c, node);
-        }
-        c.client.disconnect().await.ok();
-    };
+    let mut alice = connect_avoiding(&url((owner_index + 1) % 3), "alice", &owner).await;
     join(&alice, room).await;
-    for k in 0..19 {
-        let sent = alice.call("chat message", json!({ "room": room, "message": format!("m{k}") })).await;
-        assert_eq!(sent, json!({ "ok": true }));
-    }
-    for k in 0..19 {
-        assert_eq!(alice.expect("chat message").await["message"], json!(format!("m{k}")));
-    }
+    say_and_hear(&mut alice, room, 19).await;
     nodes[owner_index].child.kill().await.expect("kill -9");
     let survivors: Vec<_> = (0..3).filter(|&i| i != owner_index).collect();
     // Both survivors count two ready members before the newcomer comes.
@@ -370,8 +373,7 @@ async fn a_rooms_history_survives_a_killed_owner() {
     let (mut late, _) = connect(&url(survivors[1]), "late", TransportType::Websocket).await;
     join(&late, room).await;
     let history = late.expect("room history").await;
-    let want: Vec<Value> = (0..19).map(|k| json!({ "user": "alice", "message": format!("m{k}") })).collect();
-    assert_eq!(history, json!({ "room": room, "messages": want }), "history after {owner} was killed");
+    assert_eq!(history, history_of(room, 19), "history after {owner} was killed");
     late.client.disconnect().await.ok();
     alice.client.disconnect().await.ok();
     for n in &mut nodes {
