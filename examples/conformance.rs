@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clusterchat::cluster::router::Router;
-use clusterchat::engineio::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
+use clusterchat::engineio::{Engine, EngineConfig};
 use clusterchat::http::{EdgePolicy, HttpState};
 use clusterchat::node::Service;
 use clusterchat::server::Server;
@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 #[path = "../tests/support/mod.rs"]
 mod support;
 use support::rr_proxy::RoundRobinProxy;
+use support::server::Echo;
 
 #[derive(Parser)]
 struct Args {
@@ -34,22 +35,6 @@ struct Args {
     /// Cluster nodes behind a per-request round-robin balancer; 1 serves directly.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
-}
-
-/// Echoes every message back, as the engine.io suite's reference server does.
-struct Echo;
-
-impl EngineHandler for Echo {
-    fn on_open(&self, _: &Arc<Session>) {}
-    fn on_message(&self, session: &Arc<Session>, message: Message) {
-        let frame = match message {
-            Message::Text(t) => Frame::message(&t),
-            Message::Binary(b) => Frame::Binary(b),
-        };
-        // A full queue closes the session itself; nothing else to do.
-        let _ = session.send(frame);
-    }
-    fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
 }
 
 /// The handlers the socket.io suite expects in a namespace.

@@ -672,14 +672,7 @@ fn polling_response(session: &Session, frames: &[Frame]) -> EngineResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engineio::session::Message;
-
-    struct Nop;
-    impl EngineHandler for Nop {
-        fn on_open(&self, _: &Arc<Session>) {}
-        fn on_message(&self, _: &Arc<Session>, _: Message) {}
-        fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
-    }
+    use crate::engineio::session::tests::Nop;
 
     fn get(query: &str) -> EngineRequest {
         EngineRequest {

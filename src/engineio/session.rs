@@ -328,10 +328,11 @@ pub(crate) fn new_sid() -> Sid {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct Nop;
+    /// A handler that ignores everything: for tests of sessions and of the engine above them.
+    pub(crate) struct Nop;
     impl EngineHandler for Nop {
         fn on_open(&self, _: &Arc<Session>) {}
         fn on_message(&self, _: &Arc<Session>, _: Message) {}

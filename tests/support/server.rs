@@ -57,8 +57,9 @@ pub async fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> b
 // The fixture server
 // ---------------------------------------------------------------------------------------------
 
-/// Echoes every message back, as the engine.io suite's reference server does.
-struct Echo;
+/// Echoes every message back, as the engine.io suite's reference server does (shared with
+/// `examples/conformance.rs`).
+pub struct Echo;
 
 impl EngineHandler for Echo {
     fn on_open(&self, _: &Arc<Session>) {}
@@ -67,6 +68,7 @@ impl EngineHandler for Echo {
             Message::Text(t) => Frame::message(&t),
             Message::Binary(b) => Frame::Binary(b),
         };
+        // A full queue closes the session itself; nothing else to do.
         let _ = session.send(frame);
     }
     fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
