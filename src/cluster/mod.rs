@@ -3,6 +3,7 @@
 
 pub mod gossip_transport;
 pub mod gossip_wire;
+pub mod core;
 pub mod membership;
 pub mod placement;
 pub mod rooms;

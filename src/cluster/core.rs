@@ -1,0 +1,444 @@
+//! The rooms core: everything one node knows about rooms across the cluster, as a state
+//! machine that does no I/O and never waits.
+//!
+//! It takes three kinds of input: this node's local events (a room's local members changed),
+//! what peers said (`Subscribe` requests and their answers, `Presence` pushes) and membership
+//! snapshots from gossip. Each input updates the tables and returns [`Effect`]s for the
+//! driver (`cluster::rooms`) to carry out: a push or a request to a node, news for the local
+//! members, a gossip update, the release of joiners waiting for their room. Publishing asks it
+//! for the nodes to push a broadcast to. Because it is plain data, it is tested with any number
+//! of nodes in one process, with every interleaving a seeded random script can produce (see the
+//! simulation in this module's tests).
+//!
+//! # States
+//! Per room (namespace and name) a node holds: its local members' labels (`local`), the remote
+//! members each peer told it of (`presence`), the peers whose gossip says they have members
+//! (`gossip`), and, while the room's first local join is being announced, the peers that have
+//! not answered yet (`joining`).
+//!
+//! # Invariants (checked by the tests)
+//! - Once every message is delivered and gossip has converged, a node's subscribers of a room
+//!   are exactly the other live nodes with local members in it, and the remote members it
+//!   knows of in a room it has members in are exactly theirs.
+//! - A room's first local join is released ([`Effect::Joined`]) only once every peer that was
+//!   live then has answered (or failed to): a broadcast published anywhere after the release
+//!   reaches the joiner's node.
+//! - A node's gossip keys converge to its rooms with local members, whatever the order of joins
+//!   and leaves (one dirty set, applied by one writer).
+//! - Every table is bounded by the rooms with members and the live nodes; a node that leaves
+//!   takes its entries with it.
+//! - Work per input is in proportion to the change: a membership snapshot diffs only the
+//!   nodes whose room set is a new one (`MemberInfo::rooms` is shared while unchanged).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::membership::{room_key, Members};
+use super::placement::Placement;
+use crate::socketio::recovery::PARKED_LABEL;
+use crate::socketio::{PresenceCause, PresenceChange};
+
+/// A room: its namespace and its name.
+pub type RoomId = (String, String);
+
+/// When a node's word about its members was true: its generation (a restart starts a new,
+/// higher one) and a counter of its local changes. A receiver applies a node's word about a
+/// room only if it is newer than what it has: answers and pushes travel on different
+/// connections, so an answer can arrive after a later push, or before an earlier one.
+pub type Version = (u64, u64);
+
+/// Removed presence entries remembered (so an older word arriving late is recognized as
+/// such), at most; the oldest are forgotten first.
+const MAX_TOMBSTONES: usize = 65_536;
+
+/// What the driver must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Tell `to`, one way and after what was pushed to it before, that this node's local
+    /// members of `room` are now `labels` (empty: none).
+    Presence { to: String, room: RoomId, labels: Vec<String>, version: Version },
+    /// Ask `to` for its local members of `room`, telling it ours; feed its answer (or the
+    /// failure) to [`RoomsCore::answered`] with the same `version` and `notify`.
+    Ask { to: String, room: RoomId, labels: Vec<String>, version: Version, notify: bool },
+    /// Remote members of a room with local members changed: tell the local members.
+    Notify { room: RoomId, change: PresenceChange },
+    /// Gossip keys are due: take them with [`RoomsCore::take_advertisements`].
+    Advertise,
+    /// The room's first local join is effective on every peer: release who waits for it.
+    Joined { room: RoomId },
+}
+
+/// The rooms core of one node.
+#[derive(Debug)]
+pub struct RoomsCore {
+    me: String,
+    generation: u64,
+    /// Local changes so far: the second half of this node's [`Version`]s.
+    clock: u64,
+    /// Rooms with local members: their labels (a parked session counts as [`PARKED_LABEL`]).
+    local: HashMap<RoomId, Vec<String>>,
+    /// Remote presence: room → node → labels of its members there, as of a version. An
+    /// entry with no labels is a tombstone: that node's members left, as of that version.
+    presence: HashMap<RoomId, BTreeMap<String, (Version, Vec<String>)>>,
+    /// Tombstones in the order they were laid, to forget the oldest past [`MAX_TOMBSTONES`].
+    tombstones: std::collections::VecDeque<(RoomId, String, Version)>,
+    /// Remote subscriptions known from gossip: room → nodes.
+    gossip: HashMap<RoomId, BTreeSet<String>>,
+    /// Each remote node's room set as last applied to `gossip`.
+    applied: HashMap<String, Arc<BTreeSet<RoomId>>>,
+    /// Subscriptions seen in gossip whose node's members we have not heard of yet.
+    unconfirmed: BTreeSet<(String, RoomId)>,
+    /// Asks that failed (the peer did not answer in time), by the version of the latest that
+    /// failed: asked again at each membership snapshot while the room has local members,
+    /// until an ask made since then is answered (an answer to an older ask may describe the
+    /// peer before changes it did not tell us of, as we were not its subscriber then).
+    retry: BTreeMap<(String, RoomId), Version>,
+    /// Live node ids, this one included, as of the last membership snapshot, with their
+    /// generations.
+    live: BTreeMap<String, u64>,
+    /// Ready node ids (they take new sessions and rooms), for placement.
+    ready: Vec<String>,
+    /// Rooms whose first local join is being announced: the version of that join's asks
+    /// and the peers yet to answer them (an answer to an earlier round does not count).
+    joining: HashMap<RoomId, (Version, BTreeSet<String>)>,
+    /// Rooms that gained their first or lost their last local member since the gossip keys
+    /// were last taken.
+    unadvertised: BTreeSet<RoomId>,
+}
+
+impl RoomsCore {
+    /// The core of node `me`, in its `generation` (see [`Version`]).
+    pub fn new(me: impl Into<String>, generation: u64) -> Self {
+        let me = me.into();
+        Self {
+            live: [(me.clone(), generation)].into(),
+            me,
+            generation,
+            clock: 0,
+            local: HashMap::new(),
+            presence: HashMap::new(),
+            tombstones: Default::default(),
+            gossip: HashMap::new(),
+            applied: HashMap::new(),
+            unconfirmed: BTreeSet::new(),
+            retry: BTreeMap::new(),
+            ready: Vec::new(),
+            joining: HashMap::new(),
+            unadvertised: BTreeSet::new(),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.me
+    }
+
+    /// The room's local members are now `labels` (empty: none left). Returns whether the
+    /// caller must wait for [`Effect::Joined`] before its join counts: the room's first join
+    /// is being announced to the peers.
+    pub fn local_changed(&mut self, room: RoomId, labels: Vec<String>, out: &mut Vec<Effect>) -> bool {
+        self.clock += 1;
+        let version = (self.generation, self.clock);
+        let (first, last) = if labels.is_empty() {
+            (false, self.local.remove(&room).is_some())
+        } else {
+            (self.local.insert(room.clone(), labels.clone()).is_none(), false)
+        };
+        if first || last {
+            self.unadvertised.insert(room.clone());
+            out.push(Effect::Advertise);
+        }
+        if first {
+            // One round trip to every live peer: each records our members and answers with
+            // its own, so the join is effective everywhere before the joiner goes on.
+            let peers: BTreeSet<String> = self.peers().cloned().collect();
+            for to in &peers {
+                let (to, room, labels) = (to.clone(), room.clone(), labels.clone());
+                out.push(Effect::Ask { to, room, labels, version, notify: false });
+            }
+            if peers.is_empty() {
+                return false;
+            }
+            self.joining.insert(room, (version, peers));
+            return true;
+        }
+        // Everyone subscribed hears of a change; on the last leave, every live node, so none
+        // keeps pushing here until gossip catches up.
+        let targets: Vec<String> = if last { self.peers().cloned().collect() } else { self.subscribers(&room) };
+        for to in targets {
+            out.push(Effect::Presence { to, room: room.clone(), labels: labels.clone(), version });
+        }
+        self.joining.contains_key(&room)
+    }
+
+    /// The answer of `from` to an [`Effect::Ask`] made at `asked` (the ask's version): its
+    /// members as of a version (`None`: it did not answer).
+    pub fn answered(
+        &mut self,
+        from: &str,
+        room: &RoomId,
+        asked: Version,
+        answer: Option<(Version, Vec<String>)>,
+        notify: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        match answer {
+            Some((version, labels)) => {
+                let key = (from.to_owned(), room.clone());
+                if self.retry.get(&key).is_some_and(|failed| *failed <= asked) {
+                    self.retry.remove(&key);
+                }
+                self.apply_presence(from, room, labels, version, notify, out);
+            }
+            // Its members may have changed meanwhile without a word to us (we were not its
+            // subscriber yet): ask again.
+            None if self.local.contains_key(room) && self.live.contains_key(from) => {
+                let failed = self.retry.entry((from.to_owned(), room.clone())).or_insert(asked);
+                *failed = (*failed).max(asked);
+            }
+            None => {}
+        }
+        if let Some((_, waiting)) = self.joining.get_mut(room).filter(|(round, _)| *round == asked) {
+            waiting.remove(from);
+            if waiting.is_empty() {
+                self.joining.remove(room);
+                out.push(Effect::Joined { room: room.clone() });
+            }
+        }
+    }
+
+    /// A peer's `Subscribe`: it has members `labels` in the room, as of `version`. Returns
+    /// our answer: our local members' labels as of now.
+    pub fn on_subscribe(
+        &mut self,
+        from: &str,
+        room: &RoomId,
+        labels: Vec<String>,
+        version: Version,
+        out: &mut Vec<Effect>,
+    ) -> (Version, Vec<String>) {
+        self.apply_presence(from, room, labels, version, true, out);
+        ((self.generation, self.clock), self.local.get(room).cloned().unwrap_or_default())
+    }
+
+    /// A peer's `Presence` push: its members of the room are now `labels`, as of `version`.
+    pub fn on_presence(&mut self, from: &str, room: &RoomId, labels: Vec<String>, version: Version, out: &mut Vec<Effect>) {
+        self.apply_presence(from, room, labels, version, true, out);
+    }
+
+    fn apply_presence(
+        &mut self,
+        node: &str,
+        room: &RoomId,
+        labels: Vec<String>,
+        version: Version,
+        notify: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let entry = self.presence.entry(room.clone()).or_default();
+        if entry.get(node).is_some_and(|(known, _)| *known >= version) {
+            return; // older than what we have: it was overtaken
+        }
+        if labels.is_empty() {
+            self.tombstones.push_back((room.clone(), node.to_owned(), version));
+        }
+        let before = entry.insert(node.to_owned(), (version, labels.clone())).map(|(_, l)| l).unwrap_or_default();
+        self.forget_old_tombstones();
+        // News for the local members only if the names they see changed (not a parked
+        // session coming or going).
+        let visible = |l: &[String]| l.iter().filter(|l| *l != PARKED_LABEL).cloned().collect::<Vec<_>>();
+        let changed = visible(&before) != visible(&labels);
+        if notify && changed && self.local.contains_key(room) {
+            out.push(Effect::Notify {
+                room: room.clone(),
+                change: PresenceChange { cause: PresenceCause::Remote, left: Vec::new() },
+            });
+        }
+    }
+
+    /// Forgets the oldest tombstones past [`MAX_TOMBSTONES`] (a word older than a forgotten
+    /// one could then be applied: it would have to be overtaken by 65,536 later removals).
+    fn forget_old_tombstones(&mut self) {
+        while self.tombstones.len() > MAX_TOMBSTONES {
+            let Some((room, node, version)) = self.tombstones.pop_front() else { break };
+            if let Some(nodes) = self.presence.get_mut(&room) {
+                if nodes.get(&node).is_some_and(|(v, labels)| *v == version && labels.is_empty()) {
+                    nodes.remove(&node);
+                }
+                if nodes.is_empty() {
+                    self.presence.remove(&room);
+                }
+            }
+        }
+    }
+
+    /// Applies a membership snapshot, in proportion to what changed: only nodes whose room
+    /// set is a new one are diffed into the subscriber table, presence is scanned only when
+    /// the live set changed, and only subscriptions new in gossip (or still unconfirmed) are
+    /// checked for a missed word.
+    pub fn membership_changed(&mut self, members: &Members, out: &mut Vec<Effect>) {
+        let gone: Vec<String> = self.applied.keys().filter(|n| !members.nodes.contains_key(*n)).cloned().collect();
+        for node in &gone {
+            for room in self.applied.remove(node).unwrap_or_default().iter() {
+                unsubscribe(&mut self.gossip, room, node);
+            }
+        }
+        for m in members.nodes.values().filter(|m| m.node_id != self.me) {
+            let before = self.applied.get(&m.node_id);
+            if before.is_some_and(|b| Arc::ptr_eq(b, &m.rooms)) {
+                continue;
+            }
+            let before = before.cloned().unwrap_or_default();
+            for room in before.difference(&m.rooms) {
+                unsubscribe(&mut self.gossip, room, &m.node_id);
+            }
+            for room in m.rooms.difference(&before) {
+                self.gossip.entry(room.clone()).or_default().insert(m.node_id.clone());
+                self.unconfirmed.insert((m.node_id.clone(), room.clone()));
+            }
+            self.applied.insert(m.node_id.clone(), m.rooms.clone());
+        }
+        self.ready = members.ready().map(str::to_owned).collect();
+        // A node that restarted (a new generation) lost its members like one that left.
+        let mut live: BTreeMap<String, u64> = members.nodes.values().map(|m| (m.node_id.clone(), m.generation)).collect();
+        live.insert(self.me.clone(), self.generation);
+        if live != self.live {
+            let old = &self.live;
+            let same = |node: &String| live.get(node).is_some_and(|g| old.get(node).is_none_or(|o| o == g));
+            let mut lost = Vec::new();
+            for (room, nodes) in self.presence.iter_mut() {
+                let mut left = Vec::new();
+                nodes.retain(|node, (_, labels)| {
+                    let keep = same(node);
+                    if !keep {
+                        left.append(labels);
+                    }
+                    keep
+                });
+                if !left.is_empty() {
+                    lost.push((room.clone(), left));
+                }
+            }
+            self.presence.retain(|_, nodes| !nodes.is_empty());
+            for (room, left) in lost {
+                if self.local.contains_key(&room) {
+                    out.push(Effect::Notify { room, change: PresenceChange { cause: PresenceCause::NodeLost, left } });
+                }
+            }
+            // A peer that left answers no more: a join waiting for it goes on without it.
+            let mut released = Vec::new();
+            for (room, (_, waiting)) in self.joining.iter_mut() {
+                waiting.retain(|node| live.contains_key(node));
+                if waiting.is_empty() {
+                    released.push(room.clone());
+                }
+            }
+            for room in released {
+                self.joining.remove(&room);
+                out.push(Effect::Joined { room });
+            }
+            self.live = live;
+        }
+        // A node subscribed by gossip whose members we never heard of, in a room we have
+        // members in: a direct word was missed. Ask it; asked again at each snapshot until
+        // its answer (or its leaving) settles it.
+        let (gossip, presence) = (&self.gossip, &self.presence);
+        self.unconfirmed.retain(|(node, room)| {
+            let subscribed = gossip.get(room).is_some_and(|nodes| nodes.contains(node));
+            let heard = presence.get(room).and_then(|p| p.get(node)).is_some_and(|(_, labels)| !labels.is_empty());
+            subscribed && !heard
+        });
+        let (live, local) = (&self.live, &self.local);
+        self.retry.retain(|(node, room), _| live.contains_key(node) && local.contains_key(room));
+        let version = (self.generation, self.clock);
+        let retry = self.retry.keys().filter(|k| !self.unconfirmed.contains(*k));
+        for (to, room) in self.unconfirmed.iter().chain(retry) {
+            if let Some(labels) = self.local.get(room) {
+                let (to, room, labels) = (to.clone(), room.clone(), labels.clone());
+                out.push(Effect::Ask { to, room, labels, version, notify: true });
+            }
+        }
+    }
+
+    /// Nodes to push a room's broadcasts to: subscribed by gossip or by direct word, live,
+    /// not this one.
+    pub fn subscribers(&self, room: &RoomId) -> Vec<String> {
+        let mut nodes: BTreeSet<&String> = self.gossip.get(room).map(|s| s.iter().collect()).unwrap_or_default();
+        if let Some(p) = self.presence.get(room) {
+            nodes.extend(p.iter().filter(|(_, (_, labels))| !labels.is_empty()).map(|(n, _)| n));
+        }
+        nodes.into_iter().filter(|n| **n != self.me && self.live.contains_key(*n)).cloned().collect()
+    }
+
+    /// Labels of the room's members on other live nodes.
+    pub fn remote_labels(&self, room: &RoomId) -> Vec<String> {
+        self.presence
+            .get(room)
+            .map(|nodes| {
+                let live = nodes.iter().filter(|(n, _)| self.live.contains_key(*n));
+                live.flat_map(|(_, (_, labels))| labels.iter().cloned()).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Labels of the room's local members.
+    pub fn local_labels(&self, room: &RoomId) -> &[String] {
+        self.local.get(room).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The gossip keys to write now, each set (`Some`) or deleted (`None`): the rooms that
+    /// changed since the last call, as they are now.
+    pub fn take_advertisements(&mut self) -> Vec<(String, Option<&'static str>)> {
+        let dirty = std::mem::take(&mut self.unadvertised);
+        dirty.into_iter().map(|id| (room_key(&id.0, &id.1), self.local.contains_key(&id).then_some("1"))).collect()
+    }
+
+    /// Live peers (not this node).
+    pub fn peers(&self) -> impl Iterator<Item = &String> {
+        self.live.keys().filter(|n| **n != self.me)
+    }
+
+    /// The first `n` ready nodes of a key's rendezvous ranking.
+    pub fn ranking(&self, key: &str, n: usize) -> Vec<String> {
+        Placement::new(self.ready.iter().map(String::as_str)).ranking(key).into_iter().take(n).map(str::to_owned).collect()
+    }
+
+    /// The first `n` live nodes of a key's rendezvous ranking (ready or not).
+    pub fn live_ranking(&self, key: &str, n: usize) -> Vec<String> {
+        Placement::new(self.live.keys().map(String::as_str)).ranking(key).into_iter().take(n).map(str::to_owned).collect()
+    }
+
+    /// How many rooms, remote presences and gossip subscriptions the tables hold (metrics,
+    /// and the tests' bound checks).
+    pub fn sizes(&self) -> TableSizes {
+        TableSizes {
+            local: self.local.len(),
+            presence: self.presence.values().flat_map(BTreeMap::values).filter(|(_, l)| !l.is_empty()).count(),
+            tombstones: self.tombstones.len(),
+            gossip: self.gossip.values().map(BTreeSet::len).sum(),
+            joining: self.joining.len(),
+        }
+    }
+}
+
+/// Entry counts of a [`RoomsCore`]'s tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableSizes {
+    pub local: usize,
+    pub presence: usize,
+    pub tombstones: usize,
+    pub gossip: usize,
+    pub joining: usize,
+}
+
+/// Removes `node` from the room's gossip subscribers (and the room, once nobody is left).
+fn unsubscribe(gossip: &mut HashMap<RoomId, BTreeSet<String>>, room: &RoomId, node: &str) {
+    if let Some(nodes) = gossip.get_mut(room) {
+        nodes.remove(node);
+        if nodes.is_empty() {
+            gossip.remove(room);
+        }
+    }
+}
+
+#[cfg(test)]
+mod sim;

@@ -1,0 +1,611 @@
+//! A deterministic simulation of N rooms cores: random scripts of joins, leaves, publishes,
+//! node deaths, failed requests and arbitrary message delays, with the invariants of
+//! [`super`] checked after every step and once the cluster is quiet. A failing run prints its
+//! seed; `SIM_SEED=<seed> cargo test --lib cluster::core::sim` replays it (`SIM_DEBUG=1` also
+//! prints every message and each publisher's tables), `SIM_RUNS=<n>` runs n seeds.
+//!
+//! The network is modelled as the real one is built: per ordered pair of nodes one FIFO link
+//! (a peer's RPC connection carries its pushes and requests in order), answers on their own
+//! (they travel on the asker's connection), and gossip as each node's view of every other
+//! node's advertised rooms, refreshed one pair at a time in random order. Publishes are never
+//! lost but with a dead node; requests may fail (a timeout): the asker is told so.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Effect, RoomId, RoomsCore, Version};
+use crate::cluster::membership::{MemberInfo, Members};
+
+const NSP: &str = "/chat";
+
+fn room(name: &str) -> RoomId {
+    (NSP.to_owned(), name.to_owned())
+}
+
+/// What travels on a link, in order.
+#[derive(Debug, Clone)]
+enum Msg {
+    Presence { room: RoomId, labels: Vec<String>, version: Version },
+    Ask { id: u64, room: RoomId, labels: Vec<String>, version: Version, notify: bool },
+    Publish { room: RoomId, id: u64 },
+}
+
+/// An answer on its way back to the asker.
+#[derive(Debug, Clone)]
+struct Answer {
+    to: usize,
+    from: usize,
+    room: RoomId,
+    labels: Option<(Version, Vec<String>)>,
+    notify: bool,
+    ask: u64,
+    asked: Version,
+}
+
+struct Node {
+    name: String,
+    core: RoomsCore,
+    alive: bool,
+    /// Users here: room → users.
+    members: BTreeMap<RoomId, BTreeSet<String>>,
+    /// This node's gossip: its advertised rooms (a new `Arc` whenever it changes).
+    advertised: Arc<BTreeSet<RoomId>>,
+    advertise_due: bool,
+    /// What it believes of the others: node → their advertised rooms, for the live ones.
+    view: BTreeMap<usize, Arc<BTreeSet<RoomId>>>,
+    /// Users whose join waits for the room's [`Effect::Joined`].
+    waiting: BTreeMap<RoomId, Vec<String>>,
+    /// Publishes received: id → times.
+    received: BTreeMap<u64, u32>,
+    /// The last publish id received per (publisher, room): per-sender order.
+    last_from: BTreeMap<(usize, RoomId), u64>,
+    /// Rooms whose first join's round trip failed with some peer (a join that only gossip
+    /// repairs): the join-visibility check does not hold for them until the room empties.
+    degraded: BTreeSet<RoomId>,
+}
+
+/// One user's join, for the visibility check.
+#[derive(Debug, Clone)]
+struct Join {
+    node: usize,
+    user: String,
+    room: RoomId,
+    /// Step at which the join was acked (released), if it was.
+    acked: Option<u64>,
+    left: bool,
+    /// The node's first join round trip for the room failed somewhere.
+    degraded: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Publish {
+    from: usize,
+    room: RoomId,
+    at: u64,
+}
+
+struct Sim {
+    rng: StdRng,
+    nodes: Vec<Node>,
+    links: BTreeMap<(usize, usize), VecDeque<Msg>>,
+    answers: Vec<Answer>,
+    joins: Vec<Join>,
+    publishes: BTreeMap<u64, Publish>,
+    /// Publishers that died: their fan-out may have been cut short.
+    step: u64,
+    next_id: u64,
+    faults: bool,
+    /// Asks that failed (request or answer lost).
+    failed_asks: BTreeSet<u64>,
+    /// Ask id → (asker, room, first join round).
+    asks: BTreeMap<u64, (usize, RoomId, bool)>,
+}
+
+const ROOMS: [&str; 3] = ["lobby", "café", "a\nb"];
+
+impl Sim {
+    fn new(seed: u64, n: usize, faults: bool) -> Self {
+        let names: Vec<String> = (0..n).map(|i| format!("node{i}")).collect();
+        let nodes = names
+            .iter()
+            .map(|name| Node {
+                name: name.clone(),
+                core: RoomsCore::new(name.clone(), 1),
+                alive: true,
+                members: BTreeMap::new(),
+                advertised: Arc::default(),
+                advertise_due: false,
+                view: BTreeMap::new(),
+                waiting: BTreeMap::new(),
+                received: BTreeMap::new(),
+                last_from: BTreeMap::new(),
+                degraded: BTreeSet::new(),
+            })
+            .collect();
+        let mut sim = Self {
+            rng: StdRng::seed_from_u64(seed),
+            nodes,
+            links: BTreeMap::new(),
+            answers: Vec::new(),
+            joins: Vec::new(),
+            publishes: BTreeMap::new(),
+            step: 0,
+            next_id: 0,
+            faults,
+            failed_asks: BTreeSet::new(),
+            asks: BTreeMap::new(),
+        };
+        // Everyone knows everyone at the start (the node met the ring before serving).
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    sim.nodes[i].view.insert(j, Arc::default());
+                }
+            }
+            sim.snapshot(i);
+        }
+        sim
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).expect("a simulated node")
+    }
+
+    /// Gives node `i` a membership snapshot built from its view.
+    fn snapshot(&mut self, i: usize) {
+        let mut members = Members::default();
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let me = &self.nodes[i];
+        let mine = std::iter::once((i, me.advertised.clone()));
+        for (j, rooms) in mine.chain(me.view.iter().map(|(j, r)| (*j, r.clone()))) {
+            let name = self.nodes[j].name.clone();
+            let info = MemberInfo {
+                node_id: name.clone(),
+                generation: 1,
+                gossip: addr,
+                http: Some(addr),
+                rpc: Some(addr),
+                ready: true,
+                heartbeat: 0,
+                rooms,
+                version: 0,
+            };
+            members.nodes.insert(name, info);
+        }
+        let mut out = Vec::new();
+        self.nodes[i].core.membership_changed(&members, &mut out);
+        self.effects(i, out);
+    }
+
+    /// Carries out node `i`'s effects.
+    fn effects(&mut self, i: usize, out: Vec<Effect>) {
+        for effect in out {
+            match effect {
+                Effect::Presence { to, room, labels, version } => {
+                    let j = self.index(&to);
+                    self.links.entry((i, j)).or_default().push_back(Msg::Presence { room, labels, version });
+                }
+                Effect::Ask { to, room, labels, version, notify } => {
+                    let j = self.index(&to);
+                    let id = self.id();
+                    self.asks.insert(id, (i, room.clone(), !notify));
+                    self.links.entry((i, j)).or_default().push_back(Msg::Ask { id, room, labels, version, notify });
+                }
+                Effect::Notify { .. } => {}
+                Effect::Advertise => self.nodes[i].advertise_due = true,
+                Effect::Joined { room } => {
+                    let users = self.nodes[i].waiting.remove(&room).unwrap_or_default();
+                    let step = self.step;
+                    for j in self.joins.iter_mut().filter(|j| j.node == i && j.room == room && j.acked.is_none()) {
+                        if users.contains(&j.user) {
+                            j.acked = Some(step);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn labels(&self, i: usize, room: &RoomId) -> Vec<String> {
+        self.nodes[i].members.get(room).map(|u| u.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn join(&mut self, i: usize, user: String, room: RoomId) {
+        if !self.nodes[i].members.entry(room.clone()).or_default().insert(user.clone()) {
+            return;
+        }
+        let labels = self.labels(i, &room);
+        let first = labels.len() == 1;
+        if first {
+            self.nodes[i].degraded.remove(&room);
+        }
+        let mut out = Vec::new();
+        let wait = self.nodes[i].core.local_changed(room.clone(), labels, &mut out);
+        let degraded = self.nodes[i].degraded.contains(&room);
+        self.joins.push(Join {
+            node: i,
+            user: user.clone(),
+            room: room.clone(),
+            acked: (!wait).then_some(self.step),
+            left: false,
+            degraded,
+        });
+        if wait {
+            self.nodes[i].waiting.entry(room).or_default().push(user);
+        }
+        self.effects(i, out);
+    }
+
+    fn leave(&mut self, i: usize, user: &str, room: &RoomId) {
+        let Some(users) = self.nodes[i].members.get_mut(room) else { return };
+        if !users.remove(user) {
+            return;
+        }
+        if users.is_empty() {
+            self.nodes[i].members.remove(room);
+        }
+        for j in self.joins.iter_mut().filter(|j| j.node == i && j.user == user && &j.room == room && !j.left) {
+            j.left = true;
+        }
+        let labels = self.labels(i, room);
+        let mut out = Vec::new();
+        self.nodes[i].core.local_changed(room.clone(), labels, &mut out);
+        self.effects(i, out);
+    }
+
+    fn publish(&mut self, i: usize, room: RoomId) {
+        let id = self.id();
+        self.publishes.insert(id, Publish { from: i, room: room.clone(), at: self.step });
+        let targets = self.nodes[i].core.subscribers(&room);
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!("step {} publish {id} {:?} from {i}: targets {targets:?}\n{:#?}", self.step, room.1, self.nodes[i].core);
+        }
+        let mut seen = BTreeSet::new();
+        for to in targets {
+            assert!(seen.insert(to.clone()), "publish {id}: {to} targeted twice");
+            let j = self.index(&to);
+            self.links.entry((i, j)).or_default().push_back(Msg::Publish { room: room.clone(), id });
+        }
+    }
+
+    /// Delivers the next message of link (from, to).
+    fn deliver(&mut self, from: usize, to: usize) {
+        let Some(msg) = self.links.get_mut(&(from, to)).and_then(VecDeque::pop_front) else { return };
+        let sender = self.nodes[from].name.clone();
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!("step {} deliver {from}->{to}: {msg:?}", self.step);
+        }
+        let mut out = Vec::new();
+        match msg {
+            Msg::Presence { room, labels, version } => {
+                self.nodes[to].core.on_presence(&sender, &room, labels, version, &mut out)
+            }
+            Msg::Ask { id, room, labels, version, notify } => {
+                if self.faults && self.rng.random_bool(0.1) {
+                    self.fail_ask(id, to, from, room, version, notify);
+                } else {
+                    let answer = self.nodes[to].core.on_subscribe(&sender, &room, labels, version, &mut out);
+                    let labels = Some(answer);
+                    self.answers.push(Answer { to: from, from: to, room, labels, notify, ask: id, asked: version });
+                }
+            }
+            Msg::Publish { room, id } => {
+                let node = &mut self.nodes[to];
+                let times = node.received.entry(id).or_default();
+                *times += 1;
+                assert_eq!(*times, 1, "publish {id} reached {} twice", node.name);
+                if let Some(last) = node.last_from.insert((from, room.clone()), id) {
+                    assert!(last < id, "{}: publish {id} from {sender} after {last}", node.name);
+                }
+            }
+        }
+        self.effects(to, out);
+    }
+
+    fn fail_ask(&mut self, ask: u64, from: usize, to: usize, room: RoomId, asked: Version, notify: bool) {
+        self.failed_asks.insert(ask);
+        self.answers.push(Answer { to, from, room, labels: None, notify, ask, asked });
+    }
+
+    fn answer(&mut self, k: usize) {
+        let a = self.answers.swap_remove(k);
+        if !self.nodes[a.to].alive {
+            return;
+        }
+        let mut labels = a.labels;
+        if labels.is_some() && self.faults && self.rng.random_bool(0.05) {
+            labels = None; // the answer was lost: the asker timed out
+            self.failed_asks.insert(a.ask);
+        }
+        if labels.is_none() {
+            if let Some((_, room, true)) = self.asks.get(&a.ask) {
+                self.nodes[a.to].degraded.insert(room.clone());
+                let room = room.clone();
+                for j in self.joins.iter_mut().filter(|j| j.node == a.to && j.room == room && !j.left) {
+                    j.degraded = true;
+                }
+            }
+        }
+        let sender = self.nodes[a.from].name.clone();
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!("step {} answer {}->{}: {:?} {labels:?}", self.step, a.from, a.to, a.room.1);
+        }
+        let mut out = Vec::new();
+        self.nodes[a.to].core.answered(&sender, &a.room, a.asked, labels, a.notify, &mut out);
+        self.effects(a.to, out);
+    }
+
+    /// Node `i` writes its due gossip keys.
+    fn advertise(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.advertise_due = false;
+        let mut rooms = (*node.advertised).clone();
+        for (key, value) in node.core.take_advertisements() {
+            let id = ROOMS.iter().map(|r| room(r)).find(|r| crate::cluster::membership::room_key(&r.0, &r.1) == key);
+            let id = id.expect("a key of a simulated room");
+            match value {
+                Some(_) => rooms.insert(id),
+                None => rooms.remove(&id),
+            };
+        }
+        if rooms != *node.advertised {
+            node.advertised = Arc::new(rooms);
+        }
+    }
+
+    /// Node `i` hears gossip about node `j`: its rooms, or that it died.
+    fn gossip(&mut self, i: usize, j: usize) {
+        if self.nodes[j].alive {
+            let rooms = self.nodes[j].advertised.clone();
+            self.nodes[i].view.insert(j, rooms);
+        } else {
+            self.nodes[i].view.remove(&j);
+        }
+        self.snapshot(i);
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+        self.links.retain(|(from, to), _| *from != i && *to != i);
+        // What it asked or was asked is never answered: the askers time out.
+        let pending: Vec<Answer> = self.answers.iter().filter(|a| a.from == i || a.to == i).cloned().collect();
+        self.answers.retain(|a| a.from != i && a.to != i);
+        for a in pending.into_iter().filter(|a| a.to != i) {
+            self.answers.push(Answer { labels: None, ..a });
+        }
+        for j in self.joins.iter_mut().filter(|j| j.node == i) {
+            j.left = true;
+        }
+    }
+
+    fn alive(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].alive).collect()
+    }
+
+    /// One random step; returns what it did, for the failure report.
+    fn random_step(&mut self) -> String {
+        self.step += 1;
+        let alive = self.alive();
+        let i = alive[self.rng.random_range(0..alive.len())];
+        let r = room(ROOMS[self.rng.random_range(0..ROOMS.len())]);
+        match self.rng.random_range(0..100) {
+            0..15 => {
+                let user = format!("u{}", self.rng.random_range(0..4));
+                self.join(i, format!("{user}@{i}"), r.clone());
+                format!("join {i} {user} {:?}", r.1)
+            }
+            15..25 => {
+                let users: Vec<String> = self.nodes[i].members.get(&r).map(|u| u.iter().cloned().collect()).unwrap_or_default();
+                if users.is_empty() {
+                    return "noop".into();
+                }
+                let user = users[self.rng.random_range(0..users.len())].clone();
+                self.leave(i, &user, &r);
+                format!("leave {i} {user} {:?}", r.1)
+            }
+            25..40 => {
+                self.publish(i, r.clone());
+                format!("publish {i} {:?}", r.1)
+            }
+            40..70 => {
+                let links: Vec<(usize, usize)> = self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
+                if links.is_empty() {
+                    return "noop".into();
+                }
+                let (from, to) = links[self.rng.random_range(0..links.len())];
+                self.deliver(from, to);
+                format!("deliver {from}->{to}")
+            }
+            70..80 => {
+                if self.answers.is_empty() {
+                    return "noop".into();
+                }
+                let k = self.rng.random_range(0..self.answers.len());
+                self.answer(k);
+                "answer".into()
+            }
+            80..88 => {
+                let due: Vec<usize> = alive.iter().copied().filter(|i| self.nodes[*i].advertise_due).collect();
+                if due.is_empty() {
+                    return "noop".into();
+                }
+                let i = due[self.rng.random_range(0..due.len())];
+                self.advertise(i);
+                format!("advertise {i}")
+            }
+            88..99 => {
+                let j = self.rng.random_range(0..self.nodes.len());
+                if i == j {
+                    return "noop".into();
+                }
+                self.gossip(i, j);
+                format!("gossip {i}<-{j}")
+            }
+            _ => {
+                if !self.faults || alive.len() <= 2 {
+                    return "noop".into();
+                }
+                self.kill(i);
+                format!("kill {i}")
+            }
+        }
+    }
+
+    /// Delivers everything and lets gossip converge, without new faults.
+    fn settle(&mut self) {
+        self.faults = false;
+        for _ in 0..50 {
+            loop {
+                let link = self.links.iter().find(|(_, q)| !q.is_empty()).map(|(k, _)| *k);
+                if let Some((from, to)) = link {
+                    self.deliver(from, to);
+                } else if !self.answers.is_empty() {
+                    self.answer(0);
+                } else {
+                    break;
+                }
+            }
+            for i in self.alive() {
+                self.advertise(i);
+            }
+            let alive = self.alive();
+            for &i in &alive {
+                for j in 0..self.nodes.len() {
+                    if i != j {
+                        self.gossip(i, j);
+                    }
+                }
+            }
+            if self.links.values().all(VecDeque::is_empty) && self.answers.is_empty() {
+                return;
+            }
+        }
+        panic!("the cluster never went quiet");
+    }
+
+    /// Safety, after every step: tables bounded by what exists.
+    fn check_bounds(&self) {
+        for i in self.alive() {
+            let node = &self.nodes[i];
+            let sizes = node.core.sizes();
+            assert_eq!(sizes.local, node.members.len(), "{}: local rooms", node.name);
+            assert!(sizes.presence <= ROOMS.len() * self.nodes.len(), "{}: presence {sizes:?}", node.name);
+            assert!(sizes.gossip <= ROOMS.len() * self.nodes.len(), "{}: gossip {sizes:?}", node.name);
+        }
+    }
+
+    /// Once quiet: the tables are exact, joins released, publishes reached who they must.
+    fn check_quiet(&self) {
+        let alive = self.alive();
+        for &i in &alive {
+            let node = &self.nodes[i];
+            assert!(node.waiting.is_empty(), "{}: joins still waiting: {:?}", node.name, node.waiting);
+            assert_eq!(node.core.sizes().joining, 0, "{}: joins still announced", node.name);
+            let mut want: BTreeSet<RoomId> = node.members.keys().cloned().collect();
+            want.retain(|r| !node.members[r].is_empty());
+            assert_eq!(*node.advertised, want, "{}: advertised rooms", node.name);
+            for r in ROOMS.iter().map(|r| room(r)) {
+                let with_members: Vec<String> = alive
+                    .iter()
+                    .filter(|j| **j != i && self.nodes[**j].members.contains_key(&r))
+                    .map(|j| self.nodes[*j].name.clone())
+                    .collect();
+                assert_eq!(node.core.subscribers(&r), with_members, "{}: subscribers of {:?}", node.name, r.1);
+                if node.members.contains_key(&r) {
+                    let mut theirs: Vec<String> = alive.iter().filter(|j| **j != i).flat_map(|j| self.labels(*j, &r)).collect();
+                    theirs.sort();
+                    let mut known = node.core.remote_labels(&r);
+                    known.sort();
+                    assert_eq!(known, theirs, "{}: remote members of {:?}", node.name, r.1);
+                }
+            }
+        }
+        // A publish after a member's join was acked reaches the member's node, if both
+        // nodes lived, the member stayed and its node's join round trip went through.
+        for (id, p) in &self.publishes {
+            if !self.nodes[p.from].alive {
+                continue;
+            }
+            for j in &self.joins {
+                let before = j.acked.is_some_and(|acked| acked < p.at);
+                if before && !j.left && !j.degraded && j.room == p.room && j.node != p.from && self.nodes[j.node].alive {
+                    let node = &self.nodes[j.node];
+                    assert_eq!(
+                        node.received.get(id),
+                        Some(&1),
+                        "publish {id} from {} at step {} to {:?} missed {}'s member {} (acked at {:?})",
+                        self.nodes[p.from].name,
+                        p.at,
+                        p.room.1,
+                        node.name,
+                        j.user,
+                        j.acked
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs one seeded script; panics with the seed and the last steps on a broken invariant.
+fn run(seed: u64, nodes: usize, steps: usize, faults: bool) {
+    let mut sim = Sim::new(seed, nodes, faults);
+    let mut trace: VecDeque<String> = VecDeque::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..steps {
+            let what = sim.random_step();
+            if trace.len() == 4000 {
+                trace.pop_front();
+            }
+            trace.push_back(format!("{} {what}", sim.step));
+            sim.check_bounds();
+        }
+        sim.settle();
+        sim.check_quiet();
+        // And after quiet, a publish from every node reaches exactly the nodes with members.
+        for i in sim.alive() {
+            for r in ROOMS.iter().map(|r| room(r)) {
+                sim.publish(i, r);
+            }
+        }
+        sim.settle();
+        sim.check_quiet();
+    }));
+    if let Err(panic) = result {
+        eprintln!("simulation failed: seed {seed}, {nodes} nodes, faults {faults}; last steps:");
+        for step in &trace {
+            eprintln!("  {step}");
+        }
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
+        // SIM_RUNS=<n> runs more (or fewer) scripts.
+        Err(_) => (0..std::env::var("SIM_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(300)).collect(),
+    }
+}
+
+#[test]
+fn random_scripts_without_faults_keep_every_invariant() {
+    for seed in seeds() {
+        run(seed, 2 + (seed % 4) as usize, 400, false);
+    }
+}
+
+#[test]
+fn random_scripts_with_deaths_and_failed_requests_keep_every_invariant() {
+    for seed in seeds() {
+        run(seed, 3 + (seed % 3) as usize, 400, true);
+    }
+}
