@@ -369,12 +369,8 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
     );
     let request = prop_oneof![
         (text(), engine_request).prop_map(|(path, req)| Request::Engine { path, req }),
-        (text(), text(), text(), labels.clone()).prop_map(|(node, nsp, room, labels)| Request::Subscribe {
-            node,
-            nsp,
-            room,
-            labels
-        }),
+        (text(), text(), text(), labels.clone(), any::<(u64, u64)>())
+            .prop_map(|(node, nsp, room, labels, version)| Request::Subscribe { node, nsp, room, labels, version }),
         (text(), text()).prop_map(|(nsp, room)| Request::History { nsp, room }),
         (text(), parked()).prop_map(|(nsp, state)| Request::Park { nsp, state }),
         (text(), text(), prop::option::of(text())).prop_map(|(nsp, pid, offset)| Request::FindParked {
@@ -391,7 +387,7 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             .prop_map(|(nsp, pid, after, packets, taken)| Request::ParkTail { nsp, pid, after, packets, taken }),
     ];
     let response = prop_oneof![
-        labels.clone().prop_map(Response::Presence),
+        (any::<(u64, u64)>(), labels.clone()).prop_map(|(version, labels)| Response::Members { version, labels }),
         labels.clone().prop_map(Response::History),
         text().prop_map(Response::Failed),
         any::<bool>().prop_map(Response::Parked),
@@ -406,12 +402,8 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
     let push = prop_oneof![
         (text(), text(), prop::option::of(text()), prop::collection::vec(ws_frame(), 0..4))
             .prop_map(|(nsp, room, offset, frames)| Push::Publish { nsp, room, offset, frames }),
-        (text(), text(), text(), labels).prop_map(|(node, nsp, room, labels)| Push::Presence {
-            node,
-            nsp,
-            room,
-            labels
-        }),
+        (text(), text(), text(), labels, any::<(u64, u64)>())
+            .prop_map(|(node, nsp, room, labels, version)| { Push::Presence { node, nsp, room, labels, version } }),
         (text(), text(), text()).prop_map(|(nsp, room, entry)| Push::Record { nsp, room, entry }),
     ];
     prop_oneof![

@@ -183,12 +183,13 @@ async fn a_peer_speaks_only_for_itself() {
         nsp: "/chat".into(),
         room: "lobby".into(),
         labels: vec!["mallory".into()],
+        version: (1, 1),
     };
     let rpc = node1.rpc.unwrap();
     let forged = peers.call("node1", rpc, subscribe("node3"), Duration::from_secs(5)).await.unwrap();
     assert!(matches!(&forged, Response::Failed(why) if why.contains("may not subscribe for node3")), "{forged:?}");
     let own = peers.call("node1", rpc, subscribe("node2"), Duration::from_secs(5)).await.unwrap();
-    assert!(matches!(own, Response::Presence(_)), "{own:?}");
+    assert!(matches!(own, Response::Members { .. }), "{own:?}");
     let metrics = reqwest::get(format!("http://{}/metrics", nodes[0].http_addr())).await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "clusterchat_rpc_claims_refused_total 1"), "{metrics}");
     peers.close_all();

@@ -221,7 +221,14 @@ impl RoomsCore {
     }
 
     /// A peer's `Presence` push: its members of the room are now `labels`, as of `version`.
-    pub fn on_presence(&mut self, from: &str, room: &RoomId, labels: Vec<String>, version: Version, out: &mut Vec<Effect>) {
+    pub fn on_presence(
+        &mut self,
+        from: &str,
+        room: &RoomId,
+        labels: Vec<String>,
+        version: Version,
+        out: &mut Vec<Effect>,
+    ) {
         self.apply_presence(from, room, labels, version, true, out);
     }
 
@@ -299,7 +306,8 @@ impl RoomsCore {
         }
         self.ready = members.ready().map(str::to_owned).collect();
         // A node that restarted (a new generation) lost its members like one that left.
-        let mut live: BTreeMap<String, u64> = members.nodes.values().map(|m| (m.node_id.clone(), m.generation)).collect();
+        let mut live: BTreeMap<String, u64> =
+            members.nodes.values().map(|m| (m.node_id.clone(), m.generation)).collect();
         live.insert(self.me.clone(), self.generation);
         if live != self.live {
             let old = &self.live;
@@ -399,12 +407,22 @@ impl RoomsCore {
 
     /// The first `n` ready nodes of a key's rendezvous ranking.
     pub fn ranking(&self, key: &str, n: usize) -> Vec<String> {
-        Placement::new(self.ready.iter().map(String::as_str)).ranking(key).into_iter().take(n).map(str::to_owned).collect()
+        Placement::new(self.ready.iter().map(String::as_str))
+            .ranking(key)
+            .into_iter()
+            .take(n)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The first `n` live nodes of a key's rendezvous ranking (ready or not).
     pub fn live_ranking(&self, key: &str, n: usize) -> Vec<String> {
-        Placement::new(self.live.keys().map(String::as_str)).ranking(key).into_iter().take(n).map(str::to_owned).collect()
+        Placement::new(self.live.keys().map(String::as_str))
+            .ranking(key)
+            .into_iter()
+            .take(n)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// How many rooms, remote presences and gossip subscriptions the tables hold (metrics,

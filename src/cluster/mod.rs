@@ -1,9 +1,9 @@
 //! The cluster: membership by authenticated gossip, placement by rendezvous hashing, routing
 //! over the internal RPC, rooms across nodes.
 
+pub mod core;
 pub mod gossip_transport;
 pub mod gossip_wire;
-pub mod core;
 pub mod membership;
 pub mod placement;
 pub mod rooms;

@@ -1,32 +1,35 @@
-//! Rooms across the cluster: the subscriber table, direct pushes, replicated presence.
+//! Rooms across the cluster: the driver of the rooms core ([`super::core`]).
 //!
-//! Every node advertises in gossip the rooms it has local members in (`room:` keys). When a
-//! room gets its first local member the node also asks every peer directly (one round trip),
-//! and each answers with its own local members of the room: the join is effective everywhere
-//! before the joiner is acked, and the joiner's node learns who is in the room. Later changes
-//! of a room's local members are pushed to the nodes subscribed to it. A broadcast is encoded
-//! once and pushed once to each subscribed node. Gossip repairs what a push missed, and a
-//! node that leaves the ring takes its members with it (the others announce their leave).
+//! The core decides (who subscribes to a room, whom to tell of a change, when a join is
+//! effective); this driver does what it decides: it feeds it local changes, peers' words and
+//! membership snapshots, and carries out its effects over the RPC peers and gossip. Every
+//! node advertises in gossip the rooms it has local members in (`room:` keys, written by one
+//! advertiser task). A room's first local member is announced to every peer directly (one
+//! round trip each) before the joiner is acked. A broadcast is encoded once and pushed once
+//! to each subscribed node.
 //!
-//! Pushes go through one bounded queue per peer, so a slow or dead node never blocks a
-//! publisher: what does not fit is dropped, counted and logged.
+//! Pushes and asks go through one bounded queue per peer, drained in order onto its
+//! connection, so a node's words about a room reach each peer in the order it said them, and
+//! a slow or dead node never blocks a publisher: what does not fit is dropped, counted and
+//! logged (a dropped ask counts as unanswered, and the core asks again).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt, Shared};
-use tokio::sync::mpsc;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn, Instrument};
 
+use super::core::{Effect, RoomId, RoomsCore, Version};
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
-use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, PARKED_LABEL, TAIL_WAIT};
-use crate::socketio::{Adapter, FoundSession, Namespace, PresenceCause, PresenceChange};
+use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, TAIL_WAIT};
+use crate::socketio::{Adapter, FoundSession, Namespace};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
@@ -39,13 +42,12 @@ const HAND_OVER_GRACE: Duration = Duration::from_millis(100);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-type RoomId = (String, String);
-
-/// What a peer's push queue carries: pushes, and markers that say when those before them are
-/// on the connection.
+/// What a peer's queue carries, in order: pushes, asks (requests whose answers go back to the
+/// core), and markers that say when those before them are on the connection.
 enum Outgoing {
     Push(Push),
-    Flush(tokio::sync::oneshot::Sender<()>),
+    Ask { room: RoomId, labels: Vec<String>, version: Version, notify: bool },
+    Flush(oneshot::Sender<()>),
 }
 
 /// The node a room is placed on: the rendezvous winner of the room's gossip key among the
@@ -71,27 +73,26 @@ pub struct RoomStats {
     pub publishes_received: AtomicU64,
 }
 
-#[derive(Default)]
-struct Tables {
-    /// Rooms with local members.
-    local: HashSet<RoomId>,
-    /// Remote presence: room → node → labels of its members there.
-    presence: HashMap<RoomId, BTreeMap<String, Vec<String>>>,
-    /// Remote subscriptions known from gossip: room → nodes.
-    gossip: HashMap<RoomId, BTreeSet<String>>,
-    /// Each remote node's room set as last applied to `gossip`.
-    applied: HashMap<String, Arc<BTreeSet<RoomId>>>,
-    /// Subscriptions seen in gossip whose node's members we have not heard of yet.
-    unconfirmed: BTreeSet<(String, RoomId)>,
-    /// Live node ids, as of the last membership change.
-    live: BTreeSet<String>,
-    /// Rooms whose first local member's Subscribe round trip is under way: later local joiners
-    /// wait for the same answers before their join counts.
-    subscribing: HashMap<RoomId, Shared<BoxFuture<'static, ()>>>,
-    /// Rooms that gained their first or lost their last local member since the advertiser
-    /// last ran: their gossip key is brought in line with `local`, whatever the order of the
-    /// joins and leaves that made them dirty.
-    unadvertised: BTreeSet<RoomId>,
+/// The core and who waits on it, under one lock: a joiner is registered in the same step that
+/// tells it to wait, so the release cannot slip between the two.
+struct State {
+    core: RoomsCore,
+    /// Joiners waiting for their room's first join to be effective.
+    waiters: HashMap<RoomId, Vec<oneshot::Sender<()>>>,
+}
+
+/// What is left of a core step's effects once the lock is released.
+struct AfterLock {
+    rest: Vec<Effect>,
+    /// Asks whose peer's queue was full: (peer, room, version, notify).
+    unsent: Vec<(String, RoomId, Version, bool)>,
+}
+
+/// A fresh generation for this node's presence versions: milliseconds since the epoch, so a
+/// restarted node's word is newer than its previous life's.
+fn generation() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 pub struct ClusterRooms {
@@ -101,17 +102,19 @@ pub struct ClusterRooms {
     membership: Arc<Membership>,
     peers: Arc<Peers>,
     namespaces: HashMap<String, Arc<Namespace>>,
-    /// A std lock: held for table updates only, never across an await.
-    tables: Mutex<Tables>,
-    /// Per-peer push queues, each drained by its own task.
+    /// A std lock: held for the core's steps only, never across an await.
+    state: Mutex<State>,
+    /// Per-peer queues, each drained by its own task. Locked after `state`, never before.
     queues: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
+    /// The per-peer drains and the waits for asks' answers: they end with the node.
+    tasks: tokio_util::task::TaskTracker,
     rpc_timeout: Duration,
     pub stats: RoomStats,
     /// Parked sessions being handed over to their keepers; a leaving node waits for them.
     hand_overs: tokio_util::task::TaskTracker,
     /// Pids being handed over, so each moves once at a time.
     moving: Mutex<HashSet<String>>,
-    /// Wakes the advertiser when `Tables::unadvertised` gained a room.
+    /// Wakes the advertiser when the core has gossip keys due.
     advertise: Arc<tokio::sync::Notify>,
     /// Cancelled by [`ClusterRooms::shutdown`]: the long-lived tasks (membership follower,
     /// advertiser, per-peer pushers) end with it.
@@ -128,12 +131,13 @@ impl ClusterRooms {
     ) -> Arc<Self> {
         let rooms = Arc::new_cyclic(|me| Self {
             me: me.clone(),
-            node_id,
+            node_id: node_id.clone(),
             membership,
             peers,
             namespaces: namespaces.into_iter().map(|ns| (ns.name().to_owned(), ns)).collect(),
-            tables: Mutex::new(Tables::default()),
+            state: Mutex::new(State { core: RoomsCore::new(node_id.clone(), generation()), waiters: HashMap::new() }),
             queues: Mutex::new(HashMap::new()),
+            tasks: tokio_util::task::TaskTracker::new(),
             rpc_timeout,
             stats: RoomStats::default(),
             hand_overs: tokio_util::task::TaskTracker::new(),
@@ -145,8 +149,8 @@ impl ClusterRooms {
             let adapter: std::sync::Weak<dyn Adapter> = Arc::downgrade(&rooms) as _;
             ns.set_adapter(adapter);
         }
-        tokio::spawn(rooms.clone().follow_membership().in_current_span());
-        tokio::spawn(
+        rooms.tasks.spawn(rooms.clone().follow_membership().in_current_span());
+        rooms.tasks.spawn(
             advertise_rooms(Arc::downgrade(&rooms), rooms.advertise.clone(), rooms.stop.clone()).in_current_span(),
         );
         rooms
@@ -156,43 +160,97 @@ impl ClusterRooms {
     /// has already flushed its hand-overs, see [`ClusterRooms::settle`]).
     pub fn shutdown(&self) {
         self.stop.cancel();
+        self.tasks.close();
         self.queues.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
-        self.tables.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Nodes to push a room's broadcasts to: subscribed by gossip or by direct word, live.
-    fn subscribers(&self, id: &RoomId) -> Vec<String> {
-        let t = self.tables();
-        let mut nodes: BTreeSet<&String> = t.gossip.get(id).map(|s| s.iter().collect()).unwrap_or_default();
-        if let Some(p) = t.presence.get(id) {
-            nodes.extend(p.keys());
+    /// Runs one step of the core and carries out its effects: pushes and asks are queued
+    /// under the lock (so each peer gets them in the order the core said them) and joiners
+    /// released; the rest (news for the namespaces, which may call back here; waking the
+    /// advertiser) after it.
+    fn step<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, &mut Vec<Effect>) -> R) -> R {
+        let mut effects = Vec::new();
+        let (result, mut after) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let result = f(&mut state, &mut effects);
+            (result, self.carry_out_locked(&mut state, effects))
+        };
+        // Asks that found their peer's queue full count as unanswered: the core asks again.
+        while !after.unsent.is_empty() {
+            self.carry_out(std::mem::take(&mut after.rest));
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut effects = Vec::new();
+            for (to, room, version, notify) in std::mem::take(&mut after.unsent) {
+                state.core.answered(&to, &room, version, None, notify, &mut effects);
+            }
+            after = self.carry_out_locked(&mut state, effects);
         }
-        nodes.into_iter().filter(|n| **n != self.node_id && t.live.contains(*n)).cloned().collect()
+        self.carry_out(after.rest);
+        result
     }
 
-    /// Queues a push for `node` without waiting.
-    fn push_to(self: &Arc<Self>, node: &str, push: Push) {
+    /// The effects carried out under the state lock; returns the others.
+    fn carry_out_locked(self: &Arc<Self>, state: &mut State, effects: Vec<Effect>) -> AfterLock {
+        let mut after = AfterLock { rest: Vec::new(), unsent: Vec::new() };
+        for effect in effects {
+            match effect {
+                Effect::Presence { to, room: (nsp, room), labels, version } => {
+                    let push = Push::Presence { node: self.node_id.clone(), nsp, room, labels, version };
+                    self.push_to(&to, Outgoing::Push(push));
+                }
+                Effect::Ask { to, room, labels, version, notify } => {
+                    if !self.push_to(&to, Outgoing::Ask { room: room.clone(), labels, version, notify }) {
+                        after.unsent.push((to, room, version, notify));
+                    }
+                }
+                Effect::Joined { room } => {
+                    for waiter in state.waiters.remove(&room).unwrap_or_default() {
+                        let _ = waiter.send(());
+                    }
+                }
+                other => after.rest.push(other),
+            }
+        }
+        after
+    }
+
+    /// The effects carried out after the state lock is released.
+    fn carry_out(&self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Notify { room: (nsp, room), change } => {
+                    if let Some(ns) = self.namespaces.get(&nsp) {
+                        ns.presence_changed(&room, &change);
+                    }
+                }
+                Effect::Advertise => self.advertise.notify_one(),
+                other => debug_assert!(false, "effect {other:?} is carried out under the lock"),
+            }
+        }
+    }
+
+    /// Queues a push or an ask for `node` without waiting; false if its queue is full.
+    fn push_to(self: &Arc<Self>, node: &str, item: Outgoing) -> bool {
         let tx = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
             match queues.get(node).filter(|tx| !tx.is_closed()) {
                 Some(tx) => tx.clone(),
                 None => {
                     let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                    tokio::spawn(self.clone().pusher(node.to_owned(), rx).in_current_span());
+                    self.tasks.spawn(self.clone().pusher(node.to_owned(), rx).in_current_span());
                     queues.insert(node.to_owned(), tx.clone());
                     tx
                 }
             }
         };
-        if tx.try_send(Outgoing::Push(push)).is_err() {
+        if tx.try_send(item).is_err() {
             let dropped = self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(peer = node, dropped, "push queue full: dropping room traffic to a slow node");
             }
+            return false;
         }
+        true
     }
 
     /// Resolves once every push queued for `node` so far is on its connection (at most 2 s):
@@ -209,6 +267,16 @@ impl ClusterRooms {
         let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
     }
 
+    /// The connection to `node` at `addr` (`None`: it is not a live member).
+    async fn connect(
+        &self,
+        node: &str,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Result<Arc<crate::rpc::connection::Connection>, String> {
+        let addr = addr.ok_or_else(|| "not a live member".to_owned())?;
+        self.peers.connection(node, addr).await.map_err(|err| err.to_string())
+    }
+
     /// Drains one peer's queue in order over its RPC connection.
     async fn pusher(self: Arc<Self>, node: String, mut rx: mpsc::Receiver<Outgoing>) {
         loop {
@@ -217,62 +285,84 @@ impl ClusterRooms {
                 _ = self.stop.cancelled() => None,
             };
             let Some(item) = item else { break };
-            let push = match item {
-                Outgoing::Push(push) => push,
+            let addr = self.membership.members().get(&node).and_then(|m| m.rpc);
+            match item {
                 Outgoing::Flush(done) => {
                     let _ = done.send(());
                     continue;
                 }
-            };
-            let addr = self.membership.members().get(&node).and_then(|m| m.rpc);
-            let Some(addr) = addr else {
-                // The node left: what was queued for it has nobody to go to.
-                self.stats.pushes_dropped.fetch_add(1 + rx.len() as u64, Ordering::Relaxed);
-                break;
-            };
-            let sent = match self.peers.connection(&node, addr).await {
-                Ok(conn) => conn.push(push).await.is_ok(),
-                Err(err) => {
-                    debug!(peer = %node, error = %err, "push not delivered");
-                    false
+                Outgoing::Push(push) => {
+                    let sent = match &self.connect(&node, addr).await {
+                        Ok(conn) => conn.push(push).await.is_ok(),
+                        Err(err) => {
+                            debug!(peer = %node, error = %err, "push not delivered");
+                            false
+                        }
+                    };
+                    let counter = if sent { &self.stats.pushes_sent } else { &self.stats.pushes_dropped };
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
-            };
-            let counter = if sent { &self.stats.pushes_sent } else { &self.stats.pushes_dropped };
-            counter.fetch_add(1, Ordering::Relaxed);
+                Outgoing::Ask { room, labels, version, notify } => {
+                    let (nsp, name) = room.clone();
+                    let request = Request::Subscribe { node: self.node_id.clone(), nsp, room: name, labels, version };
+                    let sent = match &self.connect(&node, addr).await {
+                        Ok(conn) => conn.send_request(request).await.map_err(|err| err.to_string()),
+                        Err(err) => Err(err.clone()),
+                    };
+                    let rooms = self.clone();
+                    let node = node.clone();
+                    let limit = SUBSCRIBE_TIMEOUT.min(self.rpc_timeout);
+                    // The answer is awaited aside, so the queue goes on meanwhile.
+                    self.tasks.spawn(
+                        async move {
+                            let answer = match sent {
+                                Ok(pending) => match tokio::time::timeout(limit, pending.answer()).await {
+                                    Ok(Ok(Response::Members { version, labels })) => Some((version, labels)),
+                                    Ok(Ok(other)) => {
+                                        warn!(peer = node, ?other, "unexpected answer to Subscribe");
+                                        None
+                                    }
+                                    Ok(Err(err)) => {
+                                        warn!(peer = node, error = %err, "subscription not confirmed; asking again");
+                                        None
+                                    }
+                                    Err(_) => {
+                                        warn!(peer = node, ?limit, "subscription not confirmed in time; asking again");
+                                        None
+                                    }
+                                },
+                                Err(err) => {
+                                    debug!(peer = node, error = %err, "subscription not sent; asking again");
+                                    None
+                                }
+                            };
+                            rooms.step(|s, out| s.core.answered(&node, &room, version, answer, notify, out));
+                        }
+                        .in_current_span(),
+                    );
+                }
+            }
+            if addr.is_none() {
+                // The node left: what was queued for it has nobody to go to.
+                self.stats.pushes_dropped.fetch_add(rx.len() as u64, Ordering::Relaxed);
+                break;
+            }
         }
         self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
     }
 
-    /// Applies a peer's presence for a room; tells the namespace if it has local members and
-    /// `notify` is set.
-    fn apply_presence(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>, notify: bool) {
-        let id = (nsp.to_owned(), room.to_owned());
-        let notify = {
-            let mut t = self.tables();
-            let entry = t.presence.entry(id.clone()).or_default();
-            let before =
-                if labels.is_empty() { entry.remove(node) } else { entry.insert(node.to_owned(), labels.clone()) };
-            // News for the local members only if the names they see changed (not a parked
-            // session coming or going).
-            let visible = |l: &[String]| l.iter().filter(|l| *l != PARKED_LABEL).cloned().collect::<Vec<_>>();
-            let changed = visible(before.as_deref().unwrap_or_default()) != visible(&labels);
-            if entry.is_empty() {
-                t.presence.remove(&id);
-            }
-            notify && changed && t.local.contains(&id)
-        };
-        if notify {
-            if let Some(ns) = self.namespaces.get(nsp) {
-                ns.presence_changed(room, &PresenceChange { cause: PresenceCause::Remote, left: Vec::new() });
-            }
-        }
-    }
-
     /// Serves a peer's Subscribe: record its members, answer with ours.
-    pub fn on_subscribe(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>) -> Response {
-        self.apply_presence(node, nsp, room, labels, true);
-        let ours = self.namespaces.get(nsp).map(|ns| ns.local_labels(room)).unwrap_or_default();
-        Response::Presence(ours)
+    pub fn on_subscribe(
+        self: &Arc<Self>,
+        node: &str,
+        nsp: &str,
+        room: &str,
+        labels: Vec<String>,
+        version: Version,
+    ) -> Response {
+        let room = (nsp.to_owned(), room.to_owned());
+        let (version, labels) = self.step(|s, out| s.core.on_subscribe(node, &room, labels, version, out));
+        Response::Members { version, labels }
     }
 
     /// Serves a peer's request for the history of a room this node owns.
@@ -418,7 +508,7 @@ impl ClusterRooms {
     }
 
     /// Serves a peer's push.
-    pub fn on_push(&self, push: Push) {
+    pub fn on_push(self: &Arc<Self>, push: Push) {
         match push {
             Push::Publish { nsp, room, offset, frames } => {
                 self.stats.publishes_received.fetch_add(1, Ordering::Relaxed);
@@ -427,7 +517,9 @@ impl ClusterRooms {
                     ns.deliver_local(&room, offset.as_deref(), &frames);
                 }
             }
-            Push::Presence { node, nsp, room, labels } => self.apply_presence(&node, &nsp, &room, labels, true),
+            Push::Presence { node, nsp, room, labels, version } => {
+                self.step(|s, out| s.core.on_presence(&node, &(nsp, room), labels, version, out))
+            }
             Push::Record { nsp, room, entry } => {
                 if let Some(ns) = self.namespaces.get(&nsp) {
                     ns.record_local(&room, entry);
@@ -450,101 +542,10 @@ impl ClusterRooms {
         }
     }
 
-    /// Applies a membership change in proportion to what changed: only nodes whose room set
-    /// is a new one (`MemberInfo::rooms` is shared while a node's keys stay the same) are
-    /// diffed into the subscriber table, presence is scanned only when a node left, and only
-    /// subscriptions new in gossip (or still unconfirmed) are checked for a missed word.
+    /// Applies a membership snapshot to the core (in proportion to what changed: see
+    /// [`RoomsCore::membership_changed`]).
     fn membership_changed(self: &Arc<Self>, members: &Members) {
-        let mut lost: Vec<(RoomId, Vec<String>)> = Vec::new();
-        let mut repair: Vec<(String, RoomId)> = Vec::new();
-        {
-            let mut t = self.tables();
-            let t = &mut *t;
-            let gone: Vec<String> = t.applied.keys().filter(|n| !members.nodes.contains_key(*n)).cloned().collect();
-            for node in &gone {
-                let rooms = t.applied.remove(node).unwrap_or_default();
-                for id in rooms.iter() {
-                    unsubscribe(&mut t.gossip, id, node);
-                }
-            }
-            for m in members.nodes.values().filter(|m| m.node_id != self.node_id) {
-                let before = t.applied.get(&m.node_id);
-                if before.is_some_and(|b| Arc::ptr_eq(b, &m.rooms)) {
-                    continue;
-                }
-                let before = before.cloned().unwrap_or_default();
-                for id in before.difference(&m.rooms) {
-                    unsubscribe(&mut t.gossip, id, &m.node_id);
-                }
-                for id in m.rooms.difference(&before) {
-                    t.gossip.entry(id.clone()).or_default().insert(m.node_id.clone());
-                    t.unconfirmed.insert((m.node_id.clone(), id.clone()));
-                }
-                t.applied.insert(m.node_id.clone(), m.rooms.clone());
-            }
-            let live: BTreeSet<String> = members.nodes.keys().cloned().collect();
-            if live != t.live {
-                for (id, nodes) in t.presence.iter_mut() {
-                    let gone: Vec<String> = nodes.keys().filter(|n| !live.contains(*n)).cloned().collect();
-                    let mut left = Vec::new();
-                    for node in gone {
-                        left.extend(nodes.remove(&node).unwrap_or_default());
-                    }
-                    if !left.is_empty() {
-                        lost.push((id.clone(), left));
-                    }
-                }
-                t.presence.retain(|_, nodes| !nodes.is_empty());
-                t.live = live;
-            }
-            // A node subscribed by gossip whose members we never heard of, in a room we have
-            // members in: a direct word was missed. Ask it; asked again at each change until
-            // its answer (or its leaving) settles it.
-            let (gossip, presence, local) = (&t.gossip, &t.presence, &t.local);
-            t.unconfirmed.retain(|(node, id)| {
-                let subscribed = gossip.get(id).is_some_and(|nodes| nodes.contains(node));
-                let heard = presence.get(id).is_some_and(|p| p.contains_key(node));
-                subscribed && !heard
-            });
-            repair.extend(t.unconfirmed.iter().filter(|(_, id)| local.contains(id)).cloned());
-        }
-        for ((nsp, room), left) in lost {
-            debug!(%room, ?left, "members lost with their node");
-            if let Some(ns) = self.namespaces.get(&nsp) {
-                if ns.has_local_room(&room) {
-                    ns.presence_changed(&room, &PresenceChange { cause: PresenceCause::NodeLost, left });
-                }
-            }
-        }
-        for (node, (nsp, room)) in repair {
-            let labels = self.namespaces.get(&nsp).map(|ns| ns.local_labels(&room)).unwrap_or_default();
-            let rooms = self.clone();
-            tokio::spawn(
-                async move {
-                    rooms.subscribe_at(&node, &nsp, &room, labels, true).await;
-                }
-                .in_current_span(),
-            );
-        }
-    }
-
-    /// Tells `node` about our members of a room and records its members.
-    /// `notify`: whether the answer is news for the local members; not when a join is asking
-    /// (the joiner's node announces the room's members itself once every peer answered).
-    async fn subscribe_at(&self, node: &str, nsp: &str, room: &str, labels: Vec<String>, notify: bool) {
-        if self.membership.members().get(node).and_then(|m| m.rpc).is_none() {
-            return;
-        }
-        let request = Request::Subscribe { node: self.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
-        match self.call(node, request, SUBSCRIBE_TIMEOUT.min(self.rpc_timeout)).await {
-            // An empty answer says nothing new: the peer had no members when it answered, and
-            // its own first join (a Subscribe here) may already have overtaken this answer, so
-            // applying it would drop that newer word and the pushes it asked for.
-            Ok(Response::Presence(theirs)) if theirs.is_empty() => {}
-            Ok(Response::Presence(theirs)) => self.apply_presence(node, nsp, room, theirs, notify),
-            Ok(other) => warn!(peer = node, ?other, "unexpected answer to Subscribe"),
-            Err(err) => warn!(peer = node, error = %err, "subscription not confirmed; gossip will repair"),
-        }
+        self.step(|s, out| s.core.membership_changed(members, out));
     }
 }
 
@@ -562,22 +563,8 @@ async fn advertise_rooms(
             _ = stop.cancelled() => return,
         }
         let Some(rooms) = rooms.upgrade() else { return };
-        let changes: Vec<(String, Option<&'static str>)> = {
-            let mut t = rooms.tables();
-            let dirty = std::mem::take(&mut t.unadvertised);
-            dirty.into_iter().map(|id| (room_key(&id.0, &id.1), t.local.contains(&id).then_some("1"))).collect()
-        };
+        let changes = rooms.state.lock().unwrap_or_else(|e| e.into_inner()).core.take_advertisements();
         rooms.membership.update(changes).await;
-    }
-}
-
-/// Removes `node` from the room's gossip subscribers (and the room, once nobody is left).
-fn unsubscribe(gossip: &mut HashMap<RoomId, BTreeSet<String>>, id: &RoomId, node: &str) {
-    if let Some(nodes) = gossip.get_mut(id) {
-        nodes.remove(node);
-        if nodes.is_empty() {
-            gossip.remove(id);
-        }
     }
 }
 
@@ -585,57 +572,28 @@ impl Adapter for ClusterRooms {
     fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
         let id = (nsp.to_owned(), room.to_owned());
-        let (first, last) = {
-            let mut t = this.tables();
-            let (first, last) =
-                if labels.is_empty() { (false, t.local.remove(&id)) } else { (t.local.insert(id.clone()), false) };
-            if first || last {
-                t.unadvertised.insert(id.clone());
-            }
-            (first, last)
-        };
-        if first || last {
-            this.advertise.notify_one();
-        }
-        if first {
-            let peers: Vec<String> =
-                this.membership.members().nodes.keys().filter(|n| **n != this.node_id).cloned().collect();
-            let rooms = this.clone();
-            let subscribed = async move {
-                let (nsp, room) = &id;
-                let asks = peers.iter().map(|node| rooms.subscribe_at(node, nsp, room, labels.clone(), false));
-                futures_util::future::join_all(asks).await;
-                rooms.tables().subscribing.remove(&id);
-            }
-            .in_current_span()
-            .boxed()
-            .shared();
-            this.tables().subscribing.insert((nsp.to_owned(), room.to_owned()), subscribed.clone());
-            // Driven here, so it completes even if the joiner stops waiting.
-            tokio::spawn(subscribed.clone());
-            return subscribed.boxed();
-        }
-        let push = Push::Presence { node: this.node_id.clone(), nsp: nsp.into(), room: room.into(), labels };
-        // Everyone subscribed hears of a change; on the last leave, tell every live node so
-        // none keeps pushing here until gossip catches up.
-        let targets = if last {
-            this.tables().live.iter().filter(|n| **n != this.node_id).cloned().collect()
-        } else {
-            this.subscribers(&(nsp.to_owned(), room.to_owned()))
-        };
-        for node in targets {
-            this.push_to(&node, push.clone());
-        }
-        let pending = this.tables().subscribing.get(&(nsp.to_owned(), room.to_owned())).cloned();
-        match pending {
-            Some(pending) => pending.boxed(),
+        let joined = this.step(|s, out| {
+            let wait = s.core.local_changed(id.clone(), labels, out);
+            wait.then(|| {
+                let (tx, rx) = oneshot::channel();
+                s.waiters.entry(id).or_default().push(tx);
+                rx
+            })
+        });
+        match joined {
+            // Released by the core once every peer answered (or failed to); a node that
+            // stops drops the sender, which releases it too.
+            Some(joined) => Box::pin(async move {
+                let _ = joined.await;
+            }),
             None => Box::pin(std::future::ready(())),
         }
     }
 
     fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame]) {
         let Some(this) = self.me.upgrade() else { return };
-        let targets = this.subscribers(&(nsp.to_owned(), room.to_owned()));
+        let targets =
+            this.state.lock().unwrap_or_else(|e| e.into_inner()).core.subscribers(&(nsp.to_owned(), room.to_owned()));
         if targets.is_empty() {
             return;
         }
@@ -646,7 +604,7 @@ impl Adapter for ClusterRooms {
             frames: frames.iter().map(frame_to_wire).collect(),
         };
         for node in targets {
-            this.push_to(&node, push.clone());
+            this.push_to(&node, Outgoing::Push(push.clone()));
         }
     }
 
@@ -658,7 +616,8 @@ impl Adapter for ClusterRooms {
                     ns.record_local(room, entry.clone());
                 }
             } else {
-                this.push_to(&replica, Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() });
+                let push = Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() };
+                this.push_to(&replica, Outgoing::Push(push));
             }
         }
     }
@@ -768,13 +727,7 @@ impl Adapter for ClusterRooms {
     }
 
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String> {
-        let t = self.tables();
-        t.presence
-            .get(&(nsp.to_owned(), room.to_owned()))
-            .map(|nodes| {
-                nodes.iter().filter(|(n, _)| t.live.contains(*n)).flat_map(|(_, l)| l.iter().cloned()).collect()
-            })
-            .unwrap_or_default()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).core.remote_labels(&(nsp.to_owned(), room.to_owned()))
     }
 }
 

@@ -187,7 +187,11 @@ impl Router {
         }
     }
 
-    async fn forward(&self, conn: &Connection, req: EngineRequest) -> Result<EngineResponse, crate::rpc::RpcError> {
+    async fn forward(
+        &self,
+        conn: &Arc<Connection>,
+        req: EngineRequest,
+    ) -> Result<EngineResponse, crate::rpc::RpcError> {
         let timeout = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
         let (kind, started) = (RequestKind::of(&req), std::time::Instant::now());
         let answer = conn.call(Request::Engine { path: self.path.clone(), req }, timeout).await;
@@ -336,8 +340,8 @@ impl RpcHandler for PeerHandler {
                 Some(engine) => Box::pin(async move { Response::Engine(engine.handle_http(req).await) }),
                 None => Box::pin(std::future::ready(Response::Failed(format!("no engine at {path}")))),
             },
-            Request::Subscribe { node, nsp, room, labels } => {
-                Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels)))
+            Request::Subscribe { node, nsp, room, labels, version } => {
+                Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels, version)))
             }
             Request::History { nsp, room } => Box::pin(std::future::ready(self.rooms.on_history(&nsp, &room))),
             Request::Park { nsp, state } => self.rooms.on_park(&nsp, state),

@@ -84,7 +84,7 @@ pub struct Connection {
     budget: Arc<Semaphore>,
     max_queued_bytes: usize,
     /// Slots for our requests awaiting an answer.
-    calls: Semaphore,
+    calls: Arc<Semaphore>,
     /// Slots for the peer's requests being served.
     served: Arc<Semaphore>,
     /// Callers waiting for a response, by request id.
@@ -110,7 +110,7 @@ impl Connection {
             out,
             budget: Arc::new(Semaphore::new(limits.max_queued_bytes)),
             max_queued_bytes: limits.max_queued_bytes,
-            calls: Semaphore::new(limits.max_calls),
+            calls: Arc::new(Semaphore::new(limits.max_calls)),
             served: Arc::new(Semaphore::new(limits.max_served)),
             pending: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
@@ -315,24 +315,30 @@ impl Connection {
         self.send(RpcFrame::Push(push)).await
     }
 
-    /// Sends a request and waits for its response, at most `timeout`.
     /// Sends a request and waits for its response, at most `timeout` in all (a free call
     /// slot, room in the outbox, the answer).
-    pub async fn call(&self, body: Request, timeout: Duration) -> Result<Response, RpcError> {
+    pub async fn call(self: &Arc<Self>, body: Request, timeout: Duration) -> Result<Response, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || RpcError::Timeout { peer: self.peer.clone(), timeout };
+        let pending = tokio::time::timeout_at(deadline, self.send_request(body)).await.map_err(|_| timed_out())??;
+        tokio::time::timeout_at(deadline, pending.answer()).await.map_err(|_| timed_out())?
+    }
+
+    /// Sends a request without waiting for its answer: once this resolves, the request is
+    /// queued on the connection after everything queued before it, so a peer serves it after
+    /// the pushes sent before (what keeps a node's word about a room in order). Waits for a
+    /// free call slot and room in the outbox.
+    pub async fn send_request(self: &Arc<Self>, body: Request) -> Result<PendingCall, RpcError> {
+        let slot = self.calls.clone().acquire_owned().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let call = async {
-            let _slot = self.calls.acquire().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?;
-            let (tx, rx) = oneshot::channel();
-            self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-            if self.is_closed() {
-                return Err(RpcError::ConnectionLost(self.peer.clone()));
-            }
-            self.send(RpcFrame::Request { id, body }).await?;
-            rx.await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))
-        };
-        let result = tokio::time::timeout(timeout, call).await;
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        result.map_err(|_| RpcError::Timeout { peer: self.peer.clone(), timeout })?
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        let pending = PendingCall { conn: self.clone(), id, rx, _slot: slot };
+        if self.is_closed() {
+            return Err(RpcError::ConnectionLost(self.peer.clone()));
+        }
+        self.send(RpcFrame::Request { id, body }).await?;
+        Ok(pending)
     }
 
     /// Opens a stream to the peer.
@@ -414,5 +420,31 @@ pub struct StreamReceiver {
 impl StreamReceiver {
     pub async fn recv(&mut self) -> Option<WsFrame> {
         self.inner.recv().await
+    }
+}
+
+/// A request sent with [`Connection::send_request`], its answer still to come. Dropping it
+/// gives up on the answer (and frees its call slot).
+pub struct PendingCall {
+    conn: Arc<Connection>,
+    id: u64,
+    rx: oneshot::Receiver<Response>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl PendingCall {
+    /// The peer's answer; an error if the connection is lost first. Bound it with a timeout.
+    pub async fn answer(mut self) -> Result<Response, RpcError> {
+        let peer = || RpcError::ConnectionLost(self.conn.peer.clone());
+        tokio::select! {
+            answer = &mut self.rx => answer.map_err(|_| peer()),
+            _ = self.conn.closed.cancelled() => Err(peer()),
+        }
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        self.conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
     }
 }

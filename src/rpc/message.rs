@@ -43,9 +43,10 @@ pub enum Request {
     /// A polling request (or polling handshake) for a session this node owns, for the
     /// engine at `path` (e.g. `/socket.io/`).
     Engine { path: String, req: EngineRequest },
-    /// `node` now has local members labelled `labels` in a room; the answer is the
-    /// receiver's own local members of that room.
-    Subscribe { node: String, nsp: String, room: String, labels: Vec<String> },
+    /// `node` now has local members labelled `labels` in a room, as of `version` (see
+    /// `cluster::core::Version`); the answer is the receiver's own local members of that
+    /// room (`Response::Members`).
+    Subscribe { node: String, nsp: String, room: String, labels: Vec<String>, version: (u64, u64) },
     /// The history of a room the receiver owns.
     History { nsp: String, room: String },
     /// Keep this session, dropped by its client, for recovery; answered `Parked` once the
@@ -65,8 +66,11 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Engine(EngineResponse),
-    /// Labels of the answering node's local members of a room.
-    Presence(Vec<String>),
+    /// Labels of the answering node's local members of a room, as of `version`.
+    Members {
+        version: (u64, u64),
+        labels: Vec<String>,
+    },
     /// A room's history entries, oldest first.
     History(Vec<String>),
     /// Whether the session is parked with the answering node.
@@ -85,8 +89,8 @@ pub enum Push {
     /// A room broadcast, encoded once by the publishing node, for the receiver's members;
     /// `offset` is its recovery offset.
     Publish { nsp: String, room: String, offset: Option<String>, frames: Vec<WsFrame> },
-    /// `node`'s local members of a room are now `labels` (empty: none).
-    Presence { node: String, nsp: String, room: String, labels: Vec<String> },
+    /// `node`'s local members of a room are now `labels` (empty: none), as of `version`.
+    Presence { node: String, nsp: String, room: String, labels: Vec<String>, version: (u64, u64) },
     /// An entry for the history of a room the receiver owns.
     Record { nsp: String, room: String, entry: String },
 }
@@ -244,6 +248,7 @@ mod tests {
                 nsp: "/chat".into(),
                 room: "r".into(),
                 labels: vec!["bob".into()],
+                version: (1_764_480_000_000, 3),
             }),
             RpcFrame::Request {
                 id: 9,
@@ -252,9 +257,13 @@ mod tests {
                     nsp: "/chat".into(),
                     room: "r".into(),
                     labels: vec![],
+                    version: (7, 0),
                 },
             },
-            RpcFrame::Response { id: 9, body: Response::Presence(vec!["alice".into(), "日本".into()]) },
+            RpcFrame::Response {
+                id: 9,
+                body: Response::Members { version: (7, 2), labels: vec!["alice".into(), "日本".into()] },
+            },
         ];
         for frame in frames {
             assert_eq!(decode(&encode(&frame).unwrap()).unwrap(), frame);

@@ -266,7 +266,10 @@ impl Sim {
         self.publishes.insert(id, Publish { from: i, room: room.clone(), at: self.step });
         let targets = self.nodes[i].core.subscribers(&room);
         if std::env::var("SIM_DEBUG").is_ok() {
-            eprintln!("step {} publish {id} {:?} from {i}: targets {targets:?}\n{:#?}", self.step, room.1, self.nodes[i].core);
+            eprintln!(
+                "step {} publish {id} {:?} from {i}: targets {targets:?}\n{:#?}",
+                self.step, room.1, self.nodes[i].core
+            );
         }
         let mut seen = BTreeSet::new();
         for to in targets {
@@ -403,7 +406,8 @@ impl Sim {
                 format!("join {i} {user} {:?}", r.1)
             }
             15..25 => {
-                let users: Vec<String> = self.nodes[i].members.get(&r).map(|u| u.iter().cloned().collect()).unwrap_or_default();
+                let users: Vec<String> =
+                    self.nodes[i].members.get(&r).map(|u| u.iter().cloned().collect()).unwrap_or_default();
                 if users.is_empty() {
                     return "noop".into();
                 }
@@ -416,7 +420,8 @@ impl Sim {
                 format!("publish {i} {:?}", r.1)
             }
             40..70 => {
-                let links: Vec<(usize, usize)> = self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
+                let links: Vec<(usize, usize)> =
+                    self.links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
                 if links.is_empty() {
                     return "noop".into();
                 }
@@ -520,7 +525,8 @@ impl Sim {
                     .collect();
                 assert_eq!(node.core.subscribers(&r), with_members, "{}: subscribers of {:?}", node.name, r.1);
                 if node.members.contains_key(&r) {
-                    let mut theirs: Vec<String> = alive.iter().filter(|j| **j != i).flat_map(|j| self.labels(*j, &r)).collect();
+                    let mut theirs: Vec<String> =
+                        alive.iter().filter(|j| **j != i).flat_map(|j| self.labels(*j, &r)).collect();
                     theirs.sort();
                     let mut known = node.core.remote_labels(&r);
                     known.sort();
@@ -536,7 +542,8 @@ impl Sim {
             }
             for j in &self.joins {
                 let before = j.acked.is_some_and(|acked| acked < p.at);
-                if before && !j.left && !j.degraded && j.room == p.room && j.node != p.from && self.nodes[j.node].alive {
+                if before && !j.left && !j.degraded && j.room == p.room && j.node != p.from && self.nodes[j.node].alive
+                {
                     let node = &self.nodes[j.node];
                     assert_eq!(
                         node.received.get(id),
