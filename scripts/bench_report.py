@@ -284,6 +284,8 @@ targets_table("Targets (issue 6)")
 
 # Plot.
 try:
+    if not any(M[s].get("fanout") for s in SYSTEMS):
+        raise LookupError("no fan-out results")
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -308,6 +310,8 @@ try:
     w(f"![fan-out latency and efficiency]({os.path.relpath(a.plot, os.path.dirname(a.out) or '.')})\n")
 except ImportError:
     w("(matplotlib missing: no plot)\n")
+except LookupError:
+    pass
 
 if os.path.exists("bench/analysis.md"):
     w(open("bench/analysis.md").read())
