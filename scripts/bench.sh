@@ -11,17 +11,21 @@
 #   clusterchat-baseline, clusterchat-baseline-1: with BASELINE_BIN=/path/to/clusterchat, the
 #                           same two shapes run with that binary, beside the current one
 # Usage:
-#   scripts/bench.sh                          full sizes, every system (long: about an hour on 2 cores)
+#   scripts/bench.sh                          full sizes, every system (about 35 minutes on 2 cores)
 #   QUICK=1 scripts/bench.sh                  small sizes
 #   SCENARIOS=fanout scripts/bench.sh         only these scenarios (comma-separated: idle, fanout,
 #                                             big-room, join-visibility, polling, gossip)
 #   SYSTEMS=clusterchat-1,floor-1 scripts/bench.sh    only these systems
-#   BASELINE_BIN=/path/to/clusterchat scripts/bench.sh
+#   BASELINE_BIN=/path/to/clusterchat scripts/bench.sh   e.g. a build of main: git worktree add
+#                                             ../base main && cargo build --release in it, then
+#                                             BASELINE_BIN=../base/target/release/clusterchat
 # A full, unfiltered run writes BENCHMARKS.md and bench/results/; any other run (QUICK, SCENARIOS,
 # SYSTEMS) writes its report to $OUT/BENCHMARKS.md ($OUT is run/bench unless set) and leaves
 # both alone. Everything listens on 127.0.0.1; every process this script starts is tracked by
 # PID and stopped on exit; every load stops by itself (durations, counts, timeouts).
 set -euo pipefail
+# A relative BASELINE_BIN is relative to where the script was called from.
+if [ -n "${BASELINE_BIN:-}" ]; then BASELINE_BIN=$(realpath -e "$BASELINE_BIN"); fi
 cd "$(dirname "$0")/.."
 OUT=${OUT:-run/bench}
 mkdir -p "$OUT"
