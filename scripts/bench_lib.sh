@@ -106,51 +106,41 @@ start_redis() { # port
     for _ in $(seq 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
 }
 
-start_peer3() {
+# Three processes of a peer, clustered through a fresh Redis (counted as a server process), on
+# <prefix>1..3 behind haproxy on <prefix>0; their logs are $OUT/<name>1..3.log.
+start_three() { # name port-prefix redis-port redis-url-suffix command...
+    local name=$1 prefix=$2 redis=$3 suffix=$4; shift 4
     SERVER_PIDS=()
-    start_redis 6390
+    start_redis "$redis"
+    local servers=()
     for i in 1 2 3; do
-        PORT=930$i NAME=peer$i REDIS_URL=redis://127.0.0.1:6390 node bench/peer.js >>"$OUT/peer$i.log" 2>&1 &
-        started $!; SERVER_PIDS+=($!)
+        PORT=$prefix$i NAME=$name$i REDIS_URL="redis://127.0.0.1:$redis$suffix" "$@" >>"$OUT/$name$i.log" 2>&1 &
+        started $!; SERVER_PIDS+=($!); servers+=("127.0.0.1:$prefix$i")
     done
-    for i in 1 2 3; do wait_http "http://127.0.0.1:930$i/socket.io/?EIO=4&transport=websocket" any; done
-    start_haproxy peer 9300 127.0.0.1:9301 127.0.0.1:9302 127.0.0.1:9303
+    for s in "${servers[@]}"; do wait_http "http://$s/socket.io/?EIO=4&transport=websocket" any; done
+    start_haproxy "$name" "${prefix}0" "${servers[@]}"
 }
 
-start_peer1() {
+# One process of a peer on `port`, its log $OUT/<name>.log; ready when a polling handshake gets
+# an answer (a 2xx one unless `ready` is "any": websocket-only servers refuse it).
+start_one() { # name port ready command...
+    local name=$1 port=$2 ready=$3; shift 3
     SERVER_PIDS=()
-    PORT=9310 NAME=peer node bench/peer.js >>"$OUT/peer.log" 2>&1 &
+    PORT=$port NAME=$name "$@" >>"$OUT/$name.log" 2>&1 &
     started $!; SERVER_PIDS+=($!)
-    wait_http "http://127.0.0.1:9310/socket.io/?EIO=4&transport=polling"
+    wait_http "http://127.0.0.1:$port/socket.io/?EIO=4&transport=polling" "$ready"
 }
 
-# socketioxide as 3 processes clustered through socketioxide-redis (RESP3) behind haproxy on
-# 9330, Redis counted as a server process; or one process on 9320.
-start_sioxide3() {
-    SERVER_PIDS=()
-    start_redis 6391
-    for i in 1 2 3; do
-        PORT=932$i NAME=sioxide$i REDIS_URL="redis://127.0.0.1:6391/?protocol=resp3" "$SIOXIDE_BIN" >>"$OUT/sioxide$i.log" 2>&1 &
-        started $!; SERVER_PIDS+=($!)
-    done
-    for i in 1 2 3; do wait_http "http://127.0.0.1:932$i/socket.io/?EIO=4&transport=polling" any; done
-    start_haproxy sioxide 9330 127.0.0.1:9321 127.0.0.1:9322 127.0.0.1:9323
-}
-
-start_sioxide1() {
-    SERVER_PIDS=()
-    PORT=9320 NAME=sioxide "$SIOXIDE_BIN" >>"$OUT/sioxide.log" 2>&1 &
-    started $!; SERVER_PIDS+=($!)
-    wait_http "http://127.0.0.1:9320/socket.io/?EIO=4&transport=polling"
-}
-
-# The floor (bench/peers/floor): one process, one thread, on 9340 (websocket only).
-start_floor() {
-    SERVER_PIDS=()
-    PORT=9340 NAME=floor "$FLOOR_BIN" >>"$OUT/floor.log" 2>&1 &
-    started $!; SERVER_PIDS+=($!)
-    wait_http "http://127.0.0.1:9340/socket.io/?EIO=4&transport=polling" any
-}
+# socket.io on Node (bench/peer.js): 3 processes with the sharded Redis adapter behind haproxy
+# on 9300, or one process on 9310.
+start_peer3() { start_three peer 930 6390 "" node bench/peer.js; }
+start_peer1() { start_one peer 9310 2xx node bench/peer.js; }
+# socketioxide (bench/peers/socketioxide): 3 processes with socketioxide-redis (RESP3) behind
+# haproxy on 9330, or one process on 9320.
+start_sioxide3() { start_three sioxide 933 6391 "/?protocol=resp3" "$SIOXIDE_BIN"; }
+start_sioxide1() { start_one sioxide 9320 2xx "$SIOXIDE_BIN"; }
+# The floor (bench/peers/floor): one process, one thread, websocket only, on 9340.
+start_floor() { start_one floor 9340 any "$FLOOR_BIN"; }
 
 # Starts the system named `label` (scripts/bench.sh lists them; the baselines need
 # BASELINE_BIN) and sets TARGET, where clients connect, and POLL_ARGS, the nodes' own addresses
