@@ -70,6 +70,29 @@ fn string(out: &mut Vec<u8>, value: &str) {
     serde_json::to_writer(&mut *out, value).expect("writing to a Vec");
 }
 
+/// Appends a JSON object whose values are all strings.
+fn object(out: &mut Vec<u8>, fields: &[(&str, &str)]) {
+    out.push(b'{');
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, name);
+        out.push(b':');
+        string(out, value);
+    }
+    out.push(b'}');
+}
+
+/// An EVENT on `/chat`: `[name, {fields}]`, without ack.
+fn event(out: &mut Vec<u8>, name: &str, fields: &[(&str, &str)]) {
+    out.extend_from_slice(b"42/chat,[");
+    string(out, name);
+    out.push(b',');
+    object(out, fields);
+    out.push(b']');
+}
+
 /// The Engine.IO OPEN of a session. The floor pings every `ping_ms` and never times anyone out.
 pub fn open(out: &mut Vec<u8>, sid: &str, ping_ms: u64) {
     out.extend_from_slice(b"0{\"sid\":");
@@ -80,61 +103,39 @@ pub fn open(out: &mut Vec<u8>, sid: &str, ping_ms: u64) {
 }
 
 pub fn connected(out: &mut Vec<u8>, sid: &str) {
-    out.extend_from_slice(b"40/chat,{\"sid\":");
-    string(out, sid);
-    out.push(b'}');
+    out.extend_from_slice(b"40/chat,");
+    object(out, &[("sid", sid)]);
 }
 
 pub fn connect_error(out: &mut Vec<u8>, nsp: &str, message: &str) {
     out.extend_from_slice(b"44");
-    out.extend_from_slice(nsp.as_bytes());
-    out.extend_from_slice(b",{\"message\":");
-    string(out, message);
-    out.push(b'}');
+    if nsp != "/" {
+        out.extend_from_slice(format!("{nsp},").as_bytes());
+    }
+    object(out, &[("message", message)]);
 }
 
 pub fn welcome(out: &mut Vec<u8>, user: &str, node: &str, sid: &str) {
-    out.extend_from_slice(b"42/chat,[\"welcome\",{\"user\":");
-    string(out, user);
-    out.extend_from_slice(b",\"node\":");
-    string(out, node);
-    out.extend_from_slice(b",\"sid\":");
-    string(out, sid);
-    out.extend_from_slice(b"}]");
+    event(out, "welcome", &[("user", user), ("node", node), ("sid", sid)]);
 }
 
 /// The ack `id`: `{ok: true}`, or `{error}`.
 pub fn ack(out: &mut Vec<u8>, id: u64, error: Option<&str>) {
-    out.extend_from_slice(format!("43/chat,{id}").as_bytes());
+    out.extend_from_slice(format!("43/chat,{id}[").as_bytes());
     match error {
-        None => out.extend_from_slice(b"[{\"ok\":true}]"),
-        Some(e) => {
-            out.extend_from_slice(b"[{\"error\":");
-            string(out, e);
-            out.extend_from_slice(b"}]");
-        }
+        None => out.extend_from_slice(b"{\"ok\":true}"),
+        Some(e) => object(out, &[("error", e)]),
     }
+    out.push(b']');
 }
 
 /// `join room` / `leave room`: `{user, room}`.
-pub fn room_event(out: &mut Vec<u8>, event: &str, user: &str, room: &str) {
-    out.extend_from_slice(b"42/chat,[");
-    string(out, event);
-    out.extend_from_slice(b",{\"user\":");
-    string(out, user);
-    out.extend_from_slice(b",\"room\":");
-    string(out, room);
-    out.extend_from_slice(b"}]");
+pub fn room_event(out: &mut Vec<u8>, name: &str, user: &str, room: &str) {
+    event(out, name, &[("user", user), ("room", room)]);
 }
 
 pub fn chat_message(out: &mut Vec<u8>, user: &str, room: &str, message: &str) {
-    out.extend_from_slice(b"42/chat,[\"chat message\",{\"user\":");
-    string(out, user);
-    out.extend_from_slice(b",\"room\":");
-    string(out, room);
-    out.extend_from_slice(b",\"message\":");
-    string(out, message);
-    out.extend_from_slice(b"}]");
+    event(out, "chat message", &[("user", user), ("room", room), ("message", message)]);
 }
 
 #[cfg(test)]
@@ -177,6 +178,10 @@ mod tests {
         let w = text(&|o| welcome(o, "u", "floor", "s1"));
         let v: Value = serde_json::from_str(&w["42/chat,".len()..]).unwrap();
         assert_eq!(v, json!(["welcome", {"user": "u", "node": "floor", "sid": "s1"}]));
+        assert_eq!(text(&|o| connected(o, "s1")), r#"40/chat,{"sid":"s1"}"#);
+        assert_eq!(text(&|o| connect_error(o, "/", "no")), r#"44{"message":"no"}"#);
+        assert_eq!(text(&|o| connect_error(o, "/chat", "no")), r#"44/chat,{"message":"no"}"#);
+        assert_eq!(text(&|o| room_event(o, "join room", "u", "r")), r#"42/chat,["join room",{"user":"u","room":"r"}]"#);
         let o = text(&|o| open(o, "s1", 25000));
         assert!(serde_json::from_str::<Value>(&o[1..]).is_ok(), "{o}");
     }
