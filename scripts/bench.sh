@@ -1,17 +1,58 @@
 #!/usr/bin/env bash
-# The benchmarks of issue 6: every scenario against clusterchat (3 nodes behind haproxy) and
-# against the peer, socket.io 4 on Node (3 processes with the sharded Redis adapter behind the
-# same haproxy, websocket-only clients; and a single process), in one run; then BENCHMARKS.md.
-#   scripts/bench.sh            full sizes (about 15 minutes on 2 cores)
-#   QUICK=1 scripts/bench.sh    small sizes, a couple of minutes
-# Everything listens on 127.0.0.1; every process this script starts is tracked by PID and
-# stopped on exit; every load stops by itself (durations, counts, timeouts).
+# The benchmarks of issues 6 and 14: every scenario against clusterchat and against each peer,
+# one system at a time, each started fresh, in one run; then the report (ratios to each peer).
+# Systems (labels):
+#   clusterchat             3 nodes behind haproxy          clusterchat-1         one node
+#   socketioxide-redis-3    bench/peers/socketioxide x3 + socketioxide-redis + Redis, behind haproxy
+#   socketioxide-1          bench/peers/socketioxide, one process
+#   floor-1                 bench/peers/floor: one process, one thread, epoll
+#   socketio-redis-3        bench/peer.js x3 + the sharded Redis adapter, behind haproxy
+#   socketio-1              bench/peer.js, one process
+#   clusterchat-baseline, clusterchat-baseline-1: with BASELINE_BIN=/path/to/clusterchat, the
+#                           same two shapes run with that binary, beside the current one
+# Usage:
+#   scripts/bench.sh                          full sizes, every system (about 35 minutes on 2 cores)
+#   QUICK=1 scripts/bench.sh                  small sizes
+#   SCENARIOS=fanout scripts/bench.sh         only these scenarios (comma-separated: idle, fanout,
+#                                             big-room, join-visibility, polling, gossip)
+#   SYSTEMS=clusterchat-1,floor-1 scripts/bench.sh    only these systems
+#   BASELINE_BIN=/path/to/clusterchat scripts/bench.sh   e.g. a build of main: git worktree add
+#                                             ../base main && cargo build --release in it, then
+#                                             BASELINE_BIN=../base/target/release/clusterchat
+# A full, unfiltered run writes BENCHMARKS.md and bench/results/; any other run (QUICK, SCENARIOS,
+# SYSTEMS) writes its report to $OUT/BENCHMARKS.md ($OUT is run/bench unless set) and leaves
+# both alone. Everything listens on 127.0.0.1; every process this script starts is tracked by
+# PID and stopped on exit; every load stops by itself (durations, counts, timeouts).
 set -euo pipefail
+# A relative BASELINE_BIN is relative to where the script was called from.
+if [ -n "${BASELINE_BIN:-}" ]; then BASELINE_BIN=$(realpath -e "$BASELINE_BIN"); fi
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 OUT=${OUT:-run/bench}
 mkdir -p "$OUT"
 : >"$OUT/results.jsonl"
+
+ALL_SCENARIOS=idle,fanout,big-room,join-visibility,polling,gossip
+ALL_SYSTEMS=clusterchat,clusterchat-1,socketioxide-redis-3,socketioxide-1,floor-1,socketio-redis-3,socketio-1
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
+FULL=1
+if [ "${QUICK:-0}" = 1 ] || [ "$SCENARIOS" != "$ALL_SCENARIOS" ] || [ "$SYSTEMS" != "$ALL_SYSTEMS" ]; then FULL=0; fi
+has() { case ",$2," in *",$1,"*) return 0 ;; esac; return 1; } # item list
+for s in ${SCENARIOS//,/ }; do has "$s" "$ALL_SCENARIOS" || { echo "unknown scenario $s (of $ALL_SCENARIOS)" >&2; exit 2; }; done
+for s in ${SYSTEMS//,/ }; do
+    has "$s" "$ALL_SYSTEMS,clusterchat-baseline,clusterchat-baseline-1" || { echo "unknown system $s (of $ALL_SYSTEMS)" >&2; exit 2; }
+done
+# The baseline: a twin of every clusterchat shape selected, run right after it.
+if [ -n "${BASELINE_BIN:-}" ]; then
+    [ -x "$BASELINE_BIN" ] || { echo "BASELINE_BIN=$BASELINE_BIN is not an executable" >&2; exit 2; }
+    with=()
+    for s in ${SYSTEMS//,/ }; do
+        with+=("$s")
+        case $s in clusterchat | clusterchat-1) has "${s/clusterchat/clusterchat-baseline}" "$SYSTEMS" || with+=("${s/clusterchat/clusterchat-baseline}") ;; esac
+    done
+    SYSTEMS=$(IFS=,; echo "${with[*]}")
+fi
+echo "== systems: $SYSTEMS; scenarios: $SCENARIOS"
 
 # Sizes (issue 6), scaled down with QUICK=1.
 if [ "${QUICK:-0}" = 1 ]; then
@@ -27,34 +68,44 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "== open files: $(ulimit -n)"
 
 . scripts/bench_lib.sh
-need haproxy haproxy
-need redis-server redis-server
-(cd bench && npm ci --no-audit --no-fund --loglevel=error)
+any() { for s in "$@"; do has "$s" "$SYSTEMS" && return 0; done; return 1; }
+if any clusterchat clusterchat-baseline socketioxide-redis-3 socketio-redis-3; then need haproxy haproxy; fi
+if any socketioxide-redis-3 socketio-redis-3; then need redis-server redis-server; fi
+if any socketio-redis-3 socketio-1; then (cd bench && npm ci --no-audit --no-fund --loglevel=error); fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
 build
+if any socketioxide-redis-3 socketioxide-1; then build_peer socketioxide; fi
+if any floor-1; then build_peer floor; fi
 
 scenarios() { # label target [polling node args]
     local label=$1 target=$2; shift 2
-    bench "$label" "$target" idle --clients "$IDLE" --hold 5
-    bench "$label" "$target" fanout --rooms "$ROOMS" --members "$MEMBERS" --rates "$RATES" --step-secs "$STEP"
-    bench "$label" "$target" big-room --members "$BIG" --rates "$BIG_RATES" --step-secs "$STEP"
-    bench "$label" "$target" join-visibility --trials "$JV"
-    if [ $# -gt 0 ]; then bench "$label" "$target" "$@" polling --clients "$POLL" --secs "$STEP"; fi
+    if has idle "$SCENARIOS"; then bench "$label" "$target" idle --clients "$IDLE" --hold 5; fi
+    if has fanout "$SCENARIOS"; then
+        bench "$label" "$target" fanout --rooms "$ROOMS" --members "$MEMBERS" --rates "$RATES" --step-secs "$STEP"
+    fi
+    if has big-room "$SCENARIOS"; then bench "$label" "$target" big-room --members "$BIG" --rates "$BIG_RATES" --step-secs "$STEP"; fi
+    if has join-visibility "$SCENARIOS"; then bench "$label" "$target" join-visibility --trials "$JV"; fi
+    if [ $# -gt 0 ] && has polling "$SCENARIOS"; then bench "$label" "$target" "$@" polling --clients "$POLL" --secs "$STEP"; fi
 }
 
-# One system at a time, each started fresh (the idle scenario's RSS baseline is a fresh server).
-start_clusterchat
-scenarios clusterchat 127.0.0.1:9200 --node 127.0.0.1:9101 --node 127.0.0.1:9102 --node 127.0.0.1:9103
-cleanup
-start_peer3
-scenarios socketio-redis-3 127.0.0.1:9300
-cleanup
-start_peer1
-scenarios socketio-1 127.0.0.1:9310
-cleanup
-SERVER_PIDS=()
-bench clusterchat 127.0.0.1:9 gossip --sizes "$GOSSIP" --trials "$GOSSIP_TRIALS"
+system() { # label: start it fresh (the idle scenario's RSS baseline is a fresh server), run, stop
+    start_system "$1"
+    scenarios "$1" "$TARGET" "${POLL_ARGS[@]}"
+    cleanup
+}
+for s in ${SYSTEMS//,/ }; do system "$s"; done
 
-echo "== writing BENCHMARKS.md"
-python3 scripts/bench_report.py "$OUT/results.jsonl" --command "${BENCH_COMMAND:-scripts/bench.sh}" --out BENCHMARKS.md --plot bench/results/latency.png
-mkdir -p bench/results && cp "$OUT/results.jsonl" bench/results/results.jsonl
+SERVER_PIDS=()
+if has gossip "$SCENARIOS" && any clusterchat clusterchat-1; then
+    bench clusterchat 127.0.0.1:9 gossip --sizes "$GOSSIP" --trials "$GOSSIP_TRIALS"
+fi
+
+COMMAND=${BENCH_COMMAND:-scripts/bench.sh}
+if [ "$FULL" = 1 ]; then
+    echo "== writing BENCHMARKS.md"
+    python3 scripts/bench_report.py "$OUT/results.jsonl" --command "$COMMAND" --out BENCHMARKS.md --plot bench/results/latency.png
+    mkdir -p bench/results && cp "$OUT/results.jsonl" bench/results/results.jsonl
+else
+    echo "== writing $OUT/BENCHMARKS.md (a partial or quick run: BENCHMARKS.md is left alone)"
+    python3 scripts/bench_report.py "$OUT/results.jsonl" --command "$COMMAND" --out "$OUT/BENCHMARKS.md" --plot "$OUT/latency.png"
+fi

@@ -1,6 +1,7 @@
 # Helpers shared by scripts/bench.sh and scripts/profile_fanout.sh (sourced, not run): start
-# clusterchat (3 nodes) or the socket.io peer (3 processes + Redis, or one process) behind
-# haproxy on 127.0.0.1, track every started PID and stop them (cleanup), build and run chatbench.
+# clusterchat (3 nodes behind haproxy, or one node), the socket.io peer (3 processes + Redis, or
+# one process), the socketioxide peer (the same two shapes) or the floor on 127.0.0.1, track every
+# started PID and stop them (cleanup), build and run chatbench and the peers.
 # Expects OUT to be set. NODE_THREADS=n runs each clusterchat node with n tokio worker threads
 # (TOKIO_WORKER_THREADS; default: one per core).
 
@@ -11,6 +12,15 @@ BENCH=$TARGET_DIR/release/chatbench
 build() {
     echo "== building clusterchat and chatbench (release)"
     cargo build --release --quiet -p clusterchat -p chatbench
+}
+
+# The Rust peers: Cargo projects of their own under bench/peers/, each with its target
+# directory in its folder (deleted by hand when done: they are large).
+SIOXIDE_BIN=bench/peers/socketioxide/target/release/socketioxide-peer
+FLOOR_BIN=bench/peers/floor/target/release/floor
+build_peer() { # folder under bench/peers
+    echo "== building bench/peers/$1 (release)"
+    cargo build --release --quiet --manifest-path "bench/peers/$1/Cargo.toml" --target-dir "bench/peers/$1/target"
 }
 
 need() { # command, apt package
@@ -71,38 +81,85 @@ start_haproxy() { # name port servers...
 }
 
 SERVER_PIDS=()
-start_clusterchat() {
+start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)]
+    local n=${1:-3} bin=${2:-$BIN}
     SERVER_PIDS=()
-    for i in 1 2 3; do
+    for i in $(seq "$n"); do
         local seeds=()
-        for j in 1 2 3; do [ "$j" = "$i" ] || seeds+=(--seed "127.0.0.1:710$j"); done
-        env ${NODE_THREADS:+TOKIO_WORKER_THREADS=$NODE_THREADS} CLUSTERCHAT_SECRET=bench-secret-0123 "$BIN" node --node-id "node$i" --http "127.0.0.1:910$i" \
+        for j in $(seq "$n"); do [ "$j" = "$i" ] || seeds+=(--seed "127.0.0.1:710$j"); done
+        env ${NODE_THREADS:+TOKIO_WORKER_THREADS=$NODE_THREADS} CLUSTERCHAT_SECRET=bench-secret-0123 "$bin" node --node-id "node$i" --http "127.0.0.1:910$i" \
             --gossip "127.0.0.1:710$i" --rpc "127.0.0.1:810$i" --cluster-id "bench-$$" "${seeds[@]}" \
             --log warn >>"$OUT/node$i.log" 2>&1 &
         started $!; SERVER_PIDS+=($!)
     done
-    for i in 1 2 3; do wait_http "http://127.0.0.1:910$i/ready"; done
-    start_haproxy clusterchat 9200 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103
+    for i in $(seq "$n"); do wait_http "http://127.0.0.1:910$i/ready"; done
+    if [ "$n" -gt 1 ]; then
+        local nodes=()
+        for i in $(seq "$n"); do nodes+=("127.0.0.1:910$i"); done
+        start_haproxy clusterchat 9200 "${nodes[@]}"
+    fi
 }
 
-start_peer3() {
-    SERVER_PIDS=()
-    redis-server --port 6390 --bind 127.0.0.1 --save '' --appendonly no >>"$OUT/redis.log" 2>&1 &
+start_redis() { # port
+    redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no >>"$OUT/redis.log" 2>&1 &
     started $!; SERVER_PIDS+=($!)
-    for _ in $(seq 50); do redis-cli -p 6390 ping >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in $(seq 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+# Three processes of a peer, clustered through a fresh Redis (counted as a server process), on
+# <prefix>1..3 behind haproxy on <prefix>0; their logs are $OUT/<name>1..3.log.
+start_three() { # name port-prefix redis-port redis-url-suffix command...
+    local name=$1 prefix=$2 redis=$3 suffix=$4; shift 4
+    SERVER_PIDS=()
+    start_redis "$redis"
+    local servers=()
     for i in 1 2 3; do
-        PORT=930$i NAME=peer$i REDIS_URL=redis://127.0.0.1:6390 node bench/peer.js >>"$OUT/peer$i.log" 2>&1 &
-        started $!; SERVER_PIDS+=($!)
+        PORT=$prefix$i NAME=$name$i REDIS_URL="redis://127.0.0.1:$redis$suffix" "$@" >>"$OUT/$name$i.log" 2>&1 &
+        started $!; SERVER_PIDS+=($!); servers+=("127.0.0.1:$prefix$i")
     done
-    for i in 1 2 3; do wait_http "http://127.0.0.1:930$i/socket.io/?EIO=4&transport=websocket" any; done
-    start_haproxy peer 9300 127.0.0.1:9301 127.0.0.1:9302 127.0.0.1:9303
+    for s in "${servers[@]}"; do wait_http "http://$s/socket.io/?EIO=4&transport=websocket" any; done
+    start_haproxy "$name" "${prefix}0" "${servers[@]}"
 }
 
-start_peer1() {
+# One process of a peer on `port`, its log $OUT/<name>.log; ready when a polling handshake gets
+# an answer (a 2xx one unless `ready` is "any": websocket-only servers refuse it).
+start_one() { # name port ready command...
+    local name=$1 port=$2 ready=$3; shift 3
     SERVER_PIDS=()
-    PORT=9310 NAME=peer node bench/peer.js >>"$OUT/peer.log" 2>&1 &
+    PORT=$port NAME=$name "$@" >>"$OUT/$name.log" 2>&1 &
     started $!; SERVER_PIDS+=($!)
-    wait_http "http://127.0.0.1:9310/socket.io/?EIO=4&transport=polling"
+    wait_http "http://127.0.0.1:$port/socket.io/?EIO=4&transport=polling" "$ready"
+}
+
+# socket.io on Node (bench/peer.js): 3 processes with the sharded Redis adapter behind haproxy
+# on 9300, or one process on 9310.
+start_peer3() { start_three peer 930 6390 "" node bench/peer.js; }
+start_peer1() { start_one peer 9310 2xx node bench/peer.js; }
+# socketioxide (bench/peers/socketioxide): 3 processes with socketioxide-redis (RESP3) behind
+# haproxy on 9330, or one process on 9320.
+start_sioxide3() { start_three sioxide 933 6391 "/?protocol=resp3" "$SIOXIDE_BIN"; }
+start_sioxide1() { start_one sioxide 9320 2xx "$SIOXIDE_BIN"; }
+# The floor (bench/peers/floor): one process, one thread, websocket only, on 9340.
+start_floor() { start_one floor 9340 any "$FLOOR_BIN"; }
+
+# Starts the system named `label` (scripts/bench.sh lists them; the baselines need
+# BASELINE_BIN) and sets TARGET, where clients connect, and POLL_ARGS, the nodes' own addresses
+# for the polling scenario (only clusterchat's three nodes take it).
+start_system() { # label
+    POLL_ARGS=()
+    local nodes=(--node 127.0.0.1:9101 --node 127.0.0.1:9102 --node 127.0.0.1:9103)
+    case $1 in
+        clusterchat) start_clusterchat 3 "$BIN"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
+        clusterchat-1) start_clusterchat 1 "$BIN"; TARGET=127.0.0.1:9101 ;;
+        clusterchat-baseline) start_clusterchat 3 "$BASELINE_BIN"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
+        clusterchat-baseline-1) start_clusterchat 1 "$BASELINE_BIN"; TARGET=127.0.0.1:9101 ;;
+        socketioxide-redis-3) start_sioxide3; TARGET=127.0.0.1:9330 ;;
+        socketioxide-1) start_sioxide1; TARGET=127.0.0.1:9320 ;;
+        floor-1) start_floor; TARGET=127.0.0.1:9340 ;;
+        socketio-redis-3) start_peer3; TARGET=127.0.0.1:9300 ;;
+        socketio-1) start_peer1; TARGET=127.0.0.1:9310 ;;
+        *) echo "unknown system $1" >&2; return 2 ;;
+    esac
 }
 
 bench() { # label target scenario args...

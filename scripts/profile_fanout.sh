@@ -4,14 +4,14 @@
 # user and system CPU seconds apart) and, with PERF=1, records a perf profile of the server
 # processes while the steps run (perf.data and a report in $OUT); with SYSCALLS=1, counts
 # their system calls and context switches over the steps (perf stat).
-#   scripts/profile_fanout.sh clusterchat|socketio-redis-3|socketio-1 [rates] [step secs]
+#   scripts/profile_fanout.sh SYSTEM [rates] [step secs]     (SYSTEM: a label of scripts/bench.sh)
 #   PERF=1 CALLGRAPH=dwarf scripts/profile_fanout.sh clusterchat 1600 10
 #   PERF=1 PERF_ARGS=--all-user FREQ=999 scripts/profile_fanout.sh clusterchat 1600 15
 #   SYSCALLS=1 scripts/profile_fanout.sh socketio-1 1600 10
 # Everything listens on 127.0.0.1; every process started here is tracked by PID and stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SYSTEM=${1:?usage: $0 clusterchat|socketio-redis-3|socketio-1 [rates] [step secs]}
+SYSTEM=${1:?usage: $0 clusterchat|clusterchat-1|socketioxide-redis-3|socketioxide-1|floor-1|socketio-redis-3|socketio-1 [rates] [step secs]}
 RATES=${2:-800,1600}
 STEP=${3:-10}
 ROOMS=${ROOMS:-100}
@@ -21,13 +21,11 @@ mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 . scripts/bench_lib.sh
 build
-
 case $SYSTEM in
-    clusterchat) start_clusterchat; TARGET=127.0.0.1:9200 ;;
-    socketio-redis-3) start_peer3; TARGET=127.0.0.1:9300 ;;
-    socketio-1) start_peer1; TARGET=127.0.0.1:9310 ;;
-    *) echo "unknown system $SYSTEM" >&2; exit 2 ;;
+    socketioxide-*) build_peer socketioxide ;;
+    floor-1) build_peer floor ;;
 esac
+start_system "$SYSTEM"
 pids=()
 for p in "${SERVER_PIDS[@]}"; do pids+=(--server-pid "$p"); done
 
