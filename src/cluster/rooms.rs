@@ -29,7 +29,7 @@ use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
 use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, TAIL_WAIT};
-use crate::socketio::{Adapter, FoundSession, Namespace};
+use crate::socketio::{Adapter, Emitter, FoundSession, Namespace};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
@@ -101,7 +101,9 @@ pub struct ClusterRooms {
     node_id: String,
     membership: Arc<Membership>,
     peers: Arc<Peers>,
-    namespaces: HashMap<String, Arc<Namespace>>,
+    /// The namespaces, reached only as [`Emitter`]s. Weak: they hold this adapter weakly too,
+    /// and whoever runs the node owns both.
+    namespaces: HashMap<String, std::sync::Weak<dyn Emitter>>,
     /// A std lock: held for the core's steps only, never across an await.
     state: Mutex<State>,
     /// Per-peer queues, each drained by its own task. Locked after `state`, never before.
@@ -134,7 +136,10 @@ impl ClusterRooms {
             node_id: node_id.clone(),
             membership,
             peers,
-            namespaces: namespaces.into_iter().map(|ns| (ns.name().to_owned(), ns)).collect(),
+            namespaces: namespaces
+                .iter()
+                .map(|ns| (ns.name().to_owned(), Arc::downgrade(ns) as std::sync::Weak<dyn Emitter>))
+                .collect(),
             state: Mutex::new(State { core: RoomsCore::new(node_id.clone(), generation()), waiters: HashMap::new() }),
             queues: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -145,7 +150,7 @@ impl ClusterRooms {
             advertise: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
         });
-        for ns in rooms.namespaces.values() {
+        for ns in &namespaces {
             let adapter: std::sync::Weak<dyn Adapter> = Arc::downgrade(&rooms) as _;
             ns.set_adapter(adapter);
         }
@@ -162,6 +167,11 @@ impl ClusterRooms {
         self.stop.cancel();
         self.tasks.close();
         self.queues.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// A namespace, while it exists.
+    fn namespace(&self, nsp: &str) -> Option<Arc<dyn Emitter>> {
+        self.namespaces.get(nsp).and_then(std::sync::Weak::upgrade)
     }
 
     /// Runs one step of the core and carries out its effects: pushes and asks are queued
@@ -219,7 +229,7 @@ impl ClusterRooms {
         for effect in effects {
             match effect {
                 Effect::Notify { room: (nsp, room), change } => {
-                    if let Some(ns) = self.namespaces.get(&nsp) {
+                    if let Some(ns) = self.namespace(&nsp) {
                         ns.presence_changed(&room, &change);
                     }
                 }
@@ -367,7 +377,7 @@ impl ClusterRooms {
 
     /// Serves a peer's request for the history of a room this node owns.
     pub fn on_history(&self, nsp: &str, room: &str) -> Response {
-        Response::History(self.namespaces.get(nsp).map(|ns| ns.local_history(room)).unwrap_or_default())
+        Response::History(self.namespace(nsp).map(|ns| ns.history_here(room)).unwrap_or_default())
     }
 
     /// A request to `node`, over its RPC connection.
@@ -382,22 +392,22 @@ impl ClusterRooms {
 
     /// Serves a peer's hand-over of a parked session.
     pub fn on_park(&self, nsp: &str, state: ParkedWire) -> BoxFuture<'static, Response> {
-        let Some(ns) = self.namespaces.get(nsp) else { return Box::pin(std::future::ready(Response::Parked(false))) };
-        let parked = ns.park_here(parked_from_wire(state));
+        let Some(ns) = self.namespace(nsp) else { return Box::pin(std::future::ready(Response::Parked(false))) };
+        let parked = ns.park(parked_from_wire(state));
         Box::pin(async move { Response::Parked(parked.await) })
     }
 
     /// Serves a peer's question for a parked session.
     pub fn on_find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> Response {
-        let found = self.namespaces.get(nsp).and_then(|ns| ns.recovery()).and_then(|r| r.peek(pid, offset).ok());
+        let found = self.namespace(nsp).and_then(|ns| ns.recovery().and_then(|r| r.peek(pid, offset).ok()));
         Response::Found(found)
     }
 
     /// Gives a parked session to the peer that restores it. Missed broadcasts too large for
     /// one answer are a gap: the client is not recovered.
     pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Response> {
-        let Some(ns) = self.namespaces.get(nsp) else { return Box::pin(std::future::ready(Response::Taken(None))) };
-        let taken = ns.take_complete(pid, offset);
+        let Some(ns) = self.namespace(nsp) else { return Box::pin(std::future::ready(Response::Taken(None))) };
+        let taken = ns.take(pid, offset);
         Box::pin(async move {
             let taken = taken.await;
             let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
@@ -415,11 +425,11 @@ impl ClusterRooms {
         packets: Vec<WirePacket>,
         taken: bool,
     ) -> Response {
-        let Some(ns) = self.namespaces.get(nsp) else { return Response::Parked(false) };
+        let Some(ns) = self.namespace(nsp) else { return Response::Parked(false) };
         let Some(recovery) = ns.recovery() else { return Response::Parked(false) };
         recovery.prepend(pid, after, packets.into_iter().map(broadcast_from_wire).collect());
         if taken {
-            let _ = ns.take_here(pid, None);
+            ns.discard(pid);
         }
         Response::Parked(true)
     }
@@ -433,7 +443,7 @@ impl ClusterRooms {
 
     /// Hands every session parked here to another keeper (this node is leaving).
     pub fn hand_over_all(&self) {
-        for ns in self.namespaces.values() {
+        for ns in self.namespaces.values().filter_map(std::sync::Weak::upgrade) {
             for pid in ns.recovery().map(|r| r.parked()).unwrap_or_default() {
                 self.hand_over(ns.name(), &pid);
             }
@@ -460,7 +470,7 @@ impl ClusterRooms {
     }
 
     async fn move_parked_once(self: Arc<Self>, nsp: &str, pid: &str) {
-        let Some(ns) = self.namespaces.get(nsp).cloned() else { return };
+        let Some(ns) = self.namespace(nsp) else { return };
         let Some(recovery) = ns.recovery().cloned() else { return };
         let Some(keeper) = self.pid_ranking(pid).into_iter().find(|n| *n != self.node_id) else {
             return; // alone: the session stays here
@@ -478,7 +488,7 @@ impl ClusterRooms {
                 // Gone: a client took it from here meanwhile; the keeper's copy is stale.
                 let (rest, taken) = match recovery.take_after(pid, after.as_deref()) {
                     Some((rest, emptied)) => {
-                        ns.rooms_unparked(&emptied);
+                        ns.unparked(&emptied);
                         (rest, false)
                     }
                     None => (Vec::new(), true),
@@ -512,17 +522,17 @@ impl ClusterRooms {
         match push {
             Push::Publish { nsp, room, offset, frames } => {
                 self.stats.publishes_received.fetch_add(1, Ordering::Relaxed);
-                if let Some(ns) = self.namespaces.get(&nsp) {
+                if let Some(ns) = self.namespace(&nsp) {
                     let frames: Vec<Frame> = frames.into_iter().map(frame_from_wire).collect();
-                    ns.deliver_local(&room, offset.as_deref(), &frames);
+                    ns.deliver(&room, offset.as_deref(), &frames);
                 }
             }
             Push::Presence { node, nsp, room, labels, version } => {
                 self.step(|s, out| s.core.on_presence(&node, &(nsp, room), labels, version, out))
             }
             Push::Record { nsp, room, entry } => {
-                if let Some(ns) = self.namespaces.get(&nsp) {
-                    ns.record_local(&room, entry);
+                if let Some(ns) = self.namespace(&nsp) {
+                    ns.record_here(&room, entry);
                 }
             }
         }
@@ -612,8 +622,8 @@ impl Adapter for ClusterRooms {
         let Some(this) = self.me.upgrade() else { return };
         for replica in this.history_replicas(nsp, room) {
             if replica == this.node_id {
-                if let Some(ns) = this.namespaces.get(nsp) {
-                    ns.record_local(room, entry.clone());
+                if let Some(ns) = this.namespace(nsp) {
+                    ns.record_here(room, entry.clone());
                 }
             } else {
                 let push = Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() };
@@ -635,7 +645,7 @@ impl Adapter for ClusterRooms {
                 let (nsp, room) = (nsp.clone(), room.clone());
                 async move {
                     if replica == this.node_id {
-                        return this.namespaces.get(&nsp).map(|ns| ns.local_history(&room)).unwrap_or_default();
+                        return this.namespace(&nsp).map(|ns| ns.history_here(&room)).unwrap_or_default();
                     }
                     let request = Request::History { nsp, room };
                     match this.call(&replica, request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await {
@@ -705,8 +715,8 @@ impl Adapter for ClusterRooms {
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
         if node == this.node_id {
-            return match this.namespaces.get(nsp) {
-                Some(ns) => ns.take_complete(pid, offset),
+            return match this.namespace(nsp) {
+                Some(ns) => ns.take(pid, offset),
                 None => Box::pin(std::future::ready(None)),
             };
         }

@@ -1,13 +1,21 @@
-//! The adapter: how a namespace's rooms reach beyond this node.
+//! The seam between a namespace and the rest of the cluster, one trait each way.
 //!
-//! A namespace tells its adapter whenever a room's local membership changes (with the
-//! presence labels of its local members) and hands it every room broadcast after local
-//! delivery. The adapter tells the namespace, through [`PresenceChange`], when members on
-//! other nodes come and go. Without an adapter a namespace is a single node's.
+//! [`Adapter`]: the namespace tells it whenever a room's local membership changes (with the
+//! presence labels of its local members), hands it every room broadcast after local delivery,
+//! and asks it for remote presence, history and parked sessions. A lone node's namespace uses
+//! [`LocalAdapter`], which keeps all of that here; a cluster sets its own
+//! (`cluster::rooms::ClusterRooms`).
+//!
+//! [`Emitter`]: what an adapter may do to a namespace in return, and nothing more: deliver a
+//! broadcast from another node, tell of remote members coming and going, and reach the
+//! namespace's parked sessions and history store.
+
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::recovery::Broadcast;
+use super::history::RoomHistory;
+use super::recovery::{Broadcast, ParkedState, Recovery, TAIL_WAIT};
 use crate::engineio::Frame;
 
 /// Where a parked session was found: the node keeping it, its socket id and rooms.
@@ -45,6 +53,91 @@ pub trait Adapter: Send + Sync + 'static {
         pid: &str,
         offset: Option<&str>,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>>;
+}
+
+/// A namespace as an adapter sees it: the narrow way back in from other nodes.
+pub trait Emitter: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Delivers a broadcast published on another node to the room's local members (and to
+    /// the sessions parked in it, when it has a recovery `offset`); returns how many sockets
+    /// took it.
+    fn deliver(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize;
+    /// Members of a room with local members came or went on other nodes.
+    fn presence_changed(&self, room: &str, change: &PresenceChange);
+    /// The namespace's parked sessions, if recovery is on.
+    fn recovery(&self) -> Option<&Arc<Recovery>>;
+    /// Parks a session handed over by another node; resolves to whether it is parked here,
+    /// once this node's subscription to its rooms is effective everywhere.
+    fn park(&self, state: ParkedState) -> BoxFuture<'static, bool>;
+    /// Takes a session parked here once it is complete: what it missed after `offset`.
+    fn take(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<Vec<Broadcast>>>;
+    /// Drops a session parked here (a stale copy).
+    fn discard(&self, pid: &str);
+    /// Rooms whose last parked member left this node (after a hand-over).
+    fn unparked(&self, rooms: &[String]);
+    /// Appends to this node's own copy of a room's history (it is one of the room's replicas).
+    fn record_here(&self, room: &str, entry: String);
+    /// This node's own copy of a room's history.
+    fn history_here(&self, room: &str) -> Vec<String>;
+}
+
+/// A lone node's adapter: every member is local, the history and the parked sessions are here.
+pub struct LocalAdapter {
+    history: Option<Arc<RoomHistory>>,
+    recovery: Option<Arc<Recovery>>,
+}
+
+impl LocalAdapter {
+    pub fn new(history: Option<Arc<RoomHistory>>, recovery: Option<Arc<Recovery>>) -> Self {
+        Self { history, recovery }
+    }
+}
+
+impl Adapter for LocalAdapter {
+    fn room_changed(&self, _nsp: &str, _room: &str, _labels: Vec<String>) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn publish(&self, _nsp: &str, _room: &str, _offset: Option<&str>, _frames: &[Frame]) {}
+
+    fn remote_labels(&self, _nsp: &str, _room: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn record(&self, _nsp: &str, room: &str, entry: String) {
+        if let Some(h) = &self.history {
+            h.record(room, entry);
+        }
+    }
+
+    fn history(&self, _nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
+        Box::pin(std::future::ready(self.history.as_ref().map(|h| h.entries(room)).unwrap_or_default()))
+    }
+
+    /// A parked session stays here: there is no other node.
+    fn hand_over(&self, _nsp: &str, _pid: &str) {}
+
+    fn find_parked(&self, _nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
+        let found = self.recovery.as_ref().and_then(|r| r.peek(pid, offset).ok());
+        let found = found.map(|(sid, rooms)| FoundSession { node: String::new(), sid, rooms });
+        Box::pin(std::future::ready(found))
+    }
+
+    fn take_parked(
+        &self,
+        _node: &str,
+        _nsp: &str,
+        pid: &str,
+        offset: Option<&str>,
+    ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
+        let Some(recovery) = self.recovery.clone() else { return Box::pin(std::future::ready(None)) };
+        let (pid, offset) = (pid.to_owned(), offset.map(str::to_owned));
+        Box::pin(async move {
+            recovery.complete(&pid, TAIL_WAIT).await;
+            // The rooms it leaves empty need no word: nobody else subscribes to them.
+            recovery.take(&pid, offset.as_deref()).ok().map(|(missed, _emptied)| missed)
+        })
+    }
 }
 
 /// Why remote presence changed.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::adapter::{Adapter, FoundSession, PresenceChange};
+use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, PresenceChange};
 use super::history::RoomHistory;
 use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL, TAIL_WAIT};
 use super::socket::{AckSender, Socket};
@@ -57,7 +57,7 @@ pub struct NamespaceBuilder {
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
-    history: Option<RoomHistory>,
+    history: Option<Arc<RoomHistory>>,
     recovery: Option<RecoveryConfig>,
 }
 
@@ -86,7 +86,7 @@ impl NamespaceBuilder {
 
     /// Keeps the last `per_room` messages of up to `rooms` rooms (see [`Namespace::record`]).
     pub fn history(mut self, per_room: usize, rooms: usize) -> Self {
-        self.history = RoomHistory::new(per_room, rooms);
+        self.history = RoomHistory::new(per_room, rooms).map(Arc::new);
         self
     }
 
@@ -128,7 +128,10 @@ impl NamespaceBuilder {
     }
 
     pub(crate) fn build(self) -> Arc<Namespace> {
-        Arc::new(Namespace {
+        let recovery = self.recovery.map(|c| Arc::new(Recovery::new(c)));
+        let local = Arc::new(LocalAdapter::new(self.history.clone(), recovery.clone()));
+        Arc::new_cyclic(|me| Namespace {
+            me: me.clone(),
             name: self.name,
             on_connect: self.on_connect,
             on_connected: self.on_connected,
@@ -136,8 +139,9 @@ impl NamespaceBuilder {
             on_disconnect: self.on_disconnect,
             on_presence: self.on_presence,
             history: self.history,
-            recovery: self.recovery.map(|c| Arc::new(Recovery::new(c))),
-            adapter: OnceLock::new(),
+            recovery,
+            local,
+            cluster: OnceLock::new(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             deliveries: AtomicU64::new(0),
@@ -146,18 +150,22 @@ impl NamespaceBuilder {
 }
 
 pub struct Namespace {
+    /// This namespace, for the handlers that take it from `&self` trait methods.
+    me: std::sync::Weak<Namespace>,
     name: String,
     on_connect: Option<ConnectHandler>,
     on_connected: Option<ConnectedHandler>,
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
-    /// The histories of the rooms this node owns (all rooms, on a node of its own).
-    history: Option<RoomHistory>,
+    /// This node's copies of room histories (all rooms, on a node of its own).
+    history: Option<Arc<RoomHistory>>,
     recovery: Option<Arc<Recovery>>,
-    /// Set once when the node joins a cluster; absent, rooms are this node's only. Weak: the
-    /// adapter holds the namespace, and a node that stopped must free both.
-    adapter: OnceLock<std::sync::Weak<dyn Adapter>>,
+    /// The adapter of a lone node, and of this one whenever it is not in a cluster.
+    local: Arc<LocalAdapter>,
+    /// Set once when the node joins a cluster. Weak: whoever runs the node owns it, and a node
+    /// that stopped must free it.
+    cluster: OnceLock<std::sync::Weak<dyn Adapter>>,
     /// Connected sockets by socket id. std locks: only held for map operations.
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
     /// Room → member socket ids.
@@ -174,14 +182,17 @@ impl Namespace {
     /// Extends the rooms of this namespace over the cluster; only the first call counts. The
     /// namespace holds it weakly: whoever runs the node owns it.
     pub fn set_adapter(&self, adapter: std::sync::Weak<dyn Adapter>) {
-        if self.adapter.set(adapter).is_err() {
+        if self.cluster.set(adapter).is_err() {
             tracing::warn!(nsp = %self.name, "namespace already has an adapter");
         }
     }
 
-    /// The adapter, while the node that set it runs.
-    fn adapter(&self) -> Option<Arc<dyn Adapter>> {
-        self.adapter.get().and_then(std::sync::Weak::upgrade)
+    /// The cluster's adapter while the node that set it runs, else the local one.
+    fn adapter(&self) -> Arc<dyn Adapter> {
+        match self.cluster.get().and_then(std::sync::Weak::upgrade) {
+            Some(cluster) => cluster,
+            None => self.local.clone(),
+        }
     }
 
     pub(crate) fn connect(&self, socket: &Arc<Socket>, req: &ConnectRequest) -> Result<(), String> {
@@ -202,13 +213,6 @@ impl Namespace {
         match self.events.get(&event.name) {
             Some(f) => f(socket, event, ack),
             None => tracing::debug!(nsp = %self.name, event = %event.name, "no handler for event"),
-        }
-    }
-
-    /// Tells the application that members of `room` on other nodes changed.
-    pub fn presence_changed(self: &Arc<Self>, room: &str, change: &PresenceChange) {
-        if let Some(f) = &self.on_presence {
-            f(self, room, change);
         }
     }
 
@@ -233,8 +237,8 @@ impl Namespace {
         if let Some(f) = &self.on_disconnect {
             f(socket, reason);
         }
-        if let (Some(pid), Some(adapter)) = (parked, self.adapter()) {
-            adapter.hand_over(&self.name, &pid);
+        if let Some(pid) = parked {
+            self.adapter().hand_over(&self.name, &pid);
         }
     }
 
@@ -266,46 +270,6 @@ impl Namespace {
         self.recovery.as_ref()
     }
 
-    /// Parks a session handed over by another node; resolves to whether it is parked here,
-    /// once this node's subscription to its rooms is effective everywhere.
-    pub fn park_here(&self, state: ParkedState) -> BoxFuture<'static, bool> {
-        let Some(added) = self.recovery.as_ref().and_then(|r| r.park(state, false)) else {
-            return Box::pin(std::future::ready(false));
-        };
-        let subscribed: Vec<_> = added.iter().map(|room| self.room_changed(room)).collect();
-        Box::pin(async move {
-            futures_util::future::join_all(subscribed).await;
-            true
-        })
-    }
-
-    /// Takes a session parked here once it is complete (a hand-over's tail arrived, waiting
-    /// at most [`TAIL_WAIT`]): what it missed after `offset`.
-    pub fn take_complete(
-        self: &Arc<Self>,
-        pid: &str,
-        offset: Option<&str>,
-    ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
-        let Some(recovery) = self.recovery.clone() else { return Box::pin(std::future::ready(None)) };
-        let (ns, pid, offset) = (self.clone(), pid.to_owned(), offset.map(str::to_owned));
-        Box::pin(async move {
-            recovery.complete(&pid, TAIL_WAIT).await;
-            ns.take_here(&pid, offset.as_deref()).ok()
-        })
-    }
-
-    /// Takes a session parked here: what it missed after `offset`.
-    pub fn take_here(&self, pid: &str, offset: Option<&str>) -> Result<Vec<Broadcast>, recovery::RestoreError> {
-        let recovery = self.recovery.as_ref().ok_or(recovery::RestoreError::Unknown)?;
-        let result = recovery.take(pid, offset);
-        if let Err(err) = &result {
-            tracing::debug!(nsp = %self.name, %pid, error = %err, "session not recovered");
-        }
-        let (missed, emptied) = result?;
-        self.rooms_unparked(&emptied);
-        Ok(missed)
-    }
-
     /// Drops parked sessions whose time is up.
     pub fn expire_parked(&self) {
         if let Some(recovery) = &self.recovery {
@@ -316,7 +280,7 @@ impl Namespace {
     }
 
     /// Rooms whose last parked member went: this node's subscription follows its sockets.
-    pub fn rooms_unparked(&self, rooms: &[String]) {
+    fn rooms_unparked(&self, rooms: &[String]) {
         for room in rooms {
             drop(self.room_changed(room));
         }
@@ -324,28 +288,20 @@ impl Namespace {
 
     /// Finds a parked session here or, through the adapter, on its keeper.
     pub(crate) fn find_parked(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
-        match (&self.recovery, self.adapter()) {
-            (None, _) => Box::pin(std::future::ready(None)),
-            (Some(_), Some(adapter)) => adapter.find_parked(&self.name, pid, offset),
-            (Some(r), None) => {
-                let found =
-                    r.peek(pid, offset).ok().map(|(sid, rooms)| FoundSession { node: String::new(), sid, rooms });
-                Box::pin(std::future::ready(found))
-            }
+        match &self.recovery {
+            None => Box::pin(std::future::ready(None)),
+            Some(_) => self.adapter().find_parked(&self.name, pid, offset),
         }
     }
 
     /// Takes a session found by [`Namespace::find_parked`].
     pub(crate) fn take_parked(
-        self: &Arc<Self>,
+        &self,
         found: &FoundSession,
         pid: &str,
         offset: Option<&str>,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
-        match self.adapter() {
-            Some(adapter) => adapter.take_parked(&found.node, &self.name, pid, offset),
-            None => self.take_complete(pid, offset),
-        }
+        self.adapter().take_parked(&found.node, &self.name, pid, offset)
     }
 
     pub(crate) fn add_to_room(&self, room: &Room, sid: &Arc<str>) -> BoxFuture<'static, ()> {
@@ -361,10 +317,7 @@ impl Namespace {
     /// Reports a room's local members to the adapter, at once; the returned future resolves
     /// when the other nodes know.
     fn room_changed(&self, room: &str) -> BoxFuture<'static, ()> {
-        match self.adapter() {
-            Some(adapter) => adapter.room_changed(&self.name, room, self.local_labels(room)),
-            None => Box::pin(std::future::ready(())),
-        }
+        self.adapter().room_changed(&self.name, room, self.local_labels(room))
     }
 
     /// The sockets in a room on this node, now.
@@ -389,9 +342,7 @@ impl Namespace {
     /// Presence labels of the room's members on every node, sorted and distinct.
     pub fn room_labels(&self, room: &str) -> Vec<String> {
         let mut labels = self.local_labels(room);
-        if let Some(adapter) = self.adapter() {
-            labels.extend(adapter.remote_labels(&self.name, room));
-        }
+        labels.extend(self.adapter().remote_labels(&self.name, room));
         labels.retain(|l| l != PARKED_LABEL);
         labels.sort();
         labels.dedup();
@@ -414,34 +365,17 @@ impl Namespace {
     /// Appends `entry` to the room's history, kept by the room's owner node. No-op without
     /// a history.
     pub fn record(&self, room: &str, entry: String) {
-        if self.history.is_none() {
-            return;
-        }
-        match self.adapter() {
-            Some(adapter) => adapter.record(&self.name, room, entry),
-            None => self.record_local(room, entry),
+        if self.history.is_some() {
+            self.adapter().record(&self.name, room, entry);
         }
     }
 
     /// The room's history, oldest first, from the room's owner node.
     pub fn history(&self, room: &str) -> BoxFuture<'static, Vec<String>> {
-        match (&self.history, self.adapter()) {
-            (None, _) => Box::pin(std::future::ready(Vec::new())),
-            (Some(_), Some(adapter)) => adapter.history(&self.name, room),
-            (Some(_), None) => Box::pin(std::future::ready(self.local_history(room))),
+        match &self.history {
+            None => Box::pin(std::future::ready(Vec::new())),
+            Some(_) => self.adapter().history(&self.name, room),
         }
-    }
-
-    /// Records into this node's own store (this node owns the room).
-    pub fn record_local(&self, room: &str, entry: String) {
-        if let Some(h) = &self.history {
-            h.record(room, entry);
-        }
-    }
-
-    /// This node's own store's entries for the room.
-    pub fn local_history(&self, room: &str) -> Vec<String> {
-        self.history.as_ref().map(|h| h.entries(room)).unwrap_or_default()
     }
 
     /// Emits an event to every member of `room` on every node, encoding the packet once.
@@ -453,9 +387,7 @@ impl Namespace {
         }
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
         self.deliver_local(room, offset.as_deref(), &frames);
-        if let Some(adapter) = self.adapter() {
-            adapter.publish(&self.name, room, offset.as_deref(), &frames);
-        }
+        self.adapter().publish(&self.name, room, offset.as_deref(), &frames);
     }
 
     /// Emits an event to the members of `room` on this node only.
@@ -487,6 +419,79 @@ impl Namespace {
     /// How many room broadcasts were queued to local members, one per member.
     pub fn deliveries(&self) -> u64 {
         self.deliveries.load(Ordering::Relaxed)
+    }
+}
+
+/// How the cluster's adapter reaches this namespace.
+impl Emitter for Namespace {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
+        self.deliver_local(room, offset, frames)
+    }
+
+    fn presence_changed(&self, room: &str, change: &PresenceChange) {
+        if let (Some(f), Some(me)) = (&self.on_presence, self.me.upgrade()) {
+            f(&me, room, change);
+        }
+    }
+
+    fn recovery(&self) -> Option<&Arc<Recovery>> {
+        self.recovery.as_ref()
+    }
+
+    fn park(&self, state: ParkedState) -> BoxFuture<'static, bool> {
+        let Some(added) = self.recovery.as_ref().and_then(|r| r.park(state, false)) else {
+            return Box::pin(std::future::ready(false));
+        };
+        let subscribed: Vec<_> = added.iter().map(|room| self.room_changed(room)).collect();
+        Box::pin(async move {
+            futures_util::future::join_all(subscribed).await;
+            true
+        })
+    }
+
+    /// Waits (at most [`TAIL_WAIT`]) for a handed-over session's tail before taking it.
+    fn take(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
+        let (Some(recovery), Some(ns)) = (self.recovery.clone(), self.me.upgrade()) else {
+            return Box::pin(std::future::ready(None));
+        };
+        let (pid, offset) = (pid.to_owned(), offset.map(str::to_owned));
+        Box::pin(async move {
+            recovery.complete(&pid, TAIL_WAIT).await;
+            match recovery.take(&pid, offset.as_deref()) {
+                Ok((missed, emptied)) => {
+                    ns.rooms_unparked(&emptied);
+                    Some(missed)
+                }
+                Err(err) => {
+                    tracing::debug!(nsp = %ns.name, %pid, error = %err, "session not recovered");
+                    None
+                }
+            }
+        })
+    }
+
+    fn discard(&self, pid: &str) {
+        if let Some(Ok((_, emptied))) = self.recovery.as_ref().map(|r| r.take(pid, None)) {
+            self.rooms_unparked(&emptied);
+        }
+    }
+
+    fn unparked(&self, rooms: &[String]) {
+        self.rooms_unparked(rooms);
+    }
+
+    fn record_here(&self, room: &str, entry: String) {
+        if let Some(h) = &self.history {
+            h.record(room, entry);
+        }
+    }
+
+    fn history_here(&self, room: &str) -> Vec<String> {
+        self.history.as_ref().map(|h| h.entries(room)).unwrap_or_default()
     }
 }
 
