@@ -255,7 +255,10 @@ impl Namespace {
         // delivered to its rooms since (less what the replay had).
         let mut packets = socket.replayed();
         let replayed: HashSet<String> = packets.iter().map(|(offset, _)| offset.clone()).collect();
-        let logged = recovery.tail(socket.log_since(), &rooms);
+        let Some(logged) = recovery.tail(socket.log_since(), &rooms, &socket.send_order()) else {
+            tracing::warn!(nsp = %self.name, socket = %socket.id(), "the order this socket was sent broadcasts in is unknown; not parked");
+            return None;
+        };
         packets.extend(logged.into_iter().filter(|(offset, _)| !replayed.contains(offset)));
         let excess = packets.len().saturating_sub(recovery.config().max_missed);
         packets.drain(..excess);
@@ -399,19 +402,15 @@ impl Namespace {
     /// when the broadcast has a recovery `offset`; returns how many sockets took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
     pub fn deliver_local(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
-        // With recovery, the log must hold what sockets were sent, in the order they were
-        // sent it (a parked socket's tail comes from the log, and the client's offset says
-        // where it stopped in that order): logged first, and queued while no other broadcast
-        // of the namespace is logged or queued.
-        let _order = match (&self.recovery, offset) {
-            (Some(recovery), Some(offset)) => {
-                let order = recovery.order();
-                recovery.delivered(room, offset, frames);
-                Some(order)
-            }
+        // With recovery, the log holds what sockets were sent (a parked socket's tail comes
+        // from it), logged before it is queued; each socket notes where its order differs
+        // from the log's (no lock is shared by the namespace's rooms).
+        let seq = match (&self.recovery, offset) {
+            (Some(recovery), Some(offset)) => Some(recovery.delivered(room, offset, frames)),
             _ => None,
         };
-        let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(offset, frames).is_ok()).count();
+        let delivered =
+            self.room_members(room).iter().filter(|s| s.send_broadcast(seq, offset, frames).is_ok()).count();
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }

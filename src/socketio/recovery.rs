@@ -131,8 +131,6 @@ pub struct Recovery {
     store: Mutex<Store>,
     /// Woken when a hand-over's tail arrives.
     completed: tokio::sync::Notify,
-    /// Held while a broadcast is logged and queued to sockets (see [`Recovery::order`]).
-    order: Mutex<()>,
 }
 
 impl Recovery {
@@ -145,14 +143,7 @@ impl Recovery {
             log: Mutex::new((0, VecDeque::new())),
             store: Mutex::new(Store::default()),
             completed: tokio::sync::Notify::new(),
-            order: Mutex::new(()),
         }
-    }
-
-    /// Serialises broadcasts: held while one is logged and queued to the sockets, so every
-    /// socket gets them in the log's order. A std lock: queueing never waits.
-    pub fn order(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn config(&self) -> &RecoveryConfig {
@@ -170,10 +161,11 @@ impl Recovery {
     }
 
     /// Notes a broadcast delivered here: into the log, and into every session parked in the
-    /// room.
-    pub fn delivered(&self, room: &str, offset: &str, frames: &[Frame]) {
+    /// room. Returns its position in the log, which its sockets record with it (see
+    /// [`SendOrder`]).
+    pub fn delivered(&self, room: &str, offset: &str, frames: &[Frame]) -> u64 {
         let packet: Shared = Shared::new((offset.to_owned(), frames.to_vec()));
-        {
+        let seq = {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             let seq = log.0;
             log.0 += 1;
@@ -183,7 +175,8 @@ impl Recovery {
                 }
                 log.1.push_back(LogEntry { seq, room: room.to_owned(), packet: packet.clone() });
             }
-        }
+            seq
+        };
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let Store { sessions, rooms } = &mut *store;
         for pid in rooms.get(room).into_iter().flatten() {
@@ -194,22 +187,34 @@ impl Recovery {
                 keep_latest(&mut parked.packets, self.config.max_missed);
             }
         }
+        seq
     }
 
-    /// The latest logged broadcasts (at most `max_missed`) since `since` (a
-    /// [`Recovery::log_position`]) in `rooms`.
-    pub fn tail(&self, since: u64, rooms: &[String]) -> Vec<Broadcast> {
+    /// The latest logged broadcasts (at most `max_missed`) a socket was sent since `since`
+    /// (a [`Recovery::log_position`]) in `rooms`, in the order it was sent them: the log's,
+    /// but for those `order` says went out late. `None` if that order is unknown (too many
+    /// went out late).
+    pub fn tail(&self, since: u64, rooms: &[String], order: &SendOrder) -> Option<Vec<Broadcast>> {
+        if order.overflowed {
+            return None;
+        }
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tail: Vec<Broadcast> = log
+        let late: HashSet<u64> = order.late.iter().map(|(seq, _)| *seq).collect();
+        let mut tail: Vec<(u64, &Shared)> = log
             .1
             .iter()
-            .rev()
-            .filter(|e| e.seq >= since && rooms.contains(&e.room))
-            .take(self.config.max_missed)
-            .map(|e| Broadcast::clone(&e.packet))
+            .filter(|e| (e.seq >= since && rooms.contains(&e.room)) || late.contains(&e.seq))
+            .map(|e| (e.seq, &e.packet))
+            .filter(|(seq, _)| !late.contains(seq))
             .collect();
-        tail.reverse();
-        tail
+        for (seq, prev) in &order.late {
+            let Some(entry) = log.1.iter().find(|e| e.seq == *seq) else { continue };
+            // Right after the one sent just before it (at the front if that one is not here).
+            let at = prev.and_then(|p| tail.iter().position(|(s, _)| *s == p)).map_or(0, |i| i + 1);
+            tail.insert(at, (*seq, &entry.packet));
+        }
+        let skip = tail.len().saturating_sub(self.config.max_missed);
+        Some(tail.into_iter().skip(skip).map(|(_, p)| Broadcast::clone(p)).collect())
     }
 
     /// Parks a session here; `complete` is false when it comes from a hand-over whose tail
@@ -341,6 +346,45 @@ impl Recovery {
 
     pub fn parked_count(&self) -> usize {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.len()
+    }
+}
+
+/// Broadcasts going out to one socket from concurrent publishers (no lock is shared between
+/// rooms) can leave in another order than the log's. A socket records the exceptions, so its
+/// tail can be rebuilt in the order it was sent (the client's offset names a place in *that*
+/// order): each broadcast sent after one later in the log is noted with the one sent just
+/// before it, and forgotten once it has left the log. Rare and bounded: past
+/// [`SendOrder::MAX_LATE`] within the log's length the order is unknown and the socket is not
+/// parked.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SendOrder {
+    /// The log position of the last broadcast sent, and the highest sent.
+    last: Option<u64>,
+    highest: Option<u64>,
+    /// (late one, the one sent just before it), in the order they were sent.
+    late: Vec<(u64, Option<u64>)>,
+    overflowed: bool,
+}
+
+impl SendOrder {
+    pub const MAX_LATE: usize = 64;
+
+    /// Notes that the broadcast at log position `seq` is being sent now; the log keeps the
+    /// last `log_len` broadcasts.
+    pub fn sent(&mut self, seq: u64, log_len: usize) {
+        let horizon = seq.saturating_sub(log_len as u64);
+        if self.late.first().is_some_and(|(s, _)| *s < horizon) {
+            self.late.retain(|(s, _)| *s >= horizon);
+        }
+        if self.highest.is_some_and(|h| seq < h) {
+            if self.late.len() == Self::MAX_LATE {
+                self.overflowed = true;
+            } else {
+                self.late.push((seq, self.last));
+            }
+        }
+        self.highest = self.highest.max(Some(seq));
+        self.last = Some(seq);
     }
 }
 
@@ -530,8 +574,39 @@ mod tests {
             r.delivered(room, &format!("o{}", i + 1), &frames("x"));
         }
         // log_len 4: o0 and o1 are gone.
-        let tail: Vec<String> = r.tail(since, &["a".into()]).into_iter().map(|(o, _)| o).collect();
+        let tail: Vec<String> =
+            r.tail(since, &["a".into()], &SendOrder::default()).unwrap().into_iter().map(|(o, _)| o).collect();
         assert_eq!(tail, ["o3", "o4"]);
+    }
+
+    #[test]
+    fn a_tail_follows_the_order_its_socket_was_sent() {
+        let r = recovery(10);
+        let rooms = ["a".to_string(), "b".to_string()];
+        let seqs: Vec<u64> = (0..4).map(|i| r.delivered(&rooms[i % 2], &format!("o{i}"), &frames("x"))).collect();
+        // Two publishers raced: the socket got o0, o2, o1, o3.
+        let mut order = SendOrder::default();
+        for i in [0, 2, 1, 3] {
+            order.sent(seqs[i], 4);
+        }
+        let tail = r.tail(0, &rooms, &order).unwrap();
+        assert_eq!(tail.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o0", "o2", "o1", "o3"]);
+        // In the log's order, nothing is noted.
+        let mut order = SendOrder::default();
+        seqs.iter().for_each(|s| order.sent(*s, 4));
+        assert_eq!(order, SendOrder { last: Some(3), highest: Some(3), late: vec![], overflowed: false });
+        // Too many exceptions: the order is unknown.
+        let mut order = SendOrder::default();
+        order.sent(1000, 10_000);
+        (0..=SendOrder::MAX_LATE as u64).for_each(|s| order.sent(s, 10_000));
+        assert!(r.tail(0, &rooms, &order).is_none());
+        // Exceptions that left the log are forgotten.
+        let mut order = SendOrder::default();
+        order.sent(5, 4);
+        order.sent(3, 4);
+        assert_eq!(order.late, [(3, Some(5))]);
+        order.sent(8, 4);
+        assert!(order.late.is_empty());
     }
 
     #[tokio::test(start_paused = true)]

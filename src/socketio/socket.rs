@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::namespace::{Namespace, Room};
 use super::packet::{encode, Packet, PacketType};
-use super::recovery::Broadcast;
+use super::recovery::{Broadcast, SendOrder};
 use crate::engineio::{Frame, SendError, Session};
 
 /// What a client answered to an emit with an ack.
@@ -63,6 +63,9 @@ pub struct Socket {
     /// The last broadcasts replayed to a recovered socket: they came from its keeper, not
     /// through this node's log, and the client's offset may be one of them if it drops again.
     replayed: Mutex<Vec<Broadcast>>,
+    /// The order logged broadcasts went out to this socket, where it is not the log's.
+    /// Locked while one is queued, so it records the order the client gets them in.
+    order: Mutex<SendOrder>,
 }
 
 impl Socket {
@@ -81,6 +84,7 @@ impl Socket {
             held: Mutex::new(None),
             holding: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
+            order: Mutex::new(SendOrder::default()),
         })
     }
 
@@ -141,8 +145,26 @@ impl Socket {
         result
     }
 
-    /// Queues a room broadcast (with its offset, if any) for the client.
-    pub(crate) fn send_broadcast(&self, offset: Option<&str>, frames: &[Frame]) -> Result<(), SendError> {
+    /// The order logged broadcasts went out to this socket (see [`SendOrder`]).
+    pub(crate) fn send_order(&self) -> SendOrder {
+        self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Queues a room broadcast (with its offset and log position, if any) for the client.
+    pub(crate) fn send_broadcast(
+        &self,
+        seq: Option<u64>,
+        offset: Option<&str>,
+        frames: &[Frame],
+    ) -> Result<(), SendError> {
+        let Some(seq) = seq else { return self.queue_broadcast(offset, frames) };
+        let log_len = self.ns.recovery().map_or(0, |r| r.config().log_len);
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        order.sent(seq, log_len);
+        self.queue_broadcast(offset, frames)
+    }
+
+    fn queue_broadcast(&self, offset: Option<&str>, frames: &[Frame]) -> Result<(), SendError> {
         if self.holding.load(Ordering::Acquire) {
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(held) = held.as_mut() {
