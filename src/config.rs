@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::AdminSettings;
 use crate::auth::{AuthError, AuthSettings};
 use crate::chat::ChatConfig;
 use crate::engineio::EngineConfig;
@@ -50,6 +51,8 @@ pub struct NodeConfig {
     pub chat: ChatConfig,
     /// How chat clients prove who they are; empty: they don't (see [`crate::auth`]).
     pub auth: AuthSettings,
+    /// The socket.io Admin UI at `/admin/` and its `/admin` namespace; absent: off.
+    pub admin: Option<AdminSettings>,
     /// Absent: the node runs alone.
     pub cluster: Option<ClusterSettings>,
 }
@@ -199,6 +202,7 @@ impl Default for NodeConfig {
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             auth: AuthSettings::default(),
+            admin: None,
             cluster: None,
         }
     }
@@ -324,6 +328,9 @@ impl NodeConfig {
         }
         if let Some(jwt) = &self.auth.jwt {
             jwt.validate()?;
+        }
+        if let Some(admin) = &self.admin {
+            admin.validate().map_err(ConfigError::Invalid)?;
         }
         if let Some(c) = &self.cluster {
             let bad = [

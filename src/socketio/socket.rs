@@ -63,6 +63,8 @@ pub struct Socket {
     /// The last broadcasts replayed to a recovered socket: they came from its keeper, not
     /// through this node's log, and the client's offset may be one of them if it drops again.
     replayed: Mutex<Vec<Broadcast>>,
+    /// When the socket was created (the Admin UI shows it).
+    connected_at: std::time::SystemTime,
 }
 
 impl Socket {
@@ -81,6 +83,7 @@ impl Socket {
             held: Mutex::new(None),
             holding: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
+            connected_at: std::time::SystemTime::now(),
         })
     }
 
@@ -156,6 +159,10 @@ impl Socket {
             }
         }
         self.session.send_all(frames)
+    }
+
+    pub fn connected_at(&self) -> std::time::SystemTime {
+        self.connected_at
     }
 
     pub fn id(&self) -> &Arc<str> {
