@@ -128,13 +128,17 @@ impl Admin {
         Some((io.upgrade()?, engine.upgrade()?))
     }
 
-    /// The features the UI may use (`config`).
+    /// The features the UI may use (`config`). `ALL_EVENTS` is the reference's development
+    /// mode, in which it sends `all_sockets` and the socket and room events, and which the UI
+    /// needs to show its Sockets, Rooms, Clients and Events pages; this server sends those
+    /// but not `event_received`/`event_sent`. `AGGREGATED_EVENTS` (the dashboard's traffic
+    /// counts) is not offered: no counts are kept.
     fn features(&self) -> Vec<&'static str> {
         let mut features = match self.settings.read_only {
             true => Vec::new(),
             false => vec!["EMIT", "JOIN", "LEAVE", "DISCONNECT", "MJOIN", "MLEAVE", "MDISCONNECT"],
         };
-        features.push("AGGREGATED_EVENTS");
+        features.push("ALL_EVENTS");
         features
     }
 

@@ -46,7 +46,6 @@ pub fn local(facts: &NodeFacts, io: &SocketIo, engine: &Engine, max_sockets: usi
         "uptime": facts.started.elapsed().as_secs_f64(),
         "clientsCount": engine.session_count(),
         "pollingClientsCount": polling,
-        "aggregatedEvents": [],
         "namespaces": namespaces.iter().map(|ns| json!({ "name": ns.name(), "socketsCount": ns.socket_count() })).collect::<Vec<_>>(),
     });
     let mut sockets = Vec::new();

@@ -1,8 +1,9 @@
 //! The Admin UI's files, served at `/admin/` from its npm install (`admin/`, `npm ci`):
 //! `@socket.io/admin-ui`'s built UI (`ui/dist`), and the fonts its `index.html` would load
 //! from CDNs, from `@fontsource/roboto` and `@mdi/font`, so the UI works offline. The page is
-//! rewritten as it is served: its two CDN links point at those packages, and a line of script
-//! fills the connection form's server URL with the page's own origin.
+//! rewritten as it is served: its two CDN links point at those packages. (The connection form's
+//! server URL is left for the user to type, as upstream: a URL filled in would make the UI try
+//! to connect, without credentials, before the form is shown.)
 
 use std::path::{Path, PathBuf};
 
@@ -33,10 +34,6 @@ const ROBOTO_CDN: &str =
 const MDI_CDN: &str =
     r#"<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/@mdi/font@latest/css/materialdesignicons.min.css">"#;
 const MDI_LOCAL: &str = r#"<link rel="stylesheet" href="fonts/mdi/css/materialdesignicons.min.css">"#;
-/// The connection form starts with this page's origin as the server URL (the UI reads
-/// `server_url` from local storage when it starts; one the user saved is kept).
-const SERVER_URL: &str =
-    r#"<script>if(!localStorage.getItem("server_url"))localStorage.setItem("server_url",location.origin)</script>"#;
 
 /// Answers a request for `path` (which starts with [`PREFIX`]) from the install in `dir`.
 pub async fn serve(dir: &Path, path: &str) -> UiResponse {
@@ -67,7 +64,7 @@ async fn index(dir: &Path) -> UiResponse {
     }
 }
 
-/// The package's page with local fonts and the server URL filled in.
+/// The package's page with local fonts.
 pub fn rewrite_index(html: &str) -> String {
     let roboto: String = ["100", "300", "400", "500", "700", "900"]
         .iter()
@@ -76,7 +73,7 @@ pub fn rewrite_index(html: &str) -> String {
     if !html.contains(ROBOTO_CDN) || !html.contains(MDI_CDN) {
         tracing::warn!("the admin UI's index.html has other CDN links than expected: its fonts may not load offline");
     }
-    html.replacen(ROBOTO_CDN, &format!("{SERVER_URL}{roboto}"), 1).replacen(MDI_CDN, MDI_LOCAL, 1)
+    html.replacen(ROBOTO_CDN, &roboto, 1).replacen(MDI_CDN, MDI_LOCAL, 1)
 }
 
 /// The file below the install for a path below `/admin/`, and its content type: the fonts'
@@ -158,6 +155,6 @@ mod tests {
         let page = format!("<head>{ROBOTO_CDN}{MDI_CDN}<link href=\"css/app.css\"></head>");
         let out = rewrite_index(&page);
         assert!(!out.contains("https://"), "{out}");
-        assert!(out.contains("fonts/roboto/latin-400.css") && out.contains(MDI_LOCAL) && out.contains("server_url"));
+        assert!(out.contains("fonts/roboto/latin-400.css") && out.contains(MDI_LOCAL));
     }
 }
