@@ -1,7 +1,8 @@
 //! The socket.io Admin UI's protocol across a real three-node cluster, with socket.io-client
 //! v4 as the UI (`tests/clients/admin_v4.mjs`), connected through the round-robin balancer:
 //! a wrong password is refused; the UI lists three servers and chat users on two nodes with
-//! their rooms; `join` and `_disconnect` act on sockets of other nodes than the UI's; its
+//! their rooms; `join`, `emit`, `leave` and `_disconnect` act on sockets of other nodes than
+//! the UI's; a malformed command is answered with an error; its
 //! session id lets it back in on another node; read-only refuses commands. And every node
 //! serves the UI's files, fonts included, at `/admin/` (needs `npm ci` in admin/ and
 //! tests/clients: scripts/test.sh does both).
@@ -64,7 +65,7 @@ async fn run_admin_script(configure: fn(&mut NodeConfig), mode: &str, want: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_sees_and_commands_the_whole_cluster() {
-    run_admin_script(with_admin, "full", "8 passed, 0 failed").await;
+    run_admin_script(with_admin, "full", "10 passed, 0 failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,7 @@ pub mod snapshot;
 pub mod ui;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -76,12 +77,32 @@ pub struct Admin {
     /// when `stop` is cancelled (the node stops).
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// Admin sockets connected to this node, at most `max_uis`.
+    uis: Arc<AtomicUsize>,
 }
 
-/// What an admin socket carries: the session id to hand it, and its loop's stop.
+/// What an admin socket carries: the session id to hand it, its loop's stop, and its place
+/// among the `max_uis`.
 struct AdminClient {
     new_session: Option<String>,
     stop: CancellationToken,
+    _slot: UiSlot,
+}
+
+/// One of the `max_uis` places, given back when the socket is dropped.
+struct UiSlot(Arc<AtomicUsize>);
+
+impl UiSlot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        let taken = count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        taken.is_ok().then(|| Self(count.clone()))
+    }
+}
+
+impl Drop for UiSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Admin {
@@ -106,6 +127,7 @@ impl Admin {
             cluster: OnceLock::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            uis: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
@@ -150,7 +172,11 @@ impl Admin {
                 let new_session = a1.login.check(&req.auth).inspect_err(|err| {
                     info!(socket = %socket.id(), addr = ?socket.session().query().client_addr, error = %err, "admin login refused");
                 })?;
-                socket.set_data(AdminClient { new_session, stop: a1.stop.child_token() });
+                let Some(slot) = UiSlot::take(&a1.uis, a1.settings.max_uis) else {
+                    info!(socket = %socket.id(), max = a1.settings.max_uis, "admin UI refused: too many connected");
+                    return Err(format!("too many Admin UIs connected to this node ({})", a1.settings.max_uis));
+                };
+                socket.set_data(AdminClient { new_session, stop: a1.stop.child_token(), _slot: slot });
                 Ok(())
             })
             .on_connected(move |socket| a2.connected(socket))
@@ -375,3 +401,44 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 /// The bcrypt cost of `clusterchat admin-hash` (the reference's examples use 10: a check
 /// takes tens of milliseconds).
 const HASH_COST: u32 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin() -> Arc<Admin> {
+        let settings = AdminSettings { password_hash: bcrypt::hash("pw", 4).unwrap(), ..AdminSettings::default() };
+        Admin::new(settings, "n1".into()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn peers_get_a_clear_refusal_never_a_panic() {
+        let admin = admin();
+        for body in ["", "garbage", "{\"Snapshot\":{}}", "[1,2]", "{\"Command\":{\"Join\":{}}}"] {
+            let Response::Admin(text) = admin.on_peer_request(body.into()).await else { panic!("{body}") };
+            assert!(text.contains("Refused"), "{body}: {text}");
+        }
+        // Well-formed, but this admin has no server (yet, or any more).
+        let body = serde_json::to_string(&AdminRequest::Snapshot { max_sockets: 5 }).unwrap();
+        let Response::Admin(text) = admin.on_peer_request(body).await else { panic!() };
+        assert!(text.contains("stopping"), "{text}");
+    }
+
+    #[test]
+    fn ui_slots_are_bounded_and_given_back() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let a = UiSlot::take(&count, 2).unwrap();
+        let _b = UiSlot::take(&count, 2).unwrap();
+        assert!(UiSlot::take(&count, 2).is_none());
+        drop(a);
+        assert!(UiSlot::take(&count, 2).is_some());
+    }
+
+    #[test]
+    fn read_only_offers_no_command() {
+        let mut settings = AdminSettings { password_hash: bcrypt::hash("pw", 4).unwrap(), ..AdminSettings::default() };
+        settings.read_only = true;
+        assert_eq!(Admin::new(settings, "n1".into()).unwrap().features(), ["ALL_EVENTS"]);
+        assert!(admin().features().contains(&"DISCONNECT"));
+    }
+}

@@ -33,6 +33,9 @@ pub struct AdminSettings {
     /// bcrypt checks under way at once on a node; more logins at that moment are refused
     /// (each check costs tens of milliseconds of CPU, by design).
     pub max_logins: usize,
+    /// Admin UIs connected at once to a node (each asks every node for a snapshot every
+    /// interval); more are refused.
+    pub max_uis: usize,
     /// Directory of the UI's npm install (`node_modules/@socket.io/admin-ui` and its fonts).
     pub ui_dir: PathBuf,
 }
@@ -47,6 +50,7 @@ impl Default for AdminSettings {
             stats_interval_ms: 2000,
             session_secs: 86_400,
             max_logins: 2,
+            max_uis: 16,
             ui_dir: "admin".into(),
         }
     }
@@ -78,6 +82,7 @@ impl AdminSettings {
             (self.stats_interval_ms < 100, "admin.stats_interval_ms must be at least 100"),
             (self.session_secs == 0, "admin.session_secs must be > 0"),
             (self.max_logins == 0, "admin.max_logins must be > 0"),
+            (self.max_uis == 0, "admin.max_uis must be > 0"),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, msg)) => Err((*msg).into()),

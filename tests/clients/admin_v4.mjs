@@ -9,7 +9,8 @@
 // servers: N (the servers the UI must list), username, password}.
 // full: a wrong password is refused; the UI sees N servers, alice (nodes[0], room lobby) and
 // bob (nodes[1], room kitchen) on different nodes with their rooms; `join` puts alice in a
-// room; `_disconnect` disconnects bob (he hears it, the UI sees it); the session id from the
+// room, `emit` reaches her and `leave` takes her out; a malformed command gets an error;
+// `_disconnect` disconnects bob (he hears it, the UI sees it); the session id from the
 // login lets the UI back in on another node without the password.
 // readonly: the UI sees alice, no command feature is offered, `_disconnect` is refused (ack
 // with an error) and alice still chats.
@@ -142,6 +143,19 @@ async function full() {
   await check("join puts alice (on another node) in a room: room_joined", async () => {
     ui.socket.emit("join", "/chat", "garden", alice.id);
     await ui.log.until("room_joined", (nsp, room, id) => nsp === "/chat" && room === "garden" && id === alice.id);
+  });
+  await check("emit reaches alice on her node; leave takes her out of the room again", async () => {
+    const heard = once(alice.socket, "admin notice");
+    const answer = await ui.socket.timeout(TIMEOUT_MS).emitWithAck("emit", "/chat", alice.id, "admin notice", { text: "hi" });
+    if (!answer.ok || answer.sockets !== 1) throw new Error(`answer ${JSON.stringify(answer)}`);
+    const [notice] = await heard;
+    if (notice?.text !== "hi") throw new Error(`alice heard ${JSON.stringify(notice)}`);
+    ui.socket.emit("leave", "/chat", "garden", alice.id);
+    await ui.log.until("room_left", (nsp, room, id) => nsp === "/chat" && room === "garden" && id === alice.id);
+  });
+  await check("a malformed command is answered with an error", async () => {
+    const answer = await ui.socket.timeout(TIMEOUT_MS).emitWithAck("join", "/chat", 42);
+    if (!answer.error) throw new Error(`answer ${JSON.stringify(answer)}`);
   });
   await check("_disconnect disconnects bob where he lives: he hears it, the UI sees it", async () => {
     const heard = once(bob.socket, "disconnect");
