@@ -209,6 +209,7 @@ impl Admin {
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.stats_interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut told: Option<SeenSockets> = None;
+        let mut said_capped = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -222,8 +223,18 @@ impl Admin {
             for s in &snapshots {
                 sent &= socket.emit("server_stats", vec![s.stats.clone()]).is_ok();
             }
+            let total: u64 = snapshots.iter().map(|s| snapshot::socket_count(&s.stats)).sum();
             let mut sockets: Vec<Value> = snapshots.into_iter().flat_map(|s| s.sockets).collect();
             sockets.truncate(self.settings.max_sockets);
+            if total > sockets.len() as u64 && !said_capped {
+                said_capped = true;
+                info!(
+                    listed = sockets.len(),
+                    total,
+                    max_sockets = self.settings.max_sockets,
+                    "the Admin UI is told about part of the sockets (admin.max_sockets)"
+                );
+            }
             let mut now = snapshot::seen(&sockets);
             match &told {
                 None => sent &= socket.emit("all_sockets", vec![Value::Array(sockets)]).is_ok(),

@@ -65,6 +65,12 @@ pub fn local(facts: &NodeFacts, io: &SocketIo, engine: &Engine, max_sockets: usi
     NodeSnapshot { node: facts.node_id.to_string(), stats, sockets }
 }
 
+/// The sockets a node's stats count, all namespaces together.
+pub fn socket_count(stats: &Value) -> u64 {
+    let namespaces = stats["namespaces"].as_array().map(Vec::as_slice).unwrap_or_default();
+    namespaces.iter().filter_map(|ns| ns["socketsCount"].as_u64()).sum()
+}
+
 /// A socket as the UI's `SerializedSocket`. Its rooms include its own id (socket.io's
 /// private room); `data` names the node it lives on and, in the chat, its user.
 pub fn serialize(node_id: &str, socket: &Socket) -> Value {
