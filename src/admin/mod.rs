@@ -325,10 +325,11 @@ impl Admin {
             }
         };
         info!(socket = %socket.id(), ?command, "admin command");
-        let admin = self.clone();
+        let (admin, stop) = (self.clone(), self.stop.clone());
         self.tasks.spawn(
             async move {
-                let (acted, errors) = admin.run(command).await;
+                // A node that stops does not wait for its peers' answers.
+                let Some((acted, errors)) = stop.run_until_cancelled(admin.run(command)).await else { return };
                 let answer = match errors.is_empty() {
                     true => json!({ "ok": true, "sockets": acted }),
                     false => json!({ "ok": false, "sockets": acted, "errors": errors }),
