@@ -21,6 +21,18 @@ secret() {
     cat "$RUN/secret"
 }
 
+# The Admin UI's password: made once, at random, kept in run/admin-password (this user only);
+# the nodes get its bcrypt hash (run/admin-hash) as CLUSTERCHAT_ADMIN_PASSWORD_HASH.
+admin_hash() {
+    if [ ! -s "$RUN/admin-password" ]; then
+        (umask 077 && "$BIN" keygen | cut -c1-20 >"$RUN/admin-password.tmp" && mv "$RUN/admin-password.tmp" "$RUN/admin-password")
+    fi
+    if [ ! -s "$RUN/admin-hash" ] || [ "$RUN/admin-password" -nt "$RUN/admin-hash" ]; then
+        (umask 077 && "$BIN" admin-hash <"$RUN/admin-password" >"$RUN/admin-hash.tmp" && mv "$RUN/admin-hash.tmp" "$RUN/admin-hash")
+    fi
+    cat "$RUN/admin-hash"
+}
+
 running() { # pidfile → true if that process is alive
     [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
@@ -63,12 +75,14 @@ start_prometheus() {
 start() {
     install haproxy haproxy
     [ -d web/node_modules/socket.io-client ] || (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    [ -d admin/node_modules/@socket.io/admin-ui ] || (cd admin && npm ci --no-audit --no-fund --loglevel=error)
     cargo build --release --quiet
-    local key
+    local key admin
     key=$(secret)
+    admin=$(admin_hash)
     for n in "${NODES[@]}"; do
         if running "$RUN/$n.pid"; then echo "$n already running (pid $(cat "$RUN/$n.pid"))"; continue; fi
-        CLUSTERCHAT_SECRET="$key" "$BIN" node --config "config/$n.toml" >>"$RUN/$n.log" 2>&1 &
+        CLUSTERCHAT_SECRET="$key" CLUSTERCHAT_ADMIN_PASSWORD_HASH="$admin" "$BIN" node --config "config/$n.toml" >>"$RUN/$n.log" 2>&1 &
         echo $! >"$RUN/$n.pid"
         echo "started $n (pid $!)"
     done
@@ -85,6 +99,7 @@ start() {
     if [ "${PROMETHEUS:-}" = 1 ]; then start_prometheus; fi
     echo
     echo "Chat:          http://127.0.0.1:9000/   (round robin over three nodes, no stickiness)"
+    echo "Admin UI:      http://127.0.0.1:9000/admin/   (user admin, password $(cat "$RUN/admin-password"); in run/admin-password)"
     echo "haproxy stats: http://127.0.0.1:9100/"
     if running "$RUN/prometheus.pid"; then echo "Prometheus:    http://127.0.0.1:9090/alerts"; fi
     echo "Stop with ./cluster.sh stop"

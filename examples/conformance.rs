@@ -89,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         membership: None,
         metrics: None,
         web_dir: None,
+        admin_dir: None,
         policy: EdgePolicy::open(),
         draining: Default::default(),
         tasks: TaskTracker::new(),
@@ -113,6 +114,7 @@ async fn run_cluster(args: &Args, config: EngineConfig) -> anyhow::Result<()> {
                 path: "/engine.io/".into(),
                 engine: Engine::new(config.clone(), Arc::new(Echo)),
                 namespaces: vec![],
+                admin: None,
             },
             Service::socketio("/socket.io/", config.clone(), io),
         ]

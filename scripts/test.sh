@@ -21,8 +21,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-echo "== installing the chat page's socket.io-client, the test clients and playwright-core (npm ci)"
+echo "== installing the chat page's socket.io-client, the Admin UI, the test clients and playwright-core (npm ci)"
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
+(cd admin && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 echo "== installing python-socketio (pip)"

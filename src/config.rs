@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::AdminSettings;
 use crate::auth::{AuthError, AuthSettings};
 use crate::chat::ChatConfig;
 use crate::engineio::EngineConfig;
@@ -50,6 +51,8 @@ pub struct NodeConfig {
     pub chat: ChatConfig,
     /// How chat clients prove who they are; empty: they don't (see [`crate::auth`]).
     pub auth: AuthSettings,
+    /// The socket.io Admin UI at `/admin/` and its `/admin` namespace; absent: off.
+    pub admin: Option<AdminSettings>,
     /// Absent: the node runs alone.
     pub cluster: Option<ClusterSettings>,
 }
@@ -199,6 +202,7 @@ impl Default for NodeConfig {
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             auth: AuthSettings::default(),
+            admin: None,
             cluster: None,
         }
     }
@@ -325,6 +329,9 @@ impl NodeConfig {
         if let Some(jwt) = &self.auth.jwt {
             jwt.validate()?;
         }
+        if let Some(admin) = &self.admin {
+            admin.validate().map_err(ConfigError::Invalid)?;
+        }
         if let Some(c) = &self.cluster {
             let bad = [
                 (c.rpc_max_handshakes == 0, "cluster.rpc_max_handshakes must be > 0"),
@@ -384,7 +391,10 @@ mod tests {
         let nodes: Vec<NodeConfig> =
             (1..=3).map(|i| NodeConfig::from_file(&dir.join(format!("node{i}.toml"))).unwrap()).collect();
         for (i, c) in nodes.iter().enumerate() {
-            c.validate().unwrap();
+            let admin = c.admin.as_ref().expect("the demo runs the Admin UI");
+            assert!(admin.password_hash.is_empty(), "cluster.sh passes the demo's hash in the environment");
+            let with_hash = AdminSettings { password_hash: bcrypt::hash("x", 4).unwrap(), ..admin.clone() };
+            NodeConfig { admin: Some(with_hash), ..c.clone() }.validate().unwrap();
             let cluster = c.cluster.as_ref().expect("a [cluster] section");
             assert_eq!(c.node_id, format!("node{}", i + 1));
             assert_eq!(cluster.seeds.len(), 2, "each node seeds with the other two");

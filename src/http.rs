@@ -38,6 +38,8 @@ pub struct HttpState {
     pub metrics: Option<Arc<Metrics>>,
     /// The chat page's directory; `None` serves no page (the conformance server).
     pub web_dir: Option<PathBuf>,
+    /// The Admin UI's npm install (`[admin] ui_dir`); `None` serves no `/admin/`.
+    pub admin_dir: Option<PathBuf>,
     /// What every client request is held to: allowed origins, body deadline.
     pub policy: EdgePolicy,
     /// Set when the node starts leaving: `/ready` fails so balancers stop sending new clients.
@@ -151,6 +153,7 @@ pub async fn handle(
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
+        p if p == crate::admin::ui::PREFIX || p.starts_with("/admin/") => admin_ui(&state, p).await,
         _ => static_file(&state, path).await,
     };
     if let Some(v) = served_by(&state.node_id) {
@@ -257,6 +260,7 @@ impl HttpState {
             membership: self.membership.clone(),
             metrics: self.metrics.clone(),
             web_dir: None,
+            admin_dir: None,
             policy: EdgePolicy { serve_metrics: true, ..self.policy.clone() },
             draining: Default::default(),
             tasks: TaskTracker::new(),
@@ -357,6 +361,25 @@ async fn static_file(state: &HttpState, path: &str) -> HttpResponse {
             tracing::warn!(file = %dir.join(file).display(), error = %err, "cannot read page file (run `npm ci` in web/?)");
             text(StatusCode::NOT_FOUND, "not found\n")
         }
+    }
+}
+
+async fn admin_ui(state: &HttpState, path: &str) -> HttpResponse {
+    use crate::admin::ui::{serve, UiResponse};
+    let Some(dir) = &state.admin_dir else { return text(StatusCode::NOT_FOUND, "not found\n") };
+    match serve(dir, path).await {
+        UiResponse::Redirect(location) => {
+            let mut r = text(StatusCode::MOVED_PERMANENTLY, "");
+            r.headers_mut().insert(header::LOCATION, HeaderValue::from_static(location));
+            r
+        }
+        UiResponse::File { body, content_type } => {
+            let mut r = Response::new(Full::new(body));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        UiResponse::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 

@@ -3,8 +3,10 @@
 //! Layers, bottom up: `engineio` (transport protocol), `socketio` (namespaces, events, rooms),
 //! `chat` (the application), `http` (routing), `server` (accept loop and shutdown), `node`
 //! (wiring one node together), `config` and `logging`; `inspect` reads a running cluster's
-//! gossip state; `per_address` counts what each client address holds.
+//! gossip state; `per_address` counts what each client address holds; `admin` serves the
+//! socket.io Admin UI for the whole cluster.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod cluster;

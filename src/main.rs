@@ -28,6 +28,9 @@ enum Command {
     Keygen,
     /// Print an HS256 token for a chat user, for demos and tests of `[auth] jwt`.
     Token(TokenArgs),
+    /// Print the bcrypt hash of the Admin UI password read from standard input (its first
+    /// line), for `[admin] password_hash` or CLUSTERCHAT_ADMIN_PASSWORD_HASH.
+    AdminHash,
 }
 
 /// The token carries the user in the node's `user_claim`, and its `audience` and `issuer`
@@ -238,6 +241,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(args) => {
             println!("{}", args.mint()?);
+            Ok(())
+        }
+        Command::AdminHash => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            println!("{}", clusterchat::admin::hash_password(password).map_err(anyhow::Error::msg)?);
             Ok(())
         }
     }

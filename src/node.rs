@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, Instrument};
 
+use crate::admin::Admin;
 use crate::cluster::membership::{GossipConfig, Membership};
 use crate::cluster::rooms::ClusterRooms;
 use crate::cluster::router::{peer_handler, Cluster, Router};
@@ -48,6 +49,8 @@ pub struct Service {
     pub path: String,
     pub engine: Arc<Engine>,
     pub namespaces: Vec<Arc<Namespace>>,
+    /// The Admin UI's side of this service's Socket.IO server, with `[admin]`.
+    pub admin: Option<Arc<Admin>>,
 }
 
 impl Service {
@@ -56,14 +59,20 @@ impl Service {
     pub fn chat(config: &NodeConfig) -> Result<Self, NodeError> {
         let node_id: Arc<str> = config.node_id.as_str().into();
         let jwt = config.auth.jwt.as_ref().map(|jwt| jwt.verifier()).transpose().map_err(ConfigError::from)?;
-        let chat = crate::chat::namespace(node_id, config.chat.clone(), jwt);
-        let io = SocketIo::new(config.engine.socketio(), vec![chat]);
-        Ok(Self::socketio(ENGINE_PATH, config.engine.engine(), io))
+        let chat = crate::chat::namespace(node_id.clone(), config.chat.clone(), jwt);
+        let admin = config.admin.clone().map(|a| Admin::new(a, node_id)).transpose().map_err(ConfigError::Invalid)?;
+        let namespaces = [Some(chat), admin.as_ref().map(Admin::namespace)].into_iter().flatten().collect();
+        let io = SocketIo::new(config.engine.socketio(), namespaces);
+        let service = Self::socketio(ENGINE_PATH, config.engine.engine(), io.clone());
+        if let Some(admin) = &admin {
+            admin.attach(&io, &service.engine);
+        }
+        Ok(Self { admin, ..service })
     }
 
     pub fn socketio(path: &str, config: EngineConfig, io: Arc<SocketIo>) -> Self {
         let namespaces = io.namespaces().cloned().collect();
-        Self { path: path.to_owned(), engine: Engine::new(config, io), namespaces }
+        Self { path: path.to_owned(), engine: Engine::new(config, io), namespaces, admin: None }
     }
 }
 
@@ -109,6 +118,8 @@ pub struct Node {
     metrics_server: Option<Server>,
     engine: Arc<Engine>,
     cluster: Option<RunningCluster>,
+    /// The Admin UI's side, whose per-UI tasks stop with the node.
+    admin: Option<Arc<Admin>>,
     span: tracing::Span,
 }
 
@@ -139,6 +150,7 @@ impl Node {
     async fn start_in(config: NodeConfig, services: Vec<Service>, span: tracing::Span) -> Result<Self, NodeError> {
         let node_id: Arc<str> = config.node_id.as_str().into();
         let engine = services.first().map(|s| s.engine.clone()).ok_or(NodeError::NoService)?;
+        let admin = services.iter().find_map(|s| s.admin.clone());
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|source| NodeError::Bind { addr, source })
         };
@@ -214,10 +226,14 @@ impl Node {
                         (s.path.clone(), Router::clustered(node_id.clone(), &s.path, s.engine.clone(), cluster.clone()))
                     })
                     .collect();
+                if let Some(admin) = &admin {
+                    admin.join_cluster(&cluster.membership, &cluster.peers, rpc_timeout);
+                }
                 let handler = peer_handler(
                     services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(),
                     rooms.clone(),
                     rpc_stats.clone(),
+                    admin.clone(),
                 );
                 let rpc_stop = CancellationToken::new();
                 let listen = ListenSettings {
@@ -245,6 +261,7 @@ impl Node {
             engines: routers,
             membership: cluster.as_ref().map(|c| c.cluster.membership.clone()),
             web_dir: Some(config.web_dir.clone()),
+            admin_dir: config.admin.as_ref().map(|a| a.ui_dir.clone()),
             policy: EdgePolicy::from_config(&config),
             draining: Default::default(),
             tasks: TaskTracker::new(),
@@ -271,7 +288,7 @@ impl Node {
         }
         let drain = Duration::from_millis(config.drain_ms);
         let stop = CancellationToken::new();
-        Ok(Self { node_id, stop, drain, state, server, metrics_server, engine, cluster, span })
+        Ok(Self { node_id, stop, drain, state, server, metrics_server, engine, cluster, admin, span })
     }
 
     pub fn node_id(&self) -> &str {
@@ -356,6 +373,9 @@ impl Node {
                 tokio::time::sleep(self.drain).await;
             }
             self.server.shutdown().await;
+            if let Some(admin) = &self.admin {
+                admin.shutdown().await;
+            }
             if let Some(metrics) = self.metrics_server {
                 metrics.shutdown().await;
             }

@@ -302,8 +302,9 @@ pub fn peer_handler(
     engines: Vec<(String, Arc<Engine>)>,
     rooms: Arc<ClusterRooms>,
     stats: Arc<RpcStats>,
+    admin: Option<Arc<crate::admin::Admin>>,
 ) -> Arc<dyn RpcHandler> {
-    Arc::new(PeerHandler { engines, rooms, stats })
+    Arc::new(PeerHandler { engines, rooms, stats, admin })
 }
 
 /// This node as peers see it: forwarded polling requests and WebSocket streams go to the
@@ -312,6 +313,8 @@ struct PeerHandler {
     engines: Vec<(String, Arc<Engine>)>,
     rooms: Arc<ClusterRooms>,
     stats: Arc<RpcStats>,
+    /// The Admin UI's side, when `[admin]` is configured.
+    admin: Option<Arc<crate::admin::Admin>>,
 }
 
 impl PeerHandler {
@@ -352,6 +355,10 @@ impl RpcHandler for PeerHandler {
             Request::ParkTail { nsp, pid, after, packets, taken } => {
                 Box::pin(std::future::ready(self.rooms.on_park_tail(&nsp, &pid, after.as_deref(), packets, taken)))
             }
+            Request::Admin(body) => match &self.admin {
+                Some(admin) => admin.on_peer_request(body),
+                None => Box::pin(std::future::ready(Response::Failed("no [admin] on this node".into()))),
+            },
         }
     }
 

@@ -61,6 +61,8 @@ pub enum Request {
     /// the session is complete with it. `taken`: a client took the session from the sender
     /// meanwhile, so the receiver's copy is stale and dropped.
     ParkTail { nsp: String, pid: String, after: Option<String>, packets: Vec<WirePacket>, taken: bool },
+    /// For the Admin UI: JSON (see `admin`), as bincode cannot carry `serde_json::Value`.
+    Admin(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +81,8 @@ pub enum Response {
     Found(Option<(String, Vec<String>)>),
     /// A parked session's missed broadcasts (`None`: not taken).
     Taken(Option<Vec<WirePacket>>),
+    /// The Admin UI's answer, JSON.
+    Admin(String),
     /// The peer could not serve the request; the text says why.
     Failed(String),
 }

@@ -357,6 +357,16 @@ impl Namespace {
         self.rooms.read().unwrap_or_else(|e| e.into_inner()).contains_key(room)
     }
 
+    /// The sockets connected to this namespace on this node, now.
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// One socket connected to this namespace on this node.
+    pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
+        self.sockets.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
     pub fn room_count(&self) -> usize {
         self.rooms.read().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -66,6 +66,8 @@ pub struct Socket {
     /// The order logged broadcasts went out to this socket, where it is not the log's.
     /// Locked while one is queued, so it records the order the client gets them in.
     order: Mutex<SendOrder>,
+    /// When the socket was created (the Admin UI shows it).
+    connected_at: std::time::SystemTime,
 }
 
 impl Socket {
@@ -85,6 +87,7 @@ impl Socket {
             holding: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
             order: Mutex::new(SendOrder::default()),
+            connected_at: std::time::SystemTime::now(),
         })
     }
 
@@ -178,6 +181,10 @@ impl Socket {
             }
         }
         self.session.send_all(frames)
+    }
+
+    pub fn connected_at(&self) -> std::time::SystemTime {
+        self.connected_at
     }
 
     pub fn id(&self) -> &Arc<str> {

@@ -1,7 +1,9 @@
 // End-to-end test of the demo (issue 5): `./cluster.sh start` (three nodes behind haproxy on
-// 127.0.0.1:9000), two users in two headless Chromium pages chatting through haproxy, one
-// node killed, both users chatting again after their clients reconnect, `./cluster.sh stop`
-// leaving nothing running.
+// 127.0.0.1:9000), two users in two headless Chromium pages chatting through haproxy, the
+// socket.io Admin UI (issue 16) at /admin/ through haproxy with the demo's credentials (a
+// wrong password refused, three servers, users on two nodes with their rooms, one user
+// disconnected from the UI), one node killed, both users chatting again after their clients
+// reconnect, `./cluster.sh stop` leaving nothing running.
 //
 //   node tests/e2e/e2e.mjs [--screenshot docs/screenshot.png]
 //
@@ -24,6 +26,7 @@ const ARTIFACTS = path.join(RUN, "e2e");
 const BIN = path.join(ROOT, "target/release/clusterchat");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const CHAT_URL = "http://127.0.0.1:9000/";
+const ADMIN_URL = "http://127.0.0.1:9000/admin/";
 const STATS_CSV = "http://127.0.0.1:9100/;csv";
 const NODES = ["node1", "node2", "node3"];
 const PROCESSES = ["haproxy", ...NODES]; // run/<name>.pid, written by cluster.sh start
@@ -259,6 +262,70 @@ function checkStatusBar(p, s) {
   check(s.sid && s.sid.endsWith(`.${s.sessNode}`), `${p.user}: owner ${s.sessNode} is not the sid's owner (${s.sid})`);
 }
 
+/* ---------- the Admin UI ---------- */
+
+// The page's socket.io socket id (the id the Admin UI lists).
+const socketId = ({ page }) => page.evaluate(() => socket.id); // eslint-disable-line no-undef
+
+// A user whose session lives on another node than `others`' (placement is a hash of a random
+// id: a few tries find one), in `room`. Pages that landed elsewhere are closed.
+async function userElsewhere(browser, user, room, others) {
+  for (let attempt = 1; attempt <= 10; attempt++) {
+    const p = await openChat(browser, user);
+    await p.page.waitForFunction((nodes) => nodes.includes(document.getElementById("sess-node").textContent), NODES, { polling: 100 });
+    const owner = (await status(p.page)).sessNode;
+    if (!others.includes(owner)) {
+      await p.page.fill("#room-input", room);
+      await p.page.press("#room-input", "Enter");
+      await waitInRoom(p);
+      return p;
+    }
+    log(`${user}'s session landed on ${owner}, like ${others}: trying again (${attempt})`);
+    await p.context.close();
+  }
+  throw new Failure(`no session for ${user} on another node than ${others} in 10 tries`);
+}
+
+// The Admin UI page; its connection form filled and submitted.
+async function adminLogin(admin, password) {
+  await admin.page.getByLabel("Server URL").fill("http://127.0.0.1:9000");
+  await admin.page.getByLabel("Username").fill("admin");
+  await admin.page.getByLabel("Password").fill(password);
+  await admin.page.getByRole("button", { name: "Connect" }).click();
+}
+
+// The Admin UI's store (Vue's root component), for what the page does not print.
+function adminStore(page) {
+  return page.evaluate(() => {
+    const state = document.getElementById("app").__vue__.$store.state;
+    const chat = state.main.namespaces.find((n) => n.name === "/chat");
+    return {
+      connected: state.connection.connected,
+      servers: state.servers.servers.map((s) => s.serverId).sort(),
+      sockets: (chat?.sockets ?? []).map((s) => ({ id: s.id, node: s.data?.node, user: s.data?.user, rooms: s.rooms })),
+    };
+  });
+}
+
+// The Admin UI's page of one socket of /chat.
+const socketPage = (id) => `${ADMIN_URL}#/n/${encodeURIComponent("/chat")}/sockets/${id}`;
+
+// On a socket's page, the socket's own table (the one naming its namespace; the client's
+// comes first).
+const socketTable = (page) => page.locator("table", { has: page.locator("td.key-column", { hasText: /^Namespace$/ }) });
+
+// As a user does: from the sockets list (on the namespace chosen) to one socket's page.
+async function openSocketPage(page, id) {
+  await page.goto(`${ADMIN_URL}#/sockets/`);
+  // Views slide: wait until the previous socket page has left the DOM.
+  await socketTable(page).waitFor({ state: "detached" });
+  await page.locator("table tbody tr", { hasText: id }).click();
+  await page.waitForURL(socketPage(id));
+}
+
+// The rows of the Admin UI's current table, as text.
+const tableRows = (page) => page.$$eval("table tbody tr", (trs) => trs.map((tr) => tr.textContent));
+
 /* ---------- haproxy and inspect ---------- */
 
 async function haproxyServerStates() {
@@ -417,6 +484,8 @@ async function scenario(state, screenshot) {
     return checkInspect(sessions);
   });
 
+  await adminUi(state);
+
   let victim;
   await step("kill the node that owns alice's session (SIGKILL, pid from run/)", async () => {
     victim = (await status(A.page)).sessNode;
@@ -461,6 +530,94 @@ async function scenario(state, screenshot) {
     check(!pidfiles.length, `pidfiles left in run/: ${pidfiles.join(", ")}`);
     const busy = await busyPorts();
     check(!busy.length, `ports still in use after stop: ${busy.join(", ")}`);
+  });
+}
+
+// The Admin UI through haproxy: a third user, carol, on another node than alice; the UI
+// refuses a wrong password, lists three servers, alice and carol on their nodes with their
+// rooms, and disconnects carol, whose chat page shows it. Bob and alice stay as they were.
+async function adminUi(state) {
+  const [A] = state.pages;
+  const password = readFileSync(path.join(RUN, "admin-password"), "utf8").trim();
+  let carol, admin;
+  await step('carol joins "kitchen" with her session on another node than alice\'s', async () => {
+    const aliceNode = (await status(A.page)).sessNode;
+    carol = await userElsewhere(state.browser, "carol", "kitchen", [aliceNode]);
+    state.pages.push(carol);
+    log(`carol's session is on ${(await status(carol.page)).sessNode}, alice's on ${aliceNode}`);
+  });
+
+  await step("Admin UI at /admin/ through haproxy: a wrong password is refused", async () => {
+    const context = await state.browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
+    const page = await context.newPage();
+    page.setDefaultTimeout(UI_MS);
+    page.on("pageerror", (err) => log(`[admin] page error: ${err.message}`));
+    const offsite = [];
+    page.on("request", (r) => { if (!r.url().startsWith("http://127.0.0.1:9000/")) offsite.push(r.url()); });
+    admin = { user: "admin", page, context, offsite };
+    state.pages.push(admin);
+    const response = await page.goto(ADMIN_URL);
+    check(response && response.ok(), `GET ${ADMIN_URL} answered ${response && response.status()}`);
+    await adminLogin(admin, "not-the-password");
+    await page.getByText("Invalid credentials").waitFor();
+    check(!(await adminStore(page)).connected, "connected with a wrong password");
+  });
+
+  await step("Admin UI: the demo's credentials connect; three servers listed", async () => {
+    await adminLogin(admin, password);
+    await until("the Admin UI to connect", UI_MS, async () => (await adminStore(admin.page)).connected);
+    await admin.page.goto(`${ADMIN_URL}#/servers/`);
+    await until("the servers page to list node1..node3", UI_MS, async () => {
+      const rows = await tableRows(admin.page);
+      return NODES.every((n) => rows.some((r) => r.includes(n))) && rows.length === NODES.length;
+    });
+    check(!admin.offsite.length, `the Admin UI loaded from elsewhere: ${admin.offsite.join(", ")}`);
+  });
+
+  await step("Admin UI: alice and carol, on their nodes, with their rooms", async () => {
+    const users = [
+      { p: A, id: await socketId(A), node: (await status(A.page)).sessNode, room: ROOM },
+      { p: carol, id: await socketId(carol), node: (await status(carol.page)).sessNode, room: "kitchen" },
+    ];
+    await admin.page.goto(`${ADMIN_URL}#/sockets/`);
+    await admin.page.getByLabel("Select namespace").click({ force: true });
+    await admin.page.getByRole("option", { name: "/chat" }).click();
+    await until("the sockets page to list alice's and carol's sockets", UI_MS, async () => {
+      const rows = await tableRows(admin.page);
+      return users.every((u) => rows.some((r) => r.includes(u.id)));
+    });
+    await until("the UI to know each user's node and rooms", UI_MS, async () => {
+      const { sockets } = await adminStore(admin.page);
+      return users.every((u) => sockets.some((s) => s.id === u.id && s.node === u.node && s.user === u.p.user && s.rooms.includes(u.room)));
+    });
+    for (const u of users) {
+      await openSocketPage(admin.page, u.id);
+      const data = JSON.parse(await socketTable(admin.page).locator("pre code").textContent());
+      check(data.node === u.node && data.user === u.p.user, `${u.p.user}'s socket page shows ${JSON.stringify(data)}, not ${u.node}`);
+    }
+    await admin.page.goto(`${ADMIN_URL}#/rooms/`);
+    await until(`the rooms page to list ${ROOM} and kitchen`, UI_MS, async () => {
+      const rows = await tableRows(admin.page);
+      return [ROOM, "kitchen"].every((room) => rows.some((r) => r.includes(room)));
+    });
+    state.carolId = users[1].id;
+  });
+
+  await step("Admin UI: disconnecting carol's socket; her chat page shows it", async () => {
+    await openSocketPage(admin.page, state.carolId);
+    const statusRow = socketTable(admin.page).locator("tr", { has: admin.page.locator("td.key-column", { hasText: /^Status$/ }) });
+    await statusRow.locator("button").click();
+    await carol.page.waitForFunction(() => document.getElementById("conn").dataset.state === "disconnected", null, { polling: 100 });
+    await until("the Admin UI to see carol's socket gone", UI_MS, async () =>
+      !(await adminStore(admin.page)).sockets.some((s) => s.id === state.carolId),
+    );
+  });
+
+  await step("close carol's and the Admin UI's pages", async () => {
+    for (const p of [carol, admin]) {
+      state.pages.splice(state.pages.indexOf(p), 1);
+      await p.context.close();
+    }
   });
 }
 

@@ -173,6 +173,7 @@ impl TestServerBuilder {
             membership: None,
             metrics: None,
             web_dir: None,
+            admin_dir: None,
             policy: EdgePolicy::open(),
             draining: Default::default(),
             tasks: TaskTracker::new(),
