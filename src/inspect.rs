@@ -301,11 +301,12 @@ pub struct Observer {
 impl Observer {
     /// Joins the ring through `config.seeds` under a fresh id, `inspect-<pid>-<random>`.
     pub async fn join(config: &InspectConfig) -> Result<Self, InspectError> {
-        let listen = gossip_address(config.listen)?;
+        let (socket, listen) = gossip_socket(config.listen)?;
         let gossip = GossipConfig {
             node_id: format!("inspect-{}-{:08x}", std::process::id(), rand::random::<u32>()),
             cluster_id: config.cluster_id.clone(),
             listen,
+            socket: Some(std::sync::Arc::new(socket)),
             advertise: listen,
             seeds: config.seeds.clone(),
             interval: config.interval,
@@ -359,17 +360,15 @@ impl Observer {
     }
 }
 
-/// The address the observer listens on and advertises: a free UDP port if `listen` has port 0.
-fn gossip_address(listen: SocketAddr) -> Result<SocketAddr, InspectError> {
+/// The socket the observer gossips on and the address it advertises (the port the OS chose, if
+/// `listen` has port 0: chitchat advertises its listen address, so it is bound first).
+fn gossip_socket(listen: SocketAddr) -> Result<(std::net::UdpSocket, SocketAddr), InspectError> {
     if listen.ip().is_unspecified() {
         return Err(InspectError::Unreachable(listen));
     }
-    if listen.port() != 0 {
-        return Ok(listen);
-    }
-    // Chitchat advertises its listen address, so the port must be known before it binds.
     let socket = std::net::UdpSocket::bind(listen).map_err(|source| InspectError::Bind { addr: listen, source })?;
-    socket.local_addr().map_err(|source| InspectError::Bind { addr: listen, source })
+    let addr = socket.local_addr().map_err(|source| InspectError::Bind { addr: listen, source })?;
+    Ok((socket, addr))
 }
 
 /// Joins the ring, prints the settled report to `out` — with `watch`, then every change until
@@ -526,9 +525,9 @@ mod tests {
 
     #[test]
     fn the_observer_address_must_be_reachable() {
-        assert!(matches!(gossip_address("0.0.0.0:0".parse().unwrap()), Err(InspectError::Unreachable(_))));
-        let picked = gossip_address("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(matches!(gossip_socket("0.0.0.0:0".parse().unwrap()), Err(InspectError::Unreachable(_))));
+        let (socket, picked) = gossip_socket("127.0.0.1:0".parse().unwrap()).unwrap();
         assert_ne!(picked.port(), 0);
-        assert_eq!(gossip_address("127.0.0.1:7999".parse().unwrap()).unwrap().port(), 7999);
+        assert_eq!(socket.local_addr().unwrap(), picked, "the socket bound is the one advertised");
     }
 }

@@ -173,11 +173,17 @@ impl Node {
                 let rpc_addr = rpc.local_addr().map_err(|source| NodeError::Bind { addr: c.rpc, source })?;
                 let rpc_advertise = ClusterSettings::advertised("rpc", c.rpc_advertise, rpc_addr)?;
                 let http_advertise = ClusterSettings::advertised("http", c.http_advertise, http_addr)?;
-                let gossip_advertise = ClusterSettings::advertised("gossip", c.gossip_advertise, c.gossip)?;
+                // Bound here, like the HTTP and RPC listeners, so port 0 gets a port from the OS.
+                let gossip_socket = std::net::UdpSocket::bind(c.gossip)
+                    .and_then(|s| s.local_addr().map(|addr| (s, addr)))
+                    .map_err(|source| NodeError::Bind { addr: c.gossip, source })?;
+                let (gossip_socket, gossip_addr) = (Arc::new(gossip_socket.0), gossip_socket.1);
+                let gossip_advertise = ClusterSettings::advertised("gossip", c.gossip_advertise, gossip_addr)?;
                 let gossip = GossipConfig {
                     node_id: config.node_id.clone(),
                     cluster_id: c.cluster_id.clone(),
-                    listen: c.gossip,
+                    listen: gossip_addr,
+                    socket: Some(gossip_socket),
                     advertise: gossip_advertise,
                     seeds: c.seeds.clone(),
                     interval: Duration::from_millis(c.gossip_interval_ms),
@@ -302,6 +308,11 @@ impl Node {
     /// The `/metrics` listener's address, when `metrics_listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_server.as_ref().map(Server::local_addr)
+    }
+
+    /// The gossip address peers reach this node at (its seed address), in a cluster.
+    pub fn gossip_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(|c| c.gossip_advertise)
     }
 
     /// The RPC listener's address, in a cluster.

@@ -64,6 +64,8 @@ impl GossipRejections {
 /// Settings of the authenticated transport.
 #[derive(Clone)]
 pub struct SecureTransport {
+    /// The gossip socket, if it was bound before chitchat started.
+    pub bound: Option<Arc<std::net::UdpSocket>>,
     pub keyring: Keyring,
     /// This node's gossip identity: states claiming it are refused.
     pub me: ChitchatId,
@@ -81,9 +83,16 @@ fn now_ms() -> u64 {
 #[async_trait]
 impl Transport for SecureTransport {
     async fn open(&self, listen_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let public = UdpSocket::bind(listen_addr)
-            .await
-            .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?;
+        let public = match &self.bound {
+            Some(socket) if socket.local_addr().ok() == Some(listen_addr) => {
+                let socket = socket.try_clone().context("failed to share the gossip socket")?;
+                socket.set_nonblocking(true)?;
+                UdpSocket::from_std(socket)?
+            }
+            _ => UdpSocket::bind(listen_addr)
+                .await
+                .with_context(|| format!("failed to bind to {listen_addr}/UDP for gossip"))?,
+        };
         let codec = ChitchatUdp::open("127.0.0.1:0".parse()?).await?;
         let codec_addr = codec.local_addr()?;
         let tap = UdpSocket::bind("127.0.0.1:0").await.context("failed to bind the gossip codec tap")?;

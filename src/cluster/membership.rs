@@ -47,6 +47,9 @@ pub struct GossipConfig {
     pub node_id: String,
     pub cluster_id: String,
     pub listen: SocketAddr,
+    /// The socket already bound at `listen`, if the caller bound it (to learn the port the
+    /// OS chose for port 0); otherwise the transport binds `listen`.
+    pub socket: Option<Arc<std::net::UdpSocket>>,
     /// The address peers send to (the listen address unless it is `0.0.0.0`, `[::]` or
     /// behind NAT).
     pub advertise: SocketAddr,
@@ -180,6 +183,7 @@ impl Membership {
         }
         let rejections = Arc::new(GossipRejections::default());
         let transport = SecureTransport {
+            bound: config.socket.clone(),
             keyring: config.keyring.clone(),
             me: chitchat_id.clone(),
             accepted_to,

@@ -74,15 +74,8 @@ impl TestCluster {
     /// `n` nodes serving what `make` builds, with `configure` applied to each configuration.
     pub async fn start(n: usize, make: MakeServices, configure: fn(&mut NodeConfig)) -> Self {
         let cluster_id = unique_cluster_id();
-        let first = free_udp_port();
-        let mut cluster = Self {
-            seed: format!("127.0.0.1:{first}"),
-            cluster_id,
-            nodes: Vec::new(),
-            gossip: Vec::new(),
-            make,
-            configure,
-        };
+        let mut cluster =
+            Self { seed: String::new(), cluster_id, nodes: Vec::new(), gossip: Vec::new(), make, configure };
         for _ in 0..n {
             cluster.add_node().await;
         }
@@ -94,13 +87,18 @@ impl TestCluster {
     /// the ring to see it.
     pub async fn add_node(&mut self) -> usize {
         let index = self.nodes.len();
-        let port = if index == 0 { self.seed.rsplit_once(':').unwrap().1.parse().unwrap() } else { free_udp_port() };
+        // Every listener on port 0: the node binds it and says which port it got. The first
+        // node seeds the others.
         let seeds = if index == 0 { Vec::new() } else { vec![self.seed.clone()] };
-        let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, port, seeds);
+        let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, 0, seeds);
         (self.configure)(&mut config);
-        self.gossip.push(format!("127.0.0.1:{port}"));
         let services = (self.make)(&config);
         let node = Node::start_with(config, services).await.expect("node starts");
+        let gossip = node.gossip_addr().expect("a clustered node").to_string();
+        if index == 0 {
+            self.seed = gossip.clone();
+        }
+        self.gossip.push(gossip);
         self.nodes.push(Some(node));
         index
     }
