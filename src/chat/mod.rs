@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::auth::JwtVerifier;
 use crate::socketio::{
-    AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, PresenceCause, RecoveryConfig, Socket,
+    AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, OnSent, PresenceCause, RecoveryConfig, Socket,
 };
 use rate_limit::{RateLimiter, Verdict};
 use room_users::RoomUsers;
@@ -148,9 +148,9 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig, jwt: Option<JwtVerifier>
         )
         .on(
             "chat message",
-            rate_limited(&config, move |socket, event, ack| {
-                let result = message_args(&event, &c3).and_then(|(room, message)| say(socket, &room, &message));
-                respond(socket, ack, result);
+            rate_limited(&config, move |socket, event, ack| match message_args(&event, &c3) {
+                Ok((room, message)) => say(socket, &room, &message, ack),
+                Err(error) => respond(socket, ack, Err(error)),
             }),
         )
         .on_disconnect(move |socket, reason| {
@@ -374,15 +374,19 @@ fn announce_leave(ns: &Arc<Namespace>, user: &str, room: &str, users: &Arc<RoomU
     users.changed(ns, room);
 }
 
-fn say(socket: &Arc<Socket>, room: &str, message: &str) -> Result<(), String> {
+/// Says `message` in `room`. The sender's ack waits until the message has left this node:
+/// written to every other node with members of the room (see [`OnSent`]), so once acked, a
+/// crash of this process loses it for nobody.
+fn say(socket: &Arc<Socket>, room: &str, message: &str, ack: Option<AckSender>) {
     if !socket.in_room(room) {
-        return Err(format!("join room {room} before sending to it"));
+        return respond(socket, ack, Err(format!("join room {room} before sending to it")));
     }
     let user = user(socket);
     let ns = socket.namespace();
-    ns.emit_to_room(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })]);
+    let acked = socket.clone();
+    let sent = OnSent::new(move || respond(&acked, ack, Ok(())));
+    ns.emit_to_room_then(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })], sent);
     ns.record(room, json!({ "user": &*user, "message": message }).to_string());
-    Ok(())
 }
 
 /// Answers through the ack when the client asked for one; otherwise errors become `chat error`.

@@ -29,7 +29,7 @@ use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
 use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, TAIL_WAIT};
-use crate::socketio::{Adapter, Emitter, FoundSession, Namespace};
+use crate::socketio::{Adapter, Emitter, FoundSession, Namespace, OnSent};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
@@ -45,8 +45,14 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a peer's queue carries, in order: pushes, asks (requests whose answers go back to the
 /// core), and markers that say when those before them are on the connection.
 enum Outgoing {
-    Push(Push),
-    Ask { room: RoomId, labels: Vec<String>, version: Version, notify: bool },
+    /// A push, and what to drop once it is written to the peer's connection.
+    Push(Push, Option<Arc<OnSent>>),
+    Ask {
+        room: RoomId,
+        labels: Vec<String>,
+        version: Version,
+        notify: bool,
+    },
     Flush(oneshot::Sender<()>),
 }
 
@@ -206,7 +212,7 @@ impl ClusterRooms {
             match effect {
                 Effect::Presence { to, room: (nsp, room), labels, version } => {
                     let push = Push::Presence { node: self.node_id.clone(), nsp, room, labels, version };
-                    self.push_to(&to, Outgoing::Push(push));
+                    self.push_to(&to, Outgoing::Push(push, None));
                 }
                 Effect::Ask { to, room, labels, version, notify } => {
                     if !self.push_to(&to, Outgoing::Ask { room: room.clone(), labels, version, notify }) {
@@ -301,9 +307,10 @@ impl ClusterRooms {
                     let _ = done.send(());
                     continue;
                 }
-                Outgoing::Push(push) => {
+                Outgoing::Push(push, written) => {
+                    let written = written.map(|w| Box::new(w) as crate::rpc::connection::Written);
                     let sent = match &self.connect(&node, addr).await {
-                        Ok(conn) => conn.push(push).await.is_ok(),
+                        Ok(conn) => conn.push_then(push, written).await.is_ok(),
                         Err(err) => {
                             debug!(peer = %node, error = %err, "push not delivered");
                             false
@@ -600,7 +607,7 @@ impl Adapter for ClusterRooms {
         }
     }
 
-    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame]) {
+    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: OnSent) {
         let Some(this) = self.me.upgrade() else { return };
         let targets =
             this.state.lock().unwrap_or_else(|e| e.into_inner()).core.subscribers(&(nsp.to_owned(), room.to_owned()));
@@ -613,8 +620,10 @@ impl Adapter for ClusterRooms {
             offset: offset.map(str::to_owned),
             frames: frames.iter().map(frame_to_wire).collect(),
         };
+        // Each target's push holds it; the last one written (or dropped) runs it.
+        let sent = Arc::new(sent);
         for node in targets {
-            this.push_to(&node, Outgoing::Push(push.clone()));
+            this.push_to(&node, Outgoing::Push(push.clone(), Some(sent.clone())));
         }
     }
 
@@ -627,7 +636,7 @@ impl Adapter for ClusterRooms {
                 }
             } else {
                 let push = Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() };
-                this.push_to(&replica, Outgoing::Push(push));
+                this.push_to(&replica, Outgoing::Push(push, None));
             }
         }
     }

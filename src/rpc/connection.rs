@@ -62,7 +62,13 @@ pub trait RpcHandler: Send + Sync + 'static {
 }
 
 /// An encoded frame on its way out, holding its share of the byte budget until written.
-type Queued = (Bytes, OwnedSemaphorePermit);
+/// A frame on its way out: its bytes, their share of the byte budget, and what to drop once
+/// the frame is written to the socket (see [`Connection::push_then`]).
+type Queued = (Bytes, OwnedSemaphorePermit, Option<Written>);
+
+/// Dropped once a frame is in the kernel's hands (written and flushed to the socket), or once
+/// it never will be (the connection closed first).
+pub type Written = Box<dyn Send + Sync>;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
@@ -139,18 +145,24 @@ impl Connection {
         mut sink: FramedWrite<W, RecordEncoder>,
         mut outbox: mpsc::Receiver<Queued>,
     ) {
+        // Dropped after the flush that puts their frames on the socket.
+        let mut written: Vec<Written> = Vec::new();
         loop {
             let frame = tokio::select! {
                 f = outbox.recv() => f,
                 _ = self.closed.cancelled() => None,
             };
             // The permit returns the frame's bytes to the budget once it is handed to the sink.
-            let Some((bytes, _permit)) = frame else { break };
+            let Some((bytes, _permit, done)) = frame else { break };
+            written.extend(done);
             if sink.feed(bytes).await.is_err() {
                 break;
             }
-            if outbox.is_empty() && SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
-                break;
+            if outbox.is_empty() {
+                if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+                    break;
+                }
+                written.clear();
             }
         }
         self.shut();
@@ -267,10 +279,15 @@ impl Connection {
 
     /// Queues a frame, waiting while the outbox or the byte budget is full.
     async fn send(&self, frame: RpcFrame) -> Result<(), RpcError> {
+        self.send_then(frame, None).await
+    }
+
+    /// Queues a frame, and `done` to be dropped once the frame is written to the socket.
+    async fn send_then(&self, frame: RpcFrame, done: Option<Written>) -> Result<(), RpcError> {
         let bytes = self.encode(&frame)?;
         let queued = async {
             let permit = self.budget.clone().acquire_many_owned(bytes.len() as u32).await.ok()?;
-            self.out.send((bytes, permit)).await.ok()
+            self.out.send((bytes, permit, done)).await.ok()
         };
         tokio::select! {
             sent = queued => match sent {
@@ -297,7 +314,7 @@ impl Connection {
             self.closed.cancel();
             return;
         };
-        match self.out.try_send((bytes, permit)) {
+        match self.out.try_send((bytes, permit, None)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 warn!(peer = %self.peer, "RPC outbox full, closing connection");
@@ -309,10 +326,16 @@ impl Connection {
 
     /// Sends a one-way message, waiting while the outbox is full.
     pub async fn push(&self, push: Push) -> Result<(), RpcError> {
+        self.push_then(push, None).await
+    }
+
+    /// Sends a one-way message; `done` is dropped once it is written to the socket (from then
+    /// on the kernel sends it even if this process dies), or once it never will be.
+    pub async fn push_then(&self, push: Push, done: Option<Written>) -> Result<(), RpcError> {
         if self.is_closed() {
             return Err(RpcError::ConnectionLost(self.peer.clone()));
         }
-        self.send(RpcFrame::Push(push)).await
+        self.send_then(RpcFrame::Push(push), done).await
     }
 
     /// Sends a request and waits for its response, at most `timeout` in all (a free call
@@ -446,5 +469,62 @@ impl PendingCall {
 impl Drop for PendingCall {
     fn drop(&mut self) {
         self.conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::keyring::Keyring;
+    use crate::rpc::noise::{accept, dial};
+
+    /// Collects the pushes it is given.
+    struct Pushes(mpsc::UnboundedSender<Push>);
+
+    impl RpcHandler for Pushes {
+        fn request(&self, _peer: &str, _request: Request) -> BoxFuture<'static, Response> {
+            Box::pin(std::future::ready(Response::Failed("not here".into())))
+        }
+        fn stream(&self, _peer: &str, _open: StreamOpen, _stream: RpcStream) {}
+        fn push(&self, _peer: &str, push: Push) {
+            let _ = self.0.send(push);
+        }
+    }
+
+    /// Notes when it is dropped.
+    struct Flag(Arc<AtomicBool>);
+
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pushs_guard_is_dropped_once_the_push_is_on_the_socket() {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        // A pipe that holds 64 bytes: the push does not fit until the peer reads.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let t = Duration::from_secs(2);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default());
+        let written = Arc::new(AtomicBool::new(false));
+        let push = Push::Record { nsp: "/chat".into(), room: "lobby".into(), entry: "x".repeat(1000) };
+        sender.push_then(push.clone(), Some(Box::new(Flag(written.clone())))).await.unwrap();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!written.load(Ordering::SeqCst), "not on the socket while the peer reads nothing");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _receiver = Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default());
+        assert_eq!(rx.recv().await, Some(push));
+        let deadline = tokio::time::Instant::now() + t;
+        while !written.load(Ordering::SeqCst) {
+            assert!(tokio::time::Instant::now() < deadline, "the guard is dropped once the push is written");
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -32,8 +32,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// reaches the new member.
     fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()>;
     /// Delivers a room broadcast, already encoded (with its recovery offset, if any), to the
-    /// room's members on other nodes.
-    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame]);
+    /// room's members on other nodes; `sent` is dropped once the broadcast has left this node
+    /// (see [`OnSent`]).
+    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: OnSent);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
     /// Appends to the room's history at the room's owner node; never waits.
@@ -98,7 +99,8 @@ impl Adapter for LocalAdapter {
         Box::pin(std::future::ready(()))
     }
 
-    fn publish(&self, _nsp: &str, _room: &str, _offset: Option<&str>, _frames: &[Frame]) {}
+    /// Nowhere else to go: `sent` runs now.
+    fn publish(&self, _nsp: &str, _room: &str, _offset: Option<&str>, _frames: &[Frame], _sent: OnSent) {}
 
     fn remote_labels(&self, _nsp: &str, _room: &str) -> Vec<String> {
         Vec::new()
@@ -137,6 +139,32 @@ impl Adapter for LocalAdapter {
             // The rooms it leaves empty need no word: nobody else subscribes to them.
             recovery.take(&pid, offset.as_deref()).ok().map(|(missed, _emptied)| missed)
         })
+    }
+}
+
+/// What runs once a room broadcast has left this node: when the last of its holders drops
+/// it, that is once the broadcast is written to the connection of every node it was pushed to
+/// (in the kernel's hands: it is sent even if this process dies right after), or that node's
+/// connection failed, or there was no other node to push to. The chat acks a message from
+/// here, so a crash of the publishing process after the ack loses the message for nobody.
+pub struct OnSent(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl OnSent {
+    pub fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    /// Nothing to run.
+    pub fn none() -> Self {
+        Self(None)
+    }
+}
+
+impl Drop for OnSent {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
     }
 }
 

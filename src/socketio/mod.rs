@@ -11,7 +11,7 @@ pub mod recovery;
 pub mod server;
 pub mod socket;
 
-pub use adapter::{Adapter, Emitter, FoundSession, LocalAdapter, PresenceCause, PresenceChange};
+pub use adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceCause, PresenceChange};
 pub use history::RoomHistory;
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
 pub use recovery::{Recovery, RecoveryConfig};

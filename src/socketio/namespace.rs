@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, PresenceChange};
+use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceChange};
 use super::history::RoomHistory;
 use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL, TAIL_WAIT};
 use super::socket::{AckSender, Socket};
@@ -393,14 +393,20 @@ impl Namespace {
 
     /// Emits an event to every member of `room` on every node, encoding the packet once.
     /// With recovery on, the event's last argument is its offset (as socket.io 4.6+ does).
-    pub fn emit_to_room(&self, room: &str, event: &str, mut args: Vec<Value>) {
+    pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) {
+        self.emit_to_room_then(room, event, args, OnSent::none());
+    }
+
+    /// [`Namespace::emit_to_room`], then `sent` once the broadcast has left this node (see
+    /// [`OnSent`]): written to every other node with members of the room.
+    pub fn emit_to_room_then(&self, room: &str, event: &str, mut args: Vec<Value>, sent: OnSent) {
         let offset = self.recovery.as_ref().map(|r| r.next_offset());
         if let Some(offset) = &offset {
             args.push(Value::String(offset.clone()));
         }
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
         self.deliver_local(room, offset.as_deref(), &frames);
-        self.adapter().publish(&self.name, room, offset.as_deref(), &frames);
+        self.adapter().publish(&self.name, room, offset.as_deref(), &frames, sent);
     }
 
     /// Emits an event to the members of `room` on this node only.
