@@ -113,6 +113,7 @@ async fn run_cluster(args: &Args, config: EngineConfig) -> anyhow::Result<()> {
                 path: "/engine.io/".into(),
                 engine: Engine::new(config.clone(), Arc::new(Echo)),
                 namespaces: vec![],
+                history: None,
             },
             Service::socketio("/socket.io/", config.clone(), io),
         ]

@@ -50,8 +50,19 @@ pub struct NodeConfig {
     pub chat: ChatConfig,
     /// How chat clients prove who they are; empty: they don't (see [`crate::auth`]).
     pub auth: AuthSettings,
+    /// Where room history is saved; its sizes are `chat.history_len` and `chat.history_rooms`.
+    pub history: HistorySettings,
     /// Absent: the node runs alone.
     pub cluster: Option<ClusterSettings>,
+}
+
+/// Room history on disk (see [`crate::history::disk`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Directory of this node's history file (`history.redb`), created if missing; relative
+    /// to the working directory. Absent: history is kept in memory only.
+    pub dir: Option<PathBuf>,
 }
 
 /// How a node joins the cluster.
@@ -199,6 +210,7 @@ impl Default for NodeConfig {
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             auth: AuthSettings::default(),
+            history: HistorySettings::default(),
             cluster: None,
         }
     }
@@ -390,6 +402,9 @@ mod tests {
             assert_eq!(cluster.seeds.len(), 2, "each node seeds with the other two");
             assert!(!cluster.seeds.contains(&cluster.gossip.to_string()));
         }
+        let dirs: std::collections::HashSet<_> = nodes.iter().map(|c| c.history.dir.clone()).collect();
+        assert_eq!(dirs.len(), 3, "each node has its own history.dir");
+        assert!(nodes.iter().all(|c| c.history.dir.as_ref().is_some_and(|d| d.starts_with("run"))));
     }
 
     #[test]
