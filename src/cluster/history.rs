@@ -234,8 +234,7 @@ impl History for ClusterHistory {
         }
     }
 
-    /// Asks every replica and merges the answers; a replica that is this node merges them
-    /// into its own copy too.
+    /// Asks every replica and merges the answers with this node's own copy (if any).
     fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
         let replicas = self.replicas_now(nsp, room);
         let id: RoomId = (nsp.to_owned(), room.to_owned());
@@ -258,11 +257,7 @@ impl History for ClusterHistory {
             });
             let answers = futures_util::future::join_all(asks).await;
             let mut merged = store.entries(&id);
-            let mine = replicas.contains(&me);
             for answer in answers {
-                if mine {
-                    store.merge(&id, answer.clone());
-                }
                 merge(&mut merged, answer, cap);
             }
             merged.into_iter().map(|e| e.body).collect()
