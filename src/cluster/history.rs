@@ -31,7 +31,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use super::rooms::ClusterRooms;
-use crate::history::{merge, Entry, History, HistoryStore, IdSource, RoomId};
+use crate::history::{entry_size, merge, Entry, History, HistoryStore, IdSource, RoomId};
 use crate::rpc::{Push, Request, Response};
 
 /// Nodes that keep each room's history, so one node down (crashed, restarting) loses none.
@@ -67,7 +67,7 @@ fn untrusted(mut entries: Vec<Entry>, cap: usize) -> Vec<Entry> {
 }
 
 fn entries_size(entries: &[Entry]) -> usize {
-    entries.iter().map(|e| e.body.len() + 32).sum()
+    entries.iter().map(entry_size).sum()
 }
 
 pub struct ClusterHistory {
@@ -129,7 +129,7 @@ impl ClusterHistory {
 
     /// Serves a peer's read of this node's copy.
     pub fn on_history(&self, nsp: &str, room: &str) -> Response {
-        Response::History(self.store.entries(&(nsp.to_owned(), room.to_owned())))
+        Response::History(self.store.newest_within(&(nsp.to_owned(), room.to_owned()), BATCH_BYTES))
     }
 
     /// Serves a peer's record.
@@ -196,26 +196,36 @@ impl ClusterHistory {
             }
         }
         for (node, rooms) in due {
-            let count = rooms.len();
             let mut sent = 0;
             let mut batch = Vec::new();
             let mut size = 0;
-            for (i, room) in rooms.iter().enumerate() {
-                let entries = self.store.entries(room);
-                size += entries_size(&entries) + room.0.len() + room.1.len();
-                batch.push((room.0.clone(), room.1.clone(), entries));
-                if size >= BATCH_BYTES || batch.len() == MAX_BATCH_ROOMS || i + 1 == count {
-                    let rooms = std::mem::take(&mut batch);
-                    let n = rooms.len();
+            for room in rooms {
+                let entries = self.store.newest_within(&room, BATCH_BYTES);
+                let room_size = entries_size(&entries) + room.0.len() + room.1.len();
+                if !batch.is_empty() && (size + room_size > BATCH_BYTES || batch.len() == MAX_BATCH_ROOMS) {
+                    sent += self.send_batch(&node, std::mem::take(&mut batch)).await;
                     size = 0;
-                    match self.rooms.call(&node, Request::HistoryMerge { rooms }, self.rpc_timeout).await {
-                        Ok(Response::Merged(_)) => sent += n,
-                        other => warn!(peer = node, ?other, rooms = n, "room history not handed over"),
-                    }
                 }
+                size += room_size;
+                batch.push((room.0, room.1, entries));
+            }
+            if !batch.is_empty() {
+                sent += self.send_batch(&node, batch).await;
             }
             if sent > 0 {
                 info!(peer = node, rooms = sent, "room history handed over to a new replica");
+            }
+        }
+    }
+
+    /// One hand-over message; returns how many rooms the peer merged.
+    async fn send_batch(&self, node: &str, rooms: Vec<(String, String, Vec<Entry>)>) -> usize {
+        let n = rooms.len();
+        match self.rooms.call(node, Request::HistoryMerge { rooms }, self.rpc_timeout).await {
+            Ok(Response::Merged(_)) => n,
+            other => {
+                warn!(peer = node, ?other, rooms = n, "room history not handed over");
+                0
             }
         }
     }
@@ -262,5 +272,36 @@ impl History for ClusterHistory {
             }
             merged.into_iter().map(|e| e.body).collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooms_replicas_are_the_first_two_of_its_ranking_with_their_generations() {
+        let ready: Ready = [("node1".into(), 5), ("node2".into(), 6), ("node3".into(), 7)].into();
+        let got = replicas(&ready, "/chat", "lobby");
+        let placement = Placement::new(["node1", "node2", "node3"]);
+        let want: Vec<(String, u64)> = placement
+            .ranking(&room_key("/chat", "lobby"))
+            .into_iter()
+            .take(2)
+            .map(|id| (id.into(), ready[id]))
+            .collect();
+        assert_eq!(got, want);
+        // A restarted node (new generation) is a new replica: its copy may be gone.
+        let mut restarted = ready.clone();
+        *restarted.get_mut(&got[0].0).unwrap() += 1;
+        assert!(!replicas(&ready, "/chat", "lobby").contains(&replicas(&restarted, "/chat", "lobby")[0]));
+        assert!(replicas(&Ready::new(), "/chat", "lobby").is_empty());
+    }
+
+    #[test]
+    fn a_peers_entries_are_cut_to_the_newest() {
+        let entries: Vec<Entry> = (0..10).rev().map(|n| Entry { at_ms: n, id: (1, n), body: String::new() }).collect();
+        let kept = untrusted(entries, 3);
+        assert_eq!(kept.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [7, 8, 9]);
     }
 }

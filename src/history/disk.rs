@@ -45,6 +45,17 @@ pub enum DiskError {
     MoveAside { path: PathBuf, source: std::io::Error },
 }
 
+/// A failed write or delete (redb's error, boxed: it is large).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct WriteError(Box<redb::Error>);
+
+impl<E: Into<redb::Error>> From<E> for WriteError {
+    fn from(err: E) -> Self {
+        Self(Box::new(err.into()))
+    }
+}
+
 /// What opening the file found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Opened {
@@ -173,7 +184,7 @@ impl Disk {
         Ok(opened)
     }
 
-    fn delete(&self, keys: impl Iterator<Item = Vec<u8>>) -> Result<(), redb::Error> {
+    fn delete(&self, keys: impl Iterator<Item = Vec<u8>>) -> Result<(), WriteError> {
         let write = self.db.begin_write()?;
         {
             let mut table = write.open_table(ROOMS)?;
@@ -186,7 +197,7 @@ impl Disk {
     }
 
     /// Writes each room's copy (`None`: deletes it) in one transaction.
-    pub fn write(&self, batch: &[(RoomId, Option<Vec<Entry>>)]) -> Result<(), redb::Error> {
+    pub fn write(&self, batch: &[(RoomId, Option<Vec<Entry>>)]) -> Result<(), WriteError> {
         let write = self.db.begin_write()?;
         {
             let mut table = write.open_table(ROOMS)?;

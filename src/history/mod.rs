@@ -69,6 +69,11 @@ pub fn merge(into: &mut Vec<Entry>, from: impl IntoIterator<Item = Entry>, cap: 
     changed
 }
 
+/// An entry's size in a message, bytes (its body and a bound on the rest).
+pub fn entry_size(entry: &Entry) -> usize {
+    entry.body.len() + 32
+}
+
 /// Gives entries their identity: a random publisher id and a counter, with a clock that never
 /// goes back.
 pub struct IdSource {
@@ -139,18 +144,24 @@ impl HistoryStore {
         }
         let changed = {
             let mut state = self.state();
-            if !state.rooms.contains(room) {
-                if let Some((evicted, _)) = state.rooms.push(room.clone(), Vec::new()) {
-                    state.dirty.insert(evicted);
+            let StoreState { rooms, dirty } = &mut *state;
+            let changed = match rooms.get_mut(room) {
+                Some(copy) => merge(copy, entries, self.per_room),
+                None => {
+                    // A new room only if something is left to keep: nothing is evicted for nothing.
+                    let mut copy = Vec::new();
+                    merge(&mut copy, entries, self.per_room);
+                    let fresh = !copy.is_empty();
+                    if fresh {
+                        if let Some((evicted, _)) = rooms.push(room.clone(), copy) {
+                            dirty.insert(evicted);
+                        }
+                    }
+                    fresh
                 }
-            }
-            let per_room = self.per_room;
-            let copy = state.rooms.get_mut(room).expect("just inserted");
-            let changed = merge(copy, entries, per_room);
-            if copy.is_empty() {
-                state.rooms.pop(room);
-            } else if changed {
-                state.dirty.insert(room.clone());
+            };
+            if changed {
+                dirty.insert(room.clone());
             }
             changed
         };
@@ -165,6 +176,20 @@ impl HistoryStore {
     /// The room's entries, oldest first.
     pub fn entries(&self, room: &RoomId) -> Vec<Entry> {
         self.state().rooms.peek(room).cloned().unwrap_or_default()
+    }
+
+    /// The room's newest entries whose bodies add up to at most `budget` bytes, oldest first
+    /// (what fits in one message to a peer).
+    pub fn newest_within(&self, room: &RoomId, budget: usize) -> Vec<Entry> {
+        let mut entries = self.entries(room);
+        let mut size = 0;
+        let keep = entries.iter().rev().take_while(|e| {
+            size += entry_size(e);
+            size <= budget
+        });
+        let skip = entries.len() - keep.count();
+        entries.drain(..skip);
+        entries
     }
 
     /// Every room held, least recently written first.
@@ -332,5 +357,25 @@ mod tests {
         let dirty: HashSet<RoomId> = store.take_dirty().into_iter().map(|(r, _)| r).collect();
         assert_eq!(dirty, [room("a"), room("b"), room("c")].into());
         assert!(HistoryStore::new(0, 1).is_none() && HistoryStore::new(1, 0).is_none());
+    }
+
+    #[test]
+    fn nothing_to_keep_evicts_nothing() {
+        let store = HistoryStore::new(2, 1).unwrap();
+        let room = |r: &str| ("/chat".to_owned(), r.to_owned());
+        store.merge(&room("a"), vec![e(1, 1, 1)]);
+        let big = Entry { at_ms: 2, id: (1, 2), body: "x".repeat(MAX_BODY + 1) };
+        assert!(!store.merge(&room("b"), vec![big]));
+        assert_eq!(store.rooms(), [room("a")]);
+    }
+
+    #[test]
+    fn the_newest_entries_within_a_budget() {
+        let store = HistoryStore::new(10, 1).unwrap();
+        let room = ("/chat".to_owned(), "a".to_owned());
+        store.merge(&room, (1..=5).map(|n| e(n, 1, n)).collect());
+        let two = 2 * entry_size(&e(1, 1, 1));
+        assert_eq!(bodies(&store.newest_within(&room, two)), ["1:4", "1:5"]);
+        assert!(store.newest_within(&room, 1).is_empty());
     }
 }
