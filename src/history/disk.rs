@@ -259,7 +259,9 @@ impl Writer {
         self.stop.store(true, Ordering::Release);
         let _ = self.bell.try_send(());
         if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(tokio::task::spawn_blocking(move || thread.join()).await, Ok(Ok(()))) {
+                error!("the room history writer thread failed; the last changes may not be saved");
+            }
         }
     }
 }
