@@ -185,8 +185,9 @@ impl Node {
             None => None,
         };
 
-        let history = open_history(&config).await?;
         let handles: Vec<Arc<HistoryHandle>> = services.iter().filter_map(|s| s.history.clone()).collect();
+        // Only services that keep history (the chat) make a node open its store.
+        let history = if handles.is_empty() { None } else { open_history(&config).await? };
         let set_history = |layer: Arc<dyn History>| handles.iter().for_each(|h| h.set(layer.clone()));
         let (routers, cluster) = match &config.cluster {
             None => {
@@ -254,9 +255,11 @@ impl Node {
                 let metrics = Metrics::new(Sources {
                     engine: engine.clone(),
                     namespaces: all_namespaces(&services),
+                    history: history.as_ref().map(|h| h.store.clone()),
                     cluster: Some(ClusterSources {
                         membership: membership.clone(),
                         rooms: rooms.clone(),
+                        history: cluster_history.clone(),
                         rpc: rpc_stats.clone(),
                     }),
                 });
@@ -298,9 +301,12 @@ impl Node {
         };
         let metrics = match &cluster {
             Some(c) => c.cluster.metrics.clone(),
-            None => {
-                Metrics::new(Sources { engine: engine.clone(), namespaces: all_namespaces(&services), cluster: None })
-            }
+            None => Metrics::new(Sources {
+                engine: engine.clone(),
+                namespaces: all_namespaces(&services),
+                history: history.as_ref().map(|h| h.store.clone()),
+                cluster: None,
+            }),
         };
         let state = Arc::new(HttpState {
             node_id: node_id.clone(),
