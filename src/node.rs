@@ -122,7 +122,8 @@ async fn open_history(config: &NodeConfig) -> Result<Option<NodeHistory>, NodeEr
     };
     let Some(dir) = config.history.dir.clone() else { return Ok(Some(NodeHistory { store, writer: None })) };
     let (loading, rooms) = (store.clone(), config.chat.history_rooms);
-    let opened = tokio::task::spawn_blocking(move || Disk::open(&dir, &loading, rooms)).await;
+    let span = tracing::Span::current(); // the node's, for the log lines of the load
+    let opened = tokio::task::spawn_blocking(move || span.in_scope(|| Disk::open(&dir, &loading, rooms))).await;
     let (disk, _opened) = opened.map_err(|err| DiskError::Open {
         path: config.history.dir.clone().unwrap_or_default(),
         reason: err.to_string(),

@@ -234,9 +234,11 @@ impl Writer {
         store.set_doorbell(bell.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let (weak, stopping) = (Arc::downgrade(store), stop.clone());
+        let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || {
+                let _node = span.enter();
                 let mut failures = 0u64;
                 loop {
                     let rang = rings.recv_timeout(Duration::from_secs(1));
@@ -346,6 +348,26 @@ mod tests {
         assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 10_000], "the bad file is kept for a look");
         store.merge(&room("a"), vec![entry(1)]);
         disk.write(&store.take_dirty()).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_truncated_file_opens_or_is_moved_aside_never_fails() {
+        let dir = temp_dir("truncated");
+        {
+            let store = HistoryStore::new(3, 10).unwrap();
+            let (disk, _) = Disk::open(&dir, &store, 10).unwrap();
+            for r in 0..10 {
+                store.merge(&room(&r.to_string()), vec![entry(r)]);
+            }
+            disk.write(&store.take_dirty()).unwrap();
+        }
+        let file = dir.join(FILE);
+        let len = std::fs::metadata(&file).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len / 2).unwrap();
+        let store = HistoryStore::new(3, 10).unwrap();
+        let (_disk, opened) = Disk::open(&dir, &store, 10).expect("a node starts on a truncated file");
+        assert!(matches!(opened, Opened::Loaded { .. } | Opened::MovedAside(_)), "{opened:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
