@@ -42,6 +42,9 @@ pub const BATCH_BYTES: usize = 1024 * 1024;
 pub const MAX_BATCH_ROOMS: usize = 4096;
 /// How long a reader waits for a replica's answer.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one hand-over message may take (a node that died unnoticed holds the hand-over
+/// up no longer than this per message).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The ready members and their generations.
 pub type Ready = BTreeMap<String, u64>;
@@ -221,7 +224,8 @@ impl ClusterHistory {
     /// One hand-over message; returns how many rooms the peer merged.
     async fn send_batch(&self, node: &str, rooms: Vec<(String, String, Vec<Entry>)>) -> usize {
         let n = rooms.len();
-        match self.rooms.call(node, Request::HistoryMerge { rooms }, self.rpc_timeout).await {
+        let limit = HAND_OVER_TIMEOUT.min(self.rpc_timeout);
+        match self.rooms.call(node, Request::HistoryMerge { rooms }, limit).await {
             Ok(Response::Merged(_)) => n,
             other => {
                 warn!(peer = node, ?other, rooms = n, "room history not handed over");
