@@ -115,6 +115,7 @@ async fn run_cluster(args: &Args, config: EngineConfig) -> anyhow::Result<()> {
                 engine: Engine::new(config.clone(), Arc::new(Echo)),
                 namespaces: vec![],
                 admin: None,
+                history: None,
             },
             Service::socketio("/socket.io/", config.clone(), io),
         ]

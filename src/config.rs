@@ -53,8 +53,19 @@ pub struct NodeConfig {
     pub auth: AuthSettings,
     /// The socket.io Admin UI at `/admin/` and its `/admin` namespace; absent: off.
     pub admin: Option<AdminSettings>,
+    /// Where room history is saved; its sizes are `chat.history_len` and `chat.history_rooms`.
+    pub history: HistorySettings,
     /// Absent: the node runs alone.
     pub cluster: Option<ClusterSettings>,
+}
+
+/// Room history on disk (see [`crate::history::disk`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Directory of this node's history file (`history.redb`), created if missing; relative
+    /// to the working directory. Absent: history is kept in memory only.
+    pub dir: Option<PathBuf>,
 }
 
 /// How a node joins the cluster.
@@ -203,6 +214,7 @@ impl Default for NodeConfig {
             chat: ChatConfig::default(),
             auth: AuthSettings::default(),
             admin: None,
+            history: HistorySettings::default(),
             cluster: None,
         }
     }
@@ -400,6 +412,9 @@ mod tests {
             assert_eq!(cluster.seeds.len(), 2, "each node seeds with the other two");
             assert!(!cluster.seeds.contains(&cluster.gossip.to_string()));
         }
+        let dirs: std::collections::HashSet<_> = nodes.iter().map(|c| c.history.dir.clone()).collect();
+        assert_eq!(dirs.len(), 3, "each node has its own history.dir");
+        assert!(nodes.iter().all(|c| c.history.dir.as_ref().is_some_and(|d| d.starts_with("run"))));
     }
 
     #[test]

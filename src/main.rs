@@ -147,6 +147,9 @@ struct NodeArgs {
     /// Log filter, e.g. `debug` or `clusterchat=debug` [default: info]; RUST_LOG overrides.
     #[arg(long)]
     log: Option<String>,
+    /// Directory where room history is saved (`history.dir`) [default: none, memory only].
+    #[arg(long)]
+    history_dir: Option<PathBuf>,
     /// Gossip (UDP) address: joins a cluster [default with a [cluster] section: 127.0.0.1:7001].
     #[arg(long)]
     gossip: Option<SocketAddr>,
@@ -199,6 +202,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.log {
             c.log = v;
+        }
+        if let Some(v) = self.history_dir {
+            c.history.dir = Some(v);
         }
         let advertised =
             self.gossip_advertise.is_some() || self.rpc_advertise.is_some() || self.http_advertise.is_some();

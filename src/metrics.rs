@@ -18,9 +18,11 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::cluster::gossip_wire::Reject;
+use crate::cluster::history::ClusterHistory;
 use crate::cluster::membership::Membership;
 use crate::cluster::rooms::ClusterRooms;
 use crate::engineio::{Engine, EngineRequest, Method};
+use crate::history::HistoryStore;
 use crate::rpc::stats::RpcStats;
 use crate::socketio::Namespace;
 
@@ -93,6 +95,8 @@ type HistogramByKind = Family<[(&'static str, &'static str); 1], Histogram, fn()
 pub struct Sources {
     pub engine: Arc<Engine>,
     pub namespaces: Vec<Arc<Namespace>>,
+    /// This node's copies of room histories; absent with history off.
+    pub history: Option<Arc<HistoryStore>>,
     /// Absent on a node running alone.
     pub cluster: Option<ClusterSources>,
 }
@@ -101,6 +105,7 @@ pub struct Sources {
 pub struct ClusterSources {
     pub membership: Arc<Membership>,
     pub rooms: Arc<ClusterRooms>,
+    pub history: Option<Arc<ClusterHistory>>,
     pub rpc: Arc<RpcStats>,
 }
 
@@ -210,7 +215,15 @@ fn labeled<'a, M: EncodeMetric>(
 
 impl Collector for Scraped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let Sources { engine, namespaces, cluster } = &self.0;
+        let Sources { engine, namespaces, history, cluster } = &self.0;
+        if let Some(store) = history {
+            gauge(
+                &mut encoder,
+                "history_rooms",
+                "Rooms whose history this node keeps a copy of.",
+                store.room_count() as i64,
+            )?;
+        }
         let by_transport = engine.sessions_by_transport();
         let owned: usize = by_transport.iter().map(|(_, n)| n).sum();
         gauge(&mut encoder, "sessions_owned", "Open sessions this node owns.", owned as i64)?;
@@ -256,7 +269,15 @@ impl Collector for Scraped {
             "Sessions closed because their client fell a whole outbound queue behind.",
             engine.queue_full_closes(),
         )?;
-        if let Some(ClusterSources { membership, rooms, rpc }) = cluster {
+        if let Some(ClusterSources { membership, rooms, history, rpc }) = cluster {
+            if let Some(history) = history {
+                gauge(
+                    &mut encoder,
+                    "history_settled",
+                    "1 once this node has handed its rooms' history to their new replicas for the ring it sees.",
+                    i64::from(history.settled()),
+                )?;
+            }
             let members = membership.members();
             let rejections = membership.rejections();
             labeled(

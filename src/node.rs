@@ -11,11 +11,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, Instrument};
 
 use crate::admin::Admin;
+use crate::cluster::history::ClusterHistory;
 use crate::cluster::membership::{GossipConfig, Membership};
 use crate::cluster::rooms::ClusterRooms;
 use crate::cluster::router::{peer_handler, Cluster, Router};
 use crate::config::{ClusterSettings, ConfigError, NodeConfig};
 use crate::engineio::{Engine, EngineConfig};
+use crate::history::disk::{Disk, DiskError, Writer};
+use crate::history::{History, HistoryHandle, HistoryStore, LocalHistory};
 use crate::http::{EdgePolicy, HttpState};
 use crate::logging::node_span;
 use crate::metrics::{ClusterSources, Metrics, Sources};
@@ -41,16 +44,21 @@ pub enum NodeError {
     Gossip(anyhow::Error),
     #[error("left the cluster because its gossip failed: {0}")]
     GossipDown(String),
+    #[error("room history: {0}")]
+    History(#[from] DiskError),
 }
 
 /// One Engine.IO endpoint a node serves: the engine at `path`, and the Socket.IO namespaces
-/// on it whose rooms span the cluster (none for a bare Engine.IO handler).
+/// on it whose rooms span the cluster (none for a bare Engine.IO handler), and the handle
+/// through which its application reaches room history, if it keeps any (the node sets it
+/// once it knows whether it runs alone or in a cluster).
 pub struct Service {
     pub path: String,
     pub engine: Arc<Engine>,
     pub namespaces: Vec<Arc<Namespace>>,
     /// The Admin UI's side of this service's Socket.IO server, with `[admin]`.
     pub admin: Option<Arc<Admin>>,
+    pub history: Option<Arc<HistoryHandle>>,
 }
 
 impl Service {
@@ -59,7 +67,8 @@ impl Service {
     pub fn chat(config: &NodeConfig) -> Result<Self, NodeError> {
         let node_id: Arc<str> = config.node_id.as_str().into();
         let jwt = config.auth.jwt.as_ref().map(|jwt| jwt.verifier()).transpose().map_err(ConfigError::from)?;
-        let chat = crate::chat::namespace(node_id.clone(), config.chat.clone(), jwt);
+        let history = Arc::new(HistoryHandle::default());
+        let chat = crate::chat::namespace(node_id.clone(), config.chat.clone(), jwt, history.clone());
         let admin = config.admin.clone().map(|a| Admin::new(a, node_id)).transpose().map_err(ConfigError::Invalid)?;
         let namespaces = [Some(chat), admin.as_ref().map(Admin::namespace)].into_iter().flatten().collect();
         let io = SocketIo::new(config.engine.socketio(), namespaces);
@@ -67,12 +76,12 @@ impl Service {
         if let Some(admin) = &admin {
             admin.attach(&io, &service.engine);
         }
-        Ok(Self { admin, ..service })
+        Ok(Self { admin, history: Some(history), ..service })
     }
 
     pub fn socketio(path: &str, config: EngineConfig, io: Arc<SocketIo>) -> Self {
         let namespaces = io.namespaces().cloned().collect();
-        Self { path: path.to_owned(), engine: Engine::new(config, io), namespaces, admin: None }
+        Self { path: path.to_owned(), engine: Engine::new(config, io), namespaces, admin: None, history: None }
     }
 }
 
@@ -103,8 +112,33 @@ fn all_namespaces(services: &[Service]) -> Vec<Arc<Namespace>> {
     services.iter().flat_map(|s| s.namespaces.iter().cloned()).collect()
 }
 
-/// How long a leaving node waits for its parked sessions to reach their new keepers.
+/// How long a leaving node waits for its parked sessions, and then its rooms' history, to
+/// reach their new keepers.
 const HAND_OVER_LIMIT: Duration = Duration::from_secs(5);
+
+/// This node's room history: its copies, and the thread saving them (with `history.dir`).
+struct NodeHistory {
+    store: Arc<HistoryStore>,
+    writer: Option<Writer>,
+}
+
+/// The store of `chat.history_len` × `chat.history_rooms`, loaded from `history.dir` if set;
+/// `None` if history is off.
+async fn open_history(config: &NodeConfig) -> Result<Option<NodeHistory>, NodeError> {
+    let Some(store) = HistoryStore::new(config.chat.history_len, config.chat.history_rooms).map(Arc::new) else {
+        return Ok(None);
+    };
+    let Some(dir) = config.history.dir.clone() else { return Ok(Some(NodeHistory { store, writer: None })) };
+    let (loading, rooms) = (store.clone(), config.chat.history_rooms);
+    let span = tracing::Span::current(); // the node's, for the log lines of the load
+    let opened = tokio::task::spawn_blocking(move || span.in_scope(|| Disk::open(&dir, &loading, rooms))).await;
+    let (disk, _opened) = opened.map_err(|err| DiskError::Open {
+        path: config.history.dir.clone().unwrap_or_default(),
+        reason: err.to_string(),
+    })??;
+    let writer = Writer::start(disk, &store);
+    Ok(Some(NodeHistory { store, writer: Some(writer) }))
+}
 
 /// A running node.
 pub struct Node {
@@ -120,6 +154,7 @@ pub struct Node {
     cluster: Option<RunningCluster>,
     /// The Admin UI's side, whose per-UI tasks stop with the node.
     admin: Option<Arc<Admin>>,
+    history: Option<NodeHistory>,
     span: tracing::Span,
 }
 
@@ -127,6 +162,7 @@ struct RunningCluster {
     cluster: Arc<Cluster>,
     gossip_advertise: SocketAddr,
     rooms: Arc<ClusterRooms>,
+    history: Option<Arc<ClusterHistory>>,
     rpc_addr: SocketAddr,
     rpc_stop: CancellationToken,
     rpc_task: tokio::task::JoinHandle<()>,
@@ -161,8 +197,15 @@ impl Node {
             None => None,
         };
 
+        let handles: Vec<Arc<HistoryHandle>> = services.iter().filter_map(|s| s.history.clone()).collect();
+        // Only services that keep history (the chat) make a node open its store.
+        let history = if handles.is_empty() { None } else { open_history(&config).await? };
+        let set_history = |layer: Arc<dyn History>| handles.iter().for_each(|h| h.set(layer.clone()));
         let (routers, cluster) = match &config.cluster {
             None => {
+                if let Some(h) = &history {
+                    set_history(Arc::new(LocalHistory::new(h.store.clone())));
+                }
                 let routers =
                     services.iter().map(|s| (s.path.clone(), Router::local(node_id.clone(), s.engine.clone())));
                 (routers.collect(), None)
@@ -215,13 +258,26 @@ impl Node {
                     all_namespaces(&services),
                     rpc_timeout,
                 );
+                let cluster_history = history.as_ref().map(|h| {
+                    let layer = ClusterHistory::new(
+                        config.node_id.clone(),
+                        membership.clone(),
+                        rooms.clone(),
+                        h.store.clone(),
+                        rpc_timeout,
+                    );
+                    set_history(layer.clone());
+                    layer
+                });
                 let rpc_stats = Arc::new(RpcStats::default());
                 let metrics = Metrics::new(Sources {
                     engine: engine.clone(),
                     namespaces: all_namespaces(&services),
+                    history: history.as_ref().map(|h| h.store.clone()),
                     cluster: Some(ClusterSources {
                         membership: membership.clone(),
                         rooms: rooms.clone(),
+                        history: cluster_history.clone(),
                         rpc: rpc_stats.clone(),
                     }),
                 });
@@ -238,6 +294,7 @@ impl Node {
                 let handler = peer_handler(
                     services.iter().map(|s| (s.path.clone(), s.engine.clone())).collect(),
                     rooms.clone(),
+                    cluster_history.clone(),
                     rpc_stats.clone(),
                     admin.clone(),
                 );
@@ -252,14 +309,26 @@ impl Node {
                 let rpc_task = tokio::spawn(
                     crate::rpc::listener::serve(rpc, listen, handler, rpc_stats, rpc_stop.clone()).in_current_span(),
                 );
-                (routers, Some(RunningCluster { cluster, gossip_advertise, rooms, rpc_addr, rpc_stop, rpc_task }))
+                let running = RunningCluster {
+                    cluster,
+                    gossip_advertise,
+                    rooms,
+                    history: cluster_history,
+                    rpc_addr,
+                    rpc_stop,
+                    rpc_task,
+                };
+                (routers, Some(running))
             }
         };
         let metrics = match &cluster {
             Some(c) => c.cluster.metrics.clone(),
-            None => {
-                Metrics::new(Sources { engine: engine.clone(), namespaces: all_namespaces(&services), cluster: None })
-            }
+            None => Metrics::new(Sources {
+                engine: engine.clone(),
+                namespaces: all_namespaces(&services),
+                history: history.as_ref().map(|h| h.store.clone()),
+                cluster: None,
+            }),
         };
         let state = Arc::new(HttpState {
             node_id: node_id.clone(),
@@ -294,7 +363,7 @@ impl Node {
         }
         let drain = Duration::from_millis(config.drain_ms);
         let stop = CancellationToken::new();
-        Ok(Self { node_id, stop, drain, state, server, metrics_server, engine, cluster, admin, span })
+        Ok(Self { node_id, stop, drain, state, server, metrics_server, engine, cluster, admin, history, span })
     }
 
     pub fn node_id(&self) -> &str {
@@ -331,6 +400,16 @@ impl Node {
     /// The cluster rooms (subscriber table, pushes and their counters), in a cluster.
     pub fn rooms(&self) -> Option<&Arc<ClusterRooms>> {
         self.cluster.as_ref().map(|c| &c.rooms)
+    }
+
+    /// The replicated room history, in a cluster that keeps history.
+    pub fn history(&self) -> Option<&Arc<ClusterHistory>> {
+        self.cluster.as_ref().and_then(|c| c.history.as_ref())
+    }
+
+    /// This node's copies of room histories, if it keeps history.
+    pub fn history_store(&self) -> Option<&Arc<HistoryStore>> {
+        self.history.as_ref().map(|h| &h.store)
     }
 
     /// Cancelling it makes the node leave, as [`Node::shutdown`] does.
@@ -395,11 +474,19 @@ impl Node {
                 // nodes' clients) move to nodes that stay.
                 c.rooms.hand_over_all();
                 c.rooms.settle(HAND_OVER_LIMIT).await;
+                if let Some(history) = &c.history {
+                    // Its rooms' copies go to the replicas that take its place.
+                    history.leave(HAND_OVER_LIMIT).await;
+                    history.shutdown().await;
+                }
                 c.rpc_stop.cancel();
                 let _ = c.rpc_task.await;
                 c.cluster.peers.close_all();
                 c.cluster.membership.shutdown().await;
                 c.rooms.shutdown();
+            }
+            if let Some(writer) = self.history.and_then(|h| h.writer) {
+                writer.stop().await; // what is not on disk yet is written now
             }
             info!("left");
             match failed {

@@ -367,6 +367,9 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             new_sid,
         },
     );
+    let entry = (any::<u64>(), any::<(u64, u64)>(), text())
+        .prop_map(|(at_ms, id, body)| clusterchat::rpc::HistoryEntry { at_ms, id, body });
+    let entries = prop::collection::vec(entry.clone(), 0..3);
     let request = prop_oneof![
         (text(), engine_request).prop_map(|(path, req)| Request::Engine { path, req }),
         (text(), text(), text(), labels.clone(), any::<(u64, u64)>())
@@ -385,10 +388,13 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
         }),
         (text(), text(), prop::option::of(text()), prop::collection::vec(wire_packet(), 0..3), any::<bool>())
             .prop_map(|(nsp, pid, after, packets, taken)| Request::ParkTail { nsp, pid, after, packets, taken }),
+        prop::collection::vec((text(), text(), entries.clone()), 0..3)
+            .prop_map(|rooms| Request::HistoryMerge { rooms }),
     ];
     let response = prop_oneof![
         (any::<(u64, u64)>(), labels.clone()).prop_map(|(version, labels)| Response::Members { version, labels }),
-        labels.clone().prop_map(Response::History),
+        entries.prop_map(Response::History),
+        any::<u32>().prop_map(Response::Merged),
         text().prop_map(Response::Failed),
         any::<bool>().prop_map(Response::Parked),
         prop::option::of((text(), labels.clone())).prop_map(Response::Found),
@@ -404,7 +410,7 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             .prop_map(|(nsp, room, offset, frames)| Push::Publish { nsp, room, offset, frames }),
         (text(), text(), text(), labels, any::<(u64, u64)>())
             .prop_map(|(node, nsp, room, labels, version)| { Push::Presence { node, nsp, room, labels, version } }),
-        (text(), text(), text()).prop_map(|(nsp, room, entry)| Push::Record { nsp, room, entry }),
+        (text(), text(), entry).prop_map(|(nsp, room, entry)| Push::Record { nsp, room, entry }),
     ];
     prop_oneof![
         (any::<u64>(), request).prop_map(|(id, body)| RpcFrame::Request { id, body }),

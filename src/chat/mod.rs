@@ -4,7 +4,8 @@
 //! each optionally acked with `{ok: true}` or `{error}`. Server → room members: the same event
 //! names with `{user, room[, message]}`, and `room users {room, users}` (coalesced:
 //! [`room_users`]); the joiner alone gets
-//! `room history {room, messages: [{user, message}]}`, the room's last messages. The server sets
+//! `room history {room, messages: [{user, message}]}`, the room's last messages (kept by the
+//! history layer, [`crate::history`], reached through the handle the node wires in). The server sets
 //! `user` from the connection, so a client cannot speak as someone else. Each client's events
 //! are rate limited ([`rate_limit`]): over the limit an event is refused with `rate limited`, and a
 //! client that keeps on is disconnected. With connection state recovery on, a recovered client
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use tracing::Instrument;
 
 use crate::auth::JwtVerifier;
+use crate::history::HistoryHandle;
 use crate::socketio::{
     AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, OnSent, PresenceCause, RecoveryConfig, Socket,
 };
@@ -41,7 +43,8 @@ pub struct ChatConfig {
     pub max_message_len: usize,
     /// Most rooms one connection may be in at once.
     pub max_rooms_per_user: usize,
-    /// Messages of a room kept (on the room's owner node) and sent to whoever joins; 0: none.
+    /// Messages of a room kept (on the room's two replicas, see `cluster::history`) and sent
+    /// to whoever joins; 0: none.
     pub history_len: usize,
     /// Rooms whose history one node keeps; past it the least recently active is forgotten.
     pub history_rooms: usize,
@@ -85,7 +88,13 @@ struct User {
 
 /// Builds the `/chat` namespace. `node_id` is reported to clients as the session's owner.
 /// With `jwt`, a client's user name is the one its token proves, not the one it gives.
-pub fn namespace(node_id: Arc<str>, config: ChatConfig, jwt: Option<JwtVerifier>) -> NamespaceBuilder {
+/// Messages are recorded in, and joiners read, `history`.
+pub fn namespace(
+    node_id: Arc<str>,
+    config: ChatConfig,
+    jwt: Option<JwtVerifier>,
+    history: Arc<HistoryHandle>,
+) -> NamespaceBuilder {
     let config = Arc::new(config);
     let c1 = config.clone();
     let c2 = config.clone();
@@ -93,13 +102,13 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig, jwt: Option<JwtVerifier>
     let c4 = config.clone();
     let users = Arc::new(RoomUsers::default());
     let (u1, u2, u3, u4, u5) = (users.clone(), users.clone(), users.clone(), users.clone(), users);
+    let (h1, h2) = (history.clone(), history);
     let mut builder = NamespaceBuilder::new(NAMESPACE);
     if config.recovery_secs > 0 {
         let max_disconnection = std::time::Duration::from_secs(config.recovery_secs);
         builder = builder.recovery(RecoveryConfig { max_disconnection, ..RecoveryConfig::default() });
     }
     builder
-        .history(config.history_len, config.history_rooms)
         .on_connect(move |socket, req| {
             let config = &c4;
             let name = connecting_user(req, config, jwt.as_ref())?;
@@ -135,7 +144,7 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig, jwt: Option<JwtVerifier>
         .on(
             "join room",
             rate_limited(&config, move |socket, event, ack| match room_arg(&event, &c1) {
-                Ok(room) => join(socket, room, &c1, &u2, ack),
+                Ok(room) => join(socket, room, &c1, &u2, &h1, ack),
                 Err(error) => respond(socket, ack, Err(error)),
             }),
         )
@@ -149,7 +158,7 @@ pub fn namespace(node_id: Arc<str>, config: ChatConfig, jwt: Option<JwtVerifier>
         .on(
             "chat message",
             rate_limited(&config, move |socket, event, ack| match message_args(&event, &c3) {
-                Ok((room, message)) => say(socket, &room, &message, ack),
+                Ok((room, message)) => say(socket, &room, &message, &h2, ack),
                 Err(error) => respond(socket, ack, Err(error)),
             }),
         )
@@ -328,7 +337,14 @@ fn message_args(event: &Event, config: &ChatConfig) -> Result<(String, String), 
 
 /// Joins, then announces the join once every node routes the room's messages here, so
 /// the joiner misses nothing sent after its ack.
-fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, users: &Arc<RoomUsers>, ack: Option<AckSender>) {
+fn join(
+    socket: &Arc<Socket>,
+    room: String,
+    config: &ChatConfig,
+    users: &Arc<RoomUsers>,
+    history: &Arc<HistoryHandle>,
+    ack: Option<AckSender>,
+) {
     let ns = socket.namespace().clone();
     if socket.in_room(&room) {
         // Joining twice is harmless: the client just gets the member list again.
@@ -339,13 +355,13 @@ fn join(socket: &Arc<Socket>, room: String, config: &ChatConfig, users: &Arc<Roo
         return respond(socket, ack, Err(format!("you are already in {} rooms", config.max_rooms_per_user)));
     }
     let Some(subscribed) = socket.join(&room) else { return respond(socket, ack, Ok(())) };
-    let (socket, users) = (socket.clone(), users.clone());
+    let (socket, users, history) = (socket.clone(), users.clone(), history.clone());
     tokio::spawn(
         async move {
             subscribed.await;
-            // What was said before: from the room's owner, before the joiner's own join line.
-            let messages: Vec<Value> =
-                ns.history(&room).await.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect();
+            // What was said before: from the room's replicas, before the joiner's own join line.
+            let said = history.history(NAMESPACE, &room).await;
+            let messages: Vec<Value> = said.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect();
             let _ = socket.emit("room history", vec![json!({ "room": &room, "messages": messages })]);
             let user = user(&socket);
             ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
@@ -377,7 +393,7 @@ fn announce_leave(ns: &Arc<Namespace>, user: &str, room: &str, users: &Arc<RoomU
 /// Says `message` in `room`. The sender's ack waits until the message has left this node:
 /// written to every other node with members of the room (see [`OnSent`]), so once acked, a
 /// crash of this process loses it for nobody.
-fn say(socket: &Arc<Socket>, room: &str, message: &str, ack: Option<AckSender>) {
+fn say(socket: &Arc<Socket>, room: &str, message: &str, history: &HistoryHandle, ack: Option<AckSender>) {
     if !socket.in_room(room) {
         return respond(socket, ack, Err(format!("join room {room} before sending to it")));
     }
@@ -386,7 +402,7 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str, ack: Option<AckSender>) 
     let acked = socket.clone();
     let sent = OnSent::new(move || respond(&acked, ack, Ok(())));
     ns.emit_to_room_then(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })], sent);
-    ns.record(room, json!({ "user": &*user, "message": message }).to_string());
+    history.record(NAMESPACE, room, json!({ "user": &*user, "message": message }).to_string());
 }
 
 /// Answers through the ack when the client asked for one; otherwise errors become `chat error`.

@@ -1,9 +1,10 @@
 //! The cluster: membership by authenticated gossip, placement by rendezvous hashing, routing
-//! over the internal RPC, rooms across nodes.
+//! over the internal RPC, rooms across nodes, room history on two replicas.
 
 pub mod core;
 pub mod gossip_transport;
 pub mod gossip_wire;
+pub mod history;
 pub mod membership;
 pub mod placement;
 pub mod rooms;

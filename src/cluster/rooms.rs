@@ -57,18 +57,10 @@ enum Outgoing {
 }
 
 /// The node a room is placed on: the rendezvous winner of the room's gossip key among the
-/// ready members; `inspect --room` shows it. The room's history is kept there and on the
-/// next [`HISTORY_REPLICAS`] - 1 nodes of the same ranking.
+/// ready members; `inspect --room` shows it. It is the first of the room's history replicas
+/// (`cluster::history`).
 pub fn room_owner(members: &Members, nsp: &str, room: &str) -> Option<String> {
     Placement::new(members.ready()).owner(&room_key(nsp, room)).map(str::to_owned)
-}
-
-/// Nodes that keep each room's history, so one node down (crashed, restarting) loses none.
-pub const HISTORY_REPLICAS: usize = 2;
-
-/// The first `n` nodes of a room's rendezvous ranking among the ready members.
-pub fn room_replicas(members: &Members, nsp: &str, room: &str, n: usize) -> Vec<String> {
-    Placement::new(members.ready()).ranking(&room_key(nsp, room)).into_iter().take(n).map(str::to_owned).collect()
 }
 
 /// Counters of room traffic, for metrics.
@@ -382,13 +374,13 @@ impl ClusterRooms {
         Response::Members { version, labels }
     }
 
-    /// Serves a peer's request for the history of a room this node owns.
-    pub fn on_history(&self, nsp: &str, room: &str) -> Response {
-        Response::History(self.namespace(nsp).map(|ns| ns.history_here(room)).unwrap_or_default())
-    }
-
     /// A request to `node`, over its RPC connection.
-    async fn call(&self, node: &str, request: Request, timeout: Duration) -> Result<Response, crate::rpc::RpcError> {
+    pub(crate) async fn call(
+        &self,
+        node: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, crate::rpc::RpcError> {
         let addr = self.membership.members().get(node).and_then(|m| m.rpc);
         let addr = addr.ok_or_else(|| crate::rpc::RpcError::Connect {
             peer: node.to_owned(),
@@ -512,16 +504,10 @@ impl ClusterRooms {
         }
     }
 
-    /// The owner of a room among the ready members (this node while it knows no other).
-    /// The nodes that keep a room's history: the first [`HISTORY_REPLICAS`] of the room's
-    /// rendezvous ranking among the ready members (this node alone if none is ready).
-    fn history_replicas(&self, nsp: &str, room: &str) -> Vec<String> {
-        let replicas = room_replicas(&self.membership.members(), nsp, room, HISTORY_REPLICAS);
-        if replicas.is_empty() {
-            vec![self.node_id.clone()]
-        } else {
-            replicas
-        }
+    /// Queues a push for `node` behind the ones already queued for it; false if its queue
+    /// is full (the push is dropped and counted).
+    pub(crate) fn push_to_peer(self: &Arc<Self>, node: &str, push: Push) -> bool {
+        self.push_to(node, Outgoing::Push(push, None))
     }
 
     /// Serves a peer's push.
@@ -537,11 +523,8 @@ impl ClusterRooms {
             Push::Presence { node, nsp, room, labels, version } => {
                 self.step(|s, out| s.core.on_presence(&node, &(nsp, room), labels, version, out))
             }
-            Push::Record { nsp, room, entry } => {
-                if let Some(ns) = self.namespace(&nsp) {
-                    ns.record_here(&room, entry);
-                }
-            }
+            // Served by `cluster::history` (the peer handler routes it there).
+            Push::Record { .. } => {}
         }
     }
 
@@ -625,56 +608,6 @@ impl Adapter for ClusterRooms {
         for node in targets {
             this.push_to(&node, Outgoing::Push(push.clone(), Some(sent.clone())));
         }
-    }
-
-    fn record(&self, nsp: &str, room: &str, entry: String) {
-        let Some(this) = self.me.upgrade() else { return };
-        for replica in this.history_replicas(nsp, room) {
-            if replica == this.node_id {
-                if let Some(ns) = this.namespace(nsp) {
-                    ns.record_here(room, entry.clone());
-                }
-            } else {
-                let push = Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() };
-                this.push_to(&replica, Outgoing::Push(push, None));
-            }
-        }
-    }
-
-    /// Asks every replica and keeps the longest answer: a replica that just became one (a node
-    /// joined) or lost its copy (it restarted) has fewer entries than one that has held the
-    /// room all along, and one replica down leaves the other's.
-    fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
-        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(Vec::new())) };
-        let replicas = this.history_replicas(nsp, room);
-        let (nsp, room) = (nsp.to_owned(), room.to_owned());
-        Box::pin(async move {
-            let asks = replicas.into_iter().map(|replica| {
-                let this = this.clone();
-                let (nsp, room) = (nsp.clone(), room.clone());
-                async move {
-                    if replica == this.node_id {
-                        return this.namespace(&nsp).map(|ns| ns.history_here(&room)).unwrap_or_default();
-                    }
-                    let request = Request::History { nsp, room };
-                    match this.call(&replica, request, SUBSCRIBE_TIMEOUT.min(this.rpc_timeout)).await {
-                        Ok(Response::History(entries)) => entries,
-                        Ok(other) => {
-                            warn!(peer = replica, ?other, "unexpected answer to History");
-                            Vec::new()
-                        }
-                        Err(err) => {
-                            warn!(peer = replica, error = %err, "room history unavailable from this replica");
-                            Vec::new()
-                        }
-                    }
-                }
-            });
-            let answers = futures_util::future::join_all(asks).await;
-            answers
-                .into_iter()
-                .fold(Vec::new(), |best, entries| if entries.len() > best.len() { entries } else { best })
-        })
     }
 
     fn hand_over(&self, nsp: &str, pid: &str) {

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
+use super::history::ClusterHistory;
 use super::membership::Membership;
 use super::placement::Placement;
 use super::rooms::ClusterRooms;
@@ -301,17 +302,20 @@ async fn relay<Si, St, E>(
 pub fn peer_handler(
     engines: Vec<(String, Arc<Engine>)>,
     rooms: Arc<ClusterRooms>,
+    history: Option<Arc<ClusterHistory>>,
     stats: Arc<RpcStats>,
     admin: Option<Arc<crate::admin::Admin>>,
 ) -> Arc<dyn RpcHandler> {
-    Arc::new(PeerHandler { engines, rooms, stats, admin })
+    Arc::new(PeerHandler { engines, rooms, history, stats, admin })
 }
 
 /// This node as peers see it: forwarded polling requests and WebSocket streams go to the
-/// engine at their path, room traffic to the cluster rooms.
+/// engine at their path, room traffic to the cluster rooms, room history to its layer.
 struct PeerHandler {
     engines: Vec<(String, Arc<Engine>)>,
     rooms: Arc<ClusterRooms>,
+    /// `None`: this node keeps no history (`chat.history_len = 0`).
+    history: Option<Arc<ClusterHistory>>,
     stats: Arc<RpcStats>,
     /// The Admin UI's side, when `[admin]` is configured.
     admin: Option<Arc<crate::admin::Admin>>,
@@ -346,7 +350,14 @@ impl RpcHandler for PeerHandler {
             Request::Subscribe { node, nsp, room, labels, version } => {
                 Box::pin(std::future::ready(self.rooms.on_subscribe(&node, &nsp, &room, labels, version)))
             }
-            Request::History { nsp, room } => Box::pin(std::future::ready(self.rooms.on_history(&nsp, &room))),
+            Request::History { nsp, room } => Box::pin(std::future::ready(match &self.history {
+                Some(history) => history.on_history(&nsp, &room),
+                None => Response::History(Vec::new()),
+            })),
+            Request::HistoryMerge { rooms } => Box::pin(std::future::ready(match &self.history {
+                Some(history) => history.on_merge(rooms),
+                None => Response::Failed("this node keeps no room history".into()),
+            })),
             Request::Park { nsp, state } => self.rooms.on_park(&nsp, state),
             Request::FindParked { nsp, pid, offset } => {
                 Box::pin(std::future::ready(self.rooms.on_find_parked(&nsp, &pid, offset.as_deref())))
@@ -368,7 +379,14 @@ impl RpcHandler for PeerHandler {
                 return;
             }
         }
-        self.rooms.on_push(push);
+        match push {
+            crate::rpc::Push::Record { nsp, room, entry } => {
+                if let Some(history) = &self.history {
+                    history.on_record(nsp, room, entry);
+                }
+            }
+            push => self.rooms.on_push(push),
+        }
     }
 
     fn stream(&self, _peer: &str, open: StreamOpen, stream: RpcStream) {

@@ -512,7 +512,11 @@ mod tests {
             tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
         let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default());
         let written = Arc::new(AtomicBool::new(false));
-        let push = Push::Record { nsp: "/chat".into(), room: "lobby".into(), entry: "x".repeat(1000) };
+        let push = Push::Record {
+            nsp: "/chat".into(),
+            room: "lobby".into(),
+            entry: crate::history::Entry { at_ms: 1, id: (1, 1), body: "x".repeat(1000) },
+        };
         sender.push_then(push.clone(), Some(Box::new(Flag(written.clone())))).await.unwrap();
         for _ in 0..20 {
             tokio::task::yield_now().await;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::engineio::{EngineQuery, EngineRequest, EngineResponse};
+pub use crate::history::Entry as HistoryEntry;
 
 /// Largest frame accepted from a peer; bounds what a peer can make us allocate. Large enough
 /// for an Engine.IO payload at the largest `max_payload` a node accepts.
@@ -47,8 +48,11 @@ pub enum Request {
     /// `cluster::core::Version`); the answer is the receiver's own local members of that
     /// room (`Response::Members`).
     Subscribe { node: String, nsp: String, room: String, labels: Vec<String>, version: (u64, u64) },
-    /// The history of a room the receiver owns.
+    /// The receiver's copy of a room's history (`Response::History`).
     History { nsp: String, room: String },
+    /// Copies of rooms' histories for the receiver, a new replica of them, to merge
+    /// (`Response::Merged`); see `cluster::history`.
+    HistoryMerge { rooms: Vec<(String, String, Vec<HistoryEntry>)> },
     /// Keep this session, dropped by its client, for recovery; answered `Parked` once the
     /// receiver is subscribed to its rooms.
     Park { nsp: String, state: ParkedWire },
@@ -74,7 +78,9 @@ pub enum Response {
         labels: Vec<String>,
     },
     /// A room's history entries, oldest first.
-    History(Vec<String>),
+    History(Vec<HistoryEntry>),
+    /// How many rooms of a `HistoryMerge` were merged.
+    Merged(u32),
     /// Whether the session is parked with the answering node.
     Parked(bool),
     /// A parked session's socket id and rooms.
@@ -95,8 +101,8 @@ pub enum Push {
     Publish { nsp: String, room: String, offset: Option<String>, frames: Vec<WsFrame> },
     /// `node`'s local members of a room are now `labels` (empty: none), as of `version`.
     Presence { node: String, nsp: String, room: String, labels: Vec<String>, version: (u64, u64) },
-    /// An entry for the history of a room the receiver owns.
-    Record { nsp: String, room: String, entry: String },
+    /// An entry for the history of a room the receiver is a replica of.
+    Record { nsp: String, room: String, entry: HistoryEntry },
 }
 
 /// A room broadcast for a parked session: its offset and frames.
@@ -206,6 +212,22 @@ mod tests {
                 }),
             },
             RpcFrame::Response { id: 8, body: Response::Failed("nope".into()) },
+            RpcFrame::Push(Push::Record {
+                nsp: "/chat".into(),
+                room: "r".into(),
+                entry: HistoryEntry { at_ms: 1_764_480_000_000, id: (u64::MAX, 3), body: "{\"user\":\"é\"}".into() },
+            }),
+            RpcFrame::Request {
+                id: 13,
+                body: Request::HistoryMerge {
+                    rooms: vec![(
+                        "/chat".into(),
+                        "r".into(),
+                        vec![HistoryEntry { at_ms: 1, id: (2, 3), body: "x".into() }],
+                    )],
+                },
+            },
+            RpcFrame::Response { id: 13, body: Response::Merged(1) },
             RpcFrame::StreamOpen {
                 stream: 1,
                 open: StreamOpen {

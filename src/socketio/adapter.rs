@@ -2,19 +2,18 @@
 //!
 //! [`Adapter`]: the namespace tells it whenever a room's local membership changes (with the
 //! presence labels of its local members), hands it every room broadcast after local delivery,
-//! and asks it for remote presence, history and parked sessions. A lone node's namespace uses
+//! and asks it for remote presence and parked sessions. A lone node's namespace uses
 //! [`LocalAdapter`], which keeps all of that here; a cluster sets its own
 //! (`cluster::rooms::ClusterRooms`).
 //!
 //! [`Emitter`]: what an adapter may do to a namespace in return, and nothing more: deliver a
 //! broadcast from another node, tell of remote members coming and going, and reach the
-//! namespace's parked sessions and history store.
+//! namespace's parked sessions. (Room history is no part of it: see `crate::history`.)
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::history::RoomHistory;
 use super::recovery::{Broadcast, ParkedState, Recovery, TAIL_WAIT};
 use crate::engineio::Frame;
 
@@ -37,10 +36,6 @@ pub trait Adapter: Send + Sync + 'static {
     fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: OnSent);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
-    /// Appends to the room's history at the room's owner node; never waits.
-    fn record(&self, nsp: &str, room: &str, entry: String);
-    /// The room's history from its owner node (empty if the owner cannot be reached).
-    fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>>;
     /// Moves a session parked on this node to its keeper, another node; never waits.
     fn hand_over(&self, nsp: &str, pid: &str);
     /// Looks for a parked session on the nodes that may keep it, `offset` being the client's
@@ -76,21 +71,16 @@ pub trait Emitter: Send + Sync + 'static {
     fn discard(&self, pid: &str);
     /// Rooms whose last parked member left this node (after a hand-over).
     fn unparked(&self, rooms: &[String]);
-    /// Appends to this node's own copy of a room's history (it is one of the room's replicas).
-    fn record_here(&self, room: &str, entry: String);
-    /// This node's own copy of a room's history.
-    fn history_here(&self, room: &str) -> Vec<String>;
 }
 
-/// A lone node's adapter: every member is local, the history and the parked sessions are here.
+/// A lone node's adapter: every member is local, the parked sessions are here.
 pub struct LocalAdapter {
-    history: Option<Arc<RoomHistory>>,
     recovery: Option<Arc<Recovery>>,
 }
 
 impl LocalAdapter {
-    pub fn new(history: Option<Arc<RoomHistory>>, recovery: Option<Arc<Recovery>>) -> Self {
-        Self { history, recovery }
+    pub fn new(recovery: Option<Arc<Recovery>>) -> Self {
+        Self { recovery }
     }
 }
 
@@ -104,16 +94,6 @@ impl Adapter for LocalAdapter {
 
     fn remote_labels(&self, _nsp: &str, _room: &str) -> Vec<String> {
         Vec::new()
-    }
-
-    fn record(&self, _nsp: &str, room: &str, entry: String) {
-        if let Some(h) = &self.history {
-            h.record(room, entry);
-        }
-    }
-
-    fn history(&self, _nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
-        Box::pin(std::future::ready(self.history.as_ref().map(|h| h.entries(room)).unwrap_or_default()))
     }
 
     /// A parked session stays here: there is no other node.

@@ -4,7 +4,6 @@
 //! the application's handlers and the room table; `socket` is one client in one namespace.
 
 pub mod adapter;
-pub mod history;
 pub mod namespace;
 pub mod packet;
 pub mod recovery;
@@ -12,7 +11,6 @@ pub mod server;
 pub mod socket;
 
 pub use adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceCause, PresenceChange};
-pub use history::RoomHistory;
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
 pub use recovery::{Recovery, RecoveryConfig};
 pub use server::{SocketIo, SocketIoConfig};

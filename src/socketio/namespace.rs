@@ -10,7 +10,6 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceChange};
-use super::history::RoomHistory;
 use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL, TAIL_WAIT};
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
@@ -57,7 +56,6 @@ pub struct NamespaceBuilder {
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
-    history: Option<Arc<RoomHistory>>,
     recovery: Option<RecoveryConfig>,
 }
 
@@ -70,7 +68,6 @@ impl NamespaceBuilder {
             events: HashMap::new(),
             on_disconnect: None,
             on_presence: None,
-            history: None,
             recovery: None,
         }
     }
@@ -81,12 +78,6 @@ impl NamespaceBuilder {
     /// `max_disconnection`.
     pub fn recovery(mut self, config: RecoveryConfig) -> Self {
         self.recovery = Some(config);
-        self
-    }
-
-    /// Keeps the last `per_room` messages of up to `rooms` rooms (see [`Namespace::record`]).
-    pub fn history(mut self, per_room: usize, rooms: usize) -> Self {
-        self.history = RoomHistory::new(per_room, rooms).map(Arc::new);
         self
     }
 
@@ -129,7 +120,7 @@ impl NamespaceBuilder {
 
     pub(crate) fn build(self) -> Arc<Namespace> {
         let recovery = self.recovery.map(|c| Arc::new(Recovery::new(c)));
-        let local = Arc::new(LocalAdapter::new(self.history.clone(), recovery.clone()));
+        let local = Arc::new(LocalAdapter::new(recovery.clone()));
         Arc::new_cyclic(|me| Namespace {
             me: me.clone(),
             name: self.name,
@@ -138,7 +129,6 @@ impl NamespaceBuilder {
             events: self.events,
             on_disconnect: self.on_disconnect,
             on_presence: self.on_presence,
-            history: self.history,
             recovery,
             local,
             cluster: OnceLock::new(),
@@ -158,8 +148,6 @@ pub struct Namespace {
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
-    /// This node's copies of room histories (all rooms, on a node of its own).
-    history: Option<Arc<RoomHistory>>,
     recovery: Option<Arc<Recovery>>,
     /// The adapter of a lone node, and of this one whenever it is not in a cluster.
     local: Arc<LocalAdapter>,
@@ -375,22 +363,6 @@ impl Namespace {
         self.sockets.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Appends `entry` to the room's history, kept by the room's owner node. No-op without
-    /// a history.
-    pub fn record(&self, room: &str, entry: String) {
-        if self.history.is_some() {
-            self.adapter().record(&self.name, room, entry);
-        }
-    }
-
-    /// The room's history, oldest first, from the room's owner node.
-    pub fn history(&self, room: &str) -> BoxFuture<'static, Vec<String>> {
-        match &self.history {
-            None => Box::pin(std::future::ready(Vec::new())),
-            Some(_) => self.adapter().history(&self.name, room),
-        }
-    }
-
     /// Emits an event to every member of `room` on every node, encoding the packet once.
     /// With recovery on, the event's last argument is its offset (as socket.io 4.6+ does).
     pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) {
@@ -497,16 +469,6 @@ impl Emitter for Namespace {
 
     fn unparked(&self, rooms: &[String]) {
         self.rooms_unparked(rooms);
-    }
-
-    fn record_here(&self, room: &str, entry: String) {
-        if let Some(h) = &self.history {
-            h.record(room, entry);
-        }
-    }
-
-    fn history_here(&self, room: &str) -> Vec<String> {
-        self.history.as_ref().map(|h| h.entries(room)).unwrap_or_default()
     }
 }
 

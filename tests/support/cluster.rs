@@ -63,6 +63,8 @@ pub struct TestCluster {
     seed: String,
     make: MakeServices,
     configure: fn(&mut NodeConfig),
+    /// With it, node `nodeN` saves room history in `<history_base>/nodeN`.
+    history_base: Option<std::path::PathBuf>,
 }
 
 impl TestCluster {
@@ -73,9 +75,31 @@ impl TestCluster {
 
     /// `n` nodes serving what `make` builds, with `configure` applied to each configuration.
     pub async fn start(n: usize, make: MakeServices, configure: fn(&mut NodeConfig)) -> Self {
+        Self::start_in(n, make, configure, None).await
+    }
+
+    /// `n` chat nodes with `configure` applied, each saving room history in `base/<node id>`.
+    pub async fn chat_with_history(n: usize, base: &std::path::Path, configure: fn(&mut NodeConfig)) -> Self {
+        let make: MakeServices = Box::new(|c| vec![Service::chat(c).expect("chat service")]);
+        Self::start_in(n, make, configure, Some(base.to_owned())).await
+    }
+
+    async fn start_in(
+        n: usize,
+        make: MakeServices,
+        configure: fn(&mut NodeConfig),
+        history_base: Option<std::path::PathBuf>,
+    ) -> Self {
         let cluster_id = unique_cluster_id();
-        let mut cluster =
-            Self { seed: String::new(), cluster_id, nodes: Vec::new(), gossip: Vec::new(), make, configure };
+        let mut cluster = Self {
+            seed: String::new(),
+            cluster_id,
+            nodes: Vec::new(),
+            gossip: Vec::new(),
+            make,
+            configure,
+            history_base,
+        };
         for _ in 0..n {
             cluster.add_node().await;
         }
@@ -92,6 +116,9 @@ impl TestCluster {
         let seeds = if index == 0 { Vec::new() } else { vec![self.seed.clone()] };
         let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, 0, seeds);
         (self.configure)(&mut config);
+        if let Some(base) = &self.history_base {
+            config.history.dir = Some(base.join(&config.node_id));
+        }
         let services = (self.make)(&config);
         let node = Node::start_with(config, services).await.expect("node starts");
         let gossip = node.gossip_addr().expect("a clustered node").to_string();
@@ -225,6 +252,11 @@ pub fn free_tcp_port() -> u16 {
 /// `n` clustered processes of the binary `bin` (`env!("CARGO_BIN_EXE_clusterchat")`, which
 /// only tests see), named node1..nodeN, each ready.
 pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
+    spawn_processes_with(bin, n, |_| Vec::new()).await
+}
+
+/// [`spawn_processes`], node `i` (from 0) given the extra flags `extra(i)`.
+pub async fn spawn_processes_with(bin: &str, n: usize, extra: impl Fn(usize) -> Vec<String>) -> Vec<Process> {
     let cluster_id = unique_cluster_id();
     let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
     let mut nodes = Vec::new();
@@ -250,6 +282,7 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
                 args.extend(["--seed".into(), format!("127.0.0.1:{seed}")]);
             }
         }
+        args.extend(extra(i));
         nodes.push(Process::spawn(bin, args, http));
     }
     wait_converged(&mut nodes).await;

@@ -1,0 +1,311 @@
+//! Room history across the cluster: the replicated implementation of [`History`].
+//!
+//! Placement: a room's history is kept by its *replicas*, the first [`REPLICAS`] nodes of the
+//! rendezvous ranking of the room's gossip key among the ready members (the first is the room's
+//! owner, what `inspect --room` shows). Recording pushes the entry to each replica
+//! (`Push::Record`, on the rooms driver's ordered per-peer queues); reading asks each replica
+//! (`Request::History`) and merges their answers ([`crate::history::merge`]), so one replica
+//! down, or one that just became a replica, loses nothing.
+//!
+//! Hand-over: the ranking changes when a node joins, leaves or restarts (a new generation
+//! counts as a new node: its memory may be gone). On every change each node looks at the rooms
+//! it holds and sends its copy to every replica that was not one before (`Request::
+//! HistoryMerge`, batches of at most [`BATCH_BYTES`]); the receiver merges. A node leaving
+//! gracefully does the same for the ranking without itself before it goes. Merging is a union by
+//! entry id trimmed to the newest, so copies can cross, repeat or arrive stale: a room's history
+//! never goes back in time.
+//!
+//! Peers' words are untrusted: at most [`MAX_BATCH_ROOMS`] rooms per merge, each room's
+//! entries cut to the newest `history_len`, bodies over [`crate::history::MAX_BODY`] dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn, Instrument};
+
+use super::membership::{room_key, Members, Membership};
+use super::placement::Placement;
+use super::rooms::ClusterRooms;
+use crate::history::{entry_size, merge, Entry, History, HistoryStore, IdSource, RoomId};
+use crate::rpc::{Push, Request, Response};
+
+/// Nodes that keep each room's history, so one node down (crashed, restarting) loses none.
+pub const REPLICAS: usize = 2;
+/// Bytes of entries one hand-over message carries at most (an RPC frame holds 4 MiB).
+pub const BATCH_BYTES: usize = 1024 * 1024;
+/// Rooms one hand-over message may carry.
+pub const MAX_BATCH_ROOMS: usize = 4096;
+/// How long a reader waits for a replica's answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one hand-over message may take (a node that died unnoticed holds the hand-over
+/// up no longer than this per message).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The ready members and their generations.
+pub type Ready = BTreeMap<String, u64>;
+
+pub fn ready_of(members: &Members) -> Ready {
+    members.nodes.values().filter(|m| m.ready && m.rpc.is_some()).map(|m| (m.node_id.clone(), m.generation)).collect()
+}
+
+/// A room's replicas among `ready`: the first [`REPLICAS`] of its ranking.
+pub fn replicas(ready: &Ready, nsp: &str, room: &str) -> Vec<(String, u64)> {
+    let placement = Placement::new(ready.keys().map(String::as_str));
+    let ranking = placement.ranking(&room_key(nsp, room));
+    ranking.into_iter().take(REPLICAS).map(|id| (id.to_owned(), ready[id])).collect()
+}
+
+/// A peer's entries for one room, cut to the newest `cap` before merging.
+fn untrusted(mut entries: Vec<Entry>, cap: usize) -> Vec<Entry> {
+    if entries.len() > cap {
+        entries.sort_by_key(|e| (e.at_ms, e.id.0, e.id.1));
+        entries.drain(..entries.len() - cap);
+    }
+    entries
+}
+
+fn entries_size(entries: &[Entry]) -> usize {
+    entries.iter().map(entry_size).sum()
+}
+
+pub struct ClusterHistory {
+    node_id: String,
+    membership: Arc<Membership>,
+    /// The per-peer queues and calls.
+    rooms: Arc<ClusterRooms>,
+    store: Arc<HistoryStore>,
+    ids: IdSource,
+    rpc_timeout: Duration,
+    /// The ready set whose hand-over this node has finished.
+    handed: watch::Sender<Option<Ready>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl ClusterHistory {
+    pub fn new(
+        node_id: String,
+        membership: Arc<Membership>,
+        rooms: Arc<ClusterRooms>,
+        store: Arc<HistoryStore>,
+        rpc_timeout: Duration,
+    ) -> Arc<Self> {
+        let history = Arc::new(Self {
+            node_id,
+            membership,
+            rooms,
+            store,
+            ids: IdSource::default(),
+            rpc_timeout,
+            handed: watch::Sender::new(None),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        });
+        history.tasks.spawn(history.clone().follow_membership().in_current_span());
+        history
+    }
+
+    /// Stops the hand-over task.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Whether this node has handed over its rooms for the ready set it sees now.
+    pub fn settled(&self) -> bool {
+        self.handed.borrow().as_ref() == Some(&ready_of(&self.membership.members()))
+    }
+
+    fn replicas_now(&self, nsp: &str, room: &str) -> Vec<String> {
+        let replicas = replicas(&ready_of(&self.membership.members()), nsp, room);
+        if replicas.is_empty() {
+            return vec![self.node_id.clone()]; // nobody is ready: keep it here
+        }
+        replicas.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Serves a peer's read of this node's copy.
+    pub fn on_history(&self, nsp: &str, room: &str) -> Response {
+        Response::History(self.store.newest_within(&(nsp.to_owned(), room.to_owned()), BATCH_BYTES))
+    }
+
+    /// Serves a peer's record.
+    pub fn on_record(&self, nsp: String, room: String, entry: Entry) {
+        self.store.merge(&(nsp, room), vec![entry]);
+    }
+
+    /// Serves a peer's hand-over.
+    pub fn on_merge(&self, rooms: Vec<(String, String, Vec<Entry>)>) -> Response {
+        if rooms.len() > MAX_BATCH_ROOMS {
+            return Response::Failed(format!("{} rooms in one merge; at most {MAX_BATCH_ROOMS}", rooms.len()));
+        }
+        let count = rooms.len();
+        for (nsp, room, entries) in rooms {
+            self.store.merge(&(nsp, room), untrusted(entries, self.store.per_room()));
+        }
+        Response::Merged(count as u32)
+    }
+
+    /// Keeps the replicas' copies whole as the ranking changes (see the module's doc).
+    async fn follow_membership(self: Arc<Self>) {
+        let mut changes = self.membership.subscribe();
+        // Nothing handed over yet: every replica of what this node holds (from disk) is new.
+        let mut last = Ready::new();
+        loop {
+            let ready = ready_of(&changes.borrow_and_update());
+            if ready != last {
+                tokio::select! {
+                    _ = self.hand_over(&last, &ready) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+                last = ready.clone();
+            }
+            self.handed.send_replace(Some(ready));
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// This node is leaving: its copies go to the replicas of the ranking without it.
+    pub async fn leave(&self, limit: Duration) {
+        let before = ready_of(&self.membership.members());
+        let mut after = before.clone();
+        after.remove(&self.node_id);
+        let mut with_me = before;
+        with_me.entry(self.node_id.clone()).or_insert(0);
+        if tokio::time::timeout(limit, self.hand_over(&with_me, &after)).await.is_err() {
+            warn!(?limit, "room history hand-over not finished before leaving");
+        }
+    }
+
+    /// Sends this node's copy of each room it holds to the room's replicas under `after` that
+    /// were not replicas under `before`.
+    async fn hand_over(&self, before: &Ready, after: &Ready) {
+        let mut due: BTreeMap<String, Vec<RoomId>> = BTreeMap::new();
+        for room in self.store.rooms() {
+            let old = replicas(before, &room.0, &room.1);
+            for replica in replicas(after, &room.0, &room.1) {
+                if replica.0 != self.node_id && !old.contains(&replica) {
+                    due.entry(replica.0).or_default().push(room.clone());
+                }
+            }
+        }
+        for (node, rooms) in due {
+            let mut sent = 0;
+            let mut batch = Vec::new();
+            let mut size = 0;
+            for room in rooms {
+                let entries = self.store.newest_within(&room, BATCH_BYTES);
+                let room_size = entries_size(&entries) + room.0.len() + room.1.len();
+                if !batch.is_empty() && (size + room_size > BATCH_BYTES || batch.len() == MAX_BATCH_ROOMS) {
+                    sent += self.send_batch(&node, std::mem::take(&mut batch)).await;
+                    size = 0;
+                }
+                size += room_size;
+                batch.push((room.0, room.1, entries));
+            }
+            if !batch.is_empty() {
+                sent += self.send_batch(&node, batch).await;
+            }
+            if sent > 0 {
+                info!(peer = node, rooms = sent, "room history handed over to a new replica");
+            }
+        }
+    }
+
+    /// One hand-over message; returns how many rooms the peer merged.
+    async fn send_batch(&self, node: &str, rooms: Vec<(String, String, Vec<Entry>)>) -> usize {
+        let n = rooms.len();
+        let limit = HAND_OVER_TIMEOUT.min(self.rpc_timeout);
+        match self.rooms.call(node, Request::HistoryMerge { rooms }, limit).await {
+            Ok(Response::Merged(_)) => n,
+            other => {
+                warn!(peer = node, ?other, rooms = n, "room history not handed over");
+                0
+            }
+        }
+    }
+}
+
+impl History for ClusterHistory {
+    fn record(&self, nsp: &str, room: &str, body: String) {
+        let entry = self.ids.entry(body);
+        for replica in self.replicas_now(nsp, room) {
+            if replica == self.node_id {
+                self.store.merge(&(nsp.to_owned(), room.to_owned()), vec![entry.clone()]);
+            } else {
+                let push = Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() };
+                self.rooms.push_to_peer(&replica, push);
+            }
+        }
+    }
+
+    /// Asks every replica and merges the answers with this node's own copy (if any).
+    fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>> {
+        let replicas = self.replicas_now(nsp, room);
+        let id: RoomId = (nsp.to_owned(), room.to_owned());
+        let (me, store, rooms) = (self.node_id.clone(), self.store.clone(), self.rooms.clone());
+        let limit = READ_TIMEOUT.min(self.rpc_timeout);
+        Box::pin(async move {
+            let cap = store.per_room();
+            let asks = replicas.iter().filter(|r| **r != me).map(|replica| {
+                let request = Request::History { nsp: id.0.clone(), room: id.1.clone() };
+                let rooms = rooms.clone();
+                async move {
+                    match rooms.call(replica, request, limit).await {
+                        Ok(Response::History(entries)) => untrusted(entries, cap),
+                        other => {
+                            debug!(peer = replica, ?other, "room history unavailable from this replica");
+                            Vec::new()
+                        }
+                    }
+                }
+            });
+            let answers = futures_util::future::join_all(asks).await;
+            let mut merged = store.entries(&id);
+            for answer in answers {
+                merge(&mut merged, answer, cap);
+            }
+            merged.into_iter().map(|e| e.body).collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rooms_replicas_are_the_first_two_of_its_ranking_with_their_generations() {
+        let ready: Ready = [("node1".into(), 5), ("node2".into(), 6), ("node3".into(), 7)].into();
+        let got = replicas(&ready, "/chat", "lobby");
+        let placement = Placement::new(["node1", "node2", "node3"]);
+        let want: Vec<(String, u64)> = placement
+            .ranking(&room_key("/chat", "lobby"))
+            .into_iter()
+            .take(2)
+            .map(|id| (id.into(), ready[id]))
+            .collect();
+        assert_eq!(got, want);
+        // A restarted node (new generation) is a new replica: its copy may be gone.
+        let mut restarted = ready.clone();
+        *restarted.get_mut(&got[0].0).unwrap() += 1;
+        assert!(!replicas(&ready, "/chat", "lobby").contains(&replicas(&restarted, "/chat", "lobby")[0]));
+        assert!(replicas(&Ready::new(), "/chat", "lobby").is_empty());
+    }
+
+    #[test]
+    fn a_peers_entries_are_cut_to_the_newest() {
+        let entries: Vec<Entry> = (0..10).rev().map(|n| Entry { at_ms: n, id: (1, n), body: String::new() }).collect();
+        let kept = untrusted(entries, 3);
+        assert_eq!(kept.iter().map(|e| e.at_ms).collect::<Vec<_>>(), [7, 8, 9]);
+    }
+}
