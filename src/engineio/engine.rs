@@ -6,6 +6,7 @@
 //! stream/sink of WebSocket messages, so both can come from a local socket or another node.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use super::error::EngineError;
+use super::gate::Gate;
 use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, ProtocolVersion};
 use super::payload::{self, PayloadFormat};
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
@@ -597,6 +599,9 @@ where
         _ = &mut closed => return,
     };
     let protocol = session.protocol();
+    // The task wakes for every queued frame: the read half and the close are polled again
+    // only when they woke it (see `gate`).
+    let (read_gate, close_gate) = (Gate::new(), Gate::new());
     loop {
         tokio::select! {
             biased;
@@ -611,15 +616,16 @@ where
                     sink.flush().await
                 };
                 let sent = tokio::select! {
+                    biased;
                     sent = write => sent.is_ok(),
-                    _ = &mut closed => return,
+                    _ = poll_fn(|cx| close_gate.poll(cx, |cx| closed.as_mut().poll(cx))) => return,
                 };
                 if !sent {
                     session.close(CloseReason::TransportClose);
                     return;
                 }
             }
-            msg = stream.next() => {
+            msg = poll_fn(|cx| read_gate.poll(cx, |cx| stream.poll_next_unpin(cx))) => {
                 let packet = match msg {
                     Some(Ok(WsMessage::Text(t))) => decode_text(&t, protocol),
                     Some(Ok(WsMessage::Binary(b))) => decode_binary(b, protocol),
@@ -637,7 +643,7 @@ where
                     }
                 }
             }
-            _ = &mut closed => {
+            _ = poll_fn(|cx| close_gate.poll(cx, |cx| closed.as_mut().poll(cx))) => {
                 if session.close_reason() == Some(CloseReason::QueueFull) {
                     // What is queued is what the client could not keep up with.
                     return;

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod error;
+mod gate;
 pub mod packet;
 pub mod payload;
 pub mod request;
