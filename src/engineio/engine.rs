@@ -309,14 +309,14 @@ impl Engine {
             UpgradeState::Done => return Err(EngineError::BadRequest("transport mismatch")),
             UpgradeState::None | UpgradeState::Claimed => {}
         }
-        let Ok(mut rx) = session.rx.try_lock() else {
+        let Ok(_reader) = session.reader.try_lock() else {
             session.close(CloseReason::TransportError("overlapping GET polls"));
             return Err(EngineError::BadRequest("duplicate poll"));
         };
         let mut frames = Vec::new();
         tokio::select! {
             biased;
-            Some(frame) = rx.recv() => frames.push(frame),
+            frame = session.queue.recv() => frames.push(frame),
             _ = session.closed() => {}
             state = upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
                 // The probe releases a pending poll with NOOP; an upgrade that completed
@@ -329,12 +329,12 @@ impl Engine {
         }
         let mut size = frames.iter().map(Frame::len).sum::<usize>();
         while size < self.config.max_payload && frames.len() < self.config.max_polling_packets {
-            match rx.try_recv() {
-                Ok(frame) => {
+            match session.queue.try_recv() {
+                Some(frame) => {
                     size += frame.len();
                     frames.push(frame);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         if frames.is_empty() {
@@ -594,10 +594,11 @@ where
     let closed = session.closed();
     tokio::pin!(closed);
     // Waits for a poll still in flight to hand back the queue.
-    let mut rx = tokio::select! {
-        rx = session.rx.lock() => rx,
+    let _reader = tokio::select! {
+        reader = session.reader.lock() => reader,
         _ = &mut closed => return,
     };
+    let queue = &session.queue;
     let protocol = session.protocol();
     // The task wakes for every queued frame: the read half and the close are polled again
     // only when they woke it (see `gate`).
@@ -605,12 +606,12 @@ where
     loop {
         tokio::select! {
             biased;
-            Some(frame) = rx.recv() => {
+            frame = queue.recv() => {
                 // Everything queued goes out in one write (`http::websocket_config` gathers
                 // fed frames until the flush): one syscall for a burst.
                 let write = async {
                     sink.feed(frame.into_websocket(protocol)).await?;
-                    while let Ok(frame) = rx.try_recv() {
+                    while let Some(frame) = queue.try_recv() {
                         sink.feed(frame.into_websocket(protocol)).await?;
                     }
                     sink.flush().await
@@ -650,7 +651,7 @@ where
                 }
                 // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
                 let drain = async {
-                    while let Ok(frame) = rx.try_recv() {
+                    while let Some(frame) = queue.try_recv() {
                         sink.feed(frame.into_websocket(protocol)).await?;
                     }
                     sink.flush().await

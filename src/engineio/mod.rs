@@ -8,6 +8,7 @@ pub mod error;
 mod gate;
 pub mod packet;
 pub mod payload;
+mod queue;
 pub mod request;
 pub mod session;
 
