@@ -280,16 +280,23 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
         && req.headers().contains_key(header::SEC_WEBSOCKET_KEY)
 }
 
+/// Bytes of the WebSocket read buffer, allocated with the connection, and the most read from
+/// the socket at once: tungstenite zero-fills up to this much before each read. A client's
+/// frames are mostly far smaller (a chat message is about 100 bytes); a larger one grows
+/// the buffer to its length and is read in chunks of this size.
+const READ_CHUNK: usize = 1024;
+
 /// Bytes of WebSocket frames gathered before a write when no flush comes first.
 const WRITE_GATHER: usize = 16 * 1024;
 
-/// The WebSocket settings for a chat client: small buffers (an idle client costs a few KiB),
+/// The WebSocket settings for a chat client: small buffers (an idle client's read buffer is
+/// `READ_CHUNK`, its write buffer empty until the first write),
 /// messages bounded by the engine's payload limit. Frames fed without a flush are gathered
 /// up to `WRITE_GATHER` bytes, so a burst of queued frames goes out in one write (the
 /// buffer's capacity grows only as far as a client's bursts need).
 pub fn websocket_config(max_payload: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_CHUNK)
         .write_buffer_size(WRITE_GATHER)
         .max_write_buffer_size(max_payload.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(max_payload))

@@ -6,6 +6,7 @@
 //! stream/sink of WebSocket messages, so both can come from a local socket or another node.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
 use super::error::EngineError;
+use super::gate::Gate;
 use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, ProtocolVersion};
 use super::payload::{self, PayloadFormat};
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
@@ -307,14 +309,14 @@ impl Engine {
             UpgradeState::Done => return Err(EngineError::BadRequest("transport mismatch")),
             UpgradeState::None | UpgradeState::Claimed => {}
         }
-        let Ok(mut rx) = session.rx.try_lock() else {
+        let Ok(_reader) = session.reader.try_lock() else {
             session.close(CloseReason::TransportError("overlapping GET polls"));
             return Err(EngineError::BadRequest("duplicate poll"));
         };
         let mut frames = Vec::new();
         tokio::select! {
             biased;
-            Some(frame) = rx.recv() => frames.push(frame),
+            frame = session.queue.recv() => frames.push(frame),
             _ = session.closed() => {}
             state = upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
                 // The probe releases a pending poll with NOOP; an upgrade that completed
@@ -327,12 +329,12 @@ impl Engine {
         }
         let mut size = frames.iter().map(Frame::len).sum::<usize>();
         while size < self.config.max_payload && frames.len() < self.config.max_polling_packets {
-            match rx.try_recv() {
-                Ok(frame) => {
+            match session.queue.try_recv() {
+                Some(frame) => {
                     size += frame.len();
                     frames.push(frame);
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         if frames.is_empty() {
@@ -592,34 +594,39 @@ where
     let closed = session.closed();
     tokio::pin!(closed);
     // Waits for a poll still in flight to hand back the queue.
-    let mut rx = tokio::select! {
-        rx = session.rx.lock() => rx,
+    let _reader = tokio::select! {
+        reader = session.reader.lock() => reader,
         _ = &mut closed => return,
     };
+    let queue = &session.queue;
     let protocol = session.protocol();
+    // The task wakes for every queued frame: the read half and the close are polled again
+    // only when they woke it (see `gate`).
+    let (read_gate, close_gate) = (Gate::new(), Gate::new());
     loop {
         tokio::select! {
             biased;
-            Some(frame) = rx.recv() => {
+            frame = queue.recv() => {
                 // Everything queued goes out in one write (`http::websocket_config` gathers
                 // fed frames until the flush): one syscall for a burst.
                 let write = async {
                     sink.feed(frame.into_websocket(protocol)).await?;
-                    while let Ok(frame) = rx.try_recv() {
+                    while let Some(frame) = queue.try_recv() {
                         sink.feed(frame.into_websocket(protocol)).await?;
                     }
                     sink.flush().await
                 };
                 let sent = tokio::select! {
+                    biased;
                     sent = write => sent.is_ok(),
-                    _ = &mut closed => return,
+                    _ = poll_fn(|cx| close_gate.poll(cx, |cx| closed.as_mut().poll(cx))) => return,
                 };
                 if !sent {
                     session.close(CloseReason::TransportClose);
                     return;
                 }
             }
-            msg = stream.next() => {
+            msg = poll_fn(|cx| read_gate.poll(cx, |cx| stream.poll_next_unpin(cx))) => {
                 let packet = match msg {
                     Some(Ok(WsMessage::Text(t))) => decode_text(&t, protocol),
                     Some(Ok(WsMessage::Binary(b))) => decode_binary(b, protocol),
@@ -637,14 +644,14 @@ where
                     }
                 }
             }
-            _ = &mut closed => {
+            _ = poll_fn(|cx| close_gate.poll(cx, |cx| closed.as_mut().poll(cx))) => {
                 if session.close_reason() == Some(CloseReason::QueueFull) {
                     // What is queued is what the client could not keep up with.
                     return;
                 }
                 // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
                 let drain = async {
-                    while let Ok(frame) = rx.try_recv() {
+                    while let Some(frame) = queue.try_recv() {
                         sink.feed(frame.into_websocket(protocol)).await?;
                     }
                     sink.flush().await

@@ -5,8 +5,10 @@
 
 pub mod engine;
 pub mod error;
+mod gate;
 pub mod packet;
 pub mod payload;
+mod queue;
 pub mod request;
 pub mod session;
 

@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::packet::{Frame, Packet, PacketType, ProtocolVersion};
+use super::queue::Queue;
 use super::request::{EngineQuery, TransportKind};
 
 /// A session id: random, URL-safe, unguessable.
@@ -87,12 +88,11 @@ pub struct Session {
     query: EngineQuery,
     pub(crate) handler: Arc<dyn EngineHandler>,
     /// Producers (`send`) push here; the queue bound is the per-client memory bound.
-    tx: mpsc::Sender<Frame>,
-    /// The single active reader: a GET poll or the WebSocket writer. A tokio mutex because the
-    /// reader holds it while it waits for frames; `try_lock` failing means a duplicate poll.
-    pub(crate) rx: tokio::sync::Mutex<mpsc::Receiver<Frame>>,
-    /// Serialises multi-frame sends so a binary event's attachments stay contiguous.
-    send_lock: Mutex<()>,
+    pub(crate) queue: Queue,
+    /// Held by the single active reader of `queue`: a GET poll or the WebSocket writer. A
+    /// tokio mutex because the reader holds it while it waits for frames; `try_lock` failing
+    /// means a duplicate poll.
+    pub(crate) reader: tokio::sync::Mutex<()>,
     /// Transport and upgrade progress; a watch so a pending poll learns of a probe at once.
     pub(crate) upgrade: watch::Sender<UpgradeState>,
     closed: CancellationToken,
@@ -117,7 +117,6 @@ impl Session {
         queue: usize,
         handler: Arc<dyn EngineHandler>,
     ) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(queue.max(1));
         let upgrade = match transport {
             TransportKind::Polling => UpgradeState::None,
             TransportKind::Websocket => UpgradeState::Done,
@@ -127,9 +126,8 @@ impl Session {
             protocol: query.protocol,
             query,
             handler,
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
-            send_lock: Mutex::new(()),
+            queue: Queue::new(queue),
+            reader: tokio::sync::Mutex::new(()),
             upgrade: watch::Sender::new(upgrade),
             closed: CancellationToken::new(),
             close_reason: OnceLock::new(),
@@ -177,16 +175,10 @@ impl Session {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        let _guard = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self.tx.capacity() < frames.len() {
-            drop(_guard);
+        if self.queue.push_all(frames).is_err() {
             tracing::warn!(sid = %self.sid, "outbound queue full, closing session");
             self.close(CloseReason::QueueFull);
             return Err(SendError::QueueFull);
-        }
-        for frame in frames {
-            // Cannot fail: capacity was checked under the send lock and the receiver lives in self.
-            self.tx.try_send(frame.clone()).map_err(|_| SendError::Closed)?;
         }
         Ok(())
     }
@@ -251,7 +243,7 @@ impl Session {
             Packet::Close => {
                 // The reference server answers the poll that accompanies a close with NOOP;
                 // when that poll has not arrived yet, it is owed one.
-                if self.transport() == TransportKind::Polling && self.rx.try_lock().is_ok() {
+                if self.transport() == TransportKind::Polling && self.reader.try_lock().is_ok() {
                     self.noop_owed.store(true, std::sync::atomic::Ordering::Release);
                 }
                 self.close(CloseReason::ClientClose)
@@ -367,9 +359,8 @@ pub(crate) mod tests {
         let s = session(2);
         s.send(Frame::message("a")).unwrap();
         assert_eq!(s.send_all(&[Frame::message("b"), Frame::message("c")]), Err(SendError::QueueFull));
-        let mut rx = s.rx.try_lock().unwrap();
-        assert_eq!(rx.try_recv().unwrap(), Frame::message("a"));
-        assert!(rx.try_recv().is_err());
+        assert_eq!(s.queue.try_recv().unwrap(), Frame::message("a"));
+        assert!(s.queue.try_recv().is_none());
     }
 
     #[test]
@@ -386,6 +377,6 @@ pub(crate) mod tests {
         let s = session(8);
         s.heartbeat(Duration::from_millis(300), Duration::from_millis(200)).await;
         assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
-        assert_eq!(s.rx.try_lock().unwrap().try_recv().unwrap(), Frame::control(PacketType::Ping));
+        assert_eq!(s.queue.try_recv().unwrap(), Frame::control(PacketType::Ping));
     }
 }
