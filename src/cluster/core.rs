@@ -34,7 +34,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::membership::{room_key, Members};
-use super::placement::Placement;
 use crate::socketio::recovery::PARKED_LABEL;
 use crate::socketio::{PresenceCause, PresenceChange};
 
@@ -96,8 +95,6 @@ pub struct RoomsCore {
     /// Live node ids, this one included, as of the last membership snapshot, with their
     /// generations.
     live: BTreeMap<String, u64>,
-    /// Ready node ids (they take new sessions and rooms), for placement.
-    ready: Vec<String>,
     /// Rooms whose first local join is being announced: the version of that join's asks
     /// and the peers yet to answer them (an answer to an earlier round does not count).
     joining: HashMap<RoomId, (Version, BTreeSet<String>)>,
@@ -122,7 +119,6 @@ impl RoomsCore {
             applied: HashMap::new(),
             unconfirmed: BTreeSet::new(),
             retry: BTreeMap::new(),
-            ready: Vec::new(),
             joining: HashMap::new(),
             unadvertised: BTreeSet::new(),
         }
@@ -304,7 +300,6 @@ impl RoomsCore {
             }
             self.applied.insert(m.node_id.clone(), m.rooms.clone());
         }
-        self.ready = members.ready().map(str::to_owned).collect();
         // A node that restarted (a new generation) lost its members like one that left.
         let mut live: BTreeMap<String, u64> =
             members.nodes.values().map(|m| (m.node_id.clone(), m.generation)).collect();
@@ -403,26 +398,6 @@ impl RoomsCore {
     /// Live peers (not this node).
     pub fn peers(&self) -> impl Iterator<Item = &String> {
         self.live.keys().filter(|n| **n != self.me)
-    }
-
-    /// The first `n` ready nodes of a key's rendezvous ranking.
-    pub fn ranking(&self, key: &str, n: usize) -> Vec<String> {
-        Placement::new(self.ready.iter().map(String::as_str))
-            .ranking(key)
-            .into_iter()
-            .take(n)
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The first `n` live nodes of a key's rendezvous ranking (ready or not).
-    pub fn live_ranking(&self, key: &str, n: usize) -> Vec<String> {
-        Placement::new(self.live.keys().map(String::as_str))
-            .ranking(key)
-            .into_iter()
-            .take(n)
-            .map(str::to_owned)
-            .collect()
     }
 
     /// How many rooms, remote presences and gossip subscriptions the tables hold (metrics,

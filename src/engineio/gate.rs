@@ -65,13 +65,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// Counts the wakes of the task that polls the gate.
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    /// Counts the wakes of the task that polls.
+    use crate::engineio::WakeCount as Count;
 
     #[test]
     fn polls_only_after_its_own_wake() {

@@ -17,3 +17,14 @@ pub use error::EngineError;
 pub use packet::{Frame, PacketType, ProtocolVersion};
 pub use request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 pub use session::{CloseReason, EngineHandler, Message, SendError, Session, Sid};
+
+/// A waker that counts its wakes, for the tests of what polls what (`gate`, `queue`).
+#[cfg(test)]
+pub(crate) struct WakeCount(pub std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl std::task::Wake for WakeCount {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

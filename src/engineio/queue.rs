@@ -97,14 +97,9 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use std::task::Wake;
 
-    struct Count(AtomicUsize);
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    /// Counts the wakes of the task that polls.
+    use crate::engineio::WakeCount as Count;
 
     #[test]
     fn bounded_all_or_none_in_order() {
