@@ -400,9 +400,15 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str, history: &HistoryHandle,
     let user = user(socket);
     let ns = socket.namespace();
     let acked = socket.clone();
-    let sent = OnSent::new(move || respond(&acked, ack, Ok(())));
-    ns.emit_to_room_then(room, "chat message", vec![json!({ "user": &*user, "room": room, "message": message })], sent);
-    history.record(NAMESPACE, room, json!({ "user": &*user, "message": message }).to_string());
+    // Runs when the broadcast's pushes and the history record's have all left this node.
+    let sent = Arc::new(OnSent::new(move || respond(&acked, ack, Ok(()))));
+    ns.emit_to_room_then(
+        room,
+        "chat message",
+        vec![json!({ "user": &*user, "room": room, "message": message })],
+        &sent,
+    );
+    history.record(NAMESPACE, room, json!({ "user": &*user, "message": message }).to_string(), Some(&sent));
 }
 
 /// Answers through the ack when the client asked for one; otherwise errors become `chat error`.

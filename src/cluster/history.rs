@@ -33,6 +33,7 @@ use super::placement::Placement;
 use super::rooms::ClusterRooms;
 use crate::history::{entry_size, merge, Entry, History, HistoryStore, IdSource, RoomId};
 use crate::rpc::{Push, Request, Response};
+use crate::socketio::OnSent;
 
 /// Nodes that keep each room's history, so one node down (crashed, restarting) loses none.
 pub const REPLICAS: usize = 2;
@@ -236,14 +237,14 @@ impl ClusterHistory {
 }
 
 impl History for ClusterHistory {
-    fn record(&self, nsp: &str, room: &str, body: String) {
+    fn record(&self, nsp: &str, room: &str, body: String, sent: Option<&Arc<OnSent>>) {
         let entry = self.ids.entry(body);
         for replica in self.replicas_now(nsp, room) {
             if replica == self.node_id {
                 self.store.merge(&(nsp.to_owned(), room.to_owned()), vec![entry.clone()]);
             } else {
                 let push = Push::Record { nsp: nsp.into(), room: room.into(), entry: entry.clone() };
-                self.rooms.push_to_peer(&replica, push);
+                self.rooms.push_to_peer(&replica, push, sent.cloned());
             }
         }
     }

@@ -506,8 +506,9 @@ impl ClusterRooms {
 
     /// Queues a push for `node` behind the ones already queued for it; false if its queue
     /// is full (the push is dropped and counted).
-    pub(crate) fn push_to_peer(self: &Arc<Self>, node: &str, push: Push) -> bool {
-        self.push_to(node, Outgoing::Push(push, None))
+    /// `sent`, if any, is held until the push is written to the peer's connection.
+    pub(crate) fn push_to_peer(self: &Arc<Self>, node: &str, push: Push, sent: Option<Arc<OnSent>>) -> bool {
+        self.push_to(node, Outgoing::Push(push, sent))
     }
 
     /// Serves a peer's push.
@@ -590,7 +591,7 @@ impl Adapter for ClusterRooms {
         }
     }
 
-    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: OnSent) {
+    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: &Arc<OnSent>) {
         let Some(this) = self.me.upgrade() else { return };
         let targets =
             this.state.lock().unwrap_or_else(|e| e.into_inner()).core.subscribers(&(nsp.to_owned(), room.to_owned()));
@@ -604,7 +605,6 @@ impl Adapter for ClusterRooms {
             frames: frames.iter().map(frame_to_wire).collect(),
         };
         // Each target's push holds it; the last one written (or dropped) runs it.
-        let sent = Arc::new(sent);
         for node in targets {
             this.push_to(&node, Outgoing::Push(push.clone(), Some(sent.clone())));
         }

@@ -20,6 +20,8 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::future::BoxFuture;
+
+use crate::socketio::OnSent;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
@@ -222,7 +224,8 @@ impl HistoryStore {
 /// Room history as the chat sees it.
 pub trait History: Send + Sync + 'static {
     /// Appends a message to the room's history; never waits.
-    fn record(&self, nsp: &str, room: &str, body: String);
+    /// `sent`, if any, is held until the record has left this node (see `socketio::OnSent`).
+    fn record(&self, nsp: &str, room: &str, body: String, sent: Option<&Arc<OnSent>>);
     /// The room's last messages, oldest first (empty if nobody holding them can be reached).
     fn history(&self, nsp: &str, room: &str) -> BoxFuture<'static, Vec<String>>;
 }
@@ -240,7 +243,7 @@ impl LocalHistory {
 }
 
 impl History for LocalHistory {
-    fn record(&self, nsp: &str, room: &str, body: String) {
+    fn record(&self, nsp: &str, room: &str, body: String, _sent: Option<&Arc<OnSent>>) {
         self.store.merge(&(nsp.to_owned(), room.to_owned()), vec![self.ids.entry(body)]);
     }
 
@@ -262,9 +265,9 @@ impl HistoryHandle {
         }
     }
 
-    pub fn record(&self, nsp: &str, room: &str, body: String) {
+    pub fn record(&self, nsp: &str, room: &str, body: String, sent: Option<&Arc<OnSent>>) {
         if let Some(h) = self.0.get() {
-            h.record(nsp, room, body);
+            h.record(nsp, room, body, sent);
         }
     }
 

@@ -31,9 +31,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// reaches the new member.
     fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()>;
     /// Delivers a room broadcast, already encoded (with its recovery offset, if any), to the
-    /// room's members on other nodes; `sent` is dropped once the broadcast has left this node
-    /// (see [`OnSent`]).
-    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: OnSent);
+    /// room's members on other nodes; each push holds a clone of `sent` until it has left this
+    /// node (see [`OnSent`]).
+    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: &Arc<OnSent>);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
     /// Moves a session parked on this node to its keeper, another node; never waits.
@@ -89,8 +89,8 @@ impl Adapter for LocalAdapter {
         Box::pin(std::future::ready(()))
     }
 
-    /// Nowhere else to go: `sent` runs now.
-    fn publish(&self, _nsp: &str, _room: &str, _offset: Option<&str>, _frames: &[Frame], _sent: OnSent) {}
+    /// Nowhere else to go: nothing holds `sent`.
+    fn publish(&self, _nsp: &str, _room: &str, _offset: Option<&str>, _frames: &[Frame], _sent: &Arc<OnSent>) {}
 
     fn remote_labels(&self, _nsp: &str, _room: &str) -> Vec<String> {
         Vec::new()
@@ -122,11 +122,12 @@ impl Adapter for LocalAdapter {
     }
 }
 
-/// What runs once a room broadcast has left this node: when the last of its holders drops
-/// it, that is once the broadcast is written to the connection of every node it was pushed to
-/// (in the kernel's hands: it is sent even if this process dies right after), or that node's
-/// connection failed, or there was no other node to push to. The chat acks a message from
-/// here, so a crash of the publishing process after the ack loses the message for nobody.
+/// What runs once a room broadcast (and its history record) has left this node: when the last
+/// holder of its `Arc` drops it, that is once every push it went out with is written to its
+/// node's connection (in the kernel's hands: it is sent even if this process dies right after),
+/// or that node's connection failed, or there was no other node to push to. The chat acks a
+/// message from here, so a crash of the publishing process after the ack loses the message, and
+/// its history record, for nobody.
 pub struct OnSent(Option<Box<dyn FnOnce() + Send + Sync>>);
 
 impl OnSent {

@@ -366,12 +366,12 @@ impl Namespace {
     /// Emits an event to every member of `room` on every node, encoding the packet once.
     /// With recovery on, the event's last argument is its offset (as socket.io 4.6+ does).
     pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) {
-        self.emit_to_room_then(room, event, args, OnSent::none());
+        self.emit_to_room_then(room, event, args, &Arc::new(OnSent::none()));
     }
 
     /// [`Namespace::emit_to_room`], then `sent` once the broadcast has left this node (see
     /// [`OnSent`]): written to every other node with members of the room.
-    pub fn emit_to_room_then(&self, room: &str, event: &str, mut args: Vec<Value>, sent: OnSent) {
+    pub fn emit_to_room_then(&self, room: &str, event: &str, mut args: Vec<Value>, sent: &Arc<OnSent>) {
         let offset = self.recovery.as_ref().map(|r| r.next_offset());
         if let Some(offset) = &offset {
             args.push(Value::String(offset.clone()));
