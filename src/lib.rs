@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod engineio;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
@@ -175,7 +175,7 @@ impl Membership {
 
     async fn join(config: GossipConfig, initial: Vec<(String, String)>) -> anyhow::Result<Self> {
         // A fresh generation per start: milliseconds since the epoch never repeat for a node.
-        let generation = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        let generation = crate::clock::unix_ms();
         let chitchat_id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
         let mut accepted_to = vec![config.advertise];
         if config.listen != config.advertise && !config.listen.ip().is_unspecified() {

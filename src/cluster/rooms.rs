@@ -86,13 +86,6 @@ struct AfterLock {
     unsent: Vec<(String, RoomId, Version, bool)>,
 }
 
-/// A fresh generation for this node's presence versions: milliseconds since the epoch, so a
-/// restarted node's word is newer than its previous life's.
-fn generation() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
-
 pub struct ClusterRooms {
     /// This adapter itself, for the tasks it spawns from `&self` trait methods.
     me: std::sync::Weak<ClusterRooms>,
@@ -138,7 +131,12 @@ impl ClusterRooms {
                 .iter()
                 .map(|ns| (ns.name().to_owned(), Arc::downgrade(ns) as std::sync::Weak<dyn Emitter>))
                 .collect(),
-            state: Mutex::new(State { core: RoomsCore::new(node_id.clone(), generation()), waiters: HashMap::new() }),
+            // The presence versions' generation: the start time, so a restarted node's word is
+            // newer than its previous life's.
+            state: Mutex::new(State {
+                core: RoomsCore::new(node_id.clone(), crate::clock::unix_ms()),
+                waiters: HashMap::new(),
+            }),
             queues: Mutex::new(HashMap::new()),
             tasks: tokio_util::task::TaskTracker::new(),
             rpc_timeout,

@@ -99,10 +99,7 @@ impl IdSource {
     }
 }
 
-pub fn now_ms() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
-}
+pub use crate::clock::unix_ms as now_ms;
 
 struct StoreState {
     rooms: LruCache<RoomId, Vec<Entry>>,
