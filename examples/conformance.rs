@@ -17,14 +17,13 @@ use clusterchat::engineio::{Engine, EngineConfig};
 use clusterchat::http::{EdgePolicy, HttpState};
 use clusterchat::node::Service;
 use clusterchat::server::Server;
-use clusterchat::socketio::{NamespaceBuilder, SocketIo, SocketIoConfig};
-use serde_json::Value;
+use clusterchat::socketio::{SocketIo, SocketIoConfig};
 use tokio_util::task::TaskTracker;
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 use support::rr_proxy::RoundRobinProxy;
-use support::server::Echo;
+use support::server::{suite_handlers, Echo};
 
 #[derive(Parser)]
 struct Args {
@@ -35,35 +34,6 @@ struct Args {
     /// Cluster nodes behind a per-request round-robin balancer; 1 serves directly.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
-}
-
-/// The handlers the socket.io suite expects in a namespace.
-fn suite_namespace(name: &str) -> NamespaceBuilder {
-    NamespaceBuilder::new(name)
-        .on_connect(|socket, req| {
-            socket.set_data(req.auth.clone());
-            Ok(())
-        })
-        .on_connected(|socket| {
-            // The suite awaits the CONNECT reply and this event one at a time, and its
-            // WebSocket client drops the second of two frames that arrive in one TCP read
-            // (the reference Node server loses that race too, about 1 run in 50). Sending a
-            // millisecond later keeps them in separate reads.
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                let auth = socket.data::<Value>().cloned().unwrap_or_default();
-                let _ = socket.emit("auth", vec![auth]);
-            });
-        })
-        .on("message", |socket, event, _| {
-            let _ = socket.emit_binary("message-back", event.args, event.binary);
-        })
-        .on("message-with-ack", |_, event, ack| {
-            if let Some(ack) = ack {
-                let _ = ack.send_binary(event.args, event.binary);
-            }
-        })
 }
 
 #[tokio::main]
@@ -79,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     if args.nodes > 1 {
         return run_cluster(&args, config).await;
     }
-    let io = SocketIo::new(SocketIoConfig::default(), vec![suite_namespace("/"), suite_namespace("/custom")]);
+    let io = SocketIo::new(SocketIoConfig::default(), vec![suite_handlers("/"), suite_handlers("/custom")]);
     let state = Arc::new(HttpState {
         node_id: "conformance".into(),
         engines: vec![
@@ -108,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
 /// The suites' servers on `args.nodes` clustered nodes behind a round-robin balancer.
 async fn run_cluster(args: &Args, config: EngineConfig) -> anyhow::Result<()> {
     let make: support::cluster::MakeServices = Box::new(move |_| {
-        let io = SocketIo::new(SocketIoConfig::default(), vec![suite_namespace("/"), suite_namespace("/custom")]);
+        let io = SocketIo::new(SocketIoConfig::default(), vec![suite_handlers("/"), suite_handlers("/custom")]);
         vec![
             Service {
                 path: "/engine.io/".into(),

@@ -83,18 +83,19 @@ struct ConnectData {
 
 pub type AckResult = Result<AckResponse, AckError>;
 
-/// The handlers the socket.io suite expects, plus:
-/// - `ask` (args: `[timeout_ms]`): the server emits `question` with an ack and reports the
-///   outcome of `emit_with_ack` on the test server's ack channel;
-/// - `query` (with an ack): acknowledges with the CONNECT's `x` query parameter (or null).
-fn suite_namespace(name: &str, acks: mpsc::UnboundedSender<AckResult>) -> NamespaceBuilder {
+/// The handlers the official socket.io suite expects in a namespace (shared with
+/// `examples/conformance.rs`): `auth` after the CONNECT reply, `message-back`, acks echoed.
+pub fn suite_handlers(name: &str) -> NamespaceBuilder {
     NamespaceBuilder::new(name)
         .on_connect(|socket, req| {
             socket.set_data(ConnectData { auth: req.auth.clone(), x: req.query_param("x").map(str::to_owned) });
             Ok(())
         })
         .on_connected(|socket| {
-            // As in the conformance fixture: the auth event goes out 1 ms after the CONNECT reply.
+            // The suite awaits the CONNECT reply and this event one at a time, and its
+            // WebSocket client drops the second of two frames that arrive in one TCP read
+            // (the reference Node server loses that race too, about 1 run in 50). Sending a
+            // millisecond later keeps them in separate reads.
             let socket = socket.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -110,6 +111,14 @@ fn suite_namespace(name: &str, acks: mpsc::UnboundedSender<AckResult>) -> Namesp
                 let _ = ack.send_binary(event.args, event.binary);
             }
         })
+}
+
+/// The suite's handlers, plus:
+/// - `ask` (args: `[timeout_ms]`): the server emits `question` with an ack and reports the
+///   outcome of `emit_with_ack` on the test server's ack channel;
+/// - `query` (with an ack): acknowledges with the CONNECT's `x` query parameter (or null).
+fn suite_namespace(name: &str, acks: mpsc::UnboundedSender<AckResult>) -> NamespaceBuilder {
+    suite_handlers(name)
         .on("query", |socket, _, ack| {
             if let Some(ack) = ack {
                 let x = socket.data::<ConnectData>().and_then(|d| d.x.clone());
