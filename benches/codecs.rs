@@ -62,7 +62,7 @@ fn rpc(c: &mut Criterion) {
     let frame = RpcFrame::Push(Push::Publish {
         nsp: "/chat".into(),
         room: "lobby".into(),
-        offset: Some("Zx3k9QaB-1f2e".into()),
+        stamp: Some((0x5a3c_9e01, 0x1f2e)),
         frames: vec![WsFrame::Text(CHAT.into())],
     });
     g.bench_function("encode publish", |b| b.iter(|| encode(black_box(&frame))));

@@ -253,9 +253,7 @@ impl Collector for Scraped {
             "parked_sessions",
             "Dropped sessions kept on this node for their clients to recover, by namespace.",
             "nsp",
-            namespaces
-                .iter()
-                .filter_map(|ns| ns.recovery().map(|r| (ns.name(), ConstGauge::new(r.parked_count() as i64)))),
+            namespaces.iter().filter_map(|ns| ns.keeper().map(|k| (ns.name(), ConstGauge::new(k.counts().1 as i64)))),
         )?;
         counter(
             &mut encoder,

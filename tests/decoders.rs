@@ -13,7 +13,7 @@ use clusterchat::engineio::packet::{decode_binary, decode_text, Packet};
 use clusterchat::engineio::payload::{self, PayloadFormat};
 use clusterchat::engineio::{EngineQuery, EngineRequest, Frame, Method, PacketType, ProtocolVersion, TransportKind};
 use clusterchat::rpc::message::{self as rpc, MAX_FRAME};
-use clusterchat::rpc::{ParkedWire, Push, Request, Response, RpcFrame, StreamOpen, WirePacket, WsFrame};
+use clusterchat::rpc::{Push, RecordWire, Request, Response, RpcFrame, StreamOpen, WirePacket, WsFrame};
 use clusterchat::socketio::packet::{self as sio, Revision};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -348,12 +348,12 @@ fn ws_frame() -> impl Strategy<Value = WsFrame> + Clone {
 }
 
 fn wire_packet() -> impl Strategy<Value = WirePacket> {
-    (text(), prop::collection::vec(ws_frame(), 0..3))
+    (any::<(u32, u64)>(), prop::collection::vec(ws_frame(), 0..3))
 }
 
-fn parked() -> impl Strategy<Value = ParkedWire> {
-    (text(), text(), prop::collection::vec(text(), 0..3), prop::collection::vec(wire_packet(), 0..3))
-        .prop_map(|(pid, sid, rooms, packets)| ParkedWire { pid, sid, rooms, packets })
+fn record() -> impl Strategy<Value = RecordWire> {
+    (text(), text(), prop::collection::vec(text(), 0..3), any::<u64>())
+        .prop_map(|(pid, sid, rooms, version)| RecordWire { pid, sid, rooms, version })
 }
 
 fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
@@ -370,33 +370,27 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
     let entry = (any::<u64>(), any::<(u64, u64)>(), text())
         .prop_map(|(at_ms, id, body)| clusterchat::rpc::HistoryEntry { at_ms, id, body });
     let entries = prop::collection::vec(entry.clone(), 0..3);
-    let request = prop_oneof![
-        (text(), engine_request).prop_map(|(path, req)| Request::Engine { path, req }),
-        (text(), text(), text(), labels.clone(), any::<(u64, u64)>())
-            .prop_map(|(node, nsp, room, labels, version)| Request::Subscribe { node, nsp, room, labels, version }),
-        (text(), text()).prop_map(|(nsp, room)| Request::History { nsp, room }),
-        (text(), parked()).prop_map(|(nsp, state)| Request::Park { nsp, state }),
-        (text(), text(), prop::option::of(text())).prop_map(|(nsp, pid, offset)| Request::FindParked {
-            nsp,
-            pid,
-            offset
-        }),
-        (text(), text(), prop::option::of(text())).prop_map(|(nsp, pid, offset)| Request::TakeParked {
-            nsp,
-            pid,
-            offset
-        }),
-        (text(), text(), prop::option::of(text()), prop::collection::vec(wire_packet(), 0..3), any::<bool>())
-            .prop_map(|(nsp, pid, after, packets, taken)| Request::ParkTail { nsp, pid, after, packets, taken }),
-        prop::collection::vec((text(), text(), entries.clone()), 0..3)
-            .prop_map(|rooms| Request::HistoryMerge { rooms }),
-    ];
+    let request =
+        prop_oneof![
+            (text(), engine_request).prop_map(|(path, req)| Request::Engine { path, req }),
+            (text(), text(), text(), labels.clone(), any::<(u64, u64)>())
+                .prop_map(|(node, nsp, room, labels, version)| Request::Subscribe { node, nsp, room, labels, version }),
+            (text(), text()).prop_map(|(nsp, room)| Request::History { nsp, room }),
+            (text(), record(), prop::collection::vec(wire_packet(), 0..3))
+                .prop_map(|(nsp, record, seed)| Request::Keep { nsp, record, seed }),
+            (text(), record(), prop::collection::vec(wire_packet(), 0..3))
+                .prop_map(|(nsp, record, seed)| Request::Adopt { nsp, record, seed }),
+            (text(), text()).prop_map(|(nsp, pid)| Request::FindParked { nsp, pid }),
+            (text(), text(), text()).prop_map(|(nsp, pid, offset)| Request::TakeParked { nsp, pid, offset }),
+            prop::collection::vec((text(), text(), entries.clone()), 0..3)
+                .prop_map(|rooms| Request::HistoryMerge { rooms }),
+        ];
     let response = prop_oneof![
         (any::<(u64, u64)>(), labels.clone()).prop_map(|(version, labels)| Response::Members { version, labels }),
         entries.prop_map(Response::History),
         any::<u32>().prop_map(Response::Merged),
         text().prop_map(Response::Failed),
-        any::<bool>().prop_map(Response::Parked),
+        any::<bool>().prop_map(Response::Kept),
         prop::option::of((text(), labels.clone())).prop_map(Response::Found),
         prop::option::of(prop::collection::vec(wire_packet(), 0..3)).prop_map(Response::Taken),
         (any::<u16>(), bytes()).prop_map(|(status, body)| Response::Engine(clusterchat::engineio::EngineResponse {
@@ -406,8 +400,19 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
         })),
     ];
     let push = prop_oneof![
-        (text(), text(), prop::option::of(text()), prop::collection::vec(ws_frame(), 0..4))
-            .prop_map(|(nsp, room, offset, frames)| Push::Publish { nsp, room, offset, frames }),
+        (text(), text(), prop::option::of(any::<(u32, u64)>()), prop::collection::vec(ws_frame(), 0..4))
+            .prop_map(|(nsp, room, stamp, frames)| Push::Publish { nsp, room, stamp, frames }),
+        (text(), text(), any::<u64>(), any::<bool>()).prop_map(|(nsp, pid, version, park)| Push::Release {
+            nsp,
+            pid,
+            version,
+            park
+        }),
+        (text(), text(), prop::collection::vec(wire_packet(), 0..3)).prop_map(|(nsp, pid, seed)| Push::Seed {
+            nsp,
+            pid,
+            seed
+        }),
         (text(), text(), text(), labels, any::<(u64, u64)>())
             .prop_map(|(node, nsp, room, labels, version)| { Push::Presence { node, nsp, room, labels, version } }),
         (text(), text(), entry).prop_map(|(nsp, room, entry)| Push::Record { nsp, room, entry }),

@@ -27,18 +27,15 @@ use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
-use crate::rpc::{ParkedWire, Push, Request, Response, WirePacket, WsFrame};
-use crate::socketio::recovery::{broadcast_size, Broadcast, ParkedState, TAIL_WAIT};
+use crate::rpc::{Push, RecordWire, Request, Response, WirePacket, WsFrame};
+use crate::socketio::recovery::{broadcast_size, Broadcast, Frontier, Holder, KeepRequest, Stamp};
 use crate::socketio::{Adapter, Emitter, FoundSession, Namespace, OnSent};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
-/// Bytes of broadcasts a parked session carries from node to node at most (an RPC frame
-/// holds 4 MiB): a hand-over keeps the latest that fit.
+/// Bytes of broadcasts a session's record carries from node to node at most (an RPC frame
+/// holds 4 MiB): a hand-over keeps the latest that fit; a restore that needs more is a gap.
 const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
-/// How long a node keeps taking broadcasts for a session it handed over, for those already
-/// on their way to it when the keeper's subscription took effect.
-const HAND_OVER_GRACE: Duration = Duration::from_millis(100);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -103,10 +100,12 @@ pub struct ClusterRooms {
     tasks: tokio_util::task::TaskTracker,
     rpc_timeout: Duration,
     pub stats: RoomStats,
-    /// Parked sessions being handed over to their keepers; a leaving node waits for them.
+    /// Records on their way to keepers (sent even if nobody waits for the answer); a leaving
+    /// node waits for them.
     hand_overs: tokio_util::task::TaskTracker,
-    /// Pids being handed over, so each moves once at a time.
-    moving: Mutex<HashSet<String>>,
+    /// Each member's generation at the last membership change: a keeper that is gone or
+    /// came back as a new process has lost its records.
+    generations: Mutex<HashMap<String, u64>>,
     /// Wakes the advertiser when the core has gossip keys due.
     advertise: Arc<tokio::sync::Notify>,
     /// Cancelled by [`ClusterRooms::shutdown`]: the long-lived tasks (membership follower,
@@ -142,7 +141,7 @@ impl ClusterRooms {
             rpc_timeout,
             stats: RoomStats::default(),
             hand_overs: tokio_util::task::TaskTracker::new(),
-            moving: Mutex::new(HashSet::new()),
+            generations: Mutex::new(HashMap::new()),
             advertise: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
         });
@@ -387,62 +386,100 @@ impl ClusterRooms {
         self.peers.call(node, addr, request, timeout).await
     }
 
-    /// Serves a peer's hand-over of a parked session.
-    pub fn on_park(&self, nsp: &str, state: ParkedWire) -> BoxFuture<'static, Response> {
-        let Some(ns) = self.namespace(nsp) else { return Box::pin(std::future::ready(Response::Parked(false))) };
-        let parked = ns.park(parked_from_wire(state));
-        Box::pin(async move { Response::Parked(parked.await) })
+    /// A peer as the holder of its sessions: its id, proved by its channel, and its
+    /// generation now. `None` if it is no member.
+    fn holder_of(&self, peer: &str) -> Option<Holder> {
+        let members = self.membership.members();
+        members.get(peer).map(|m| Holder { node: peer.into(), generation: m.generation })
+    }
+
+    /// Serves a peer's record of one of its sessions (`adopt`: a parked one, handed on by a
+    /// leaving keeper): kept once this node is subscribed to its rooms.
+    pub fn on_keep(
+        &self,
+        peer: &str,
+        nsp: &str,
+        record: RecordWire,
+        seed: Vec<WirePacket>,
+        adopt: bool,
+    ) -> BoxFuture<'static, Response> {
+        let (Some(ns), Some(holder)) = (self.namespace(nsp), self.holder_of(peer)) else {
+            return Box::pin(std::future::ready(Response::Kept(false)));
+        };
+        let req = KeepRequest { pid: record.pid, sid: record.sid, rooms: record.rooms, version: record.version };
+        let pid = req.pid.clone();
+        let kept = ns.keep(req, holder.clone(), seed.into_iter().map(broadcast_from_wire).collect());
+        Box::pin(async move {
+            let kept = kept.await;
+            if kept && adopt {
+                ns.release(&pid, &holder, 0, true);
+            }
+            Response::Kept(kept)
+        })
     }
 
     /// Serves a peer's question for a parked session.
-    pub fn on_find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> Response {
-        let found = self.namespace(nsp).and_then(|ns| ns.recovery().and_then(|r| r.peek(pid, offset).ok()));
-        Response::Found(found)
+    pub fn on_find_parked(&self, nsp: &str, pid: &str) -> BoxFuture<'static, Response> {
+        let Some(ns) = self.namespace(nsp) else { return Box::pin(std::future::ready(Response::Found(None))) };
+        let found = ns.find(pid);
+        Box::pin(async move { Response::Found(found.await) })
+    }
+
+    /// Serves a keeper's question: does this node still hold the session?
+    pub fn on_holds(&self, nsp: &str, pid: &str, sid: &str) -> Response {
+        Response::Kept(self.namespace(nsp).is_some_and(|ns| ns.holds(pid, sid)))
     }
 
     /// Gives a parked session to the peer that restores it. Missed broadcasts too large for
     /// one answer are a gap: the client is not recovered.
-    pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Response> {
-        let Some(ns) = self.namespace(nsp) else { return Box::pin(std::future::ready(Response::Taken(None))) };
-        let taken = ns.take(pid, offset);
-        Box::pin(async move {
-            let taken = taken.await;
-            let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
-            Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
-        })
+    pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: &str) -> Response {
+        let (Some(ns), Some(frontier)) = (self.namespace(nsp), Frontier::parse(offset)) else {
+            return Response::Taken(None);
+        };
+        let taken = ns.take(pid, &frontier);
+        let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
+        Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
     }
 
-    /// Completes a session handed over here with the broadcasts its previous node buffered.
-    /// A stale copy (`taken`: the client got the session from the sender) is dropped.
-    pub fn on_park_tail(
-        &self,
-        nsp: &str,
-        pid: &str,
-        after: Option<&str>,
-        packets: Vec<WirePacket>,
-        taken: bool,
-    ) -> Response {
-        let Some(ns) = self.namespace(nsp) else { return Response::Parked(false) };
-        let Some(recovery) = ns.recovery() else { return Response::Parked(false) };
-        recovery.prepend(pid, after, packets.into_iter().map(broadcast_from_wire).collect());
-        if taken {
-            ns.discard(pid);
-        }
-        Response::Parked(true)
-    }
-
-    /// The ready members in rendezvous order of a pid: its keeper is the first of them that
-    /// is not the session's owner, so it is one of the first two.
+    /// The ready members in rendezvous order of a pid.
     fn pid_ranking(&self, pid: &str) -> Vec<String> {
         let members = self.membership.members();
         Placement::new(members.ready()).ranking(pid).into_iter().map(str::to_owned).collect()
     }
 
-    /// Hands every session parked here to another keeper (this node is leaving).
+    /// Hands every parked record kept here, with what its rooms logged, to another keeper
+    /// (this node is leaving). Live records stay: their holders choose new keepers when this
+    /// node leaves.
     pub fn hand_over_all(&self) {
+        let Some(this) = self.me.upgrade() else { return };
         for ns in self.namespaces.values().filter_map(std::sync::Weak::upgrade) {
-            for pid in ns.recovery().map(|r| r.parked()).unwrap_or_default() {
-                self.hand_over(ns.name(), &pid);
+            let Some(keeper) = ns.keeper() else { continue };
+            for (req, seed) in keeper.parked(HAND_OVER_BUDGET) {
+                let this = this.clone();
+                let ns = ns.clone();
+                self.hand_overs.spawn(
+                    async move {
+                        let Some(to) = this.pid_ranking(&req.pid).into_iter().find(|n| *n != this.node_id) else {
+                            return; // alone: it stays here
+                        };
+                        let pid = req.pid.clone();
+                        let request = Request::Adopt {
+                            nsp: ns.name().to_owned(),
+                            record: record_to_wire(req),
+                            seed: seed.iter().map(broadcast_to_wire).collect(),
+                        };
+                        match this.call(&to, request, this.rpc_timeout).await {
+                            Ok(Response::Kept(true)) => {
+                                if let Some(keeper) = ns.keeper() {
+                                    ns.unkept(&keeper.forget(&pid).emptied);
+                                }
+                                debug!(%pid, %to, "parked session handed over");
+                            }
+                            other => warn!(%pid, %to, ?other, "parked session not handed over; it stays here"),
+                        }
+                    }
+                    .in_current_span(),
+                );
             }
         }
     }
@@ -455,53 +492,6 @@ impl ClusterRooms {
         }
     }
 
-    /// Moves a session parked here to its keeper: the keeper gets its state and subscribes
-    /// to its rooms, then the broadcasts this node buffered meanwhile follow, and only then
-    /// does this node let go (so no broadcast falls between the two).
-    async fn move_parked(self: Arc<Self>, nsp: String, pid: String) {
-        if !self.moving.lock().unwrap_or_else(|e| e.into_inner()).insert(pid.clone()) {
-            return; // already on its way
-        }
-        self.clone().move_parked_once(&nsp, &pid).await;
-        self.moving.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
-    }
-
-    async fn move_parked_once(self: Arc<Self>, nsp: &str, pid: &str) {
-        let Some(ns) = self.namespace(nsp) else { return };
-        let Some(recovery) = ns.recovery().cloned() else { return };
-        let Some(keeper) = self.pid_ranking(pid).into_iter().find(|n| *n != self.node_id) else {
-            return; // alone: the session stays here
-        };
-        // A session still waiting for its previous hand-over's tail moves once it has it.
-        recovery.complete(pid, TAIL_WAIT).await;
-        let Some(state) = recovery.snapshot(pid, HAND_OVER_BUDGET) else { return };
-        let after = state.packets.last().map(|(offset, _)| offset.clone());
-        let request = Request::Park { nsp: nsp.to_owned(), state: parked_to_wire(state) };
-        match self.call(&keeper, request, self.rpc_timeout).await {
-            Ok(Response::Parked(true)) => {
-                // Broadcasts already on their way here before the keeper's subscription took
-                // effect still arrive for a moment: keep taking them, then let go.
-                tokio::time::sleep(HAND_OVER_GRACE).await;
-                // Gone: a client took it from here meanwhile; the keeper's copy is stale.
-                let (rest, taken) = match recovery.take_after(pid, after.as_deref()) {
-                    Some((rest, emptied)) => {
-                        ns.unparked(&emptied);
-                        (rest, false)
-                    }
-                    None => (Vec::new(), true),
-                };
-                debug!(%pid, %keeper, later = rest.len(), taken, "parked session handed over");
-                let packets = rest.iter().map(broadcast_to_wire).collect();
-                let (nsp, pid) = (nsp.to_owned(), pid.to_owned());
-                let tail = Request::ParkTail { nsp, pid, after, packets, taken };
-                if let Err(err) = self.call(&keeper, tail, self.rpc_timeout).await {
-                    warn!(%keeper, %err, "hand-over tail not delivered; the session may have a gap");
-                }
-            }
-            other => warn!(%pid, %keeper, ?other, "parked session not handed over; it stays here"),
-        }
-    }
-
     /// Queues a push for `node` behind the ones already queued for it; false if its queue
     /// is full (the push is dropped and counted).
     /// `sent`, if any, is held until the push is written to the peer's connection.
@@ -510,13 +500,25 @@ impl ClusterRooms {
     }
 
     /// Serves a peer's push.
-    pub fn on_push(self: &Arc<Self>, push: Push) {
+    pub fn on_push(self: &Arc<Self>, peer: &str, push: Push) {
         match push {
-            Push::Publish { nsp, room, offset, frames } => {
+            Push::Publish { nsp, room, stamp, frames } => {
                 self.stats.publishes_received.fetch_add(1, Ordering::Relaxed);
                 if let Some(ns) = self.namespace(&nsp) {
                     let frames: Vec<Frame> = frames.into_iter().map(frame_from_wire).collect();
-                    ns.deliver(&room, offset.as_deref(), &frames);
+                    ns.deliver(&room, stamp.map(stamp_from_wire), &frames);
+                }
+            }
+            Push::Release { nsp, pid, version, park } => {
+                if let (Some(ns), Some(holder)) = (self.namespace(&nsp), self.holder_of(peer)) {
+                    ns.release(&pid, &holder, version, park);
+                }
+            }
+            Push::Seed { nsp, pid, seed } => {
+                if let (Some(ns), Some(holder)) = (self.namespace(&nsp), self.holder_of(peer)) {
+                    if let Some(keeper) = ns.keeper() {
+                        keeper.seed(&pid, &holder, seed.into_iter().map(broadcast_from_wire).collect());
+                    }
                 }
             }
             Push::Presence { node, nsp, room, labels, version } => {
@@ -545,6 +547,28 @@ impl ClusterRooms {
     /// [`RoomsCore::membership_changed`]).
     fn membership_changed(self: &Arc<Self>, members: &Members) {
         self.step(|s, out| s.core.membership_changed(members, out));
+        // Records: those whose holder died are parked here; sockets of this node whose
+        // keeper died (or restarted, losing them) are kept anew.
+        let gone: HashSet<String> = {
+            let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+            let gone = generations
+                .iter()
+                .filter(|(node, generation)| members.get(node).is_none_or(|m| m.generation != **generation))
+                .map(|(node, _)| node.clone())
+                .collect();
+            *generations = members.nodes.iter().map(|(node, m)| (node.clone(), m.generation)).collect();
+            gone
+        };
+        let live = |h: &Holder| members.get(&h.node).is_some_and(|m| m.generation == h.generation);
+        for ns in self.namespaces.values().filter_map(std::sync::Weak::upgrade) {
+            if let Some(keeper) = ns.keeper() {
+                let parked = keeper.holders_gone(live);
+                if parked > 0 {
+                    debug!(nsp = ns.name(), parked, "sessions of a node that left parked for their clients");
+                }
+            }
+            ns.rekeep(&|node| gone.contains(node));
+        }
     }
 }
 
@@ -589,7 +613,7 @@ impl Adapter for ClusterRooms {
         }
     }
 
-    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: &Arc<OnSent>) {
+    fn publish(&self, nsp: &str, room: &str, stamp: Option<Stamp>, frames: &[Frame], sent: &Arc<OnSent>) {
         let Some(this) = self.me.upgrade() else { return };
         let targets =
             this.state.lock().unwrap_or_else(|e| e.into_inner()).core.subscribers(&(nsp.to_owned(), room.to_owned()));
@@ -599,7 +623,7 @@ impl Adapter for ClusterRooms {
         let push = Push::Publish {
             nsp: nsp.into(),
             room: room.into(),
-            offset: offset.map(str::to_owned),
+            stamp: stamp.map(|s| (s.publisher, s.counter)),
             frames: frames.iter().map(frame_to_wire).collect(),
         };
         // Each target's push holds it; the last one written (or dropped) runs it.
@@ -608,42 +632,105 @@ impl Adapter for ClusterRooms {
         }
     }
 
-    fn hand_over(&self, nsp: &str, pid: &str) {
-        let Some(this) = self.me.upgrade() else { return };
-        self.hand_overs.spawn(this.move_parked(nsp.to_owned(), pid.to_owned()).in_current_span());
+    fn holder(&self) -> Holder {
+        let generation = self.membership.members().get(&self.node_id).map_or(0, |m| m.generation);
+        Holder { node: self.node_id.as_str().into(), generation }
     }
 
-    fn find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
-        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
-        let (nsp, pid, offset) = (nsp.to_owned(), pid.to_owned(), offset.map(str::to_owned));
-        Box::pin(async move {
-            // Here first (free), then the first three of the pid's ranking among the live
-            // members: the keeper was the first ready one but the owner, and above it there can
-            // only be the owner and a node that has stopped being ready (draining, or leaving
-            // while it hands its parked sessions on).
-            let mut nodes = vec![this.node_id.clone()];
-            let members = this.membership.members();
-            let live = Placement::new(members.nodes.keys().map(String::as_str));
-            nodes.extend(live.ranking(&pid).into_iter().take(3).filter(|n| *n != this.node_id).map(str::to_owned));
-            for node in nodes {
-                let found = if node == this.node_id {
-                    this.on_find_parked(&nsp, &pid, offset.as_deref())
-                } else {
-                    let request = Request::FindParked { nsp: nsp.clone(), pid: pid.clone(), offset: offset.clone() };
-                    match this.call(&node, request, this.rpc_timeout).await {
-                        Ok(answer) => answer,
-                        Err(err) => {
-                            debug!(peer = node, %err, "could not ask for a parked session");
-                            continue;
-                        }
+    fn keeper_for(&self, pid: &str, current: Option<&str>) -> Option<String> {
+        let members = self.membership.members();
+        if let Some(current) = current.filter(|c| *c != self.node_id && members.get(c).is_some()) {
+            return Some(current.to_owned());
+        }
+        Placement::new(members.ready()).ranking(pid).into_iter().find(|n| *n != self.node_id).map(str::to_owned)
+    }
+
+    fn keep_at(&self, node: &str, nsp: &str, req: KeepRequest, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(false)) };
+        let (tx, rx) = oneshot::channel();
+        let request = Request::Keep {
+            nsp: nsp.to_owned(),
+            record: record_to_wire(req),
+            seed: seed.iter().map(broadcast_to_wire).collect(),
+        };
+        let node = node.to_owned();
+        // Its own task: a leave's update is sent though nobody waits for it.
+        self.hand_overs.spawn(
+            async move {
+                let kept = match this.call(&node, request, this.rpc_timeout).await {
+                    Ok(Response::Kept(kept)) => kept,
+                    other => {
+                        debug!(peer = node, ?other, "session record not kept");
+                        false
                     }
                 };
-                if let Response::Found(Some((sid, rooms))) = found {
-                    return Some(FoundSession { node, sid, rooms });
+                let _ = tx.send(kept);
+            }
+            .in_current_span(),
+        );
+        Box::pin(async move { rx.await.unwrap_or(false) })
+    }
+
+    fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool) {
+        let Some(this) = self.me.upgrade() else { return };
+        let push = Push::Release { nsp: nsp.to_owned(), pid: pid.to_owned(), version, park };
+        this.push_to(node, Outgoing::Push(push, None));
+    }
+
+    fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>) {
+        let Some(this) = self.me.upgrade() else { return };
+        let seed = seed.iter().map(broadcast_to_wire).collect();
+        this.push_to(node, Outgoing::Push(Push::Seed { nsp: nsp.to_owned(), pid: pid.to_owned(), seed }, None));
+    }
+
+    fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(false)) };
+        let members = this.membership.members();
+        if members.get(&holder.node).is_none_or(|m| m.generation != holder.generation) {
+            return Box::pin(std::future::ready(false)); // gone, or a new process
+        }
+        if *holder.node == *this.node_id {
+            return Box::pin(std::future::ready(this.on_holds(nsp, pid, sid) == Response::Kept(true)));
+        }
+        let node = holder.node.to_string();
+        let request = Request::Holds { nsp: nsp.to_owned(), pid: pid.to_owned(), sid: sid.to_owned() };
+        Box::pin(async move {
+            // A crashed node refuses the connection at once; a hung one is given the timeout.
+            match this.call(&node, request, this.rpc_timeout).await {
+                Ok(Response::Kept(holds)) => holds,
+                other => {
+                    debug!(peer = node, ?other, "the holder of a session did not answer; taken as gone");
+                    false
                 }
             }
-            None
         })
+    }
+
+    /// Asks every other live member at once: a record stays with the keeper it was sent to,
+    /// wherever the pid's ranking now points.
+    fn find_parked(&self, nsp: &str, pid: &str) -> BoxFuture<'static, Option<FoundSession>> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
+        let members = this.membership.members();
+        let asks: Vec<_> = members
+            .nodes
+            .keys()
+            .filter(|n| **n != this.node_id)
+            .map(|node| {
+                let (this, node) = (this.clone(), node.clone());
+                let request = Request::FindParked { nsp: nsp.to_owned(), pid: pid.to_owned() };
+                Box::pin(async move {
+                    match this.call(&node, request, this.rpc_timeout).await {
+                        Ok(Response::Found(Some((sid, rooms)))) => Some(FoundSession { node: Some(node), sid, rooms }),
+                        Ok(_) => None,
+                        Err(err) => {
+                            debug!(peer = node, %err, "could not ask for a parked session");
+                            None
+                        }
+                    }
+                })
+            })
+            .collect();
+        Box::pin(async move { futures_util::future::join_all(asks).await.into_iter().flatten().next() })
     }
 
     fn take_parked(
@@ -651,17 +738,11 @@ impl Adapter for ClusterRooms {
         node: &str,
         nsp: &str,
         pid: &str,
-        offset: Option<&str>,
+        frontier: &Frontier,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
-        if node == this.node_id {
-            return match this.namespace(nsp) {
-                Some(ns) => ns.take(pid, offset),
-                None => Box::pin(std::future::ready(None)),
-            };
-        }
         let node = node.to_owned();
-        let request = Request::TakeParked { nsp: nsp.into(), pid: pid.into(), offset: offset.map(str::to_owned) };
+        let request = Request::TakeParked { nsp: nsp.into(), pid: pid.into(), offset: frontier.encode() };
         Box::pin(async move {
             // Broadcasts this node published before its socket joined went to the keeper, as
             // pushes: they must reach it before the take, or nobody would have them.
@@ -681,22 +762,20 @@ impl Adapter for ClusterRooms {
     }
 }
 
-fn parked_to_wire(state: ParkedState) -> ParkedWire {
-    let packets = state.packets.iter().map(broadcast_to_wire).collect();
-    ParkedWire { pid: state.pid, sid: state.sid, rooms: state.rooms, packets }
+fn record_to_wire(req: KeepRequest) -> RecordWire {
+    RecordWire { pid: req.pid, sid: req.sid, rooms: req.rooms, version: req.version }
 }
 
-fn parked_from_wire(wire: ParkedWire) -> ParkedState {
-    let packets = wire.packets.into_iter().map(broadcast_from_wire).collect();
-    ParkedState { pid: wire.pid, sid: wire.sid, rooms: wire.rooms, packets }
+fn stamp_from_wire((publisher, counter): (u32, u64)) -> Stamp {
+    Stamp { publisher, counter }
 }
 
-fn broadcast_to_wire((offset, frames): &Broadcast) -> WirePacket {
-    (offset.clone(), frames.iter().map(frame_to_wire).collect())
+fn broadcast_to_wire((stamp, frames): &Broadcast) -> WirePacket {
+    ((stamp.publisher, stamp.counter), frames.iter().map(frame_to_wire).collect())
 }
 
-fn broadcast_from_wire((offset, frames): WirePacket) -> Broadcast {
-    (offset, frames.into_iter().map(frame_from_wire).collect())
+fn broadcast_from_wire((stamp, frames): WirePacket) -> Broadcast {
+    (stamp_from_wire(stamp), frames.into_iter().map(frame_from_wire).collect())
 }
 
 fn frame_to_wire(frame: &Frame) -> WsFrame {

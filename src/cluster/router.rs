@@ -362,13 +362,12 @@ impl RpcHandler for PeerHandler {
                 Some(history) => history.on_merge(rooms),
                 None => Response::Failed("this node keeps no room history".into()),
             })),
-            Request::Park { nsp, state } => self.rooms.on_park(&nsp, state),
-            Request::FindParked { nsp, pid, offset } => {
-                Box::pin(std::future::ready(self.rooms.on_find_parked(&nsp, &pid, offset.as_deref())))
-            }
-            Request::TakeParked { nsp, pid, offset } => self.rooms.on_take_parked(&nsp, &pid, offset.as_deref()),
-            Request::ParkTail { nsp, pid, after, packets, taken } => {
-                Box::pin(std::future::ready(self.rooms.on_park_tail(&nsp, &pid, after.as_deref(), packets, taken)))
+            Request::Keep { nsp, record, seed } => self.rooms.on_keep(peer, &nsp, record, seed, false),
+            Request::Adopt { nsp, record, seed } => self.rooms.on_keep(peer, &nsp, record, seed, true),
+            Request::FindParked { nsp, pid } => self.rooms.on_find_parked(&nsp, &pid),
+            Request::Holds { nsp, pid, sid } => Box::pin(std::future::ready(self.rooms.on_holds(&nsp, &pid, &sid))),
+            Request::TakeParked { nsp, pid, offset } => {
+                Box::pin(std::future::ready(self.rooms.on_take_parked(&nsp, &pid, &offset)))
             }
             Request::Admin(body) => match &self.admin {
                 Some(admin) => admin.on_peer_request(body),
@@ -389,7 +388,7 @@ impl RpcHandler for PeerHandler {
                     history.on_record(nsp, room, entry);
                 }
             }
-            push => self.rooms.on_push(push),
+            push => self.rooms.on_push(peer, push),
         }
     }
 

@@ -53,18 +53,21 @@ pub enum Request {
     /// Copies of rooms' histories for the receiver, a new replica of them, to merge
     /// (`Response::Merged`); see `cluster::history`.
     HistoryMerge { rooms: Vec<(String, String, Vec<HistoryEntry>)> },
-    /// Keep this session, dropped by its client, for recovery; answered `Parked` once the
-    /// receiver is subscribed to its rooms.
-    Park { nsp: String, state: ParkedWire },
-    /// Is this session parked with you (and is `offset` among its broadcasts)?
-    FindParked { nsp: String, pid: String, offset: Option<String> },
-    /// Give up this parked session: its broadcasts after `offset`.
-    TakeParked { nsp: String, pid: String, offset: Option<String> },
-    /// The rest of a hand-over: broadcasts the sender buffered for the session after the
-    /// state it sent (they follow `after`, the last broadcast of that state). Always sent, even empty:
-    /// the session is complete with it. `taken`: a client took the session from the sender
-    /// meanwhile, so the receiver's copy is stale and dropped.
-    ParkTail { nsp: String, pid: String, after: Option<String>, packets: Vec<WirePacket>, taken: bool },
+    /// Keep (or update) the record of a session the sender holds, with what it was sent
+    /// that the receiver may not have logged; answered `Kept` once the receiver is
+    /// subscribed to its rooms (see `socketio::recovery`).
+    Keep { nsp: String, record: RecordWire, seed: Vec<WirePacket> },
+    /// Keep this parked record: the sender, a keeper leaving the cluster, hands it on with
+    /// what its rooms logged; answered `Kept`.
+    Adopt { nsp: String, record: RecordWire, seed: Vec<WirePacket> },
+    /// Do you still hold this session of yours (`Response::Kept`)? Its keeper asks before it
+    /// gives a live record to a client that came back elsewhere.
+    Holds { nsp: String, pid: String, sid: String },
+    /// Do you keep this session, parked (`Response::Found`)?
+    FindParked { nsp: String, pid: String },
+    /// Give up this parked session: what its client missed above the frontier its offset
+    /// names (`Response::Taken`).
+    TakeParked { nsp: String, pid: String, offset: String },
     /// For the Admin UI: JSON (see `admin`), as bincode cannot carry `serde_json::Value`.
     Admin(String),
 }
@@ -81,8 +84,8 @@ pub enum Response {
     History(Vec<HistoryEntry>),
     /// How many rooms of a `HistoryMerge` were merged.
     Merged(u32),
-    /// Whether the session is parked with the answering node.
-    Parked(bool),
+    /// Whether the answering node keeps the record.
+    Kept(bool),
     /// A parked session's socket id and rooms.
     Found(Option<(String, Vec<String>)>),
     /// A parked session's missed broadcasts (`None`: not taken).
@@ -97,24 +100,29 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Push {
     /// A room broadcast, encoded once by the publishing node, for the receiver's members;
-    /// `offset` is its recovery offset.
-    Publish { nsp: String, room: String, offset: Option<String>, frames: Vec<WsFrame> },
+    /// `stamp` is its recovery stamp (publisher, counter).
+    Publish { nsp: String, room: String, stamp: Option<(u32, u64)>, frames: Vec<WsFrame> },
     /// `node`'s local members of a room are now `labels` (empty: none), as of `version`.
     Presence { node: String, nsp: String, room: String, labels: Vec<String>, version: (u64, u64) },
     /// An entry for the history of a room the receiver is a replica of.
     Record { nsp: String, room: String, entry: HistoryEntry },
+    /// The sender let go of a session whose record the receiver keeps, after the record's
+    /// `version`: parked for its client (`park`), or dropped.
+    Release { nsp: String, pid: String, version: u64, park: bool },
+    /// Broadcasts a restored session of the sender's is about to be sent, for its record.
+    Seed { nsp: String, pid: String, seed: Vec<WirePacket> },
 }
 
-/// A room broadcast for a parked session: its offset and frames.
-pub type WirePacket = (String, Vec<WsFrame>);
+/// A room broadcast for a session's record: its stamp and frames.
+pub type WirePacket = ((u32, u64), Vec<WsFrame>);
 
-/// A parked session (see `socketio::recovery`).
+/// A session's record (see `socketio::recovery::KeepRequest`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParkedWire {
+pub struct RecordWire {
     pub pid: String,
     pub sid: String,
     pub rooms: Vec<String>,
-    pub packets: Vec<WirePacket>,
+    pub version: u64,
 }
 
 /// A client's WebSocket, carried to the owner of its session.
@@ -242,33 +250,24 @@ mod tests {
             RpcFrame::Push(Push::Publish {
                 nsp: "/chat".into(),
                 room: "café ☕".into(),
-                offset: Some("abc-1f".into()),
+                stamp: Some((0xabc, 0x1f)),
                 frames: vec![WsFrame::Text("42/chat,[\"x\"]".into())],
             }),
             RpcFrame::Request {
                 id: 10,
-                body: Request::Park {
+                body: Request::Keep {
                     nsp: "/chat".into(),
-                    state: ParkedWire {
-                        pid: "p".into(),
-                        sid: "s".into(),
-                        rooms: vec!["r".into()],
-                        packets: vec![("o1".into(), vec![WsFrame::Text("42/chat,[\"x\",\"o1\"]".into())])],
-                    },
+                    record: RecordWire { pid: "p".into(), sid: "s".into(), rooms: vec!["r".into()], version: 3 },
+                    seed: vec![((1, 2), vec![WsFrame::Text("42/chat,[\"x\"]".into())])],
                 },
             },
-            RpcFrame::Response { id: 10, body: Response::Taken(Some(vec![("o2".into(), vec![])])) },
+            RpcFrame::Response { id: 10, body: Response::Taken(Some(vec![((1, 3), vec![])])) },
             RpcFrame::Response { id: 11, body: Response::Found(Some(("s".into(), vec!["r".into()]))) },
             RpcFrame::Request {
                 id: 12,
-                body: Request::ParkTail {
-                    nsp: "/chat".into(),
-                    pid: "p".into(),
-                    after: Some("o1".into()),
-                    packets: vec![],
-                    taken: false,
-                },
+                body: Request::TakeParked { nsp: "/chat".into(), pid: "p".into(), offset: "1-2.ab-3".into() },
             },
+            RpcFrame::Push(Push::Release { nsp: "/chat".into(), pid: "p".into(), version: 4, park: true }),
             RpcFrame::Push(Push::Presence {
                 node: "node2".into(),
                 nsp: "/chat".into(),

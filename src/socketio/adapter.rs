@@ -7,20 +7,21 @@
 //! (`cluster::rooms::ClusterRooms`).
 //!
 //! [`Emitter`]: what an adapter may do to a namespace in return, and nothing more: deliver a
-//! broadcast from another node, tell of remote members coming and going, and reach the
-//! namespace's parked sessions. (Room history is no part of it: see `crate::history`.)
+//! broadcast from another node, tell of remote members coming and going, and reach the records
+//! the namespace keeps for recovery. (Room history is no part of it: see `crate::history`.)
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::recovery::{Broadcast, ParkedState, Recovery, TAIL_WAIT};
+use super::recovery::{Broadcast, Frontier, Holder, KeepRequest, Keeper, Stamp};
 use crate::engineio::Frame;
 
-/// Where a parked session was found: the node keeping it, its socket id and rooms.
+/// Where a parked session was found: the node keeping it (`None`: this one), its socket id
+/// and rooms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundSession {
-    pub node: String,
+    pub node: Option<String>,
     pub sid: String,
     pub rooms: Vec<String>,
 }
@@ -30,59 +31,72 @@ pub trait Adapter: Send + Sync + 'static {
     /// future resolves once the other nodes know, so a message published anywhere after it
     /// reaches the new member.
     fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()>;
-    /// Delivers a room broadcast, already encoded (with its recovery offset, if any), to the
+    /// Delivers a room broadcast, already encoded (with its recovery stamp, if any), to the
     /// room's members on other nodes; each push holds a clone of `sent` until it has left this
-    /// node (see [`OnSent`]).
-    fn publish(&self, nsp: &str, room: &str, offset: Option<&str>, frames: &[Frame], sent: &Arc<OnSent>);
+    /// node (see [`OnSent`]). Never yields: the publisher's order is the order of the calls.
+    fn publish(&self, nsp: &str, room: &str, stamp: Option<Stamp>, frames: &[Frame], sent: &Arc<OnSent>);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
-    /// Moves a session parked on this node to its keeper, another node; never waits.
-    fn hand_over(&self, nsp: &str, pid: &str);
-    /// Looks for a parked session on the nodes that may keep it, `offset` being the client's
-    /// last (it must be among the session's broadcasts).
-    fn find_parked(&self, nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>>;
-    /// Takes a parked session from `node`: the broadcasts it missed after `offset`.
+    /// This node, as the holder of its sessions' records.
+    fn holder(&self) -> Holder;
+    /// The node to keep a record of a session of this node: `current` while it is a live
+    /// member, else another node chosen by the pid; `None`: this node (it is alone).
+    fn keeper_for(&self, pid: &str, current: Option<&str>) -> Option<String>;
+    /// Sends a record to its keeper `node`; resolves to whether it is kept there, once that
+    /// node is subscribed to the record's rooms. Sent even if the future is dropped.
+    fn keep_at(&self, node: &str, nsp: &str, req: KeepRequest, seed: Vec<Broadcast>) -> BoxFuture<'static, bool>;
+    /// Tells a record's keeper that this node let go of the session after the record's
+    /// `version`: parked for its client, or dropped.
+    fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool);
+    /// Adds to a record's seed on its keeper (see [`Keeper::seed`]).
+    fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>);
+    /// Whether `holder` still has the session (`pid`, socket `sid`) connected; false if it
+    /// cannot say (its process is gone).
+    fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool>;
+    /// Looks for a parked session on the other nodes.
+    fn find_parked(&self, nsp: &str, pid: &str) -> BoxFuture<'static, Option<FoundSession>>;
+    /// Takes a parked session from its keeper `node`: what its client missed above `frontier`.
     fn take_parked(
         &self,
         node: &str,
         nsp: &str,
         pid: &str,
-        offset: Option<&str>,
+        frontier: &Frontier,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>>;
 }
 
 /// A namespace as an adapter sees it: the narrow way back in from other nodes.
 pub trait Emitter: Send + Sync + 'static {
     fn name(&self) -> &str;
-    /// Delivers a broadcast published on another node to the room's local members (and to
-    /// the sessions parked in it, when it has a recovery `offset`); returns how many sockets
+    /// Delivers a broadcast published on another node to the room's local members (and logs
+    /// it for the records kept here, when it has a recovery `stamp`); returns how many sockets
     /// took it.
-    fn deliver(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize;
+    fn deliver(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize;
     /// Members of a room with local members came or went on other nodes.
     fn presence_changed(&self, room: &str, change: &PresenceChange);
-    /// The namespace's parked sessions, if recovery is on.
-    fn recovery(&self) -> Option<&Arc<Recovery>>;
-    /// Parks a session handed over by another node; resolves to whether it is parked here,
-    /// once this node's subscription to its rooms is effective everywhere.
-    fn park(&self, state: ParkedState) -> BoxFuture<'static, bool>;
-    /// Takes a session parked here once it is complete: what it missed after `offset`.
-    fn take(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<Vec<Broadcast>>>;
-    /// Drops a session parked here (a stale copy).
-    fn discard(&self, pid: &str);
-    /// Rooms whose last parked member left this node (after a hand-over).
-    fn unparked(&self, rooms: &[String]);
+    /// The records kept here, if recovery is on.
+    fn keeper(&self) -> Option<&Arc<Keeper>>;
+    /// Keeps a record for `holder`; resolves to whether it is kept, once this node is
+    /// subscribed to its rooms.
+    fn keep(&self, req: KeepRequest, holder: Holder, seed: Vec<Broadcast>) -> BoxFuture<'static, bool>;
+    /// `holder` let go of a session kept here, after its record's `version`.
+    fn release(&self, pid: &str, holder: &Holder, version: u64, park: bool);
+    /// Finds a session parked here (or held by a node that no longer has it, which parks it):
+    /// its socket id and rooms.
+    fn find(&self, pid: &str) -> BoxFuture<'static, Option<(String, Vec<String>)>>;
+    /// Whether a socket of this namespace here has that pid and socket id.
+    fn holds(&self, pid: &str, sid: &str) -> bool;
+    /// Takes a session parked here: what its client missed above `frontier`.
+    fn take(&self, pid: &str, frontier: &Frontier) -> Option<Vec<Broadcast>>;
+    /// Rooms no record keeps here any more (the keeper's own changes).
+    fn unkept(&self, rooms: &[String]);
+    /// Membership changed: re-sends the records of sockets whose keeper is `gone` (died or
+    /// restarted) to a keeper chosen now.
+    fn rekeep(&self, gone: &dyn Fn(&str) -> bool);
 }
 
-/// A lone node's adapter: every member is local, the parked sessions are here.
-pub struct LocalAdapter {
-    recovery: Option<Arc<Recovery>>,
-}
-
-impl LocalAdapter {
-    pub fn new(recovery: Option<Arc<Recovery>>) -> Self {
-        Self { recovery }
-    }
-}
+/// A lone node's adapter: every member is local, every record is kept here.
+pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
     fn room_changed(&self, _nsp: &str, _room: &str, _labels: Vec<String>) -> BoxFuture<'static, ()> {
@@ -90,35 +104,46 @@ impl Adapter for LocalAdapter {
     }
 
     /// Nowhere else to go: nothing holds `sent`.
-    fn publish(&self, _nsp: &str, _room: &str, _offset: Option<&str>, _frames: &[Frame], _sent: &Arc<OnSent>) {}
+    fn publish(&self, _nsp: &str, _room: &str, _stamp: Option<Stamp>, _frames: &[Frame], _sent: &Arc<OnSent>) {}
 
     fn remote_labels(&self, _nsp: &str, _room: &str) -> Vec<String> {
         Vec::new()
     }
 
-    /// A parked session stays here: there is no other node.
-    fn hand_over(&self, _nsp: &str, _pid: &str) {}
+    fn holder(&self) -> Holder {
+        Holder { node: "".into(), generation: 0 }
+    }
 
-    fn find_parked(&self, _nsp: &str, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
-        let found = self.recovery.as_ref().and_then(|r| r.peek(pid, offset).ok());
-        let found = found.map(|(sid, rooms)| FoundSession { node: String::new(), sid, rooms });
-        Box::pin(std::future::ready(found))
+    fn keeper_for(&self, _pid: &str, _current: Option<&str>) -> Option<String> {
+        None
+    }
+
+    // Never called: `keeper_for` names no other node.
+    fn keep_at(&self, _node: &str, _nsp: &str, _req: KeepRequest, _seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
+    fn release_at(&self, _node: &str, _nsp: &str, _pid: &str, _version: u64, _park: bool) {}
+
+    fn seed_at(&self, _node: &str, _nsp: &str, _pid: &str, _seed: Vec<Broadcast>) {}
+
+    /// The holder is this node, whose sockets release their records when they close.
+    fn holds(&self, _holder: &Holder, _nsp: &str, _pid: &str, _sid: &str) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(true))
+    }
+
+    fn find_parked(&self, _nsp: &str, _pid: &str) -> BoxFuture<'static, Option<FoundSession>> {
+        Box::pin(std::future::ready(None))
     }
 
     fn take_parked(
         &self,
         _node: &str,
         _nsp: &str,
-        pid: &str,
-        offset: Option<&str>,
+        _pid: &str,
+        _frontier: &Frontier,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
-        let Some(recovery) = self.recovery.clone() else { return Box::pin(std::future::ready(None)) };
-        let (pid, offset) = (pid.to_owned(), offset.map(str::to_owned));
-        Box::pin(async move {
-            recovery.complete(&pid, TAIL_WAIT).await;
-            // The rooms it leaves empty need no word: nobody else subscribes to them.
-            recovery.take(&pid, offset.as_deref()).ok().map(|(missed, _emptied)| missed)
-        })
+        Box::pin(std::future::ready(None))
     }
 }
 

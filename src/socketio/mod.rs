@@ -12,7 +12,7 @@ pub mod socket;
 
 pub use adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceCause, PresenceChange};
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
-pub use recovery::{Recovery, RecoveryConfig};
+pub use recovery::{Keeper, RecoveryConfig};
 pub use server::{SocketIo, SocketIoConfig};
 pub use socket::{AckError, AckResponse, AckSender, Socket};
 

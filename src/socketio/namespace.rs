@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceChange};
-use super::recovery::{self, Broadcast, ParkedState, Recovery, RecoveryConfig, PARKED_LABEL, TAIL_WAIT};
+use super::recovery::{self, Broadcast, Frontier, Holder, KeepRequest, Keeper, RecoveryConfig, Stamp, PARKED_LABEL};
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
 
@@ -119,8 +119,8 @@ impl NamespaceBuilder {
     }
 
     pub(crate) fn build(self) -> Arc<Namespace> {
-        let recovery = self.recovery.map(|c| Arc::new(Recovery::new(c)));
-        let local = Arc::new(LocalAdapter::new(recovery.clone()));
+        let recovery = self.recovery.map(|c| Arc::new(Keeper::new(c)));
+        let local = Arc::new(LocalAdapter);
         Arc::new_cyclic(|me| Namespace {
             me: me.clone(),
             name: self.name,
@@ -148,7 +148,8 @@ pub struct Namespace {
     events: HashMap<String, EventHandler>,
     on_disconnect: Option<DisconnectHandler>,
     on_presence: Option<PresenceHandler>,
-    recovery: Option<Arc<Recovery>>,
+    /// Recovery on: the records this node keeps (see [`recovery`]).
+    recovery: Option<Arc<Keeper>>,
     /// The adapter of a lone node, and of this one whenever it is not in a cluster.
     local: Arc<LocalAdapter>,
     /// Set once when the node joins a cluster. Weak: whoever runs the node owns it, and a node
@@ -205,13 +206,13 @@ impl Namespace {
     }
 
     /// Removes a socket from the namespace and its rooms, then runs the disconnect handler,
-    /// which still sees the socket's rooms.
+    /// which still sees the socket's rooms. Its keeper parks its record if the transport went
+    /// away (the client may come back), else drops it.
     pub(crate) fn remove(&self, socket: &Arc<Socket>, reason: &str) {
         if self.sockets.write().unwrap_or_else(|e| e.into_inner()).remove(socket.id()).is_none() {
             return;
         }
         let rooms = socket.rooms();
-        let parked = self.park_closed(socket, &rooms, reason);
         {
             let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
             for room in &rooms {
@@ -225,74 +226,140 @@ impl Namespace {
         if let Some(f) = &self.on_disconnect {
             f(socket, reason);
         }
-        if let Some(pid) = parked {
-            self.adapter().hand_over(&self.name, &pid);
+        if let (Some(_), Some(pid)) = (&self.recovery, socket.pid()) {
+            let park = recovery::recoverable(reason);
+            let adapter = self.adapter();
+            let version = socket.record_version();
+            match socket.keeper() {
+                Some(node) => adapter.release_at(&node, &self.name, pid, version, park),
+                None => self.release_here(pid, &adapter.holder(), version, park),
+            }
+            tracing::debug!(nsp = %self.name, socket = %socket.id(), %pid, park, "session released to its keeper");
         }
     }
 
-    /// Parks a socket that lost its transport, before it leaves its rooms (so this node stays
-    /// subscribed to them); returns its pid if parked.
-    fn park_closed(&self, socket: &Socket, rooms: &[Room], reason: &str) -> Option<String> {
-        let (recovery, pid) = (self.recovery.as_ref()?, socket.pid()?);
-        if !recovery::recoverable(reason) {
-            return None;
-        }
-        let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        // What it was sent and may not have received, in the order the client got it: the
-        // broadcasts replayed to it (if it recovered here) went out first, then what this node
-        // delivered to its rooms since (less what the replay had).
-        let mut packets = socket.replayed();
-        let replayed: HashSet<String> = packets.iter().map(|(offset, _)| offset.clone()).collect();
-        let Some(logged) = recovery.tail(socket.log_since(), &rooms, &socket.send_order()) else {
-            tracing::warn!(nsp = %self.name, socket = %socket.id(), "the order this socket was sent broadcasts in is unknown; not parked");
-            return None;
-        };
-        packets.extend(logged.into_iter().filter(|(offset, _)| !replayed.contains(offset)));
-        let excess = packets.len().saturating_sub(recovery.config().max_missed);
-        packets.drain(..excess);
-        let state = ParkedState { pid: pid.to_owned(), sid: socket.id().to_string(), rooms, packets };
-        recovery.park(state, true)?;
-        tracing::debug!(nsp = %self.name, socket = %socket.id(), %pid, "session parked for recovery");
-        Some(pid.to_owned())
-    }
-
-    /// Recovery state, if enabled.
-    pub fn recovery(&self) -> Option<&Arc<Recovery>> {
+    /// The records this node keeps, if recovery is on.
+    pub fn keeper(&self) -> Option<&Arc<Keeper>> {
         self.recovery.as_ref()
     }
 
     /// Drops parked sessions whose time is up.
     pub fn expire_parked(&self) {
-        if let Some(recovery) = &self.recovery {
-            for (_, emptied) in recovery.expire() {
-                self.rooms_unparked(&emptied);
-            }
+        if let Some(keeper) = &self.recovery {
+            self.unkept(&keeper.expire());
         }
     }
 
-    /// Rooms whose last parked member went: this node's subscription follows its sockets.
-    fn rooms_unparked(&self, rooms: &[String]) {
+    /// Rooms no record keeps here any more: this node's subscription follows its sockets.
+    fn unkept(&self, rooms: &[String]) {
         for room in rooms {
             drop(self.room_changed(room));
         }
     }
 
-    /// Finds a parked session here or, through the adapter, on its keeper.
-    pub(crate) fn find_parked(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<FoundSession>> {
-        match &self.recovery {
-            None => Box::pin(std::future::ready(None)),
-            Some(_) => self.adapter().find_parked(&self.name, pid, offset),
+    /// Sends a socket's record (its rooms now) to its keeper; resolves once the keeper is
+    /// subscribed to them. `seed`: what a restored socket is sent that its new keeper may
+    /// not have logged.
+    pub(crate) fn keep_with(&self, socket: &Socket, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+        let (Some(_), Some(pid)) = (&self.recovery, socket.pid()) else { return Box::pin(std::future::ready(false)) };
+        let adapter = self.adapter();
+        let Some((req, keeper)) = socket.next_record(|current| adapter.keeper_for(pid, current)) else {
+            return Box::pin(std::future::ready(false));
+        };
+        match keeper {
+            Some(node) => adapter.keep_at(&node, &self.name, req, seed),
+            None => self.keep_here(req, adapter.holder(), seed),
         }
     }
 
-    /// Takes a session found by [`Namespace::find_parked`].
+    /// [`Namespace::keep_with`] without a seed, for a join or a leave.
+    pub(crate) fn keep(&self, socket: &Socket) -> BoxFuture<'static, ()> {
+        let kept = self.keep_with(socket, Vec::new());
+        Box::pin(async move {
+            kept.await;
+        })
+    }
+
+    /// Re-sends the records of sockets whose keeper is `gone` (died or restarted), or that
+    /// are kept here while another node could keep them, to a keeper chosen now.
+    fn rekeep_sockets(&self, gone: &dyn Fn(&str) -> bool) {
+        if self.recovery.is_none() {
+            return;
+        }
+        let adapter = self.adapter();
+        for socket in self.sockets() {
+            let Some(pid) = socket.pid() else { continue };
+            let current = socket.keeper();
+            let due = match &current {
+                Some(node) => gone(node),
+                None => adapter.keeper_for(pid, None).is_some(),
+            };
+            if !due {
+                continue;
+            }
+            drop(self.keep(&socket));
+            if current.is_none() {
+                // Kept here until now: the new keeper has it.
+                self.release_here(pid, &adapter.holder(), u64::MAX, false);
+            }
+        }
+    }
+
+    /// Finds a parked session here or, through the adapter, on another node.
+    pub(crate) fn find_parked(&self, pid: &str) -> BoxFuture<'static, Option<FoundSession>> {
+        let here = self.find_here(pid);
+        let elsewhere = self.adapter().find_parked(&self.name, pid);
+        Box::pin(async move {
+            match here.await {
+                Some((sid, rooms)) => Some(FoundSession { node: None, sid, rooms }),
+                None => elsewhere.await,
+            }
+        })
+    }
+
+    /// A session parked here; a live record whose holder no longer has the session (its
+    /// node crashed, or has not noticed the client is gone yet... the client is back) is
+    /// parked first.
+    fn find_here(&self, pid: &str) -> BoxFuture<'static, Option<(String, Vec<String>)>> {
+        let Some(keeper) = self.recovery.clone() else { return Box::pin(std::future::ready(None)) };
+        let live = keeper.live_holder(pid);
+        let holds = live.as_ref().map(|(holder, sid)| self.adapter().holds(holder, &self.name, pid, sid));
+        let pid = pid.to_owned();
+        Box::pin(async move {
+            if let (Some((holder, _)), Some(holds)) = (live, holds) {
+                if !holds.await {
+                    keeper.release(&pid, &holder, 0, true);
+                }
+            }
+            keeper.find(&pid).ok()
+        })
+    }
+
+    /// Takes a session found by [`Namespace::find_parked`]: what its client missed above
+    /// `frontier`.
     pub(crate) fn take_parked(
         &self,
         found: &FoundSession,
         pid: &str,
-        offset: Option<&str>,
+        frontier: &Frontier,
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
-        self.adapter().take_parked(&found.node, &self.name, pid, offset)
+        match &found.node {
+            Some(node) => self.adapter().take_parked(node, &self.name, pid, frontier),
+            None => Box::pin(std::future::ready(self.take_here(pid, frontier))),
+        }
+    }
+
+    /// Pushes what a restored socket is about to be sent to its keeper (`None`: this node).
+    pub(crate) fn seed_keeper(&self, keeper: Option<String>, pid: &str, seed: Vec<Broadcast>) {
+        let Some(here) = &self.recovery else { return };
+        if seed.is_empty() {
+            return;
+        }
+        let adapter = self.adapter();
+        match keeper {
+            Some(node) => adapter.seed_at(&node, &self.name, pid, seed),
+            None => here.seed(pid, &adapter.holder(), seed),
+        }
     }
 
     pub(crate) fn add_to_room(&self, room: &Room, sid: &Arc<str>) -> BoxFuture<'static, ()> {
@@ -319,12 +386,12 @@ impl Namespace {
         ids.iter().filter_map(|id| sockets.get(id).cloned()).collect()
     }
 
-    /// Presence labels of the room's members on this node; a session parked here for
-    /// recovery counts as one [`PARKED_LABEL`], which keeps the node subscribed.
+    /// Presence labels of the room's members on this node; records kept here for recovery
+    /// count as one [`PARKED_LABEL`], which keeps the node subscribed.
     pub fn local_labels(&self, room: &str) -> Vec<String> {
         let mut labels: Vec<String> =
             self.room_members(room).iter().filter_map(|s| s.label().map(str::to_owned)).collect();
-        if self.recovery.as_ref().is_some_and(|r| r.parked_in(room)) {
+        if self.recovery.as_ref().is_some_and(|k| k.keeps(room)) {
             labels.push(PARKED_LABEL.to_owned());
         }
         labels
@@ -364,21 +431,20 @@ impl Namespace {
     }
 
     /// Emits an event to every member of `room` on every node, encoding the packet once.
-    /// With recovery on, the event's last argument is its offset (as socket.io 4.6+ does).
+    /// With recovery on, the event's last argument is the receiving socket's offset (as
+    /// socket.io 4.6+ does).
     pub fn emit_to_room(&self, room: &str, event: &str, args: Vec<Value>) {
         self.emit_to_room_then(room, event, args, &Arc::new(OnSent::none()));
     }
 
     /// [`Namespace::emit_to_room`], then `sent` once the broadcast has left this node (see
     /// [`OnSent`]): written to every other node with members of the room.
-    pub fn emit_to_room_then(&self, room: &str, event: &str, mut args: Vec<Value>, sent: &Arc<OnSent>) {
-        let offset = self.recovery.as_ref().map(|r| r.next_offset());
-        if let Some(offset) = &offset {
-            args.push(Value::String(offset.clone()));
-        }
+    pub fn emit_to_room_then(&self, room: &str, event: &str, args: Vec<Value>, sent: &Arc<OnSent>) {
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
-        self.deliver_local(room, offset.as_deref(), &frames);
-        self.adapter().publish(&self.name, room, offset.as_deref(), &frames, sent);
+        // Stamped, queued here and queued to peers without yielding: the publisher's order.
+        let stamp = self.recovery.as_ref().map(|_| Stamp::next());
+        self.deliver_local(room, stamp, &frames);
+        self.adapter().publish(&self.name, room, stamp, &frames, sent);
     }
 
     /// Emits an event to the members of `room` on this node only.
@@ -386,19 +452,14 @@ impl Namespace {
         self.deliver_local(room, None, &super::socket::event_frames(&self.name, event, args, Vec::new(), None));
     }
 
-    /// Queues encoded frames for the room's local members, and for the sessions parked here
-    /// when the broadcast has a recovery `offset`; returns how many sockets took them.
+    /// Queues encoded frames for the room's local members, and logs them for the records kept
+    /// here when the broadcast has a recovery `stamp`; returns how many sockets took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
-    pub fn deliver_local(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
-        // With recovery, the log holds what sockets were sent (a parked socket's tail comes
-        // from it), logged before it is queued; each socket notes where its order differs
-        // from the log's (no lock is shared by the namespace's rooms).
-        let seq = match (&self.recovery, offset) {
-            (Some(recovery), Some(offset)) => Some(recovery.delivered(room, offset, frames)),
-            _ => None,
-        };
-        let delivered =
-            self.room_members(room).iter().filter(|s| s.send_broadcast(seq, offset, frames).is_ok()).count();
+    pub fn deliver_local(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize {
+        if let (Some(keeper), Some(stamp)) = (&self.recovery, stamp) {
+            keeper.delivered(room, stamp, frames);
+        }
+        let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(stamp, frames).is_ok()).count();
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }
@@ -409,14 +470,47 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    fn keep_here(&self, req: KeepRequest, holder: Holder, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+        let Some(changed) = self.recovery.as_ref().and_then(|k| k.keep(req, holder, seed)) else {
+            return Box::pin(std::future::ready(false));
+        };
+        self.unkept(&changed.emptied);
+        let subscribed: Vec<_> = changed.added.iter().map(|room| self.room_changed(room)).collect();
+        Box::pin(async move {
+            futures_util::future::join_all(subscribed).await;
+            true
+        })
+    }
+
+    fn release_here(&self, pid: &str, holder: &Holder, version: u64, park: bool) {
+        if let Some(keeper) = &self.recovery {
+            self.unkept(&keeper.release(pid, holder, version, park).emptied);
+        }
+    }
+
+    fn take_here(&self, pid: &str, frontier: &Frontier) -> Option<Vec<Broadcast>> {
+        match self.recovery.as_ref()?.take(pid, frontier) {
+            Ok((missed, changed)) => {
+                self.unkept(&changed.emptied);
+                Some(missed)
+            }
+            Err(err) => {
+                tracing::debug!(nsp = %self.name, %pid, error = %err, "session not recovered");
+                None
+            }
+        }
+    }
+}
+
 /// How the cluster's adapter reaches this namespace.
 impl Emitter for Namespace {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn deliver(&self, room: &str, offset: Option<&str>, frames: &[Frame]) -> usize {
-        self.deliver_local(room, offset, frames)
+    fn deliver(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize {
+        self.deliver_local(room, stamp, frames)
     }
 
     fn presence_changed(&self, room: &str, change: &PresenceChange) {
@@ -425,50 +519,36 @@ impl Emitter for Namespace {
         }
     }
 
-    fn recovery(&self) -> Option<&Arc<Recovery>> {
+    fn keeper(&self) -> Option<&Arc<Keeper>> {
         self.recovery.as_ref()
     }
 
-    fn park(&self, state: ParkedState) -> BoxFuture<'static, bool> {
-        let Some(added) = self.recovery.as_ref().and_then(|r| r.park(state, false)) else {
-            return Box::pin(std::future::ready(false));
-        };
-        let subscribed: Vec<_> = added.iter().map(|room| self.room_changed(room)).collect();
-        Box::pin(async move {
-            futures_util::future::join_all(subscribed).await;
-            true
-        })
+    fn keep(&self, req: KeepRequest, holder: Holder, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+        self.keep_here(req, holder, seed)
     }
 
-    /// Waits (at most [`TAIL_WAIT`]) for a handed-over session's tail before taking it.
-    fn take(&self, pid: &str, offset: Option<&str>) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
-        let (Some(recovery), Some(ns)) = (self.recovery.clone(), self.me.upgrade()) else {
-            return Box::pin(std::future::ready(None));
-        };
-        let (pid, offset) = (pid.to_owned(), offset.map(str::to_owned));
-        Box::pin(async move {
-            recovery.complete(&pid, TAIL_WAIT).await;
-            match recovery.take(&pid, offset.as_deref()) {
-                Ok((missed, emptied)) => {
-                    ns.rooms_unparked(&emptied);
-                    Some(missed)
-                }
-                Err(err) => {
-                    tracing::debug!(nsp = %ns.name, %pid, error = %err, "session not recovered");
-                    None
-                }
-            }
-        })
+    fn release(&self, pid: &str, holder: &Holder, version: u64, park: bool) {
+        self.release_here(pid, holder, version, park);
     }
 
-    fn discard(&self, pid: &str) {
-        if let Some(Ok((_, emptied))) = self.recovery.as_ref().map(|r| r.take(pid, None)) {
-            self.rooms_unparked(&emptied);
-        }
+    fn find(&self, pid: &str) -> BoxFuture<'static, Option<(String, Vec<String>)>> {
+        self.find_here(pid)
     }
 
-    fn unparked(&self, rooms: &[String]) {
-        self.rooms_unparked(rooms);
+    fn holds(&self, pid: &str, sid: &str) -> bool {
+        self.socket(sid).is_some_and(|s| s.pid() == Some(pid))
+    }
+
+    fn take(&self, pid: &str, frontier: &Frontier) -> Option<Vec<Broadcast>> {
+        self.take_here(pid, frontier)
+    }
+
+    fn unkept(&self, rooms: &[String]) {
+        Namespace::unkept(self, rooms);
+    }
+
+    fn rekeep(&self, gone: &dyn Fn(&str) -> bool) {
+        self.rekeep_sockets(gone);
     }
 }
 

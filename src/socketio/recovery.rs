@@ -1,35 +1,41 @@
-//! Connection state recovery (socket.io 4.6+ `pid`/`offset`): the state kept for a client
-//! whose connection dropped, so it gets its socket id, rooms and missed room broadcasts back
-//! when it reconnects, on whichever node that is.
+//! Connection state recovery (socket.io 4.6+ `pid`/`offset`) that survives the crash of the
+//! node a client was connected to: the client gets its socket id, rooms and every room
+//! broadcast it missed back, exactly once and in each publisher's order, through any node.
 //!
-//! Three pieces, all bounded, none doing I/O:
-//! - offsets: every room broadcast carries a cluster-unique offset as its last argument; the
-//!   client sends back the last one it received;
-//! - the log: the last room broadcasts this node delivered, so a dropped socket's tail (what
-//!   it was sent but may not have received) can be handed over with it;
-//! - parked sessions: the state of dropped sockets, each buffering its rooms' broadcasts until
-//!   the client comes back, the buffer overflows or the session expires. A parked session is
-//!   a member of its rooms without a socket (it keeps the node subscribed; see
-//!   [`PARKED_LABEL`]).
+//! Pure state, no I/O; where things live and move is the adapter's business
+//! (`cluster::rooms`). Four pieces:
 //!
-//! Where a session is parked (on another node than its owner) and how it moves is the
-//! adapter's business; see `cluster::rooms`.
+//! - [`Stamp`]s: every room broadcast gets one from its publisher, a (publisher, counter)
+//!   pair. A publisher is one thread of one process: a broadcast is stamped, queued to local
+//!   members and queued to peers without yielding, so each publisher's broadcasts reach every
+//!   socket, on every node, in counter order.
+//! - [`Frontier`]s: what a socket was sent, as the highest counter per publisher. The offset a
+//!   client gets with each broadcast (its last argument) is its socket's frontier at that
+//!   broadcast, written out, so the offset a client comes back with says exactly what it has.
+//!   A broadcast at or below the frontier is a duplicate and is not sent.
+//! - [`Keeper`]: each socket with a `pid` has a small record (socket id, rooms, who holds it)
+//!   on another node, its keeper, from connect to disconnect; the keeper is subscribed to the
+//!   socket's rooms and logs their broadcasts, once per room however many records share it.
+//!   When the socket's transport closes the record is parked; when its node dies the keeper
+//!   parks every record that node held. A record costs a few hundred bytes, whatever its rooms
+//!   carry.
+//! - Restoring: a client comes back with its pid and offset; the node it reaches takes the
+//!   record from the keeper with what the logs hold above the client's frontier.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::engineio::Frame;
 
-/// The presence label of a parked member: it subscribes its node to the room without
+/// The presence label of kept records: it subscribes their keeper to the room without
 /// appearing in member lists (real labels are never empty).
 pub const PARKED_LABEL: &str = "";
-
-/// How long taking or moving a handed-over session waits for the hand-over's tail.
-pub const TAIL_WAIT: Duration = Duration::from_secs(2);
 
 /// Recovery settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,400 +43,604 @@ pub struct RecoveryConfig {
     /// How long a dropped session is kept for its client (socket.io's
     /// `maxDisconnectionDuration`).
     pub max_disconnection: Duration,
-    /// Room broadcasts this node remembers, to hand a dropped socket's tail over with it.
-    pub log_len: usize,
-    /// Broadcasts one parked session keeps (the latest); a client whose last offset is older
-    /// has a gap and is not recovered.
+    /// Broadcasts a keeper logs per room (the latest); a client that missed more is not
+    /// recovered.
     pub max_missed: usize,
-    /// Parked sessions one node keeps; past it new ones are refused.
-    pub max_parked: usize,
+    /// Broadcasts a keeper logs in all, across rooms; past it the oldest go.
+    pub log_len: usize,
+    /// Records one node keeps (live sessions of other nodes, and parked ones); past it new
+    /// sessions are not kept, so they cannot be recovered.
+    pub max_records: usize,
 }
 
 impl Default for RecoveryConfig {
     fn default() -> Self {
-        Self { max_disconnection: Duration::from_secs(120), log_len: 10_000, max_missed: 1_000, max_parked: 10_000 }
+        Self { max_disconnection: Duration::from_secs(120), max_missed: 1_000, log_len: 100_000, max_records: 100_000 }
     }
 }
 
-/// One room broadcast: its offset and its frames.
-pub type Broadcast = (String, Vec<Frame>);
-
-/// A broadcast as this node keeps it: once, shared by the log and every session parked in its
-/// room (a copy per parked session cost ~100 bytes per broadcast per session: with 1,000 kept
-/// for each of 1,000 sessions, 100 MB).
-type Shared = std::sync::Arc<Broadcast>;
-
-/// What moves between nodes: a parked session's state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParkedState {
-    pub pid: String,
-    /// The socket id the client gets back.
-    pub sid: String,
-    pub rooms: Vec<String>,
-    /// Broadcasts for the session, oldest first.
-    pub packets: Vec<Broadcast>,
+/// A broadcast's identity, given once by its publisher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Stamp {
+    /// A publisher: one thread of one process, a random id drawn when it first publishes.
+    pub publisher: u32,
+    /// The publisher's counter, from 1.
+    pub counter: u64,
 }
 
-/// Why a parked session was not taken.
+thread_local! {
+    /// This thread's publisher id (0: none yet) and its last counter.
+    static PUBLISHER: Cell<(u32, u64)> = const { Cell::new((0, 0)) };
+}
+
+impl Stamp {
+    /// The next stamp of this thread. The caller must queue the broadcast to its local
+    /// members and to its peers before it yields, or the publisher's order is lost.
+    pub fn next() -> Self {
+        PUBLISHER.with(|p| {
+            let (mut publisher, counter) = p.get();
+            while publisher == 0 {
+                publisher = rand::random();
+            }
+            p.set((publisher, counter + 1));
+            Stamp { publisher, counter: counter + 1 }
+        })
+    }
+}
+
+/// A room broadcast as a keeper logs it and a restore replays it: its stamp and its frames,
+/// the first of which is a socket.io EVENT packet without the offset.
+pub type Broadcast = (Stamp, Vec<Frame>);
+
+/// Logged once, shared by the room log and by every restore that reads it.
+type Shared = Arc<Broadcast>;
+
+/// What a socket was sent: the highest counter of each publisher.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    seen: Vec<(u32, u64)>,
+    /// More publishers than [`Frontier::MAX`]: what was sent is no longer known exactly.
+    overflowed: bool,
+}
+
+impl Frontier {
+    /// Publishers a frontier names at most (each thread of each process that ever published to
+    /// the socket's rooms while it was connected); past it the socket cannot be recovered.
+    pub const MAX: usize = 64;
+
+    /// Whether `stamp` is new to the socket; if so it is now sent. A publisher's broadcasts
+    /// reach a socket in counter order, so one at or below its entry was sent already.
+    pub fn admit(&mut self, stamp: Stamp) -> bool {
+        let full = self.seen.len() == Self::MAX;
+        match self.seen.iter_mut().find(|(p, _)| *p == stamp.publisher) {
+            Some((_, counter)) if *counter >= stamp.counter => false,
+            Some((_, counter)) => {
+                *counter = stamp.counter;
+                true
+            }
+            None if full => {
+                self.overflowed = true;
+                true
+            }
+            None => {
+                self.seen.push((stamp.publisher, stamp.counter));
+                true
+            }
+        }
+    }
+
+    /// Whether the socket was sent `stamp`.
+    pub fn has(&self, stamp: Stamp) -> bool {
+        self.seen.iter().any(|(p, c)| *p == stamp.publisher && *c >= stamp.counter)
+    }
+
+    /// The offset a client is given: `<publisher>-<counter>` in hex, joined by dots, or `x`
+    /// once the frontier overflowed.
+    pub fn encode(&self) -> String {
+        if self.overflowed {
+            return "x".to_owned();
+        }
+        let mut out = String::with_capacity(self.seen.len() * 14);
+        for (i, (p, c)) in self.seen.iter().enumerate() {
+            if i > 0 {
+                out.push('.');
+            }
+            let _ = write!(out, "{p:x}-{c:x}");
+        }
+        out
+    }
+
+    /// Reads an offset a client came back with; `None` if it is not one of ours (or says the
+    /// frontier overflowed): such a client is not recovered.
+    pub fn parse(offset: &str) -> Option<Self> {
+        if offset.len() > Self::MAX * 30 {
+            return None;
+        }
+        let mut seen = Vec::new();
+        for entry in offset.split('.').filter(|e| !e.is_empty()) {
+            let (p, c) = entry.split_once('-')?;
+            let (p, c) = (u32::from_str_radix(p, 16).ok()?, u64::from_str_radix(c, 16).ok()?);
+            if seen.iter().any(|(q, _)| *q == p) || seen.len() == Self::MAX {
+                return None;
+            }
+            seen.push((p, c));
+        }
+        Some(Self { seen, overflowed: false })
+    }
+}
+
+/// A broadcast's frames for one socket: the offset spliced in as the EVENT's last argument
+/// (the packet's JSON array ends the text frame; attachments follow unchanged).
+pub fn with_offset(frames: &[Frame], offset: &str) -> Vec<Frame> {
+    let mut out = Vec::with_capacity(frames.len());
+    for (i, frame) in frames.iter().enumerate() {
+        match frame {
+            Frame::Text(text) if i == 0 && text.ends_with(']') => {
+                let mut s = String::with_capacity(text.len() + offset.len() + 3);
+                s.push_str(&text[..text.len() - 1]);
+                s.push_str(",\"");
+                s.push_str(offset); // hex digits, dots, dashes: nothing to escape
+                s.push_str("\"]");
+                out.push(Frame::Text(Utf8Bytes::from(s)));
+            }
+            other => out.push(other.clone()),
+        }
+    }
+    out
+}
+
+/// Why a record was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreError {
     #[error("no parked session for this pid")]
     Unknown,
-    #[error("the client's offset is not among the session's broadcasts")]
-    OffsetUnknown,
+    #[error("the session is still connected")]
+    Live,
+    #[error("broadcasts the client missed are no longer logged")]
+    Gap,
+    #[error("the client missed more broadcasts than are kept for it")]
+    TooMany,
 }
 
-struct Parked {
-    sid: String,
-    rooms: Vec<String>,
-    packets: VecDeque<Shared>,
-    expires: Instant,
-    /// False while a hand-over's tail (what the previous node buffered meanwhile) is due.
-    complete: bool,
+/// Who holds a kept session: a node (its id and generation); parked records have none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub node: Arc<str>,
+    pub generation: u64,
+}
+
+/// A record as its holder sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepRequest {
+    pub pid: String,
+    pub sid: String,
+    pub rooms: Vec<String>,
+    /// Grows with every change of the socket's record; older ones are ignored.
+    pub version: u64,
+}
+
+struct Record {
+    sid: Arc<str>,
+    /// Each room with the room log's position when the record joined it: what came before
+    /// is not the session's.
+    rooms: Vec<(Arc<str>, u64)>,
+    /// Who holds (or last held) the session.
+    holder: Holder,
+    version: u64,
+    /// Set once parked: when the client's time is up.
+    expires: Option<Instant>,
+    /// Broadcasts the session was sent before this keeper logged its rooms (a restore's
+    /// replay), to be read with the logs.
+    seed: Vec<Shared>,
 }
 
 #[derive(Default)]
-struct Store {
-    sessions: HashMap<String, Parked>,
-    /// Room → pids parked in it.
-    rooms: HashMap<String, HashSet<String>>,
+struct RoomLog {
+    name: Arc<str>,
+    /// Tells this log from an earlier one of the same room in the keeper's `order`.
+    id: u64,
+    /// (position, broadcast), oldest first.
+    entries: VecDeque<(u64, Shared)>,
+    next: u64,
+    /// This log's mentions in the keeper's `order`: its entries are at most the latest that many.
+    in_order: usize,
+    /// Records in this room.
+    records: usize,
+    /// The highest evicted counter of each publisher, with its position: a record that
+    /// joined before that position and whose client's frontier is below that counter has a
+    /// gap. Past [`MAX_EVICTED`] publishers, only `evicted_upto` is known.
+    evicted: HashMap<u32, (u64, u64)>,
+    evicted_upto: Option<u64>,
 }
 
-impl Store {
-    /// Removes a session; returns it with the rooms that have no parked member left.
-    fn remove(&mut self, pid: &str) -> Option<(Parked, Vec<String>)> {
-        let parked = self.sessions.remove(pid)?;
-        let mut emptied = Vec::new();
-        for room in &parked.rooms {
-            if let Some(pids) = self.rooms.get_mut(room) {
-                pids.remove(pid);
-                if pids.is_empty() {
-                    self.rooms.remove(room);
-                    emptied.push(room.clone());
-                }
-            }
+/// Publishers whose evictions a room log remembers one by one.
+const MAX_EVICTED: usize = 256;
+
+impl RoomLog {
+    fn evict_front(&mut self) -> Option<usize> {
+        let (pos, entry) = self.entries.pop_front()?;
+        let stamp = entry.0;
+        if self.evicted.len() < MAX_EVICTED || self.evicted.contains_key(&stamp.publisher) {
+            let e = self.evicted.entry(stamp.publisher).or_insert((0, 0));
+            *e = (e.0.max(stamp.counter), e.1.max(pos));
+        } else {
+            self.evicted_upto = Some(self.evicted_upto.unwrap_or(0).max(pos));
         }
-        Some((parked, emptied))
+        Some(broadcast_size(&entry))
+    }
+
+    /// Whether a client that joined at `joined` and was sent `frontier` may miss an evicted
+    /// broadcast.
+    fn gap(&self, joined: u64, frontier: &Frontier) -> bool {
+        self.evicted_upto.is_some_and(|upto| upto >= joined)
+            || self
+                .evicted
+                .iter()
+                .any(|(p, (counter, pos))| *pos >= joined && !frontier.has(Stamp { publisher: *p, counter: *counter }))
     }
 }
 
-struct LogEntry {
-    seq: u64,
-    room: String,
-    packet: Shared,
+#[derive(Default)]
+struct KeeperState {
+    records: HashMap<String, Record>,
+    logs: HashMap<Arc<str>, RoomLog>,
+    /// Logs (room, log id) in the order their entries were logged, one per entry, to evict
+    /// the oldest across rooms.
+    order: VecDeque<(Arc<str>, u64)>,
+    next_log_id: u64,
 }
 
-/// A namespace's recovery state on this node.
-pub struct Recovery {
+/// Rooms whose kept status changed: the node's subscription follows them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeptRooms {
+    /// Rooms now kept here that were not.
+    pub added: Vec<String>,
+    /// Rooms no record keeps here any more.
+    pub emptied: Vec<String>,
+}
+
+/// What a node keeps for other nodes' sessions (and its own, when alone), for one namespace.
+pub struct Keeper {
     config: RecoveryConfig,
-    /// Offsets are `<prefix><counter>`: the prefix is random per process, so offsets are
-    /// unique across nodes and restarts.
-    prefix: String,
-    next_offset: AtomicU64,
-    log: Mutex<(u64, VecDeque<LogEntry>)>,
-    store: Mutex<Store>,
-    /// Woken when a hand-over's tail arrives.
-    completed: tokio::sync::Notify,
+    /// A std lock: held for one record's change or one broadcast's append, never across an
+    /// await.
+    state: Mutex<KeeperState>,
 }
 
-impl Recovery {
+impl Keeper {
     pub fn new(config: RecoveryConfig) -> Self {
-        let prefix = crate::engineio::session::new_random_id().chars().take(8).collect::<String>() + "-";
-        Self {
-            config,
-            prefix,
-            next_offset: AtomicU64::new(0),
-            log: Mutex::new((0, VecDeque::new())),
-            store: Mutex::new(Store::default()),
-            completed: tokio::sync::Notify::new(),
-        }
+        Self { config, state: Mutex::new(KeeperState::default()) }
     }
 
     pub fn config(&self) -> &RecoveryConfig {
         &self.config
     }
 
-    /// A new broadcast offset.
-    pub fn next_offset(&self) -> String {
-        format!("{}{:x}", self.prefix, self.next_offset.fetch_add(1, Ordering::Relaxed))
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeeperState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The log position now: a socket connecting now was sent the entries from here on.
-    pub fn log_position(&self) -> u64 {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).0
-    }
-
-    /// Notes a broadcast delivered here: into the log, and into every session parked in the
-    /// room. Returns its position in the log, which its sockets record with it (see
-    /// [`SendOrder`]).
-    pub fn delivered(&self, room: &str, offset: &str, frames: &[Frame]) -> u64 {
-        let packet: Shared = Shared::new((offset.to_owned(), frames.to_vec()));
-        let seq = {
-            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            let seq = log.0;
-            log.0 += 1;
-            if self.config.log_len > 0 {
-                if log.1.len() == self.config.log_len {
-                    log.1.pop_front();
+    /// Creates or updates the record of a live session held by `holder`, with `seed` (what
+    /// it was sent that this keeper may not have logged). Nothing changes for a stale update
+    /// (an older version); `None` if the keeper is full.
+    pub fn keep(&self, req: KeepRequest, holder: Holder, seed: Vec<Broadcast>) -> Option<KeptRooms> {
+        let mut state = self.lock();
+        let KeeperState { records, logs, next_log_id, .. } = &mut *state;
+        if let Some(old) = records.get(&req.pid) {
+            if old.holder == holder && old.version >= req.version {
+                return Some(KeptRooms::default()); // stale
+            }
+        } else if records.len() >= self.config.max_records {
+            tracing::warn!(max = self.config.max_records, "too many kept sessions; this one cannot be recovered");
+            return None;
+        }
+        let mut changed = KeptRooms::default();
+        let old = records.remove(&req.pid);
+        let mut rooms = Vec::with_capacity(req.rooms.len());
+        for room in dedup(req.rooms) {
+            let joined = old.as_ref().and_then(|o| o.rooms.iter().find(|(r, _)| **r == *room).map(|(_, j)| *j));
+            let (name, log) = log_for(logs, &room, next_log_id);
+            let joined = match joined {
+                Some(j) => j,
+                None => {
+                    log.records += 1;
+                    if log.records == 1 {
+                        changed.added.push(room.clone());
+                    }
+                    log.next
                 }
-                log.1.push_back(LogEntry { seq, room: room.to_owned(), packet: packet.clone() });
-            }
-            seq
-        };
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let Store { sessions, rooms } = &mut *store;
-        for pid in rooms.get(room).into_iter().flatten() {
-            if let Some(parked) = sessions.get_mut(pid) {
-                // A window of the latest: a client whose offset fell out of it has a gap and
-                // is not recovered (it gets a new session).
-                parked.packets.push_back(packet.clone());
-                keep_latest(&mut parked.packets, self.config.max_missed);
-            }
+            };
+            rooms.push((name, joined));
         }
-        seq
+        let mut seed: Vec<Shared> = seed.into_iter().map(Arc::new).collect();
+        if let Some(old) = old {
+            for (room, _) in &old.rooms {
+                if !rooms.iter().any(|(r, _)| r == room) {
+                    leave_log(logs, room, &mut changed.emptied);
+                }
+            }
+            seed.extend(old.seed);
+        }
+        keep_latest(&mut seed, self.config.max_missed);
+        let record = Record { sid: req.sid.into(), rooms, holder, version: req.version, expires: None, seed };
+        records.insert(req.pid, record);
+        Some(changed)
     }
 
-    /// The latest logged broadcasts (at most `max_missed`) a socket was sent since `since`
-    /// (a [`Recovery::log_position`]) in `rooms`, in the order it was sent them: the log's,
-    /// but for those `order` says went out late. `None` if that order is unknown (too many
-    /// went out late).
-    pub fn tail(&self, since: u64, rooms: &[String], order: &SendOrder) -> Option<Vec<Broadcast>> {
-        if order.overflowed {
-            return None;
+    /// Adds to a record's seed (what its restoring socket is sent besides what this keeper
+    /// logs); nothing if `holder` does not hold it.
+    pub fn seed(&self, pid: &str, holder: &Holder, broadcasts: Vec<Broadcast>) {
+        let mut state = self.lock();
+        if let Some(record) = state.records.get_mut(pid).filter(|r| r.holder == *holder) {
+            record.seed.extend(broadcasts.into_iter().map(Arc::new));
+            keep_latest(&mut record.seed, self.config.max_missed);
         }
-        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let late: HashSet<u64> = order.late.iter().map(|(seq, _)| *seq).collect();
-        let mut tail: Vec<(u64, &Shared)> = log
-            .1
-            .iter()
-            .filter(|e| (e.seq >= since && rooms.contains(&e.room)) || late.contains(&e.seq))
-            .map(|e| (e.seq, &e.packet))
-            .filter(|(seq, _)| !late.contains(seq))
-            .collect();
-        for (seq, prev) in &order.late {
-            let Some(entry) = log.1.iter().find(|e| e.seq == *seq) else { continue };
-            // Right after the one sent just before it (at the front if that one is not here).
-            let at = prev.and_then(|p| tail.iter().position(|(s, _)| *s == p)).map_or(0, |i| i + 1);
-            tail.insert(at, (*seq, &entry.packet));
-        }
-        let skip = tail.len().saturating_sub(self.config.max_missed);
-        Some(tail.into_iter().skip(skip).map(|(_, p)| Broadcast::clone(p)).collect())
     }
 
-    /// Parks a session here; `complete` is false when it comes from a hand-over whose tail
-    /// is still due. Returns the rooms that had no parked member before (this node's
-    /// subscription to them must be kept), or `None` if the store is full.
-    pub fn park(&self, state: ParkedState, complete: bool) -> Option<Vec<String>> {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let mut emptied = Vec::new();
-        if let Some((_, e)) = store.remove(&state.pid) {
-            emptied = e; // parked again (a hand-over back here): replace
+    /// The holder let go of a session after its record's `version`: parked for its client
+    /// (`park`, a transport loss) or dropped (the client left). Nothing if `holder` does not
+    /// hold it. An update of that version or older arriving later is stale.
+    pub fn release(&self, pid: &str, holder: &Holder, version: u64, park: bool) -> KeptRooms {
+        let mut state = self.lock();
+        let mut changed = KeptRooms::default();
+        if !state.records.get(pid).is_some_and(|r| r.holder == *holder) {
+            return changed;
         }
-        if store.sessions.len() >= self.config.max_parked {
-            tracing::warn!(max = self.config.max_parked, "too many parked sessions; this one cannot be recovered");
-            return None;
-        }
-        let mut packets: VecDeque<Shared> = state.packets.into_iter().map(Shared::new).collect();
-        keep_latest(&mut packets, self.config.max_missed);
-        let mut added = Vec::new();
-        for room in &state.rooms {
-            let pids = store.rooms.entry(room.clone()).or_default();
-            if pids.is_empty() && !emptied.contains(room) {
-                added.push(room.clone());
+        if park {
+            if let Some(record) = state.records.get_mut(pid) {
+                record.version = record.version.max(version);
+                record.expires.get_or_insert(Instant::now() + self.config.max_disconnection);
             }
-            pids.insert(state.pid.clone());
+        } else {
+            remove(&mut state, pid, &mut changed.emptied);
         }
+        changed
+    }
+
+    /// Parks the records whose holder is gone (its node died or restarted).
+    pub fn holders_gone(&self, live: impl Fn(&Holder) -> bool) -> usize {
+        let mut state = self.lock();
         let expires = Instant::now() + self.config.max_disconnection;
-        store.sessions.insert(state.pid, Parked { sid: state.sid, rooms: state.rooms, packets, expires, complete });
-        Some(added)
-    }
-
-    /// Adds the hand-over's tail, the broadcasts sent for a parked session before it got here:
-    /// right after `after` (the last broadcast of the state it came with; at the front if that
-    /// one is gone or there was none), so ahead of those it buffered itself, skipping the ones
-    /// it has. The session is complete.
-    pub fn prepend(&self, pid: &str, after: Option<&str>, packets: Vec<Broadcast>) {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(parked) = store.sessions.get_mut(pid) else { return };
-        parked.complete = true;
-        self.completed.notify_waiters();
-        let have: HashSet<&str> = parked.packets.iter().map(|p| p.0.as_str()).collect();
-        let new: Vec<Shared> =
-            packets.into_iter().filter(|(o, _)| !have.contains(o.as_str())).map(Shared::new).collect();
-        let at = position_after(&parked.packets, after);
-        for (i, packet) in new.into_iter().enumerate() {
-            parked.packets.insert(at + i, packet);
+        let mut parked = 0;
+        for record in state.records.values_mut() {
+            if record.expires.is_none() && !live(&record.holder) {
+                record.expires = Some(expires);
+                parked += 1;
+            }
         }
-        keep_latest(&mut parked.packets, self.config.max_missed);
+        parked
     }
 
-    /// The broadcasts of a session parked here after `after` (all of them if `after` is gone
-    /// or `None`), and removes it: what a hand-over sends last. Returns `None` if the session
-    /// is not here (a client took it).
-    pub fn take_after(&self, pid: &str, after: Option<&str>) -> Option<(Vec<Broadcast>, Vec<String>)> {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let (parked, emptied) = store.remove(pid)?;
-        let start = position_after(&parked.packets, after);
-        Some((parked.packets.into_iter().skip(start).map(Shared::unwrap_or_clone).collect(), emptied))
+    /// The holder of a live record, and its socket id.
+    pub fn live_holder(&self, pid: &str) -> Option<(Holder, String)> {
+        let state = self.lock();
+        state.records.get(pid).filter(|r| r.expires.is_none()).map(|r| (r.holder.clone(), r.sid.to_string()))
     }
 
-    /// A parked session's state as it is now (for a hand-over), without removing it; only
-    /// the latest broadcasts that fit in `budget` bytes.
-    pub fn snapshot(&self, pid: &str, budget: usize) -> Option<ParkedState> {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        store.sessions.get(pid).map(|p| ParkedState {
-            pid: pid.to_owned(),
-            sid: p.sid.clone(),
-            rooms: p.rooms.clone(),
-            packets: latest_within(p.packets.iter().map(|p| &**p), budget),
-        })
+    /// A parked session's socket id and rooms.
+    pub fn find(&self, pid: &str) -> Result<(String, Vec<String>), RestoreError> {
+        let state = self.lock();
+        let record = state.records.get(pid).ok_or(RestoreError::Unknown)?;
+        check_parked(record)?;
+        Ok((record.sid.to_string(), record.rooms.iter().map(|(r, _)| r.to_string()).collect()))
     }
 
-    /// The session's socket id and rooms, if it is parked here and `offset` (the client's
-    /// last) is among its broadcasts or absent; the session stays parked.
-    pub fn peek(&self, pid: &str, offset: Option<&str>) -> Result<(String, Vec<String>), RestoreError> {
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let parked = store.sessions.get(pid).filter(|p| p.expires > Instant::now()).ok_or(RestoreError::Unknown)?;
-        from_offset(&parked.packets, offset)?;
-        Ok((parked.sid.clone(), parked.rooms.clone()))
+    /// Takes a parked session: removes its record and returns what its client missed, the
+    /// broadcasts of its rooms above `frontier`, each publisher's in counter order.
+    pub fn take(&self, pid: &str, frontier: &Frontier) -> Result<(Vec<Broadcast>, KeptRooms), RestoreError> {
+        let mut state = self.lock();
+        let record = state.records.get(pid).ok_or(RestoreError::Unknown)?;
+        check_parked(record)?;
+        let missed = missed(record, &state.logs, frontier, self.config.max_missed);
+        let mut changed = KeptRooms::default();
+        remove(&mut state, pid, &mut changed.emptied);
+        Ok((missed?, changed))
     }
 
-    /// Waits (at most `limit`) until a session parked here is complete: its hand-over's tail
-    /// arrived, or it never had one.
-    pub async fn complete(&self, pid: &str, limit: Duration) {
-        let wait = async {
-            loop {
-                let notified = self.completed.notified();
-                let done =
-                    self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.get(pid).is_none_or(|p| p.complete);
-                if done {
-                    return;
+    /// Parked records, each with what its rooms logged since it joined them (the latest that
+    /// fit in `budget` bytes), for another keeper (this node is leaving).
+    pub fn parked(&self, budget: usize) -> Vec<(KeepRequest, Vec<Broadcast>)> {
+        let state = self.lock();
+        state
+            .records
+            .iter()
+            .filter(|(_, r)| r.expires.is_some())
+            .map(|(pid, r)| {
+                let req = KeepRequest {
+                    pid: pid.clone(),
+                    sid: r.sid.to_string(),
+                    rooms: r.rooms.iter().map(|(room, _)| room.to_string()).collect(),
+                    version: r.version,
+                };
+                let all = missed(r, &state.logs, &Frontier::default(), usize::MAX).unwrap_or_default();
+                (req, latest_within(all, budget))
+            })
+            .collect()
+    }
+
+    /// Drops a record, whatever its state (a leaving keeper handed it on).
+    pub fn forget(&self, pid: &str) -> KeptRooms {
+        let mut changed = KeptRooms::default();
+        remove(&mut self.lock(), pid, &mut changed.emptied);
+        changed
+    }
+
+    /// Logs a broadcast of a room with records here.
+    pub fn delivered(&self, room: &str, stamp: Stamp, frames: &[Frame]) {
+        let mut state = self.lock();
+        let KeeperState { logs, order, .. } = &mut *state;
+        let Some(log) = logs.get_mut(room) else { return };
+        order.push_back((log.name.clone(), log.id));
+        log.in_order += 1;
+        log.entries.push_back((log.next, Arc::new((stamp, frames.to_vec()))));
+        log.next += 1;
+        if log.entries.len() > self.config.max_missed {
+            log.evict_front();
+        }
+        while order.len() > self.config.log_len {
+            let Some((oldest, id)) = order.pop_front() else { break };
+            if let Some(log) = logs.get_mut(&oldest).filter(|l| l.id == id) {
+                log.in_order -= 1;
+                // Unless its own bound evicted it already, its oldest entry is this one.
+                if log.entries.len() > log.in_order {
+                    log.evict_front();
                 }
-                notified.await;
             }
-        };
-        let _ = tokio::time::timeout(limit, wait).await;
-    }
-
-    /// Removes a parked session: the broadcast at `offset` (the client's last, first) and what
-    /// it missed after it, and the rooms with no parked member left. The anchor is not for
-    /// the client: its next node keeps it, so that the client, dropping again before it got
-    /// anything more, is still found by the same offset.
-    pub fn take(&self, pid: &str, offset: Option<&str>) -> Result<(Vec<Broadcast>, Vec<String>), RestoreError> {
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let (parked, emptied) = store.remove(pid).ok_or(RestoreError::Unknown)?;
-        if parked.expires <= Instant::now() {
-            return Err(RestoreError::Unknown);
         }
-        Ok((from_offset(&parked.packets, offset)?, emptied))
     }
 
-    /// Removes the sessions whose time is up; returns them with the rooms left empty.
-    pub fn expire(&self) -> Vec<(String, Vec<String>)> {
+    /// Whether records keep this node subscribed to `room`.
+    pub fn keeps(&self, room: &str) -> bool {
+        self.lock().logs.get(room).is_some_and(|l| l.records > 0)
+    }
+
+    /// Drops parked sessions whose time is up; returns the rooms no record keeps any more.
+    pub fn expire(&self) -> Vec<String> {
         let now = Instant::now();
-        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         let expired: Vec<String> =
-            store.sessions.iter().filter(|(_, p)| p.expires <= now).map(|(k, _)| k.clone()).collect();
-        expired.into_iter().filter_map(|pid| store.remove(&pid).map(|(_, emptied)| (pid, emptied))).collect()
-    }
-
-    /// Whether a session is parked in `room` here.
-    pub fn parked_in(&self, room: &str) -> bool {
-        self.store.lock().unwrap_or_else(|e| e.into_inner()).rooms.contains_key(room)
-    }
-
-    /// Pids parked here.
-    pub fn parked(&self) -> Vec<String> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.keys().cloned().collect()
-    }
-
-    pub fn parked_count(&self) -> usize {
-        self.store.lock().unwrap_or_else(|e| e.into_inner()).sessions.len()
-    }
-}
-
-/// Broadcasts going out to one socket from concurrent publishers (no lock is shared between
-/// rooms) can leave in another order than the log's. A socket records the exceptions, so its
-/// tail can be rebuilt in the order it was sent (the client's offset names a place in *that*
-/// order): each broadcast sent after one later in the log is noted with the one sent just
-/// before it, and forgotten once it has left the log. Rare and bounded: past
-/// [`SendOrder::MAX_LATE`] within the log's length the order is unknown and the socket is not
-/// parked.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SendOrder {
-    /// The log position of the last broadcast sent, and the highest sent.
-    last: Option<u64>,
-    highest: Option<u64>,
-    /// (late one, the one sent just before it), in the order they were sent.
-    late: Vec<(u64, Option<u64>)>,
-    overflowed: bool,
-}
-
-impl SendOrder {
-    pub const MAX_LATE: usize = 64;
-
-    /// Notes that the broadcast at log position `seq` is being sent now; the log keeps the
-    /// last `log_len` broadcasts.
-    pub fn sent(&mut self, seq: u64, log_len: usize) {
-        let horizon = seq.saturating_sub(log_len as u64);
-        if self.late.first().is_some_and(|(s, _)| *s < horizon) {
-            self.late.retain(|(s, _)| *s >= horizon);
+            state.records.iter().filter(|(_, r)| r.expires.is_some_and(|e| e <= now)).map(|(p, _)| p.clone()).collect();
+        let mut emptied = Vec::new();
+        for pid in expired {
+            remove(&mut state, &pid, &mut emptied);
         }
-        if self.highest.is_some_and(|h| seq < h) {
-            if self.late.len() == Self::MAX_LATE {
-                self.overflowed = true;
-            } else {
-                self.late.push((seq, self.last));
-            }
-        }
-        self.highest = self.highest.max(Some(seq));
-        self.last = Some(seq);
+        emptied
+    }
+
+    /// (records, parked records) kept here.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.records.len(), state.records.values().filter(|r| r.expires.is_some()).count())
+    }
+
+    /// Broadcasts logged here, across rooms.
+    pub fn logged(&self) -> usize {
+        self.lock().logs.values().map(|l| l.entries.len()).sum()
     }
 }
 
-/// Drops the oldest broadcasts past `max`.
-fn keep_latest(packets: &mut VecDeque<Shared>, max: usize) {
-    let excess = packets.len().saturating_sub(max);
-    packets.drain(..excess);
+fn dedup(rooms: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    rooms.into_iter().filter(|r| seen.insert(r.clone())).collect()
 }
 
-/// Where the broadcasts after `after` start: just past it, or at the front if it is gone or
-/// `None`.
-fn position_after(packets: &VecDeque<Shared>, after: Option<&str>) -> usize {
-    after.and_then(|a| packets.iter().position(|p| p.0 == a)).map_or(0, |i| i + 1)
+fn log_for<'a>(logs: &'a mut HashMap<Arc<str>, RoomLog>, room: &str, next_id: &mut u64) -> (Arc<str>, &'a mut RoomLog) {
+    if !logs.contains_key(room) {
+        *next_id += 1;
+        let name: Arc<str> = room.into();
+        logs.insert(name.clone(), RoomLog { name, id: *next_id, ..RoomLog::default() });
+    }
+    let log = logs.get_mut(room).expect("just inserted");
+    (log.name.clone(), log)
 }
 
-/// Roughly how many bytes a packet takes on the wire.
-pub fn broadcast_size((offset, frames): &Broadcast) -> usize {
-    16 + offset.len() + frames.iter().map(|f| 8 + f.len()).sum::<usize>()
+fn leave_log(logs: &mut HashMap<Arc<str>, RoomLog>, room: &Arc<str>, emptied: &mut Vec<String>) {
+    if let Some(log) = logs.get_mut(room) {
+        log.records -= 1;
+        if log.records == 0 {
+            logs.remove(room);
+            emptied.push(room.to_string());
+        }
+    }
 }
 
-/// The latest of `packets` (oldest first) whose sizes add up to at most `budget`.
-pub fn latest_within<'a>(packets: impl DoubleEndedIterator<Item = &'a Broadcast>, budget: usize) -> Vec<Broadcast> {
+fn remove(state: &mut KeeperState, pid: &str, emptied: &mut Vec<String>) {
+    if let Some(record) = state.records.remove(pid) {
+        for (room, _) in &record.rooms {
+            leave_log(&mut state.logs, room, emptied);
+        }
+        if state.logs.is_empty() {
+            state.order.clear();
+        }
+    }
+}
+
+fn check_parked(record: &Record) -> Result<(), RestoreError> {
+    match record.expires {
+        None => Err(RestoreError::Live),
+        Some(e) if e <= Instant::now() => Err(RestoreError::Unknown),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The broadcasts of a record's rooms (seed and logs) above `frontier`, without duplicates,
+/// each publisher's in counter order.
+fn missed(
+    record: &Record,
+    logs: &HashMap<Arc<str>, RoomLog>,
+    frontier: &Frontier,
+    max: usize,
+) -> Result<Vec<Broadcast>, RestoreError> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<Shared> = Vec::new();
+    for entry in &record.seed {
+        if !frontier.has(entry.0) && seen.insert(entry.0) {
+            out.push(entry.clone());
+        }
+    }
+    // The rooms' logs, merged in the order this keeper logged them.
+    let mut from_logs: Vec<(u64, usize, Shared)> = Vec::new();
+    for (i, (room, joined)) in record.rooms.iter().enumerate() {
+        let Some(log) = logs.get(room) else { continue };
+        if log.gap(*joined, frontier) {
+            return Err(RestoreError::Gap);
+        }
+        from_logs.extend(log.entries.iter().filter(|(pos, _)| pos >= joined).map(|(pos, e)| (*pos, i, e.clone())));
+    }
+    from_logs.sort_by_key(|(pos, i, _)| (*pos, *i));
+    for (_, _, entry) in from_logs {
+        if !frontier.has(entry.0) && seen.insert(entry.0) {
+            out.push(entry);
+        }
+    }
+    if out.len() > max {
+        return Err(RestoreError::TooMany);
+    }
+    Ok(in_publisher_order(out.iter().map(|e| Broadcast::clone(e)).collect()))
+}
+
+/// Reorders each publisher's broadcasts by counter within the places they hold, so
+/// publishers stay interleaved as they were and each is in its own order.
+pub fn in_publisher_order(mut broadcasts: Vec<Broadcast>) -> Vec<Broadcast> {
+    let mut by_publisher: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, (stamp, _)) in broadcasts.iter().enumerate() {
+        by_publisher.entry(stamp.publisher).or_default().push(i);
+    }
+    for places in by_publisher.values() {
+        let mut items: Vec<Broadcast> = places.iter().map(|&i| std::mem::take(&mut broadcasts[i])).collect();
+        items.sort_by_key(|(stamp, _)| stamp.counter);
+        for (&i, item) in places.iter().zip(items) {
+            broadcasts[i] = item;
+        }
+    }
+    broadcasts
+}
+
+fn keep_latest(seed: &mut Vec<Shared>, max: usize) {
+    let excess = seed.len().saturating_sub(max);
+    seed.drain(..excess);
+}
+
+/// Roughly how many bytes a broadcast takes on the wire.
+pub fn broadcast_size((_, frames): &Broadcast) -> usize {
+    16 + frames.iter().map(|f| 8 + f.len()).sum::<usize>()
+}
+
+/// The latest of `broadcasts` (oldest first) whose sizes add up to at most `budget`.
+pub fn latest_within(broadcasts: Vec<Broadcast>, budget: usize) -> Vec<Broadcast> {
     let mut left = budget;
-    let mut kept: Vec<Broadcast> = packets
+    let mut kept: Vec<Broadcast> = broadcasts
+        .into_iter()
         .rev()
-        .take_while(|p| {
-            let size = broadcast_size(p);
+        .take_while(|b| {
+            let size = broadcast_size(b);
             let fits = size <= left;
             left = left.saturating_sub(size);
             fits
         })
-        .cloned()
         .collect();
     kept.reverse();
     kept
-}
-
-/// The packets after `offset`; all of them without one (the client received no broadcast).
-/// The packets from `offset` on, that one included (the anchor: see [`Recovery::take`]); all
-/// of them without one.
-fn from_offset(packets: &VecDeque<Shared>, offset: Option<&str>) -> Result<Vec<Broadcast>, RestoreError> {
-    let start = match offset {
-        None => 0,
-        Some(offset) => packets.iter().position(|p| p.0 == offset).ok_or(RestoreError::OffsetUnknown)?,
-    };
-    Ok(packets.iter().skip(start).map(|p| Broadcast::clone(p)).collect())
 }
 
 /// Why a socket's close lets its client recover (socket.io's recoverable reasons): the
@@ -444,180 +654,187 @@ mod tests {
     use super::*;
 
     fn frames(s: &str) -> Vec<Frame> {
-        vec![Frame::message(s)]
+        vec![Frame::message(&format!("2[\"m\",\"{s}\"]"))]
     }
 
-    fn recovery(max_missed: usize) -> Recovery {
-        Recovery::new(RecoveryConfig { max_missed, log_len: 4, ..RecoveryConfig::default() })
+    fn stamp(publisher: u32, counter: u64) -> Stamp {
+        Stamp { publisher, counter }
     }
 
-    fn state(pid: &str, rooms: &[&str], packets: Vec<Broadcast>) -> ParkedState {
-        ParkedState { pid: pid.into(), sid: "s1".into(), rooms: rooms.iter().map(|r| r.to_string()).collect(), packets }
+    fn holder(node: &str) -> Holder {
+        Holder { node: node.into(), generation: 1 }
     }
 
-    impl Recovery {
-        fn park_complete(&self, state: ParkedState) -> Option<Vec<String>> {
-            self.park(state, true)
-        }
+    fn req(pid: &str, rooms: &[&str], version: u64) -> KeepRequest {
+        KeepRequest { pid: pid.into(), sid: "s1".into(), rooms: rooms.iter().map(|r| r.to_string()).collect(), version }
     }
 
-    #[tokio::test]
-    async fn a_handed_over_session_is_complete_once_its_tail_arrives() {
-        let r = std::sync::Arc::new(recovery(10));
-        r.park(state("p", &["a"], vec![("o1".into(), frames("1"))]), false);
-        let waiter = tokio::spawn({
-            let r = r.clone();
-            async move { r.complete("p", Duration::from_secs(10)).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        r.prepend("p", Some("o1"), vec![("o2".into(), frames("2"))]);
-        waiter.await.unwrap();
-        assert_eq!(r.take("p", Some("o1")).unwrap().0.len(), 2);
+    fn keeper(max_missed: usize) -> Keeper {
+        Keeper::new(RecoveryConfig { max_missed, log_len: 100, ..RecoveryConfig::default() })
+    }
+
+    fn stamps(broadcasts: &[Broadcast]) -> Vec<(u32, u64)> {
+        broadcasts.iter().map(|(s, _)| (s.publisher, s.counter)).collect()
     }
 
     #[test]
-    fn offsets_are_unique_and_differ_between_stores() {
-        let (a, b) = (recovery(10), recovery(10));
-        let mut seen: HashSet<String> = (0..100).map(|_| a.next_offset()).collect();
-        assert_eq!(seen.len(), 100);
-        seen.extend((0..100).map(|_| b.next_offset()));
-        assert_eq!(seen.len(), 200);
-    }
-
-    #[tokio::test]
-    async fn a_parked_session_buffers_its_rooms_and_replays_after_the_offset() {
-        let r = recovery(10);
-        assert_eq!(
-            r.park_complete(state("p", &["a", "b"], vec![("o1".into(), frames("1"))])),
-            Some(vec!["a".into(), "b".into()])
-        );
-        assert!(r.parked_in("a") && !r.parked_in("c"));
-        r.delivered("a", "o2", &frames("2"));
-        r.delivered("c", "o3", &frames("3"));
-        r.delivered("b", "o4", &frames("4"));
-        assert_eq!(r.peek("p", Some("o1")), Ok(("s1".into(), vec!["a".into(), "b".into()])));
-        assert_eq!(r.peek("p", Some("nope")), Err(RestoreError::OffsetUnknown));
-        assert_eq!(r.peek("q", None), Err(RestoreError::Unknown));
-        let (missed, emptied) = r.take("p", Some("o1")).unwrap();
-        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o1", "o2", "o4"], "o1 the anchor");
-        assert_eq!(emptied, ["a", "b"]);
-        assert_eq!(r.take("p", Some("o1")), Err(RestoreError::Unknown), "taken once");
-        assert!(!r.parked_in("a"));
-    }
-
-    #[tokio::test]
-    async fn without_an_offset_everything_is_replayed() {
-        let r = recovery(10);
-        r.park_complete(state("p", &["a"], vec![("o1".into(), frames("1"))]));
-        r.delivered("a", "o2", &frames("2"));
-        assert_eq!(r.take("p", None).unwrap().0.len(), 2);
-    }
-
-    #[tokio::test]
-    async fn a_parked_session_keeps_the_latest_and_a_client_behind_them_has_a_gap() {
-        let r = recovery(2);
-        r.park_complete(state("p", &["a"], vec![]));
-        for i in 1..=3 {
-            r.delivered("a", &format!("o{i}"), &frames("x"));
-        }
-        assert_eq!(r.parked_count(), 1);
-        assert_eq!(r.peek("p", Some("o1")), Err(RestoreError::OffsetUnknown), "o2 is gone: a gap");
-        let (missed, _) = r.take("p", Some("o2")).unwrap();
-        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o2", "o3"]);
+    fn a_thread_stamps_in_counter_order_and_threads_are_distinct_publishers() {
+        let (a, b) = (Stamp::next(), Stamp::next());
+        assert_eq!((a.publisher, a.counter + 1), (b.publisher, b.counter));
+        let other = std::thread::spawn(Stamp::next).join().unwrap();
+        assert_ne!(other.publisher, a.publisher);
     }
 
     #[test]
-    fn a_hand_over_keeps_the_latest_within_its_byte_budget() {
-        let packets: Vec<Broadcast> = (0..10).map(|i| (format!("o{i}"), frames(&"x".repeat(100)))).collect();
-        let one = broadcast_size(&packets[0]);
-        let kept = latest_within(packets.iter(), one * 3 + one / 2);
-        assert_eq!(kept.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o7", "o8", "o9"]);
-        assert!(latest_within(packets.iter(), 0).is_empty());
-    }
-
-    #[tokio::test]
-    async fn the_hand_over_tail_goes_before_what_the_keeper_buffered_without_duplicates() {
-        let r = recovery(10);
-        r.park_complete(state("p", &["a"], vec![("o1".into(), frames("1"))]));
-        r.delivered("a", "o3", &frames("3"));
-        r.prepend("p", Some("o1"), vec![("o2".into(), frames("2")), ("o3".into(), frames("3"))]);
-        let (missed, _) = r.take("p", None).unwrap();
-        assert_eq!(missed.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o1", "o2", "o3"]);
-    }
-
-    #[tokio::test]
-    async fn a_full_window_hands_over_what_came_after_the_state_sent() {
-        let r = recovery(3);
-        r.park_complete(state(
-            "p",
-            &["a"],
-            vec![("o1".into(), frames("1")), ("o2".into(), frames("2")), ("o3".into(), frames("3"))],
-        ));
-        let sent = r.snapshot("p", usize::MAX).unwrap();
-        // The window is full: each later broadcast pushes the oldest out, so counting the
-        // state's length would find nothing after it.
-        r.delivered("a", "o4", &frames("4"));
-        r.delivered("a", "o5", &frames("5"));
-        let last = sent.packets.last().map(|(o, _)| o.as_str());
-        let (rest, _) = r.take_after("p", last).unwrap();
-        assert_eq!(rest.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o4", "o5"]);
-        assert!(r.take_after("p", last).is_none(), "gone");
-    }
-
-    #[tokio::test]
-    async fn the_log_is_bounded_and_its_tail_is_filtered_by_room_and_position() {
-        let r = recovery(10);
-        r.delivered("a", "o0", &frames("0"));
-        let since = r.log_position();
-        for (i, room) in ["a", "b", "a", "a", "b"].iter().enumerate() {
-            r.delivered(room, &format!("o{}", i + 1), &frames("x"));
+    fn a_frontier_admits_each_stamp_once_and_round_trips_as_an_offset() {
+        let mut f = Frontier::default();
+        assert!(f.admit(stamp(1, 5)) && f.admit(stamp(0xab, 1)));
+        assert!(!f.admit(stamp(1, 5)) && !f.admit(stamp(1, 4)), "at or below: sent already");
+        assert!(f.admit(stamp(1, 6)));
+        assert_eq!(f.encode(), "1-6.ab-1");
+        assert_eq!(Frontier::parse(&f.encode()), Some(f.clone()));
+        assert!(f.has(stamp(0xab, 1)) && !f.has(stamp(0xab, 2)) && !f.has(stamp(2, 1)));
+        assert_eq!(Frontier::parse(""), Some(Frontier::default()));
+        for bad in ["x", "zz-1", "1-", "1-2.1-3", "MTIz"] {
+            assert_eq!(Frontier::parse(bad), None, "{bad}");
         }
-        // log_len 4: o0 and o1 are gone.
-        let tail: Vec<String> =
-            r.tail(since, &["a".into()], &SendOrder::default()).unwrap().into_iter().map(|(o, _)| o).collect();
-        assert_eq!(tail, ["o3", "o4"]);
+        let mut full = Frontier::default();
+        (0..Frontier::MAX as u32).for_each(|p| assert!(full.admit(stamp(p + 1, 1))));
+        assert!(full.admit(stamp(9999, 1)));
+        assert_eq!(full.encode(), "x", "overflowed: not recoverable");
     }
 
     #[test]
-    fn a_tail_follows_the_order_its_socket_was_sent() {
-        let r = recovery(10);
-        let rooms = ["a".to_string(), "b".to_string()];
-        let seqs: Vec<u64> = (0..4).map(|i| r.delivered(&rooms[i % 2], &format!("o{i}"), &frames("x"))).collect();
-        // Two publishers raced: the socket got o0, o2, o1, o3.
-        let mut order = SendOrder::default();
-        for i in [0, 2, 1, 3] {
-            order.sent(seqs[i], 4);
+    fn the_offset_is_spliced_in_as_the_last_argument() {
+        let frames = vec![Frame::message("2/chat,[\"m\",{\"a\":1}]"), Frame::Binary(bytes::Bytes::from_static(b"x"))];
+        let out = with_offset(&frames, "1-2.3-4");
+        assert_eq!(out[0], Frame::message("2/chat,[\"m\",{\"a\":1},\"1-2.3-4\"]"));
+        assert_eq!(out[1], frames[1]);
+    }
+
+    #[test]
+    fn a_parked_record_gives_back_what_its_rooms_logged_above_the_frontier() {
+        let k = keeper(10);
+        let changed = k.keep(req("p", &["a", "b"], 1), holder("n1"), vec![]).unwrap();
+        assert_eq!(changed.added, ["a", "b"]);
+        assert!(k.keeps("a") && !k.keeps("c"));
+        k.delivered("a", stamp(1, 1), &frames("1"));
+        k.delivered("c", stamp(1, 2), &frames("2"));
+        k.delivered("b", stamp(2, 1), &frames("3"));
+        k.delivered("a", stamp(1, 3), &frames("4"));
+        assert_eq!(k.find("p"), Err(RestoreError::Live), "its holder still has it");
+        assert_eq!(k.take("p", &Frontier::default()).unwrap_err(), RestoreError::Live);
+        k.keep(req("p", &["a", "b"], 2), holder("n1"), vec![]);
+        assert!(k.release("p", &holder("n2"), 9, true).emptied.is_empty(), "only its holder lets go");
+        k.release("p", &holder("n1"), 9, true);
+        assert_eq!(k.find("p"), Ok(("s1".into(), vec!["a".into(), "b".into()])));
+        // The client had 1:1 only.
+        let frontier = Frontier::parse("1-1").unwrap();
+        let (missed, changed) = k.take("p", &frontier).unwrap();
+        assert_eq!(stamps(&missed), [(2, 1), (1, 3)]);
+        assert_eq!(changed.emptied, ["a", "b"]);
+        assert_eq!(k.find("p"), Err(RestoreError::Unknown), "taken once");
+        // A late update from the holder, of a version it had released, does not bring it back.
+        k.keep(req("q", &["a"], 1), holder("n1"), vec![]);
+        k.release("q", &holder("n1"), 3, true);
+        k.keep(req("q", &["a", "b"], 3), holder("n1"), vec![]);
+        assert!(k.find("q").is_ok() && !k.keeps("b"));
+        assert_eq!(k.logged(), 0, "no record keeps a log");
+    }
+
+    #[test]
+    fn a_dead_holders_records_are_parked() {
+        let k = keeper(10);
+        k.keep(req("p", &["a"], 1), holder("n1"), vec![]);
+        k.keep(req("q", &["a"], 1), holder("n2"), vec![]);
+        assert_eq!(k.holders_gone(|h| &*h.node == "n2"), 1);
+        assert!(k.find("p").is_ok() && k.find("q") == Err(RestoreError::Live));
+        assert_eq!(k.counts(), (2, 1));
+    }
+
+    #[test]
+    fn stale_updates_are_ignored_and_joins_start_at_the_log_position() {
+        let k = keeper(10);
+        k.keep(req("p", &["a"], 2), holder("n1"), vec![]);
+        assert_eq!(k.keep(req("p", &[], 1), holder("n1"), vec![]), Some(KeptRooms::default()), "older version");
+        assert!(k.keeps("a"));
+        k.delivered("a", stamp(1, 1), &frames("a"));
+        k.delivered("b", stamp(1, 2), &frames("b, before the join: not logged"));
+        let changed = k.keep(req("p", &["a", "b"], 3), holder("n1"), vec![]).unwrap();
+        assert_eq!(changed, KeptRooms { added: vec!["b".into()], emptied: vec![] });
+        k.delivered("b", stamp(1, 3), &frames("b"));
+        k.release("p", &holder("n1"), 9, true);
+        let (missed, _) = k.take("p", &Frontier::default()).unwrap();
+        assert_eq!(stamps(&missed), [(1, 1), (1, 3)]);
+    }
+
+    #[test]
+    fn seeds_and_logs_merge_without_duplicates_in_publisher_order() {
+        let k = keeper(10);
+        k.keep(req("p", &["a"], 1), holder("n1"), vec![(stamp(1, 2), frames("2"))]);
+        k.delivered("a", stamp(1, 1), &frames("1"));
+        k.delivered("a", stamp(1, 2), &frames("2"));
+        k.delivered("a", stamp(2, 1), &frames("x"));
+        k.seed("p", &holder("n1"), vec![(stamp(1, 3), frames("3"))]);
+        k.release("p", &holder("n1"), 9, true);
+        let (missed, _) = k.take("p", &Frontier::default()).unwrap();
+        // The seed first, then the logs; each publisher in counter order in the places it holds.
+        assert_eq!(stamps(&missed), [(1, 1), (1, 2), (1, 3), (2, 1)]);
+    }
+
+    #[test]
+    fn an_evicted_broadcast_the_client_missed_is_a_gap() {
+        let k = keeper(2);
+        for pid in ["p", "q"] {
+            k.keep(req(pid, &["a"], 1), holder("n1"), vec![]);
         }
-        let tail = r.tail(0, &rooms, &order).unwrap();
-        assert_eq!(tail.iter().map(|(o, _)| o.as_str()).collect::<Vec<_>>(), ["o0", "o2", "o1", "o3"]);
-        // In the log's order, nothing is noted.
-        let mut order = SendOrder::default();
-        seqs.iter().for_each(|s| order.sent(*s, 4));
-        assert_eq!(order, SendOrder { last: Some(3), highest: Some(3), late: vec![], overflowed: false });
-        // Too many exceptions: the order is unknown.
-        let mut order = SendOrder::default();
-        order.sent(1000, 10_000);
-        (0..=SendOrder::MAX_LATE as u64).for_each(|s| order.sent(s, 10_000));
-        assert!(r.tail(0, &rooms, &order).is_none());
-        // Exceptions that left the log are forgotten.
-        let mut order = SendOrder::default();
-        order.sent(5, 4);
-        order.sent(3, 4);
-        assert_eq!(order.late, [(3, Some(5))]);
-        order.sent(8, 4);
-        assert!(order.late.is_empty());
+        for c in 1..=3 {
+            k.delivered("a", stamp(1, c), &frames("x"));
+        }
+        k.release("p", &holder("n1"), 9, true);
+        k.release("q", &holder("n1"), 9, true);
+        assert_eq!(k.take("p", &Frontier::default()).unwrap_err(), RestoreError::Gap, "1:1 is gone");
+        let (missed, _) = k.take("q", &Frontier::parse("1-1").unwrap()).unwrap();
+        assert_eq!(stamps(&missed), [(1, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn the_log_is_bounded_across_rooms() {
+        let k = Keeper::new(RecoveryConfig { max_missed: 10, log_len: 3, ..RecoveryConfig::default() });
+        k.keep(req("p", &["a", "b"], 1), holder("n1"), vec![]);
+        for c in 1..=5 {
+            k.delivered(if c % 2 == 0 { "a" } else { "b" }, stamp(1, c), &frames("x"));
+        }
+        assert_eq!(k.logged(), 3);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn parked_sessions_expire() {
-        let r = recovery(10);
-        r.park_complete(state("p", &["a"], vec![]));
-        assert!(r.expire().is_empty());
+    async fn parked_records_expire() {
+        let k = keeper(10);
+        k.keep(req("p", &["a"], 1), holder("n1"), vec![]);
+        k.release("p", &holder("n1"), 9, true);
+        assert!(k.expire().is_empty());
         tokio::time::advance(RecoveryConfig::default().max_disconnection).await;
-        assert_eq!(r.peek("p", None), Err(RestoreError::Unknown));
-        assert_eq!(r.expire(), vec![("p".to_string(), vec!["a".to_string()])]);
-        assert_eq!(r.parked_count(), 0);
+        assert_eq!(k.find("p"), Err(RestoreError::Unknown));
+        assert_eq!(k.expire(), ["a"]);
+        assert_eq!(k.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_leaving_keeper_hands_parked_records_on_with_their_logs() {
+        let (k, next) = (keeper(10), keeper(10));
+        k.keep(req("p", &["a"], 1), holder("n1"), vec![]);
+        k.delivered("a", stamp(1, 1), &frames("1"));
+        k.release("p", &holder("n1"), 9, true);
+        let parked = k.parked(usize::MAX);
+        assert_eq!(parked.len(), 1);
+        for (req, seed) in parked {
+            let pid = req.pid.clone();
+            next.keep(req, holder("k"), seed).unwrap();
+            next.release(&pid, &holder("k"), 0, true);
+        }
+        let (missed, _) = next.take("p", &Frontier::default()).unwrap();
+        assert_eq!(stamps(&missed), [(1, 1)]);
     }
 
     #[test]

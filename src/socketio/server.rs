@@ -9,9 +9,9 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tracing::{debug, Instrument};
 
-use super::adapter::FoundSession;
 use super::namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder};
 use super::packet::{decode, encode, Packet, PacketType, Revision};
+use super::recovery::Frontier;
 use super::socket::{AckResponse, AckSender, Socket};
 use crate::engineio::{CloseReason, EngineHandler, Frame, Message, ProtocolVersion, Session, Sid};
 
@@ -102,7 +102,7 @@ impl SocketIo {
     /// Expires parked sessions every second, for as long as the namespaces live.
     fn start_sweeper(&self) {
         let namespaces: Vec<_> =
-            self.namespaces.values().filter(|ns| ns.recovery().is_some()).map(Arc::downgrade).collect();
+            self.namespaces.values().filter(|ns| ns.keeper().is_some()).map(Arc::downgrade).collect();
         if namespaces.is_empty() {
             return;
         }
@@ -216,7 +216,7 @@ impl SocketIo {
         let req = ConnectRequest { auth: packet.data.unwrap_or_else(|| json!({})), query };
         // A client coming back with its private session id: look for its parked session.
         let pid = req.auth.get("pid").and_then(Value::as_str).map(str::to_owned);
-        if let (Some(pid), Some(_), Revision::V5) = (pid, ns.recovery(), client.revision) {
+        if let (Some(pid), Some(_), Revision::V5) = (pid, ns.keeper(), client.revision) {
             let offset = req.auth.get("offset").and_then(Value::as_str).map(str::to_owned);
             let (session, client, ns) = (session.clone(), client.clone(), ns.clone());
             tokio::spawn(
@@ -230,9 +230,10 @@ impl SocketIo {
         }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
         if accept(client, &socket, &req) {
-            let pid = ns.recovery().map(|r| {
+            let pid = ns.keeper().map(|_| {
                 let pid = crate::engineio::session::new_random_id();
-                socket.set_recovery(pid.clone(), r.log_position());
+                socket.set_recovery(pid.clone(), Frontier::default());
+                drop(ns.keep(&socket)); // its keeper learns of it now; its joins will wait
                 pid
             });
             if socket.send_packet(&connect_answer(client.revision, &socket, pid.as_deref())).is_ok() {
@@ -327,31 +328,11 @@ fn connect_answer(revision: Revision, socket: &Socket, pid: Option<&str>) -> Pac
     Packet::new(PacketType::Connect, socket.namespace().name(), data)
 }
 
-/// Takes a found session; if it moved meanwhile (its keeper was leaving and handed it on),
-/// finds it again, a couple of times.
-async fn take_parked(
-    ns: &Arc<Namespace>,
-    found: &FoundSession,
-    pid: &str,
-    offset: Option<&str>,
-) -> Option<Vec<super::recovery::Broadcast>> {
-    let mut at = found.clone();
-    for _ in 0..3 {
-        if let Some(missed) = ns.take_parked(&at, pid, offset).await {
-            return Some(missed);
-        }
-        match ns.find_parked(pid, offset).await {
-            Some(again) if again.sid == found.sid && again.rooms == found.rooms => at = again,
-            _ => return None,
-        }
-    }
-    None
-}
-
-/// Connects a client that sent its `pid`: with its parked session (socket id, rooms, missed
-/// broadcasts after `offset`) if one is found, else as a new socket. The socket joins its
-/// rooms before the session is taken, holding live broadcasts meanwhile, so nothing is lost
-/// or sent twice between the two.
+/// Connects a client that sent its `pid`: with its parked session (socket id, rooms, the
+/// broadcasts it missed above the frontier its `offset` names) if one is found, else as a new
+/// socket. The socket joins its rooms before the session is taken, holding live broadcasts
+/// meanwhile; its new keeper has its record (and what it is about to be replayed) before the
+/// client gets anything, so nothing is lost or sent twice, even if this node dies next.
 async fn restore(
     session: &Arc<Session>,
     client: &Arc<Client>,
@@ -360,38 +341,44 @@ async fn restore(
     pid: String,
     offset: Option<String>,
 ) {
-    let Some(recovery) = ns.recovery().cloned() else { return };
-    let found = ns.find_parked(&pid, offset.as_deref()).await;
+    // An offset that is not ours (or says its frontier overflowed) cannot be recovered.
+    let frontier = match &offset {
+        None => Some(Frontier::default()),
+        Some(offset) => Frontier::parse(offset),
+    };
+    let found = match &frontier {
+        Some(_) => ns.find_parked(&pid).await,
+        None => None,
+    };
     let id = found.as_ref().map_or_else(super::new_socket_id, |f| f.sid.as_str().into());
     let socket = Socket::new(id, ns.clone(), session.clone());
     if !accept(client, &socket, &req) {
         return;
     }
-    let since = recovery.log_position();
     socket.hold();
-    let missed = match &found {
-        Some(found) => {
+    let missed = match (&found, &frontier) {
+        (Some(found), Some(frontier)) => {
             let joins: Vec<_> = found.rooms.iter().filter_map(|room| socket.join(room)).collect();
             futures_util::future::join_all(joins).await;
-            take_parked(ns, found, &pid, offset.as_deref()).await
+            ns.take_parked(found, &pid, frontier).await
         }
-        None => None,
+        _ => None,
     };
     let recovered = missed.is_some();
     if !recovered {
         debug!(nsp = %ns.name(), %pid, found = found.is_some(), "parked session not recovered");
     }
-    let pid = if recovered { pid } else { crate::engineio::session::new_random_id() };
-    socket.set_recovery(pid.clone(), since);
-    // The session comes back with the client's last broadcast (the anchor) first.
-    let kept = missed.unwrap_or_default();
-    let skip = usize::from(offset.is_some() && kept.first().is_some_and(|(o, _)| Some(o) == offset.as_ref()));
-    let mut first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
-    let sent: std::collections::HashSet<String> = kept[skip..].iter().map(|(offset, _)| offset.clone()).collect();
-    first.extend(kept[skip..].iter().flat_map(|(_, frames)| frames.iter().cloned()));
-    socket.set_replayed(kept);
-    debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = sent.len(), %pid, "reconnected with a pid");
-    if socket.release(first, &sent, recovered).is_ok() {
+    let (pid, frontier) = match (recovered, frontier) {
+        (true, Some(frontier)) => (pid, frontier),
+        _ => (crate::engineio::session::new_random_id(), Frontier::default()),
+    };
+    socket.set_recovery(pid.clone(), frontier);
+    let missed = missed.unwrap_or_default();
+    ns.keep_with(&socket, missed.clone()).await;
+    let first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
+    debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = missed.len(), %pid, "reconnected with a pid");
+    let keeper = socket.keeper();
+    if socket.release(first, missed, recovered, |held| ns.seed_keeper(keeper, &pid, held)).is_ok() {
         ns.after_connect(&socket);
     }
     if session.is_closed() {

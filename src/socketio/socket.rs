@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::namespace::{Namespace, Room};
 use super::packet::{encode, Packet, PacketType};
-use super::recovery::{Broadcast, SendOrder};
+use super::recovery::{with_offset, Broadcast, Frontier, KeepRequest, Stamp};
 use crate::engineio::{Frame, SendError, Session};
 
 /// What a client answered to an emit with an ack.
@@ -32,11 +32,24 @@ pub enum AckError {
     Disconnected,
 }
 
-/// A broadcast held for a restoring socket: its recovery offset and frames.
-type HeldBroadcast = (Option<String>, Vec<Frame>);
-
 /// Live broadcasts a restoring socket holds at most (see [`Socket::hold`]).
 const MAX_HELD: usize = 10_000;
+
+/// A socket's side of recovery, and its outgoing broadcasts while it is restored. One lock:
+/// a broadcast is checked against the frontier, given its offset and queued under it, so the
+/// offsets follow the order the client gets them in.
+#[derive(Default)]
+struct Track {
+    /// What the client was sent (see [`Frontier`]); tracked once the socket has a pid.
+    frontier: Frontier,
+    /// The node keeping this socket's record (`None`: this one, or not kept yet).
+    keeper: Option<String>,
+    /// The version of the record last sent to the keeper.
+    version: u64,
+    /// While a restored socket's missed broadcasts are gathered, live ones wait here, so the
+    /// client gets CONNECT, then what it missed, then the rest.
+    held: Option<Vec<(Option<Stamp>, Vec<Frame>)>>,
+}
 
 pub struct Socket {
     id: Arc<str>,
@@ -51,21 +64,11 @@ pub struct Socket {
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     /// The name this socket shows in room presence lists, cluster-wide.
     label: OnceLock<String>,
-    /// Connection state recovery: the private session id the client was given, and where
-    /// the namespace's broadcast log stood when the socket connected.
-    recovery: OnceLock<(String, u64)>,
+    /// Connection state recovery: the private session id the client was given.
+    pid: OnceLock<String>,
     /// Whether the client got its earlier session back.
     recovered: AtomicBool,
-    /// While a recovered socket's missed broadcasts are gathered, live ones wait here (with
-    /// their offsets), so the client gets CONNECT, then what it missed, then the rest, once.
-    held: Mutex<Option<Vec<HeldBroadcast>>>,
-    holding: AtomicBool,
-    /// The last broadcasts replayed to a recovered socket: they came from its keeper, not
-    /// through this node's log, and the client's offset may be one of them if it drops again.
-    replayed: Mutex<Vec<Broadcast>>,
-    /// The order logged broadcasts went out to this socket, where it is not the log's.
-    /// Locked while one is queued, so it records the order the client gets them in.
-    order: Mutex<SendOrder>,
+    track: Mutex<Track>,
     /// When the socket was created (the Admin UI shows it).
     connected_at: std::time::SystemTime,
 }
@@ -81,28 +84,29 @@ impl Socket {
             next_ack: AtomicU64::new(0),
             data: OnceLock::new(),
             label: OnceLock::new(),
-            recovery: OnceLock::new(),
+            pid: OnceLock::new(),
             recovered: AtomicBool::new(false),
-            held: Mutex::new(None),
-            holding: AtomicBool::new(false),
-            replayed: Mutex::new(Vec::new()),
-            order: Mutex::new(SendOrder::default()),
+            track: Mutex::new(Track::default()),
             connected_at: std::time::SystemTime::now(),
         })
     }
 
+    fn track(&self) -> std::sync::MutexGuard<'_, Track> {
+        self.track.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The private session id (`pid`) the client was given for recovery, if enabled.
     pub fn pid(&self) -> Option<&str> {
-        self.recovery.get().map(|(pid, _)| pid.as_str())
+        self.pid.get().map(String::as_str)
     }
 
-    /// The broadcast log position when this socket connected (0 without recovery).
-    pub(crate) fn log_since(&self) -> u64 {
-        self.recovery.get().map_or(0, |(_, since)| *since)
-    }
-
-    pub(crate) fn set_recovery(&self, pid: String, since: u64) {
-        let _ = self.recovery.set((pid, since));
+    /// Gives the socket its pid, and what its client was sent already (a restored client's
+    /// frontier): from now on every broadcast carries the socket's offset.
+    pub(crate) fn set_recovery(&self, pid: String, frontier: Frontier) {
+        let mut track = self.track();
+        if self.pid.set(pid).is_ok() {
+            track.frontier = frontier;
+        }
     }
 
     /// Whether this connection recovered an earlier session (its id, rooms and missed
@@ -111,76 +115,87 @@ impl Socket {
         self.recovered.load(Ordering::Relaxed)
     }
 
-    /// Remembers the broadcasts replayed to this socket (see `replayed`; at most the
-    /// recovery's `max_missed`, as the keeper kept them).
-    pub(crate) fn set_replayed(&self, packets: Vec<Broadcast>) {
-        *self.replayed.lock().unwrap_or_else(|e| e.into_inner()) = packets;
+    /// The socket's record for its keeper, with a new version, and the keeper to send it to:
+    /// `choose` picks one given the current one (`None` in both: this node).
+    pub(crate) fn next_record(
+        &self,
+        choose: impl FnOnce(Option<&str>) -> Option<String>,
+    ) -> Option<(KeepRequest, Option<String>)> {
+        let pid = self.pid.get()?;
+        let mut track = self.track();
+        track.keeper = choose(track.keeper.as_deref());
+        track.version += 1;
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.to_string()).collect();
+        let req = KeepRequest { pid: pid.clone(), sid: self.id.to_string(), rooms, version: track.version };
+        Some((req, track.keeper.clone()))
     }
 
-    pub(crate) fn replayed(&self) -> Vec<Broadcast> {
-        self.replayed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The version of the socket's record last sent.
+    pub(crate) fn record_version(&self) -> u64 {
+        self.track().version
+    }
+
+    /// The node keeping this socket's record (`None`: this one).
+    pub(crate) fn keeper(&self) -> Option<String> {
+        self.track().keeper.clone()
     }
 
     /// Holds live broadcasts until [`Socket::release`].
     pub(crate) fn hold(&self) {
-        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
-        self.holding.store(true, Ordering::Release);
+        self.track().held = Some(Vec::new());
     }
 
-    /// Sends `first` (the CONNECT answer and the missed broadcasts, whose offsets are
-    /// `sent`), then the held broadcasts not among them, and stops holding.
-    pub(crate) fn release(&self, first: Vec<Frame>, sent: &HashSet<String>, recovered: bool) -> Result<(), SendError> {
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let waiting = held.take().unwrap_or_default();
-        self.recovered.store(recovered, Ordering::Relaxed);
-        // Still holding (under the lock) until all of it is queued: a broadcast arriving now
-        // waits for the lock, then goes after it.
-        let result = (|| {
-            self.session.send_all(&first)?;
-            for (offset, frames) in waiting {
-                if offset.as_ref().is_none_or(|o| !sent.contains(o)) {
-                    self.session.send_all(&frames)?;
-                }
-            }
-            Ok(())
-        })();
-        self.holding.store(false, Ordering::Release);
-        result
-    }
-
-    /// The order logged broadcasts went out to this socket (see [`SendOrder`]).
-    pub(crate) fn send_order(&self) -> SendOrder {
-        self.order.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Queues a room broadcast (with its offset and log position, if any) for the client.
-    pub(crate) fn send_broadcast(
+    /// Sends `first` (the CONNECT answer), then `missed`, then the held broadcasts, each
+    /// broadcast once and with its offset, and stops holding. `before` sees the held
+    /// broadcasts with a stamp before any of it is queued (the keeper must have them before
+    /// the client can).
+    pub(crate) fn release(
         &self,
-        seq: Option<u64>,
-        offset: Option<&str>,
-        frames: &[Frame],
+        first: Vec<Frame>,
+        missed: Vec<Broadcast>,
+        recovered: bool,
+        before: impl FnOnce(Vec<Broadcast>),
     ) -> Result<(), SendError> {
-        let Some(seq) = seq else { return self.queue_broadcast(offset, frames) };
-        let log_len = self.ns.recovery().map_or(0, |r| r.config().log_len);
-        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
-        order.sent(seq, log_len);
-        self.queue_broadcast(offset, frames)
+        let mut track = self.track();
+        let waiting = track.held.take().unwrap_or_default();
+        self.recovered.store(recovered, Ordering::Relaxed);
+        before(waiting.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect());
+        self.session.send_all(&first)?;
+        for (stamp, frames) in missed {
+            self.send_tracked(&mut track, Some(stamp), &frames)?;
+        }
+        for (stamp, frames) in waiting {
+            self.send_tracked(&mut track, stamp, &frames)?;
+        }
+        Ok(())
     }
 
-    fn queue_broadcast(&self, offset: Option<&str>, frames: &[Frame]) -> Result<(), SendError> {
-        if self.holding.load(Ordering::Acquire) {
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(held) = held.as_mut() {
-                if held.len() >= MAX_HELD {
-                    // A restore that takes this long is not coming back in time.
-                    self.session.close(crate::engineio::CloseReason::QueueFull);
-                    return Err(SendError::Closed);
-                }
-                held.push((offset.map(str::to_owned), frames.to_vec()));
-                return Ok(());
+    /// Queues a room broadcast (with its stamp, if recovery is on) for the client.
+    pub(crate) fn send_broadcast(&self, stamp: Option<Stamp>, frames: &[Frame]) -> Result<(), SendError> {
+        let mut track = self.track();
+        if let Some(held) = track.held.as_mut() {
+            if held.len() >= MAX_HELD {
+                // A restore that takes this long is not coming back in time.
+                self.session.close(crate::engineio::CloseReason::QueueFull);
+                return Err(SendError::Closed);
             }
+            held.push((stamp, frames.to_vec()));
+            return Ok(());
         }
-        self.session.send_all(frames)
+        self.send_tracked(&mut track, stamp, frames)
+    }
+
+    /// Sends a broadcast unless the client has it; a socket with a pid gets its offset.
+    fn send_tracked(&self, track: &mut Track, stamp: Option<Stamp>, frames: &[Frame]) -> Result<(), SendError> {
+        match stamp {
+            Some(stamp) if self.pid.get().is_some() => {
+                if !track.frontier.admit(stamp) {
+                    return Ok(()); // sent already (a restore's replay and a live copy)
+                }
+                self.session.send_all(&with_offset(frames, &track.frontier.encode()))
+            }
+            _ => self.session.send_all(frames),
+        }
     }
 
     pub fn connected_at(&self) -> std::time::SystemTime {
@@ -271,7 +286,14 @@ impl Socket {
     pub fn join(&self, room: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
         let room: Room = room.into();
         let added = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.clone());
-        added.then(|| self.ns.add_to_room(&room, &self.id))
+        added.then(|| {
+            let subscribed = self.ns.add_to_room(&room, &self.id);
+            let kept = self.ns.keep(self);
+            let joined: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
+                futures_util::future::join(subscribed, kept).await;
+            });
+            joined
+        })
     }
 
     /// Leaves a room; returns false if the socket was not in it.
@@ -280,6 +302,7 @@ impl Socket {
         match removed {
             Some(room) => {
                 self.ns.remove_from_room(&room, &self.id);
+                drop(self.ns.keep(self)); // sent now; nobody waits on a leave
                 true
             }
             None => false,

@@ -295,7 +295,7 @@ pub fn publish_frame(room: &str, message: &str) -> Vec<u8> {
     let frame = RpcFrame::Push(Push::Publish {
         nsp: "/chat".into(),
         room: room.into(),
-        offset: Some("evil-1".into()),
+        stamp: Some((0xe, 1)),
         frames: vec![WsFrame::Text(format!("42/chat,{packet}"))],
     });
     let body = encode(&frame).expect("encodes");
