@@ -381,6 +381,7 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
             (text(), record(), prop::collection::vec(wire_packet(), 0..3))
                 .prop_map(|(nsp, record, seed)| Request::Adopt { nsp, record, seed }),
             (text(), text()).prop_map(|(nsp, pid)| Request::FindParked { nsp, pid }),
+            (text(), text(), text()).prop_map(|(nsp, pid, sid)| Request::Holds { nsp, pid, sid }),
             (text(), text(), text()).prop_map(|(nsp, pid, offset)| Request::TakeParked { nsp, pid, offset }),
             prop::collection::vec((text(), text(), entries.clone()), 0..3)
                 .prop_map(|rooms| Request::HistoryMerge { rooms }),

@@ -548,15 +548,16 @@ impl ClusterRooms {
     fn membership_changed(self: &Arc<Self>, members: &Members) {
         self.step(|s, out| s.core.membership_changed(members, out));
         // Records: those whose holder died are parked here; sockets of this node whose
-        // keeper died (or restarted, losing them) are kept anew.
+        // keeper died (or restarted, losing them) are kept anew. Only when a member came,
+        // went or restarted (not on every heartbeat).
         let gone: HashSet<String> = {
+            let now: HashMap<String, u64> = members.nodes.iter().map(|(n, m)| (n.clone(), m.generation)).collect();
             let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
-            let gone = generations
-                .iter()
-                .filter(|(node, generation)| members.get(node).is_none_or(|m| m.generation != **generation))
-                .map(|(node, _)| node.clone())
-                .collect();
-            *generations = members.nodes.iter().map(|(node, m)| (node.clone(), m.generation)).collect();
+            if *generations == now {
+                return;
+            }
+            let gone = generations.iter().filter(|(n, g)| now.get(*n) != Some(*g)).map(|(n, _)| n.clone()).collect();
+            *generations = now;
             gone
         };
         let live = |h: &Holder| members.get(&h.node).is_some_and(|m| m.generation == h.generation);

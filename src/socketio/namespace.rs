@@ -442,7 +442,7 @@ impl Namespace {
     pub fn emit_to_room_then(&self, room: &str, event: &str, args: Vec<Value>, sent: &Arc<OnSent>) {
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
         // Stamped, queued here and queued to peers without yielding: the publisher's order.
-        let stamp = self.recovery.as_ref().map(|_| Stamp::next());
+        let stamp = self.recovery.as_ref().map(|k| k.stamp());
         self.deliver_local(room, stamp, &frames);
         self.adapter().publish(&self.name, room, stamp, &frames, sent);
     }

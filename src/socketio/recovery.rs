@@ -22,9 +22,10 @@
 //! - Restoring: a client comes back with its pid and offset; the node it reaches takes the
 //!   record from the keeper with what the logs hold above the client's frontier.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,30 +63,24 @@ impl Default for RecoveryConfig {
 /// A broadcast's identity, given once by its publisher.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
-    /// A publisher: one thread of one process, a random id drawn when it first publishes.
+    /// A publisher: one thread publishing for one keeper (one namespace of one node), a
+    /// random id drawn when it first publishes.
     pub publisher: u32,
     /// The publisher's counter, from 1.
     pub counter: u64,
 }
 
-thread_local! {
-    /// This thread's publisher id (0: none yet) and its last counter.
-    static PUBLISHER: Cell<(u32, u64)> = const { Cell::new((0, 0)) };
-}
+/// Numbers [`Keeper`]s, so each has its own publishers on a thread (nodes of one process,
+/// as in tests, share their threads).
+static NEXT_KEEPER: AtomicU64 = AtomicU64::new(1);
 
-impl Stamp {
-    /// The next stamp of this thread. The caller must queue the broadcast to its local
-    /// members and to its peers before it yields, or the publisher's order is lost.
-    pub fn next() -> Self {
-        PUBLISHER.with(|p| {
-            let (mut publisher, counter) = p.get();
-            while publisher == 0 {
-                publisher = rand::random();
-            }
-            p.set((publisher, counter + 1));
-            Stamp { publisher, counter: counter + 1 }
-        })
-    }
+/// Publishers a thread remembers (one per keeper it stamped for); past it the oldest is
+/// forgotten, and that keeper's next broadcast on this thread starts a new publisher.
+const THREAD_PUBLISHERS: usize = 16;
+
+thread_local! {
+    /// (keeper, publisher id, last counter) for each keeper this thread stamped for.
+    static PUBLISHERS: RefCell<Vec<(u64, u32, u64)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A room broadcast as a keeper logs it and a restore replays it: its stamp and its frames,
@@ -301,6 +296,8 @@ pub struct KeptRooms {
 
 /// What a node keeps for other nodes' sessions (and its own, when alone), for one namespace.
 pub struct Keeper {
+    /// Tells this keeper's publishers from other keepers' on the same thread.
+    id: u64,
     config: RecoveryConfig,
     /// A std lock: held for one record's change or one broadcast's append, never across an
     /// await.
@@ -309,7 +306,25 @@ pub struct Keeper {
 
 impl Keeper {
     pub fn new(config: RecoveryConfig) -> Self {
-        Self { config, state: Mutex::new(KeeperState::default()) }
+        Self { id: NEXT_KEEPER.fetch_add(1, Ordering::Relaxed), config, state: Mutex::new(KeeperState::default()) }
+    }
+
+    /// The next stamp of this thread for this keeper's namespace. The caller must queue the
+    /// broadcast to its local members and to its peers before it yields, or the publisher's
+    /// order is lost.
+    pub fn stamp(&self) -> Stamp {
+        PUBLISHERS.with_borrow_mut(|publishers| {
+            if let Some((_, publisher, counter)) = publishers.iter_mut().find(|(k, _, _)| *k == self.id) {
+                *counter += 1;
+                return Stamp { publisher: *publisher, counter: *counter };
+            }
+            if publishers.len() == THREAD_PUBLISHERS {
+                publishers.remove(0);
+            }
+            let publisher = std::iter::repeat_with(rand::random::<u32>).find(|p| *p != 0).unwrap_or(1);
+            publishers.push((self.id, publisher, 1));
+            Stamp { publisher, counter: 1 }
+        })
     }
 
     pub fn config(&self) -> &RecoveryConfig {
@@ -678,11 +693,15 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_stamps_in_counter_order_and_threads_are_distinct_publishers() {
-        let (a, b) = (Stamp::next(), Stamp::next());
+    fn a_thread_stamps_in_counter_order_and_threads_and_keepers_are_distinct_publishers() {
+        let (k1, k2) = (Arc::new(keeper(10)), keeper(10));
+        let (a, b) = (k1.stamp(), k1.stamp());
         assert_eq!((a.publisher, a.counter + 1), (b.publisher, b.counter));
-        let other = std::thread::spawn(Stamp::next).join().unwrap();
-        assert_ne!(other.publisher, a.publisher);
+        let other = k2.stamp();
+        assert_ne!(other.publisher, a.publisher, "two nodes of one process on one thread");
+        assert_eq!(other.counter, 1);
+        let elsewhere = std::thread::spawn(move || k1.stamp()).join().unwrap();
+        assert_ne!(elsewhere.publisher, a.publisher);
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //   recovered            reconnections that got their session back (socket.io connection state
 //                        recovery: rooms and missed messages, without joining again)
 //   duplicates           deliveries of a message a user had already received
+//   reordered            deliveries of a sender's message after a later one of the same sender
+//   history_stale        rooms whose history (read by a new client at the end) lacks the room's
+//                        last acked message
+//   history_gaps         acked messages missing from their room's history though newer ones
+//                        (by send time) are in it
 //   foreign              deliveries of "#..." messages no user of this load sent
 //
 // usage: node load.mjs URL [--users 12] [--rooms 4] [--per-user 2] [--interval 100]
@@ -53,7 +58,8 @@ for (let u = 0; u < USERS; u++) {
     timeout: 5000,
   });
   const user = { name, mine, socket, joinedSince: null, intervals: [], received: new Set(),
-    downAt: null, reconnects: [], recovered: 0, seq: 0, firstJoined: null, duplicates: 0 };
+    downAt: null, reconnects: [], recovered: 0, seq: 0, firstJoined: null, duplicates: 0,
+    lastOf: new Map(), reordered: 0 };
   users.push(user);
   socket.on("connect", async () => {
     try {
@@ -85,6 +91,13 @@ for (let u = 0; u < USERS; u++) {
       if (process.env.LOAD_DEBUG) console.error(`duplicate ${m.message} (${m.room}) for ${user.name} at ${Math.round(now())}: recovered ${user.recovered} of ${user.reconnects.length} reconnections, the last back at ${Math.round(user.joinedSince ?? -1)}; pid ${user.socket._pid}`);
     }
     user.received.add(m.message);
+    // Each sender's messages in the order it sent them (ids are "#user:seq").
+    const [sender, seq] = m.message.slice(1).split(":");
+    if (Number(seq) < (user.lastOf.get(sender) ?? -1)) {
+      user.reordered++;
+      if (process.env.LOAD_DEBUG) console.error(`reordered ${m.message} for ${user.name} after #${sender}:${user.lastOf.get(sender)}`);
+    }
+    user.lastOf.set(sender, Math.max(Number(seq), user.lastOf.get(sender) ?? -1));
   });
 }
 
@@ -137,6 +150,7 @@ const stop = async () => {
   };
   while (now() < deadline && owed().lost > 0) await new Promise((r) => setTimeout(r, 50));
   const { lost, missed } = owed();
+  const { stale, gaps } = await historyCheck();
   const reconnects = users.flatMap((u) => u.reconnects).sort((a, b) => a - b);
   const pct = (p) => (reconnects.length ? Math.round(reconnects[Math.min(reconnects.length - 1, Math.floor(p * reconnects.length))]) : 0);
   const report = {
@@ -151,11 +165,49 @@ const stop = async () => {
     missed,
     duplicates: users.reduce((n, u) => n + u.duplicates, 0),
     foreign: users.reduce((n, u) => n + [...u.received].filter((id) => !attempted.has(id)).length, 0),
+    reordered: users.reduce((n, u) => n + u.reordered, 0),
+    history_stale: stale,
+    history_gaps: gaps,
   };
   console.log(JSON.stringify(report));
   for (const u of users) u.socket.disconnect();
   process.exit(0);
 };
+
+// Each room's history as a newcomer reads it (`room history` after joining), against the
+// acked messages: the last one must be there, and none older than the oldest acked one there
+// may be missing (the history keeps the room's last messages, acked or not).
+async function historyCheck() {
+  let stale = 0, gaps = 0;
+  for (const room of rooms) {
+    const acked = [...messages].filter(([, m]) => m.room === room).sort((a, b) => a[1].sent - b[1].sent);
+    if (acked.length === 0) continue;
+    const socket = io(`${url}/chat`, { auth: { user: "historian" }, transports: ["websocket"], forceNew: true, reconnection: false });
+    const history = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no history of ${room}`)), 10000);
+      socket.on("room history", (h) => {
+        if (h?.room !== room) return;
+        clearTimeout(timer);
+        resolve(new Set(h.messages.map((m) => m.message)));
+      });
+      socket.on("connect", () => socket.emit("join room", { room }));
+    }).finally(() => socket.disconnect());
+    if (!history.has(acked.at(-1)[0])) {
+      stale++;
+      if (process.env.LOAD_DEBUG) console.error(`history of ${room} lacks its last acked message ${acked.at(-1)[0]}`);
+    }
+    const first = acked.findIndex(([id]) => history.has(id));
+    if (first >= 0) {
+      for (const [id] of acked.slice(first)) {
+        if (!history.has(id)) {
+          gaps++;
+          if (process.env.LOAD_DEBUG) console.error(`history of ${room} lacks ${id}`);
+        }
+      }
+    }
+  }
+  return { stale, gaps };
+}
 
 // Ready once every user is in its rooms.
 const readyCheck = setInterval(() => {
