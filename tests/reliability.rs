@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 mod support;
-use support::cluster::{spawn_processes, wait_converged, Process};
+use support::cluster::{spawn_processes, wait_converged, wait_history_settled, Process};
 use support::load::{assert_all_back, Load};
 use support::rr_proxy::RoundRobinProxy;
 
@@ -81,9 +81,13 @@ async fn crash_each_node_under_chat_load() {
             let last = nodes.len() - 1;
             nodes.swap(i, last);
             nodes[last].child.kill().await.expect("kill -9");
+            // One crash at a time: the survivors hold every room's history again (two
+            // replicas), and then so does the restarted node, before the next one dies.
             wait_converged(&mut nodes[..last]).await;
+            wait_history_settled(&mut nodes[..last]).await;
             nodes[last].restart();
             wait_converged(&mut nodes).await;
+            wait_history_settled(&mut nodes).await;
             nodes.swap(i, last);
         }
     }

@@ -216,7 +216,7 @@ pub struct KeepRequest {
 
 struct Record {
     sid: Arc<str>,
-    /// Each room with the room log's position when the record joined it: what came before
+    /// Each room with the keeper's log position when the record joined it: what came before
     /// is not the session's.
     rooms: Vec<(Arc<str>, u64)>,
     /// Who holds (or last held) the session.
@@ -234,9 +234,8 @@ struct RoomLog {
     name: Arc<str>,
     /// Tells this log from an earlier one of the same room in the keeper's `order`.
     id: u64,
-    /// (position, broadcast), oldest first.
+    /// (position, broadcast), oldest first; positions are the keeper's, across rooms.
     entries: VecDeque<(u64, Shared)>,
-    next: u64,
     /// This log's mentions in the keeper's `order`: its entries are at most the latest that many.
     in_order: usize,
     /// Records in this room.
@@ -283,6 +282,8 @@ struct KeeperState {
     /// the oldest across rooms.
     order: VecDeque<(Arc<str>, u64)>,
     next_log_id: u64,
+    /// The next log position, across rooms: the order this keeper got its broadcasts in.
+    next_pos: u64,
 }
 
 /// Rooms whose kept status changed: the node's subscription follows them.
@@ -340,7 +341,7 @@ impl Keeper {
     /// (an older version); `None` if the keeper is full.
     pub fn keep(&self, req: KeepRequest, holder: Holder, seed: Vec<Broadcast>) -> Option<KeptRooms> {
         let mut state = self.lock();
-        let KeeperState { records, logs, next_log_id, .. } = &mut *state;
+        let KeeperState { records, logs, next_log_id, next_pos, .. } = &mut *state;
         if let Some(old) = records.get(&req.pid) {
             if old.holder == holder && old.version >= req.version {
                 return Some(KeptRooms::default()); // stale
@@ -362,7 +363,7 @@ impl Keeper {
                     if log.records == 1 {
                         changed.added.push(room.clone());
                     }
-                    log.next
+                    *next_pos
                 }
             };
             rooms.push((name, joined));
@@ -483,12 +484,12 @@ impl Keeper {
     /// Logs a broadcast of a room with records here.
     pub fn delivered(&self, room: &str, stamp: Stamp, frames: &[Frame]) {
         let mut state = self.lock();
-        let KeeperState { logs, order, .. } = &mut *state;
+        let KeeperState { logs, order, next_pos, .. } = &mut *state;
         let Some(log) = logs.get_mut(room) else { return };
         order.push_back((log.name.clone(), log.id));
         log.in_order += 1;
-        log.entries.push_back((log.next, Arc::new((stamp, frames.to_vec()))));
-        log.next += 1;
+        log.entries.push_back((*next_pos, Arc::new((stamp, frames.to_vec()))));
+        *next_pos += 1;
         if log.entries.len() > self.config.max_missed {
             log.evict_front();
         }
@@ -579,20 +580,15 @@ fn check_parked(record: &Record) -> Result<(), RestoreError> {
 }
 
 /// The broadcasts of a record's rooms (seed and logs) above `frontier`, without duplicates,
-/// each publisher's in counter order.
+/// each publisher's in counter order. The logs' order is the order they were published in, as
+/// this keeper saw it; the seed's broadcasts that are not in the logs were published before
+/// this keeper logged the rooms, so they go first.
 fn missed(
     record: &Record,
     logs: &HashMap<Arc<str>, RoomLog>,
     frontier: &Frontier,
     max: usize,
 ) -> Result<Vec<Broadcast>, RestoreError> {
-    let mut seen = HashSet::new();
-    let mut out: Vec<Shared> = Vec::new();
-    for entry in &record.seed {
-        if !frontier.has(entry.0) && seen.insert(entry.0) {
-            out.push(entry.clone());
-        }
-    }
     // The rooms' logs, merged in the order this keeper logged them.
     let mut from_logs: Vec<(u64, usize, Shared)> = Vec::new();
     for (i, (room, joined)) in record.rooms.iter().enumerate() {
@@ -603,9 +599,13 @@ fn missed(
         from_logs.extend(log.entries.iter().filter(|(pos, _)| pos >= joined).map(|(pos, e)| (*pos, i, e.clone())));
     }
     from_logs.sort_by_key(|(pos, i, _)| (*pos, *i));
-    for (_, _, entry) in from_logs {
+    let logged: HashSet<Stamp> = from_logs.iter().map(|(_, _, e)| e.0).collect();
+    let mut seen = HashSet::new();
+    let earlier = record.seed.iter().filter(|e| !logged.contains(&e.0));
+    let mut out: Vec<Shared> = Vec::new();
+    for entry in earlier.chain(from_logs.iter().map(|(_, _, e)| e)) {
         if !frontier.has(entry.0) && seen.insert(entry.0) {
-            out.push(entry);
+            out.push(entry.clone());
         }
     }
     if out.len() > max {
@@ -797,8 +797,22 @@ mod tests {
         k.seed("p", &holder("n1"), vec![(stamp(1, 3), frames("3"))]);
         k.release("p", &holder("n1"), 9, true);
         let (missed, _) = k.take("p", &Frontier::default()).unwrap();
-        // The seed first, then the logs; each publisher in counter order in the places it holds.
+        // What only the seed has first (published before the keeper logged the room), then the
+        // logs' order; each publisher in counter order in the places it holds.
         assert_eq!(stamps(&missed), [(1, 1), (1, 2), (1, 3), (2, 1)]);
+    }
+
+    #[test]
+    fn the_replay_of_several_rooms_follows_the_order_the_keeper_got_them_in() {
+        let k = keeper(10);
+        k.keep(req("p", &["a", "b"], 1), holder("n1"), vec![]);
+        k.delivered("a", stamp(1, 1), &frames("a1"));
+        k.delivered("a", stamp(1, 2), &frames("a2"));
+        k.delivered("b", stamp(2, 1), &frames("b1"));
+        k.delivered("a", stamp(3, 1), &frames("a3"));
+        k.release("p", &holder("n1"), 9, true);
+        let (missed, _) = k.take("p", &Frontier::default()).unwrap();
+        assert_eq!(stamps(&missed), [(1, 1), (1, 2), (2, 1), (3, 1)]);
     }
 
     #[test]

@@ -45,6 +45,7 @@ const rooms = Array.from({ length: ROOMS }, (_, i) => `load-${i} ⚡`);
 const users = [];
 const messages = new Map(); // id -> {room, sender, sent, acked}
 const attempted = new Set(); // every id sent, acked or not
+const sentAt = new Map(); // with LOAD_DEBUG: every id sent, with its times
 
 for (let u = 0; u < USERS; u++) {
   const name = `user${u}`;
@@ -95,7 +96,7 @@ for (let u = 0; u < USERS; u++) {
     const [sender, seq] = m.message.slice(1).split(":");
     if (Number(seq) < (user.lastOf.get(sender) ?? -1)) {
       user.reordered++;
-      if (process.env.LOAD_DEBUG) console.error(`reordered ${m.message} for ${user.name} after #${sender}:${user.lastOf.get(sender)}`);
+      if (process.env.LOAD_DEBUG) console.error(`reordered ${m.message} for ${user.name} after #${sender}:${user.lastOf.get(sender)} at ${Math.round(now())}: back since ${Math.round(user.joinedSince ?? -1)}, recovered ${user.recovered} of ${user.reconnects.length}; sent ${Math.round(sentAt.get(m.message)?.sent ?? -1)} acked ${Math.round(sentAt.get(m.message)?.acked ?? -1)}`);
     }
     user.lastOf.set(sender, Math.max(Number(seq), user.lastOf.get(sender) ?? -1));
   });
@@ -110,6 +111,7 @@ const senders = users.map((user) => (async () => {
     const id = `#${user.name}:${user.seq++}`;
     const m = { room, sender: user.name, sent: now(), acked: null };
     attempted.add(id);
+    if (process.env.LOAD_DEBUG) sentAt.set(id, m);
     try {
       const r = await user.socket.timeout(5000).emitWithAck("chat message", { room, message: id });
       if (r && r.ok) {

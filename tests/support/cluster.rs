@@ -292,9 +292,19 @@ pub async fn spawn_processes_with(bin: &str, n: usize, extra: impl Fn(usize) -> 
 /// Waits until every process sees all of them as ready members (their metrics say so); fails
 /// at once if one of them exited.
 pub async fn wait_converged(nodes: &mut [Process]) {
+    let want = format!("clusterchat_ready_members {}", nodes.len());
+    wait_metric(nodes, &want).await;
+}
+
+/// Waits until every process has handed its rooms' history over for the members it sees.
+pub async fn wait_history_settled(nodes: &mut [Process]) {
+    wait_metric(nodes, "clusterchat_history_settled 1").await;
+}
+
+/// Waits until every process's metrics have the line `want`; fails at once if one exited.
+async fn wait_metric(nodes: &mut [Process], want: &str) {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("HTTP client");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let want = format!("clusterchat_ready_members {}", nodes.len());
     let n = nodes.len();
     for node in nodes {
         loop {
@@ -308,7 +318,7 @@ pub async fn wait_converged(nodes: &mut [Process]) {
             if metrics.lines().any(|l| l == want) {
                 break;
             }
-            assert!(Instant::now() < deadline, "node at {} never saw {n} ready members", node.http);
+            assert!(Instant::now() < deadline, "node at {} (of {n}) never showed {want}", node.http);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
