@@ -382,6 +382,7 @@ fn rpc_frame() -> impl Strategy<Value = RpcFrame> {
                 .prop_map(|(nsp, record, seed)| Request::Adopt { nsp, record, seed }),
             (text(), text()).prop_map(|(nsp, pid)| Request::FindParked { nsp, pid }),
             (text(), text(), text()).prop_map(|(nsp, pid, sid)| Request::Holds { nsp, pid, sid }),
+            any::<u64>().prop_map(|token| Request::Barrier { token }),
             (text(), text(), text()).prop_map(|(nsp, pid, offset)| Request::TakeParked { nsp, pid, offset }),
             prop::collection::vec((text(), text(), entries.clone()), 0..3)
                 .prop_map(|rooms| Request::HistoryMerge { rooms }),

@@ -62,8 +62,13 @@ async fn inspect_reports_members_rooms_and_owners() {
     alice.join(entry, room).await;
     let owner = sid_owner(&alice.sid).expect("the sid names its owner").to_owned();
     let room_id = ("/chat".to_owned(), room.to_owned());
-    wait_until(CONVERGE, "the owner's room key reaches every node", || {
-        cluster.live().all(|n| cluster.members_of(n).get(&owner).is_some_and(|m| m.rooms.contains(&room_id)))
+    // Alice's node and the keeper of her session's record advertise the room.
+    wait_until(CONVERGE, "the room keys of the owner and the keeper reach every node", || {
+        cluster.live().all(|n| {
+            let members = cluster.members_of(n);
+            members.get(&owner).is_some_and(|m| m.rooms.contains(&room_id))
+                && members.nodes.values().filter(|m| m.rooms.contains(&room_id)).count() == 2
+        })
     })
     .await;
 
@@ -77,6 +82,17 @@ async fn inspect_reports_members_rooms_and_owners() {
     let members = report["members"].as_array().expect("members");
     let ids: Vec<&str> = members.iter().map(|m| m["node_id"].as_str().expect("node_id")).collect();
     assert_eq!(ids, ["node1", "node2", "node3"], "{report}");
+    // The room is advertised by alice's node and by the keeper of her session's record
+    // (connection state recovery: another node, subscribed to her rooms).
+    let keeper = members
+        .iter()
+        .map(|m| m["node_id"].as_str().unwrap())
+        .find(|id| {
+            *id != owner
+                && report["members"].as_array().unwrap().iter().any(|m| m["node_id"] == *id && m["rooms"] != json!([]))
+        })
+        .expect("a keeper advertises the room")
+        .to_owned();
     for (m, (node, gossip)) in members.iter().zip(cluster.live().zip(&cluster.gossip)) {
         assert_eq!(m["live"], true, "{m}");
         assert_eq!(m["ready"], true, "{m}");
@@ -84,14 +100,17 @@ async fn inspect_reports_members_rooms_and_owners() {
         assert_eq!(m["gossip"], json!(gossip), "{m}");
         assert_eq!(m["http"], json!(node.http_addr().to_string()), "{m}");
         assert_eq!(m["rpc"], json!(node.rpc_addr().expect("RPC address").to_string()), "{m}");
-        let want = if node.node_id() == owner { json!([{ "nsp": "/chat", "room": room }]) } else { json!([]) };
+        let advertises = node.node_id() == owner || node.node_id() == keeper;
+        let want = if advertises { json!([{ "nsp": "/chat", "room": room }]) } else { json!([]) };
         assert_eq!(m["rooms"], want, "{m}");
     }
     assert_eq!(report["sid"], json!({ "sid": alice.sid, "owner": owner, "owner_live": true }));
+    let mut subscribers = [owner.clone(), keeper.clone()];
+    subscribers.sort();
     let room_at_node1 = room_owner(&cluster.members_of(cluster.node(0)), "/chat", room).expect("a room owner");
     assert_eq!(
         report["room"],
-        json!({ "nsp": "/chat", "room": room, "owner": room_at_node1, "subscribers": [owner] }),
+        json!({ "nsp": "/chat", "room": room, "owner": room_at_node1, "subscribers": subscribers }),
         "{report}"
     );
 

@@ -36,11 +36,13 @@ const PEER_QUEUE: usize = 8192;
 /// Bytes of broadcasts a session's record carries from node to node at most (an RPC frame
 /// holds 4 MiB): a hand-over keeps the latest that fit; a restore that needs more is a gap.
 const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
+/// How long a barrier waits for each peer's pushes (see [`ClusterRooms::barrier_now`]).
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a peer's queue carries, in order: pushes, asks (requests whose answers go back to the
-/// core), and markers that say when those before them are on the connection.
+/// What a peer's queue carries, in order: pushes (a `Push::Barrier` among them says the ones
+/// before it have arrived) and asks (requests whose answers go back to the core).
 enum Outgoing {
     /// A push, and what to drop once it is written to the peer's connection.
     Push(Push, Option<Arc<OnSent>>),
@@ -50,7 +52,6 @@ enum Outgoing {
         version: Version,
         notify: bool,
     },
-    Flush(oneshot::Sender<()>),
 }
 
 /// The node a room is placed on: the rendezvous winner of the room's gossip key among the
@@ -106,6 +107,9 @@ pub struct ClusterRooms {
     /// Each member's generation at the last membership change: a keeper that is gone or
     /// came back as a new process has lost its records.
     generations: Mutex<HashMap<String, u64>>,
+    /// Barriers waiting for a peer's `Push::Barrier`, by token.
+    barriers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    next_barrier: AtomicU64,
     /// Wakes the advertiser when the core has gossip keys due.
     advertise: Arc<tokio::sync::Notify>,
     /// Cancelled by [`ClusterRooms::shutdown`]: the long-lived tasks (membership follower,
@@ -142,6 +146,8 @@ impl ClusterRooms {
             stats: RoomStats::default(),
             hand_overs: tokio_util::task::TaskTracker::new(),
             generations: Mutex::new(HashMap::new()),
+            barriers: Mutex::new(HashMap::new()),
+            next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
         });
@@ -258,20 +264,6 @@ impl ClusterRooms {
         true
     }
 
-    /// Resolves once every push queued for `node` so far is on its connection (at most 2 s):
-    /// a request sent after it reaches the peer after them.
-    async fn flush_pushes(&self, node: &str) {
-        let tx = self.queues.lock().unwrap_or_else(|e| e.into_inner()).get(node).cloned();
-        let Some(tx) = tx else { return };
-        let (done, flushed) = tokio::sync::oneshot::channel();
-        let flush = async {
-            if tx.send(Outgoing::Flush(done)).await.is_ok() {
-                let _ = flushed.await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
-    }
-
     /// The connection to `node` at `addr` (`None`: it is not a live member).
     async fn connect(
         &self,
@@ -292,10 +284,6 @@ impl ClusterRooms {
             let Some(item) = item else { break };
             let addr = self.membership.members().get(&node).and_then(|m| m.rpc);
             match item {
-                Outgoing::Flush(done) => {
-                    let _ = done.send(());
-                    continue;
-                }
                 Outgoing::Push(push, written) => {
                     let written = written.map(|w| Box::new(w) as crate::rpc::connection::Written);
                     let sent = match &self.connect(&node, addr).await {
@@ -430,15 +418,55 @@ impl ClusterRooms {
         Response::Kept(self.namespace(nsp).is_some_and(|ns| ns.holds(pid, sid)))
     }
 
-    /// Gives a parked session to the peer that restores it. Missed broadcasts too large for
-    /// one answer are a gap: the client is not recovered.
-    pub fn on_take_parked(&self, nsp: &str, pid: &str, offset: &str) -> Response {
+    /// Gives a parked session to the peer that restores it, once every broadcast published
+    /// before that peer's joins took effect has arrived here (a barrier). Missed broadcasts
+    /// too large for one answer are a gap: the client is not recovered.
+    pub fn on_take_parked(self: &Arc<Self>, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Response> {
         let (Some(ns), Some(frontier)) = (self.namespace(nsp), Frontier::parse(offset)) else {
-            return Response::Taken(None);
+            return Box::pin(std::future::ready(Response::Taken(None)));
         };
-        let taken = ns.take(pid, &frontier);
-        let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
-        Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
+        let barrier = self.barrier_now();
+        let pid = pid.to_owned();
+        Box::pin(async move {
+            barrier.await;
+            let taken = ns.take(&pid, &frontier);
+            let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
+            Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
+        })
+    }
+
+    /// Serves a peer's barrier: its token goes behind every push queued for it so far.
+    pub fn on_barrier(self: &Arc<Self>, peer: &str, token: u64) -> Response {
+        Response::Kept(self.push_to(peer, Outgoing::Push(Push::Barrier { token }, None)))
+    }
+
+    /// Resolves once every push each live peer had queued for this node when asked has
+    /// arrived (each peer at most [`BARRIER_TIMEOUT`]).
+    fn barrier_now(self: &Arc<Self>) -> BoxFuture<'static, ()> {
+        let members = self.membership.members();
+        let waits: Vec<_> = members
+            .nodes
+            .keys()
+            .filter(|n| **n != self.node_id)
+            .map(|node| {
+                let token = self.next_barrier.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                self.barriers.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
+                let (this, node) = (self.clone(), node.clone());
+                async move {
+                    let asked = this.call(&node, Request::Barrier { token }, this.rpc_timeout).await;
+                    if matches!(asked, Ok(Response::Kept(true)))
+                        && tokio::time::timeout(BARRIER_TIMEOUT, rx).await.is_err()
+                    {
+                        debug!(peer = node, "barrier timed out");
+                    }
+                    this.barriers.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(waits).await;
+        })
     }
 
     /// The ready members in rendezvous order of a pid.
@@ -512,6 +540,11 @@ impl ClusterRooms {
             Push::Release { nsp, pid, version, park } => {
                 if let (Some(ns), Some(holder)) = (self.namespace(&nsp), self.holder_of(peer)) {
                     ns.release(&pid, &holder, version, park);
+                }
+            }
+            Push::Barrier { token } => {
+                if let Some(done) = self.barriers.lock().unwrap_or_else(|e| e.into_inner()).remove(&token) {
+                    let _ = done.send(());
                 }
             }
             Push::Seed { nsp, pid, seed } => {
@@ -707,6 +740,13 @@ impl Adapter for ClusterRooms {
         })
     }
 
+    fn barrier(&self) -> BoxFuture<'static, ()> {
+        match self.me.upgrade() {
+            Some(this) => this.barrier_now(),
+            None => Box::pin(std::future::ready(())),
+        }
+    }
+
     /// Asks every other live member at once: a record stays with the keeper it was sent to,
     /// wherever the pid's ranking now points.
     fn find_parked(&self, nsp: &str, pid: &str) -> BoxFuture<'static, Option<FoundSession>> {
@@ -745,9 +785,7 @@ impl Adapter for ClusterRooms {
         let node = node.to_owned();
         let request = Request::TakeParked { nsp: nsp.into(), pid: pid.into(), offset: frontier.encode() };
         Box::pin(async move {
-            // Broadcasts this node published before its socket joined went to the keeper, as
-            // pushes: they must reach it before the take, or nobody would have them.
-            this.flush_pushes(&node).await;
+            // The keeper runs a barrier before it takes (see `on_take_parked`).
             match this.call(&node, request, this.rpc_timeout).await {
                 Ok(Response::Taken(packets)) => packets.map(|p| p.into_iter().map(broadcast_from_wire).collect()),
                 other => {

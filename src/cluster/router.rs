@@ -365,10 +365,9 @@ impl RpcHandler for PeerHandler {
             Request::Keep { nsp, record, seed } => self.rooms.on_keep(peer, &nsp, record, seed, false),
             Request::Adopt { nsp, record, seed } => self.rooms.on_keep(peer, &nsp, record, seed, true),
             Request::FindParked { nsp, pid } => self.rooms.on_find_parked(&nsp, &pid),
+            Request::Barrier { token } => Box::pin(std::future::ready(self.rooms.on_barrier(peer, token))),
             Request::Holds { nsp, pid, sid } => Box::pin(std::future::ready(self.rooms.on_holds(&nsp, &pid, &sid))),
-            Request::TakeParked { nsp, pid, offset } => {
-                Box::pin(std::future::ready(self.rooms.on_take_parked(&nsp, &pid, &offset)))
-            }
+            Request::TakeParked { nsp, pid, offset } => self.rooms.on_take_parked(&nsp, &pid, &offset),
             Request::Admin(body) => match &self.admin {
                 Some(admin) => admin.on_peer_request(body),
                 None => Box::pin(std::future::ready(Response::Failed("no [admin] on this node".into()))),

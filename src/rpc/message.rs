@@ -60,6 +60,9 @@ pub enum Request {
     /// Keep this parked record: the sender, a keeper leaving the cluster, hands it on with
     /// what its rooms logged; answered `Kept`.
     Adopt { nsp: String, record: RecordWire, seed: Vec<WirePacket> },
+    /// Push a `Push::Barrier` with this token to me behind every push you queued for me so
+    /// far (answered `Kept(true)` once it is queued).
+    Barrier { token: u64 },
     /// Do you still hold this session of yours (`Response::Kept`)? Its keeper asks before it
     /// gives a live record to a client that came back elsewhere.
     Holds { nsp: String, pid: String, sid: String },
@@ -111,6 +114,9 @@ pub enum Push {
     Release { nsp: String, pid: String, version: u64, park: bool },
     /// Broadcasts a restored session of the sender's is about to be sent, for its record.
     Seed { nsp: String, pid: String, seed: Vec<WirePacket> },
+    /// Every push the sender had queued for the receiver when it was asked (`Request::Barrier`)
+    /// has arrived before this one.
+    Barrier { token: u64 },
 }
 
 /// A room broadcast for a session's record: its stamp and frames.

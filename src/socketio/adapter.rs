@@ -53,6 +53,10 @@ pub trait Adapter: Send + Sync + 'static {
     /// Whether `holder` still has the session (`pid`, socket `sid`) connected; false if it
     /// cannot say (its process is gone).
     fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool>;
+    /// Resolves once every broadcast another node had queued for this one when it was called
+    /// has arrived (at most a couple of seconds): those published before a subscription of
+    /// this node took effect there.
+    fn barrier(&self) -> BoxFuture<'static, ()>;
     /// Looks for a parked session on the other nodes.
     fn find_parked(&self, nsp: &str, pid: &str) -> BoxFuture<'static, Option<FoundSession>>;
     /// Takes a parked session from its keeper `node`: what its client missed above `frontier`.
@@ -130,6 +134,10 @@ impl Adapter for LocalAdapter {
     /// The holder is this node, whose sockets release their records when they close.
     fn holds(&self, _holder: &Holder, _nsp: &str, _pid: &str, _sid: &str) -> BoxFuture<'static, bool> {
         Box::pin(std::future::ready(true))
+    }
+
+    fn barrier(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
     }
 
     fn find_parked(&self, _nsp: &str, _pid: &str) -> BoxFuture<'static, Option<FoundSession>> {

@@ -345,8 +345,24 @@ impl Namespace {
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
         match &found.node {
             Some(node) => self.adapter().take_parked(node, &self.name, pid, frontier),
-            None => Box::pin(std::future::ready(self.take_here(pid, frontier))),
+            None => {
+                // As a keeper does for another node (see the adapter): a barrier, then the take.
+                let barrier = self.adapter().barrier();
+                let (Some(me), pid, frontier) = (self.me.upgrade(), pid.to_owned(), frontier.clone()) else {
+                    return Box::pin(std::future::ready(None));
+                };
+                Box::pin(async move {
+                    barrier.await;
+                    me.take_here(&pid, &frontier)
+                })
+            }
         }
+    }
+
+    /// Resolves once what other nodes had queued for this one has arrived (see
+    /// [`Adapter::barrier`]).
+    pub(crate) fn barrier(&self) -> BoxFuture<'static, ()> {
+        self.adapter().barrier()
     }
 
     /// Pushes what a restored socket is about to be sent to its keeper (`None`: this node).

@@ -665,6 +665,9 @@ pub fn recoverable(reason: &str) -> bool {
 }
 
 #[cfg(test)]
+mod sim;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

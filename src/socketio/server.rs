@@ -375,6 +375,9 @@ async fn restore(
     socket.set_recovery(pid.clone(), frontier);
     let missed = missed.unwrap_or_default();
     ns.keep_with(&socket, missed.clone()).await;
+    // What was published before the new keeper's subscription took effect and is on its way
+    // here arrives now, held, so it goes to the keeper with the rest of what is held.
+    ns.barrier().await;
     let first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
     debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = missed.len(), %pid, "reconnected with a pid");
     let keeper = socket.keeper();
