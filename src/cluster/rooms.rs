@@ -36,8 +36,9 @@ const PEER_QUEUE: usize = 8192;
 /// Bytes of broadcasts a session's record carries from node to node at most (an RPC frame
 /// holds 4 MiB): a hand-over keeps the latest that fit; a restore that needs more is a gap.
 const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
-/// How long a barrier waits for each peer's pushes (see [`ClusterRooms::barrier_now`]).
-const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a barrier waits for each peer's pushes (see [`ClusterRooms::barrier_now`]); a
+/// peer that is leaving may never send them.
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -104,9 +105,10 @@ pub struct ClusterRooms {
     /// Records on their way to keepers (sent even if nobody waits for the answer); a leaving
     /// node waits for them.
     hand_overs: tokio_util::task::TaskTracker,
-    /// Each member's generation at the last membership change: a keeper that is gone or
-    /// came back as a new process has lost its records.
-    generations: Mutex<HashMap<String, u64>>,
+    /// Each member's generation and readiness at the last membership change: a keeper that is
+    /// gone or came back as a new process has lost its records, and one that stopped being
+    /// ready is leaving.
+    generations: Mutex<HashMap<String, (u64, bool)>>,
     /// Barriers waiting for a peer's `Push::Barrier`, by token.
     barriers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_barrier: AtomicU64,
@@ -437,6 +439,11 @@ impl ClusterRooms {
 
     /// Serves a peer's barrier: its token goes behind every push queued for it so far.
     pub fn on_barrier(self: &Arc<Self>, peer: &str, token: u64) -> Response {
+        // Stopping, or a peer this node cannot address yet (it just started): nothing queued
+        // for it will be pushed, so there is nothing to wait for.
+        if self.stop.is_cancelled() || self.membership.members().get(peer).and_then(|m| m.rpc).is_none() {
+            return Response::Kept(false);
+        }
         Response::Kept(self.push_to(peer, Outgoing::Push(Push::Barrier { token }, None)))
     }
 
@@ -458,7 +465,7 @@ impl ClusterRooms {
                     if matches!(asked, Ok(Response::Kept(true)))
                         && tokio::time::timeout(BARRIER_TIMEOUT, rx).await.is_err()
                     {
-                        debug!(peer = node, "barrier timed out");
+                        debug!(peer = node, token, "barrier timed out");
                     }
                     this.barriers.lock().unwrap_or_else(|e| e.into_inner()).remove(&token);
                 }
@@ -512,11 +519,23 @@ impl ClusterRooms {
         }
     }
 
-    /// Waits (at most `limit`) for the hand-overs under way.
+    /// Waits (at most `limit`) for the hand-overs under way, then for the per-peer queues to
+    /// empty (the releases of this node's sessions are in them).
     pub async fn settle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
         self.hand_overs.close();
-        if tokio::time::timeout(limit, self.hand_overs.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.hand_overs.wait()).await.is_err() {
             warn!(?limit, "hand-overs of parked sessions not finished; those sessions cannot be recovered");
+        }
+        let queues: Vec<mpsc::Sender<Outgoing>> =
+            self.queues.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        // No event says a queue is empty: look every 10 ms, this once, while the node stops.
+        while queues.iter().any(|q| !q.is_closed() && q.capacity() < q.max_capacity()) {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(?limit, "pushes to peers still queued as this node stops");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -584,12 +603,17 @@ impl ClusterRooms {
         // keeper died (or restarted, losing them) are kept anew. Only when a member came,
         // went or restarted (not on every heartbeat).
         let gone: HashSet<String> = {
-            let now: HashMap<String, u64> = members.nodes.iter().map(|(n, m)| (n.clone(), m.generation)).collect();
+            let now: HashMap<String, (u64, bool)> =
+                members.nodes.iter().map(|(n, m)| (n.clone(), (m.generation, m.ready))).collect();
             let mut generations = self.generations.lock().unwrap_or_else(|e| e.into_inner());
             if *generations == now {
                 return;
             }
-            let gone = generations.iter().filter(|(n, g)| now.get(*n) != Some(*g)).map(|(n, _)| n.clone()).collect();
+            let gone = generations
+                .iter()
+                .filter(|(n, (g, _))| now.get(*n).is_none_or(|(generation, ready)| generation != g || !ready))
+                .map(|(n, _)| n.clone())
+                .collect();
             *generations = now;
             gone
         };
@@ -673,7 +697,8 @@ impl Adapter for ClusterRooms {
 
     fn keeper_for(&self, pid: &str, current: Option<&str>) -> Option<String> {
         let members = self.membership.members();
-        if let Some(current) = current.filter(|c| *c != self.node_id && members.get(c).is_some()) {
+        // A keeper that stopped being ready is leaving: its records go with it.
+        if let Some(current) = current.filter(|c| *c != self.node_id && members.get(c).is_some_and(|m| m.ready)) {
             return Some(current.to_owned());
         }
         Placement::new(members.ready()).ranking(pid).into_iter().find(|n| *n != self.node_id).map(str::to_owned)

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tracing::{debug, Instrument};
 
+use super::adapter::FoundSession;
 use super::namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder};
 use super::packet::{decode, encode, Packet, PacketType, Revision};
 use super::recovery::Frontier;
@@ -328,6 +329,27 @@ fn connect_answer(revision: Revision, socket: &Socket, pid: Option<&str>) -> Pac
     Packet::new(PacketType::Connect, socket.namespace().name(), data)
 }
 
+/// Takes a found session; if it moved meanwhile (its keeper was leaving and handed it on),
+/// finds it again, a couple of times.
+async fn take_parked(
+    ns: &Arc<Namespace>,
+    found: &FoundSession,
+    pid: &str,
+    frontier: &Frontier,
+) -> Option<Vec<super::recovery::Broadcast>> {
+    let mut at = found.clone();
+    for _ in 0..3 {
+        if let Some(missed) = ns.take_parked(&at, pid, frontier).await {
+            return Some(missed);
+        }
+        match ns.find_parked(pid).await {
+            Some(again) if again.sid == found.sid && again.node != at.node => at = again,
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// Connects a client that sent its `pid`: with its parked session (socket id, rooms, the
 /// broadcasts it missed above the frontier its `offset` names) if one is found, else as a new
 /// socket. The socket joins its rooms before the session is taken, holding live broadcasts
@@ -360,7 +382,7 @@ async fn restore(
         (Some(found), Some(frontier)) => {
             let joins: Vec<_> = found.rooms.iter().filter_map(|room| socket.join(room)).collect();
             futures_util::future::join_all(joins).await;
-            ns.take_parked(found, &pid, frontier).await
+            take_parked(ns, found, &pid, frontier).await
         }
         _ => None,
     };
