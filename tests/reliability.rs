@@ -71,21 +71,24 @@ async fn crash_each_node_under_chat_load() {
     let mut nodes: Vec<Process> = spawn_processes(BIN, 3).await;
     let proxy =
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
-    let load = Load::start(&proxy.url(), users, interval()).await;
+    let mut load = Load::start(&proxy.url(), users, interval()).await;
     let started = Instant::now();
     for _ in 0..rounds {
         for i in 0..nodes.len() {
             // The victim goes last for a moment, so the survivors are one slice.
             let last = nodes.len() - 1;
             nodes.swap(i, last);
+            load.mark(&format!("kill -9 node{}", i + 1)).await;
             nodes[last].child.kill().await.expect("kill -9");
             // One crash at a time: the survivors hold every room's history again (two
             // replicas), and then so does the restarted node, before the next one dies.
             wait_converged(&mut nodes[..last]).await;
             wait_history_settled(&mut nodes[..last]).await;
+            load.mark(&format!("restart node{}", i + 1)).await;
             nodes[last].restart();
             wait_converged(&mut nodes).await;
             wait_history_settled(&mut nodes).await;
+            load.mark("settled").await;
             nodes.swap(i, last);
         }
     }

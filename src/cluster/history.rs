@@ -136,8 +136,24 @@ impl ClusterHistory {
         Response::History(self.store.newest_within(&(nsp.to_owned(), room.to_owned()), BATCH_BYTES))
     }
 
-    /// Serves a peer's record.
-    pub fn on_record(&self, nsp: String, room: String, entry: Entry) {
+    /// Serves a peer's record. The publisher chose the replicas by its view of the ring; if
+    /// this node's view says it is no replica (it handed the room over already, so the record
+    /// would stay here alone), it passes the entry on to the replicas it sees, as a merge, which
+    /// is never passed on again.
+    pub fn on_record(self: &Arc<Self>, nsp: String, room: String, entry: Entry) {
+        let replicas = self.replicas_now(&nsp, &room);
+        if !replicas.contains(&self.node_id) && !self.stop.is_cancelled() {
+            let this = self.clone();
+            let rooms = vec![(nsp.clone(), room.clone(), vec![entry.clone()])];
+            self.tasks.spawn(
+                async move {
+                    for replica in replicas {
+                        this.send_batch(&replica, rooms.clone()).await;
+                    }
+                }
+                .in_current_span(),
+            );
+        }
         self.store.merge(&(nsp, room), vec![entry]);
     }
 

@@ -203,7 +203,7 @@ async function historyCheck() {
       for (const [id] of acked.slice(first)) {
         if (!history.has(id)) {
           gaps++;
-          if (process.env.LOAD_DEBUG) console.error(`history of ${room} lacks ${id}`);
+          if (process.env.LOAD_DEBUG) console.error(`history of ${room} lacks ${id}: sent ${Math.round(messages.get(id).sent)} acked ${Math.round(messages.get(id).acked)}`);
         }
       }
     }
@@ -220,5 +220,8 @@ const readyCheck = setInterval(() => {
 }, 20);
 
 const rl = readline.createInterface({ input: process.stdin });
-rl.on("line", (line) => { if (line.trim() === "stop") stop(); });
+rl.on("line", (line) => {
+  if (line.trim() === "stop") stop();
+  else if (line.startsWith("mark ") && process.env.LOAD_DEBUG) console.error(`${Math.round(now())}: ${line.slice(5)}`);
+});
 rl.on("close", () => stop());

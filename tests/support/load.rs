@@ -48,6 +48,12 @@ impl Load {
         line.expect("load.mjs output").expect("load.mjs still running")
     }
 
+    /// Notes an event in the load's debug log (with `LOAD_DEBUG`), on its clock.
+    pub async fn mark(&mut self, what: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(format!("mark {what}\n").as_bytes()).await.unwrap();
+    }
+
     /// Stops the load and returns its report.
     pub async fn stop(mut self) -> Value {
         let mut stdin = self.child.stdin.take().unwrap();
