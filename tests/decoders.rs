@@ -13,7 +13,7 @@ use clusterchat::engineio::packet::{decode_binary, decode_text, Packet};
 use clusterchat::engineio::payload::{self, PayloadFormat};
 use clusterchat::engineio::{EngineQuery, EngineRequest, Frame, Method, PacketType, ProtocolVersion, TransportKind};
 use clusterchat::rpc::message::{self as rpc, MAX_FRAME};
-use clusterchat::rpc::{Push, RecordWire, Request, Response, RpcFrame, StreamOpen, WirePacket, WsFrame};
+use clusterchat::rpc::{Push, RecordWire, Request, Response, RoomsWire, RpcFrame, StreamOpen, WirePacket, WsFrame};
 use clusterchat::socketio::packet::{self as sio, Revision};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -352,8 +352,12 @@ fn wire_packet() -> impl Strategy<Value = WirePacket> {
 }
 
 fn record() -> impl Strategy<Value = RecordWire> {
-    (text(), text(), prop::collection::vec(text(), 0..3), any::<u64>())
-        .prop_map(|(pid, sid, rooms, version)| RecordWire { pid, sid, rooms, version })
+    let rooms = prop_oneof![
+        prop::collection::vec(text(), 0..3).prop_map(RoomsWire::All),
+        text().prop_map(RoomsWire::Join),
+        text().prop_map(RoomsWire::Leave),
+    ];
+    (text(), text(), rooms, any::<u64>()).prop_map(|(pid, sid, rooms, version)| RecordWire { pid, sid, rooms, version })
 }
 
 fn rpc_frame() -> impl Strategy<Value = RpcFrame> {

@@ -161,7 +161,11 @@ async fn twenty_rooms_every_message_exactly_once_in_sender_order() {
 /// Two users on different nodes in a room; the third node has no member and gets no pushes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_nodes_with_members_receive_a_rooms_messages() {
-    let cluster = TestCluster::chat(3).await;
+    // Recovery off: with it, the keeper of each session's record subscribes to its rooms too
+    // (tested in tests/recovery.rs and tests/reliability.rs).
+    let make: support::cluster::MakeServices =
+        Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]);
+    let cluster = TestCluster::start(3, make, |c| c.chat.recovery_secs = 0).await;
     // Connect straight to the nodes, until two users are owned by two different nodes.
     let (mut alice, alice_owner) = connect(&cluster.url(0), "alice", TransportType::Websocket).await;
     let (mut bob, bob_owner) = loop {
@@ -450,6 +454,9 @@ async fn ten_thousand_rooms_on_one_node() {
         TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]), |c| {
             c.chat.max_rooms_per_user = ROOMS;
             c.chat.rate_limit_per_sec = 0;
+            // This measures the owner's rooms in gossip; with recovery on, the keeper of the
+            // session's record subscribes to its 10,000 rooms too (twice the keys and asks).
+            c.chat.recovery_secs = 0;
             c.engine.outbound_queue = 8 * ROOMS;
             // The client answers no ping while it floods joins; on a loaded machine the joins
             // can outlast a short ping interval plus timeout, which would close its session.

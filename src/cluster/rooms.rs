@@ -27,8 +27,8 @@ use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
-use crate::rpc::{Push, RecordWire, Request, Response, WirePacket, WsFrame};
-use crate::socketio::recovery::{broadcast_size, Broadcast, Frontier, Holder, KeepRequest, Stamp};
+use crate::rpc::{Push, RecordWire, Request, Response, RoomsWire, WirePacket, WsFrame};
+use crate::socketio::recovery::{broadcast_size, Broadcast, Frontier, Holder, KeepRequest, RoomsUpdate, Stamp};
 use crate::socketio::{Adapter, Emitter, FoundSession, Namespace, OnSent};
 
 /// Pushes queued per peer before new ones are dropped.
@@ -42,6 +42,24 @@ const BARRIER_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A peer's two queues: room traffic (broadcasts, presence, subscriptions), and session
+/// records (their changes and releases, in order among themselves), so that a socket joining
+/// thousands of rooms at once does not hold up the rooms' traffic behind its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Rooms,
+    Records,
+}
+
+impl Outgoing {
+    fn lane(&self) -> Lane {
+        match self {
+            Outgoing::Call(..) | Outgoing::Push(Push::Release { .. } | Push::Seed { .. }, _) => Lane::Records,
+            _ => Lane::Rooms,
+        }
+    }
+}
+
 /// What a peer's queue carries, in order: pushes (a `Push::Barrier` among them says the ones
 /// before it have arrived) and asks (requests whose answers go back to the core).
 enum Outgoing {
@@ -53,6 +71,9 @@ enum Outgoing {
         version: Version,
         notify: bool,
     },
+    /// A request that must reach the peer in order with the pushes (a session record's
+    /// changes), and where its answer goes.
+    Call(Request, oneshot::Sender<Option<Response>>),
 }
 
 /// The node a room is placed on: the rendezvous winner of the room's gossip key among the
@@ -96,8 +117,9 @@ pub struct ClusterRooms {
     namespaces: HashMap<String, std::sync::Weak<dyn Emitter>>,
     /// A std lock: held for the core's steps only, never across an await.
     state: Mutex<State>,
-    /// Per-peer queues, each drained by its own task. Locked after `state`, never before.
-    queues: Mutex<HashMap<String, mpsc::Sender<Outgoing>>>,
+    /// Per-peer queues, two per peer (see [`Lane`]), each drained by its own task. Locked
+    /// after `state`, never before.
+    queues: Mutex<HashMap<(String, Lane), mpsc::Sender<Outgoing>>>,
     /// The per-peer drains and the waits for asks' answers: they end with the node.
     tasks: tokio_util::task::TaskTracker,
     rpc_timeout: Duration,
@@ -244,14 +266,15 @@ impl ClusterRooms {
 
     /// Queues a push or an ask for `node` without waiting; false if its queue is full.
     fn push_to(self: &Arc<Self>, node: &str, item: Outgoing) -> bool {
+        let lane = item.lane();
         let tx = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            match queues.get(node).filter(|tx| !tx.is_closed()) {
+            match queues.get(&(node.to_owned(), lane)).filter(|tx| !tx.is_closed()) {
                 Some(tx) => tx.clone(),
                 None => {
                     let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                    self.tasks.spawn(self.clone().pusher(node.to_owned(), rx).in_current_span());
-                    queues.insert(node.to_owned(), tx.clone());
+                    self.tasks.spawn(self.clone().pusher(node.to_owned(), lane, rx).in_current_span());
+                    queues.insert((node.to_owned(), lane), tx.clone());
                     tx
                 }
             }
@@ -277,7 +300,7 @@ impl ClusterRooms {
     }
 
     /// Drains one peer's queue in order over its RPC connection.
-    async fn pusher(self: Arc<Self>, node: String, mut rx: mpsc::Receiver<Outgoing>) {
+    async fn pusher(self: Arc<Self>, node: String, lane: Lane, mut rx: mpsc::Receiver<Outgoing>) {
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
@@ -297,6 +320,23 @@ impl ClusterRooms {
                     };
                     let counter = if sent { &self.stats.pushes_sent } else { &self.stats.pushes_dropped };
                     counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Outgoing::Call(request, answer) => {
+                    let sent = match &self.connect(&node, addr).await {
+                        Ok(conn) => conn.send_request(request).await.map_err(|err| err.to_string()),
+                        Err(err) => Err(err.clone()),
+                    };
+                    let limit = self.rpc_timeout;
+                    // The answer is awaited aside, so the queue goes on meanwhile.
+                    self.tasks.spawn(async move {
+                        let response = match sent {
+                            Ok(pending) => {
+                                tokio::time::timeout(limit, pending.answer()).await.ok().and_then(Result::ok)
+                            }
+                            Err(_) => None,
+                        };
+                        let _ = answer.send(response);
+                    });
                 }
                 Outgoing::Ask { room, labels, version, notify } => {
                     let (nsp, name) = room.clone();
@@ -344,7 +384,7 @@ impl ClusterRooms {
                 break;
             }
         }
-        self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
+        self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&(node, lane));
     }
 
     /// Serves a peer's Subscribe: record its members, answer with ours.
@@ -396,7 +436,12 @@ impl ClusterRooms {
         let (Some(ns), Some(holder)) = (self.namespace(nsp), self.holder_of(peer)) else {
             return Box::pin(std::future::ready(Response::Kept(false)));
         };
-        let req = KeepRequest { pid: record.pid, sid: record.sid, rooms: record.rooms, version: record.version };
+        let rooms = match record.rooms {
+            RoomsWire::All(all) => RoomsUpdate::All(all),
+            RoomsWire::Join(room) => RoomsUpdate::Join(room),
+            RoomsWire::Leave(room) => RoomsUpdate::Leave(room),
+        };
+        let req = KeepRequest { pid: record.pid, sid: record.sid, rooms, version: record.version };
         let pid = req.pid.clone();
         let kept = ns.keep(req, holder.clone(), seed.into_iter().map(broadcast_from_wire).collect());
         Box::pin(async move {
@@ -704,6 +749,8 @@ impl Adapter for ClusterRooms {
         Placement::new(members.ready()).ranking(pid).into_iter().find(|n| *n != self.node_id).map(str::to_owned)
     }
 
+    /// On the peer's ordered queue (a record's changes must arrive in order, with the
+    /// releases), so it is sent even if nobody waits for the answer.
     fn keep_at(&self, node: &str, nsp: &str, req: KeepRequest, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(false)) };
         let (tx, rx) = oneshot::channel();
@@ -713,21 +760,18 @@ impl Adapter for ClusterRooms {
             seed: seed.iter().map(broadcast_to_wire).collect(),
         };
         let node = node.to_owned();
-        // Its own task: a leave's update is sent though nobody waits for it.
-        self.hand_overs.spawn(
-            async move {
-                let kept = match this.call(&node, request, this.rpc_timeout).await {
-                    Ok(Response::Kept(kept)) => kept,
-                    other => {
-                        debug!(peer = node, ?other, "session record not kept");
-                        false
-                    }
-                };
-                let _ = tx.send(kept);
+        if !this.push_to(&node, Outgoing::Call(request, tx)) {
+            return Box::pin(std::future::ready(false));
+        }
+        Box::pin(async move {
+            match rx.await {
+                Ok(Some(Response::Kept(kept))) => kept,
+                other => {
+                    debug!(peer = node, ?other, "session record not kept");
+                    false
+                }
             }
-            .in_current_span(),
-        );
-        Box::pin(async move { rx.await.unwrap_or(false) })
+        })
     }
 
     fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool) {
@@ -827,7 +871,12 @@ impl Adapter for ClusterRooms {
 }
 
 fn record_to_wire(req: KeepRequest) -> RecordWire {
-    RecordWire { pid: req.pid, sid: req.sid, rooms: req.rooms, version: req.version }
+    let rooms = match req.rooms {
+        RoomsUpdate::All(all) => RoomsWire::All(all),
+        RoomsUpdate::Join(room) => RoomsWire::Join(room),
+        RoomsUpdate::Leave(room) => RoomsWire::Leave(room),
+    };
+    RecordWire { pid: req.pid, sid: req.sid, rooms, version: req.version }
 }
 
 fn stamp_from_wire((publisher, counter): (u32, u64)) -> Stamp {

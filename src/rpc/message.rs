@@ -127,8 +127,16 @@ pub type WirePacket = ((u32, u64), Vec<WsFrame>);
 pub struct RecordWire {
     pub pid: String,
     pub sid: String,
-    pub rooms: Vec<String>,
+    pub rooms: RoomsWire,
     pub version: u64,
+}
+
+/// A record's rooms: all of them, or the one joined or left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RoomsWire {
+    All(Vec<String>),
+    Join(String),
+    Leave(String),
 }
 
 /// A client's WebSocket, carried to the owner of its session.
@@ -263,7 +271,12 @@ mod tests {
                 id: 10,
                 body: Request::Keep {
                     nsp: "/chat".into(),
-                    record: RecordWire { pid: "p".into(), sid: "s".into(), rooms: vec!["r".into()], version: 3 },
+                    record: RecordWire {
+                        pid: "p".into(),
+                        sid: "s".into(),
+                        rooms: RoomsWire::Join("r".into()),
+                        version: 3,
+                    },
                     seed: vec![((1, 2), vec![WsFrame::Text("42/chat,[\"x\"]".into())])],
                 },
             },

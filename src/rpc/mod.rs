@@ -13,4 +13,6 @@ pub mod peers;
 pub mod stats;
 
 pub use connection::{Connection, RpcError, RpcHandler, RpcLimits, RpcStream, StreamReceiver, StreamSender};
-pub use message::{HistoryEntry, Push, RecordWire, Request, Response, RpcFrame, StreamOpen, WirePacket, WsFrame};
+pub use message::{
+    HistoryEntry, Push, RecordWire, Request, Response, RoomsWire, RpcFrame, StreamOpen, WirePacket, WsFrame,
+};

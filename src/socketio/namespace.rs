@@ -10,7 +10,9 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceChange};
-use super::recovery::{self, Broadcast, Frontier, Holder, KeepRequest, Keeper, RecoveryConfig, Stamp, PARKED_LABEL};
+use super::recovery::{
+    self, Broadcast, Frontier, Holder, KeepRequest, Keeper, RecoveryConfig, RoomsUpdate, Stamp, PARKED_LABEL,
+};
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
 
@@ -260,10 +262,15 @@ impl Namespace {
     /// Sends a socket's record (its rooms now) to its keeper; resolves once the keeper is
     /// subscribed to them. `seed`: what a restored socket is sent that its new keeper may
     /// not have logged.
-    pub(crate) fn keep_with(&self, socket: &Socket, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+    pub(crate) fn keep_with(
+        &self,
+        socket: &Socket,
+        change: Option<RoomsUpdate>,
+        seed: Vec<Broadcast>,
+    ) -> BoxFuture<'static, bool> {
         let (Some(_), Some(pid)) = (&self.recovery, socket.pid()) else { return Box::pin(std::future::ready(false)) };
         let adapter = self.adapter();
-        let Some((req, keeper)) = socket.next_record(|current| adapter.keeper_for(pid, current)) else {
+        let Some((req, keeper)) = socket.next_record(change, |current| adapter.keeper_for(pid, current)) else {
             return Box::pin(std::future::ready(false));
         };
         match keeper {
@@ -272,9 +279,9 @@ impl Namespace {
         }
     }
 
-    /// [`Namespace::keep_with`] without a seed, for a join or a leave.
-    pub(crate) fn keep(&self, socket: &Socket) -> BoxFuture<'static, ()> {
-        let kept = self.keep_with(socket, Vec::new());
+    /// [`Namespace::keep_with`] without a seed: the whole record (`None`), or a join or a leave.
+    pub(crate) fn keep(&self, socket: &Socket, change: Option<RoomsUpdate>) -> BoxFuture<'static, ()> {
+        let kept = self.keep_with(socket, change, Vec::new());
         Box::pin(async move {
             kept.await;
         })
@@ -297,7 +304,7 @@ impl Namespace {
             if !due {
                 continue;
             }
-            drop(self.keep(&socket));
+            drop(self.keep(&socket, None));
             if current.is_none() {
                 // Kept here until now: the new keeper has it.
                 self.release_here(pid, &adapter.holder(), u64::MAX, false);

@@ -204,14 +204,23 @@ pub struct Holder {
     pub generation: u64,
 }
 
-/// A record as its holder sends it.
+/// A record as its holder sends it: whole, or one change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeepRequest {
     pub pid: String,
     pub sid: String,
-    pub rooms: Vec<String>,
+    pub rooms: RoomsUpdate,
     /// Grows with every change of the socket's record; older ones are ignored.
     pub version: u64,
+}
+
+/// A record's rooms: all of them (a new record, or a record sent to a new keeper), or the one
+/// that changed (so a socket in many rooms does not send them all on every join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomsUpdate {
+    All(Vec<String>),
+    Join(String),
+    Leave(String),
 }
 
 struct Record {
@@ -351,9 +360,37 @@ impl Keeper {
             return None;
         }
         let mut changed = KeptRooms::default();
+        let all = match req.rooms {
+            RoomsUpdate::All(all) => all,
+            change => {
+                // A change to the record this keeper has from the same holder, in order.
+                let record = records.get_mut(&req.pid).filter(|r| r.holder == holder)?;
+                record.version = req.version;
+                match change {
+                    RoomsUpdate::Join(room) if !record.rooms.iter().any(|(r, _)| **r == *room) => {
+                        let (name, log) = log_for(logs, &room, next_log_id);
+                        log.records += 1;
+                        if log.records == 1 {
+                            changed.added.push(room.clone());
+                        }
+                        record.rooms.push((name, *next_pos));
+                    }
+                    RoomsUpdate::Leave(room) => {
+                        if let Some(i) = record.rooms.iter().position(|(r, _)| **r == *room) {
+                            let (name, _) = record.rooms.swap_remove(i);
+                            leave_log(logs, &name, &mut changed.emptied);
+                        }
+                    }
+                    _ => {}
+                }
+                record.seed.extend(seed.into_iter().map(Arc::new));
+                keep_latest(&mut record.seed, self.config.max_missed);
+                return Some(changed);
+            }
+        };
         let old = records.remove(&req.pid);
-        let mut rooms = Vec::with_capacity(req.rooms.len());
-        for room in dedup(req.rooms) {
+        let mut rooms = Vec::with_capacity(all.len());
+        for room in dedup(all) {
             let joined = old.as_ref().and_then(|o| o.rooms.iter().find(|(r, _)| **r == *room).map(|(_, j)| *j));
             let (name, log) = log_for(logs, &room, next_log_id);
             let joined = match joined {
@@ -465,7 +502,7 @@ impl Keeper {
                 let req = KeepRequest {
                     pid: pid.clone(),
                     sid: r.sid.to_string(),
-                    rooms: r.rooms.iter().map(|(room, _)| room.to_string()).collect(),
+                    rooms: RoomsUpdate::All(r.rooms.iter().map(|(room, _)| room.to_string()).collect()),
                     version: r.version,
                 };
                 let all = missed(r, &state.logs, &Frontier::default(), usize::MAX).unwrap_or_default();
@@ -684,7 +721,8 @@ mod tests {
     }
 
     fn req(pid: &str, rooms: &[&str], version: u64) -> KeepRequest {
-        KeepRequest { pid: pid.into(), sid: "s1".into(), rooms: rooms.iter().map(|r| r.to_string()).collect(), version }
+        let rooms = RoomsUpdate::All(rooms.iter().map(|r| r.to_string()).collect());
+        KeepRequest { pid: pid.into(), sid: "s1".into(), rooms, version }
     }
 
     fn keeper(max_missed: usize) -> Keeper {
@@ -788,6 +826,21 @@ mod tests {
         k.release("p", &holder("n1"), 9, true);
         let (missed, _) = k.take("p", &Frontier::default()).unwrap();
         assert_eq!(stamps(&missed), [(1, 1), (1, 3)]);
+    }
+
+    #[test]
+    fn a_record_changes_one_room_at_a_time() {
+        let k = keeper(10);
+        let change = |rooms, version| KeepRequest { pid: "p".into(), sid: "s1".into(), rooms, version };
+        assert_eq!(k.keep(change(RoomsUpdate::Join("a".into()), 1), holder("n1"), vec![]), None, "no record yet");
+        k.keep(req("p", &["a"], 1), holder("n1"), vec![]);
+        let joined = k.keep(change(RoomsUpdate::Join("b".into()), 2), holder("n1"), vec![]).unwrap();
+        assert_eq!(joined.added, ["b"]);
+        assert_eq!(k.keep(change(RoomsUpdate::Join("c".into()), 3), holder("n2"), vec![]), None, "another holder");
+        let left = k.keep(change(RoomsUpdate::Leave("a".into()), 4), holder("n1"), vec![]).unwrap();
+        assert_eq!(left.emptied, ["a"]);
+        k.release("p", &holder("n1"), 4, true);
+        assert_eq!(k.find("p"), Ok(("s1".into(), vec!["b".into()])));
     }
 
     #[test]

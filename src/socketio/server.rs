@@ -234,7 +234,7 @@ impl SocketIo {
             let pid = ns.keeper().map(|_| {
                 let pid = crate::engineio::session::new_random_id();
                 socket.set_recovery(pid.clone(), Frontier::default());
-                drop(ns.keep(&socket)); // its keeper learns of it now; its joins will wait
+                drop(ns.keep(&socket, None)); // its keeper learns of it now; its joins will wait
                 pid
             });
             if socket.send_packet(&connect_answer(client.revision, &socket, pid.as_deref())).is_ok() {
@@ -396,7 +396,7 @@ async fn restore(
     };
     socket.set_recovery(pid.clone(), frontier);
     let missed = missed.unwrap_or_default();
-    ns.keep_with(&socket, missed.clone()).await;
+    ns.keep_with(&socket, None, missed.clone()).await;
     // What was published before the new keeper's subscription took effect and is on its way
     // here arrives now, held, so it goes to the keeper with the rest of what is held.
     ns.barrier().await;

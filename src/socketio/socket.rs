@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::namespace::{Namespace, Room};
 use super::packet::{encode, Packet, PacketType};
-use super::recovery::{with_offset, Broadcast, Frontier, KeepRequest, Stamp};
+use super::recovery::{with_offset, Broadcast, Frontier, KeepRequest, RoomsUpdate, Stamp};
 use crate::engineio::{Frame, SendError, Session};
 
 /// What a client answered to an emit with an ack.
@@ -46,6 +46,9 @@ struct Track {
     keeper: Option<String>,
     /// The version of the record last sent to the keeper.
     version: u64,
+    /// The keeper the whole record was last sent to (`Some(None)`: this node): changes to it
+    /// go as changes, anything else gets the whole record.
+    whole_at: Option<Option<String>>,
     /// While a restored socket's missed broadcasts are gathered, live ones wait here, so the
     /// client gets CONNECT, then what it missed, then the rest.
     held: Option<Vec<(Option<Stamp>, Vec<Frame>)>>,
@@ -116,16 +119,27 @@ impl Socket {
     }
 
     /// The socket's record for its keeper, with a new version, and the keeper to send it to:
-    /// `choose` picks one given the current one (`None` in both: this node).
+    /// `choose` picks one given the current one (`None` in both: this node). `change` is the
+    /// room joined or left (`None`: send the whole record); a keeper that has not had the whole
+    /// record gets it whatever the change.
     pub(crate) fn next_record(
         &self,
+        change: Option<RoomsUpdate>,
         choose: impl FnOnce(Option<&str>) -> Option<String>,
     ) -> Option<(KeepRequest, Option<String>)> {
         let pid = self.pid.get()?;
         let mut track = self.track();
         track.keeper = choose(track.keeper.as_deref());
         track.version += 1;
-        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.to_string()).collect();
+        let rooms = match change {
+            Some(change) if track.whole_at.as_ref() == Some(&track.keeper) => change,
+            _ => {
+                track.whole_at = Some(track.keeper.clone());
+                RoomsUpdate::All(
+                    self.rooms.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|r| r.to_string()).collect(),
+                )
+            }
+        };
         let req = KeepRequest { pid: pid.clone(), sid: self.id.to_string(), rooms, version: track.version };
         Some((req, track.keeper.clone()))
     }
@@ -288,7 +302,7 @@ impl Socket {
         let added = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.clone());
         added.then(|| {
             let subscribed = self.ns.add_to_room(&room, &self.id);
-            let kept = self.ns.keep(self);
+            let kept = self.ns.keep(self, Some(RoomsUpdate::Join(room.to_string())));
             let joined: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
                 futures_util::future::join(subscribed, kept).await;
             });
@@ -302,7 +316,7 @@ impl Socket {
         match removed {
             Some(room) => {
                 self.ns.remove_from_room(&room, &self.id);
-                drop(self.ns.keep(self)); // sent now; nobody waits on a leave
+                drop(self.ns.keep(self, Some(RoomsUpdate::Leave(room.to_string())))); // sent now; nobody waits on a leave
                 true
             }
             None => false,

@@ -192,7 +192,7 @@ impl Sim {
         let req = KeepRequest {
             pid: pid.to_owned(),
             sid: format!("s{user}"),
-            rooms: self.users[user].rooms.iter().map(|r| r.to_string()).collect(),
+            rooms: super::RoomsUpdate::All(self.users[user].rooms.iter().map(|r| r.to_string()).collect()),
             version,
         };
         let holder = self.holder(holder);
