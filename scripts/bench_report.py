@@ -3,7 +3,8 @@
 for every system of the run, a table of clusterchat's ratio to each peer (three processes
 against three, one against one, current against baseline), the targets of issues 6 and 14,
 a plot of the fan-out steps, the command and the machine. bench/analysis.md, if present, is
-appended as the written analysis. Systems missing from the results are left out."""
+appended as the written analysis, and bench/curves.md (the cost curves, scripts/bench_curves.sh)
+at the very end. Systems missing from the results are left out."""
 import argparse, json, os, platform, statistics, subprocess, sys
 from collections import defaultdict
 
@@ -327,5 +328,9 @@ node = subprocess.run(["node", "--version"], capture_output=True, text=True).std
 w(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release()}, open files hard limit {nofile}; Node {node}.")
 w("The generator, haproxy and the servers share the two cores, so absolute rates are low and the")
 w("generator's own CPU limits the top steps; the ratios between systems measured the same way are the figures to read.")
+# The cost curves (issue 14) come from their own runs (scripts/bench_curves.sh), kept at the end.
+if os.path.exists("bench/curves.md"):
+    w("")
+    w(open("bench/curves.md").read())
 open(a.out, "w").write("\n".join(out) + "\n")
 print(f"wrote {a.out}")
