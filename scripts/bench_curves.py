@@ -39,11 +39,11 @@ def of(curve):
 
 out = []
 w = out.append
-md_dir = os.path.dirname(a.md) or "."
 
 
 def img(name, alt):
-    w(f"![{alt}]({os.path.relpath(os.path.join(a.out_dir, name), md_dir)})\n")
+    # Relative to the repository's root: the fragment is read inside BENCHMARKS.md.
+    w(f"![{alt}]({os.path.join(a.out_dir, name)})\n")
 
 
 try:
@@ -55,8 +55,11 @@ except ImportError:
     plt = None
 
 w("## Cost curves\n")
-w("Measured by `scripts/bench_curves.sh` (command of each curve below; raw points:")
-w("`bench/results/curves.jsonl`; tables and plots: `scripts/bench_curves.sh plot`). CPU per delivery")
+w("Measured on this machine by `scripts/bench_curves.sh` (`scripts/bench_curves.sh all` runs every curve and")
+w("then the plots, about an hour on two cores; the command of each curve is given below; raw points:")
+w("`bench/results/curves.jsonl`, where a point measured again counts by its last line; tables and plots:")
+w("`scripts/bench_curves.sh plot`, into `bench/curves.md`, which `scripts/bench_report.py` puts at")
+w("the end of this file; the analysis under the plots is `bench/curves-analysis.md`). CPU per delivery")
 w("is counted in instructions by `valgrind --tool=callgrind` (every node under it, instrumentation")
 w("on only for the measured step, after the joins have settled), summed over the nodes and divided")
 w("by the deliveries the clients counted: repeatable where CPU seconds on two shared cores are not.")
@@ -66,8 +69,10 @@ w("half of all CPU in the fan-out) is not in them.\n")
 rooms = of("rooms")
 if rooms:
     w("### CPU per delivery as the room grows\n")
-    w("One room of N members, one node, about 30,000 deliveries per point (`scripts/bench_curves.sh rooms`;")
-    w("the baseline: `BIN=run/clusterchat-baseline-49c055c LABEL=clusterchat-baseline scripts/bench_curves.sh rooms 1000,3000`).\n")
+    w("One room of N members on one node (`MEASURE_JOIN=1 scripts/bench_curves.sh rooms 10,100,1000,3000`)")
+    w("and on three (`NODES=3 scripts/bench_curves.sh rooms 10,100,1000`, members connected to the nodes in")
+    w("turn), about 30,000 deliveries per point; the baseline build: `BIN=run/clusterchat-baseline-49c055c")
+    w("LABEL=clusterchat-baseline scripts/bench_curves.sh rooms 1000,3000`.\n")
     w("'Without gossip': less the gossip task's instructions (chitchat's loop, inclusive), paid per node")
     w("and per second whatever the load. 'Join': the connects, joins and settling, per client")
     w("(`MEASURE_JOIN=1`).\n")
@@ -133,7 +138,7 @@ if nodes or cpu:
         axes[1].set_xlabel("nodes")
         axes[1].set_ylabel("server CPU µs per delivery (/proc)")
         axes[1].set_ylim(bottom=0)
-        axes[1].set_title("CPU-seconds per delivery vs nodes (noisy: shared cores)")
+        axes[1].set_title("CPU µs per delivery vs nodes (/proc, noisy)")
         axes[1].legend(fontsize=7)
         for ax in axes:
             ax.set_xticks([1, 3, 5])
@@ -160,8 +165,8 @@ if gossip:
         by_n = [(k[2], v) for k, v in gossip if k[3] == base_rooms]
         ax = axes[0]
         ax.plot([n for n, _ in by_n], [v["sent_bytes_per_node_s"] for _, v in by_n], marker="o", color="C0", label="bytes/s sent per node")
-        ax.set_xscale("log"); ax.set_yscale("log")
-        ax.set_xlabel(f"nodes ({base_rooms} rooms per node)")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel(f"nodes ({base_rooms} room keys per node)")
         ax.set_ylabel("bytes/s sent per node", color="C0")
         ax2 = ax.twinx()
         ax2.plot([n for n, _ in by_n], [v["convergence_median_ms"] for _, v in by_n], marker="s", color="C1", label="convergence median")
@@ -169,7 +174,7 @@ if gossip:
         ax2.set_ylim(bottom=0)
         ax.set_title("gossip vs nodes")
         small_n = min(k[2] for k, _ in gossip)
-        by_r = [(k[3], v) for k, v in gossip if k[2] == small_n]
+        by_r = [(k[3], v) for k, v in gossip if k[2] == small_n and k[3] > 0]
         ax = axes[1]
         ax.plot([r for r, _ in by_r], [v["sent_bytes_per_node_s"] for _, v in by_r], marker="o", color="C0")
         ax.set_xscale("log"); ax.set_yscale("log")
@@ -179,7 +184,7 @@ if gossip:
         ax2.plot([r for r, _ in by_r], [v["convergence_median_ms"] for _, v in by_r], marker="s", color="C1")
         ax2.plot([r for r, _ in by_r], [v["sync_ms"] for _, v in by_r], marker="^", color="C2")
         ax2.set_yscale("log")
-        ax2.set_ylabel("ms: new key convergence (squares), full sync (triangles)", color="C1")
+        ax2.set_ylabel("ms (squares: a new key, triangles: all keys)", color="C1")
         ax.set_title("gossip vs rooms per node")
         fig.tight_layout()
         fig.savefig(os.path.join(a.out_dir, "curve-gossip.png"), dpi=100)
