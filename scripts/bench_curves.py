@@ -69,7 +69,7 @@ w("half of all CPU in the fan-out) is not in them.\n")
 rooms = of("rooms")
 if rooms:
     w("### CPU per delivery as the room grows\n")
-    w("One room of N members on one node (`MEASURE_JOIN=1 scripts/bench_curves.sh rooms 10,100,1000,3000`)")
+    w("One room of N members on one node (`MEASURE_JOIN=1 scripts/bench_curves.sh rooms 10,100,1000`, then `rooms 3000`)")
     w("and on three (`NODES=3 scripts/bench_curves.sh rooms 10,100,1000`, members connected to the nodes in")
     w("turn), about 30,000 deliveries per point; the baseline build: `BIN=run/clusterchat-baseline-49c055c")
     w("LABEL=clusterchat-baseline scripts/bench_curves.sh rooms 1000,3000`.\n")
