@@ -56,11 +56,11 @@ echo "== systems: $SYSTEMS; scenarios: $SCENARIOS"
 
 # Sizes (issue 6), scaled down with QUICK=1.
 if [ "${QUICK:-0}" = 1 ]; then
-    IDLE=300,1000; ROOMS=20; MEMBERS=10; RATES=50,200,800; BIG=200; BIG_RATES=2,10; STEP=3
+    IDLE=300,1000; ROOMS=20; MEMBERS=10; RATES=50,200,800; BIG=200; BIG_RATES=2,10; STEP=3; SETTLE=1
     POLL=60; JV=50; GOSSIP=3,10; GOSSIP_TRIALS=1
 else
     IDLE=1000,3000,6000; ROOMS=100; MEMBERS=30; RATES=50,100,200,400,800,1600,3200,6400; BIG=${BIG:-3000}
-    BIG_RATES=1,2,5,10,20,40,80; STEP=5; POLL=300; JV=300; GOSSIP=3,10,30; GOSSIP_TRIALS=3
+    BIG_RATES=1,2,5,10,20,40,80; STEP=5; SETTLE=5; POLL=300; JV=300; GOSSIP=3,10,30; GOSSIP_TRIALS=3
 fi
 
 # File descriptors: as many as this machine allows (about 20,000 here).
@@ -83,7 +83,7 @@ scenarios() { # label target [polling node args]
     if has fanout "$SCENARIOS"; then
         bench "$label" "$target" fanout --rooms "$ROOMS" --members "$MEMBERS" --rates "$RATES" --step-secs "$STEP"
     fi
-    if has big-room "$SCENARIOS"; then bench "$label" "$target" big-room --members "$BIG" --rates "$BIG_RATES" --step-secs "$STEP"; fi
+    if has big-room "$SCENARIOS"; then bench "$label" "$target" big-room --members "$BIG" --rates "$BIG_RATES" --step-secs "$STEP" --settle-secs "$SETTLE"; fi
     if has join-visibility "$SCENARIOS"; then bench "$label" "$target" join-visibility --trials "$JV"; fi
     if [ $# -gt 0 ] && has polling "$SCENARIOS"; then bench "$label" "$target" "$@" polling --clients "$POLL" --secs "$STEP"; fi
 }

@@ -3,7 +3,8 @@
 for every system of the run, a table of clusterchat's ratio to each peer (three processes
 against three, one against one, current against baseline), the targets of issues 6 and 14,
 a plot of the fan-out steps, the command and the machine. bench/analysis.md, if present, is
-appended as the written analysis. Systems missing from the results are left out."""
+appended as the written analysis, and bench/curves.md (the cost curves, scripts/bench_curves.sh)
+at the very end. Systems missing from the results are left out."""
 import argparse, json, os, platform, statistics, subprocess, sys
 from collections import defaultdict
 
@@ -128,6 +129,20 @@ add("join visibility p50 (ms)", "lower", lambda m: m["jv"]["latency"]["p50_ms"])
 add("join visibility p99 (ms)", "lower", lambda m: m["jv"]["latency"]["p99_ms"])
 add("join visibility: missed of trials", "lower", lambda m: m["jv"]["missed"])
 
+def same_step_ratio(x, y, key):
+    """x's deliveries per CPU-second over y's at the highest send rate both ran, and that rate."""
+    a, b = (M.get(x) or {}).get(key), (M.get(y) or {}).get(key)
+    if not a or not b:
+        return "–"
+    steps_a = {st["rate"]: st for st in a["steps"]}
+    steps_b = {st["rate"]: st for st in b["steps"]}
+    common = set(steps_a) & set(steps_b)
+    if not common:
+        return "–"
+    rate = max(common)
+    return f"{ratio(steps_a[rate]['deliveries_per_cpu_s'], steps_b[rate]['deliveries_per_cpu_s'])} ({rate})"
+
+
 # Figures no system of this run has (scenarios left out) are left out.
 rows = [r for r in rows if any(v is not None for v in r[2])]
 
@@ -177,6 +192,13 @@ if PAIRS:
     for name, better, vals in rows:
         v = dict(zip(SYSTEMS, vals))
         w(f"| {name} | {better} | " + " | ".join(ratio(v[x], v[y]) for x, y in PAIRS) + " |")
+    # The best step's efficiency favours the system that ran one step further, deeper into
+    # saturation (where writes gather frames): also compare each pair at a step both ran.
+    for key, what in (("fanout", "fan-out"), ("big", "big room")):
+        cells = [same_step_ratio(x, y, key) for x, y in PAIRS]
+        if any(c != "–" for c in cells):
+            w(f"| {what}: deliveries per server CPU-second at the highest send rate both ran (msg/s) | higher | "
+              + " | ".join(cells) + " |")
     w("")
 
 poll = (M.get("clusterchat") or {}).get("poll")
@@ -327,5 +349,9 @@ node = subprocess.run(["node", "--version"], capture_output=True, text=True).std
 w(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release()}, open files hard limit {nofile}; Node {node}.")
 w("The generator, haproxy and the servers share the two cores, so absolute rates are low and the")
 w("generator's own CPU limits the top steps; the ratios between systems measured the same way are the figures to read.")
+# The cost curves (issue 14) come from their own runs (scripts/bench_curves.sh), kept at the end.
+if os.path.exists("bench/curves.md"):
+    w("")
+    w(open("bench/curves.md").read())
 open(a.out, "w").write("\n".join(out) + "\n")
 print(f"wrote {a.out}")

@@ -285,6 +285,21 @@ impl Collector for Scraped {
                 "reason",
                 Reject::ALL.iter().map(|r| (r.as_str(), ConstCounter::new(rejections.count(*r)))),
             )?;
+            let traffic = membership.traffic().counts();
+            counter(&mut encoder, "gossip_sent_bytes", "Sealed gossip bytes sent (UDP payloads).", traffic.sent_bytes)?;
+            counter(&mut encoder, "gossip_sent_datagrams", "Gossip datagrams sent.", traffic.sent_datagrams)?;
+            counter(
+                &mut encoder,
+                "gossip_received_bytes",
+                "Gossip bytes received (UDP payloads), refused ones included.",
+                traffic.received_bytes,
+            )?;
+            counter(
+                &mut encoder,
+                "gossip_received_datagrams",
+                "Gossip datagrams received, refused ones included.",
+                traffic.received_datagrams,
+            )?;
             gauge(
                 &mut encoder,
                 "gossip_up",

@@ -43,3 +43,19 @@ async fn smoke_mode_delivers_messages() {
     // for up to ~20 s (see BENCHMARKS.md); the runtime ends with the test.
     drop(cluster);
 }
+
+/// The gossip cost scenario in smoke sizes: one in-process ring of three nodes with ten room
+/// keys each, its traffic counted at the nodes' sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_cost_smoke_counts_traffic() {
+    let bench = Bench::new(BenchArgs::parse_from(["chatbench", "--smoke", "gossip-cost"])).expect("valid arguments");
+    let lines = tokio::time::timeout(std::time::Duration::from_secs(60), bench.run())
+        .await
+        .expect("the smoke run stops by itself")
+        .expect("the smoke run succeeds");
+    let r = &lines[0]["result"];
+    assert_eq!((r["nodes"].as_u64(), r["rooms_per_node"].as_u64()), (Some(3), Some(10)), "{r}");
+    assert!(r["sent_bytes_per_node_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["sent_datagrams_per_node_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["convergence_max_ms"].as_f64().unwrap() > 0.0, "{r}");
+}

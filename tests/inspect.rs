@@ -181,5 +181,14 @@ async fn an_observer_without_the_secret_hears_nothing() {
         .unwrap_or_else(|| panic!("no unauthenticated count in:\n{metrics}"));
     assert!(refused > 0, "the observer's datagrams were not counted");
     assert!(metrics.contains("clusterchat_gossip_up 1"), "{metrics}");
+    // Traffic is counted at the socket, refused datagrams included.
+    let count = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert!(count("clusterchat_gossip_received_datagrams_total") >= refused, "{metrics}");
+    assert!(count("clusterchat_gossip_sent_bytes_total") > 0, "{metrics}");
     cluster.shutdown().await;
 }

@@ -61,6 +61,46 @@ impl GossipRejections {
     }
 }
 
+/// What the public gossip socket sent and received (sealed datagrams, as on the wire, UDP
+/// payload bytes), for `/metrics` and the gossip cost benchmark.
+#[derive(Default)]
+pub struct GossipTraffic {
+    sent_bytes: AtomicU64,
+    sent_datagrams: AtomicU64,
+    received_bytes: AtomicU64,
+    received_datagrams: AtomicU64,
+}
+
+/// A reading of [`GossipTraffic`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounts {
+    pub sent_bytes: u64,
+    pub sent_datagrams: u64,
+    pub received_bytes: u64,
+    pub received_datagrams: u64,
+}
+
+impl GossipTraffic {
+    pub fn counts(&self) -> TrafficCounts {
+        TrafficCounts {
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
+            sent_datagrams: self.sent_datagrams.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
+            received_datagrams: self.received_datagrams.load(Ordering::Relaxed),
+        }
+    }
+
+    fn sent(&self, bytes: usize) {
+        self.sent_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.sent_datagrams.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn received(&self, bytes: usize) {
+        self.received_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.received_datagrams.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Settings of the authenticated transport.
 #[derive(Clone)]
 pub struct SecureTransport {
@@ -74,6 +114,7 @@ pub struct SecureTransport {
     /// How far a datagram's send time may be from now (clock skew plus delivery).
     pub window: Duration,
     pub rejections: Arc<GossipRejections>,
+    pub traffic: Arc<GossipTraffic>,
 }
 
 use crate::clock::unix_ms as now_ms;
@@ -147,6 +188,7 @@ impl SecureSocket {
                 Err(err) if is_transient(&err) => continue,
                 Err(err) => return Err(err).context("fatal UDP recv error"),
             };
+            self.settings.traffic.received(n);
             let datagram = self.buf[..n].to_vec();
             let checked = self.check(&datagram, from);
             match checked {
@@ -189,7 +231,10 @@ impl Socket for SecureSocket {
         let mut num_bytes_sent = 0;
         for datagram in seal(&self.settings.keyring, &message, to, now_ms()) {
             match self.public.send_to(&datagram, to).await {
-                Ok(n) => num_bytes_sent += n,
+                Ok(n) => {
+                    num_bytes_sent += n;
+                    self.settings.traffic.sent(n);
+                }
                 // A peer that is gone or unreachable is the failure detector's business.
                 Err(err) => warn!(%to, error = %err, "gossip send failed"),
             }

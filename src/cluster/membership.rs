@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
 
-use super::gossip_transport::{GossipRejections, SecureTransport};
+use super::gossip_transport::{GossipRejections, GossipTraffic, SecureTransport};
 use crate::keyring::Keyring;
 
 pub const KEY_HTTP: &str = "http";
@@ -156,6 +156,7 @@ pub struct Membership {
     members: watch::Receiver<Arc<Members>>,
     stop: CancellationToken,
     rejections: Arc<GossipRejections>,
+    traffic: Arc<GossipTraffic>,
     /// Why the gossip task ended, if it did while the node was not leaving: the node is then
     /// out of the ring while its peers count it dead, so it must stop serving.
     failure: watch::Receiver<Option<String>>,
@@ -182,6 +183,7 @@ impl Membership {
             accepted_to.push(config.listen);
         }
         let rejections = Arc::new(GossipRejections::default());
+        let traffic = Arc::new(GossipTraffic::default());
         let transport = SecureTransport {
             bound: config.socket.clone(),
             keyring: config.keyring.clone(),
@@ -189,6 +191,7 @@ impl Membership {
             accepted_to,
             window: config.max_clock_skew,
             rejections: rejections.clone(),
+            traffic: traffic.clone(),
         };
         let chitchat_config = ChitchatConfig {
             chitchat_id,
@@ -217,12 +220,25 @@ impl Membership {
         let (failed, failure) = watch::channel(None);
         tokio::spawn(watch_gossip_task(handle.termination_watcher(), failed, stop.clone()).in_current_span());
         info!(gossip = %config.listen, advertise = %config.advertise, seeds = ?config.seeds, generation, "joined the gossip ring");
-        Ok(Self { handle: tokio::sync::Mutex::new(Some(handle)), chitchat, members, stop, rejections, failure })
+        Ok(Self {
+            handle: tokio::sync::Mutex::new(Some(handle)),
+            chitchat,
+            members,
+            stop,
+            rejections,
+            traffic,
+            failure,
+        })
     }
 
     /// Datagrams refused before chitchat saw them, by reason.
     pub fn rejections(&self) -> &Arc<GossipRejections> {
         &self.rejections
+    }
+
+    /// Bytes and datagrams sent and received on the gossip socket.
+    pub fn traffic(&self) -> &Arc<GossipTraffic> {
+        &self.traffic
     }
 
     /// Why the gossip task ended, once it has while the node was not leaving.

@@ -1,6 +1,8 @@
 //! The gossip scenario: in-process rings of 3, 10, 30 nodes on loopback. How long until every
 //! other node stops counting a stopped node as live, and until a key set on one node is seen
 //! by all the others. Nodes are awaited through their membership watchers, not polled.
+//! [`cost`]: the gossip traffic of a ring (counted at each node's gossip socket) and the time a
+//! new room key takes to reach every node, as nodes and room keys per node grow.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -10,6 +12,8 @@ use serde::Serialize;
 use clusterchat::cluster::membership::room_key;
 use clusterchat::config::{ClusterSettings, NodeConfig};
 use clusterchat::node::Node;
+
+use super::stats::ProcSample;
 
 #[derive(Debug, Serialize)]
 pub struct GossipReport {
@@ -108,5 +112,100 @@ pub async fn run(n: usize) -> anyhow::Result<GossipReport> {
         detect_dead_ms: detect.as_secs_f64() * 1e3,
         spread_key_ms: spread.as_secs_f64() * 1e3,
         converge_ms: converge.as_secs_f64() * 1e3,
+    })
+}
+
+/// What gossip costs a ring of `nodes` nodes with `rooms_per_node` room keys each.
+#[derive(Debug, Serialize)]
+pub struct GossipCost {
+    pub nodes: usize,
+    pub rooms_per_node: usize,
+    /// From setting every node's room keys (all at once) until every node sees all of them.
+    pub sync_ms: f64,
+    /// Once synced, no key changing, over `secs`: sealed UDP payload bytes sent per node per
+    /// second, the mean and the largest over the nodes, and datagrams.
+    pub steady_secs: f64,
+    pub sent_bytes_per_node_s: f64,
+    pub sent_bytes_per_node_s_max: f64,
+    pub sent_datagrams_per_node_s: f64,
+    /// The same while the ring syncs (from the keys' setting until every node sees them).
+    pub sync_sent_bytes_per_node: f64,
+    /// CPU seconds per second of this process (every node of the ring, and nothing else), per
+    /// node, over the steady period; and its RSS per node once synced.
+    pub cpu_per_node: f64,
+    pub rss_kib_per_node: f64,
+    /// One new room key set on one node (a different one each trial) until every other node
+    /// sees it, each trial.
+    pub convergence_ms: Vec<f64>,
+    pub convergence_median_ms: f64,
+    pub convergence_max_ms: f64,
+}
+
+fn sent(nodes: &[Node]) -> Vec<clusterchat::cluster::gossip_transport::TrafficCounts> {
+    nodes.iter().map(|n| n.membership().expect("clustered").traffic().counts()).collect()
+}
+
+/// One ring: `n` nodes, `rooms` room keys each; the sync, the steady traffic over `secs`, and
+/// `trials` convergences of one new key.
+pub async fn cost(n: usize, rooms: usize, secs: u64, trials: usize) -> anyhow::Result<GossipCost> {
+    anyhow::ensure!(n >= 2, "a ring needs two nodes");
+    let cluster_id = format!("bench-gossip-cost-{}-{n}-{}", std::process::id(), super::stats::now_us());
+    let nodes = start_ring(n, &cluster_id).await?;
+    let ids: Vec<String> = nodes.iter().map(|n| n.node_id().to_owned()).collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let ids2 = ids.clone();
+    wait_all(&all, "convergence", move |m| ids2.iter().all(|id| m.get(id).is_some_and(|i| i.ready))).await?;
+
+    let before = sent(&nodes);
+    let start = Instant::now();
+    for (i, node) in nodes.iter().enumerate() {
+        let keys = (0..rooms).map(|r| (room_key("/bench", &format!("n{i}-r{r}")), Some("1"))).collect();
+        node.membership().expect("clustered").update(keys).await;
+    }
+    let ids2 = ids.clone();
+    wait_all(&all, "room keys sync", move |m| ids2.iter().all(|id| m.get(id).is_some_and(|i| i.rooms.len() >= rooms)))
+        .await?;
+    let sync_ms = start.elapsed().as_secs_f64() * 1e3;
+    let synced = sent(&nodes);
+    let sync_sent: u64 = synced.iter().zip(&before).map(|(a, b)| a.sent_bytes - b.sent_bytes).sum();
+
+    let me = [std::process::id()];
+    let (p0, t0, c0) = (ProcSample::read(&me), Instant::now(), sent(&nodes));
+    tokio::time::sleep(Duration::from_secs(secs)).await; // the steady period is the measurement
+    let (p1, elapsed, c1) = (ProcSample::read(&me), t0.elapsed().as_secs_f64(), sent(&nodes));
+    let per_node: Vec<f64> = c1.iter().zip(&c0).map(|(a, b)| (a.sent_bytes - b.sent_bytes) as f64 / elapsed).collect();
+    let datagrams: u64 = c1.iter().zip(&c0).map(|(a, b)| a.sent_datagrams - b.sent_datagrams).sum();
+
+    let mut convergence_ms = Vec::with_capacity(trials);
+    for trial in 0..trials {
+        let origin = trial % n;
+        let room = format!("converge{trial}");
+        let (nsp_room, origin_id) = (("/bench".to_owned(), room.clone()), ids[origin].clone());
+        let others: Vec<&Node> = nodes.iter().enumerate().filter(|(i, _)| *i != origin).map(|(_, n)| n).collect();
+        let start = Instant::now();
+        nodes[origin].membership().expect("clustered").set(&room_key("/bench", &room), "1").await;
+        wait_all(&others, "key convergence", move |m| m.get(&origin_id).is_some_and(|i| i.rooms.contains(&nsp_room)))
+            .await?;
+        convergence_ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    let mut sorted = convergence_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(GossipCost {
+        nodes: n,
+        rooms_per_node: rooms,
+        sync_ms,
+        steady_secs: elapsed,
+        sent_bytes_per_node_s: per_node.iter().sum::<f64>() / n as f64,
+        sent_bytes_per_node_s_max: per_node.iter().copied().fold(0.0, f64::max),
+        sent_datagrams_per_node_s: datagrams as f64 / elapsed / n as f64,
+        sync_sent_bytes_per_node: sync_sent as f64 / n as f64,
+        cpu_per_node: (p1.cpu_s - p0.cpu_s) / elapsed / n as f64,
+        rss_kib_per_node: p1.rss_kib as f64 / n as f64,
+        convergence_median_ms: sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+        convergence_max_ms: sorted.last().copied().unwrap_or(0.0),
+        convergence_ms,
     })
 }

@@ -79,6 +79,9 @@ pub enum Scenario {
         step_secs: u64,
         #[arg(long, default_value_t = 100.0)]
         max_p99_ms: f64,
+        /// Seconds to wait after the joins before the first step (see `FanoutArgs::settle_secs`).
+        #[arg(long, default_value_t = 0)]
+        settle_secs: u64,
     },
     /// Polling-only clients: requests/s and POST latency, sent to the owner vs to a non-owner.
     Polling {
@@ -107,6 +110,21 @@ pub enum Scenario {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
+    /// In-process rings: gossip bytes per node per second and a new room key's convergence, for
+    /// every pair of a node count and a number of room keys per node.
+    GossipCost {
+        /// Ring sizes (nodes).
+        #[arg(long, value_delimiter = ',', default_value = "3,10,30,100")]
+        sizes: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_value = "100")]
+        rooms: Vec<usize>,
+        /// Seconds of steady traffic measured (no key changing).
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// New keys whose convergence is timed, one after the other.
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -122,6 +140,10 @@ pub struct FanoutArgs {
     pub step_secs: u64,
     #[arg(long, default_value_t = 100.0)]
     pub max_p99_ms: f64,
+    /// Seconds to wait after the joins before the first step, so that the joins' own traffic
+    /// (`join room` notices, the coalesced `room users` lists) is not in the first step.
+    #[arg(long, default_value_t = 0)]
+    pub settle_secs: u64,
 }
 
 /// One run's context: where to connect, what to measure.
@@ -136,7 +158,8 @@ pub type Report = serde_json::Value;
 impl Bench {
     pub fn new(args: BenchArgs) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            !args.targets.is_empty() || matches!(args.scenario, Some(Scenario::Gossip { .. })),
+            !args.targets.is_empty()
+                || matches!(args.scenario, Some(Scenario::Gossip { .. } | Scenario::GossipCost { .. })),
             "--target is required"
         );
         anyhow::ensure!(args.sources >= 1 && args.sources <= 250, "--sources must be 1..=250");
@@ -150,8 +173,15 @@ impl Bench {
         match self.args.scenario.clone() {
             None if smoke => {
                 out.extend(
-                    self.fanout(&FanoutArgs { rooms: 2, members: 3, rates: vec![20], step_secs: 1, max_p99_ms: 1e9 })
-                        .await?,
+                    self.fanout(&FanoutArgs {
+                        rooms: 2,
+                        members: 3,
+                        rates: vec![20],
+                        step_secs: 1,
+                        max_p99_ms: 1e9,
+                        settle_secs: 0,
+                    })
+                    .await?,
                 );
                 if self.args.transport == Transport::Websocket {
                     out.push(self.polling_only(6, 3, 20, 1).await?);
@@ -167,11 +197,11 @@ impl Bench {
                 let a = if smoke { FanoutArgs { rooms: 2, members: 3, rates: vec![20], step_secs: 1, ..a } } else { a };
                 out.extend(self.fanout(&a).await?);
             }
-            Some(Scenario::BigRoom { members, rates, step_secs, max_p99_ms }) => {
+            Some(Scenario::BigRoom { members, rates, step_secs, max_p99_ms, settle_secs }) => {
                 let a = if smoke {
-                    FanoutArgs { rooms: 1, members: 10, rates: vec![5], step_secs: 1, max_p99_ms }
+                    FanoutArgs { rooms: 1, members: 10, rates: vec![5], step_secs: 1, max_p99_ms, settle_secs: 0 }
                 } else {
-                    FanoutArgs { rooms: 1, members, rates, step_secs, max_p99_ms }
+                    FanoutArgs { rooms: 1, members, rates, step_secs, max_p99_ms, settle_secs }
                 };
                 let mut r = self.fanout(&a).await?;
                 for line in &mut r {
@@ -194,6 +224,21 @@ impl Bench {
                         let r = gossip::run(n).await?;
                         eprintln!("gossip n={n}: detect {:.0} ms, spread {:.0} ms", r.detect_dead_ms, r.spread_key_ms);
                         out.push(self.line("gossip", json!({ "trial": trial, "result": r })));
+                    }
+                }
+            }
+            Some(Scenario::GossipCost { sizes, rooms, secs, trials }) => {
+                let (sizes, rooms, secs, trials) =
+                    if smoke { (vec![3], vec![10], 1, 1) } else { (sizes, rooms, secs, trials) };
+                for &n in &sizes {
+                    for &r in &rooms {
+                        let c = gossip::cost(n, r, secs, trials).await?;
+                        eprintln!(
+                            "gossip cost n={n} rooms={r}: sync {:.0} ms, {:.0} B/s per node (max {:.0}), {:.1} datagrams/s, convergence median {:.0} ms max {:.0} ms, CPU {:.3} per node",
+                            c.sync_ms, c.sent_bytes_per_node_s, c.sent_bytes_per_node_s_max, c.sent_datagrams_per_node_s,
+                            c.convergence_median_ms, c.convergence_max_ms, c.cpu_per_node
+                        );
+                        out.push(self.line("gossip-cost", json!({ "result": c })));
                     }
                 }
             }
@@ -331,6 +376,11 @@ impl Bench {
         self.join_all(&clients, |i| format!("room{}", i % rooms)).await?;
         let join_s = start.elapsed().as_secs_f64();
         eprintln!("fanout: {n} clients connected in {connect_s:.1} s, joined {rooms} rooms in {join_s:.1} s");
+        if a.settle_secs > 0 {
+            // Letting the joins' own traffic pass is the point of the wait.
+            tokio::time::sleep(Duration::from_secs(a.settle_secs)).await;
+            eprintln!("fanout: settled for {} s", a.settle_secs);
+        }
         // Senders of room r: its members, in turn.
         let mut out = Vec::new();
         for &rate in &a.rates {
