@@ -482,7 +482,9 @@ impl Namespace {
         if let (Some(keeper), Some(stamp)) = (&self.recovery, stamp) {
             keeper.delivered(room, stamp, frames);
         }
-        let delivered = self.room_members(room).iter().filter(|s| s.send_broadcast(stamp, frames).is_ok()).count();
+        let mut spliced = None;
+        let members = self.room_members(room);
+        let delivered = members.iter().filter(|s| s.send_broadcast(stamp, frames, &mut spliced).is_ok()).count();
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }

@@ -24,7 +24,6 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,6 +92,7 @@ type Shared = Arc<Broadcast>;
 /// What a socket was sent: the highest counter of each publisher.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frontier {
+    /// Sorted by publisher: two sockets sent the same have equal frontiers (and offsets).
     seen: Vec<(u32, u64)>,
     /// More publishers than [`Frontier::MAX`]: what was sent is no longer known exactly.
     overflowed: bool,
@@ -118,7 +118,8 @@ impl Frontier {
                 true
             }
             None => {
-                self.seen.push((stamp.publisher, stamp.counter));
+                let at = self.seen.partition_point(|(p, _)| *p < stamp.publisher);
+                self.seen.insert(at, (stamp.publisher, stamp.counter));
                 true
             }
         }
@@ -132,17 +133,48 @@ impl Frontier {
     /// The offset a client is given: `<publisher>-<counter>` in hex, joined by dots, or `x`
     /// once the frontier overflowed.
     pub fn encode(&self) -> String {
-        if self.overflowed {
-            return "x".to_owned();
-        }
         let mut out = String::with_capacity(self.seen.len() * 14);
+        self.write_to(&mut out);
+        out
+    }
+
+    /// The offset in `buf` if it fits (the usual case: a few publishers), without allocating.
+    fn write_short<'a>(&self, buf: &'a mut [u8; 64]) -> Option<&'a str> {
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| {
+            let end = len + bytes.len();
+            buf.get_mut(len..end)?.copy_from_slice(bytes);
+            len = end;
+            Some(())
+        };
+        if self.overflowed {
+            put(b"x")?;
+        }
+        for (i, (p, c)) in self.seen.iter().enumerate().filter(|_| !self.overflowed) {
+            if i > 0 {
+                put(b".")?;
+            }
+            put(hex(u64::from(*p)).as_bytes())?;
+            put(b"-")?;
+            put(hex(*c).as_bytes())?;
+        }
+        std::str::from_utf8(&buf[..len]).ok()
+    }
+
+    /// Appends the offset to `out` (hex by hand: this runs for every delivery).
+    fn write_to(&self, out: &mut String) {
+        if self.overflowed {
+            out.push('x');
+            return;
+        }
         for (i, (p, c)) in self.seen.iter().enumerate() {
             if i > 0 {
                 out.push('.');
             }
-            let _ = write!(out, "{p:x}-{c:x}");
+            push_hex(out, u64::from(*p));
+            out.push('-');
+            push_hex(out, *c);
         }
-        out
     }
 
     /// Reads an offset a client came back with; `None` if it is not one of ours (or says the
@@ -160,28 +192,65 @@ impl Frontier {
             }
             seen.push((p, c));
         }
+        seen.sort_unstable();
         Some(Self { seen, overflowed: false })
     }
 }
 
-/// A broadcast's frames for one socket: the offset spliced in as the EVENT's last argument
-/// (the packet's JSON array ends the text frame; attachments follow unchanged).
-pub fn with_offset(frames: &[Frame], offset: &str) -> Vec<Frame> {
-    let mut out = Vec::with_capacity(frames.len());
-    for (i, frame) in frames.iter().enumerate() {
-        match frame {
-            Frame::Text(text) if i == 0 && text.ends_with(']') => {
-                let mut s = String::with_capacity(text.len() + offset.len() + 3);
-                s.push_str(&text[..text.len() - 1]);
-                s.push_str(",\"");
-                s.push_str(offset); // hex digits, dots, dashes: nothing to escape
-                s.push_str("\"]");
-                out.push(Frame::Text(Utf8Bytes::from(s)));
-            }
-            other => out.push(other.clone()),
+/// Lowercase hex digits of `n`.
+struct Hex {
+    buf: [u8; 16],
+    start: usize,
+}
+
+impl Hex {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+fn hex(mut n: u64) -> Hex {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
         }
     }
-    out
+    Hex { buf, start: i }
+}
+
+/// Lowercase hex digits of `n`, appended.
+fn push_hex(out: &mut String, n: u64) {
+    // Hex digits are ASCII.
+    out.push_str(std::str::from_utf8(hex(n).as_bytes()).unwrap_or_default());
+}
+
+/// The EVENT frame of a broadcast for one socket: its offset (`frontier`) spliced in as the
+/// last argument (the packet's JSON array ends the text frame), in one allocation. `None` if
+/// the frame is not such a packet (it goes out as it is).
+pub fn with_offset(frame: &Frame, frontier: &Frontier) -> Option<Frame> {
+    let Frame::Text(text) = frame else { return None };
+    let head = text.strip_suffix(']')?;
+    let mut offset = [0u8; 64];
+    let offset = frontier.write_short(&mut offset);
+    // Exactly sized: a `Bytes` made from a full `Vec` needs no second allocation.
+    let mut s = String::with_capacity(head.len() + offset.map_or(0, str::len) + 4);
+    s.push_str(head);
+    s.push_str(",\"");
+    match offset {
+        Some(offset) => s.push_str(offset), // hex digits, dots, dashes: nothing to escape
+        None => {
+            s.reserve_exact(frontier.seen.len() * 26);
+            frontier.write_to(&mut s);
+        }
+    }
+    s.push_str("\"]");
+    Some(Frame::Text(Utf8Bytes::from(s)))
 }
 
 /// Why a record was not taken.
@@ -752,6 +821,9 @@ mod tests {
         assert!(!f.admit(stamp(1, 5)) && !f.admit(stamp(1, 4)), "at or below: sent already");
         assert!(f.admit(stamp(1, 6)));
         assert_eq!(f.encode(), "1-6.ab-1");
+        let mut g = Frontier::default();
+        assert!(g.admit(stamp(0xab, 1)) && g.admit(stamp(1, 6)));
+        assert_eq!(g, f, "the same whatever the order publishers were first seen in");
         assert_eq!(Frontier::parse(&f.encode()), Some(f.clone()));
         assert!(f.has(stamp(0xab, 1)) && !f.has(stamp(0xab, 2)) && !f.has(stamp(2, 1)));
         assert_eq!(Frontier::parse(""), Some(Frontier::default()));
@@ -766,10 +838,15 @@ mod tests {
 
     #[test]
     fn the_offset_is_spliced_in_as_the_last_argument() {
-        let frames = vec![Frame::message("2/chat,[\"m\",{\"a\":1}]"), Frame::Binary(bytes::Bytes::from_static(b"x"))];
-        let out = with_offset(&frames, "1-2.3-4");
-        assert_eq!(out[0], Frame::message("2/chat,[\"m\",{\"a\":1},\"1-2.3-4\"]"));
-        assert_eq!(out[1], frames[1]);
+        let frontier = Frontier::parse("1-2.fedcba98-1234567890abcdef").unwrap();
+        let out = with_offset(&Frame::message("2/chat,[\"m\",{\"a\":1}]"), &frontier);
+        assert_eq!(out, Some(Frame::message("2/chat,[\"m\",{\"a\":1},\"1-2.fedcba98-1234567890abcdef\"]")));
+        assert_eq!(with_offset(&Frame::Binary(bytes::Bytes::from_static(b"x")), &frontier), None);
+        assert_eq!(Frontier::parse("0-0").unwrap().encode(), "0-0");
+        // Past the short buffer: the same offset, written the long way.
+        let long = (1..=8).map(|p| format!("{p:x}-ffffffffff")).collect::<Vec<_>>().join(".");
+        let spliced = with_offset(&Frame::message("2[\"m\"]"), &Frontier::parse(&long).unwrap());
+        assert_eq!(spliced, Some(Frame::message(&format!("2[\"m\",\"{long}\"]"))));
     }
 
     #[test]

@@ -184,8 +184,15 @@ impl Socket {
         Ok(())
     }
 
-    /// Queues a room broadcast (with its stamp, if recovery is on) for the client.
-    pub(crate) fn send_broadcast(&self, stamp: Option<Stamp>, frames: &[Frame]) -> Result<(), SendError> {
+    /// Queues a room broadcast (with its stamp, if recovery is on) for the client. `spliced`
+    /// carries the last socket's EVENT frame with its offset from one member to the next:
+    /// members that were sent the same (the usual case in a room) share it.
+    pub(crate) fn send_broadcast(
+        &self,
+        stamp: Option<Stamp>,
+        frames: &[Frame],
+        spliced: &mut Option<(Frontier, Frame)>,
+    ) -> Result<(), SendError> {
         let mut track = self.track();
         if let Some(held) = track.held.as_mut() {
             if held.len() >= MAX_HELD {
@@ -196,7 +203,21 @@ impl Socket {
             held.push((stamp, frames.to_vec()));
             return Ok(());
         }
-        self.send_tracked(&mut track, stamp, frames)
+        match (stamp, frames) {
+            // The common case: one EVENT frame, and another member was sent the same.
+            (Some(stamp), [_]) if self.pid.get().is_some() => {
+                if !track.frontier.admit(stamp) {
+                    return Ok(()); // sent already
+                }
+                if let Some((_, event)) = spliced.as_ref().filter(|(f, _)| *f == track.frontier) {
+                    return self.session.send(event.clone());
+                }
+                let Some(event) = with_offset(&frames[0], &track.frontier) else { return self.session.send_all(frames) };
+                *spliced = Some((track.frontier.clone(), event.clone()));
+                self.session.send(event)
+            }
+            _ => self.send_tracked(&mut track, stamp, frames),
+        }
     }
 
     /// Sends a broadcast unless the client has it; a socket with a pid gets its offset.
@@ -206,7 +227,15 @@ impl Socket {
                 if !track.frontier.admit(stamp) {
                     return Ok(()); // sent already (a restore's replay and a live copy)
                 }
-                self.session.send_all(&with_offset(frames, &track.frontier.encode()))
+                // The EVENT with this socket's offset, then any attachments as they are.
+                match frames.split_first().and_then(|(first, rest)| Some((with_offset(first, &track.frontier)?, rest))) {
+                    Some((event, [])) => self.session.send(event),
+                    Some((event, rest)) => {
+                        // Contiguous, all or none, like any packet with attachments.
+                        self.session.send_all(&[&[event][..], rest].concat())
+                    }
+                    None => self.session.send_all(frames),
+                }
             }
             _ => self.session.send_all(frames),
         }
