@@ -312,11 +312,17 @@ fn websocket_upgrade(
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())).unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(req);
     let config = websocket_config(engine.max_payload());
+    // The upgrade is boxed: it runs once, and inline it (with the query and the settings it
+    // takes) would size the task every WebSocket holds for its whole life.
+    let upgrade = Box::pin(async move {
+        let upgraded = on_upgrade.await?;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        Ok::<_, hyper::Error>((ws, query))
+    });
     state.tasks.spawn(
         async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+            match upgrade.await {
+                Ok((ws, query)) => {
                     let (sink, stream) = futures_util::StreamExt::split(ws);
                     engine.handle_websocket(query, sink, stream).await;
                 }
