@@ -335,8 +335,7 @@ impl Engine {
     /// A GET poll: waits for frames, then returns the queued frames that fit in one payload
     /// (`max_payload` bytes, `max_polling_packets` packets), oldest first.
     async fn poll(&self, session: &Arc<Session>) -> Result<EngineResponse, EngineError> {
-        let mut upgrade = session.upgrade.subscribe();
-        match *upgrade.borrow_and_update() {
+        match session.upgrade.get() {
             UpgradeState::Probed => return Ok(polling_response(session, &[Frame::control(PacketType::Noop)])),
             UpgradeState::Done => return Err(EngineError::BadRequest("transport mismatch")),
             UpgradeState::None | UpgradeState::Claimed => {}
@@ -350,10 +349,10 @@ impl Engine {
             biased;
             frame = session.queue.recv() => frames.push(frame),
             _ = session.closed() => {}
-            state = upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
+            state = session.upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
                 // The probe releases a pending poll with NOOP; an upgrade that completed
                 // while this poll waited makes it a request on a stale transport.
-                if state.map(|s| *s == UpgradeState::Done).unwrap_or(true) {
+                if state == UpgradeState::Done {
                     return Err(EngineError::BadRequest("transport mismatch"));
                 }
                 frames.push(Frame::control(PacketType::Noop));
@@ -512,14 +511,7 @@ impl Engine {
         if session.protocol() != query.protocol {
             return None;
         }
-        let claimed = session.upgrade.send_if_modified(|state| {
-            let free = *state == UpgradeState::None;
-            if free {
-                *state = UpgradeState::Claimed;
-            }
-            free
-        });
-        if !claimed {
+        if !session.upgrade.claim() {
             debug!(%sid, "refusing second upgrade of the session");
             return None;
         }
@@ -539,17 +531,17 @@ impl Engine {
                         // handling all buffered frames in one event-loop turn).
                         match next_packet_now(stream, session.protocol()) {
                             Some(Some(Packet::Upgrade)) => {
-                                session.upgrade.send_replace(UpgradeState::Done);
+                                session.upgrade.set(UpgradeState::Done);
                                 return Some(());
                             }
                             Some(Some(other)) => buffered = Some(other),
                             Some(None) => return None,
                             None => {}
                         }
-                        session.upgrade.send_replace(UpgradeState::Probed);
+                        session.upgrade.set(UpgradeState::Probed);
                     }
-                    Packet::Upgrade if *session.upgrade.borrow() == UpgradeState::Probed => {
-                        session.upgrade.send_replace(UpgradeState::Done);
+                    Packet::Upgrade if session.upgrade.get() == UpgradeState::Probed => {
+                        session.upgrade.set(UpgradeState::Done);
                         return Some(());
                     }
                     Packet::Noop => {}
@@ -562,7 +554,7 @@ impl Engine {
             Some(()) if !session.is_closed() => Some(session),
             _ => {
                 debug!(%sid, "upgrade failed, session stays on polling");
-                session.upgrade.send_replace(UpgradeState::None);
+                session.upgrade.set(UpgradeState::None);
                 None
             }
         }

@@ -6,14 +6,13 @@
 //! state machine ([`Session::on_timer`]) that the engine's one lifecycle task drives for all
 //! its sessions (see `lifecycle`).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::lifecycle::Lifecycle;
 use super::packet::{Frame, Packet, PacketType, ProtocolVersion};
@@ -75,6 +74,7 @@ pub trait EngineHandler: Send + Sync + 'static {
 
 /// The state of a polling → WebSocket upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum UpgradeState {
     None,
     /// A WebSocket with this sid arrived and waits for the probe.
@@ -97,9 +97,10 @@ pub struct Session {
     /// tokio mutex because the reader holds it while it waits for frames; `try_lock` failing
     /// means a duplicate poll.
     pub(crate) reader: tokio::sync::Mutex<()>,
-    /// Transport and upgrade progress; a watch so a pending poll learns of a probe at once.
-    pub(crate) upgrade: watch::Sender<UpgradeState>,
-    closed: CancellationToken,
+    /// Transport and upgrade progress, which a pending poll learns of at once.
+    pub(crate) upgrade: Upgrade,
+    /// Woken when the session closes (see `closed`).
+    closing: Notify,
     close_reason: OnceLock<CloseReason>,
     /// The engine's lifecycle: told when this session closes, so its cleanup runs.
     lifecycle: Arc<Lifecycle>,
@@ -166,8 +167,8 @@ impl Session {
             handler,
             queue: Queue::new(queue),
             reader: tokio::sync::Mutex::new(()),
-            upgrade: watch::Sender::new(upgrade),
-            closed: CancellationToken::new(),
+            upgrade: Upgrade::new(upgrade),
+            closing: Notify::new(),
             close_reason: OnceLock::new(),
             lifecycle,
             heartbeat,
@@ -208,7 +209,7 @@ impl Session {
     }
 
     pub fn transport(&self) -> TransportKind {
-        match *self.upgrade.borrow() {
+        match self.upgrade.get() {
             UpgradeState::Done => TransportKind::Websocket,
             _ => TransportKind::Polling,
         }
@@ -237,7 +238,7 @@ impl Session {
     pub fn close(&self, reason: CloseReason) {
         if self.close_reason.set(reason).is_ok() {
             tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing session");
-            self.closed.cancel();
+            self.closing.notify_waiters();
             self.lifecycle.closed(self.sid.clone());
         }
     }
@@ -279,8 +280,9 @@ impl Session {
         self.close_reason.get().copied()
     }
 
+    /// Until the session is closed.
     pub(crate) async fn closed(&self) {
-        self.closed.cancelled().await
+        wait_until(&self.closing, || self.is_closed()).await;
     }
 
     /// Handles one decoded inbound packet, whatever transport carried it.
@@ -366,6 +368,69 @@ impl Session {
             self.send(Frame::control(PacketType::Ping)).ok()?;
         }
         Some(next)
+    }
+}
+
+/// A session's upgrade state, and a wait for its changes: an atomic and a `Notify` in the
+/// session, where a `watch` channel would allocate for every session (most never upgrade).
+pub(crate) struct Upgrade {
+    state: AtomicU8,
+    changed: Notify,
+}
+
+impl Upgrade {
+    fn new(state: UpgradeState) -> Self {
+        Self { state: AtomicU8::new(state as u8), changed: Notify::new() }
+    }
+
+    pub(crate) fn get(&self) -> UpgradeState {
+        match self.state.load(Ordering::Acquire) {
+            0 => UpgradeState::None,
+            1 => UpgradeState::Claimed,
+            2 => UpgradeState::Probed,
+            _ => UpgradeState::Done,
+        }
+    }
+
+    pub(crate) fn set(&self, state: UpgradeState) {
+        self.state.store(state as u8, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Claims the upgrade of a session that has none under way; false if it has one.
+    pub(crate) fn claim(&self) -> bool {
+        let (none, claimed) = (UpgradeState::None as u8, UpgradeState::Claimed as u8);
+        let claimed = self.state.compare_exchange(none, claimed, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if claimed {
+            self.changed.notify_waiters();
+        }
+        claimed
+    }
+
+    /// Until the state satisfies `ready` (at once if it does); that state.
+    pub(crate) async fn wait_for(&self, ready: impl Fn(UpgradeState) -> bool) -> UpgradeState {
+        let mut state = self.get();
+        wait_until(&self.changed, || {
+            state = self.get();
+            ready(state)
+        })
+        .await;
+        state
+    }
+}
+
+/// Until `done` holds, checked now and after each wake of `notify` (which its setter wakes
+/// with `notify_waiters` after the change): registered before each check, so no change is
+/// missed.
+async fn wait_until(notify: &Notify, mut done: impl FnMut() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
     }
 }
 
