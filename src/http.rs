@@ -284,7 +284,7 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 /// the socket at once: tungstenite zero-fills up to this much before each read. A client's
 /// frames are mostly far smaller (a chat message is about 100 bytes); a larger one grows
 /// the buffer to its length and is read in chunks of this size.
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 256;
 
 /// Bytes of WebSocket frames gathered before a write when no flush comes first.
 const WRITE_GATHER: usize = 16 * 1024;
