@@ -220,7 +220,12 @@ impl Router {
     /// Not an `async fn`: its arguments would stay in the future every WebSocket holds for its
     /// whole life. They go to the routing (the owner lookup, the stream's opening, and for a
     /// remote owner the relay), which is boxed and gives them back if the owner is this node.
-    pub fn handle_websocket<Si, St, E>(self: &Arc<Self>, query: EngineQuery, sink: Si, stream: St) -> impl Future<Output = ()>
+    pub fn handle_websocket<Si, St, E>(
+        self: &Arc<Self>,
+        query: EngineQuery,
+        sink: Si,
+        stream: St,
+    ) -> impl Future<Output = ()>
     where
         Si: Sink<WsMessage> + Send + Unpin,
         St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
