@@ -321,13 +321,14 @@ fn websocket_upgrade(
     });
     state.tasks.spawn(
         async move {
-            match upgrade.await {
-                Ok((ws, query)) => {
-                    let (sink, stream) = futures_util::StreamExt::split(ws);
-                    engine.handle_websocket(query, sink, stream).await;
-                }
-                Err(err) => debug!(error = %err, "WebSocket upgrade failed"),
-            }
+            // Not `match upgrade.await { Ok(..) => .. }`: the matched value would be kept
+            // (unused) in this future for the connection's whole life.
+            let (ws, query) = match upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => return debug!(error = %err, "WebSocket upgrade failed"),
+            };
+            let (sink, stream) = futures_util::StreamExt::split(ws);
+            engine.handle_websocket(query, sink, stream).await;
         }
         .in_current_span(),
     );

@@ -233,9 +233,10 @@ impl Router {
         let engine = self.engine.clone();
         let routed = Box::pin(self.clone().route_websocket(query, sink, stream));
         async move {
-            if let Some(Local { query, new_sid, sink, stream }) = routed.await {
-                engine.handle_websocket(query, new_sid, sink, stream).await;
-            }
+            // Not `if let`: the matched value would be kept in this future (unused) for the
+            // connection's whole life.
+            let Some(Local { query, new_sid, sink, stream }) = routed.await else { return };
+            engine.handle_websocket(query, new_sid, sink, stream).await;
         }
     }
 
@@ -459,6 +460,35 @@ impl RpcHandler for PeerHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The router's future around the engine's, which a local WebSocket holds for its whole
+    /// life: the routing is boxed, so it adds little.
+    #[tokio::test]
+    async fn a_local_websocket_holds_little_more_than_the_engines_future() {
+        use crate::engineio::session::{CloseReason, EngineHandler, Message, Session};
+        use crate::engineio::EngineConfig;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::WebSocketStream;
+        struct Nop;
+        impl EngineHandler for Nop {
+            fn on_open(&self, _: &Arc<Session>) {}
+            fn on_message(&self, _: &Arc<Session>, _: Message) {}
+            fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
+        }
+        let ws = || async {
+            let (io, _peer) = tokio::io::duplex(64);
+            WebSocketStream::from_raw_socket(io, Role::Server, None).await.split()
+        };
+        let engine = Engine::new(EngineConfig::default(), Arc::new(Nop));
+        let router = Router::local("n1".into(), engine.clone());
+        let query = || EngineQuery::parse("EIO=4&transport=websocket").unwrap();
+        let (sink, stream) = ws().await;
+        let engines = std::mem::size_of_val(&engine.handle_websocket(query(), None, sink, stream));
+        let (sink, stream) = ws().await;
+        let routers = std::mem::size_of_val(&router.handle_websocket(query(), sink, stream));
+        eprintln!("router's future: {routers} B, the engine's: {engines} B");
+        assert!(routers <= engines + 32, "router {routers} B, engine {engines} B");
+    }
 
     #[test]
     fn sids_name_their_owner() {
