@@ -325,7 +325,10 @@ fn websocket_upgrade(
             // (unused) in this future for the connection's whole life.
             let (ws, query) = match upgrade.await {
                 Ok(upgraded) => upgraded,
-                Err(err) => return debug!(error = %err, "WebSocket upgrade failed"),
+                Err(err) => {
+                    debug!(error = %err, "WebSocket upgrade failed");
+                    return;
+                }
             };
             let (sink, stream) = futures_util::StreamExt::split(ws);
             engine.handle_websocket(query, sink, stream).await;
