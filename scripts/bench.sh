@@ -16,10 +16,12 @@
 #   SCENARIOS=fanout scripts/bench.sh         only these scenarios (comma-separated: idle, fanout,
 #                                             big-room, join-visibility, polling, gossip)
 #   SYSTEMS=clusterchat-1,floor-1 scripts/bench.sh    only these systems
+#   IDLE_CLIENTS=10000,30000,50000 SCENARIOS=idle scripts/bench.sh   the idle scenario's client
+#                                             counts instead of the defaults (see below)
 #   BASELINE_BIN=/path/to/clusterchat scripts/bench.sh   e.g. a build of main: git worktree add
 #                                             ../base main && cargo build --release in it, then
 #                                             BASELINE_BIN=../base/target/release/clusterchat
-# A full, unfiltered run writes BENCHMARKS.md and bench/results/; any other run (QUICK, SCENARIOS,
+# A full, unfiltered run (no IDLE_CLIENTS either) writes BENCHMARKS.md and bench/results/; any other run (QUICK, SCENARIOS,
 # SYSTEMS) writes its report to $OUT/BENCHMARKS.md ($OUT is run/bench unless set) and leaves
 # both alone. Everything listens on 127.0.0.1; every process this script starts is tracked by
 # PID and stopped on exit; every load stops by itself (durations, counts, timeouts).
@@ -36,7 +38,7 @@ ALL_SYSTEMS=clusterchat,clusterchat-1,socketioxide-redis-3,socketioxide-1,floor-
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
 FULL=1
-if [ "${QUICK:-0}" = 1 ] || [ "$SCENARIOS" != "$ALL_SCENARIOS" ] || [ "$SYSTEMS" != "$ALL_SYSTEMS" ]; then FULL=0; fi
+if [ "${QUICK:-0}" = 1 ] || [ "$SCENARIOS" != "$ALL_SCENARIOS" ] || [ "$SYSTEMS" != "$ALL_SYSTEMS" ] || [ -n "${IDLE_CLIENTS:-}" ]; then FULL=0; fi
 has() { case ",$2," in *",$1,"*) return 0 ;; esac; return 1; } # item list
 for s in ${SCENARIOS//,/ }; do has "$s" "$ALL_SCENARIOS" || { echo "unknown scenario $s (of $ALL_SCENARIOS)" >&2; exit 2; }; done
 for s in ${SYSTEMS//,/ }; do
@@ -63,6 +65,25 @@ else
     BIG_RATES=1,2,5,10,20,40,80; STEP=5; SETTLE=5; POLL=300; JV=300; GOSSIP=3,10,30; GOSSIP_TRIALS=3
 fi
 
+# IDLE_CLIENTS: the idle counts. haproxy is one process of about 20,000 files holding two per
+# client, so counts above its 9,000 connections go to a three-process system's processes
+# directly (client i to process i mod 3, as round robin would); chatbench spreads counts above
+# 15,000 over several generator processes itself (`idle --per-process`).
+IDLE=${IDLE_CLIENTS:-$IDLE}
+IDLE_MAX=$(tr , '\n' <<<"$IDLE" | sort -n | tail -1)
+idle_targets() { # label target: the --target arguments of the idle scenario
+    local direct=()
+    if [ "$IDLE_MAX" -gt 9000 ]; then
+        case $1 in
+            clusterchat | clusterchat-baseline) direct=(9101 9102 9103) ;;
+            socketioxide-redis-3) direct=(9331 9332 9333) ;;
+            socketio-redis-3) direct=(9301 9302 9303) ;;
+        esac
+    fi
+    if [ ${#direct[@]} = 0 ]; then echo "--target $2"; return; fi
+    for p in "${direct[@]}"; do echo "--target 127.0.0.1:$p"; done
+}
+
 # File descriptors: as many as this machine allows (about 20,000 here).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 echo "== open files: $(ulimit -n)"
@@ -73,13 +94,19 @@ if any clusterchat clusterchat-baseline socketioxide-redis-3 socketio-redis-3; t
 if any socketioxide-redis-3 socketio-redis-3; then need redis-server redis-server; fi
 if any socketio-redis-3 socketio-1; then (cd bench && npm ci --no-audit --no-fund --loglevel=error); fi
 python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check matplotlib
-build
+# SKIP_BUILD=1: use the binaries already in $CARGO_TARGET_DIR (e.g. copies of an earlier build).
+[ "${SKIP_BUILD:-0}" = 1 ] || build
 if any socketioxide-redis-3 socketioxide-1; then build_peer socketioxide; fi
 if any floor-1; then build_peer floor; fi
 
 scenarios() { # label target [polling node args]
     local label=$1 target=$2; shift 2
-    if has idle "$SCENARIOS"; then bench "$label" "$target" idle --clients "$IDLE" --hold 5; fi
+    if has idle "$SCENARIOS"; then
+        local targets
+        read -r -a targets <<<"$(idle_targets "$label" "$target" | tr '\n' ' ')"
+        # All of them after the scenario: there they replace bench's own --target (clap).
+        bench "$label" "$target" idle --clients "$IDLE" --hold 5 "${targets[@]}"
+    fi
     if has fanout "$SCENARIOS"; then
         bench "$label" "$target" fanout --rooms "$ROOMS" --members "$MEMBERS" --rates "$RATES" --step-secs "$STEP"
     fi

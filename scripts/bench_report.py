@@ -349,9 +349,11 @@ node = subprocess.run(["node", "--version"], capture_output=True, text=True).std
 w(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release()}, open files hard limit {nofile}; Node {node}.")
 w("The generator, haproxy and the servers share the two cores, so absolute rates are low and the")
 w("generator's own CPU limits the top steps; the ratios between systems measured the same way are the figures to read.")
-# The cost curves (issue 14) come from their own runs (scripts/bench_curves.sh), kept at the end.
-if os.path.exists("bench/curves.md"):
-    w("")
-    w(open("bench/curves.md").read())
+# Idle memory at scale and the cost curves (issue 14) come from their own runs (bench.sh with
+# IDLE_CLIENTS, scripts/bench_curves.sh), kept at the end.
+for extra in ("bench/idle-scale.md", "bench/curves.md"):
+    if os.path.exists(extra):
+        w("")
+        w(open(extra).read())
 open(a.out, "w").write("\n".join(out) + "\n")
 print(f"wrote {a.out}")

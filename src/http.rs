@@ -284,7 +284,7 @@ fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
 /// the socket at once: tungstenite zero-fills up to this much before each read. A client's
 /// frames are mostly far smaller (a chat message is about 100 bytes); a larger one grows
 /// the buffer to its length and is read in chunks of this size.
-const READ_CHUNK: usize = 1024;
+const READ_CHUNK: usize = 256;
 
 /// Bytes of WebSocket frames gathered before a write when no flush comes first.
 const WRITE_GATHER: usize = 16 * 1024;
@@ -312,16 +312,26 @@ fn websocket_upgrade(
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| derive_accept_key(k.as_bytes())).unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(req);
     let config = websocket_config(engine.max_payload());
+    // The upgrade is boxed: it runs once, and inline it (with the query and the settings it
+    // takes) would size the task every WebSocket holds for its whole life.
+    let upgrade = Box::pin(async move {
+        let upgraded = on_upgrade.await?;
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        Ok::<_, hyper::Error>((ws, query))
+    });
     state.tasks.spawn(
         async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                    let (sink, stream) = futures_util::StreamExt::split(ws);
-                    engine.handle_websocket(query, sink, stream).await;
+            // Not `match upgrade.await { Ok(..) => .. }`: the matched value would be kept
+            // (unused) in this future for the connection's whole life.
+            let (ws, query) = match upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => {
+                    debug!(error = %err, "WebSocket upgrade failed");
+                    return;
                 }
-                Err(err) => debug!(error = %err, "WebSocket upgrade failed"),
-            }
+            };
+            let (sink, stream) = futures_util::StreamExt::split(ws);
+            engine.handle_websocket(query, sink, stream).await;
         }
         .in_current_span(),
     );

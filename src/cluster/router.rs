@@ -8,6 +8,7 @@
 //! the RPC: polling requests as request/response, WebSockets as streams, both ways.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,7 +216,38 @@ impl Router {
     }
 
     /// Runs a client's WebSocket: served here, or relayed to the session's owner.
-    pub async fn handle_websocket<Si, St, E>(&self, query: EngineQuery, mut sink: Si, stream: St)
+    ///
+    /// Not an `async fn`: its arguments would stay in the future every WebSocket holds for its
+    /// whole life. They go to the routing (the owner lookup, the stream's opening, and for a
+    /// remote owner the relay), which is boxed and gives them back if the owner is this node.
+    pub fn handle_websocket<Si, St, E>(
+        self: &Arc<Self>,
+        query: EngineQuery,
+        sink: Si,
+        stream: St,
+    ) -> impl Future<Output = ()>
+    where
+        Si: Sink<WsMessage> + Send + Unpin,
+        St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
+    {
+        let engine = self.engine.clone();
+        let routed = Box::pin(self.clone().route_websocket(query, sink, stream));
+        async move {
+            // Not `if let`: the matched value would be kept in this future (unused) for the
+            // connection's whole life.
+            let Some(Local { query, new_sid, sink, stream }) = routed.await else { return };
+            engine.handle_websocket(query, new_sid, sink, stream).await;
+        }
+    }
+
+    /// Finds the WebSocket's owner: `Some` if it is this node; otherwise relays the WebSocket
+    /// to the owner until it ends, or closes it if no owner is reachable.
+    async fn route_websocket<Si, St, E>(
+        self: Arc<Self>,
+        query: EngineQuery,
+        mut sink: Si,
+        stream: St,
+    ) -> Option<Local<Si, St>>
     where
         Si: Sink<WsMessage> + Send + Unpin,
         St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
@@ -238,20 +270,17 @@ impl Router {
             if let Some(sid) = &new_sid {
                 debug!(%sid, "Received new connection for {sid}");
             }
-            // The owner lookup and the stream's opening are boxed: they run once per connection,
-            // and inline they would size this future, held for the connection's whole life
-            // (about 1.8 KB of every idle client's memory).
-            match Box::pin(self.target(&owner)).await {
-                Ok(Target::Local) => return self.engine.handle_websocket(query, new_sid, sink, stream).await,
+            match self.target(&owner).await {
+                Ok(Target::Local) => return Some(Local { query, new_sid, sink, stream }),
                 Ok(Target::Remote(conn)) => {
                     let open = StreamOpen { path: self.path.clone(), query: query.clone(), new_sid };
-                    match Box::pin(conn.open_stream(open)).await {
+                    match conn.open_stream(open).await {
                         Ok(rpc) => {
                             if let Some(c) = &self.cluster {
                                 c.metrics.forwarded(RequestKind::Websocket, None);
                             }
-                            let relayed = relay(rpc, sink, stream, &self.closing, self.engine.config().ping_timeout);
-                            return Box::pin(relayed).await;
+                            relay(rpc, sink, stream, &self.closing, self.engine.config().ping_timeout).await;
+                            return None;
                         }
                         Err(err) => warn!(owner, error = %err, "cannot open a stream to the owner"),
                     }
@@ -260,7 +289,16 @@ impl Router {
             }
         }
         let _ = sink.send(WsMessage::Close(None)).await;
+        None
     }
+}
+
+/// A WebSocket whose session this node owns, as the routing gives it back.
+struct Local<Si, St> {
+    query: EngineQuery,
+    new_sid: Option<String>,
+    sink: Si,
+    stream: St,
 }
 
 /// Pumps a client's WebSocket to and from the owner's stream until either side ends.
@@ -420,6 +458,35 @@ impl RpcHandler for PeerHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The router's future around the engine's, which a local WebSocket holds for its whole
+    /// life: the routing is boxed, so it adds little.
+    #[tokio::test]
+    async fn a_local_websocket_holds_little_more_than_the_engines_future() {
+        use crate::engineio::session::{CloseReason, EngineHandler, Message, Session};
+        use crate::engineio::EngineConfig;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::WebSocketStream;
+        struct Nop;
+        impl EngineHandler for Nop {
+            fn on_open(&self, _: &Arc<Session>) {}
+            fn on_message(&self, _: &Arc<Session>, _: Message) {}
+            fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
+        }
+        let ws = || async {
+            let (io, _peer) = tokio::io::duplex(64);
+            WebSocketStream::from_raw_socket(io, Role::Server, None).await.split()
+        };
+        let engine = Engine::new(EngineConfig::default(), Arc::new(Nop));
+        let router = Router::local("n1".into(), engine.clone());
+        let query = || EngineQuery::parse("EIO=4&transport=websocket").unwrap();
+        let (sink, stream) = ws().await;
+        let engines = std::mem::size_of_val(&engine.handle_websocket(query(), None, sink, stream));
+        let (sink, stream) = ws().await;
+        let routers = std::mem::size_of_val(&router.handle_websocket(query(), sink, stream));
+        eprintln!("router's future: {routers} B, the engine's: {engines} B");
+        assert!(routers <= engines + 32, "router {routers} B, engine {engines} B");
+    }
 
     #[test]
     fn sids_name_their_owner() {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,14 +18,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, Instrument};
 
 use super::error::EngineError;
 use super::gate::Gate;
+use super::lifecycle::Lifecycle;
 use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, ProtocolVersion};
 use super::payload::{self, PayloadFormat};
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
-use super::session::{new_sid, CloseReason, EngineHandler, Session, Sid, UpgradeState};
+use super::session::{new_sid, CloseReason, EngineHandler, Heartbeat, Session, Sid, UpgradeState};
 use crate::per_address::PerAddress;
 
 /// Engine.IO settings, with the reference server's defaults.
@@ -80,6 +82,11 @@ pub struct Engine {
     per_address: PerAddress,
     /// Handshakes refused for `max_sessions_per_address` (metrics).
     refused_per_address: AtomicU64,
+    /// Every session's heartbeat and cleanup, run by one task (see `lifecycle`).
+    lifecycle: Arc<Lifecycle>,
+    /// That task, started with the first session (an engine may be built outside a runtime)
+    /// and stopped when the engine is dropped.
+    lifecycle_task: OnceLock<AbortOnDropHandle<()>>,
 }
 
 impl Engine {
@@ -93,6 +100,8 @@ impl Engine {
             websockets: AtomicUsize::new(0),
             per_address: PerAddress::default(),
             refused_per_address: AtomicU64::new(0),
+            lifecycle: Arc::default(),
+            lifecycle_task: OnceLock::new(),
         })
     }
 
@@ -236,7 +245,15 @@ impl Engine {
         if self.lookup(&sid).is_some() {
             return Err(EngineError::BadRequest("session id already in use"));
         }
-        let session = Session::new(sid.clone(), query, transport, self.config.outbound_queue, self.handler.clone());
+        let heartbeat = Heartbeat { interval: self.config.ping_interval, timeout: self.config.ping_timeout };
+        let session = Session::new(
+            sid.clone(),
+            query,
+            transport,
+            self.config.outbound_queue,
+            self.handler.clone(),
+            (heartbeat, self.lifecycle.clone()),
+        );
         {
             let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
             if sessions.len() >= self.config.max_sessions {
@@ -247,33 +264,48 @@ impl Engine {
             sessions.insert(sid.clone(), session.clone());
         }
         debug!(%sid, "Starting {sid} session");
+        self.lifecycle_task.get_or_init(|| {
+            let task = run_lifecycle(Arc::downgrade(self), self.lifecycle.clone());
+            AbortOnDropHandle::new(tokio::spawn(task))
+        });
+        session.start();
+        self.handler.on_open(&session);
+        Ok(session)
+    }
+
+    /// After a session closed: the handler's `on_close`, then its removal, which waits for
+    /// the client's last poll if it is owed a NOOP.
+    fn clean_up(self: &Arc<Self>, sid: &str) {
+        let Some(s) = self.lookup(sid) else { return };
+        let reason = s.close_reason().unwrap_or(CloseReason::ServerClose);
+        if reason == CloseReason::QueueFull {
+            self.queue_full_closes.fetch_add(1, Ordering::Relaxed);
+        }
+        debug!(sid = %s.sid(), reason = reason.as_str(), "session closed");
+        self.handler.on_close(&s, reason);
+        if !s.owes_noop() {
+            self.remove(&s);
+            return;
+        }
+        // Keep the closed session just long enough for the client's last poll.
         let engine = self.clone();
-        let s = session.clone();
         tokio::spawn(
             async move {
-                s.heartbeat(engine.config.ping_interval, engine.config.ping_timeout).await;
-                let reason = s.close_reason().unwrap_or(CloseReason::ServerClose);
-                if reason == CloseReason::QueueFull {
-                    engine.queue_full_closes.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    _ = s.noop_taken.notified() => {}
+                    _ = tokio::time::sleep(engine.config.ping_timeout) => {}
+                    _ = engine.shutdown.cancelled() => {}
                 }
-                debug!(sid = %s.sid(), reason = reason.as_str(), "session closed");
-                engine.handler.on_close(&s, reason);
-                if s.owes_noop() {
-                    // Keep the closed session just long enough for the client's last poll.
-                    tokio::select! {
-                        _ = s.noop_taken.notified() => {}
-                        _ = tokio::time::sleep(engine.config.ping_timeout) => {}
-                        _ = engine.shutdown.cancelled() => {}
-                    }
-                }
-                let mut sessions = engine.sessions.write().unwrap_or_else(|e| e.into_inner());
-                sessions.remove(s.sid());
-                engine.release_address(s.query().client_addr);
+                engine.remove(&s);
             }
             .in_current_span(),
         );
-        self.handler.on_open(&session);
-        Ok(session)
+    }
+
+    fn remove(&self, session: &Session) {
+        let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+        sessions.remove(session.sid());
+        self.release_address(session.query().client_addr);
     }
 
     fn open_frame(&self, session: &Session) -> Frame {
@@ -303,8 +335,7 @@ impl Engine {
     /// A GET poll: waits for frames, then returns the queued frames that fit in one payload
     /// (`max_payload` bytes, `max_polling_packets` packets), oldest first.
     async fn poll(&self, session: &Arc<Session>) -> Result<EngineResponse, EngineError> {
-        let mut upgrade = session.upgrade.subscribe();
-        match *upgrade.borrow_and_update() {
+        match session.upgrade.get() {
             UpgradeState::Probed => return Ok(polling_response(session, &[Frame::control(PacketType::Noop)])),
             UpgradeState::Done => return Err(EngineError::BadRequest("transport mismatch")),
             UpgradeState::None | UpgradeState::Claimed => {}
@@ -318,10 +349,10 @@ impl Engine {
             biased;
             frame = session.queue.recv() => frames.push(frame),
             _ = session.closed() => {}
-            state = upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
+            state = session.upgrade.wait_for(|s| matches!(s, UpgradeState::Probed | UpgradeState::Done)) => {
                 // The probe releases a pending poll with NOOP; an upgrade that completed
                 // while this poll waited makes it a request on a stale transport.
-                if state.map(|s| *s == UpgradeState::Done).unwrap_or(true) {
+                if state == UpgradeState::Done {
                     return Err(EngineError::BadRequest("transport mismatch"));
                 }
                 frames.push(Frame::control(PacketType::Noop));
@@ -390,44 +421,69 @@ impl Engine {
     /// Runs an accepted WebSocket to its end: a new session, or the upgrade of a polling one.
     /// `new_sid` names a new session (as for [`EngineRequest::new_sid`]); `sink` and `stream`
     /// are the two halves of the client's WebSocket, local or carried from another node.
-    pub async fn handle_websocket<Si, St, E>(
+    ///
+    /// The future returned is what the WebSocket's task holds for the connection's whole life,
+    /// so every idle client pays its size. It is not an `async fn`: the arguments of one stay
+    /// in its future until it ends. They go to the start (a handshake, or an upgrade), which is
+    /// boxed and gives back what runs after it; the close is boxed too.
+    pub fn handle_websocket<Si, St, E>(
         self: &Arc<Self>,
+        query: EngineQuery,
+        new_sid: Option<String>,
+        sink: Si,
+        stream: St,
+    ) -> impl Future<Output = ()>
+    where
+        Si: Sink<WsMessage> + Send + Unpin,
+        St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
+    {
+        let engine = self.clone();
+        let start = Box::pin(self.clone().start_websocket(query, new_sid, sink, stream));
+        async move {
+            let _counted = Counted::new(&engine.websockets);
+            let Some((session, mut sink, mut stream)) = start.await else { return };
+            run_websocket(&session, &mut sink, &mut stream, engine.config.ping_timeout).await;
+            Box::pin(engine.close_websocket(&mut sink, None)).await;
+        }
+    }
+
+    /// A WebSocket's session: a new one, announced with OPEN, or a polling one it upgrades;
+    /// with the WebSocket's halves, given back. `None` if there is none to run (the refusal or
+    /// the failure was handled here).
+    async fn start_websocket<Si, St, E>(
+        self: Arc<Self>,
         query: EngineQuery,
         new_sid: Option<String>,
         mut sink: Si,
         mut stream: St,
-    ) where
+    ) -> Option<(Arc<Session>, Si, St)>
+    where
         Si: Sink<WsMessage> + Send + Unpin,
         St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
     {
-        let _counted = Counted::new(&self.websockets);
-        let session = match query.sid.clone() {
-            None => {
-                let session = match self.open_session(query, TransportKind::Websocket, new_sid) {
-                    Ok(s) => s,
-                    Err(err) => {
-                        debug!(error = %err, "refused WebSocket handshake");
-                        self.close_websocket(&mut sink, Some(refusal(&err))).await;
-                        return;
-                    }
-                };
-                let open = self.open_frame(&session);
-                if sink.send(open.into_websocket(session.protocol())).await.is_err() {
-                    session.close(CloseReason::TransportClose);
-                    return;
+        let Some(sid) = query.sid.clone() else {
+            let session = match self.open_session(query, TransportKind::Websocket, new_sid) {
+                Ok(s) => s,
+                Err(err) => {
+                    debug!(error = %err, "refused WebSocket handshake");
+                    self.close_websocket(&mut sink, Some(refusal(&err))).await;
+                    return None;
                 }
-                session
+            };
+            let open = self.open_frame(&session);
+            if sink.send(open.into_websocket(session.protocol())).await.is_err() {
+                session.close(CloseReason::TransportClose);
+                return None;
             }
-            Some(sid) => match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
-                Some(session) => session,
-                None => {
-                    self.close_websocket(&mut sink, None).await;
-                    return;
-                }
-            },
+            return Some((session, sink, stream));
         };
-        run_websocket(&session, &mut sink, &mut stream, self.config.ping_timeout).await;
-        self.close_websocket(&mut sink, None).await;
+        match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
+            Some(session) => Some((session, sink, stream)),
+            None => {
+                self.close_websocket(&mut sink, None).await;
+                None
+            }
+        }
     }
 
     /// Sends a WebSocket close frame. A client that does not read gets at most the ping
@@ -455,14 +511,7 @@ impl Engine {
         if session.protocol() != query.protocol {
             return None;
         }
-        let claimed = session.upgrade.send_if_modified(|state| {
-            let free = *state == UpgradeState::None;
-            if free {
-                *state = UpgradeState::Claimed;
-            }
-            free
-        });
-        if !claimed {
+        if !session.upgrade.claim() {
             debug!(%sid, "refusing second upgrade of the session");
             return None;
         }
@@ -482,17 +531,17 @@ impl Engine {
                         // handling all buffered frames in one event-loop turn).
                         match next_packet_now(stream, session.protocol()) {
                             Some(Some(Packet::Upgrade)) => {
-                                session.upgrade.send_replace(UpgradeState::Done);
+                                session.upgrade.set(UpgradeState::Done);
                                 return Some(());
                             }
                             Some(Some(other)) => buffered = Some(other),
                             Some(None) => return None,
                             None => {}
                         }
-                        session.upgrade.send_replace(UpgradeState::Probed);
+                        session.upgrade.set(UpgradeState::Probed);
                     }
-                    Packet::Upgrade if *session.upgrade.borrow() == UpgradeState::Probed => {
-                        session.upgrade.send_replace(UpgradeState::Done);
+                    Packet::Upgrade if session.upgrade.get() == UpgradeState::Probed => {
+                        session.upgrade.set(UpgradeState::Done);
                         return Some(());
                     }
                     Packet::Noop => {}
@@ -505,10 +554,26 @@ impl Engine {
             Some(()) if !session.is_closed() => Some(session),
             _ => {
                 debug!(%sid, "upgrade failed, session stays on polling");
-                session.upgrade.send_replace(UpgradeState::None);
+                session.upgrade.set(UpgradeState::None);
                 None
             }
         }
+    }
+}
+
+/// The engine's lifecycle task: cleans up the sessions that closed and runs the heartbeats
+/// that are due, then waits for the next of either. Ends with the engine.
+async fn run_lifecycle(engine: Weak<Engine>, lifecycle: Arc<Lifecycle>) {
+    loop {
+        {
+            let Some(engine) = engine.upgrade() else { return };
+            for sid in lifecycle.take_closed() {
+                engine.clean_up(&sid);
+            }
+        }
+        lifecycle.run_due(tokio::time::Instant::now());
+        // Sessions the heartbeat closed are cleaned up in the next turn: they woke it.
+        lifecycle.wait(lifecycle.next_due()).await;
     }
 }
 
@@ -656,7 +721,8 @@ where
                     }
                     sink.flush().await
                 };
-                let _ = tokio::time::timeout(grace, drain).await;
+                // Boxed: it runs once, and inline it would size the pump's future.
+                let _ = Box::pin(tokio::time::timeout(grace, drain)).await;
                 return;
             }
         }
@@ -700,6 +766,32 @@ mod tests {
         let r = engine.handle_http(get(&format!("EIO={eio}&transport=polling&sid={}", session.sid()))).await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         payload::decode(&r.body, session.protocol(), r.content_type == ContentType::Binary).unwrap()
+    }
+
+    /// The future a WebSocket's task holds for its whole life: every idle client pays its size.
+    /// What runs once is boxed, so the pump sizes it (see `handle_websocket`). The sink and
+    /// stream are those of production (a split `WebSocketStream`) over an in-memory pipe.
+    #[tokio::test]
+    async fn an_idle_websocket_holds_little_more_than_its_pump() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::WebSocketStream;
+        let ws = || async {
+            let (io, _peer) = tokio::io::duplex(64);
+            WebSocketStream::from_raw_socket(io, Role::Server, None).await.split()
+        };
+        let engine = Engine::new(EngineConfig::default(), Arc::new(Nop));
+        let (sink, stream) = ws().await;
+        let query = EngineQuery::parse("EIO=4&transport=websocket").unwrap();
+        let whole = std::mem::size_of_val(&engine.handle_websocket(query, None, sink, stream));
+        let session = engine
+            .open_session(EngineQuery::parse("EIO=4&transport=websocket").unwrap(), TransportKind::Websocket, None)
+            .unwrap();
+        let (mut sink, mut stream) = ws().await;
+        let pump = std::mem::size_of_val(&run_websocket(&session, &mut sink, &mut stream, Duration::from_secs(1)));
+        eprintln!("handle_websocket future: {whole} B, of which run_websocket: {pump} B");
+        // Beside the pump: the halves it borrows (the sink 64 B), the session, the engine.
+        assert!(whole <= pump + 128, "handle_websocket {whole} B, run_websocket {pump} B");
+        session.close(CloseReason::ServerClose);
     }
 
     /// 40 queued frames (every fifth binary) leave in polls of at most `max_polling_packets`,

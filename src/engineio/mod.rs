@@ -1,11 +1,13 @@
 //! Engine.IO: the transport layer under Socket.IO (protocol revisions 3 and 4).
 //!
 //! `packet` and `payload` are pure codecs; `request` and `error` are the plain-data requests,
-//! responses and errors; `session` is one client's queue and heartbeat; `engine` dispatches.
+//! responses and errors; `session` is one client's queue and heartbeat; `lifecycle` drives every session's heartbeat
+//! and cleanup from one task; `engine` dispatches.
 
 pub mod engine;
 pub mod error;
 mod gate;
+mod lifecycle;
 pub mod packet;
 pub mod payload;
 mod queue;

@@ -87,6 +87,9 @@ impl EngineQuery {
     pub fn for_session(mut self) -> Result<Self, EngineError> {
         const PROTOCOL_PARAMS: [&str; 6] = ["EIO", "transport", "sid", "b64", "j", "t"];
         self.params.retain(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()));
+        // The session keeps the query for its whole life: without the protocol's parameters
+        // the list is usually empty, and then holds no allocation.
+        self.params.shrink_to_fit();
         let bytes: usize = self.params.iter().map(|(k, v)| k.len() + v.len()).sum();
         if self.params.len() > MAX_SESSION_PARAMS || bytes > MAX_SESSION_QUERY_BYTES {
             return Err(EngineError::BadRequest("handshake query too long"));
@@ -164,6 +167,9 @@ mod tests {
         let kept = q.clone().for_session().unwrap();
         assert_eq!(kept.params, [("user".to_owned(), "alïce".to_owned()), ("room".to_owned(), "a".to_owned())]);
         assert_eq!((kept.protocol, kept.b64, kept.jsonp), (q.protocol, q.b64, q.jsonp));
+        assert_eq!(kept.params.capacity(), 2, "the protocol's parameters leave no room behind");
+        let bare = EngineQuery::parse("EIO=4&transport=websocket").unwrap().for_session().unwrap();
+        assert_eq!(bare.params.capacity(), 0, "a query of protocol parameters only keeps no allocation");
         let many: String = (0..=MAX_SESSION_PARAMS).map(|i| format!("&p{i}=v")).collect();
         let q = EngineQuery::parse(&format!("EIO=4&transport=polling{many}")).unwrap();
         assert_eq!(q.for_session(), Err(EngineError::BadRequest("handshake query too long")));

@@ -2,16 +2,19 @@
 //!
 //! A session is transport-agnostic. Outbound frames wait in a bounded queue that exactly one
 //! reader drains at a time: a pending GET poll, or the WebSocket writer once upgraded. Inbound
-//! packets are handed to the [`EngineHandler`] inline, in arrival order.
+//! packets are handed to the [`EngineHandler`] inline, in arrival order. The heartbeat is a
+//! state machine ([`Session::on_timer`]) that the engine's one lifecycle task drives for all
+//! its sessions (see `lifecycle`).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{watch, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
+use super::lifecycle::Lifecycle;
 use super::packet::{Frame, Packet, PacketType, ProtocolVersion};
 use super::queue::Queue;
 use super::request::{EngineQuery, TransportKind};
@@ -71,6 +74,7 @@ pub trait EngineHandler: Send + Sync + 'static {
 
 /// The state of a polling → WebSocket upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum UpgradeState {
     None,
     /// A WebSocket with this sid arrived and waits for the probe.
@@ -93,33 +97,68 @@ pub struct Session {
     /// tokio mutex because the reader holds it while it waits for frames; `try_lock` failing
     /// means a duplicate poll.
     pub(crate) reader: tokio::sync::Mutex<()>,
-    /// Transport and upgrade progress; a watch so a pending poll learns of a probe at once.
-    pub(crate) upgrade: watch::Sender<UpgradeState>,
-    closed: CancellationToken,
+    /// Transport and upgrade progress, which a pending poll learns of at once.
+    pub(crate) upgrade: Upgrade,
+    /// Woken when the session closes (see `closed`).
+    closing: Notify,
     close_reason: OnceLock<CloseReason>,
-    /// Signalled on a pong (v4) or any packet (v3): the heartbeat's proof of life.
-    pub(crate) heartbeat: Notify,
+    /// The engine's lifecycle: told when this session closes, so its cleanup runs.
+    lifecycle: Arc<Lifecycle>,
+    /// Ping interval and timeout.
+    heartbeat: Heartbeat,
     /// Set while a POST is processed: overlapping POSTs break the protocol.
     pub(crate) posting: AtomicBool,
-    /// When the heartbeat gives up on this client. Checked on lookup as well as by the timer,
-    /// so a request arriving just after the deadline never races the timer.
-    deadline: Mutex<Option<tokio::time::Instant>>,
+    /// Where the heartbeat stands. A std mutex: taken for a few loads and stores by the
+    /// lifecycle task, a PONG (v4) or any packet (v3), never across an await.
+    beat: Mutex<Beat>,
     /// The client closed over polling with no poll pending: its next poll is owed a NOOP.
     noop_owed: AtomicBool,
     pub(crate) noop_taken: Notify,
 }
 
+/// The Engine.IO heartbeat's two durations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Heartbeat {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
+/// A session's heartbeat state.
+#[derive(Debug)]
+struct Beat {
+    /// v4: when the next PING goes out, unless one awaits its PONG (`deadline` is set).
+    next_ping: Instant,
+    /// When the heartbeat gives up on this client: v4, pingTimeout after a PING (none while
+    /// no PING is unanswered); v3, pingInterval + pingTimeout after the last packet. Checked
+    /// on lookup as well as by the timer, so a request arriving just after the deadline never
+    /// races the timer.
+    deadline: Option<Instant>,
+    /// v4: a PONG came while no PING was unanswered; it answers the next PING.
+    pong_ahead: bool,
+    /// When the lifecycle looks at this session next, and that entry's generation: a PONG
+    /// that brings the next PING before it adds an earlier entry of a new generation, and
+    /// the later one is dropped when it comes due.
+    armed: (Instant, u32),
+}
+
 impl Session {
+    /// A new session, which the caller schedules with `lifecycle` (see [`Session::start`]).
     pub(crate) fn new(
         sid: Sid,
         query: EngineQuery,
         transport: TransportKind,
         queue: usize,
         handler: Arc<dyn EngineHandler>,
+        (heartbeat, lifecycle): (Heartbeat, Arc<Lifecycle>),
     ) -> Arc<Self> {
         let upgrade = match transport {
             TransportKind::Polling => UpgradeState::None,
             TransportKind::Websocket => UpgradeState::Done,
+        };
+        let now = Instant::now();
+        let deadline = match query.protocol {
+            ProtocolVersion::V4 => None,
+            ProtocolVersion::V3 => Some(now + heartbeat.interval + heartbeat.timeout),
         };
         Arc::new(Self {
             sid,
@@ -128,15 +167,27 @@ impl Session {
             handler,
             queue: Queue::new(queue),
             reader: tokio::sync::Mutex::new(()),
-            upgrade: watch::Sender::new(upgrade),
-            closed: CancellationToken::new(),
+            upgrade: Upgrade::new(upgrade),
+            closing: Notify::new(),
             close_reason: OnceLock::new(),
-            heartbeat: Notify::new(),
+            lifecycle,
+            heartbeat,
             posting: AtomicBool::new(false),
-            deadline: Mutex::new(None),
+            beat: Mutex::new(Beat {
+                next_ping: now + heartbeat.interval,
+                deadline,
+                pong_ahead: false,
+                armed: (deadline.unwrap_or(now + heartbeat.interval), 0),
+            }),
             noop_owed: AtomicBool::new(false),
             noop_taken: Notify::new(),
         })
+    }
+
+    /// Starts the heartbeat: the lifecycle looks at it when it is first due.
+    pub(crate) fn start(self: &Arc<Self>) {
+        let (at, generation) = self.beat().armed;
+        self.lifecycle.schedule(at, generation, self);
     }
 
     pub fn sid(&self) -> &Sid {
@@ -158,7 +209,7 @@ impl Session {
     }
 
     pub fn transport(&self) -> TransportKind {
-        match *self.upgrade.borrow() {
+        match self.upgrade.get() {
             UpgradeState::Done => TransportKind::Websocket,
             _ => TransportKind::Polling,
         }
@@ -187,7 +238,8 @@ impl Session {
     pub fn close(&self, reason: CloseReason) {
         if self.close_reason.set(reason).is_ok() {
             tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing session");
-            self.closed.cancel();
+            self.closing.notify_waiters();
+            self.lifecycle.closed(self.sid.clone());
         }
     }
 
@@ -200,8 +252,7 @@ impl Session {
 
     /// Closes the session if its heartbeat deadline has passed; true if it is closed.
     pub(crate) fn check_expired(&self) -> bool {
-        let expired =
-            self.deadline.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|d| d <= tokio::time::Instant::now());
+        let expired = self.beat().deadline.is_some_and(|d| d <= Instant::now());
         if expired {
             self.close(CloseReason::PingTimeout);
         }
@@ -221,23 +272,24 @@ impl Session {
         self.noop_owed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn set_deadline(&self, deadline: Option<tokio::time::Instant>) {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = deadline;
+    fn beat(&self) -> std::sync::MutexGuard<'_, Beat> {
+        self.beat.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.close_reason.get().copied()
     }
 
+    /// Until the session is closed.
     pub(crate) async fn closed(&self) {
-        self.closed.cancelled().await
+        wait_until(&self.closing, || self.is_closed()).await;
     }
 
     /// Handles one decoded inbound packet, whatever transport carried it.
     pub(crate) fn on_packet(self: &Arc<Self>, packet: Packet) {
         if self.protocol == ProtocolVersion::V3 {
             // v3 clients ping; any packet proves they are alive.
-            self.heartbeat.notify_one();
+            self.beat().deadline = Some(Instant::now() + self.heartbeat.interval + self.heartbeat.timeout);
         }
         match packet {
             Packet::Close => {
@@ -251,50 +303,134 @@ impl Session {
             Packet::Ping(data) => {
                 let _ = self.send(Frame::text(PacketType::Pong, &data));
             }
-            Packet::Pong(_) => self.heartbeat.notify_one(),
+            Packet::Pong(_) => self.on_pong(),
             Packet::Message(text) => self.handler.on_message(self, Message::Text(text)),
             Packet::Binary(data) => self.handler.on_message(self, Message::Binary(data)),
             Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
         }
     }
 
-    /// Runs the heartbeat until the session closes. Deadlines are absolute, so timer
-    /// rounding does not accumulate across the ping and pong waits.
-    pub(crate) async fn heartbeat(&self, interval: Duration, timeout: Duration) {
-        use tokio::time::{sleep_until, Instant};
-        let mut next_ping = Instant::now() + interval;
-        loop {
-            match self.protocol {
-                ProtocolVersion::V4 => {
-                    tokio::select! {
-                        _ = sleep_until(next_ping) => {}
-                        _ = self.closed() => return,
-                    }
-                    let deadline = next_ping + timeout;
-                    self.set_deadline(Some(deadline));
-                    if self.send(Frame::control(PacketType::Ping)).is_err() {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = self.heartbeat.notified() => {
-                            self.set_deadline(None);
-                            next_ping = Instant::now() + interval;
-                        }
-                        _ = sleep_until(deadline) => self.close(CloseReason::PingTimeout),
-                        _ = self.closed() => return,
-                    }
-                }
-                ProtocolVersion::V3 => {
-                    let deadline = Instant::now() + interval + timeout;
-                    self.set_deadline(Some(deadline));
-                    tokio::select! {
-                        _ = self.heartbeat.notified() => {}
-                        _ = sleep_until(deadline) => self.close(CloseReason::PingTimeout),
-                        _ = self.closed() => return,
-                    }
-                }
-            }
+    /// v4: a PONG answers the PING awaiting one; the next goes out pingInterval from now.
+    /// One that comes while none is awaited answers the next PING in advance.
+    fn on_pong(self: &Arc<Self>) {
+        let mut beat = self.beat();
+        if beat.deadline.take().is_none() {
+            beat.pong_ahead = true;
+            return;
         }
+        let next_ping = Instant::now() + self.heartbeat.interval;
+        beat.next_ping = next_ping;
+        if next_ping < beat.armed.0 {
+            // The entry is at the PING's deadline, later than the next PING (the interval is
+            // shorter than the timeout): the next PING needs an entry of its own.
+            let generation = beat.armed.1.wrapping_add(1);
+            beat.armed = (next_ping, generation);
+            drop(beat);
+            self.lifecycle.schedule(next_ping, generation, self);
+        }
+    }
+
+    /// The heartbeat, when the lifecycle looks at it at `now` for its entry of `generation`:
+    /// sends the PING that is due (v4), or closes a session past its deadline. Returns when to
+    /// look again (the entry's new time), `None` once the session is closed or if the entry
+    /// was replaced by an earlier one. Deadlines are absolute (a PING's is pingTimeout after
+    /// the time it was due), so timer rounding does not accumulate.
+    pub(crate) fn on_timer(&self, now: Instant, generation: u32) -> Option<Instant> {
+        if self.is_closed() {
+            return None;
+        }
+        let mut beat = self.beat();
+        if beat.armed.1 != generation {
+            return None;
+        }
+        let ping = match (self.protocol, beat.deadline) {
+            (_, Some(deadline)) if deadline <= now => {
+                drop(beat);
+                self.close(CloseReason::PingTimeout);
+                return None;
+            }
+            (ProtocolVersion::V4, None) if beat.next_ping <= now => {
+                if std::mem::take(&mut beat.pong_ahead) {
+                    beat.next_ping = now + self.heartbeat.interval;
+                } else {
+                    beat.deadline = Some(beat.next_ping + self.heartbeat.timeout);
+                }
+                true
+            }
+            // Not due: a PONG moved the next PING (v4), or a packet the deadline (v3).
+            _ => false,
+        };
+        let next = beat.deadline.unwrap_or(beat.next_ping);
+        beat.armed.0 = next;
+        drop(beat);
+        if ping {
+            // A full queue closes the session.
+            self.send(Frame::control(PacketType::Ping)).ok()?;
+        }
+        Some(next)
+    }
+}
+
+/// A session's upgrade state, and a wait for its changes: an atomic and a `Notify` in the
+/// session, where a `watch` channel would allocate for every session (most never upgrade).
+pub(crate) struct Upgrade {
+    state: AtomicU8,
+    changed: Notify,
+}
+
+impl Upgrade {
+    fn new(state: UpgradeState) -> Self {
+        Self { state: AtomicU8::new(state as u8), changed: Notify::new() }
+    }
+
+    pub(crate) fn get(&self) -> UpgradeState {
+        match self.state.load(Ordering::Acquire) {
+            0 => UpgradeState::None,
+            1 => UpgradeState::Claimed,
+            2 => UpgradeState::Probed,
+            _ => UpgradeState::Done,
+        }
+    }
+
+    pub(crate) fn set(&self, state: UpgradeState) {
+        self.state.store(state as u8, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Claims the upgrade of a session that has none under way; false if it has one.
+    pub(crate) fn claim(&self) -> bool {
+        let (none, claimed) = (UpgradeState::None as u8, UpgradeState::Claimed as u8);
+        let claimed = self.state.compare_exchange(none, claimed, Ordering::AcqRel, Ordering::Acquire).is_ok();
+        if claimed {
+            self.changed.notify_waiters();
+        }
+        claimed
+    }
+
+    /// Until the state satisfies `ready` (at once if it does); that state.
+    pub(crate) async fn wait_for(&self, ready: impl Fn(UpgradeState) -> bool) -> UpgradeState {
+        let mut state = self.get();
+        wait_until(&self.changed, || {
+            state = self.get();
+            ready(state)
+        })
+        .await;
+        state
+    }
+}
+
+/// Until `done` holds, checked now and after each wake of `notify` (which its setter wakes
+/// with `notify_waiters` after the change): registered before each check, so no change is
+/// missed.
+async fn wait_until(notify: &Notify, mut done: impl FnMut() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -331,9 +467,17 @@ pub(crate) mod tests {
         fn on_close(&self, _: &Arc<Session>, _: CloseReason) {}
     }
 
+    const HEARTBEAT: Heartbeat =
+        Heartbeat { interval: Duration::from_millis(300), timeout: Duration::from_millis(200) };
+
+    fn session_of(eio: u8, queue: usize) -> Arc<Session> {
+        let query = EngineQuery::parse(&format!("EIO={eio}&transport=polling")).unwrap();
+        let lifecycle = Arc::new(Lifecycle::default());
+        Session::new(new_sid(), query, TransportKind::Polling, queue, Arc::new(Nop), (HEARTBEAT, lifecycle))
+    }
+
     fn session(queue: usize) -> Arc<Session> {
-        let query = EngineQuery::parse("EIO=4&transport=polling").unwrap();
-        Session::new(new_sid(), query, TransportKind::Polling, queue, Arc::new(Nop))
+        session_of(4, queue)
     }
 
     #[test]
@@ -372,11 +516,101 @@ pub(crate) mod tests {
         assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
     }
 
+    /// The heartbeat as the lifecycle drives it: `on_timer` at the times it asks for.
+    fn look(s: &Session, at: Instant) -> Option<Instant> {
+        let generation = s.beat().armed.1;
+        s.on_timer(at, generation)
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn v4_heartbeat_times_out_without_pong() {
+    async fn v4_pings_every_interval_and_times_out_without_pong() {
         let s = session(8);
-        s.heartbeat(Duration::from_millis(300), Duration::from_millis(200)).await;
-        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+        let t0 = s.beat().armed.0 - HEARTBEAT.interval;
+        // Not due yet: looked at early, it asks for the PING's time again.
+        assert_eq!(look(&s, t0), Some(t0 + HEARTBEAT.interval));
+        assert!(s.queue.try_recv().is_none());
+        // Due: a PING, and a deadline pingTimeout after the time it was due (not after `now`).
+        let late = t0 + HEARTBEAT.interval + Duration::from_millis(7);
+        assert_eq!(look(&s, late), Some(t0 + HEARTBEAT.interval + HEARTBEAT.timeout));
         assert_eq!(s.queue.try_recv().unwrap(), Frame::control(PacketType::Ping));
+        assert!(!s.check_expired());
+        // No PONG by the deadline: closed.
+        assert_eq!(look(&s, t0 + HEARTBEAT.interval + HEARTBEAT.timeout), None);
+        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v4_pong_moves_the_next_ping_to_an_interval_after_it() {
+        let s = session(8);
+        let ping_at = s.beat().armed.0;
+        let deadline = look(&s, ping_at).unwrap();
+        assert_eq!(s.queue.try_recv().unwrap(), Frame::control(PacketType::Ping));
+        tokio::time::advance(HEARTBEAT.interval + Duration::from_millis(50)).await;
+        let pong_at = Instant::now();
+        s.on_packet(Packet::Pong(String::new()));
+        // The entry at the old deadline finds no PING awaiting and moves to the next PING.
+        assert_eq!(look(&s, deadline), Some(pong_at + HEARTBEAT.interval));
+        assert!(s.queue.try_recv().is_none());
+        assert!(!s.is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v4_pong_before_a_shorter_interval_gets_an_earlier_entry() {
+        let lifecycle = Arc::new(Lifecycle::default());
+        let heartbeat = Heartbeat { interval: Duration::from_millis(100), timeout: Duration::from_millis(500) };
+        let query = EngineQuery::parse("EIO=4&transport=websocket").unwrap();
+        let s =
+            Session::new(new_sid(), query, TransportKind::Websocket, 8, Arc::new(Nop), (heartbeat, lifecycle.clone()));
+        s.start();
+        tokio::time::advance(heartbeat.interval).await;
+        lifecycle.run_due(Instant::now());
+        assert_eq!(s.queue.try_recv().unwrap(), Frame::control(PacketType::Ping));
+        assert_eq!(lifecycle.next_due(), Some(Instant::now() + heartbeat.timeout));
+        s.on_packet(Packet::Pong(String::new()));
+        // The next PING is due an interval after the PONG, before the old deadline's entry.
+        let next_ping = Instant::now() + heartbeat.interval;
+        assert_eq!(lifecycle.next_due(), Some(next_ping));
+        tokio::time::advance(heartbeat.interval).await;
+        lifecycle.run_due(Instant::now());
+        assert_eq!(s.queue.try_recv().unwrap(), Frame::control(PacketType::Ping));
+        // The old entry, when it comes due, is dropped: one entry per session remains.
+        tokio::time::advance(heartbeat.timeout).await;
+        s.on_packet(Packet::Pong(String::new()));
+        lifecycle.run_due(Instant::now());
+        assert_eq!(lifecycle.len(), 1);
+        assert!(!s.is_closed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v4_pong_ahead_of_the_ping_answers_it() {
+        let s = session(8);
+        let ping_at = s.beat().armed.0;
+        s.on_packet(Packet::Pong(String::new()));
+        assert_eq!(look(&s, ping_at), Some(ping_at + HEARTBEAT.interval));
+        assert_eq!(s.queue.try_recv().unwrap(), Frame::control(PacketType::Ping));
+        assert!(!s.check_expired());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v3_any_packet_moves_the_deadline_and_silence_closes() {
+        let s = session_of(3, 8);
+        let first = s.beat().armed.0;
+        tokio::time::advance(HEARTBEAT.interval).await;
+        s.on_packet(Packet::Message("hi".into()));
+        let moved = Instant::now() + HEARTBEAT.interval + HEARTBEAT.timeout;
+        // The server never pings a v3 client; the entry moves to the new deadline.
+        assert_eq!(look(&s, first), Some(moved));
+        assert!(s.queue.try_recv().is_none());
+        assert_eq!(look(&s, moved), None);
+        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_stops_the_heartbeat() {
+        let s = session(1);
+        s.send(Frame::message("a")).unwrap();
+        let ping_at = s.beat().armed.0;
+        assert_eq!(look(&s, ping_at), None);
+        assert_eq!(s.close_reason(), Some(CloseReason::QueueFull));
     }
 }

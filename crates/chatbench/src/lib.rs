@@ -11,6 +11,7 @@
 pub mod client;
 pub mod gossip;
 pub mod stats;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -66,6 +67,19 @@ pub enum Scenario {
         /// Seconds to hold each count before measuring.
         #[arg(long, default_value_t = 5)]
         hold: u64,
+        /// Most clients one generator process holds: a larger count is spread over helper
+        /// processes (`idle-worker`), as one process may open only so many files (about
+        /// 20,000 on the benchmark machine).
+        #[arg(long, default_value_t = 15_000)]
+        per_process: usize,
+    },
+    /// A helper of `idle` (started by it, not by hand): holds as many idle clients as the
+    /// leader says on stdin (see `workers`).
+    #[command(hide = true)]
+    IdleWorker {
+        /// This helper's number, which names its clients.
+        #[arg(long)]
+        index: usize,
     },
     /// R rooms x M members, stepping the total send rate until p99 passes --max-p99-ms.
     Fanout(FanoutArgs),
@@ -189,10 +203,11 @@ impl Bench {
                 out.push(self.join_visibility(5, 2).await?);
             }
             None => anyhow::bail!("name a scenario, or pass --smoke"),
-            Some(Scenario::Idle { clients, hold }) => {
+            Some(Scenario::Idle { clients, hold, per_process }) => {
                 let (clients, hold) = if smoke { (vec![10], 1) } else { (clients, hold) };
-                out.extend(self.idle(&clients, hold).await?);
+                out.extend(self.idle(&clients, hold, per_process).await?);
             }
+            Some(Scenario::IdleWorker { index }) => self.idle_worker(index).await?,
             Some(Scenario::Fanout(a)) => {
                 let a = if smoke { FanoutArgs { rooms: 2, members: 3, rates: vec![20], step_secs: 1, ..a } } else { a };
                 out.extend(self.fanout(&a).await?);
@@ -325,30 +340,38 @@ impl Bench {
 
     // -----------------------------------------------------------------------------------------
 
-    async fn idle(&self, counts: &[usize], hold: u64) -> anyhow::Result<Vec<Report>> {
+    /// Holds `counts` idle clients in turn (ascending) and measures the servers' RSS per
+    /// client after `hold` seconds at each. Counts above `per_process` are spread over helper
+    /// processes, every one holding its share of each count.
+    async fn idle(&self, counts: &[usize], hold: u64, per_process: usize) -> anyhow::Result<Vec<Report>> {
         let shared = self.shared(HashMap::new());
         let base = self.proc();
+        let procs = counts.iter().max().copied().unwrap_or(0).div_ceil(per_process.max(1)).max(1);
+        let mut workers = workers::Workers::start(procs - 1, &self.worker_args())?;
         let mut clients: Vec<Client> = Vec::new();
         let mut out = Vec::new();
         for &n in counts {
-            if n > clients.len() {
-                let start = Instant::now();
+            let shares = workers::shares(n, procs);
+            let start = Instant::now();
+            workers.hold(&shares[1..]).await?;
+            if shares[0] > clients.len() {
                 let more = self
                     .connect(
                         &shared,
                         &format!("idle{}-", clients.len()),
-                        n - clients.len(),
+                        shares[0] - clients.len(),
                         self.args.transport,
                         Route::Target,
                     )
                     .await?;
                 clients.extend(more);
-                eprintln!("idle: {n} clients connected in {:.1} s", start.elapsed().as_secs_f64());
             }
+            let held = clients.len() + workers.held().await?;
+            eprintln!("idle: {held} clients connected in {:.1} s ({procs} processes)", start.elapsed().as_secs_f64());
             let cpu_before = self.proc();
             tokio::time::sleep(Duration::from_secs(hold)).await; // holding idle connections is the measurement
             let now = self.proc();
-            let alive = clients.iter().filter(|c| !c.is_finished()).count();
+            let alive = clients.iter().filter(|c| !c.is_finished()).count() + workers.alive().await?;
             let delta = now.delta(base);
             let per_client = (delta.rss_kib as f64 * 1024.0) / alive.max(1) as f64;
             eprintln!("idle: {alive} alive, server RSS +{} KiB, {:.0} B per client", delta.rss_kib, per_client);
@@ -356,13 +379,49 @@ impl Bench {
                 "idle",
                 json!({
                     "clients": n, "alive": alive, "rss_base_kib": base.rss_kib, "rss_kib": now.rss_kib,
-                    "rss_per_client_bytes": per_client,
+                    "rss_per_client_bytes": per_client, "generator_processes": procs,
                     "idle_cpu_s_per_s": (now.cpu_s - cpu_before.cpu_s) / hold.max(1) as f64,
                 }),
             ));
         }
+        drop(workers); // their stdin closes: they close their clients and end
         self.close(&shared, clients).await;
         Ok(out)
+    }
+
+    /// The global options, for helper processes.
+    fn worker_args(&self) -> Vec<String> {
+        let a = &self.args;
+        let mut args: Vec<String> = a.targets.iter().flat_map(|t| ["--target".into(), t.to_string()]).collect();
+        let transport = clap::ValueEnum::to_possible_value(&a.transport).map(|v| v.get_name().to_owned());
+        args.extend(["--sources".into(), a.sources.to_string(), "--concurrency".into(), a.concurrency.to_string()]);
+        args.extend(["--label".into(), a.label.clone(), "--transport".into(), transport.unwrap_or_default()]);
+        args
+    }
+
+    /// An `idle` helper: holds what the leader says until its stdin closes (see `workers`).
+    async fn idle_worker(&self, index: usize) -> anyhow::Result<()> {
+        use tokio::io::AsyncBufReadExt;
+        let shared = self.shared(HashMap::new());
+        let mut commands = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut clients: Vec<Client> = Vec::new();
+        while let Some(line) = commands.next_line().await? {
+            match workers::Command::parse(&line)? {
+                workers::Command::Hold(n) => {
+                    if n > clients.len() {
+                        let prefix = format!("idle-w{index}-{}-", clients.len());
+                        clients.extend(
+                            self.connect(&shared, &prefix, n - clients.len(), self.args.transport, Route::Target)
+                                .await?,
+                        );
+                    }
+                    println!("held {}", clients.len());
+                }
+                workers::Command::Alive => println!("alive {}", clients.iter().filter(|c| !c.is_finished()).count()),
+            }
+        }
+        self.close(&shared, clients).await;
+        Ok(())
     }
 
     async fn fanout(&self, a: &FanoutArgs) -> anyhow::Result<Vec<Report>> {
