@@ -434,4 +434,4 @@ fn unsubscribe(gossip: &mut HashMap<RoomId, BTreeSet<String>>, room: &RoomId, no
 }
 
 #[cfg(test)]
-mod sim;
+pub(crate) mod sim;

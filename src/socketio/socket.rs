@@ -212,7 +212,9 @@ impl Socket {
                 if let Some((_, event)) = spliced.as_ref().filter(|(f, _)| *f == track.frontier) {
                     return self.session.send(event.clone());
                 }
-                let Some(event) = with_offset(&frames[0], &track.frontier) else { return self.session.send_all(frames) };
+                let Some(event) = with_offset(&frames[0], &track.frontier) else {
+                    return self.session.send_all(frames);
+                };
                 *spliced = Some((track.frontier.clone(), event.clone()));
                 self.session.send(event)
             }
@@ -228,7 +230,8 @@ impl Socket {
                     return Ok(()); // sent already (a restore's replay and a live copy)
                 }
                 // The EVENT with this socket's offset, then any attachments as they are.
-                match frames.split_first().and_then(|(first, rest)| Some((with_offset(first, &track.frontier)?, rest))) {
+                match frames.split_first().and_then(|(first, rest)| Some((with_offset(first, &track.frontier)?, rest)))
+                {
                     Some((event, [])) => self.session.send(event),
                     Some((event, rest)) => {
                         // Contiguous, all or none, like any packet with attachments.

@@ -596,10 +596,15 @@ fn run(seed: u64, nodes: usize, steps: usize, faults: bool) {
 }
 
 fn seeds() -> Vec<u64> {
+    sim_seeds(300)
+}
+
+/// The seeds a simulation runs: `SIM_SEED=<seed>` replays one, `SIM_RUNS=<n>` runs n (or
+/// fewer) scripts, else `default` of them. Shared by the simulations of the crate.
+pub(crate) fn sim_seeds(default: u64) -> Vec<u64> {
     match std::env::var("SIM_SEED") {
         Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        // SIM_RUNS=<n> runs more (or fewer) scripts.
-        Err(_) => (0..std::env::var("SIM_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(300)).collect(),
+        Err(_) => (0..std::env::var("SIM_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(default)).collect(),
     }
 }
 

@@ -521,10 +521,7 @@ fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> Option<&'a T> {
 }
 
 fn seeds() -> Vec<u64> {
-    match std::env::var("SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SIM_SEED is a number")],
-        Err(_) => (0..std::env::var("SIM_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(200)).collect(),
-    }
+    crate::cluster::core::sim::sim_seeds(200)
 }
 
 #[test]
