@@ -88,6 +88,8 @@ async fn crash_each_node_under_chat_load() {
             nodes[last].restart();
             wait_converged(&mut nodes).await;
             wait_history_settled(&mut nodes).await;
+            // ... and every user is back (restored) before the next crash.
+            load.wait_back(std::time::Duration::from_secs(60)).await;
             load.mark("settled").await;
             nodes.swap(i, last);
         }

@@ -225,6 +225,15 @@ const readyCheck = setInterval(() => {
 const rl = readline.createInterface({ input: process.stdin });
 rl.on("line", (line) => {
   if (line.trim() === "stop") stop();
+  else if (line.trim() === "back?") {
+    // Answers "back" once every user is connected and in its rooms again.
+    const check = setInterval(() => {
+      if (users.every((u) => u.joinedSince !== null)) {
+        clearInterval(check);
+        console.log("back");
+      }
+    }, 20);
+  }
   else if (line.startsWith("mark ") && process.env.LOAD_DEBUG) console.error(`${Math.round(now())}: ${line.slice(5)}`);
 });
 rl.on("close", () => stop());

@@ -54,6 +54,13 @@ impl Load {
         stdin.write_all(format!("mark {what}\n").as_bytes()).await.unwrap();
     }
 
+    /// Waits (at most `limit`) until every user is connected and in its rooms again.
+    pub async fn wait_back(&mut self, limit: Duration) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"back?\n").await.unwrap();
+        assert_eq!(self.line(limit).await, "back", "every user back in its rooms");
+    }
+
     /// Stops the load and returns its report.
     pub async fn stop(mut self) -> Value {
         let mut stdin = self.child.stdin.take().unwrap();
