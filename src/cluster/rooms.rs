@@ -131,6 +131,8 @@ pub struct ClusterRooms {
     /// gone or came back as a new process has lost its records, and one that stopped being
     /// ready is leaving.
     generations: Mutex<HashMap<String, (u64, bool)>>,
+    /// Records that did not reach their keeper, by namespace: their sockets send them again.
+    failed_keeps: Mutex<HashMap<String, HashSet<String>>>,
     /// Barriers waiting for a peer's `Push::Barrier`, by token.
     barriers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_barrier: AtomicU64,
@@ -170,6 +172,7 @@ impl ClusterRooms {
             stats: RoomStats::default(),
             hand_overs: tokio_util::task::TaskTracker::new(),
             generations: Mutex::new(HashMap::new()),
+            failed_keeps: Mutex::new(HashMap::new()),
             barriers: Mutex::new(HashMap::new()),
             next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
@@ -322,12 +325,20 @@ impl ClusterRooms {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
                 Outgoing::Call(request, answer) => {
+                    // A record that does not reach its keeper is sent again, whole, by the
+                    // namespace's sweeper (the keeper may have missed a change).
+                    let keep_of = match &request {
+                        Request::Keep { nsp, record, .. } => Some((nsp.clone(), record.pid.clone())),
+                        _ => None,
+                    };
                     let sent = match &self.connect(&node, addr).await {
                         Ok(conn) => conn.send_request(request).await.map_err(|err| err.to_string()),
                         Err(err) => Err(err.clone()),
                     };
                     let limit = self.rpc_timeout;
                     // The answer is awaited aside, so the queue goes on meanwhile.
+                    let rooms = self.clone();
+                    let peer = node.clone();
                     self.tasks.spawn(async move {
                         let response = match sent {
                             Ok(pending) => {
@@ -335,6 +346,11 @@ impl ClusterRooms {
                             }
                             Err(_) => None,
                         };
+                        if let Some((nsp, pid)) = keep_of.filter(|_| response != Some(Response::Kept(true))) {
+                            debug!(%peer, ?response, %pid, "session record not kept; it will be sent again");
+                            let mut failed = rooms.failed_keeps.lock().unwrap_or_else(|e| e.into_inner());
+                            failed.entry(nsp).or_default().insert(pid);
+                        }
                         let _ = answer.send(response);
                     });
                 }
@@ -759,19 +775,16 @@ impl Adapter for ClusterRooms {
             record: record_to_wire(req),
             seed: seed.iter().map(broadcast_to_wire).collect(),
         };
-        let node = node.to_owned();
-        if !this.push_to(&node, Outgoing::Call(request, tx)) {
+        if !this.push_to(node, Outgoing::Call(request, tx)) {
             return Box::pin(std::future::ready(false));
         }
-        Box::pin(async move {
-            match rx.await {
-                Ok(Some(Response::Kept(kept))) => kept,
-                other => {
-                    debug!(peer = node, ?other, "session record not kept");
-                    false
-                }
-            }
-        })
+        // A failure is noted by the queue's drain, whether or not this is awaited.
+        Box::pin(async move { matches!(rx.await, Ok(Some(Response::Kept(true)))) })
+    }
+
+    fn failed_keeps(&self, nsp: &str) -> Vec<String> {
+        let mut failed = self.failed_keeps.lock().unwrap_or_else(|e| e.into_inner());
+        failed.remove(nsp).map(|pids| pids.into_iter().collect()).unwrap_or_default()
     }
 
     fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool) {

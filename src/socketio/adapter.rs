@@ -45,6 +45,11 @@ pub trait Adapter: Send + Sync + 'static {
     /// Sends a record to its keeper `node`; resolves to whether it is kept there, once that
     /// node is subscribed to the record's rooms. Sent even if the future is dropped.
     fn keep_at(&self, node: &str, nsp: &str, req: KeepRequest, seed: Vec<Broadcast>) -> BoxFuture<'static, bool>;
+    /// Pids of this namespace whose last record did not reach its keeper (the keeper was
+    /// unreachable or refused it), taken: their sockets send the whole record again.
+    fn failed_keeps(&self, _nsp: &str) -> Vec<String> {
+        Vec::new()
+    }
     /// Tells a record's keeper that this node let go of the session after the record's
     /// `version`: parked for its client, or dropped.
     fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool);

@@ -245,10 +245,17 @@ impl Namespace {
         self.recovery.as_ref()
     }
 
-    /// Drops parked sessions whose time is up.
+    /// Drops parked sessions whose time is up, and sends again the records of sockets whose
+    /// last record did not reach their keeper (every second, from the server's sweeper).
     pub fn expire_parked(&self) {
         if let Some(keeper) = &self.recovery {
             self.unkept(&keeper.expire());
+        }
+        let failed = self.adapter().failed_keeps(&self.name);
+        if !failed.is_empty() {
+            for socket in self.sockets().iter().filter(|s| s.pid().is_some_and(|p| failed.iter().any(|f| f == p))) {
+                drop(self.keep(socket, None));
+            }
         }
     }
 
