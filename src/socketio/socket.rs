@@ -175,11 +175,12 @@ impl Socket {
         self.recovered.store(recovered, Ordering::Relaxed);
         before(waiting.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect());
         self.session.send_all(&first)?;
+        // Each a broadcast of its own: nothing spliced is shared between them.
         for (stamp, frames) in missed {
-            self.send_tracked(&mut track, Some(stamp), &frames)?;
+            self.send_tracked(&mut track, Some(stamp), &frames, &mut None)?;
         }
         for (stamp, frames) in waiting {
-            self.send_tracked(&mut track, stamp, &frames)?;
+            self.send_tracked(&mut track, stamp, &frames, &mut None)?;
         }
         Ok(())
     }
@@ -203,44 +204,38 @@ impl Socket {
             held.push((stamp, frames.to_vec()));
             return Ok(());
         }
-        match (stamp, frames) {
-            // The common case: one EVENT frame, and another member was sent the same.
-            (Some(stamp), [_]) if self.pid.get().is_some() => {
-                if !track.frontier.admit(stamp) {
-                    return Ok(()); // sent already
-                }
-                if let Some((_, event)) = spliced.as_ref().filter(|(f, _)| *f == track.frontier) {
-                    return self.session.send(event.clone());
-                }
-                let Some(event) = with_offset(&frames[0], &track.frontier) else {
-                    return self.session.send_all(frames);
-                };
-                *spliced = Some((track.frontier.clone(), event.clone()));
-                self.session.send(event)
-            }
-            _ => self.send_tracked(&mut track, stamp, frames),
-        }
+        self.send_tracked(&mut track, stamp, frames, spliced)
     }
 
-    /// Sends a broadcast unless the client has it; a socket with a pid gets its offset.
-    fn send_tracked(&self, track: &mut Track, stamp: Option<Stamp>, frames: &[Frame]) -> Result<(), SendError> {
-        match stamp {
-            Some(stamp) if self.pid.get().is_some() => {
-                if !track.frontier.admit(stamp) {
-                    return Ok(()); // sent already (a restore's replay and a live copy)
-                }
-                // The EVENT with this socket's offset, then any attachments as they are.
-                match frames.split_first().and_then(|(first, rest)| Some((with_offset(first, &track.frontier)?, rest)))
-                {
-                    Some((event, [])) => self.session.send(event),
-                    Some((event, rest)) => {
-                        // Contiguous, all or none, like any packet with attachments.
-                        self.session.send_all(&[&[event][..], rest].concat())
-                    }
-                    None => self.session.send_all(frames),
-                }
+    /// Sends a broadcast unless the client has it; a socket with a pid gets it with its offset
+    /// (the EVENT frame from `spliced` if the socket before it, sent the same, made it; see
+    /// [`Socket::send_broadcast`]), then any attachments as they are.
+    fn send_tracked(
+        &self,
+        track: &mut Track,
+        stamp: Option<Stamp>,
+        frames: &[Frame],
+        spliced: &mut Option<(Frontier, Frame)>,
+    ) -> Result<(), SendError> {
+        let (Some(stamp), Some(_), Some((first, rest))) = (stamp, self.pid.get(), frames.split_first()) else {
+            return self.session.send_all(frames);
+        };
+        if !track.frontier.admit(stamp) {
+            return Ok(()); // sent already (a restore's replay and a live copy)
+        }
+        let event = match spliced.as_ref().filter(|(f, _)| *f == track.frontier) {
+            Some((_, event)) => event.clone(),
+            None => {
+                let Some(event) = with_offset(first, &track.frontier) else { return self.session.send_all(frames) };
+                *spliced = Some((track.frontier.clone(), event.clone()));
+                event
             }
-            _ => self.session.send_all(frames),
+        };
+        if rest.is_empty() {
+            self.session.send(event)
+        } else {
+            // Contiguous, all or none, like any packet with attachments.
+            self.session.send_all(&[&[event][..], rest].concat())
         }
     }
 
