@@ -508,19 +508,22 @@ impl ClusterRooms {
         Response::Kept(self.push_to(peer, Outgoing::Push(Push::Barrier { token }, None)))
     }
 
+    /// The live members but this node.
+    fn other_members(&self) -> Vec<String> {
+        self.membership.members().nodes.keys().filter(|n| **n != self.node_id).cloned().collect()
+    }
+
     /// Resolves once every push each live peer had queued for this node when asked has
     /// arrived (each peer at most [`BARRIER_TIMEOUT`]).
     fn barrier_now(self: &Arc<Self>) -> BoxFuture<'static, ()> {
-        let members = self.membership.members();
-        let waits: Vec<_> = members
-            .nodes
-            .keys()
-            .filter(|n| **n != self.node_id)
+        let waits: Vec<_> = self
+            .other_members()
+            .into_iter()
             .map(|node| {
                 let token = self.next_barrier.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
                 self.barriers.lock().unwrap_or_else(|e| e.into_inner()).insert(token, tx);
-                let (this, node) = (self.clone(), node.clone());
+                let this = self.clone();
                 async move {
                     let asked = this.call(&node, Request::Barrier { token }, this.rpc_timeout).await;
                     if matches!(asked, Ok(Response::Kept(true)))
@@ -833,13 +836,11 @@ impl Adapter for ClusterRooms {
     /// wherever the pid's ranking now points.
     fn find_parked(&self, nsp: &str, pid: &str) -> BoxFuture<'static, Option<FoundSession>> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(None)) };
-        let members = this.membership.members();
-        let asks: Vec<_> = members
-            .nodes
-            .keys()
-            .filter(|n| **n != this.node_id)
+        let asks: Vec<_> = this
+            .other_members()
+            .into_iter()
             .map(|node| {
-                let (this, node) = (this.clone(), node.clone());
+                let this = this.clone();
                 let request = Request::FindParked { nsp: nsp.to_owned(), pid: pid.to_owned() };
                 Box::pin(async move {
                     match this.call(&node, request, this.rpc_timeout).await {
