@@ -133,32 +133,18 @@ impl Frontier {
     /// The offset a client is given: `<publisher>-<counter>` in hex, joined by dots, or `x`
     /// once the frontier overflowed.
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(self.seen.len() * 14);
+        let mut out = String::with_capacity(self.encoded_len());
         self.write_to(&mut out);
         out
     }
 
-    /// The offset in `buf` if it fits (the usual case: a few publishers), without allocating.
-    fn write_short<'a>(&self, buf: &'a mut [u8; 64]) -> Option<&'a str> {
-        let mut len = 0;
-        let mut put = |bytes: &[u8]| {
-            let end = len + bytes.len();
-            buf.get_mut(len..end)?.copy_from_slice(bytes);
-            len = end;
-            Some(())
-        };
+    /// The offset's length in bytes (see [`Frontier::encode`]).
+    fn encoded_len(&self) -> usize {
         if self.overflowed {
-            put(b"x")?;
+            return 1;
         }
-        for (i, (p, c)) in self.seen.iter().enumerate().filter(|_| !self.overflowed) {
-            if i > 0 {
-                put(b".")?;
-            }
-            put(hex(u64::from(*p)).as_bytes())?;
-            put(b"-")?;
-            put(hex(*c).as_bytes())?;
-        }
-        std::str::from_utf8(&buf[..len]).ok()
+        let dots = self.seen.len().saturating_sub(1);
+        dots + self.seen.iter().map(|(p, c)| hex_len(u64::from(*p)) + 1 + hex_len(*c)).sum::<usize>()
     }
 
     /// Appends the offset to `out` (hex by hand: this runs for every delivery).
@@ -197,37 +183,17 @@ impl Frontier {
     }
 }
 
-/// Lowercase hex digits of `n`.
-struct Hex {
-    buf: [u8; 16],
-    start: usize,
+/// How many hex digits `n` takes (at least one).
+fn hex_len(n: u64) -> usize {
+    (64 - n.leading_zeros() as usize).div_ceil(4).max(1)
 }
 
-impl Hex {
-    fn as_bytes(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-}
-
-fn hex(mut n: u64) -> Hex {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 16];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = DIGITS[(n & 0xf) as usize];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    Hex { buf, start: i }
-}
-
-/// Lowercase hex digits of `n`, appended.
+/// Lowercase hex digits of `n`, appended (by hand: `write!` costs more on every delivery).
 fn push_hex(out: &mut String, n: u64) {
-    // Hex digits are ASCII.
-    out.push_str(std::str::from_utf8(hex(n).as_bytes()).unwrap_or_default());
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..hex_len(n)).rev() {
+        out.push(DIGITS[((n >> (i * 4)) & 0xf) as usize] as char);
+    }
 }
 
 /// The EVENT frame of a broadcast for one socket: its offset (`frontier`) spliced in as the
@@ -236,20 +202,13 @@ fn push_hex(out: &mut String, n: u64) {
 pub fn with_offset(frame: &Frame, frontier: &Frontier) -> Option<Frame> {
     let Frame::Text(text) = frame else { return None };
     let head = text.strip_suffix(']')?;
-    let mut offset = [0u8; 64];
-    let offset = frontier.write_short(&mut offset);
     // Exactly sized: a `Bytes` made from a full `Vec` needs no second allocation.
-    let mut s = String::with_capacity(head.len() + offset.map_or(0, str::len) + 4);
+    let mut s = String::with_capacity(head.len() + frontier.encoded_len() + 4);
     s.push_str(head);
     s.push_str(",\"");
-    match offset {
-        Some(offset) => s.push_str(offset), // hex digits, dots, dashes: nothing to escape
-        None => {
-            s.reserve_exact(frontier.seen.len() * 26);
-            frontier.write_to(&mut s);
-        }
-    }
+    frontier.write_to(&mut s); // hex digits, dots, dashes: nothing to escape
     s.push_str("\"]");
+    debug_assert_eq!(s.len(), s.capacity());
     Some(Frame::Text(Utf8Bytes::from(s)))
 }
 
@@ -437,12 +396,7 @@ impl Keeper {
                 record.version = req.version;
                 match change {
                     RoomsUpdate::Join(room) if !record.rooms.iter().any(|(r, _)| **r == *room) => {
-                        let (name, log) = log_for(logs, &room, next_log_id);
-                        log.records += 1;
-                        if log.records == 1 {
-                            changed.added.push(room.clone());
-                        }
-                        record.rooms.push((name, *next_pos));
+                        record.rooms.push((enter_log(logs, &room, next_log_id, &mut changed.added), *next_pos));
                     }
                     RoomsUpdate::Leave(room) => {
                         if let Some(i) = record.rooms.iter().position(|(r, _)| **r == *room) {
@@ -460,19 +414,9 @@ impl Keeper {
         let old = records.remove(&req.pid);
         let mut rooms = Vec::with_capacity(all.len());
         for room in dedup(all) {
-            let joined = old.as_ref().and_then(|o| o.rooms.iter().find(|(r, _)| **r == *room).map(|(_, j)| *j));
-            let (name, log) = log_for(logs, &room, next_log_id);
-            let joined = match joined {
-                Some(j) => j,
-                None => {
-                    log.records += 1;
-                    if log.records == 1 {
-                        changed.added.push(room.clone());
-                    }
-                    *next_pos
-                }
-            };
-            rooms.push((name, joined));
+            // A room the record had keeps where it joined; a new one starts here.
+            let kept = old.as_ref().and_then(|o| o.rooms.iter().find(|(r, _)| **r == *room).cloned());
+            rooms.push(kept.unwrap_or_else(|| (enter_log(logs, &room, next_log_id, &mut changed.added), *next_pos)));
         }
         let mut seed: Vec<Shared> = seed.into_iter().map(Arc::new).collect();
         if let Some(old) = old {
@@ -636,6 +580,7 @@ impl Keeper {
     }
 
     /// Broadcasts logged here, across rooms.
+    #[cfg(test)]
     pub fn logged(&self) -> usize {
         self.lock().logs.values().map(|l| l.entries.len()).sum()
     }
@@ -646,14 +591,25 @@ fn dedup(rooms: Vec<String>) -> Vec<String> {
     rooms.into_iter().filter(|r| seen.insert(r.clone())).collect()
 }
 
-fn log_for<'a>(logs: &'a mut HashMap<Arc<str>, RoomLog>, room: &str, next_id: &mut u64) -> (Arc<str>, &'a mut RoomLog) {
+/// Counts one more record in a room's log, made if there is none (the twin of [`leave_log`]);
+/// a room no record kept before goes into `added`. Returns the room's shared name.
+fn enter_log(
+    logs: &mut HashMap<Arc<str>, RoomLog>,
+    room: &str,
+    next_id: &mut u64,
+    added: &mut Vec<String>,
+) -> Arc<str> {
     if !logs.contains_key(room) {
         *next_id += 1;
         let name: Arc<str> = room.into();
         logs.insert(name.clone(), RoomLog { name, id: *next_id, ..RoomLog::default() });
     }
     let log = logs.get_mut(room).expect("just inserted");
-    (log.name.clone(), log)
+    log.records += 1;
+    if log.records == 1 {
+        added.push(room.to_owned());
+    }
+    log.name.clone()
 }
 
 fn leave_log(logs: &mut HashMap<Arc<str>, RoomLog>, room: &Arc<str>, emptied: &mut Vec<String>) {
@@ -843,7 +799,7 @@ mod tests {
         assert_eq!(out, Some(Frame::message("2/chat,[\"m\",{\"a\":1},\"1-2.fedcba98-1234567890abcdef\"]")));
         assert_eq!(with_offset(&Frame::Binary(bytes::Bytes::from_static(b"x")), &frontier), None);
         assert_eq!(Frontier::parse("0-0").unwrap().encode(), "0-0");
-        // Past the short buffer: the same offset, written the long way.
+        // A frontier of many publishers, spliced in whole.
         let long = (1..=8).map(|p| format!("{p:x}-ffffffffff")).collect::<Vec<_>>().join(".");
         let spliced = with_offset(&Frame::message("2[\"m\"]"), &Frontier::parse(&long).unwrap());
         assert_eq!(spliced, Some(Frame::message(&format!("2[\"m\",\"{long}\"]"))));
