@@ -99,6 +99,13 @@ pub struct ClusterSettings {
     pub gossip_max_clock_skew_ms: u64,
     /// Gossip round period; also the failure detector's initial heartbeat interval, ms.
     pub gossip_interval_ms: u64,
+    /// How long a deleted gossip key (a room this node no longer has members in) is kept as
+    /// a tombstone so peers learn of the deletion, ms. Chitchat's work per gossip round (and
+    /// its memory) grows with every key it holds, tombstones included, and rooms come and go
+    /// all the time in a chat: a short grace keeps that work flat under churn. A peer that
+    /// falls further behind than this (a partition, a stall) is not wrong afterwards, only
+    /// reset: it is sent the node's whole current state again.
+    pub gossip_tombstone_ms: u64,
     /// Phi-accrual threshold above which a silent member counts as dead.
     pub phi_threshold: f64,
     /// How long a forwarded request may take, ms; 0 derives it from the ping settings so it
@@ -132,6 +139,7 @@ impl Default for ClusterSettings {
             secret: None,
             gossip_max_clock_skew_ms: 30_000,
             gossip_interval_ms: 100,
+            gossip_tombstone_ms: 30_000,
             phi_threshold: 8.0,
             rpc_timeout_ms: 0,
             rpc_connect_timeout_ms: 2000,
@@ -354,6 +362,10 @@ impl NodeConfig {
                 ),
                 (c.rpc_max_queued_bytes > u32::MAX as usize, "cluster.rpc_max_queued_bytes must be under 4 GiB"),
                 (c.gossip_max_clock_skew_ms < 1000, "cluster.gossip_max_clock_skew_ms must be at least 1000"),
+                (
+                    c.gossip_tombstone_ms < 1000 || c.gossip_tombstone_ms < 20 * c.gossip_interval_ms,
+                    "cluster.gossip_tombstone_ms must be at least 1000 and 20 gossip intervals",
+                ),
             ];
             if let Some((_, msg)) = bad.iter().find(|(bad, _)| *bad) {
                 return Err(ConfigError::Invalid((*msg).into()));

@@ -311,6 +311,7 @@ impl Observer {
             seeds: config.seeds.clone(),
             interval: config.interval,
             phi_threshold: ClusterSettings::default().phi_threshold,
+            tombstone_grace: Duration::from_millis(ClusterSettings::default().gossip_tombstone_ms),
             keyring: config.keyring.clone(),
             max_clock_skew: Duration::from_millis(ClusterSettings::default().gossip_max_clock_skew_ms),
         };
@@ -423,7 +424,6 @@ fn write_report(out: &mut (dyn Write + Send), report: &Report, format: Format) -
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     use super::*;
     use crate::cluster::membership::MemberInfo;
@@ -439,9 +439,7 @@ mod tests {
                 rpc: Some(SocketAddr::from(([127, 0, 0, 1], port + 1000))),
                 ready,
                 heartbeat: 42,
-                rooms: std::sync::Arc::new(
-                    rooms.iter().map(|r| ("/chat".to_owned(), (*r).to_owned())).collect::<BTreeSet<_>>(),
-                ),
+                rooms: rooms.iter().map(|r| ("/chat".to_owned(), (*r).to_owned())).collect(),
                 version: 1,
             },
             live,

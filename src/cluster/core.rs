@@ -27,13 +27,15 @@
 //!   and leaves (one dirty set, applied by one writer).
 //! - Every table is bounded by the rooms with members and the live nodes; a node that leaves
 //!   takes its entries with it.
-//! - Work per input is in proportion to the change: a membership snapshot diffs only the
-//!   nodes whose room set is a new one (`MemberInfo::rooms` is shared while unchanged).
+//! - Work per input is in proportion to the change: a membership snapshot diffs each node's
+//!   room set with the last one applied, and the two share every part that did not change
+//!   (`MemberInfo::rooms` is a persistent set), so the diff visits only what changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
-use super::membership::{room_key, Members};
+use imbl::ordset::DiffItem;
+
+use super::membership::{room_key, Members, RoomSet};
 use crate::socketio::recovery::PARKED_LABEL;
 use crate::socketio::{PresenceCause, PresenceChange};
 
@@ -83,8 +85,9 @@ pub struct RoomsCore {
     tombstones: std::collections::VecDeque<(RoomId, String, Version)>,
     /// Remote subscriptions known from gossip: room → nodes.
     gossip: HashMap<RoomId, BTreeSet<String>>,
-    /// Each remote node's room set as last applied to `gossip`.
-    applied: HashMap<String, Arc<BTreeSet<RoomId>>>,
+    /// Each remote node's room set as last applied to `gossip` (shares structure with the
+    /// next snapshot's, so diffing the two costs what changed).
+    applied: HashMap<String, RoomSet>,
     /// Subscriptions seen in gossip whose node's members we have not heard of yet.
     unconfirmed: BTreeSet<(String, RoomId)>,
     /// Asks that failed (the peer did not answer in time), by the version of the latest that
@@ -286,17 +289,19 @@ impl RoomsCore {
             }
         }
         for m in members.nodes.values().filter(|m| m.node_id != self.me) {
-            let before = self.applied.get(&m.node_id);
-            if before.is_some_and(|b| Arc::ptr_eq(b, &m.rooms)) {
-                continue;
-            }
-            let before = before.cloned().unwrap_or_default();
-            for room in before.difference(&m.rooms) {
-                unsubscribe(&mut self.gossip, room, &m.node_id);
-            }
-            for room in m.rooms.difference(&before) {
-                self.gossip.entry(room.clone()).or_default().insert(m.node_id.clone());
-                self.unconfirmed.insert((m.node_id.clone(), room.clone()));
+            let before = self.applied.get(&m.node_id).cloned().unwrap_or_default();
+            for change in before.diff(&m.rooms) {
+                match change {
+                    DiffItem::Remove(room) => unsubscribe(&mut self.gossip, room, &m.node_id),
+                    DiffItem::Add(room) => {
+                        self.gossip.entry(room.clone()).or_default().insert(m.node_id.clone());
+                        // Only where our members could have missed its word: a room we
+                        // join later is asked of every peer then.
+                        if self.local.contains_key(room) {
+                            self.unconfirmed.insert((m.node_id.clone(), room.clone()));
+                        }
+                    }
+                }
             }
             self.applied.insert(m.node_id.clone(), m.rooms.clone());
         }

@@ -315,7 +315,19 @@ fn unfold(buf: &mut &[u8]) -> Result<Vec<u8>, Reject> {
                 let len = u16::from_le_bytes(take(buf, 2)?.try_into().expect("2 bytes")) as usize;
                 let block = take(buf, len)?;
                 if kind == 1 {
-                    let unfolded = zstd::bulk::decompress(block, u16::MAX as usize).map_err(|_| Reject::Malformed)?;
+                    // One decompression context per thread: making one per block was a
+                    // visible share of the gossip check's work (it runs for every datagram).
+                    thread_local! {
+                        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                            const { std::cell::RefCell::new(None) };
+                    }
+                    let unfolded = CONTEXT.with_borrow_mut(|context| {
+                        let context = match context {
+                            Some(c) => c,
+                            None => context.insert(zstd::bulk::Decompressor::new().map_err(|_| Reject::Malformed)?),
+                        };
+                        context.decompress(block, u16::MAX as usize).map_err(|_| Reject::Malformed)
+                    })?;
                     out.extend_from_slice(&unfolded);
                 } else {
                     out.extend_from_slice(block);

@@ -41,6 +41,9 @@ pub fn decode_room_key(key: &str) -> Option<(String, String)> {
     Some((nsp, room))
 }
 
+/// A node's advertised rooms: see [`MemberInfo::rooms`].
+pub type RoomSet = imbl::OrdSet<(String, String)>;
+
 /// Gossip settings.
 #[derive(Debug, Clone)]
 pub struct GossipConfig {
@@ -58,6 +61,8 @@ pub struct GossipConfig {
     pub seeds: Vec<String>,
     pub interval: Duration,
     pub phi_threshold: f64,
+    /// How long a deleted key stays as a tombstone (see `cluster.gossip_tombstone_ms`).
+    pub tombstone_grace: Duration,
     /// Seals and checks every datagram.
     pub keyring: Keyring,
     /// How far a datagram's send time may be from the receiver's clock.
@@ -75,9 +80,11 @@ pub struct MemberInfo {
     pub ready: bool,
     pub heartbeat: u64,
     /// Rooms with local members on that node, as `(namespace, room)`, from its `room:` keys.
-    /// Shared: decoded again only when the node's state changed (see `version`), so a
-    /// membership change costs in proportion to the nodes whose keys changed.
-    pub rooms: Arc<std::collections::BTreeSet<(String, String)>>,
+    /// A persistent set: when the node's keys change, only the keys newer than the last
+    /// snapshot are decoded into a copy that shares the rest, and a consumer that kept the
+    /// previous snapshot finds what changed with `diff`, which skips the shared part. So a
+    /// snapshot costs in proportion to the rooms that changed, not to the rooms advertised.
+    pub rooms: RoomSet,
     /// The node state's version: it grows with every key the node sets or deletes.
     pub version: u64,
 }
@@ -97,6 +104,40 @@ impl MemberInfo {
 
     fn from_state(id: &ChitchatId, state: &NodeState) -> Self {
         Self {
+            rooms: state.key_values().filter_map(|(k, _)| decode_room_key(k)).collect(),
+            ..Self::from_state_without_rooms(id, state)
+        }
+    }
+
+    /// The node's info now, from `previous` (its info at the last change) where it can be:
+    /// the same if no key changed, with the new heartbeat; else with only the room keys
+    /// newer than `previous` applied (a deleted key is still there, as a tombstone, newer
+    /// than any snapshot that saw it set). Decoded afresh when that cannot be trusted: a new
+    /// generation, or tombstones newer than `previous` already collected (or a reset of the
+    /// node's state, which chitchat marks the same way).
+    fn from_state_since(id: &ChitchatId, state: &NodeState, previous: Option<&MemberInfo>) -> Self {
+        let Some(p) = previous.filter(|p| p.generation == id.generation_id && state.last_gc_version() <= p.version)
+        else {
+            return Self::from_state(id, state);
+        };
+        if p.version == state.max_version() {
+            return MemberInfo { heartbeat: u64::from(state.heartbeat()), ..p.clone() };
+        }
+        let mut rooms = p.rooms.clone();
+        let newer = state.key_values_including_deleted().filter(|(_, v)| v.version > p.version);
+        for (key, value) in newer {
+            let Some(room) = decode_room_key(key) else { continue };
+            if value.is_deleted() {
+                rooms.remove(&room);
+            } else {
+                rooms.insert(room);
+            }
+        }
+        MemberInfo { rooms, ..Self::from_state_without_rooms(id, state) }
+    }
+
+    fn from_state_without_rooms(id: &ChitchatId, state: &NodeState) -> Self {
+        Self {
             node_id: id.node_id.to_string(),
             generation: id.generation_id,
             gossip: id.gossip_advertise_addr,
@@ -104,19 +145,8 @@ impl MemberInfo {
             rpc: state.get(KEY_RPC).and_then(|v| v.parse().ok()),
             ready: state.get(KEY_READY) == Some("1"),
             heartbeat: u64::from(state.heartbeat()),
-            rooms: Arc::new(state.key_values().filter_map(|(k, _)| decode_room_key(k)).collect()),
+            rooms: RoomSet::new(),
             version: state.max_version(),
-        }
-    }
-
-    /// The node's info now: `previous` (its info at the last change) if its keys have not
-    /// changed since, with the new heartbeat, else decoded afresh.
-    fn from_state_since(id: &ChitchatId, state: &NodeState, previous: Option<&MemberInfo>) -> Self {
-        match previous {
-            Some(p) if p.generation == id.generation_id && p.version == state.max_version() => {
-                MemberInfo { heartbeat: u64::from(state.heartbeat()), ..p.clone() }
-            }
-            _ => Self::from_state(id, state),
         }
     }
 }
@@ -134,14 +164,15 @@ impl Members {
     }
 
     /// Equal but for heartbeats. The live-node watcher also wakes when an observer comes or
-    /// goes; that, with the heartbeats it carries, is no membership change.
+    /// goes; that, with the heartbeats it carries, is no membership change. Rooms are
+    /// compared by the node state's version (its keys are those of that version), not one
+    /// by one.
     fn same_as(&self, other: &Members) -> bool {
+        fn key(m: &MemberInfo) -> (&str, u64, SocketAddr, Option<SocketAddr>, Option<SocketAddr>, bool, u64) {
+            (&m.node_id, m.generation, m.gossip, m.http, m.rpc, m.ready, m.version)
+        }
         self.nodes.len() == other.nodes.len()
-            && self
-                .nodes
-                .values()
-                .zip(other.nodes.values())
-                .all(|(a, b)| MemberInfo { heartbeat: b.heartbeat, ..a.clone() } == *b)
+            && self.nodes.values().zip(other.nodes.values()).all(|(a, b)| key(a) == key(b))
     }
 
     /// Node ids of the members that take new sessions and can be reached by RPC.
@@ -206,7 +237,7 @@ impl Membership {
                 dead_node_grace_period: Duration::from_secs(3600),
                 ..FailureDetectorConfig::default()
             },
-            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            marked_for_deletion_grace_period: config.tombstone_grace,
             catchup_callback: None,
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V1,
@@ -387,6 +418,38 @@ mod tests {
         assert_eq!(decode_room_key("room:!!"), None);
         // A 64-character room of 4-byte characters still makes a small key.
         assert!(room_key("/chat", &"😀".repeat(64)).len() < 400);
+    }
+
+    /// Room sets built from the previous snapshot plus the newer keys equal sets decoded
+    /// afresh, through random joins and leaves (deletions seen as tombstones), and the
+    /// snapshots share what did not change.
+    #[test]
+    fn room_sets_follow_key_changes_incrementally() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut state = NodeState::for_test();
+        let id = state.chitchat_id().clone();
+        state.set(KEY_RPC, "127.0.0.1:1");
+        let mut info = MemberInfo::from_state(&id, &state);
+        for step in 0..2_000 {
+            for _ in 0..rng.random_range(0..4) {
+                let key = room_key("/chat", &format!("room {}", rng.random_range(0..300)));
+                if rng.random_bool(0.5) {
+                    state.set(&key, "1");
+                } else {
+                    state.delete(&key);
+                }
+            }
+            let next = MemberInfo::from_state_since(&id, &state, Some(&info));
+            assert_eq!(next, MemberInfo::from_state(&id, &state), "step {step}");
+            if next.version == info.version {
+                assert!(next.rooms.ptr_eq(&info.rooms), "an unchanged node's set is the same set");
+            }
+            info = next;
+        }
+        assert!(info.rooms.len() > 50, "the walk kept rooms: {}", info.rooms.len());
+        let other = ChitchatId { generation_id: 1, ..id.clone() };
+        assert_eq!(MemberInfo::from_state_since(&other, &state, Some(&info)), MemberInfo::from_state(&other, &state));
     }
 
     #[tokio::test]

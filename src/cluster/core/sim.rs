@@ -11,13 +11,12 @@
 //! lost but with a dead node; requests may fail (a timeout): the asker is told so.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Effect, RoomId, RoomsCore, Version};
-use crate::cluster::membership::{MemberInfo, Members};
+use crate::cluster::membership::{MemberInfo, Members, RoomSet};
 
 const NSP: &str = "/chat";
 
@@ -51,11 +50,11 @@ struct Node {
     alive: bool,
     /// Users here: room → users.
     members: BTreeMap<RoomId, BTreeSet<String>>,
-    /// This node's gossip: its advertised rooms (a new `Arc` whenever it changes).
-    advertised: Arc<BTreeSet<RoomId>>,
+    /// This node's gossip: its advertised rooms (a persistent set, as membership builds it).
+    advertised: RoomSet,
     advertise_due: bool,
     /// What it believes of the others: node → their advertised rooms, for the live ones.
-    view: BTreeMap<usize, Arc<BTreeSet<RoomId>>>,
+    view: BTreeMap<usize, RoomSet>,
     /// Users whose join waits for the room's [`Effect::Joined`].
     waiting: BTreeMap<RoomId, Vec<String>>,
     /// Publishes received: id → times.
@@ -116,7 +115,7 @@ impl Sim {
                 core: RoomsCore::new(name.clone(), 1),
                 alive: true,
                 members: BTreeMap::new(),
-                advertised: Arc::default(),
+                advertised: RoomSet::new(),
                 advertise_due: false,
                 view: BTreeMap::new(),
                 waiting: BTreeMap::new(),
@@ -142,7 +141,7 @@ impl Sim {
         for i in 0..n {
             for j in 0..n {
                 if i != j {
-                    sim.nodes[i].view.insert(j, Arc::default());
+                    sim.nodes[i].view.insert(j, RoomSet::new());
                 }
             }
             sim.snapshot(i);
@@ -350,7 +349,7 @@ impl Sim {
     fn advertise(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         node.advertise_due = false;
-        let mut rooms = (*node.advertised).clone();
+        let mut rooms = node.advertised.clone();
         for (key, value) in node.core.take_advertisements() {
             let id = ROOMS.iter().map(|r| room(r)).find(|r| crate::cluster::membership::room_key(&r.0, &r.1) == key);
             let id = id.expect("a key of a simulated room");
@@ -359,9 +358,7 @@ impl Sim {
                 None => rooms.remove(&id),
             };
         }
-        if rooms != *node.advertised {
-            node.advertised = Arc::new(rooms);
-        }
+        node.advertised = rooms;
     }
 
     /// Node `i` hears gossip about node `j`: its rooms, or that it died.
@@ -516,7 +513,12 @@ impl Sim {
             assert_eq!(node.core.sizes().joining, 0, "{}: joins still announced", node.name);
             let mut want: BTreeSet<RoomId> = node.members.keys().cloned().collect();
             want.retain(|r| !node.members[r].is_empty());
-            assert_eq!(*node.advertised, want, "{}: advertised rooms", node.name);
+            assert_eq!(
+                node.advertised.iter().cloned().collect::<BTreeSet<_>>(),
+                want,
+                "{}: advertised rooms",
+                node.name
+            );
             for r in ROOMS.iter().map(|r| room(r)) {
                 let with_members: Vec<String> = alive
                     .iter()
