@@ -694,9 +694,20 @@ impl ClusterRooms {
     }
 }
 
+/// How often, at most, this node writes its `room:` gossip keys. A change waits for the next
+/// write; that costs nothing in delivery, since joins and leaves reach the peers by direct
+/// word at once (gossip is what a node that missed the word, or joined later, goes by). What
+/// it saves: chitchat copies every live node's keys in a round where any node's keys changed,
+/// and keeps each deleted key as a tombstone, so under room churn (every chat user with rooms
+/// of their own, coming and going) writing at every change made the whole ring's gossip work
+/// grow with the churn. Written at most once a second, a node changes its keys at most once a
+/// second, and a room that comes and goes between two writes never reaches gossip at all.
+const ADVERTISE_EVERY: Duration = Duration::from_secs(1);
+
 /// Keeps this node's `room:` gossip keys in line with its rooms with local members: one task,
 /// so a quick join and leave can never leave their set and delete applied out of order; each
-/// round costs in proportion to the rooms that changed. Ends with [`ClusterRooms::shutdown`].
+/// round costs in proportion to the rooms that changed, and rounds are [`ADVERTISE_EVERY`]
+/// apart at least. Ends with [`ClusterRooms::shutdown`].
 async fn advertise_rooms(
     rooms: std::sync::Weak<ClusterRooms>,
     wake: Arc<tokio::sync::Notify>,
@@ -707,9 +718,15 @@ async fn advertise_rooms(
             _ = wake.notified() => {}
             _ = stop.cancelled() => return,
         }
-        let Some(rooms) = rooms.upgrade() else { return };
-        let changes = rooms.state.lock().unwrap_or_else(|e| e.into_inner()).core.take_advertisements();
-        rooms.membership.update(changes).await;
+        {
+            let Some(rooms) = rooms.upgrade() else { return };
+            let changes = rooms.state.lock().unwrap_or_else(|e| e.into_inner()).core.take_advertisements();
+            rooms.membership.update(changes).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ADVERTISE_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 
