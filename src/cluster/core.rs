@@ -31,7 +31,7 @@
 //!   room set with the last one applied, and the two share every part that did not change
 //!   (`MemberInfo::rooms` is a persistent set), so the diff visits only what changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use imbl::ordset::DiffItem;
 
@@ -49,8 +49,11 @@ pub type RoomId = (String, String);
 pub type Version = (u64, u64);
 
 /// Removed presence entries remembered (so an older word arriving late is recognized as
-/// such), at most; the oldest are forgotten first.
-const MAX_TOMBSTONES: usize = 65_536;
+/// such), at most; the oldest are forgotten first. A late word is one overtaken on another
+/// connection, a matter of milliseconds to an RPC timeout (2 s), while even heavy churn (the
+/// churn soak: about 300 removals a second seen by each node) lays 16,384 in about a minute.
+/// Each costs a few hundred bytes; 65,536 of them were a fifth of a churning node's heap.
+const MAX_TOMBSTONES: usize = 16_384;
 
 /// What the driver must do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +107,10 @@ pub struct RoomsCore {
     /// Rooms that gained their first or lost their last local member since the gossip keys
     /// were last taken.
     unadvertised: BTreeSet<RoomId>,
+    /// Rooms whose gossip key is set (as of the last keys taken): a room that came and went
+    /// between two takes is neither set nor deleted (chitchat warns of deleting a key it
+    /// does not hold).
+    advertised: HashSet<RoomId>,
 }
 
 impl RoomsCore {
@@ -124,6 +131,7 @@ impl RoomsCore {
             retry: BTreeMap::new(),
             joining: HashMap::new(),
             unadvertised: BTreeSet::new(),
+            advertised: HashSet::new(),
         }
     }
 
@@ -262,7 +270,7 @@ impl RoomsCore {
     }
 
     /// Forgets the oldest tombstones past [`MAX_TOMBSTONES`] (a word older than a forgotten
-    /// one could then be applied: it would have to be overtaken by 65,536 later removals).
+    /// one could then be applied: it would have to be overtaken by [`MAX_TOMBSTONES`] later removals).
     fn forget_old_tombstones(&mut self) {
         while self.tombstones.len() > MAX_TOMBSTONES {
             let Some((room, node, version)) = self.tombstones.pop_front() else { break };
@@ -397,7 +405,18 @@ impl RoomsCore {
     /// changed since the last call, as they are now.
     pub fn take_advertisements(&mut self) -> Vec<(String, Option<&'static str>)> {
         let dirty = std::mem::take(&mut self.unadvertised);
-        dirty.into_iter().map(|id| (room_key(&id.0, &id.1), self.local.contains_key(&id).then_some("1"))).collect()
+        let mut changes = Vec::new();
+        for id in dirty {
+            let key = room_key(&id.0, &id.1);
+            if self.local.contains_key(&id) {
+                if self.advertised.insert(id) {
+                    changes.push((key, Some("1")));
+                }
+            } else if self.advertised.remove(&id) {
+                changes.push((key, None));
+            }
+        }
+        changes
     }
 
     /// Live peers (not this node).

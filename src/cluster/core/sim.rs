@@ -353,10 +353,13 @@ impl Sim {
         for (key, value) in node.core.take_advertisements() {
             let id = ROOMS.iter().map(|r| room(r)).find(|r| crate::cluster::membership::room_key(&r.0, &r.1) == key);
             let id = id.expect("a key of a simulated room");
-            match value {
-                Some(_) => rooms.insert(id),
-                None => rooms.remove(&id),
+            // Each key written is a change: no set of a key already set, no delete of one
+            // never set (chitchat warns of it).
+            let changed = match value {
+                Some(_) => rooms.insert(id).is_none(),
+                None => rooms.remove(&id).is_some(),
             };
+            assert!(changed, "{}: gossip key {key} written without a change", node.name);
         }
         node.advertised = rooms;
     }
