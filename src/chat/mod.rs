@@ -354,7 +354,9 @@ fn join(
     }
     let Some(subscribed) = socket.join(&room) else { return respond(socket, ack, Ok(())) };
     let (socket, users, history) = (socket.clone(), users.clone(), history.clone());
-    ns.clone().tasks().spawn(async move {
+    // Stopped with the node: by then every session is closed, and a join announced after
+    // its user left would be a lie.
+    ns.clone().tasks().spawn_until_stopped(async move {
         subscribed.await;
         // What was said before: from the room's replicas, before the joiner's own join line.
         let said = history.history(NAMESPACE, &room).await;

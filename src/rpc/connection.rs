@@ -104,7 +104,8 @@ pub struct Connection {
     /// A child of the owner's stop token: the owner's shutdown closes every connection.
     closed: CancellationToken,
     /// The owner's tasks (the listener's or the dialer's): this connection's reader and
-    /// writer, each request it serves (at most `max_served` at once) and each stream it runs.
+    /// writer, each request it serves (at most `max_served` at once, stopped with the owner)
+    /// and each stream it runs.
     tasks: Tasks,
 }
 
@@ -220,9 +221,11 @@ impl Connection {
                 };
                 let conn = self.clone();
                 let answer = handler.map(|h| h.request(&self.peer, body));
-                // Runs to its end even if the connection closes first: a handler's work is
-                // not cut off halfway (its answer is then lost, as the caller knows).
-                self.tasks.spawn(async move {
+                // Runs on if this connection closes (its answer is then lost, as the caller
+                // knows), until the owner stops: a node that stops serving RPC leaves the ring
+                // at once rather than wait for answers nobody will read (a barrier waiting for
+                // pushes its closed listener will never get).
+                self.tasks.spawn_until_stopped(async move {
                     let body = match answer {
                         Some(fut) => fut.await,
                         None => Response::Failed("this connection serves no requests".into()),

@@ -28,8 +28,8 @@ pub struct ListenSettings {
     pub limits: RpcLimits,
 }
 
-/// Accepts RPC connections until `stop` is cancelled, then closes those it serves and returns
-/// once every task they run (handshakes, readers and writers, requests, streams) has ended.
+/// Accepts RPC connections until `stop` is cancelled, then closes those it serves, stops the
+/// handshakes and the requests under way, and returns once every task has ended.
 pub async fn serve(
     listener: TcpListener,
     settings: ListenSettings,
@@ -59,7 +59,8 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (settings, handler, stats, served) = (settings.clone(), handler.clone(), stats.clone(), tasks.clone());
-        tasks.spawn(async move {
+        // A handshake under way when the listener stops is dropped.
+        tasks.spawn_until_stopped(async move {
             let secured =
                 noise::accept(&mut stream, &settings.keyring, &settings.node_id, settings.handshake_timeout).await;
             drop(slot);
