@@ -1,6 +1,6 @@
-//! A set of tasks with one owner: the owner's shutdown stops those that only wait for time (or
-//! for its stop token) and waits for every one, so nothing it started outlives it (see ARCHITECTURE.md, *One shutdown
-//! path*).
+//! A set of tasks with one owner: the owner's shutdown stops those whose later work no longer
+//! matters and waits for every one, so nothing it started outlives it (ARCHITECTURE.md, *One
+//! shutdown path*).
 
 use std::future::Future;
 
@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// The tasks of one owner (a Socket.IO server and its namespaces, an engine). Cloning gives
-/// another handle to the same set.
+/// The tasks of one owner (a Socket.IO server and its namespaces, an engine, the RPC listener
+/// or dialer, the membership). Cloning gives another handle to the same set.
 #[derive(Clone, Default)]
 pub struct Tasks {
     tracker: TaskTracker,
@@ -28,8 +28,8 @@ impl Tasks {
         self.tracker.spawn(task.in_current_span());
     }
 
-    /// Runs `task`, in the current span, until it ends or the owner shuts down: for timers and
-    /// sweepers, whose later work no longer matters once the owner stops.
+    /// Runs `task`, in the current span, until it ends or the owner shuts down: for timers,
+    /// sweepers and answers nobody will read once the owner stops.
     pub fn spawn_until_stopped<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
