@@ -24,3 +24,4 @@ pub mod per_address;
 pub mod rpc;
 pub mod server;
 pub mod socketio;
+pub mod tasks;

@@ -277,13 +277,17 @@ async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!("chat page at http://{}/", node.http_addr());
     drop(_span);
     let stop = node.shutdown_token();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        stop.cancel();
-    });
+    let left = node.wait();
+    tokio::pin!(left);
     // A node whose gossip failed has left the cluster: exit non-zero so a supervisor
     // (systemd, Kubernetes, cluster.sh's operator) starts it again under a new generation.
-    node.wait().await?;
+    tokio::select! {
+        result = &mut left => result?,
+        () = wait_for_signal() => {
+            stop.cancel();
+            left.await?;
+        }
+    }
     Ok(())
 }
 

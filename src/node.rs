@@ -482,9 +482,9 @@ impl Node {
                 }
                 c.rpc_stop.cancel();
                 let _ = c.rpc_task.await;
-                c.cluster.peers.close_all();
+                c.cluster.peers.shutdown().await;
                 c.cluster.membership.shutdown().await;
-                c.rooms.shutdown();
+                c.rooms.shutdown().await;
             }
             if let Some(writer) = self.history.and_then(|h| h.writer) {
                 writer.stop().await; // what is not on disk yet is written now

@@ -150,7 +150,7 @@ async fn accept_loop(
                 warn!(max = limits.max_connections, refused, "too many connections: refusing new ones");
             }
             state.refused(Refusal::Connections);
-            tokio::spawn(refuse(stream, TOO_MANY_CONNECTIONS));
+            state.tasks.spawn(refuse(stream, TOO_MANY_CONNECTIONS));
             continue;
         };
         let address_permit = match limits.max_per_address {
@@ -160,7 +160,7 @@ async fn accept_loop(
                 None => {
                     debug!(%peer, max, "too many connections from this address: refusing");
                     state.refused(Refusal::ConnectionsPerAddress);
-                    tokio::spawn(refuse(stream, TOO_MANY_FROM_ADDRESS));
+                    state.tasks.spawn(refuse(stream, TOO_MANY_FROM_ADDRESS));
                     continue;
                 }
             },

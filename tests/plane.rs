@@ -192,7 +192,7 @@ async fn a_peer_speaks_only_for_itself() {
     assert!(matches!(own, Response::Members { .. }), "{own:?}");
     let metrics = reqwest::get(format!("http://{}/metrics", nodes[0].http_addr())).await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l == "clusterchat_rpc_claims_refused_total 1"), "{metrics}");
-    peers.close_all();
+    peers.shutdown().await;
     stop(nodes).await;
 }
 

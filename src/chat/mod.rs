@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use tracing::Instrument;
-
 use crate::auth::JwtVerifier;
 use crate::history::HistoryHandle;
 use crate::socketio::{
@@ -356,20 +354,19 @@ fn join(
     }
     let Some(subscribed) = socket.join(&room) else { return respond(socket, ack, Ok(())) };
     let (socket, users, history) = (socket.clone(), users.clone(), history.clone());
-    tokio::spawn(
-        async move {
-            subscribed.await;
-            // What was said before: from the room's replicas, before the joiner's own join line.
-            let said = history.history(NAMESPACE, &room).await;
-            let messages: Vec<Value> = said.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect();
-            let _ = socket.emit("room history", vec![json!({ "room": &room, "messages": messages })]);
-            let user = user(&socket);
-            ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
-            users.changed(&ns, &room);
-            respond(&socket, ack, Ok(()));
-        }
-        .in_current_span(),
-    );
+    // Stopped with the node: by then every session is closed, and a join announced after
+    // its user left would be a lie.
+    ns.clone().tasks().spawn_until_stopped(async move {
+        subscribed.await;
+        // What was said before: from the room's replicas, before the joiner's own join line.
+        let said = history.history(NAMESPACE, &room).await;
+        let messages: Vec<Value> = said.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect();
+        let _ = socket.emit("room history", vec![json!({ "room": &room, "messages": messages })]);
+        let user = user(&socket);
+        ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
+        users.changed(&ns, &room);
+        respond(&socket, ack, Ok(()));
+    });
 }
 
 fn leave(socket: &Arc<Socket>, room: &str, users: &Arc<RoomUsers>) -> Result<(), String> {

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::json;
-use tracing::Instrument;
 
 use crate::socketio::Namespace;
 
@@ -34,17 +33,15 @@ impl RoomUsers {
         }
         let members = ns.room_members(room).len() as u64;
         let delay = Duration::from_millis(members).clamp(MIN_DELAY, MAX_DELAY);
-        let (this, ns, room) = (self.clone(), Arc::downgrade(ns), room.to_owned());
-        tokio::spawn(
-            async move {
-                tokio::time::sleep(delay).await;
-                this.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
-                if let Some(ns) = Weak::upgrade(&ns) {
-                    ns.emit_to_local_room(&room, "room users", vec![list(&ns, &room)]);
-                }
+        let (this, weak, room) = (self.clone(), Arc::downgrade(ns), room.to_owned());
+        // Cut short when the node stops: its clients are gone, nobody is waiting for a list.
+        ns.tasks().spawn_until_stopped(async move {
+            tokio::time::sleep(delay).await;
+            this.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
+            if let Some(ns) = Weak::upgrade(&weak) {
+                ns.emit_to_local_room(&room, "room users", vec![list(&ns, &room)]);
             }
-            .in_current_span(),
-        );
+        });
     }
 }
 

@@ -17,10 +17,11 @@ use std::time::Duration;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, Instrument};
+use tracing::{error, info};
 
 use super::gossip_transport::{GossipRejections, GossipTraffic, SecureTransport};
 use crate::keyring::Keyring;
+use crate::tasks::Tasks;
 
 pub const KEY_HTTP: &str = "http";
 pub const KEY_RPC: &str = "rpc";
@@ -185,7 +186,8 @@ pub struct Membership {
     handle: tokio::sync::Mutex<Option<ChitchatHandle>>,
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     members: watch::Receiver<Arc<Members>>,
-    stop: CancellationToken,
+    /// The members watcher and the gossip task's watcher; stopped by [`Membership::shutdown`].
+    tasks: Tasks,
     rejections: Arc<GossipRejections>,
     traffic: Arc<GossipTraffic>,
     /// Why the gossip task ended, if it did while the node was not leaving: the node is then
@@ -246,16 +248,16 @@ impl Membership {
         let chitchat = handle.chitchat();
         let live = chitchat.lock().await.live_nodes_watcher();
         let (tx, members) = watch::channel(Arc::new(Members::default()));
-        let stop = CancellationToken::new();
-        tokio::spawn(watch_members(live, tx, stop.clone()).in_current_span());
+        let tasks = Tasks::default();
+        tasks.spawn(watch_members(live, tx, tasks.child_token()));
         let (failed, failure) = watch::channel(None);
-        tokio::spawn(watch_gossip_task(handle.termination_watcher(), failed, stop.clone()).in_current_span());
+        tasks.spawn(watch_gossip_task(handle.termination_watcher(), failed, tasks.child_token()));
         info!(gossip = %config.listen, advertise = %config.advertise, seeds = ?config.seeds, generation, "joined the gossip ring");
         Ok(Self {
             handle: tokio::sync::Mutex::new(Some(handle)),
             chitchat,
             members,
-            stop,
+            tasks,
             rejections,
             traffic,
             failure,
@@ -326,7 +328,7 @@ impl Membership {
 
     /// Leaves the ring.
     pub async fn shutdown(&self) {
-        self.stop.cancel();
+        self.tasks.shutdown().await;
         if let Some(handle) = self.handle.lock().await.take() {
             if let Err(err) = handle.shutdown().await {
                 tracing::warn!(error = %err, "gossip shutdown failed");

@@ -189,12 +189,17 @@ impl ClusterRooms {
         rooms
     }
 
-    /// Stops the long-lived tasks; what is still queued for peers is dropped (a leaving node
-    /// has already flushed its hand-overs, see [`ClusterRooms::settle`]).
-    pub fn shutdown(&self) {
+    /// Stops the long-lived tasks and waits until every task has ended; what is still queued
+    /// for peers is dropped (a leaving node has already flushed its hand-overs, see
+    /// [`ClusterRooms::settle`]). Called once the RPC peers are closed, so the tasks that
+    /// wait for an answer end at once.
+    pub async fn shutdown(&self) {
         self.stop.cancel();
         self.tasks.close();
+        self.hand_overs.close();
         self.queues.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.hand_overs.wait().await;
+        self.tasks.wait().await;
     }
 
     /// A namespace, while it exists.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
 use super::history::ClusterHistory;
 use super::membership::Membership;
@@ -429,29 +429,26 @@ impl RpcHandler for PeerHandler {
         }
     }
 
-    fn stream(&self, _peer: &str, open: StreamOpen, stream: RpcStream) {
+    fn stream(&self, _peer: &str, open: StreamOpen, stream: RpcStream) -> futures_util::future::BoxFuture<'static, ()> {
         let Some(engine) = self.engine(&open.path) else {
             warn!(path = open.path, "stream for an unknown engine refused");
-            return; // dropping the stream closes it
+            return Box::pin(std::future::ready(())); // dropping the stream closes it
         };
-        tokio::spawn(
-            async move {
-                let (tx, rx) = stream.split();
-                // Never fails: an unfold sink that failed once panics on the next send, and the
-                // engine may still say goodbye. A closed stream shows on the receiving half.
-                let sink = Box::pin(futures_util::sink::unfold(tx, |tx, msg: WsMessage| async move {
-                    if let Some(frame) = WsFrame::from_ws(msg) {
-                        let _ = tx.send(frame).await;
-                    }
-                    Ok::<_, Infallible>(tx)
-                }));
-                let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|frame| (Ok::<_, Infallible>(frame.into_ws()), rx))
-                }));
-                engine.handle_websocket(open.query, open.new_sid, sink, stream).await;
-            }
-            .in_current_span(),
-        );
+        Box::pin(async move {
+            let (tx, rx) = stream.split();
+            // Never fails: an unfold sink that failed once panics on the next send, and the
+            // engine may still say goodbye. A closed stream shows on the receiving half.
+            let sink = Box::pin(futures_util::sink::unfold(tx, |tx, msg: WsMessage| async move {
+                if let Some(frame) = WsFrame::from_ws(msg) {
+                    let _ = tx.send(frame).await;
+                }
+                Ok::<_, Infallible>(tx)
+            }));
+            let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|frame| (Ok::<_, Infallible>(frame.into_ws()), rx))
+            }));
+            engine.handle_websocket(open.query, open.new_sid, sink, stream).await;
+        })
     }
 }
 

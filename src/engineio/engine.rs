@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use super::error::EngineError;
 use super::gate::Gate;
@@ -29,6 +29,7 @@ use super::payload::{self, PayloadFormat};
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 use super::session::{new_sid, CloseReason, EngineHandler, Heartbeat, Session, Sid, UpgradeState};
 use crate::per_address::PerAddress;
+use crate::tasks::Tasks;
 
 /// Engine.IO settings, with the reference server's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct Engine {
     /// That task, started with the first session (an engine may be built outside a runtime)
     /// and stopped when the engine is dropped.
     lifecycle_task: OnceLock<AbortOnDropHandle<()>>,
+    /// The closed sessions kept for their client's last poll; shutdown waits for them.
+    tasks: Tasks,
 }
 
 impl Engine {
@@ -102,6 +105,7 @@ impl Engine {
             refused_per_address: AtomicU64::new(0),
             lifecycle: Arc::default(),
             lifecycle_task: OnceLock::new(),
+            tasks: Tasks::default(),
         })
     }
 
@@ -167,7 +171,8 @@ impl Engine {
         self.websockets.load(Ordering::Relaxed)
     }
 
-    /// Closes every session and refuses new ones. Returns once every session is cleaned up.
+    /// Closes every session and refuses new ones. Returns once every session is cleaned up
+    /// and every task of the engine and of its handler has ended.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         let sessions: Vec<_> = self.sessions.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
@@ -177,6 +182,8 @@ impl Engine {
         while self.session_count() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.handler.shutdown().await;
+        self.tasks.shutdown().await;
     }
 
     /// Answers one polling request.
@@ -289,17 +296,14 @@ impl Engine {
         }
         // Keep the closed session just long enough for the client's last poll.
         let engine = self.clone();
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    _ = s.noop_taken.notified() => {}
-                    _ = tokio::time::sleep(engine.config.ping_timeout) => {}
-                    _ = engine.shutdown.cancelled() => {}
-                }
-                engine.remove(&s);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = s.noop_taken.notified() => {}
+                _ = tokio::time::sleep(engine.config.ping_timeout) => {}
+                _ = engine.shutdown.cancelled() => {}
             }
-            .in_current_span(),
-        );
+            engine.remove(&s);
+        });
     }
 
     fn remove(&self, session: &Session) {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -65,11 +66,17 @@ impl CloseReason {
 
 /// The application side of an engine: socket.io, or the echo server of the conformance suite.
 /// Callbacks run inline on the request or connection that carried the packet, so they must not
-/// block; work that waits is spawned.
+/// block; work that waits is spawned, on tasks the handler owns and stops in `shutdown`.
 pub trait EngineHandler: Send + Sync + 'static {
     fn on_open(&self, session: &Arc<Session>);
     fn on_message(&self, session: &Arc<Session>, message: Message);
     fn on_close(&self, session: &Arc<Session>, reason: CloseReason);
+    /// Resolves once every task the handler started has ended; the engine calls it from its
+    /// own shutdown, after every session was closed and cleaned up. A handler that spawns
+    /// nothing keeps the default.
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// The state of a polling → WebSocket upgrade.

@@ -24,10 +24,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
 use super::message::{decode, encode, Push, Request, Response, RpcFrame, StreamOpen, WsFrame};
 use super::noise::{RecordDecoder, RecordEncoder, Secured};
+use crate::tasks::Tasks;
 
 /// Outgoing frames queued per connection.
 const OUTBOX: usize = 4096;
@@ -55,8 +56,10 @@ impl Default for RpcLimits {
 /// proved: a message that names a node must name that one.
 pub trait RpcHandler: Send + Sync + 'static {
     fn request(&self, peer: &str, request: Request) -> BoxFuture<'static, Response>;
-    /// A peer opened a stream; the handler owns it (and spawns whatever serves it).
-    fn stream(&self, peer: &str, open: StreamOpen, stream: RpcStream);
+    /// A peer opened a stream; returns what serves it, which the connection runs as one of its
+    /// tasks (it ends when the stream does, as the connection closing ends it). Dropping the
+    /// stream refuses it.
+    fn stream(&self, peer: &str, open: StreamOpen, stream: RpcStream) -> BoxFuture<'static, ()>;
     /// A one-way message; must not block.
     fn push(&self, peer: &str, push: Push);
 }
@@ -98,13 +101,25 @@ pub struct Connection {
     /// Open streams' inbound queues, by stream id.
     streams: Mutex<HashMap<u64, mpsc::Sender<WsFrame>>>,
     next_id: AtomicU64,
+    /// A child of the owner's stop token: the owner's shutdown closes every connection.
     closed: CancellationToken,
+    /// The owner's tasks (the listener's or the dialer's): this connection's reader and
+    /// writer, each request it serves (at most `max_served` at once, stopped with the owner)
+    /// and each stream it runs.
+    tasks: Tasks,
 }
 
 impl Connection {
-    /// Starts serving a connection whose handshake succeeded. `handler` serves the peer's
+    /// Starts serving a connection whose handshake succeeded, on its owner's `tasks`, whose
+    /// shutdown closes it and waits for everything it runs. `handler` serves the peer's
     /// requests; `None` refuses them (the dialing side only asks).
-    pub fn spawn<S>(io: S, channel: Secured, handler: Option<Arc<dyn RpcHandler>>, limits: RpcLimits) -> Arc<Self>
+    pub fn spawn<S>(
+        io: S,
+        channel: Secured,
+        handler: Option<Arc<dyn RpcHandler>>,
+        limits: RpcLimits,
+        tasks: &Tasks,
+    ) -> Arc<Self>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -121,10 +136,11 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            closed: CancellationToken::new(),
+            closed: tasks.child_token(),
+            tasks: tasks.clone(),
         });
-        tokio::spawn(conn.clone().write_loop(FramedWrite::new(write, encoder), outbox).in_current_span());
-        tokio::spawn(conn.clone().read_loop(FramedRead::new(read, decoder), handler).in_current_span());
+        tasks.spawn(conn.clone().write_loop(FramedWrite::new(write, encoder), outbox));
+        tasks.spawn(conn.clone().read_loop(FramedRead::new(read, decoder), handler));
         conn
     }
 
@@ -134,10 +150,6 @@ impl Connection {
 
     pub fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
-    }
-
-    pub fn close(&self) {
-        self.closed.cancel();
     }
 
     async fn write_loop<W: AsyncWrite + Unpin>(
@@ -209,20 +221,21 @@ impl Connection {
                 };
                 let conn = self.clone();
                 let answer = handler.map(|h| h.request(&self.peer, body));
-                tokio::spawn(
-                    async move {
-                        let body = match answer {
-                            Some(fut) => fut.await,
-                            None => Response::Failed("this connection serves no requests".into()),
-                        };
-                        drop(slot);
-                        if let Err(RpcError::Send { reason, .. }) = conn.send(RpcFrame::Response { id, body }).await {
-                            // Unsendable (too large): the caller hears why rather than waiting.
-                            conn.try_send(RpcFrame::Response { id, body: Response::Failed(reason) });
-                        }
+                // Runs on if this connection closes (its answer is then lost, as the caller
+                // knows), until the owner stops: a node that stops serving RPC leaves the ring
+                // at once rather than wait for answers nobody will read (a barrier waiting for
+                // pushes its closed listener will never get).
+                self.tasks.spawn_until_stopped(async move {
+                    let body = match answer {
+                        Some(fut) => fut.await,
+                        None => Response::Failed("this connection serves no requests".into()),
+                    };
+                    drop(slot);
+                    if let Err(RpcError::Send { reason, .. }) = conn.send(RpcFrame::Response { id, body }).await {
+                        // Unsendable (too large): the caller hears why rather than waiting.
+                        conn.try_send(RpcFrame::Response { id, body: Response::Failed(reason) });
                     }
-                    .in_current_span(),
-                );
+                });
             }
             RpcFrame::Response { id, body } => {
                 if let Some(tx) = self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
@@ -231,7 +244,7 @@ impl Connection {
                 }
             }
             RpcFrame::StreamOpen { stream, open } => match handler {
-                Some(h) => h.stream(&self.peer, open, self.register_stream(stream)),
+                Some(h) => self.tasks.spawn(h.stream(&self.peer, open, self.register_stream(stream))),
                 None => self.try_send(RpcFrame::StreamClose { stream }),
             },
             RpcFrame::StreamData { stream, frame } => {
@@ -487,7 +500,9 @@ mod tests {
         fn request(&self, _peer: &str, _request: Request) -> BoxFuture<'static, Response> {
             Box::pin(std::future::ready(Response::Failed("not here".into())))
         }
-        fn stream(&self, _peer: &str, _open: StreamOpen, _stream: RpcStream) {}
+        fn stream(&self, _peer: &str, _open: StreamOpen, _stream: RpcStream) -> BoxFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
         fn push(&self, _peer: &str, push: Push) {
             let _ = self.0.send(push);
         }
@@ -510,7 +525,8 @@ mod tests {
         let t = Duration::from_secs(2);
         let (dialed, accepted) =
             tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
-        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default());
+        let tasks = Tasks::default();
+        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
         let written = Arc::new(AtomicBool::new(false));
         let push = Push::Record {
             nsp: "/chat".into(),
@@ -523,7 +539,8 @@ mod tests {
         }
         assert!(!written.load(Ordering::SeqCst), "not on the socket while the peer reads nothing");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _receiver = Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default());
+        let _receiver =
+            Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default(), &tasks);
         assert_eq!(rx.recv().await, Some(push));
         let deadline = tokio::time::Instant::now() + t;
         while !written.load(Ordering::SeqCst) {

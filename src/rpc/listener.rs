@@ -10,12 +10,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use super::connection::{Connection, RpcHandler, RpcLimits};
 use super::noise;
 use super::stats::RpcStats;
 use crate::keyring::Keyring;
+use crate::tasks::Tasks;
 
 /// What the listener needs to authenticate and serve its peers.
 pub struct ListenSettings {
@@ -27,7 +28,8 @@ pub struct ListenSettings {
     pub limits: RpcLimits,
 }
 
-/// Accepts RPC connections until `stop` is cancelled.
+/// Accepts RPC connections until `stop` is cancelled, then closes those it serves, stops the
+/// handshakes and the requests under way, and returns once every task has ended.
 pub async fn serve(
     listener: TcpListener,
     settings: ListenSettings,
@@ -37,8 +39,7 @@ pub async fn serve(
 ) {
     let settings = Arc::new(settings);
     let handshakes = Arc::new(Semaphore::new(settings.max_handshakes));
-    // Served connections, so stopping can close them; weak so finished ones are not kept.
-    let served: Arc<std::sync::Mutex<Vec<std::sync::Weak<Connection>>>> = Arc::default();
+    let tasks = Tasks::default();
     loop {
         let (mut stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -57,33 +58,25 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (settings, handler, served, stats) = (settings.clone(), handler.clone(), served.clone(), stats.clone());
-        tokio::spawn(
-            async move {
-                let secured =
-                    noise::accept(&mut stream, &settings.keyring, &settings.node_id, settings.handshake_timeout).await;
-                drop(slot);
-                match secured {
-                    Ok(channel) => {
-                        debug!(%peer, node = channel.peer, "RPC peer authenticated");
-                        let conn = Connection::spawn(stream, channel, Some(handler), settings.limits);
-                        let mut served = served.lock().unwrap_or_else(|e| e.into_inner());
-                        served.retain(|c| c.strong_count() > 0);
-                        served.push(Arc::downgrade(&conn));
-                    }
-                    Err(err) => {
-                        stats.handshake_failed(err.reason());
-                        warn!(%peer, error = %err, "refused RPC connection");
-                    }
+        let (settings, handler, stats, served) = (settings.clone(), handler.clone(), stats.clone(), tasks.clone());
+        // A handshake under way when the listener stops is dropped.
+        tasks.spawn_until_stopped(async move {
+            let secured =
+                noise::accept(&mut stream, &settings.keyring, &settings.node_id, settings.handshake_timeout).await;
+            drop(slot);
+            match secured {
+                Ok(channel) => {
+                    debug!(%peer, node = channel.peer, "RPC peer authenticated");
+                    Connection::spawn(stream, channel, Some(handler), settings.limits, &served);
+                }
+                Err(err) => {
+                    stats.handshake_failed(err.reason());
+                    warn!(%peer, error = %err, "refused RPC connection");
                 }
             }
-            .in_current_span(),
-        );
+        });
     }
+    drop(listener);
+    tasks.shutdown().await;
     info!("RPC listener stopped");
-    for conn in served.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-        if let Some(conn) = conn.upgrade() {
-            conn.close();
-        }
-    }
 }

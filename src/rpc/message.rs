@@ -314,6 +314,193 @@ mod tests {
         }
     }
 
+    /// One sample of every variant on the wire, named. A variant added to any enum of this
+    /// module fails to compile the matches below: give it a sample, then bump the version.
+    fn samples() -> Vec<(&'static str, RpcFrame)> {
+        let entry = || HistoryEntry { at_ms: 5, id: (6, 7), body: "b".into() };
+        let record = |rooms| RecordWire { pid: "p".into(), sid: "s".into(), rooms, version: 3 };
+        let packet = || ((1, 2), vec![WsFrame::Text("t".into()), WsFrame::Binary(Bytes::from_static(&[9]))]);
+        let query = || EngineQuery::parse("EIO=4&transport=polling&sid=s&x=y").unwrap();
+        let requests = vec![
+            Request::Engine {
+                path: "/p".into(),
+                req: EngineRequest {
+                    method: Method::Post,
+                    query: query(),
+                    binary_body: true,
+                    body: Bytes::from_static(b"4x"),
+                    new_sid: Some("n".into()),
+                },
+            },
+            Request::Subscribe {
+                node: "n".into(),
+                nsp: "/c".into(),
+                room: "r".into(),
+                labels: vec!["l".into()],
+                version: (1, 2),
+            },
+            Request::History { nsp: "/c".into(), room: "r".into() },
+            Request::HistoryMerge { rooms: vec![("/c".into(), "r".into(), vec![entry()])] },
+            Request::Keep { nsp: "/c".into(), record: record(RoomsWire::All(vec!["r".into()])), seed: vec![packet()] },
+            Request::Adopt { nsp: "/c".into(), record: record(RoomsWire::Join("r".into())), seed: vec![] },
+            Request::Barrier { token: 4 },
+            Request::Holds { nsp: "/c".into(), pid: "p".into(), sid: "s".into() },
+            Request::FindParked { nsp: "/c".into(), pid: "p".into() },
+            Request::TakeParked { nsp: "/c".into(), pid: "p".into(), offset: "1-2".into() },
+            Request::Admin("{}".into()),
+        ];
+        let responses = vec![
+            Response::Engine(EngineResponse {
+                status: 200,
+                content_type: ContentType::Binary,
+                body: Bytes::from_static(b"ok"),
+            }),
+            Response::Members { version: (1, 2), labels: vec!["l".into()] },
+            Response::History(vec![entry()]),
+            Response::Merged(3),
+            Response::Kept(true),
+            Response::Found(Some(("s".into(), vec!["r".into()]))),
+            Response::Taken(Some(vec![packet()])),
+            Response::Admin("{}".into()),
+            Response::Failed("f".into()),
+        ];
+        let pushes = vec![
+            Push::Publish {
+                nsp: "/c".into(),
+                room: "r".into(),
+                stamp: Some((1, 2)),
+                frames: vec![WsFrame::Text("t".into())],
+            },
+            Push::Presence { node: "n".into(), nsp: "/c".into(), room: "r".into(), labels: vec![], version: (1, 2) },
+            Push::Record { nsp: "/c".into(), room: "r".into(), entry: entry() },
+            Push::Release { nsp: "/c".into(), pid: "p".into(), version: 3, park: true },
+            Push::Seed { nsp: "/c".into(), pid: "p".into(), seed: vec![packet()] },
+            Push::Barrier { token: 4 },
+        ];
+        let mut frames: Vec<RpcFrame> = requests.into_iter().map(|body| RpcFrame::Request { id: 1, body }).collect();
+        frames.extend(responses.into_iter().map(|body| RpcFrame::Response { id: 1, body }));
+        frames.push(RpcFrame::StreamOpen {
+            stream: 2,
+            open: StreamOpen { path: "/p".into(), query: query(), new_sid: None },
+        });
+        frames.push(RpcFrame::StreamData { stream: 2, frame: WsFrame::Binary(Bytes::from_static(&[0, 255])) });
+        frames.push(RpcFrame::StreamClose { stream: 2 });
+        frames.extend(pushes.into_iter().map(RpcFrame::Push));
+        frames.push(RpcFrame::Request {
+            id: 1,
+            body: Request::Keep { nsp: "/c".into(), record: record(RoomsWire::Leave("r".into())), seed: vec![] },
+        });
+        frames.into_iter().map(|f| (variant(&f), f)).collect()
+    }
+
+    fn variant(frame: &RpcFrame) -> &'static str {
+        match frame {
+            RpcFrame::Request { body, .. } => match body {
+                Request::Engine { .. } => "Request::Engine",
+                Request::Subscribe { .. } => "Request::Subscribe",
+                Request::History { .. } => "Request::History",
+                Request::HistoryMerge { .. } => "Request::HistoryMerge",
+                Request::Keep { record, .. } => match record.rooms {
+                    RoomsWire::All(_) => "Request::Keep(RoomsWire::All)",
+                    RoomsWire::Join(_) => "Request::Keep(RoomsWire::Join)",
+                    RoomsWire::Leave(_) => "Request::Keep(RoomsWire::Leave)",
+                },
+                Request::Adopt { .. } => "Request::Adopt",
+                Request::Barrier { .. } => "Request::Barrier",
+                Request::Holds { .. } => "Request::Holds",
+                Request::FindParked { .. } => "Request::FindParked",
+                Request::TakeParked { .. } => "Request::TakeParked",
+                Request::Admin(_) => "Request::Admin",
+            },
+            RpcFrame::Response { body, .. } => match body {
+                Response::Engine(_) => "Response::Engine",
+                Response::Members { .. } => "Response::Members",
+                Response::History(_) => "Response::History",
+                Response::Merged(_) => "Response::Merged",
+                Response::Kept(_) => "Response::Kept",
+                Response::Found(_) => "Response::Found",
+                Response::Taken(_) => "Response::Taken",
+                Response::Admin(_) => "Response::Admin",
+                Response::Failed(_) => "Response::Failed",
+            },
+            RpcFrame::StreamOpen { .. } => "RpcFrame::StreamOpen",
+            RpcFrame::StreamData { frame, .. } => match frame {
+                WsFrame::Text(_) => "RpcFrame::StreamData(WsFrame::Text)",
+                WsFrame::Binary(_) => "RpcFrame::StreamData(WsFrame::Binary)",
+            },
+            RpcFrame::StreamClose { .. } => "RpcFrame::StreamClose",
+            RpcFrame::Push(push) => match push {
+                Push::Publish { .. } => "Push::Publish",
+                Push::Presence { .. } => "Push::Presence",
+                Push::Record { .. } => "Push::Record",
+                Push::Release { .. } => "Push::Release",
+                Push::Seed { .. } => "Push::Seed",
+                Push::Barrier { .. } => "Push::Barrier",
+            },
+        }
+    }
+
+    /// The RPC version the pins below were taken under.
+    const PINNED_VERSION: &[u8; 8] = b"CCRPC/3\n";
+
+    /// Each sample's bincode bytes, in hex, under [`PINNED_VERSION`].
+    const PINNED: &str = "\
+Request::Engine 000100022f700101000101730000040345494f0134097472616e73706f727407706f6c6c696e6703736964017301780179000102347801016e
+Request::Subscribe 000101016e022f63017201016c0102
+Request::History 000102022f630172
+Request::HistoryMerge 00010301022f630172010506070162
+Request::Keep(RoomsWire::All) 000104022f6301700173000101720301010202000174010109
+Request::Adopt 000105022f63017001730101720300
+Request::Barrier 00010604
+Request::Holds 000107022f6301700173
+Request::FindParked 000108022f630170
+Request::TakeParked 000109022f63017003312d32
+Request::Admin 00010a027b7d
+Response::Engine 010100c802026f6b
+Response::Members 010101010201016c
+Response::History 010102010506070162
+Response::Merged 01010303
+Response::Kept 01010401
+Response::Found 010105010173010172
+Response::Taken 0101060101010202000174010109
+Response::Admin 010107027b7d
+Response::Failed 0101080166
+RpcFrame::StreamOpen 0202022f7001000101730000040345494f0134097472616e73706f727407706f6c6c696e67037369640173017801790000
+RpcFrame::StreamData(WsFrame::Binary) 0302010200ff
+RpcFrame::StreamClose 0402
+Push::Publish 0500022f63017201010201000174
+Push::Presence 0501016e022f630172000102
+Push::Record 0502022f6301720506070162
+Push::Release 0503022f6301700301
+Push::Seed 0504022f63017001010202000174010109
+Push::Barrier 050504
+Request::Keep(RoomsWire::Leave) 000104022f63017001730201720300
+";
+
+    /// Two nodes of one build speak one wire: a change to the encoding of anything above
+    /// (a variant added, removed or moved, a field added or retyped, a serde attribute) must
+    /// come with a new `noise::HELLO_MAGIC`, so nodes of the old and the new encoding refuse
+    /// each other instead of misreading each other's frames.
+    #[test]
+    fn the_encoding_is_pinned_to_the_rpc_version() {
+        let now: String = samples()
+            .iter()
+            .map(|(name, frame)| {
+                let hex: String = encode(frame).unwrap().iter().map(|b| format!("{b:02x}")).collect();
+                format!("{name} {hex}\n")
+            })
+            .collect();
+        assert_eq!(
+            crate::rpc::noise::HELLO_MAGIC,
+            PINNED_VERSION,
+            "HELLO_MAGIC was bumped: take the pins again (the assertion below prints them) and set PINNED_VERSION"
+        );
+        assert!(
+            now == PINNED,
+            "the RPC encoding changed: bump HELLO_MAGIC (rpc::noise) and take the pins again. The encoding now:\n{now}"
+        );
+    }
+
     #[test]
     fn garbage_and_truncation_are_errors_not_panics() {
         let bytes = encode(&request()).unwrap();

@@ -6,9 +6,13 @@
 //! PSK handshake needs no certificates, CA or expiry to manage, while still giving forward
 //! secrecy (ephemeral X25519) and mutual authentication (only holders of the key complete it).
 //!
-//! The dialer first sends a plain hello: `"CCRPC/2\n" | key id (4) | len | dialer id | len |
-//! listener id`. The listener refuses a hello that names another node or a key it does not
-//! hold; the hello is the handshake's prologue, so both node ids are bound into it: a
+//! The dialer first sends a plain hello: `"CCRPC/3\n" | key id (4) | len | dialer id | len |
+//! listener id`; the listener answers with its own magic. The magic is the wire's version
+//! ([`HELLO_MAGIC`]): a peer that speaks another one is refused on both sides with
+//! [`HandshakeError::VersionMismatch`], naming both versions (the listener answers its magic
+//! before it closes, so the dialer learns its version too). The listener refuses a hello that
+//! names another node or a key it does not hold; the hello is the handshake's prologue, so both
+//! node ids are bound into it: a
 //! handshake relayed to another node, replayed, reflected, or with an id changed on the way
 //! fails. Afterwards each direction is a sequence of records `len (u16) | ciphertext`, each
 //! with its own nonce (a counter), so an injected, dropped, replayed, reordered or altered
@@ -27,7 +31,13 @@ use super::message::MAX_FRAME;
 use crate::keyring::{KeyId, Keyring};
 
 const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
-const HELLO_MAGIC: &[u8; 8] = b"CCRPC/2\n";
+/// The RPC wire's version: `"CCRPC/"`, one version character, LF. Bump it with any change to
+/// what two nodes say to each other: this handshake, the records, or the encoding of
+/// `rpc::message` (its enums' variants, their order, their fields; pinned by the tests of
+/// `message`). Nodes of different versions refuse each other: no rolling upgrade across it.
+pub const HELLO_MAGIC: &[u8; 8] = b"CCRPC/3\n";
+/// Every version's magic starts so; the version is the character after it.
+const MAGIC_PREFIX: &[u8; 6] = b"CCRPC/";
 /// Longest node id in a hello (config allows ASCII letters, digits, `-` and `_`).
 const MAX_ID: usize = 64;
 /// Handshake messages are an ephemeral key and a tag: far below this.
@@ -41,6 +51,12 @@ const MAX_RECORD_PLAINTEXT: usize = MAX_RECORD - TAG;
 pub enum HandshakeError {
     #[error("not a clusterchat RPC peer (malformed hello)")]
     BadHello,
+    #[error(
+        "peer speaks {peer}, this node {ours}: no rolling upgrade across RPC versions; restart the cluster on one build"
+    )]
+    VersionMismatch { peer: String, ours: &'static str },
+    #[error("peer closed the connection without saying its RPC version (this node {ours}): a build older than CCRPC/3, or not a clusterchat node")]
+    NoVersion { ours: &'static str },
     #[error("peer's cluster secret is not one of this node's (key id {0})")]
     UnknownKey(String),
     #[error("peer dialed node {wanted:?}, not this one")]
@@ -58,6 +74,9 @@ impl HandshakeError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadHello => "bad_hello",
+            Self::VersionMismatch { .. } => "version_mismatch",
+            // Only a dialer sees it, and dialers count nothing: an early end of the stream.
+            Self::NoVersion { .. } => "io",
             Self::UnknownKey(_) => "unknown_key",
             Self::Misdirected { .. } => "misdirected",
             Self::BadProof => "bad_proof",
@@ -92,12 +111,12 @@ impl Hello {
     }
 
     /// Reads a hello, byte counts checked before each read: at most 8 + 4 + 2 + 2 * 64 bytes.
+    /// A hello of another version is read no further than its magic.
     async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Result<(Self, Vec<u8>), HandshakeError> {
         let mut head = [0u8; HELLO_MAGIC.len() + 4 + 1];
-        io.read_exact(&mut head).await?;
-        if &head[..HELLO_MAGIC.len()] != HELLO_MAGIC {
-            return Err(HandshakeError::BadHello);
-        }
+        io.read_exact(&mut head[..HELLO_MAGIC.len()]).await?;
+        check_magic(head[..HELLO_MAGIC.len()].try_into().expect("8 bytes"))?;
+        io.read_exact(&mut head[HELLO_MAGIC.len()..]).await?;
         let mut raw = head.to_vec();
         let dialer_len = head[head.len() - 1] as usize;
         if dialer_len == 0 || dialer_len > MAX_ID {
@@ -122,6 +141,30 @@ impl Hello {
         Ok((hello, raw))
     }
 }
+
+/// `Ok` if `magic` is this build's; a typed error naming both versions if it is another
+/// version's, `BadHello` if it is no magic at all.
+fn check_magic(magic: &[u8; 8]) -> Result<(), HandshakeError> {
+    if magic == HELLO_MAGIC {
+        return Ok(());
+    }
+    let version = magic[MAGIC_PREFIX.len()];
+    if !magic.starts_with(MAGIC_PREFIX) || magic[7] != b'\n' || !version.is_ascii_alphanumeric() {
+        return Err(HandshakeError::BadHello);
+    }
+    Err(HandshakeError::VersionMismatch { peer: version_of(magic), ours: OURS })
+}
+
+/// A magic without its LF, e.g. `CCRPC/3` (only called on a checked magic: ASCII).
+fn version_of(magic: &[u8; 8]) -> String {
+    String::from_utf8_lossy(&magic[..7]).into_owned()
+}
+
+/// This build's version, as log lines name it.
+const OURS: &str = match std::str::from_utf8(HELLO_MAGIC.split_at(7).0) {
+    Ok(version) => version,
+    Err(_) => panic!("the magic is ASCII"),
+};
 
 /// An authenticated channel: the peer's node id, proven by the handshake, and the keys.
 pub struct Secured {
@@ -178,6 +221,7 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
         let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
         let n = state.write_message(&[], &mut buf).map_err(|_| HandshakeError::BadProof)?;
         write_handshake(io, &buf[..n]).await?;
+        read_version(io).await?;
         let answer = read_handshake(io).await?;
         state.read_message(&answer, &mut buf).map_err(|_| HandshakeError::BadProof)?;
         let keys = state.into_stateless_transport_mode().map_err(|_| HandshakeError::BadProof)?;
@@ -195,7 +239,17 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     timeout: Duration,
 ) -> Result<Secured, HandshakeError> {
     let run = async {
-        let (hello, raw) = Hello::read(io).await?;
+        let (hello, raw) = match Hello::read(io).await {
+            Ok(read) => read,
+            Err(err @ HandshakeError::VersionMismatch { .. }) => {
+                // Told this node's version, the dialer can say why it is refused.
+                io.write_all(HELLO_MAGIC).await?;
+                io.shutdown().await?;
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+        io.write_all(HELLO_MAGIC).await?;
         let key = keyring
             .find(&hello.key_id)
             .ok_or_else(|| HandshakeError::UnknownKey(hello.key_id.iter().map(|b| format!("{b:02x}")).collect()))?;
@@ -215,7 +269,33 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         let keys = state.into_stateless_transport_mode().map_err(|_| HandshakeError::BadProof)?;
         Ok(Secured { peer: hello.dialer, keys: Arc::new(keys) })
     };
-    tokio::time::timeout(timeout, run).await.map_err(|_| HandshakeError::Timeout)?
+    let secured = tokio::time::timeout(timeout, run).await.map_err(|_| HandshakeError::Timeout)?;
+    if let Err(HandshakeError::VersionMismatch { .. }) = &secured {
+        linger(io, timeout).await;
+    }
+    secured
+}
+
+/// The dialer's side of the version check: the listener's magic, which must be this build's.
+async fn read_version<S: AsyncRead + Unpin>(io: &mut S) -> Result<(), HandshakeError> {
+    let mut magic = [0u8; HELLO_MAGIC.len()];
+    match io.read_exact(&mut magic).await {
+        Ok(_) => check_magic(&magic),
+        // A listener of a version before the answer existed closes on a hello it cannot read.
+        Err(err) if matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) => {
+            Err(HandshakeError::NoVersion { ours: OURS })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// After telling a dialer of another version this node's: reads and drops what it sent until
+/// it closes, at most `limit`. Closing with unread bytes would reset the connection, and the
+/// reset could overtake the answer.
+async fn linger<S: AsyncRead + Unpin>(io: &mut S, limit: Duration) {
+    let mut sink = [0u8; 512];
+    let drain = async { while matches!(io.read(&mut sink).await, Ok(1..)) {} };
+    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 fn invalid(what: &'static str) -> std::io::Error {
@@ -389,6 +469,7 @@ mod tests {
             // An impostor that reads the hello and answers with made-up handshake bytes.
             let _ = Hello::read(&mut b).await.unwrap();
             let _ = read_handshake(&mut b).await.unwrap();
+            b.write_all(HELLO_MAGIC).await.unwrap();
             write_handshake(&mut b, &[9u8; 48]).await.unwrap();
         });
         assert!(matches!(d, Err(HandshakeError::BadProof)), "{:?}", d.err());
@@ -427,6 +508,75 @@ mod tests {
         let (_a, mut b) = tokio::io::duplex(1024);
         let r = accept(&mut b, &ring(&["the-cluster-secret-1"]), PEER, T).await;
         assert!(matches!(r, Err(HandshakeError::Timeout)));
+    }
+
+    /// A hello of `version` from `me` to `PEER`, as a node of that version would send it
+    /// (the hello's layout beyond the magic is the same in every version so far).
+    fn hello_of(version: &[u8; 8], keys: &Keyring) -> Vec<u8> {
+        let hello = Hello { key_id: keys.sending().id, dialer: ME.into(), listener: PEER.into() }.encode();
+        [&version[..], &hello[HELLO_MAGIC.len()..]].concat()
+    }
+
+    #[tokio::test]
+    async fn a_listener_refuses_a_dialer_of_another_version_and_tells_it_its_own() {
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let hello = hello_of(b"CCRPC/2\n", &keys);
+        let (answer, l) = tokio::join!(
+            async move {
+                // A CCRPC/2 dialer: its hello, its first handshake message, then it reads (and
+                // hangs up once the listener has).
+                a.write_all(&hello).await.unwrap();
+                write_handshake(&mut a, &[1u8; 48]).await.unwrap();
+                let mut answer = Vec::new();
+                a.read_to_end(&mut answer).await.unwrap();
+                answer
+            },
+            async {
+                let r = accept(&mut b, &keys, PEER, T).await;
+                drop(b);
+                r
+            }
+        );
+        match l {
+            Err(HandshakeError::VersionMismatch { peer, ours }) => {
+                assert_eq!((peer.as_str(), ours), ("CCRPC/2", "CCRPC/3"))
+            }
+            other => panic!("expected a version mismatch, got {:?}", other.err()),
+        }
+        assert_eq!(answer, HELLO_MAGIC, "the listener says its version, and nothing else, before it closes");
+    }
+
+    #[tokio::test]
+    async fn a_dialer_refuses_a_listener_of_another_version_naming_both() {
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let (d, _) = tokio::join!(dial(&mut a, &keys, ME, PEER, T), async {
+            let mut magic = [0u8; 8];
+            b.read_exact(&mut magic).await.unwrap();
+            b.write_all(b"CCRPC/4\n").await.unwrap();
+            b
+        });
+        let err = d.err().expect("refused");
+        assert!(
+            matches!(&err, HandshakeError::VersionMismatch { peer, ours } if peer == "CCRPC/4" && *ours == "CCRPC/3"),
+            "{err:?}"
+        );
+        let logged = err.to_string();
+        assert!(logged.contains("peer speaks CCRPC/4, this node CCRPC/3"), "{logged}");
+        assert!(logged.contains("no rolling upgrade"), "{logged}");
+    }
+
+    #[tokio::test]
+    async fn a_dialer_whose_listener_closes_without_its_version_says_so() {
+        let keys = ring(&["the-cluster-secret-1"]);
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let (d, _) = tokio::join!(dial(&mut a, &keys, ME, PEER, T), async move {
+            // A CCRPC/2 listener: a hello with another magic is a bad hello, and it hangs up.
+            let mut magic = [0u8; 8];
+            b.read_exact(&mut magic).await.unwrap();
+        });
+        assert!(matches!(d, Err(HandshakeError::NoVersion { ours: "CCRPC/3" })), "{:?}", d.err());
     }
 
     #[tokio::test]

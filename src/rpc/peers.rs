@@ -19,6 +19,7 @@ use super::connection::{Connection, RpcError, RpcLimits};
 use super::message::{Request, Response};
 use super::noise;
 use crate::keyring::Keyring;
+use crate::tasks::Tasks;
 
 /// The longest a peer that keeps failing is left alone before it is tried again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -53,11 +54,14 @@ pub struct Peers {
     /// Node id → its connection slot. The slot's async lock serialises dialing one peer
     /// without holding up calls to the others.
     slots: Mutex<HashMap<String, Slot>>,
+    /// The tasks of every connection dialed; [`Peers::shutdown`] closes them all, a
+    /// connection a dial still in flight opens afterwards too.
+    tasks: Tasks,
 }
 
 impl Peers {
     pub fn new(settings: DialSettings) -> Self {
-        Self { settings, slots: Mutex::new(HashMap::new()) }
+        Self { settings, slots: Mutex::new(HashMap::new()), tasks: Tasks::default() }
     }
 
     /// The live connection to `node_id` at `addr`, dialing (and authenticating) if needed.
@@ -101,7 +105,7 @@ impl Peers {
         let channel = noise::dial(&mut stream, &s.keyring, &s.node_id, node_id, s.handshake_timeout)
             .await
             .map_err(|err| format!("handshake: {err}"))?;
-        Ok(Connection::spawn(stream, channel, None, s.limits))
+        Ok(Connection::spawn(stream, channel, None, s.limits, &self.tasks))
     }
 
     /// A request to `node_id`, under one deadline for dialing, the handshake and the answer.
@@ -119,16 +123,10 @@ impl Peers {
         conn.call(request, timeout.saturating_sub(started.elapsed())).await
     }
 
-    /// Closes every connection.
-    pub fn close_all(&self) {
-        let slots: Vec<_> = self.slots.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
-        for slot in slots {
-            if let Ok(slot) = slot.try_lock() {
-                if let Some(conn) = slot.conn.as_ref() {
-                    conn.close();
-                }
-            }
-        }
+    /// Closes every connection and waits until their tasks have ended.
+    pub async fn shutdown(&self) {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tasks.shutdown().await;
     }
 }
 
@@ -157,18 +155,22 @@ mod tests {
         fn request(&self, peer: &str, _: Request) -> BoxFuture<'static, Response> {
             Box::pin(std::future::ready(Response::Failed(format!("hello {peer}"))))
         }
-        fn stream(&self, _: &str, _: StreamOpen, _: RpcStream) {}
+        fn stream(&self, _: &str, _: StreamOpen, _: RpcStream) -> BoxFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
         fn push(&self, _: &str, _: Push) {}
     }
 
-    async fn serving_peer(node_id: &'static str) -> SocketAddr {
+    /// A peer serving [`Echo`] on `tasks` until they shut down.
+    async fn serving_peer(node_id: &'static str, tasks: &Tasks) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let served = tasks.clone();
+        tasks.spawn_until_stopped(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let keys = Keyring::single(SECRET);
                 if let Ok(channel) = noise::accept(&mut stream, &keys, node_id, Duration::from_secs(1)).await {
-                    Connection::spawn(stream, channel, Some(Arc::new(Echo)), crate::rpc::RpcLimits::default());
+                    Connection::spawn(stream, channel, Some(Arc::new(Echo)), crate::rpc::RpcLimits::default(), &served);
                 }
             }
         });
@@ -184,13 +186,14 @@ mod tests {
         // Accepts connections and never says a word.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let silent_addr = silent.local_addr().unwrap();
-        let _held = tokio::spawn(async move {
+        let servers = Tasks::default();
+        servers.spawn_until_stopped(async move {
             let mut held = Vec::new();
             while let Ok((stream, _)) = silent.accept().await {
                 held.push(stream);
             }
         });
-        let good = serving_peer("node3").await;
+        let good = serving_peer("node3", &servers).await;
         let peers = Arc::new(Peers::new(settings("node1")));
 
         let started = Instant::now();
@@ -211,14 +214,18 @@ mod tests {
         let err = peers.call("node2", silent_addr, history(), Duration::from_secs(10)).await.unwrap_err();
         assert!(err.to_string().contains("backing off"), "{err}");
         assert!(again.elapsed() < Duration::from_millis(100));
+        peers.shutdown().await;
+        servers.shutdown().await;
     }
 
     #[tokio::test]
     async fn a_peer_that_is_not_who_we_dialed_fails_the_handshake() {
         // "node3" answers at the address we believe is node2's: the hello names node2.
-        let imposter = serving_peer("node3").await;
+        let servers = Tasks::default();
+        let imposter = serving_peer("node3", &servers).await;
         let peers = Peers::new(settings("node1"));
         let err = peers.call("node2", imposter, history(), Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(err, RpcError::Connect { .. }), "{err}");
+        servers.shutdown().await;
     }
 }

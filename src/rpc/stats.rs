@@ -3,7 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Handshake failure reasons, as `noise::HandshakeError::reason` names them.
-pub const HANDSHAKE_REASONS: [&str; 6] = ["bad_hello", "unknown_key", "misdirected", "bad_proof", "timeout", "io"];
+pub const HANDSHAKE_REASONS: [&str; 7] =
+    ["bad_hello", "version_mismatch", "unknown_key", "misdirected", "bad_proof", "timeout", "io"];
 
 #[derive(Default)]
 pub struct RpcStats {

@@ -15,6 +15,7 @@ use super::recovery::{
 };
 use super::socket::{AckSender, Socket};
 use crate::engineio::Frame;
+use crate::tasks::Tasks;
 
 /// A room name. Shared, because the same name sits in the room table and in each member socket.
 pub type Room = Arc<str>;
@@ -120,7 +121,8 @@ impl NamespaceBuilder {
         self
     }
 
-    pub(crate) fn build(self) -> Arc<Namespace> {
+    /// The namespace, whose handlers' tasks run on `tasks` (its server's).
+    pub(crate) fn build(self, tasks: Tasks) -> Arc<Namespace> {
         let recovery = self.recovery.map(|c| Arc::new(Keeper::new(c)));
         let local = Arc::new(LocalAdapter);
         Arc::new_cyclic(|me| Namespace {
@@ -137,6 +139,7 @@ impl NamespaceBuilder {
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             deliveries: AtomicU64::new(0),
+            tasks,
         })
     }
 }
@@ -163,11 +166,19 @@ pub struct Namespace {
     rooms: RwLock<HashMap<Room, HashSet<Arc<str>>>>,
     /// Room broadcasts queued to local members, one per member (metrics).
     deliveries: AtomicU64,
+    /// Its server's tasks, where handlers start work that waits (see [`Namespace::tasks`]).
+    tasks: Tasks,
 }
 
 impl Namespace {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where handlers run work that waits (a join's history, a coalescing timer): the tasks of
+    /// the Socket.IO server, which its engine's shutdown stops and waits for.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// Extends the rooms of this namespace over the cluster; only the first call counts. The

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use super::adapter::FoundSession;
 use super::namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder};
@@ -15,6 +15,7 @@ use super::packet::{decode, encode, Packet, PacketType, Revision};
 use super::recovery::Frontier;
 use super::socket::{AckResponse, AckSender, Socket};
 use crate::engineio::{CloseReason, EngineHandler, Frame, Message, ProtocolVersion, Session, Sid};
+use crate::tasks::Tasks;
 
 /// Socket.IO settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +79,23 @@ pub struct SocketIo {
     clients: Mutex<HashMap<Sid, Arc<Client>>>,
     /// Started with the first session: drops expired parked sessions.
     sweeper: std::sync::OnceLock<()>,
+    /// Every task of this server and its namespaces (restores, timers, the sweeper, the
+    /// chat's joins); the engine's shutdown ends them through [`EngineHandler::shutdown`].
+    tasks: Tasks,
 }
 
 impl SocketIo {
     pub fn new(config: SocketIoConfig, namespaces: Vec<NamespaceBuilder>) -> Arc<Self> {
+        let tasks = Tasks::default();
         let namespaces = namespaces
             .into_iter()
             .map(|b| {
-                let ns = b.build();
+                let ns = b.build(tasks.clone());
                 (ns.name().to_owned(), ns)
             })
             .collect();
-        Arc::new(Self { config, namespaces, clients: Mutex::new(HashMap::new()), sweeper: std::sync::OnceLock::new() })
+        let (clients, sweeper) = (Mutex::new(HashMap::new()), std::sync::OnceLock::new());
+        Arc::new(Self { config, namespaces, clients, sweeper, tasks })
     }
 
     pub fn namespace(&self, name: &str) -> Option<&Arc<Namespace>> {
@@ -100,14 +106,15 @@ impl SocketIo {
         self.namespaces.values()
     }
 
-    /// Expires parked sessions every second, for as long as the namespaces live.
+    /// Expires parked sessions every second, until the engine shuts down (or the namespaces
+    /// are gone).
     fn start_sweeper(&self) {
         let namespaces: Vec<_> =
             self.namespaces.values().filter(|ns| ns.keeper().is_some()).map(Arc::downgrade).collect();
         if namespaces.is_empty() {
             return;
         }
-        tokio::spawn(async move {
+        self.tasks.spawn_until_stopped(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
@@ -169,8 +176,7 @@ impl SocketIo {
         let mut partial = client.partial.lock().unwrap_or_else(|e| e.into_inner());
         partial.pending = Some(Partial { packet, binary: Vec::new(), bytes: 0, deadline });
         if !std::mem::replace(&mut partial.timer, true) {
-            let (session, client) = (session.clone(), client.clone());
-            tokio::spawn(attachment_timer(session, client).in_current_span());
+            self.tasks.spawn(attachment_timer(session.clone(), client.clone()));
         }
     }
 
@@ -220,13 +226,11 @@ impl SocketIo {
         if let (Some(pid), Some(_), Revision::V5) = (pid, ns.keeper(), client.revision) {
             let offset = req.auth.get("offset").and_then(Value::as_str).map(str::to_owned);
             let (session, client, ns) = (session.clone(), client.clone(), ns.clone());
-            tokio::spawn(
-                async move {
-                    restore(&session, &client, &ns, req, pid, offset).await;
-                    drop(slot);
-                }
-                .in_current_span(),
-            );
+            // Run to its end, even past the session's: a socket it registered is closed there.
+            self.tasks.spawn(async move {
+                restore(&session, &client, &ns, req, pid, offset).await;
+                drop(slot);
+            });
             return;
         }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
@@ -435,20 +439,17 @@ impl EngineHandler for SocketIo {
         }
         let timeout = self.config.connect_timeout;
         let session = session.clone();
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    _ = tokio::time::sleep(timeout) => {
-                        if client.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
-                            debug!(sid = %session.sid(), "no namespace joined in time, closing");
-                            session.close(CloseReason::ServerClose);
-                        }
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    if client.sockets.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                        debug!(sid = %session.sid(), "no namespace joined in time, closing");
+                        session.close(CloseReason::ServerClose);
                     }
-                    _ = session.closed() => {}
                 }
+                _ = session.closed() => {}
             }
-            .in_current_span(),
-        );
+        });
     }
 
     fn on_message(&self, session: &Arc<Session>, message: Message) {
@@ -485,6 +486,11 @@ impl EngineHandler for SocketIo {
         if let Some((packet, binary)) = complete {
             self.on_packet(session, &client, packet, binary);
         }
+    }
+
+    fn shutdown(&self) -> futures_util::future::BoxFuture<'static, ()> {
+        let tasks = self.tasks.clone();
+        Box::pin(async move { tasks.shutdown().await })
     }
 
     fn on_close(&self, session: &Arc<Session>, reason: CloseReason) {
