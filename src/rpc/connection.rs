@@ -17,20 +17,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use super::message::{decode, encode, Push, Request, Response, RpcFrame, StreamOpen, WsFrame};
-use super::noise::{RecordDecoder, RecordEncoder, Secured};
+use super::noise::{RecordDecoder, RecordEncoder, Secured, MAX_RECORD_PLAINTEXT};
 
 /// Outgoing frames queued per connection.
 const OUTBOX: usize = 4096;
+/// Capacity the writer's record buffer keeps between writes.
+const KEPT_RECORDS: usize = 4 * MAX_RECORD_PLAINTEXT;
 /// Incoming frames queued per stream before it is closed as too slow.
 pub const STREAM_QUEUE: usize = 256;
 
@@ -123,7 +125,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             closed: CancellationToken::new(),
         });
-        tokio::spawn(conn.clone().write_loop(FramedWrite::new(write, encoder), outbox).in_current_span());
+        tokio::spawn(conn.clone().write_loop(write, encoder, outbox).in_current_span());
         tokio::spawn(conn.clone().read_loop(FramedRead::new(read, decoder), handler).in_current_span());
         conn
     }
@@ -140,29 +142,47 @@ impl Connection {
         self.closed.cancel();
     }
 
+    /// Writes the queued frames: whatever is queued when the writer wakes is sealed together
+    /// (up to one record's plaintext, see `RecordEncoder`), so a burst of pushes costs one
+    /// record and one write.
     async fn write_loop<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        mut sink: FramedWrite<W, RecordEncoder>,
+        mut io: W,
+        mut encoder: RecordEncoder,
         mut outbox: mpsc::Receiver<Queued>,
     ) {
-        // Dropped after the flush that puts their frames on the socket.
+        // Dropped once the records holding their frames are written to the socket.
         let mut written: Vec<Written> = Vec::new();
-        loop {
-            let frame = tokio::select! {
+        let mut records = BytesMut::new();
+        'frames: loop {
+            let first = tokio::select! {
                 f = outbox.recv() => f,
                 _ = self.closed.cancelled() => None,
             };
-            // The permit returns the frame's bytes to the budget once it is handed to the sink.
-            let Some((bytes, _permit, done)) = frame else { break };
-            written.extend(done);
-            if sink.feed(bytes).await.is_err() {
-                break;
-            }
-            if outbox.is_empty() {
-                if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            let Some(mut next) = first else { break };
+            loop {
+                // The permit returns the frame's bytes to the budget once it is buffered.
+                let (bytes, _permit, done) = next;
+                written.extend(done);
+                if encoder.push(bytes).is_err() {
+                    break 'frames;
+                }
+                if encoder.buffered() >= MAX_RECORD_PLAINTEXT {
                     break;
                 }
-                written.clear();
+                match outbox.try_recv() {
+                    Ok(queued) => next = queued,
+                    Err(_) => break,
+                }
+            }
+            if encoder.seal(&mut records).is_err() || io.write_all(&records).await.is_err() || io.flush().await.is_err()
+            {
+                break;
+            }
+            written.clear();
+            records.clear();
+            if records.capacity() > KEPT_RECORDS {
+                records = BytesMut::new(); // a rare large frame does not pin its size
             }
         }
         self.shut();
