@@ -551,4 +551,30 @@ mod tests {
             tokio::task::yield_now().await;
         }
     }
+
+    #[tokio::test]
+    async fn pushes_queued_together_arrive_whole_and_in_order() {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let t = Duration::from_secs(2);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default());
+        // Queued while nobody reads: the writer seals whatever it finds queued at once, small
+        // frames and one larger than a record among them.
+        let record = |n: u64, len: usize| Push::Record {
+            nsp: "/chat".into(),
+            room: "lobby".into(),
+            entry: crate::history::Entry { at_ms: n, id: (1, n), body: "x".repeat(len) },
+        };
+        let pushes: Vec<Push> = (0..200).map(|n| record(n, if n == 100 { 100_000 } else { 10 })).collect();
+        for push in &pushes {
+            sender.push(push.clone()).await.unwrap();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _receiver = Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default());
+        for push in pushes {
+            assert_eq!(rx.recv().await, Some(push));
+        }
+    }
 }
