@@ -384,21 +384,9 @@ mod tests {
 
     /// A snapshot of `nodes` (id, generation, ready), each with a fresh room set.
     fn snapshot(nodes: &[(&str, u64, bool)]) -> Arc<Members> {
-        let addr = "127.0.0.1:1".parse().unwrap();
         let mut members = Members::default();
         for &(id, generation, ready) in nodes {
-            let info = crate::cluster::membership::MemberInfo {
-                node_id: id.into(),
-                generation,
-                gossip: addr,
-                http: Some(addr),
-                rpc: Some(addr),
-                ready,
-                heartbeat: 0,
-                rooms: Default::default(),
-                version: 0,
-            };
-            members.nodes.insert(id.into(), info);
+            members.nodes.insert(id.into(), crate::cluster::membership::MemberInfo::for_test(id, generation, ready));
         }
         Arc::new(members)
     }
