@@ -98,6 +98,24 @@ pub struct KnownNode {
 }
 
 impl MemberInfo {
+    /// A member with RPC at a placeholder address and no rooms, for tests of what reads
+    /// membership snapshots.
+    #[cfg(test)]
+    pub fn for_test(id: &str, generation: u64, ready: bool) -> Self {
+        let addr = "127.0.0.1:1".parse().expect("an address");
+        Self {
+            node_id: id.into(),
+            generation,
+            gossip: addr,
+            http: Some(addr),
+            rpc: Some(addr),
+            ready,
+            heartbeat: 0,
+            rooms: Default::default(),
+            version: 0,
+        }
+    }
+
     /// Whether the node is a member at all: observers advertise no RPC address.
     fn is_member(&self) -> bool {
         self.rpc.is_some()

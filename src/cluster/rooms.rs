@@ -947,18 +947,7 @@ mod tests {
     use crate::cluster::membership::MemberInfo;
 
     fn member(id: &str, ready: bool) -> MemberInfo {
-        let addr = "127.0.0.1:1".parse().unwrap();
-        MemberInfo {
-            node_id: id.into(),
-            generation: 1,
-            gossip: addr,
-            http: Some(addr),
-            rpc: Some(addr),
-            ready,
-            heartbeat: 0,
-            rooms: Default::default(),
-            version: 0,
-        }
+        MemberInfo::for_test(id, 1, ready)
     }
 
     #[test]

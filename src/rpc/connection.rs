@@ -17,21 +17,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::message::{decode, encode, Push, Request, Response, RpcFrame, StreamOpen, WsFrame};
-use super::noise::{RecordDecoder, RecordEncoder, Secured};
+use super::noise::{RecordDecoder, RecordEncoder, Secured, MAX_RECORD_PLAINTEXT};
 use crate::tasks::Tasks;
 
 /// Outgoing frames queued per connection.
 const OUTBOX: usize = 4096;
+/// Capacity the writer's record buffer keeps between writes.
+const KEPT_RECORDS: usize = 4 * MAX_RECORD_PLAINTEXT;
 /// Incoming frames queued per stream before it is closed as too slow.
 pub const STREAM_QUEUE: usize = 256;
 
@@ -139,7 +141,7 @@ impl Connection {
             closed: tasks.child_token(),
             tasks: tasks.clone(),
         });
-        tasks.spawn(conn.clone().write_loop(FramedWrite::new(write, encoder), outbox));
+        tasks.spawn(conn.clone().write_loop(write, encoder, outbox));
         tasks.spawn(conn.clone().read_loop(FramedRead::new(read, decoder), handler));
         conn
     }
@@ -152,29 +154,47 @@ impl Connection {
         self.closed.is_cancelled()
     }
 
+    /// Writes the queued frames: whatever is queued when the writer wakes is sealed together
+    /// (up to one record's plaintext, see `RecordEncoder`), so a burst of pushes costs one
+    /// record and one write.
     async fn write_loop<W: AsyncWrite + Unpin>(
         self: Arc<Self>,
-        mut sink: FramedWrite<W, RecordEncoder>,
+        mut io: W,
+        mut encoder: RecordEncoder,
         mut outbox: mpsc::Receiver<Queued>,
     ) {
-        // Dropped after the flush that puts their frames on the socket.
+        // Dropped once the records holding their frames are written to the socket.
         let mut written: Vec<Written> = Vec::new();
-        loop {
-            let frame = tokio::select! {
+        let mut records = BytesMut::new();
+        'frames: loop {
+            let first = tokio::select! {
                 f = outbox.recv() => f,
                 _ = self.closed.cancelled() => None,
             };
-            // The permit returns the frame's bytes to the budget once it is handed to the sink.
-            let Some((bytes, _permit, done)) = frame else { break };
-            written.extend(done);
-            if sink.feed(bytes).await.is_err() {
-                break;
-            }
-            if outbox.is_empty() {
-                if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
+            let Some(mut next) = first else { break };
+            loop {
+                // The permit returns the frame's bytes to the budget once it is buffered.
+                let (bytes, _permit, done) = next;
+                written.extend(done);
+                if encoder.push(bytes).is_err() {
+                    break 'frames;
+                }
+                if encoder.buffered() >= MAX_RECORD_PLAINTEXT {
                     break;
                 }
-                written.clear();
+                match outbox.try_recv() {
+                    Ok(queued) => next = queued,
+                    Err(_) => break,
+                }
+            }
+            if encoder.seal(&mut records).is_err() || io.write_all(&records).await.is_err() || io.flush().await.is_err()
+            {
+                break;
+            }
+            written.clear();
+            records.clear();
+            if records.capacity() > KEPT_RECORDS {
+                records = BytesMut::new(); // a rare large frame does not pin its size
             }
         }
         self.shut();
@@ -546,6 +566,34 @@ mod tests {
         while !written.load(Ordering::SeqCst) {
             assert!(tokio::time::Instant::now() < deadline, "the guard is dropped once the push is written");
             tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn pushes_queued_together_arrive_whole_and_in_order() {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let t = Duration::from_secs(2);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        let tasks = Tasks::default();
+        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        // Queued while nobody reads: the writer seals whatever it finds queued at once, small
+        // frames and one larger than a record among them.
+        let record = |n: u64, len: usize| Push::Record {
+            nsp: "/chat".into(),
+            room: "lobby".into(),
+            entry: crate::history::Entry { at_ms: n, id: (1, n), body: "x".repeat(len) },
+        };
+        let pushes: Vec<Push> = (0..200).map(|n| record(n, if n == 100 { 100_000 } else { 10 })).collect();
+        for push in &pushes {
+            sender.push(push.clone()).await.unwrap();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _receiver =
+            Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default(), &tasks);
+        for push in pushes {
+            assert_eq!(rx.recv().await, Some(push));
         }
     }
 }
