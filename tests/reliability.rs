@@ -110,16 +110,12 @@ async fn crash_each_node_under_chat_load() {
     assert_all_back(&report, users);
     let reconnects = report["reconnects"].as_u64().unwrap();
     assert!(reconnects > 0, "some users were on the killed nodes: {report}");
-    // Every reconnection recovered and nothing missed in about 40 runs alone on 2026-11-30; one
-    // run under the whole test suite left 1 of 19 unrecovered (1 message missed, 2 history
-    // gaps), so recovery and history are asserted with the rolling restart's margin; the rest
-    // exactly (RELIABILITY.md has the figures).
-    let (recovered, acked) = (report["recovered"].as_u64().unwrap(), report["acked"].as_u64().unwrap());
-    assert!(recovered * 10 >= reconnects * 9, "at least 90 % of reconnections recovered: {report}");
-    for figure in ["missed", "history_gaps"] {
-        assert!(report[figure].as_u64().unwrap() * 100 <= acked, "{figure} at most 1 % of the messages: {report}");
-    }
-    for figure in ["duplicates", "reordered", "foreign", "history_stale"] {
+    // Every reconnection recovered, nothing missed and every room's history whole: asserted
+    // exactly (97 runs in a row on 2026-11-30, 12 and 40 users, up to three runs at once on
+    // two cores; the one miss seen before, in a run under the whole suite, came while the
+    // rolling restart test ran beside this one, which it no longer does).
+    assert_eq!(report["recovered"], reconnects, "every reconnection recovered: {report}");
+    for figure in ["missed", "duplicates", "reordered", "foreign", "history_stale", "history_gaps"] {
         assert_eq!(report[figure], 0, "{figure}: {report}");
     }
 }
