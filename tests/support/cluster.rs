@@ -1,5 +1,7 @@
-//! In-process clusters for tests: N nodes on loopback, each with its own gossip, RPC and
-//! HTTP ports, joined into one ring.
+//! Clusters for tests: N nodes on loopback, in process ([`TestCluster`]) or as processes of
+//! the binary ([`spawn_processes`]), joined into one ring. Every listener is bound on port 0
+//! and the node says which port it got (its accessors, or its `--ready-file`): no port is
+//! probed and released, which another process could take in between.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
