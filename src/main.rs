@@ -171,6 +171,10 @@ struct NodeArgs {
     /// Cluster id: only nodes with the same id form a ring [default: clusterchat].
     #[arg(long)]
     cluster_id: Option<String>,
+    /// Once the node serves, write its listen addresses here as JSON (`node_id`, `http`,
+    /// `metrics`, `gossip`, `rpc`; the ports the OS chose for port 0); removed on exit.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -239,7 +243,10 @@ impl NodeArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Node(args) => run_node((*args).into_config()?).await,
+        Command::Node(args) => {
+            let ready_file = args.ready_file.clone();
+            run_node((*args).into_config()?, ready_file).await
+        }
         Command::Inspect(args) => run_inspect(args).await,
         Command::Keygen => {
             println!("{}", clusterchat::keyring::generate_secret());
@@ -269,13 +276,33 @@ async fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+/// Runs the node until a signal or a gossip failure; with `ready_file`, the file says where
+/// it listens while it runs.
+async fn run_node(config: NodeConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
     clusterchat::logging::init(&config.log);
     let node_id = config.node_id.clone();
     let node = Node::start(config).await.context("starting the node")?;
     let _span = clusterchat::logging::node_span(&node_id).entered();
     tracing::info!("chat page at http://{}/", node.http_addr());
     drop(_span);
+    if let Some(path) = &ready_file {
+        let written = node.listening().write_to(path);
+        if let Err(err) = written {
+            node.shutdown().await;
+            return Err(anyhow::Error::new(err).context(format!("writing the ready file {}", path.display())));
+        }
+    }
+    let result = serve_until_stopped(node).await;
+    if let Some(path) = &ready_file {
+        // A file left behind would say a stopped node serves.
+        if let Err(err) = std::fs::remove_file(path) {
+            tracing::warn!("cannot remove the ready file {}: {err}", path.display());
+        }
+    }
+    result
+}
+
+async fn serve_until_stopped(node: Node) -> anyhow::Result<()> {
     let stop = node.shutdown_token();
     let left = node.wait();
     tokio::pin!(left);

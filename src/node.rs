@@ -48,6 +48,34 @@ pub enum NodeError {
     History(#[from] DiskError),
 }
 
+/// Where a started node listens, as `clusterchat node --ready-file` writes it: a supervisor or
+/// a test that gave port 0 learns the ports the OS chose, and the file's appearance says the
+/// node serves (it is written once the node is ready, and removed when it exits).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listening {
+    pub node_id: String,
+    /// The HTTP listener (the page, Engine.IO, `/ready`, `/metrics`).
+    pub http: SocketAddr,
+    /// The separate `/metrics` listener, with `metrics_listen`.
+    pub metrics: Option<SocketAddr>,
+    /// The gossip address peers reach the node at: what other nodes take as `--seed`.
+    pub gossip: Option<SocketAddr>,
+    /// The RPC listener, in a cluster.
+    pub rpc: Option<SocketAddr>,
+}
+
+impl Listening {
+    /// Writes `self` as one JSON document at `path`, through a temporary file renamed over
+    /// it, so a reader never sees half a file.
+    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
 /// One Engine.IO endpoint a node serves: the engine at `path`, and the Socket.IO namespaces
 /// on it whose rooms span the cluster (none for a bare Engine.IO handler), and the handle
 /// through which its application reaches room history, if it keeps any (the node sets it
@@ -388,6 +416,17 @@ impl Node {
     /// The RPC listener's address, in a cluster.
     pub fn rpc_addr(&self) -> Option<SocketAddr> {
         self.cluster.as_ref().map(|c| c.rpc_addr)
+    }
+
+    /// Every address the node listens at (the ports the OS chose for port 0).
+    pub fn listening(&self) -> Listening {
+        Listening {
+            node_id: self.node_id.to_string(),
+            http: self.http_addr(),
+            metrics: self.metrics_addr(),
+            gossip: self.gossip_addr(),
+            rpc: self.rpc_addr(),
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

@@ -65,12 +65,8 @@ struct Running {
 impl Running {
     /// Starts `nodeN` (`index` N - 1), seeded with `seed`, and waits until it serves.
     fn start(index: usize, cluster_id: &str, seed: Option<SocketAddr>) -> Self {
-        let config = node_config(
-            &format!("node{}", index + 1),
-            cluster_id,
-            0,
-            seed.map(|s| s.to_string()).into_iter().collect(),
-        );
+        let config =
+            node_config(&format!("node{}", index + 1), cluster_id, seed.map(|s| s.to_string()).into_iter().collect());
         let (reports_tx, reports) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::spawn(move || {

@@ -9,21 +9,20 @@ use std::net::{IpAddr, SocketAddr};
 
 use clusterchat::config::{ClusterSettings, NodeConfig};
 use clusterchat::node::Node;
-use support::cluster::{free_udp_port, unique_cluster_id, PING_INTERVAL_MS};
+use support::cluster::{unique_cluster_id, PING_INTERVAL_MS};
 use support::polling::{ChatClient, CONVERGE};
 use support::server::wait_until;
 
 const OLD: &str = "the-old-cluster-secret-0000";
 const NEW: &str = "the-new-cluster-secret-1111";
 
-/// A node listening on `listen` (all ports but gossip's chosen by the OS) and advertising
-/// `advertise`, with these secrets.
+/// A node listening on `listen` (every port chosen by the OS) and advertising `advertise`,
+/// with these secrets.
 fn node_config(
     index: usize,
     cluster_id: &str,
     listen: IpAddr,
     advertise: IpAddr,
-    gossip: u16,
     seed: Option<SocketAddr>,
     secrets: &[&str],
 ) -> NodeConfig {
@@ -33,9 +32,9 @@ fn node_config(
         http: SocketAddr::new(listen, 0),
         drain_ms: 0,
         cluster: Some(ClusterSettings {
-            gossip: SocketAddr::new(listen, gossip),
+            gossip: SocketAddr::new(listen, 0),
             rpc: SocketAddr::new(listen, 0),
-            gossip_advertise: unspecified.then(|| SocketAddr::new(advertise, gossip)),
+            gossip_advertise: unspecified.then(|| SocketAddr::new(advertise, 0)),
             rpc_advertise: unspecified.then(|| SocketAddr::new(advertise, 0)),
             http_advertise: unspecified.then(|| SocketAddr::new(advertise, 0)),
             seeds: seed.map(|s| vec![s.to_string()]).unwrap_or_default(),
@@ -58,10 +57,10 @@ async fn ring_of(cluster_id: &str, listen: IpAddr, advertise: IpAddr, secrets: &
     let mut nodes: Vec<Node> = Vec::new();
     let mut seed = None;
     for (i, keys) in secrets.iter().enumerate() {
-        let gossip = free_udp_port();
-        let config = node_config(i + 1, cluster_id, listen, advertise, gossip, seed, keys);
-        seed.get_or_insert(SocketAddr::new(advertise, gossip));
-        nodes.push(Node::start(config).await.expect("node starts"));
+        let config = node_config(i + 1, cluster_id, listen, advertise, seed, keys);
+        let node = Node::start(config).await.expect("node starts");
+        seed.get_or_insert(node.gossip_addr().expect("a clustered node"));
+        nodes.push(node);
     }
     let n = nodes.len();
     wait_until(CONVERGE, "every node sees every node ready", || {
@@ -138,7 +137,7 @@ async fn a_node_with_another_secret_stays_out() {
     let nodes = ring_of(&cluster_id, lo, lo, &[&[OLD], &[OLD]]).await;
     let seed = nodes[0].membership().unwrap().members().get("node1").map(|m| m.gossip).unwrap();
     // Same cluster id as the ring: only the secret differs.
-    let stranger = node_config(9, &cluster_id, lo, lo, free_udp_port(), Some(seed), &[NEW]);
+    let stranger = node_config(9, &cluster_id, lo, lo, Some(seed), &[NEW]);
     let stranger = Node::start(stranger).await.expect("the stranger starts");
     let rejections = nodes[0].membership().unwrap().rejections().clone();
     wait_until(CONVERGE, "node1 refuses the stranger's datagrams", || {
@@ -204,7 +203,7 @@ async fn a_seed_named_by_host_name_is_found() {
     let cluster_id = unique_cluster_id();
     let first = ring_of(&cluster_id, lo, lo, &[&[OLD]]).await;
     let seed = first[0].membership().unwrap().members().get("node1").map(|m| m.gossip).unwrap();
-    let mut config = node_config(2, &cluster_id, lo, lo, free_udp_port(), None, &[OLD]);
+    let mut config = node_config(2, &cluster_id, lo, lo, None, &[OLD]);
     config.cluster.as_mut().unwrap().seeds = vec![format!("localhost:{}", seed.port())];
     let second = Node::start(config).await.expect("node2 starts");
     let nodes = [&first[0], &second];

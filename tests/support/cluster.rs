@@ -1,21 +1,17 @@
-//! In-process clusters for tests: N nodes on loopback, each with its own gossip, RPC and
-//! HTTP ports, joined into one ring.
+//! Clusters for tests: N nodes on loopback, in process ([`TestCluster`]) or as processes of
+//! the binary ([`spawn_processes`]), joined into one ring. Every listener is bound on port 0
+//! and the node says which port it got (its accessors, or its `--ready-file`): no port is
+//! probed and released, which another process could take in between.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clusterchat::config::{ClusterSettings, NodeConfig};
-use clusterchat::node::{Node, Service};
+use clusterchat::node::{Listening, Node, Service};
 
 pub const SECRET: &str = "test-cluster-secret";
-
-/// A UDP port free right now. Chitchat advertises its listen address, so a gossip port
-/// cannot be 0; the cluster id keeps a test from joining another test's ring should two
-/// ever draw the same port.
-pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port").port()
-}
 
 pub fn unique_cluster_id() -> String {
     format!("test-{}-{}", std::process::id(), rand_suffix())
@@ -26,14 +22,15 @@ fn rand_suffix() -> u64 {
     RandomState::new().hash_one(Instant::now())
 }
 
-/// A node configuration for an in-process test cluster.
-pub fn node_config(node_id: &str, cluster_id: &str, gossip_port: u16, seeds: Vec<String>) -> NodeConfig {
+/// A node configuration for an in-process test cluster, every listener on port 0: the node
+/// binds it and says which port it got ([`Node::gossip_addr`], [`Node::http_addr`]).
+pub fn node_config(node_id: &str, cluster_id: &str, seeds: Vec<String>) -> NodeConfig {
     let mut config = NodeConfig {
         node_id: node_id.into(),
         http: "127.0.0.1:0".parse().unwrap(),
         drain_ms: 0,
         cluster: Some(ClusterSettings {
-            gossip: SocketAddr::from(([127, 0, 0, 1], gossip_port)),
+            gossip: "127.0.0.1:0".parse().unwrap(),
             rpc: "127.0.0.1:0".parse().unwrap(),
             seeds,
             cluster_id: cluster_id.into(),
@@ -114,7 +111,7 @@ impl TestCluster {
         // Every listener on port 0: the node binds it and says which port it got. The first
         // node seeds the others.
         let seeds = if index == 0 { Vec::new() } else { vec![self.seed.clone()] };
-        let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, 0, seeds);
+        let mut config = node_config(&format!("node{}", index + 1), &self.cluster_id, seeds);
         (self.configure)(&mut config);
         if let Some(base) = &self.history_base {
             config.history.dir = Some(base.join(&config.node_id));
@@ -201,28 +198,31 @@ pub struct Process {
     pub child: tokio::process::Child,
     pub http: SocketAddr,
     program: String,
+    /// What [`Process::restart`] runs again.
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The node's `--ready-file`, removed when the process is dropped.
+    ready_file: Option<PathBuf>,
 }
 
 impl Process {
-    fn spawn(bin: &str, args: Vec<String>, http: SocketAddr) -> Self {
-        Self::command(bin, args, vec![("CLUSTERCHAT_SECRET".into(), SECRET.into())], http)
-    }
-
     /// Runs `program` with `args` and `env`: a node (or a wrapper that executes one, such as
     /// `ip netns exec`) serving HTTP at `http`.
     pub fn command(program: &str, args: Vec<String>, env: Vec<(String, String)>, http: SocketAddr) -> Self {
-        let child = tokio::process::Command::new(program)
-            .args(&args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            // Node logs go to stdout: shown with CLUSTERCHAT_TEST_LOGS set (and RUST_LOG).
-            .stdout(if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("clusterchat starts");
-        Self { child, http, program: program.to_owned(), args, env }
+        let child = spawn_child(program, &args, &env);
+        Self { child, http, program: program.to_owned(), args, env, ready_file: None }
+    }
+
+    /// Runs the node binary `bin` with `args` plus `--ready-file`, and waits until the node
+    /// says where it listens (its ports may be 0 in `args`: the OS chooses them).
+    async fn start(bin: &str, mut args: Vec<String>, ready_file: PathBuf) -> (Self, Listening) {
+        args.extend(["--ready-file".into(), ready_file.display().to_string()]);
+        let env = vec![("CLUSTERCHAT_SECRET".to_owned(), SECRET.to_owned())];
+        let mut child = spawn_child(bin, &args, &env);
+        let listening = read_ready_file(&mut child, &ready_file).await;
+        let process =
+            Self { child, http: listening.http, program: bin.to_owned(), args, env, ready_file: Some(ready_file) };
+        (process, listening)
     }
 
     /// SIGTERM (a graceful leave), then waits for the exit.
@@ -236,17 +236,53 @@ impl Process {
 
     /// Starts the same node again (same ports, a new generation).
     pub fn restart(&mut self) {
-        *self = Self::command(&self.program.clone(), self.args.clone(), self.env.clone(), self.http);
+        self.child = spawn_child(&self.program, &self.args, &self.env);
     }
 
     /// Starts the node again with other arguments and environment.
     pub fn restart_with(&mut self, args: Vec<String>, env: Vec<(String, String)>) {
-        *self = Self::command(&self.program.clone(), args, env, self.http);
+        self.child = spawn_child(&self.program, &args, &env);
+        (self.args, self.env) = (args, env);
     }
 }
 
-pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port()
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(path) = &self.ready_file {
+            // A killed node leaves its file behind; nothing reads it after the test.
+            std::fs::remove_file(path).ok();
+        }
+    }
+}
+
+fn spawn_child(program: &str, args: &[String], env: &[(String, String)]) -> tokio::process::Child {
+    tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        // Node logs go to stdout: shown with CLUSTERCHAT_TEST_LOGS set (and RUST_LOG).
+        .stdout(if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("clusterchat starts")
+}
+
+/// The addresses a starting node writes to `path` once it serves. The file is the only
+/// signal, so it is polled (with a deadline); fails at once if the node exited.
+async fn read_ready_file(child: &mut tokio::process::Child, path: &std::path::Path) -> Listening {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            panic!("the node writing {} exited ({status}) before it served", path.display());
+        }
+        match std::fs::read(path) {
+            Ok(json) => return serde_json::from_slice(&json).expect("a ready file of the node's format"),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("reading {}: {err}", path.display()),
+        }
+        assert!(Instant::now() < deadline, "the node never wrote {}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `n` clustered processes of the binary `bin` (`env!("CARGO_BIN_EXE_clusterchat")`, which
@@ -256,12 +292,15 @@ pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
 }
 
 /// [`spawn_processes`], node `i` (from 0) given the extra flags `extra(i)`.
+///
+/// Every listener is on port 0: the nodes start one after the other, each seeded with the
+/// gossip addresses of those before it, which their ready files gave. Then each node's
+/// restart is pinned to the ports it got and seeded with all the others, so that a node
+/// restarted (whichever) comes back where the others and the tests' proxies look for it.
 pub async fn spawn_processes_with(bin: &str, n: usize, extra: impl Fn(usize) -> Vec<String>) -> Vec<Process> {
     let cluster_id = unique_cluster_id();
-    let gossip: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
-    let mut nodes = Vec::new();
-    for (i, port) in gossip.iter().enumerate() {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let args = |i: usize, [http, gossip, rpc]: [SocketAddr; 3], seeds: &[SocketAddr]| {
         let mut args: Vec<String> = vec![
             "node".into(),
             "--node-id".into(),
@@ -269,21 +308,35 @@ pub async fn spawn_processes_with(bin: &str, n: usize, extra: impl Fn(usize) -> 
             "--http".into(),
             http.to_string(),
             "--gossip".into(),
-            format!("127.0.0.1:{port}"),
+            gossip.to_string(),
             "--rpc".into(),
-            format!("127.0.0.1:{}", free_tcp_port()),
+            rpc.to_string(),
             "--cluster-id".into(),
             cluster_id.clone(),
             "--log".into(),
             "warn".into(),
         ];
-        for (j, seed) in gossip.iter().enumerate() {
-            if j != i {
-                args.extend(["--seed".into(), format!("127.0.0.1:{seed}")]);
-            }
+        for seed in seeds {
+            args.extend(["--seed".into(), seed.to_string()]);
         }
         args.extend(extra(i));
-        nodes.push(Process::spawn(bin, args, http));
+        args
+    };
+    let mut nodes = Vec::new();
+    let mut bound: Vec<[SocketAddr; 3]> = Vec::new();
+    for i in 0..n {
+        let seeds: Vec<SocketAddr> = bound.iter().map(|[_, gossip, _]| *gossip).collect();
+        let ready_file = std::env::temp_dir().join(format!("clusterchat-{cluster_id}-node{}.json", i + 1));
+        let (process, at) = Process::start(bin, args(i, [any; 3], &seeds), ready_file).await;
+        bound.push([at.http, at.gossip.expect("a clustered node"), at.rpc.expect("a clustered node")]);
+        nodes.push(process);
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let others: Vec<SocketAddr> =
+            bound.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, [_, gossip, _])| *gossip).collect();
+        let ready_file = node.ready_file.as_ref().expect("started with a ready file").display().to_string();
+        node.args = args(i, bound[i], &others);
+        node.args.extend(["--ready-file".into(), ready_file]);
     }
     wait_converged(&mut nodes).await;
     nodes

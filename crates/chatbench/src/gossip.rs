@@ -4,7 +4,7 @@
 //! [`cost`]: the gossip traffic of a ring (counted at each node's gossip socket) and the time a
 //! new room key takes to reach every node, as nodes and room keys per node grow.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -29,15 +29,11 @@ pub struct GossipReport {
 /// Limits of one measurement; a ring that does not get there is a failed run, not a hang.
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn free_udp_port() -> std::io::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
+/// Every listener on port 0; node1, once started, says its gossip port and seeds the others.
 async fn start_ring(n: usize, cluster_id: &str) -> anyhow::Result<Vec<Node>> {
-    let first = free_udp_port()?;
-    let mut nodes = Vec::with_capacity(n);
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    let mut seed: Option<SocketAddr> = None;
     for i in 0..n {
-        let port = if i == 0 { first } else { free_udp_port()? };
         let config = NodeConfig {
             node_id: format!("node{}", i + 1),
             http: "127.0.0.1:0".parse()?,
@@ -46,16 +42,18 @@ async fn start_ring(n: usize, cluster_id: &str) -> anyhow::Result<Vec<Node>> {
             // a drain period (during which a leaving node still gossips).
             drain_ms: 0,
             cluster: Some(ClusterSettings {
-                gossip: SocketAddr::from(([127, 0, 0, 1], port)),
+                gossip: "127.0.0.1:0".parse()?,
                 rpc: "127.0.0.1:0".parse()?,
-                seeds: if i == 0 { Vec::new() } else { vec![format!("127.0.0.1:{first}")] },
+                seeds: seed.iter().map(SocketAddr::to_string).collect(),
                 cluster_id: cluster_id.into(),
                 secret: Some("bench-gossip-secret".into()),
                 ..ClusterSettings::default()
             }),
             ..NodeConfig::default()
         };
-        nodes.push(Node::start(config).await?);
+        let node = Node::start(config).await?;
+        seed = seed.or(node.gossip_addr());
+        nodes.push(node);
     }
     Ok(nodes)
 }
