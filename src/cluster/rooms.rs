@@ -142,6 +142,8 @@ pub struct ClusterRooms {
     next_barrier: AtomicU64,
     /// Wakes the advertiser when the core has gossip keys due.
     advertise: Arc<tokio::sync::Notify>,
+    /// Cuts the advertiser's pause short: a member came or restarted (see [`ADVERTISE_EVERY`]).
+    advertise_now: Arc<tokio::sync::Notify>,
     /// Cancelled by [`ClusterRooms::shutdown`]: the long-lived tasks (membership follower,
     /// advertiser, per-peer pushers) end with it.
     stop: tokio_util::sync::CancellationToken,
@@ -180,6 +182,7 @@ impl ClusterRooms {
             barriers: Mutex::new(HashMap::new()),
             next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
+            advertise_now: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
         });
         for ns in &namespaces {
@@ -188,7 +191,13 @@ impl ClusterRooms {
         }
         rooms.tasks.spawn(rooms.clone().follow_membership().in_current_span());
         rooms.tasks.spawn(
-            advertise_rooms(Arc::downgrade(&rooms), rooms.advertise.clone(), rooms.stop.clone()).in_current_span(),
+            advertise_rooms(
+                Arc::downgrade(&rooms),
+                rooms.advertise.clone(),
+                rooms.advertise_now.clone(),
+                rooms.stop.clone(),
+            )
+            .in_current_span(),
         );
         rooms
     }
@@ -694,6 +703,9 @@ impl ClusterRooms {
             *generations = now;
             gone
         };
+        // A node that just came (or came back) learns of rooms joined before it was live only
+        // from gossip: what is due is written now, not at the advertiser's next turn.
+        self.advertise_now.notify_one();
         let live = |h: &Holder| members.get(&h.node).is_some_and(|m| m.generation == h.generation);
         for ns in self.namespaces.values().filter_map(std::sync::Weak::upgrade) {
             if let Some(keeper) = ns.keeper() {
@@ -714,7 +726,9 @@ impl ClusterRooms {
 /// and keeps each deleted key as a tombstone, so under room churn (every chat user with rooms
 /// of their own, coming and going) writing at every change made the whole ring's gossip work
 /// grow with the churn. Written at most once a second, a node changes its keys at most once a
-/// second, and a room that comes and goes between two writes never reaches gossip at all.
+/// second, and a room that comes and goes between two writes never reaches gossip at all. The
+/// exception is a member coming or restarting: it knows of rooms joined before it was live only
+/// from gossip, so what is due is written at once.
 const ADVERTISE_EVERY: Duration = Duration::from_secs(1);
 
 /// Keeps this node's `room:` gossip keys in line with its rooms with local members: one task,
@@ -724,6 +738,7 @@ const ADVERTISE_EVERY: Duration = Duration::from_secs(1);
 async fn advertise_rooms(
     rooms: std::sync::Weak<ClusterRooms>,
     wake: Arc<tokio::sync::Notify>,
+    now: Arc<tokio::sync::Notify>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -738,6 +753,7 @@ async fn advertise_rooms(
         }
         tokio::select! {
             _ = tokio::time::sleep(ADVERTISE_EVERY) => {}
+            _ = now.notified() => {}
             _ = stop.cancelled() => return,
         }
     }
