@@ -31,7 +31,7 @@
 //!   room set with the last one applied, and the two share every part that did not change
 //!   (`MemberInfo::rooms` is a persistent set), so the diff visits only what changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use imbl::ordset::DiffItem;
 
@@ -104,13 +104,11 @@ pub struct RoomsCore {
     /// Rooms whose first local join is being announced: the version of that join's asks
     /// and the peers yet to answer them (an answer to an earlier round does not count).
     joining: HashMap<RoomId, (Version, BTreeSet<String>)>,
-    /// Rooms that gained their first or lost their last local member since the gossip keys
-    /// were last taken.
+    /// Rooms whose gossip key is not as their local members are: those that gained their
+    /// first or lost their last local member an odd number of times since the keys were last
+    /// taken. A room that came and went between two takes is back as gossip has it, so it is
+    /// neither set nor deleted (chitchat warns of deleting a key it does not hold).
     unadvertised: BTreeSet<RoomId>,
-    /// Rooms whose gossip key is set (as of the last keys taken): a room that came and went
-    /// between two takes is neither set nor deleted (chitchat warns of deleting a key it
-    /// does not hold).
-    advertised: HashSet<RoomId>,
 }
 
 impl RoomsCore {
@@ -131,7 +129,6 @@ impl RoomsCore {
             retry: BTreeMap::new(),
             joining: HashMap::new(),
             unadvertised: BTreeSet::new(),
-            advertised: HashSet::new(),
         }
     }
 
@@ -150,7 +147,7 @@ impl RoomsCore {
         } else {
             (self.local.insert(room.clone(), labels.clone()).is_none(), false)
         };
-        if first || last {
+        if (first || last) && !self.unadvertised.remove(&room) {
             self.unadvertised.insert(room.clone());
             out.push(Effect::Advertise);
         }
@@ -405,18 +402,7 @@ impl RoomsCore {
     /// changed since the last call, as they are now.
     pub fn take_advertisements(&mut self) -> Vec<(String, Option<&'static str>)> {
         let dirty = std::mem::take(&mut self.unadvertised);
-        let mut changes = Vec::new();
-        for id in dirty {
-            let key = room_key(&id.0, &id.1);
-            if self.local.contains_key(&id) {
-                if self.advertised.insert(id) {
-                    changes.push((key, Some("1")));
-                }
-            } else if self.advertised.remove(&id) {
-                changes.push((key, None));
-            }
-        }
-        changes
+        dirty.into_iter().map(|id| (room_key(&id.0, &id.1), self.local.contains_key(&id).then_some("1"))).collect()
     }
 
     /// Live peers (not this node).
