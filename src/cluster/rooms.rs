@@ -39,9 +39,10 @@ const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
 /// How long a barrier waits for each peer's pushes (see [`ClusterRooms::barrier_now`]); a
 /// peer that is leaving may never send them. A barrier that gives up lets a restore go on
 /// without what the peer had queued, which is then missed or replayed out of order, so this
-/// outlasts a push queue that is slow under load: 500 ms was exceeded with three rolling
-/// restarts of 40 users at once on two cores (26 messages missed, 2 out of order, in 1 run
-/// of 30). It also bounds how long a restore waits on a peer that answers and then stalls.
+/// outlasts a push queue that is slow under load (500 ms, before, is suspected, not proven,
+/// in misses seen with three rolling restarts of 40 users at once on two cores; see
+/// RELIABILITY.md). It also bounds how long a restore waits on a peer that answers and then
+/// stalls.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
