@@ -276,6 +276,12 @@ impl Collector for Scraped {
                     i64::from(history.settled()),
                 )?;
             }
+            gauge(
+                &mut encoder,
+                "recovery_records_unconfirmed",
+                "Records of this node's sessions sent to their keeper and not confirmed kept yet (in flight, or failed and to be sent again): sessions a crash of this node now would not recover.",
+                rooms.unconfirmed_records() as i64,
+            )?;
             let members = membership.members();
             let rejections = membership.rejections();
             labeled(

@@ -5,6 +5,7 @@ pub mod core;
 pub mod gossip_transport;
 pub mod gossip_wire;
 pub mod history;
+mod keeps;
 pub mod membership;
 pub mod placement;
 pub mod rooms;

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn, Instrument};
 
 use super::core::{Effect, RoomId, RoomsCore, Version};
+use super::keeps::Keeps;
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use crate::engineio::Frame;
@@ -136,8 +137,12 @@ pub struct ClusterRooms {
     /// gone or came back as a new process has lost its records, and one that stopped being
     /// ready is leaving.
     generations: Mutex<HashMap<String, (u64, bool)>>,
-    /// Records that did not reach their keeper, by namespace: their sockets send them again.
-    failed_keeps: Mutex<HashMap<String, HashSet<String>>>,
+    /// Records of this node's sessions sent to a keeper and not confirmed kept there yet, by
+    /// (namespace, pid): in flight, or failed and to be sent again by their sockets. Until
+    /// one is confirmed, a crash of this node loses that session (`/metrics` counts them).
+    unconfirmed: Mutex<Keeps>,
+    /// Wakes the sweeper that sends failed records again (see [`Adapter::keep_failed`]).
+    keep_failed: Arc<tokio::sync::Notify>,
     /// Barriers waiting for a peer's `Push::Barrier`, by token.
     barriers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_barrier: AtomicU64,
@@ -179,7 +184,8 @@ impl ClusterRooms {
             stats: RoomStats::default(),
             hand_overs: tokio_util::task::TaskTracker::new(),
             generations: Mutex::new(HashMap::new()),
-            failed_keeps: Mutex::new(HashMap::new()),
+            unconfirmed: Mutex::new(Keeps::default()),
+            keep_failed: Arc::default(),
             barriers: Mutex::new(HashMap::new()),
             next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
@@ -287,6 +293,24 @@ impl ClusterRooms {
     }
 
     /// Queues a push or an ask for `node` without waiting; false if its queue is full.
+    fn keeps(&self) -> std::sync::MutexGuard<'_, Keeps> {
+        self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a keeper's answer to a record's `version`; a failure wakes the sweeper.
+    fn keep_answered(&self, nsp: String, pid: String, version: u64, kept: bool) {
+        self.keeps().answered(nsp, pid, version, kept);
+        if !kept {
+            self.keep_failed.notify_one();
+        }
+    }
+
+    /// Records of this node's sessions not confirmed kept by their keeper (see
+    /// [`ClusterRooms::unconfirmed`]).
+    pub fn unconfirmed_records(&self) -> usize {
+        self.keeps().count()
+    }
+
     fn push_to(self: &Arc<Self>, node: &str, item: Outgoing) -> bool {
         let lane = item.lane();
         let tx = {
@@ -347,7 +371,7 @@ impl ClusterRooms {
                     // A record that does not reach its keeper is sent again, whole, by the
                     // namespace's sweeper (the keeper may have missed a change).
                     let keep_of = match &request {
-                        Request::Keep { nsp, record, .. } => Some((nsp.clone(), record.pid.clone())),
+                        Request::Keep { nsp, record, .. } => Some((nsp.clone(), record.pid.clone(), record.version)),
                         _ => None,
                     };
                     let sent = match &self.connect(&node, addr).await {
@@ -365,10 +389,12 @@ impl ClusterRooms {
                             }
                             Err(_) => None,
                         };
-                        if let Some((nsp, pid)) = keep_of.filter(|_| response != Some(Response::Kept(true))) {
-                            debug!(%peer, ?response, %pid, "session record not kept; it will be sent again");
-                            let mut failed = rooms.failed_keeps.lock().unwrap_or_else(|e| e.into_inner());
-                            failed.entry(nsp).or_default().insert(pid);
+                        if let Some((nsp, pid, version)) = keep_of {
+                            let kept = response == Some(Response::Kept(true));
+                            if !kept {
+                                debug!(%peer, ?response, %pid, "session record not kept; it will be sent again");
+                            }
+                            rooms.keep_answered(nsp, pid, version, kept);
                         }
                         let _ = answer.send(response);
                     });
@@ -820,12 +846,15 @@ impl Adapter for ClusterRooms {
     fn keep_at(&self, node: &str, nsp: &str, req: KeepRequest, seed: Vec<Broadcast>) -> BoxFuture<'static, bool> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(false)) };
         let (tx, rx) = oneshot::channel();
+        let (req_pid, req_version) = (req.pid.clone(), req.version);
         let request = Request::Keep {
             nsp: nsp.to_owned(),
             record: record_to_wire(req),
             seed: seed.iter().map(broadcast_to_wire).collect(),
         };
+        this.keeps().sent(nsp, &req_pid, req_version);
         if !this.push_to(node, Outgoing::Call(request, tx)) {
+            this.keep_answered(nsp.to_owned(), req_pid, req_version, false);
             return Box::pin(std::future::ready(false));
         }
         // A failure is noted by the queue's drain, whether or not this is awaited.
@@ -833,12 +862,18 @@ impl Adapter for ClusterRooms {
     }
 
     fn failed_keeps(&self, nsp: &str) -> Vec<String> {
-        let mut failed = self.failed_keeps.lock().unwrap_or_else(|e| e.into_inner());
-        failed.remove(nsp).map(|pids| pids.into_iter().collect()).unwrap_or_default()
+        self.keeps().take_failed(nsp)
+    }
+
+    fn keep_failed(&self) -> BoxFuture<'static, ()> {
+        let notify = self.keep_failed.clone();
+        Box::pin(async move { notify.notified().await })
     }
 
     fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool) {
         let Some(this) = self.me.upgrade() else { return };
+        // The session left this node: nothing of it is to be sent again.
+        self.keeps().released(nsp, pid);
         let push = Push::Release { nsp: nsp.to_owned(), pid: pid.to_owned(), version, park };
         this.push_to(node, Outgoing::Push(push, None));
     }

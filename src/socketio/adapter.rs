@@ -50,6 +50,12 @@ pub trait Adapter: Send + Sync + 'static {
     fn failed_keeps(&self, _nsp: &str) -> Vec<String> {
         Vec::new()
     }
+    /// Resolves once a record failed to reach its keeper since the last call (at once if one
+    /// did meanwhile): the sweeper then sends failed records again without waiting for its
+    /// next turn. Never, where records are kept here.
+    fn keep_failed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
     /// Tells a record's keeper that this node let go of the session after the record's
     /// `version`: parked for its client, or dropped.
     fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool);

@@ -256,18 +256,29 @@ impl Namespace {
         self.recovery.as_ref()
     }
 
-    /// Drops parked sessions whose time is up, and sends again the records of sockets whose
-    /// last record did not reach their keeper (every second, from the server's sweeper).
+    /// Drops parked sessions whose time is up (every second, from the server's sweeper).
     pub fn expire_parked(&self) {
         if let Some(keeper) = &self.recovery {
             self.unkept(&keeper.expire());
         }
-        let failed = self.adapter().failed_keeps(&self.name);
+    }
+
+    /// Resolves once a record of this node failed to reach its keeper (see
+    /// [`Adapter::keep_failed`]).
+    pub(crate) fn keep_failed(&self) -> BoxFuture<'static, ()> {
+        self.adapter().keep_failed()
+    }
+
+    /// Sends again, whole, the records of sockets whose last record did not reach their
+    /// keeper (from the server's sweeper); how many failed records there were.
+    pub fn retry_keeps(&self) -> usize {
+        let failed: HashSet<String> = self.adapter().failed_keeps(&self.name).into_iter().collect();
         if !failed.is_empty() {
-            for socket in self.sockets().iter().filter(|s| s.pid().is_some_and(|p| failed.iter().any(|f| f == p))) {
+            for socket in self.sockets().iter().filter(|s| s.pid().is_some_and(|p| failed.contains(p))) {
                 drop(self.keep(socket, None));
             }
         }
+        failed.len()
     }
 
     /// Rooms no record keeps here any more: this node's subscription follows its sockets.

@@ -17,6 +17,11 @@ use super::socket::{AckResponse, AckSender, Socket};
 use crate::engineio::{CloseReason, EngineHandler, Frame, Message, ProtocolVersion, Session, Sid};
 use crate::tasks::Tasks;
 
+/// How often parked sessions are expired, and failed records sent again at the latest.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// The first pause before failed records are sent again (see `start_sweeper`).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+
 /// Socket.IO settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketIoConfig {
@@ -106,8 +111,10 @@ impl SocketIo {
         self.namespaces.values()
     }
 
-    /// Expires parked sessions every second, until the engine shuts down (or the namespaces
-    /// are gone).
+    /// Expires parked sessions every second, and sends again the records that did not reach
+    /// their keeper: at once when one fails (after a pause, doubled while they keep failing,
+    /// up to a second), so a session is unprotected for as short a time as can be. Until the
+    /// engine shuts down (or the namespaces are gone).
     fn start_sweeper(&self) {
         let namespaces: Vec<_> =
             self.namespaces.values().filter(|ns| ns.keeper().is_some()).map(Arc::downgrade).collect();
@@ -115,15 +122,34 @@ impl SocketIo {
             return;
         }
         self.tasks.spawn_until_stopped(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            let mut pause = RETRY_FIRST;
             loop {
-                tick.tick().await;
-                let live: Vec<_> = namespaces.iter().filter_map(std::sync::Weak::upgrade).collect();
-                if live.is_empty() {
+                // The namespaces share one adapter.
+                let Some(failed) = namespaces.iter().find_map(std::sync::Weak::upgrade).map(|ns| ns.keep_failed())
+                else {
                     return;
+                };
+                let failure = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = failed => true,
+                };
+                if failure {
+                    // Not at once: a keeper that refuses now (it does not know this node
+                    // yet, say) is not asked again in a loop.
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(SWEEP_EVERY);
                 }
+                let live: Vec<_> = namespaces.iter().filter_map(std::sync::Weak::upgrade).collect();
+                let mut retried = 0;
                 for ns in live {
-                    ns.expire_parked();
+                    if !failure {
+                        ns.expire_parked();
+                    }
+                    retried += ns.retry_keeps();
+                }
+                if !failure && retried == 0 {
+                    pause = RETRY_FIRST;
                 }
             }
         });
