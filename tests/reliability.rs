@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 mod support;
-use support::cluster::{spawn_processes, wait_converged, wait_history_settled, Process};
+use support::cluster::{spawn_processes, wait_converged, wait_history_settled, wait_records_kept, Process};
 use support::load::{assert_all_back, Load};
 use support::rr_proxy::RoundRobinProxy;
 
@@ -98,8 +98,10 @@ async fn crash_each_node_under_chat_load() {
             nodes[last].restart();
             wait_converged(&mut nodes).await;
             wait_history_settled(&mut nodes).await;
-            // ... and every user is back (restored) before the next crash.
+            // ... and every user is back (restored), its record kept on another node, before
+            // the next crash.
             load.wait_back(std::time::Duration::from_secs(60)).await;
+            wait_records_kept(&mut nodes).await;
             load.mark("settled").await;
             nodes.swap(i, last);
         }

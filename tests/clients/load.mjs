@@ -14,7 +14,12 @@
 //   recovered            reconnections that got their session back (socket.io connection state
 //                        recovery: rooms and missed messages, without joining again)
 //   duplicates           deliveries of a message a user had already received
-//   reordered            deliveries of a sender's message after a later one of the same sender
+//   reordered            deliveries of a sender's acked message after a later one of the same
+//                        sender
+//   reordered_unacked    the same for messages never acked: one sent as its node crashed may
+//                        have reached some nodes (a member's keeper among them) and not others,
+//                        so a member that recovers gets it after the sender's later ones. Not
+//                        promised in order (nor at all), so reported apart
 //   history_stale        rooms whose history (read by a new client at the end) lacks the room's
 //                        last acked message
 //   history_gaps         acked messages missing from their room's history though ones sent
@@ -60,7 +65,7 @@ for (let u = 0; u < USERS; u++) {
   });
   const user = { name, mine, socket, joinedSince: null, intervals: [], received: new Set(),
     downAt: null, reconnects: [], recovered: 0, seq: 0, firstJoined: null, duplicates: 0,
-    lastOf: new Map(), reordered: 0 };
+    lastOf: new Map(), reordered: [] };
   users.push(user);
   socket.on("connect", async () => {
     try {
@@ -95,7 +100,7 @@ for (let u = 0; u < USERS; u++) {
     // Each sender's messages in the order it sent them (ids are "#user:seq").
     const [sender, seq] = m.message.slice(1).split(":");
     if (Number(seq) < (user.lastOf.get(sender) ?? -1)) {
-      user.reordered++;
+      user.reordered.push(m.message);
       if (process.env.LOAD_DEBUG) console.error(`reordered ${m.message} for ${user.name} after #${sender}:${user.lastOf.get(sender)} at ${Math.round(now())}: back since ${Math.round(user.joinedSince ?? -1)}, recovered ${user.recovered} of ${user.reconnects.length}; sent ${Math.round(sentAt.get(m.message)?.sent ?? -1)} acked ${Math.round(sentAt.get(m.message)?.acked ?? -1)}`);
     }
     user.lastOf.set(sender, Math.max(Number(seq), user.lastOf.get(sender) ?? -1));
@@ -167,7 +172,8 @@ const stop = async () => {
     missed,
     duplicates: users.reduce((n, u) => n + u.duplicates, 0),
     foreign: users.reduce((n, u) => n + [...u.received].filter((id) => !attempted.has(id)).length, 0),
-    reordered: users.reduce((n, u) => n + u.reordered, 0),
+    reordered: users.reduce((n, u) => n + u.reordered.filter((id) => messages.has(id)).length, 0),
+    reordered_unacked: users.reduce((n, u) => n + u.reordered.filter((id) => !messages.has(id)).length, 0),
     history_stale: stale,
     history_gaps: gaps,
   };

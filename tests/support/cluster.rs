@@ -354,6 +354,12 @@ pub async fn wait_history_settled(nodes: &mut [Process]) {
     wait_metric(nodes, "clusterchat_history_settled 1").await;
 }
 
+/// Waits until every process's sessions are recoverable after a crash of that process: the
+/// record of each is confirmed kept by its keeper (none in flight or failed).
+pub async fn wait_records_kept(nodes: &mut [Process]) {
+    wait_metric(nodes, "clusterchat_recovery_records_unconfirmed 0").await;
+}
+
 /// Waits until every process's metrics have the line `want`; fails at once if one exited.
 async fn wait_metric(nodes: &mut [Process], want: &str) {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().expect("HTTP client");
