@@ -83,8 +83,10 @@ async fn crash_each_node_under_chat_load() {
         RoundRobinProxy::start("127.0.0.1:0".parse().unwrap(), nodes.iter().map(|n| n.http).collect()).await.unwrap();
     let mut load = Load::start(&proxy.url(), users, interval()).await;
     let started = Instant::now();
+    let mut victims = Victims::from_env();
     for _ in 0..rounds {
-        for i in 0..nodes.len() {
+        for turn in 0..nodes.len() {
+            let i = victims.next(turn, nodes.len());
             // The victim goes last for a moment, so the survivors are one slice.
             let last = nodes.len() - 1;
             nodes.swap(i, last);
@@ -119,5 +121,32 @@ async fn crash_each_node_under_chat_load() {
     assert_eq!(report["recovered"], reconnects, "every reconnection recovered: {report}");
     for figure in ["missed", "duplicates", "reordered", "foreign", "history_stale", "history_gaps"] {
         assert_eq!(report[figure], 0, "{figure}: {report}");
+    }
+}
+
+/// Which node each kill takes: each in turn, or, with `RELIABILITY_RANDOM=<seed>` (the long
+/// version), one at random (xorshift; the seed is printed, so a run can be replayed).
+struct Victims(Option<u64>);
+
+impl Victims {
+    fn from_env() -> Self {
+        let seed =
+            std::env::var("RELIABILITY_RANDOM").ok().map(|v| v.parse::<u64>().expect("RELIABILITY_RANDOM: a number"));
+        if let Some(seed) = seed {
+            println!("victims at random, seed {seed}");
+        }
+        Self(seed.map(|s| s.max(1)))
+    }
+
+    fn next(&mut self, turn: usize, nodes: usize) -> usize {
+        match &mut self.0 {
+            None => turn,
+            Some(x) => {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                (*x % nodes as u64) as usize
+            }
+        }
     }
 }
