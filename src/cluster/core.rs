@@ -21,8 +21,9 @@
 //!   are exactly the other live nodes with local members in it, and the remote members it
 //!   knows of in a room it has members in are exactly theirs.
 //! - A room's first local join is released ([`Effect::Joined`]) only once every peer that was
-//!   live then has answered (or failed to): a broadcast published anywhere after the release
-//!   reaches the joiner's node.
+//!   live then has answered, left, or was never reached by an ask: a broadcast published
+//!   anywhere after the release reaches the joiner's node (an ask that timed out is made
+//!   again until answered, as the peer may have taken it late).
 //! - A node's gossip keys converge to its rooms with local members, whatever the order of joins
 //!   and leaves (one dirty set, applied by one writer).
 //! - Every table is bounded by the rooms with members and the live nodes; a node that leaves
@@ -54,6 +55,17 @@ pub type Version = (u64, u64);
 /// churn soak: about 300 removals a second seen by each node) lays 16,384 in about a minute.
 /// Each costs a few hundred bytes; 65,536 of them were a fifth of a churning node's heap.
 const MAX_TOMBSTONES: usize = 16_384;
+
+/// What came of an [`Effect::Ask`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The peer's members in the room, as of a version.
+    Members(Version, Vec<String>),
+    /// Sent, and not answered in time (or its connection broke): the peer may take it late.
+    Lost,
+    /// Never sent (no connection, or the peer's queue was full).
+    Unsent,
+}
 
 /// What the driver must do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +177,11 @@ impl RoomsCore {
             self.joining.insert(room, (version, peers));
             return true;
         }
+        // The last member left while its join was announced: nobody waits for the answers
+        // any more (and a timed-out ask is not made again for a room without members).
+        if last && self.joining.remove(&room).is_some() {
+            out.push(Effect::Joined { room: room.clone() });
+        }
         // Everyone subscribed hears of a change; on the last leave, every live node, so none
         // keeps pushing here until gossip catches up.
         let targets: Vec<String> = if last { self.peers().cloned().collect() } else { self.subscribers(&room) };
@@ -174,19 +191,19 @@ impl RoomsCore {
         self.joining.contains_key(&room)
     }
 
-    /// The answer of `from` to an [`Effect::Ask`] made at `asked` (the ask's version): its
-    /// members as of a version (`None`: it did not answer).
+    /// What came of an [`Effect::Ask`] to `from` made at `asked` (the ask's version).
     pub fn answered(
         &mut self,
         from: &str,
         room: &RoomId,
         asked: Version,
-        answer: Option<(Version, Vec<String>)>,
+        reply: Reply,
         notify: bool,
         out: &mut Vec<Effect>,
     ) {
-        match answer {
-            Some((version, labels)) => {
+        let settled = !matches!(reply, Reply::Lost);
+        match reply {
+            Reply::Members(version, labels) => {
                 let key = (from.to_owned(), room.clone());
                 if self.retry.get(&key).is_some_and(|failed| *failed <= asked) {
                     self.retry.remove(&key);
@@ -195,19 +212,39 @@ impl RoomsCore {
             }
             // Its members may have changed meanwhile without a word to us (we were not its
             // subscriber yet): ask again.
-            None if self.local.contains_key(room) && self.live.contains_key(from) => {
+            Reply::Lost | Reply::Unsent if self.local.contains_key(room) && self.live.contains_key(from) => {
                 let failed = self.retry.entry((from.to_owned(), room.clone())).or_insert(asked);
                 *failed = (*failed).max(asked);
             }
-            None => {}
+            Reply::Lost | Reply::Unsent => {}
         }
-        if let Some((_, waiting)) = self.joining.get_mut(room).filter(|(round, _)| *round == asked) {
+        // A join goes on once each peer answered an ask made for it or since (a later ask
+        // carries the join too), or never got one. Not on a timeout: the peer may take the
+        // subscription late, and whatever it publishes meanwhile would miss this node; the
+        // join waits for the ask made again (see `reask`), or for the peer to leave.
+        let joining = self.joining.get_mut(room).filter(|(round, _)| settled && asked >= *round);
+        if let Some((_, waiting)) = joining {
             waiting.remove(from);
             if waiting.is_empty() {
                 self.joining.remove(room);
                 out.push(Effect::Joined { room: room.clone() });
             }
         }
+    }
+
+    /// Asks again, now, the peers whose last ask failed (see `retry`): membership snapshots
+    /// ask them again too, but come only when the ring changes, and a join may be waiting.
+    /// Returns whether any was asked.
+    pub fn reask(&mut self, out: &mut Vec<Effect>) -> bool {
+        let version = (self.generation, self.clock);
+        let before = out.len();
+        for (to, room) in self.retry.keys() {
+            if let Some(labels) = self.local.get(room) {
+                let (to, room, labels) = (to.clone(), room.clone(), labels.clone());
+                out.push(Effect::Ask { to, room, labels, version, notify: true });
+            }
+        }
+        out.len() > before
     }
 
     /// A peer's `Subscribe`: it has members `labels` in the room, as of `version`. Returns

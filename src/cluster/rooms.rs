@@ -14,7 +14,7 @@
 //! logged (a dropped ask counts as unanswered, and the core asks again).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn, Instrument};
 
-use super::core::{Effect, RoomId, RoomsCore, Version};
+use super::core::{Effect, Reply, RoomId, RoomsCore, Version};
 use super::keeps::Keeps;
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
@@ -47,6 +47,11 @@ const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A failed `Subscribe` is made again after this (and again while it fails).
+const REASK_AFTER: Duration = Duration::from_millis(200);
+/// A first join waits at most this long for every live node to confirm it (see
+/// `RoomsCore::answered`): past it, availability is put before a late subscription's gap.
+const JOIN_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// A peer's two queues: room traffic (broadcasts, presence, subscriptions), and session
 /// records (their changes and releases, in order among themselves), so that a socket joining
@@ -141,6 +146,8 @@ pub struct ClusterRooms {
     /// (namespace, pid): in flight, or failed and to be sent again by their sockets. Until
     /// one is confirmed, a crash of this node loses that session (`/metrics` counts them).
     unconfirmed: Mutex<Keeps>,
+    /// Set while a re-ask of failed asks is scheduled (see [`ClusterRooms::reask_soon`]).
+    reask_pending: AtomicBool,
     /// Wakes the sweeper that sends failed records again (see [`Adapter::keep_failed`]).
     keep_failed: Arc<tokio::sync::Notify>,
     /// Barriers waiting for a peer's `Push::Barrier`, by token.
@@ -186,6 +193,7 @@ impl ClusterRooms {
             generations: Mutex::new(HashMap::new()),
             unconfirmed: Mutex::new(Keeps::default()),
             keep_failed: Arc::default(),
+            reask_pending: AtomicBool::new(false),
             barriers: Mutex::new(HashMap::new()),
             next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
@@ -244,7 +252,7 @@ impl ClusterRooms {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let mut effects = Vec::new();
             for (to, room, version, notify) in std::mem::take(&mut after.unsent) {
-                state.core.answered(&to, &room, version, None, notify, &mut effects);
+                state.core.answered(&to, &room, version, Reply::Unsent, notify, &mut effects);
             }
             after = self.carry_out_locked(&mut state, effects);
         }
@@ -295,6 +303,23 @@ impl ClusterRooms {
     /// Queues a push or an ask for `node` without waiting; false if its queue is full.
     fn keeps(&self) -> std::sync::MutexGuard<'_, Keeps> {
         self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks again, in a moment, the peers whose ask failed (one pending re-ask at a time;
+    /// one that fails again schedules the next).
+    fn reask_soon(self: &Arc<Self>) {
+        if self.reask_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rooms = self.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(REASK_AFTER) => {}
+                _ = rooms.stop.cancelled() => return,
+            }
+            rooms.reask_pending.store(false, Ordering::Release);
+            rooms.step(|s, out| s.core.reask(out));
+        });
     }
 
     /// Notes a keeper's answer to a record's `version`; a failure wakes the sweeper.
@@ -412,28 +437,32 @@ impl ClusterRooms {
                     // The answer is awaited aside, so the queue goes on meanwhile.
                     self.tasks.spawn(
                         async move {
-                            let answer = match sent {
+                            let reply = match sent {
                                 Ok(pending) => match tokio::time::timeout(limit, pending.answer()).await {
-                                    Ok(Ok(Response::Members { version, labels })) => Some((version, labels)),
+                                    Ok(Ok(Response::Members { version, labels })) => Reply::Members(version, labels),
                                     Ok(Ok(other)) => {
                                         warn!(peer = node, ?other, "unexpected answer to Subscribe");
-                                        None
+                                        Reply::Lost
                                     }
                                     Ok(Err(err)) => {
                                         warn!(peer = node, error = %err, "subscription not confirmed; asking again");
-                                        None
+                                        Reply::Lost
                                     }
                                     Err(_) => {
                                         warn!(peer = node, ?limit, "subscription not confirmed in time; asking again");
-                                        None
+                                        Reply::Lost
                                     }
                                 },
                                 Err(err) => {
                                     debug!(peer = node, error = %err, "subscription not sent; asking again");
-                                    None
+                                    Reply::Unsent
                                 }
                             };
-                            rooms.step(|s, out| s.core.answered(&node, &room, version, answer, notify, out));
+                            let failed = !matches!(reply, Reply::Members(..));
+                            rooms.step(|s, out| s.core.answered(&node, &room, version, reply, notify, out));
+                            if failed {
+                                rooms.reask_soon();
+                            }
                         }
                         .in_current_span(),
                     );
@@ -794,15 +823,19 @@ impl Adapter for ClusterRooms {
             let wait = s.core.local_changed(id.clone(), labels, out);
             wait.then(|| {
                 let (tx, rx) = oneshot::channel();
-                s.waiters.entry(id).or_default().push(tx);
+                s.waiters.entry(id.clone()).or_default().push(tx);
                 rx
             })
         });
         match joined {
-            // Released by the core once every peer answered (or failed to); a node that
-            // stops drops the sender, which releases it too.
+            // Released by the core once every peer answered (or left, or was never reached);
+            // a node that stops drops the sender, which releases it too. A peer that is live
+            // but cannot answer (overloaded past its timeouts, or its RPC cut off while its
+            // gossip gets through) holds a join at most JOIN_WAIT_MAX.
             Some(joined) => Box::pin(async move {
-                let _ = joined.await;
+                if tokio::time::timeout(JOIN_WAIT_MAX, joined).await.is_err() {
+                    warn!(nsp = id.0, room = id.1, "join went on before every node confirmed it: members here may miss what those nodes publish until they do");
+                }
             }),
             None => Box::pin(std::future::ready(())),
         }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Effect, RoomId, RoomsCore, Version};
+use super::{Effect, Reply, RoomId, RoomsCore, Version};
 use crate::cluster::membership::{MemberInfo, Members, RoomSet};
 
 const NSP: &str = "/chat";
@@ -39,6 +39,8 @@ struct Answer {
     from: usize,
     room: RoomId,
     labels: Option<(Version, Vec<String>)>,
+    /// Whether the ask reached the peer (a `None` then is a lost answer, not a lost ask).
+    reached: bool,
     notify: bool,
     ask: u64,
     asked: Version,
@@ -101,6 +103,9 @@ struct Sim {
     failed_asks: BTreeSet<u64>,
     /// Ask id → (asker, room, first join round).
     asks: BTreeMap<u64, (usize, RoomId, bool)>,
+    /// Asks whose asker timed out while they were still on their way: the peer takes them
+    /// late, and its answer finds nobody waiting.
+    timed_out: BTreeSet<u64>,
 }
 
 const ROOMS: [&str; 3] = ["lobby", "café", "a\nb"];
@@ -136,6 +141,7 @@ impl Sim {
             faults,
             failed_asks: BTreeSet::new(),
             asks: BTreeMap::new(),
+            timed_out: BTreeSet::new(),
         };
         // Everyone knows everyone at the start (the node met the ring before serving).
         for i in 0..n {
@@ -291,12 +297,21 @@ impl Sim {
                 self.nodes[to].core.on_presence(&sender, &room, labels, version, &mut out)
             }
             Msg::Ask { id, room, labels, version, notify } => {
+                // An ask its asker timed out on was answered "no answer" then: the peer's
+                // answer now finds nobody waiting.
+                let timed_out = self.timed_out.remove(&id);
                 if self.faults && self.rng.random_bool(0.1) {
-                    self.fail_ask(id, to, from, room, version, notify);
+                    if !timed_out {
+                        self.fail_ask(id, to, from, room, version, notify);
+                    }
                 } else {
                     let answer = self.nodes[to].core.on_subscribe(&sender, &room, labels, version, &mut out);
-                    let labels = Some(answer);
-                    self.answers.push(Answer { to: from, from: to, room, labels, notify, ask: id, asked: version });
+                    if !timed_out {
+                        let (labels, reached) = (Some(answer), true);
+                        let answer =
+                            Answer { to: from, from: to, room, labels, reached, notify, ask: id, asked: version };
+                        self.answers.push(answer);
+                    }
                 }
             }
             Msg::Publish { room, id } => {
@@ -314,7 +329,7 @@ impl Sim {
 
     fn fail_ask(&mut self, ask: u64, from: usize, to: usize, room: RoomId, asked: Version, notify: bool) {
         self.failed_asks.insert(ask);
-        self.answers.push(Answer { to, from, room, labels: None, notify, ask, asked });
+        self.answers.push(Answer { to, from, room, labels: None, reached: false, notify, ask, asked });
     }
 
     fn answer(&mut self, k: usize) {
@@ -327,7 +342,9 @@ impl Sim {
             labels = None; // the answer was lost: the asker timed out
             self.failed_asks.insert(a.ask);
         }
-        if labels.is_none() {
+        // Only an ask the peer never got leaves a join to gossip's repair: one whose answer
+        // was lost is made again, and the join waits for it.
+        if labels.is_none() && !a.reached {
             if let Some((_, room, true)) = self.asks.get(&a.ask) {
                 self.nodes[a.to].degraded.insert(room.clone());
                 let room = room.clone();
@@ -341,7 +358,12 @@ impl Sim {
             eprintln!("step {} answer {}->{}: {:?} {labels:?}", self.step, a.from, a.to, a.room.1);
         }
         let mut out = Vec::new();
-        self.nodes[a.to].core.answered(&sender, &a.room, a.asked, labels, a.notify, &mut out);
+        let reply = match labels {
+            Some((version, labels)) => Reply::Members(version, labels),
+            None if a.reached => Reply::Lost,
+            None => Reply::Unsent,
+        };
+        self.nodes[a.to].core.answered(&sender, &a.room, a.asked, reply, a.notify, &mut out);
         self.effects(a.to, out);
     }
 
@@ -429,7 +451,7 @@ impl Sim {
                 self.deliver(from, to);
                 format!("deliver {from}->{to}")
             }
-            70..80 => {
+            70..77 => {
                 if self.answers.is_empty() {
                     return "noop".into();
                 }
@@ -437,7 +459,41 @@ impl Sim {
                 self.answer(k);
                 "answer".into()
             }
-            80..88 => {
+            77..80 => {
+                // An ask still on its way times out at its asker (a slow peer): the asker
+                // hears "no answer" now, the peer takes the ask later.
+                if !self.faults {
+                    return "noop".into();
+                }
+                let queued: Vec<(usize, usize, u64, RoomId, Version, bool)> = (self.links.iter())
+                    .flat_map(|((from, to), q)| {
+                        q.iter().filter_map(move |m| match m {
+                            Msg::Ask { id, room, version, notify, .. } => {
+                                Some((*from, *to, *id, room.clone(), *version, *notify))
+                            }
+                            _ => None,
+                        })
+                    })
+                    .filter(|(_, _, id, ..)| !self.timed_out.contains(id))
+                    .collect();
+                if queued.is_empty() {
+                    return "noop".into();
+                }
+                let (asker, peer, ask, room, asked, notify) = queued[self.rng.random_range(0..queued.len())].clone();
+                self.timed_out.insert(ask);
+                self.answers.push(Answer {
+                    to: asker,
+                    from: peer,
+                    room,
+                    labels: None,
+                    reached: true,
+                    notify,
+                    ask,
+                    asked,
+                });
+                format!("time out ask {ask} {asker}->{peer}")
+            }
+            80..86 => {
                 let due: Vec<usize> = alive.iter().copied().filter(|i| self.nodes[*i].advertise_due).collect();
                 if due.is_empty() {
                     return "noop".into();
@@ -445,6 +501,15 @@ impl Sim {
                 let i = due[self.rng.random_range(0..due.len())];
                 self.advertise(i);
                 format!("advertise {i}")
+            }
+            86..88 => {
+                // The driver's re-ask, a moment after a failed one.
+                let mut out = Vec::new();
+                if !self.nodes[i].core.reask(&mut out) {
+                    return "noop".into();
+                }
+                self.effects(i, out);
+                format!("reask {i}")
             }
             88..99 => {
                 let j = self.rng.random_range(0..self.nodes.len());
