@@ -865,13 +865,16 @@ impl Adapter for ClusterRooms {
         Holder { node: self.node_id.as_str().into(), generation }
     }
 
-    fn keeper_for(&self, pid: &str, current: Option<&str>) -> Option<String> {
+    fn keeper_for(&self, pid: &str, current: Option<&str>, avoid: Option<&str>) -> Option<String> {
         let members = self.membership.members();
         // A keeper that stopped being ready is leaving: its records go with it.
-        if let Some(current) = current.filter(|c| *c != self.node_id && members.get(c).is_some_and(|m| m.ready)) {
+        let ready = |c: &&str| *c != self.node_id && members.get(c).is_some_and(|m| m.ready);
+        if let Some(current) = current.filter(ready).filter(|c| Some(*c) != avoid) {
             return Some(current.to_owned());
         }
-        Placement::new(members.ready()).ranking(pid).into_iter().find(|n| *n != self.node_id).map(str::to_owned)
+        let placement = Placement::new(members.ready());
+        let ranking: Vec<&str> = placement.ranking(pid).into_iter().filter(|n| *n != self.node_id).collect();
+        ranking.iter().find(|n| Some(**n) != avoid).or(ranking.first()).map(|n| (*n).to_owned())
     }
 
     /// On the peer's ordered queue (a record's changes must arrive in order, with the

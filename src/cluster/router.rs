@@ -236,7 +236,7 @@ impl Router {
             // Not `if let`: the matched value would be kept in this future (unused) for the
             // connection's whole life.
             let Some(Local { query, new_sid, sink, stream }) = routed.await else { return };
-            engine.handle_websocket(query, new_sid, sink, stream).await;
+            engine.handle_websocket(query, new_sid, None, sink, stream).await;
         }
     }
 
@@ -429,11 +429,13 @@ impl RpcHandler for PeerHandler {
         }
     }
 
-    fn stream(&self, _peer: &str, open: StreamOpen, stream: RpcStream) -> futures_util::future::BoxFuture<'static, ()> {
+    fn stream(&self, peer: &str, open: StreamOpen, stream: RpcStream) -> futures_util::future::BoxFuture<'static, ()> {
         let Some(engine) = self.engine(&open.path) else {
             warn!(path = open.path, "stream for an unknown engine refused");
             return Box::pin(std::future::ready(())); // dropping the stream closes it
         };
+        // The channel proved this peer's identity: the relay a session's recovery avoids.
+        let peer: Arc<str> = peer.into();
         Box::pin(async move {
             let (tx, rx) = stream.split();
             // Never fails: an unfold sink that failed once panics on the next send, and the
@@ -447,7 +449,7 @@ impl RpcHandler for PeerHandler {
             let stream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|frame| (Ok::<_, Infallible>(frame.into_ws()), rx))
             }));
-            engine.handle_websocket(open.query, open.new_sid, sink, stream).await;
+            engine.handle_websocket(open.query, open.new_sid, Some(peer), sink, stream).await;
         })
     }
 }
@@ -478,7 +480,7 @@ mod tests {
         let router = Router::local("n1".into(), engine.clone());
         let query = || EngineQuery::parse("EIO=4&transport=websocket").unwrap();
         let (sink, stream) = ws().await;
-        let engines = std::mem::size_of_val(&engine.handle_websocket(query(), None, sink, stream));
+        let engines = std::mem::size_of_val(&engine.handle_websocket(query(), None, None, sink, stream));
         let (sink, stream) = ws().await;
         let routers = std::mem::size_of_val(&router.handle_websocket(query(), sink, stream));
         eprintln!("router's future: {routers} B, the engine's: {engines} B");

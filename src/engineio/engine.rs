@@ -434,6 +434,7 @@ impl Engine {
         self: &Arc<Self>,
         query: EngineQuery,
         new_sid: Option<String>,
+        relay: Option<Arc<str>>,
         sink: Si,
         stream: St,
     ) -> impl Future<Output = ()>
@@ -446,6 +447,10 @@ impl Engine {
         async move {
             let _counted = Counted::new(&engine.websockets);
             let Some((session, mut sink, mut stream)) = start.await else { return };
+            if let Some(node) = relay {
+                session.set_relay(node);
+                session.handler.on_relay(&session);
+            }
             run_websocket(&session, &mut sink, &mut stream, engine.config.ping_timeout).await;
             Box::pin(engine.close_websocket(&mut sink, None)).await;
         }
@@ -786,7 +791,7 @@ mod tests {
         let engine = Engine::new(EngineConfig::default(), Arc::new(Nop));
         let (sink, stream) = ws().await;
         let query = EngineQuery::parse("EIO=4&transport=websocket").unwrap();
-        let whole = std::mem::size_of_val(&engine.handle_websocket(query, None, sink, stream));
+        let whole = std::mem::size_of_val(&engine.handle_websocket(query, None, None, sink, stream));
         let session = engine
             .open_session(EngineQuery::parse("EIO=4&transport=websocket").unwrap(), TransportKind::Websocket, None)
             .unwrap();

@@ -71,6 +71,9 @@ pub trait EngineHandler: Send + Sync + 'static {
     fn on_open(&self, session: &Arc<Session>);
     fn on_message(&self, session: &Arc<Session>, message: Message);
     fn on_close(&self, session: &Arc<Session>, reason: CloseReason);
+    /// The session's WebSocket now reaches this node through another one
+    /// ([`Session::relay`]): a new session, or an upgrade.
+    fn on_relay(&self, _session: &Arc<Session>) {}
     /// Resolves once every task the handler started has ended; the engine calls it from its
     /// own shutdown, after every session was closed and cleaned up. A handler that spawns
     /// nothing keeps the default.
@@ -121,6 +124,9 @@ pub struct Session {
     /// The client closed over polling with no poll pending: its next poll is owed a NOOP.
     noop_owed: AtomicBool,
     pub(crate) noop_taken: Notify,
+    /// The node relaying this session's WebSocket to this one, if it is relayed: that node's
+    /// crash cuts the client off, so it must not also hold what the client needs to recover.
+    relay: Mutex<Option<Arc<str>>>,
 }
 
 /// The Engine.IO heartbeat's two durations.
@@ -188,6 +194,7 @@ impl Session {
             }),
             noop_owed: AtomicBool::new(false),
             noop_taken: Notify::new(),
+            relay: Mutex::new(None),
         })
     }
 
@@ -195,6 +202,15 @@ impl Session {
     pub(crate) fn start(self: &Arc<Self>) {
         let (at, generation) = self.beat().armed;
         self.lifecycle.schedule(at, generation, self);
+    }
+
+    /// The node relaying this session's WebSocket here, if any (see [`EngineHandler::on_relay`]).
+    pub fn relay(&self) -> Option<Arc<str>> {
+        self.relay.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_relay(&self, node: Arc<str>) {
+        *self.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(node);
     }
 
     pub fn sid(&self) -> &Sid {

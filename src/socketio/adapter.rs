@@ -40,8 +40,10 @@ pub trait Adapter: Send + Sync + 'static {
     /// This node, as the holder of its sessions' records.
     fn holder(&self) -> Holder;
     /// The node to keep a record of a session of this node: `current` while it is a live
-    /// member, else another node chosen by the pid; `None`: this node (it is alone).
-    fn keeper_for(&self, pid: &str, current: Option<&str>) -> Option<String>;
+    /// member, else another node chosen by the pid; `None`: this node (it is alone). Not
+    /// `avoid` (the node relaying the session's WebSocket: one crash would take the
+    /// connection and the record) unless no other node can.
+    fn keeper_for(&self, pid: &str, current: Option<&str>, avoid: Option<&str>) -> Option<String>;
     /// Sends a record to its keeper `node`; resolves to whether it is kept there, once that
     /// node is subscribed to the record's rooms. Sent even if the future is dropped.
     fn keep_at(&self, node: &str, nsp: &str, req: KeepRequest, seed: Vec<Broadcast>) -> BoxFuture<'static, bool>;
@@ -129,7 +131,7 @@ impl Adapter for LocalAdapter {
         Holder { node: "".into(), generation: 0 }
     }
 
-    fn keeper_for(&self, _pid: &str, _current: Option<&str>) -> Option<String> {
+    fn keeper_for(&self, _pid: &str, _current: Option<&str>, _avoid: Option<&str>) -> Option<String> {
         None
     }
 

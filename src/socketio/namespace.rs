@@ -299,12 +299,17 @@ impl Namespace {
     ) -> BoxFuture<'static, bool> {
         let (Some(_), Some(pid)) = (&self.recovery, socket.pid()) else { return Box::pin(std::future::ready(false)) };
         let adapter = self.adapter();
-        let Some((req, keeper)) = socket.next_record(change, |current| adapter.keeper_for(pid, current)) else {
+        let relay = socket.session().relay();
+        let choose = |current: Option<&str>| adapter.keeper_for(pid, current, relay.as_deref());
+        let Some((req, keeper)) = socket.next_record(change, choose) else {
             return Box::pin(std::future::ready(false));
         };
         match keeper {
             Some(node) => adapter.keep_at(&node, &self.name, req, seed),
-            None => self.keep_here(req, adapter.holder(), seed),
+            None => {
+                tracing::debug!(nsp = %self.name, socket = %socket.id(), %pid, "record kept here: no other ready node to keep it");
+                self.keep_here(req, adapter.holder(), seed)
+            }
         }
     }
 
@@ -314,6 +319,24 @@ impl Namespace {
         Box::pin(async move {
             kept.await;
         })
+    }
+
+    /// Moves a socket's record off the node that now relays its WebSocket, if that node
+    /// keeps it: one crash of that node would cut the client off and lose its record.
+    pub(crate) fn avoid_relay(&self, socket: &Socket) {
+        let (Some(_), Some(pid), Some(relay)) = (&self.recovery, socket.pid(), socket.session().relay()) else {
+            return;
+        };
+        if socket.keeper().as_deref() != Some(&*relay) {
+            return;
+        }
+        let adapter = self.adapter();
+        if adapter.keeper_for(pid, None, Some(&relay)).is_some_and(|k| *k != *relay) {
+            // The old copy goes first: the new one is tracked until its keeper confirms it.
+            adapter.release_at(&relay, &self.name, pid, u64::MAX, false);
+            drop(self.keep(socket, None));
+            tracing::debug!(nsp = %self.name, socket = %socket.id(), %pid, %relay, "record moved off the node relaying its WebSocket");
+        }
     }
 
     /// Re-sends the records of sockets whose keeper is `gone` (died or restarted), or that
@@ -328,7 +351,7 @@ impl Namespace {
             let current = socket.keeper();
             let due = match &current {
                 Some(node) => gone(node),
-                None => adapter.keeper_for(pid, None).is_some(),
+                None => adapter.keeper_for(pid, None, None).is_some(),
             };
             if !due {
                 continue;

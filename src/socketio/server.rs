@@ -446,6 +446,14 @@ async fn restore(
 }
 
 impl EngineHandler for SocketIo {
+    fn on_relay(&self, session: &Arc<Session>) {
+        let Some(client) = self.client(session.sid()) else { return };
+        let sockets: Vec<_> = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for socket in sockets {
+            socket.namespace().avoid_relay(&socket);
+        }
+    }
+
     fn on_open(&self, session: &Arc<Session>) {
         self.sweeper.get_or_init(|| self.start_sweeper());
         let revision = match session.protocol() {

@@ -71,6 +71,7 @@ for (let u = 0; u < USERS; u++) {
     try {
       // A recovered session is back in its rooms, and gets what it missed, by itself.
       if (socket.recovered) user.recovered++;
+      else if (user.downAt !== null && process.env.LOAD_DEBUG) console.error(`not recovered: ${user.name} at ${Math.round(now())}, down since ${Math.round(user.downAt)}; pid ${socket._pid}`);
       for (const room of socket.recovered ? [] : mine) {
         const r = await socket.timeout(5000).emitWithAck("join room", { room });
         if (!r || !r.ok) throw new Error(JSON.stringify(r));
