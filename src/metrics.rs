@@ -250,6 +250,13 @@ impl Collector for Scraped {
         )?;
         labeled(
             &mut encoder,
+            "recovery_records_kept",
+            "Records of sessions (of other nodes, parked or live) kept on this node, by namespace.",
+            "nsp",
+            namespaces.iter().filter_map(|ns| ns.keeper().map(|k| (ns.name(), ConstGauge::new(k.counts().0 as i64)))),
+        )?;
+        labeled(
+            &mut encoder,
             "parked_sessions",
             "Dropped sessions kept on this node for their clients to recover, by namespace.",
             "nsp",

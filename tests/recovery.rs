@@ -135,3 +135,65 @@ async fn unknown_or_malformed_recovery_credentials_get_a_new_session() {
     }
     cluster.shutdown().await;
 }
+
+async fn gauge_on(node: std::net::SocketAddr, name: &str) -> u64 {
+    let body = reqwest::get(format!("http://{node}/metrics")).await.expect("GET /metrics").text().await.unwrap();
+    let line = body.lines().find(|l| l.starts_with(&format!("{name}{{nsp=\"/chat\"}}")));
+    line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} metric"))
+}
+
+/// The nodes keeping a record, by `recovery_records_kept`, once exactly one does.
+async fn keepers(cluster: &TestCluster) -> String {
+    let addrs = cluster.http_addrs();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut kept = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            kept.push((
+                cluster.node(i).node_id().to_owned(),
+                gauge_on(*addr, "clusterchat_recovery_records_kept").await,
+            ));
+        }
+        let holders: Vec<_> = kept.iter().filter(|(_, n)| *n > 0).collect();
+        if holders.len() == 1 && holders[0].1 == 1 {
+            return holders[0].0.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no single keeper: {kept:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A session whose WebSocket reaches its owner through another node (an upgrade through it)
+/// has its record kept elsewhere than that node: one crash of it would cut the client off and
+/// lose the record at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_moves_off_the_node_that_relays_its_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let cluster = TestCluster::chat(3).await;
+    let addrs = cluster.http_addrs();
+    let (alice, _) = ChatClient::connect_with(addrs[0], serde_json::json!({ "user": "alice" })).await;
+    let owner = sid_owner(&alice.sid).expect("sid names its owner").to_owned();
+    let keeper = keepers(&cluster).await;
+    assert_ne!(keeper, owner, "kept on another node than its owner");
+    // Upgrade to a WebSocket through the keeper: it relays the WebSocket to the owner.
+    let at = (0..3).find(|&i| cluster.node(i).node_id() == keeper).expect("the keeper");
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket&sid={}", addrs[at], alice.sid);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket through the keeper");
+    ws.send(Message::text("2probe")).await.unwrap();
+    let probe = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("probe answered");
+    assert_eq!(probe.unwrap().unwrap().into_text().unwrap().as_str(), "3probe");
+    ws.send(Message::text("5")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = keepers(&cluster).await;
+        if now != keeper {
+            assert_ne!(now, owner, "kept on another node than its owner");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the record stayed on the node relaying its WebSocket");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(ws);
+    cluster.shutdown().await;
+}
