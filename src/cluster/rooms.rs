@@ -203,6 +203,10 @@ impl ClusterRooms {
         for ns in &namespaces {
             let adapter: std::sync::Weak<dyn Adapter> = Arc::downgrade(&rooms) as _;
             ns.set_adapter(adapter);
+            // A restarted node's publishers are its earlier lives': frontiers stay bounded.
+            if let Some(keeper) = ns.keeper() {
+                keeper.set_lineage(&node_id, ns.name());
+            }
         }
         rooms.tasks.spawn(rooms.clone().follow_membership().in_current_span());
         rooms.tasks.spawn(

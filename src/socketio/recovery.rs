@@ -8,7 +8,10 @@
 //! - [`Stamp`]s: every room broadcast gets one from its publisher, a (publisher, counter)
 //!   pair. A publisher is one thread of one process: a broadcast is stamped, queued to local
 //!   members and queued to peers without yielding, so each publisher's broadcasts reach every
-//!   socket, on every node, in counter order.
+//!   socket, on every node, in counter order. A node's publishers keep their ids across its
+//!   restarts (its id, the namespace and the thread's slot name them), with counters that
+//!   start above anything its earlier lives can have stamped (from the start time): so a
+//!   frontier names at most the nodes' publishing threads, however often they restart.
 //! - [`Frontier`]s: what a socket was sent, as the highest counter per publisher. The offset a
 //!   client gets with each broadcast (its last argument) is its socket's frontier at that
 //!   broadcast, written out, so the offset a client comes back with says exactly what it has.
@@ -62,8 +65,8 @@ impl Default for RecoveryConfig {
 /// A broadcast's identity, given once by its publisher.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
-    /// A publisher: one thread publishing for one keeper (one namespace of one node), a
-    /// random id drawn when it first publishes.
+    /// A publisher: one thread publishing for one keeper (one namespace of one node), named
+    /// by the keeper's lineage and the thread's slot (see [`Keeper::stamp`]).
     pub publisher: u32,
     /// The publisher's counter, from 1.
     pub counter: u64,
@@ -80,6 +83,16 @@ const THREAD_PUBLISHERS: usize = 16;
 thread_local! {
     /// (keeper, publisher id, last counter) for each keeper this thread stamped for.
     static PUBLISHERS: RefCell<Vec<(u64, u32, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A publisher's id: the lineage and slot mixed (splitmix64, a fixed algorithm: every node
+/// of every build agrees), never 0.
+fn publisher_id(lineage: u64, slot: u32) -> u32 {
+    let mut z = lineage ^ u64::from(slot).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z as u32).max(1)
 }
 
 /// A room broadcast as a keeper logs it and a restore replays it: its stamp and its frames,
@@ -332,10 +345,30 @@ pub struct KeptRooms {
     pub emptied: Vec<String>,
 }
 
+/// Counters a publisher's thread may stamp per millisecond of its process's life, at most
+/// (see [`Keeper::stamp`]): 2^20, far above any thread's rate.
+const COUNTER_SHIFT: u32 = 20;
+/// 2026-01-01T00:00:00Z in Unix milliseconds: counters count from it, so they stay short.
+const COUNTER_EPOCH_MS: u64 = 1_767_225_600_000;
+/// Counters between two keepers' floors in one process: more than a test stamps.
+const IN_PROCESS_GAP: u64 = 1 << 40;
+/// The highest first counter given in this process: keepers of one process (tests restart a
+/// node within a millisecond) still start above each other.
+static LAST_FLOOR: AtomicU64 = AtomicU64::new(0);
+
 /// What a node keeps for other nodes' sessions (and its own, when alone), for one namespace.
 pub struct Keeper {
     /// Tells this keeper's publishers from other keepers' on the same thread.
     id: u64,
+    /// Names this keeper's publishers with the thread slot: the node and namespace, once the
+    /// node is known ([`Keeper::set_lineage`]), else drawn at random.
+    lineage: AtomicU64,
+    /// The next thread slot.
+    next_slot: std::sync::atomic::AtomicU32,
+    /// Every counter of this keeper's publishers is above it: above anything an earlier life
+    /// of the node stamped, as long as its clock did not go back across the restart (the
+    /// gossip generation assumes the same).
+    floor: u64,
     config: RecoveryConfig,
     /// A std lock: held for one record's change or one broadcast's append, never across an
     /// await.
@@ -344,12 +377,37 @@ pub struct Keeper {
 
 impl Keeper {
     pub fn new(config: RecoveryConfig) -> Self {
-        Self { id: NEXT_KEEPER.fetch_add(1, Ordering::Relaxed), config, state: Mutex::new(KeeperState::default()) }
+        let now = crate::clock::unix_ms().saturating_sub(COUNTER_EPOCH_MS) << COUNTER_SHIFT;
+        // Within one process: also above the previous keeper's floor and whatever it stamps.
+        let next = |prev: u64| if prev == 0 { now } else { now.max(prev + IN_PROCESS_GAP) };
+        let prev = LAST_FLOOR.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(next(p))).unwrap_or(0);
+        let floor = next(prev);
+        Self {
+            id: NEXT_KEEPER.fetch_add(1, Ordering::Relaxed),
+            lineage: AtomicU64::new(rand::random()),
+            next_slot: std::sync::atomic::AtomicU32::new(0),
+            floor,
+            config,
+            state: Mutex::new(KeeperState::default()),
+        }
+    }
+
+    /// Names this keeper's publishers after its node and namespace, so a restarted node's
+    /// publishers are its earlier lives' (called before the node publishes).
+    pub fn set_lineage(&self, node: &str, nsp: &str) {
+        use std::hash::Hasher;
+        // A fixed algorithm and keys: the same node gets the same lineage from any build.
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(0x636c_7573_7465_7263, 0x6861_7420_7075_6273);
+        hasher.write(node.as_bytes());
+        hasher.write_u8(0xff);
+        hasher.write(nsp.as_bytes());
+        self.lineage.store(hasher.finish(), Ordering::Relaxed);
     }
 
     /// The next stamp of this thread for this keeper's namespace. The caller must queue the
     /// broadcast to its local members and to its peers before it yields, or the publisher's
-    /// order is lost.
+    /// order is lost. A thread's first stamp takes the keeper's next slot: its publisher is
+    /// named by the lineage and the slot, and counts from the keeper's floor.
     pub fn stamp(&self) -> Stamp {
         PUBLISHERS.with_borrow_mut(|publishers| {
             if let Some((_, publisher, counter)) = publishers.iter_mut().find(|(k, _, _)| *k == self.id) {
@@ -359,9 +417,10 @@ impl Keeper {
             if publishers.len() == THREAD_PUBLISHERS {
                 publishers.remove(0);
             }
-            let publisher = std::iter::repeat_with(rand::random::<u32>).find(|p| *p != 0).unwrap_or(1);
-            publishers.push((self.id, publisher, 1));
-            Stamp { publisher, counter: 1 }
+            let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+            let publisher = publisher_id(self.lineage.load(Ordering::Relaxed), slot);
+            publishers.push((self.id, publisher, self.floor + 1));
+            Stamp { publisher, counter: self.floor + 1 }
         })
     }
 
@@ -765,9 +824,38 @@ mod tests {
         assert_eq!((a.publisher, a.counter + 1), (b.publisher, b.counter));
         let other = k2.stamp();
         assert_ne!(other.publisher, a.publisher, "two nodes of one process on one thread");
-        assert_eq!(other.counter, 1);
+        assert!(other.counter > b.counter, "a later keeper counts from above");
         let elsewhere = std::thread::spawn(move || k1.stamp()).join().unwrap();
         assert_ne!(elsewhere.publisher, a.publisher);
+    }
+
+    #[test]
+    fn a_restarted_nodes_publishers_are_its_earlier_lifes_counting_on_from_above() {
+        let before = keeper(10);
+        before.set_lineage("node1", "/chat");
+        let stamps: Vec<Stamp> = (0..1000).map(|_| before.stamp()).collect();
+        let last = *stamps.last().unwrap();
+        let elsewhere = std::thread::scope(|s| s.spawn(|| before.stamp()).join().unwrap());
+        drop(before);
+        // The same node and namespace, a new life (here on the same threads, within a
+        // millisecond: the process-wide floor still puts it above).
+        let after = keeper(10);
+        after.set_lineage("node1", "/chat");
+        let first = after.stamp();
+        assert_eq!(first.publisher, last.publisher, "the same slot is the same publisher");
+        assert!(first.counter > last.counter, "{first:?} after {last:?}");
+        let second_thread = std::thread::scope(|s| s.spawn(|| after.stamp()).join().unwrap());
+        assert_eq!(second_thread.publisher, elsewhere.publisher);
+        assert!(second_thread.counter > elsewhere.counter);
+        let other_node = keeper(10);
+        other_node.set_lineage("node2", "/chat");
+        assert_ne!(other_node.stamp().publisher, first.publisher);
+        // A frontier that saw both lives names one publisher per slot.
+        let mut f = Frontier::default();
+        for s in stamps.iter().chain([&first]) {
+            assert!(f.admit(*s));
+        }
+        assert_eq!(f.encode().matches('.').count(), 0, "one publisher: {}", f.encode());
     }
 
     #[test]
