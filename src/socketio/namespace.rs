@@ -340,7 +340,8 @@ impl Namespace {
     }
 
     /// Re-sends the records of sockets whose keeper is `gone` (died or restarted), or that
-    /// are kept here while another node could keep them, to a keeper chosen now.
+    /// are kept here or on their relay while another node could keep them, to a keeper
+    /// chosen now.
     fn rekeep_sockets(&self, gone: &dyn Fn(&str) -> bool) {
         if self.recovery.is_none() {
             return;
@@ -350,7 +351,13 @@ impl Namespace {
             let Some(pid) = socket.pid() else { continue };
             let current = socket.keeper();
             let due = match &current {
-                Some(node) => gone(node),
+                Some(node) if gone(node) => true,
+                // Kept on its relay for want of another node: one may have come.
+                Some(node) if socket.session().relay().as_deref() == Some(node.as_str()) => {
+                    self.avoid_relay(&socket);
+                    false
+                }
+                Some(_) => false,
                 None => adapter.keeper_for(pid, None, None).is_some(),
             };
             if !due {
