@@ -272,6 +272,26 @@ impl Reassembly {
 /// Chitchat's wire constants (chitchat 0.13, `message_serialize.rs` and `serialize.rs`).
 const CHITCHAT_MAGIC: u16 = 45_139;
 
+/// Message type of an Ack; the end of a block stream (an empty one is this byte alone).
+const CHITCHAT_ACK: u8 = 2;
+const CHITCHAT_END_OF_BLOCKS: u8 = 0;
+
+/// An Ack carrying an empty delta, decoded here; `None` for any other message. It is the
+/// usual Ack once peers are in step (every round, from every peer asked), and chitchat's
+/// decoder zeroes a 64 KiB buffer for every delta it reads, empty or not. Only these exact
+/// five bytes are taken: anything else goes to chitchat's decoder (a test checks that both
+/// decode these bytes to the same message).
+pub fn empty_ack(bytes: &[u8]) -> Option<chitchat::ChitchatEnvelope> {
+    let [m0, m1, version, CHITCHAT_ACK, CHITCHAT_END_OF_BLOCKS] = *bytes else { return None };
+    if u16::from_le_bytes([m0, m1]) != CHITCHAT_MAGIC {
+        return None;
+    }
+    let version = chitchat::ProtocolVersion::from_code(version)?;
+    // Chitchat's `Delta::default()` is the empty delta, as its decoder makes it (its
+    // serialized length, 1, the end marker).
+    Some(chitchat::ChitchatEnvelope { version, message: chitchat::ChitchatMessage::Ack { delta: Default::default() } })
+}
+
 /// Checks a chitchat message (its wire bytes) before chitchat decodes it; see the module doc.
 pub fn check_message(bytes: &[u8], me: &ChitchatId) -> Result<(), Reject> {
     let mut buf = bytes;
@@ -432,6 +452,38 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// An empty Ack, as chitchat encodes it, decodes here to what chitchat's decoder makes of
+    /// it; anything else is left to chitchat.
+    #[tokio::test]
+    async fn an_empty_ack_decodes_here_as_chitchat_decodes_it() {
+        use chitchat::transport::{Socket, UdpSocket as ChitchatUdp};
+        use chitchat::{ChitchatEnvelope, ChitchatMessage, ProtocolVersion};
+        let mut codec = ChitchatUdp::open(addr("127.0.0.1:0")).await.unwrap();
+        let plain = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = ChitchatId::new("me", 1, addr("127.0.0.1:7000"));
+        for version in [ProtocolVersion::V0, ProtocolVersion::V1] {
+            let ack = ChitchatEnvelope { version, message: ChitchatMessage::Ack { delta: Default::default() } };
+            codec.send(plain.local_addr().unwrap(), ack).await.unwrap();
+            let mut buf = [0u8; 64];
+            let (n, _) = plain.recv_from(&mut buf).await.unwrap();
+            let bytes = &buf[..n];
+            check_message(bytes, &me).unwrap();
+            let ours = empty_ack(bytes).expect("an empty Ack");
+            plain.send_to(bytes, codec.local_addr().unwrap()).await.unwrap();
+            let theirs = codec.recv().await.unwrap().envelope;
+            assert_eq!(ours, theirs);
+            let mut longer = bytes.to_vec();
+            longer.push(0);
+            assert!(empty_ack(&longer).is_none());
+            assert!(empty_ack(&bytes[..4]).is_none());
+            for at in 0..bytes.len() {
+                let mut other = bytes.to_vec();
+                other[at] ^= 1 << 2;
+                assert!(empty_ack(&other).is_none(), "byte {at} changed");
+            }
+        }
     }
 
     /// The seal is XChaCha20-Poly1305 as the `chacha20poly1305` crate implements it: each
