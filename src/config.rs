@@ -106,6 +106,13 @@ pub struct ClusterSettings {
     /// falls further behind than this (a partition, a stall) is not wrong afterwards, only
     /// reset: it is sent the node's whole current state again.
     pub gossip_tombstone_ms: u64,
+    /// Compress each gossip message's digest (chitchat's protocol V1) rather than send it
+    /// plain (V0). The digest lists every node (about 60 bytes each), so compressing it saves
+    /// bytes only in rings of tens of nodes, and costs CPU on every datagram: a zstd context
+    /// and compression per digest sent (twice: chitchat measures it by compressing it), a
+    /// 64 KiB zeroed buffer per digest received. Either setting talks with either: a node
+    /// answers in the version it was asked in.
+    pub gossip_compress_digest: bool,
     /// Phi-accrual threshold above which a silent member counts as dead.
     pub phi_threshold: f64,
     /// How long a forwarded request may take, ms; 0 derives it from the ping settings so it
@@ -140,6 +147,7 @@ impl Default for ClusterSettings {
             gossip_max_clock_skew_ms: 30_000,
             gossip_interval_ms: 100,
             gossip_tombstone_ms: 30_000,
+            gossip_compress_digest: false,
             phi_threshold: 8.0,
             rpc_timeout_ms: 0,
             rpc_connect_timeout_ms: 2000,

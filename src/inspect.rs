@@ -311,6 +311,7 @@ impl Observer {
             seeds: config.seeds.clone(),
             interval: config.interval,
             phi_threshold: ClusterSettings::default().phi_threshold,
+            compress_digest: ClusterSettings::default().gossip_compress_digest,
             tombstone_grace: Duration::from_millis(ClusterSettings::default().gossip_tombstone_ms),
             keyring: config.keyring.clone(),
             max_clock_skew: Duration::from_millis(ClusterSettings::default().gossip_max_clock_skew_ms),

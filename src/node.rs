@@ -259,6 +259,7 @@ impl Node {
                     seeds: c.seeds.clone(),
                     interval: Duration::from_millis(c.gossip_interval_ms),
                     phi_threshold: c.phi_threshold,
+                    compress_digest: c.gossip_compress_digest,
                     tombstone_grace: Duration::from_millis(c.gossip_tombstone_ms),
                     keyring: keyring.clone(),
                     max_clock_skew: Duration::from_millis(c.gossip_max_clock_skew_ms),

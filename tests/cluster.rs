@@ -101,6 +101,29 @@ async fn real_clients_through_round_robin() {
     cluster.shutdown().await;
 }
 
+/// Nodes with plain gossip digests (chitchat protocol V0, the default) and one with compressed
+/// ones (`cluster.gossip_compress_digest`, V1) form one ring: each answers in the version it is
+/// asked in, and chats across owners with every datagram accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_compressed_gossip_digests_form_one_ring() {
+    let cluster =
+        TestCluster::start(3, Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]), |c| {
+            if c.node_id == "node2" {
+                c.cluster.as_mut().expect("clustered").gossip_compress_digest = true;
+            }
+        })
+        .await;
+    let proxy = proxy_over(&cluster).await;
+    run_client_script("node", "chat_v4.mjs", &proxy.url()).await;
+    for node in cluster.live() {
+        let rejections = node.membership().expect("clustered").rejections();
+        for reason in clusterchat::cluster::gossip_wire::Reject::ALL {
+            assert_eq!(rejections.count(reason), 0, "{} refused {reason:?}", node.node_id());
+        }
+    }
+    cluster.shutdown().await;
+}
+
 /// python-socketio over polling only, through the round-robin balancer: 12 clients in two
 /// rooms each send 30 messages each at once, no pacing. python-engineio drops a session whose
 /// poll brings more than 16 packets, so this passes only because responses are capped at

@@ -23,7 +23,7 @@ use chitchat::{ChitchatEnvelope, ChitchatId};
 use tokio::net::UdpSocket;
 use tracing::warn;
 
-use super::gossip_wire::{check_message, open, seal, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM};
+use super::gossip_wire::{check_message, empty_ack, open, seal, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM};
 use crate::keyring::Keyring;
 
 /// Datagrams tracked for replays within the window: far more than a node receives in it.
@@ -265,6 +265,10 @@ impl Socket for SecureSocket {
                 continue;
             }
             let (message, from, n) = self.next_message().await?;
+            // Nothing is in flight here, so the order of messages is kept.
+            if let Some(envelope) = empty_ack(&message) {
+                return Ok(RecvOutcome { from_addr: from, envelope, num_bytes_received: n });
+            }
             if let Err(err) = self.tap.send_to(&message, self.codec_addr).await {
                 // A loopback hiccup costs this datagram, not the gossip task (gossip repairs).
                 warn!(%from, error = %err, "gossip datagram not handed to chitchat's codec");

@@ -62,6 +62,9 @@ pub struct GossipConfig {
     pub seeds: Vec<String>,
     pub interval: Duration,
     pub phi_threshold: f64,
+    /// Chitchat's protocol V1 (compressed digests) rather than V0 (see
+    /// `cluster.gossip_compress_digest`).
+    pub compress_digest: bool,
     /// How long a deleted key stays as a tombstone (see `cluster.gossip_tombstone_ms`).
     pub tombstone_grace: Duration,
     /// Seals and checks every datagram.
@@ -260,7 +263,11 @@ impl Membership {
             marked_for_deletion_grace_period: config.tombstone_grace,
             catchup_callback: None,
             extra_liveness_predicate: None,
-            protocol_version: chitchat::ProtocolVersion::V1,
+            protocol_version: if config.compress_digest {
+                chitchat::ProtocolVersion::V1
+            } else {
+                chitchat::ProtocolVersion::V0
+            },
         };
         let handle = spawn_chitchat(chitchat_config, initial, &transport).await?;
         let chitchat = handle.chitchat();
