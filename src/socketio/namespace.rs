@@ -1,7 +1,7 @@
 //! Namespaces: the application's handlers for one namespace, its connected sockets and its
 //! rooms (the local room table; an [`Adapter`] extends rooms over the cluster).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
