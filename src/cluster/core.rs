@@ -21,9 +21,9 @@
 //!   are exactly the other live nodes with local members in it, and the remote members it
 //!   knows of in a room it has members in are exactly theirs.
 //! - A room's first local join is released ([`Effect::Joined`]) only once every peer that was
-//!   live then has answered, left, or was never reached by an ask: a broadcast published
-//!   anywhere after the release reaches the joiner's node (an ask that timed out is made
-//!   again until answered, as the peer may have taken it late).
+//!   live then has answered (that ask or a later one) or left: a broadcast published anywhere
+//!   after the release reaches the joiner's node (an ask that failed is made again until
+//!   answered; the driver bounds the wait).
 //! - A node's gossip keys converge to its rooms with local members, whatever the order of joins
 //!   and leaves (one dirty set, applied by one writer).
 //! - Every table is bounded by the rooms with members and the live nodes; a node that leaves
@@ -201,7 +201,7 @@ impl RoomsCore {
         notify: bool,
         out: &mut Vec<Effect>,
     ) {
-        let settled = !matches!(reply, Reply::Lost);
+        let settled = matches!(reply, Reply::Members(..));
         match reply {
             Reply::Members(version, labels) => {
                 let key = (from.to_owned(), room.clone());
@@ -219,9 +219,12 @@ impl RoomsCore {
             Reply::Lost | Reply::Unsent => {}
         }
         // A join goes on once each peer answered an ask made for it or since (a later ask
-        // carries the join too), or never got one. Not on a timeout: the peer may take the
-        // subscription late, and whatever it publishes meanwhile would miss this node; the
-        // join waits for the ask made again (see `reask`), or for the peer to leave.
+        // carries the join too), or left. Not on a timeout: the peer may take the
+        // subscription late, and whatever it publishes meanwhile would miss this node. Nor
+        // on an ask never sent: a peer that cannot be reached now (one restarting, say) may be
+        // a moment later, and would publish without knowing of this node's members until
+        // gossip tells it (up to a second). The join waits for the ask made again (see
+        // `reask`), for the peer to leave, or for the room to empty.
         let joining = self.joining.get_mut(room).filter(|(round, _)| settled && asked >= *round);
         if let Some((_, waiting)) = joining {
             waiting.remove(from);

@@ -63,9 +63,6 @@ struct Node {
     received: BTreeMap<u64, u32>,
     /// The last publish id received per (publisher, room): per-sender order.
     last_from: BTreeMap<(usize, RoomId), u64>,
-    /// Rooms whose first join's round trip failed with some peer (a join that only gossip
-    /// repairs): the join-visibility check does not hold for them until the room empties.
-    degraded: BTreeSet<RoomId>,
 }
 
 /// One user's join, for the visibility check.
@@ -77,8 +74,6 @@ struct Join {
     /// Step at which the join was acked (released), if it was.
     acked: Option<u64>,
     left: bool,
-    /// The node's first join round trip for the room failed somewhere.
-    degraded: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +121,6 @@ impl Sim {
                 waiting: BTreeMap::new(),
                 received: BTreeMap::new(),
                 last_from: BTreeMap::new(),
-                degraded: BTreeSet::new(),
             })
             .collect();
         let mut sim = Self {
@@ -228,20 +222,14 @@ impl Sim {
             return;
         }
         let labels = self.labels(i, &room);
-        let first = labels.len() == 1;
-        if first {
-            self.nodes[i].degraded.remove(&room);
-        }
         let mut out = Vec::new();
         let wait = self.nodes[i].core.local_changed(room.clone(), labels, &mut out);
-        let degraded = self.nodes[i].degraded.contains(&room);
         self.joins.push(Join {
             node: i,
             user: user.clone(),
             room: room.clone(),
             acked: (!wait).then_some(self.step),
             left: false,
-            degraded,
         });
         if wait {
             self.nodes[i].waiting.entry(room).or_default().push(user);
@@ -341,17 +329,6 @@ impl Sim {
         if labels.is_some() && self.faults && self.rng.random_bool(0.05) {
             labels = None; // the answer was lost: the asker timed out
             self.failed_asks.insert(a.ask);
-        }
-        // Only an ask the peer never got leaves a join to gossip's repair: one whose answer
-        // was lost is made again, and the join waits for it.
-        if labels.is_none() && !a.reached {
-            if let Some((_, room, true)) = self.asks.get(&a.ask) {
-                self.nodes[a.to].degraded.insert(room.clone());
-                let room = room.clone();
-                for j in self.joins.iter_mut().filter(|j| j.node == a.to && j.room == room && !j.left) {
-                    j.degraded = true;
-                }
-            }
         }
         let sender = self.nodes[a.from].name.clone();
         if std::env::var("SIM_DEBUG").is_ok() {
@@ -612,8 +589,7 @@ impl Sim {
             }
             for j in &self.joins {
                 let before = j.acked.is_some_and(|acked| acked < p.at);
-                if before && !j.left && !j.degraded && j.room == p.room && j.node != p.from && self.nodes[j.node].alive
-                {
+                if before && !j.left && j.room == p.room && j.node != p.from && self.nodes[j.node].alive {
                     let node = &self.nodes[j.node];
                     assert_eq!(
                         node.received.get(id),
