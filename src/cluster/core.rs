@@ -56,17 +56,6 @@ pub type Version = (u64, u64);
 /// Each costs a few hundred bytes; 65,536 of them were a fifth of a churning node's heap.
 const MAX_TOMBSTONES: usize = 16_384;
 
-/// What came of an [`Effect::Ask`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// The peer's members in the room, as of a version.
-    Members(Version, Vec<String>),
-    /// Sent, and not answered in time (or its connection broke): the peer may take it late.
-    Lost,
-    /// Never sent (no connection, or the peer's queue was full).
-    Unsent,
-}
-
 /// What the driver must do after an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -191,19 +180,21 @@ impl RoomsCore {
         self.joining.contains_key(&room)
     }
 
-    /// What came of an [`Effect::Ask`] to `from` made at `asked` (the ask's version).
+    /// The answer of `from` to an [`Effect::Ask`] made at `asked` (the ask's version): its
+    /// members as of a version (`None`: no answer, whether the ask timed out or was never
+    /// sent: either way the join waits, see below).
     pub fn answered(
         &mut self,
         from: &str,
         room: &RoomId,
         asked: Version,
-        reply: Reply,
+        answer: Option<(Version, Vec<String>)>,
         notify: bool,
         out: &mut Vec<Effect>,
     ) {
-        let settled = matches!(reply, Reply::Members(..));
-        match reply {
-            Reply::Members(version, labels) => {
+        let answered = answer.is_some();
+        match answer {
+            Some((version, labels)) => {
                 let key = (from.to_owned(), room.clone());
                 if self.retry.get(&key).is_some_and(|failed| *failed <= asked) {
                     self.retry.remove(&key);
@@ -212,11 +203,11 @@ impl RoomsCore {
             }
             // Its members may have changed meanwhile without a word to us (we were not its
             // subscriber yet): ask again.
-            Reply::Lost | Reply::Unsent if self.local.contains_key(room) && self.live.contains_key(from) => {
+            None if self.local.contains_key(room) && self.live.contains_key(from) => {
                 let failed = self.retry.entry((from.to_owned(), room.clone())).or_insert(asked);
                 *failed = (*failed).max(asked);
             }
-            Reply::Lost | Reply::Unsent => {}
+            None => {}
         }
         // A join goes on once each peer answered an ask made for it or since (a later ask
         // carries the join too), or left. Not on a timeout: the peer may take the
@@ -225,7 +216,7 @@ impl RoomsCore {
         // a moment later, and would publish without knowing of this node's members until
         // gossip tells it (up to a second). The join waits for the ask made again (see
         // `reask`), for the peer to leave, or for the room to empty.
-        let joining = self.joining.get_mut(room).filter(|(round, _)| settled && asked >= *round);
+        let joining = self.joining.get_mut(room).filter(|(round, _)| answered && asked >= *round);
         if let Some((_, waiting)) = joining {
             waiting.remove(from);
             if waiting.is_empty() {

@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn, Instrument};
 
-use super::core::{Effect, Reply, RoomId, RoomsCore, Version};
+use super::core::{Effect, RoomId, RoomsCore, Version};
 use super::keeps::Keeps;
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
@@ -256,7 +256,7 @@ impl ClusterRooms {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let mut effects = Vec::new();
             for (to, room, version, notify) in std::mem::take(&mut after.unsent) {
-                state.core.answered(&to, &room, version, Reply::Unsent, notify, &mut effects);
+                state.core.answered(&to, &room, version, None, notify, &mut effects);
             }
             after = self.carry_out_locked(&mut state, effects);
         }
@@ -304,7 +304,6 @@ impl ClusterRooms {
         }
     }
 
-    /// Queues a push or an ask for `node` without waiting; false if its queue is full.
     fn keeps(&self) -> std::sync::MutexGuard<'_, Keeps> {
         self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -340,6 +339,7 @@ impl ClusterRooms {
         self.keeps().count()
     }
 
+    /// Queues a push or an ask for `node` without waiting; false if its queue is full.
     fn push_to(self: &Arc<Self>, node: &str, item: Outgoing) -> bool {
         let lane = item.lane();
         let tx = {
@@ -441,29 +441,29 @@ impl ClusterRooms {
                     // The answer is awaited aside, so the queue goes on meanwhile.
                     self.tasks.spawn(
                         async move {
-                            let reply = match sent {
+                            let answer = match sent {
                                 Ok(pending) => match tokio::time::timeout(limit, pending.answer()).await {
-                                    Ok(Ok(Response::Members { version, labels })) => Reply::Members(version, labels),
+                                    Ok(Ok(Response::Members { version, labels })) => Some((version, labels)),
                                     Ok(Ok(other)) => {
                                         warn!(peer = node, ?other, "unexpected answer to Subscribe");
-                                        Reply::Lost
+                                        None
                                     }
                                     Ok(Err(err)) => {
                                         warn!(peer = node, error = %err, "subscription not confirmed; asking again");
-                                        Reply::Lost
+                                        None
                                     }
                                     Err(_) => {
                                         warn!(peer = node, ?limit, "subscription not confirmed in time; asking again");
-                                        Reply::Lost
+                                        None
                                     }
                                 },
                                 Err(err) => {
                                     debug!(peer = node, error = %err, "subscription not sent; asking again");
-                                    Reply::Unsent
+                                    None
                                 }
                             };
-                            let failed = !matches!(reply, Reply::Members(..));
-                            rooms.step(|s, out| s.core.answered(&node, &room, version, reply, notify, out));
+                            let failed = answer.is_none();
+                            rooms.step(|s, out| s.core.answered(&node, &room, version, answer, notify, out));
                             if failed {
                                 rooms.reask_soon();
                             }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Effect, Reply, RoomId, RoomsCore, Version};
+use super::{Effect, RoomId, RoomsCore, Version};
 use crate::cluster::membership::{MemberInfo, Members, RoomSet};
 
 const NSP: &str = "/chat";
@@ -39,10 +39,7 @@ struct Answer {
     from: usize,
     room: RoomId,
     labels: Option<(Version, Vec<String>)>,
-    /// Whether the ask reached the peer (a `None` then is a lost answer, not a lost ask).
-    reached: bool,
     notify: bool,
-    ask: u64,
     asked: Version,
 }
 
@@ -94,10 +91,6 @@ struct Sim {
     step: u64,
     next_id: u64,
     faults: bool,
-    /// Asks that failed (request or answer lost).
-    failed_asks: BTreeSet<u64>,
-    /// Ask id → (asker, room, first join round).
-    asks: BTreeMap<u64, (usize, RoomId, bool)>,
     /// Asks whose asker timed out while they were still on their way: the peer takes them
     /// late, and its answer finds nobody waiting.
     timed_out: BTreeSet<u64>,
@@ -133,8 +126,6 @@ impl Sim {
             step: 0,
             next_id: 0,
             faults,
-            failed_asks: BTreeSet::new(),
-            asks: BTreeMap::new(),
             timed_out: BTreeSet::new(),
         };
         // Everyone knows everyone at the start (the node met the ring before serving).
@@ -195,7 +186,6 @@ impl Sim {
                 Effect::Ask { to, room, labels, version, notify } => {
                     let j = self.index(&to);
                     let id = self.id();
-                    self.asks.insert(id, (i, room.clone(), !notify));
                     self.links.entry((i, j)).or_default().push_back(Msg::Ask { id, room, labels, version, notify });
                 }
                 Effect::Notify { .. } => {}
@@ -290,15 +280,13 @@ impl Sim {
                 let timed_out = self.timed_out.remove(&id);
                 if self.faults && self.rng.random_bool(0.1) {
                     if !timed_out {
-                        self.fail_ask(id, to, from, room, version, notify);
+                        self.fail_ask(to, from, room, version, notify);
                     }
                 } else {
                     let answer = self.nodes[to].core.on_subscribe(&sender, &room, labels, version, &mut out);
                     if !timed_out {
-                        let (labels, reached) = (Some(answer), true);
-                        let answer =
-                            Answer { to: from, from: to, room, labels, reached, notify, ask: id, asked: version };
-                        self.answers.push(answer);
+                        let labels = Some(answer);
+                        self.answers.push(Answer { to: from, from: to, room, labels, notify, asked: version });
                     }
                 }
             }
@@ -315,9 +303,8 @@ impl Sim {
         self.effects(to, out);
     }
 
-    fn fail_ask(&mut self, ask: u64, from: usize, to: usize, room: RoomId, asked: Version, notify: bool) {
-        self.failed_asks.insert(ask);
-        self.answers.push(Answer { to, from, room, labels: None, reached: false, notify, ask, asked });
+    fn fail_ask(&mut self, from: usize, to: usize, room: RoomId, asked: Version, notify: bool) {
+        self.answers.push(Answer { to, from, room, labels: None, notify, asked });
     }
 
     fn answer(&mut self, k: usize) {
@@ -328,19 +315,13 @@ impl Sim {
         let mut labels = a.labels;
         if labels.is_some() && self.faults && self.rng.random_bool(0.05) {
             labels = None; // the answer was lost: the asker timed out
-            self.failed_asks.insert(a.ask);
         }
         let sender = self.nodes[a.from].name.clone();
         if std::env::var("SIM_DEBUG").is_ok() {
             eprintln!("step {} answer {}->{}: {:?} {labels:?}", self.step, a.from, a.to, a.room.1);
         }
         let mut out = Vec::new();
-        let reply = match labels {
-            Some((version, labels)) => Reply::Members(version, labels),
-            None if a.reached => Reply::Lost,
-            None => Reply::Unsent,
-        };
-        self.nodes[a.to].core.answered(&sender, &a.room, a.asked, reply, a.notify, &mut out);
+        self.nodes[a.to].core.answered(&sender, &a.room, a.asked, labels, a.notify, &mut out);
         self.effects(a.to, out);
     }
 
@@ -458,16 +439,7 @@ impl Sim {
                 }
                 let (asker, peer, ask, room, asked, notify) = queued[self.rng.random_range(0..queued.len())].clone();
                 self.timed_out.insert(ask);
-                self.answers.push(Answer {
-                    to: asker,
-                    from: peer,
-                    room,
-                    labels: None,
-                    reached: true,
-                    notify,
-                    ask,
-                    asked,
-                });
+                self.answers.push(Answer { to: asker, from: peer, room, labels: None, notify, asked });
                 format!("time out ask {ask} {asker}->{peer}")
             }
             80..86 => {
