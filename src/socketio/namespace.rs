@@ -352,12 +352,11 @@ impl Namespace {
             let current = socket.keeper();
             let due = match &current {
                 Some(node) if gone(node) => true,
-                // Kept on its relay for want of another node: one may have come.
-                Some(node) if socket.session().relay().as_deref() == Some(node.as_str()) => {
+                Some(_) => {
+                    // Kept on its relay for want of another node: one may have come.
                     self.avoid_relay(&socket);
                     false
                 }
-                Some(_) => false,
                 None => adapter.keeper_for(pid, None, None).is_some(),
             };
             if !due {
