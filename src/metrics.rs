@@ -248,19 +248,21 @@ impl Collector for Scraped {
             "nsp",
             namespaces.iter().map(|ns| (ns.name(), ConstCounter::new(ns.deliveries()))),
         )?;
+        // One pass over each keeper's records for both gauges.
+        let kept: Vec<_> = namespaces.iter().filter_map(|ns| ns.keeper().map(|k| (ns.name(), k.counts()))).collect();
         labeled(
             &mut encoder,
             "recovery_records_kept",
             "Records of sessions (of other nodes, parked or live) kept on this node, by namespace.",
             "nsp",
-            namespaces.iter().filter_map(|ns| ns.keeper().map(|k| (ns.name(), ConstGauge::new(k.counts().0 as i64)))),
+            kept.iter().map(|(nsp, (records, _))| (*nsp, ConstGauge::new(*records as i64))),
         )?;
         labeled(
             &mut encoder,
             "parked_sessions",
             "Dropped sessions kept on this node for their clients to recover, by namespace.",
             "nsp",
-            namespaces.iter().filter_map(|ns| ns.keeper().map(|k| (ns.name(), ConstGauge::new(k.counts().1 as i64)))),
+            kept.iter().map(|(nsp, (_, parked))| (*nsp, ConstGauge::new(*parked as i64))),
         )?;
         counter(
             &mut encoder,
