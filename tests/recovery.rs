@@ -69,13 +69,6 @@ async fn a_client_of_a_node_restarted_gracefully_recovers_elsewhere() {
     recover("restart", "websocket").await;
 }
 
-/// Sessions parked on `node` for `/chat`, from its metrics.
-async fn parked_on(node: std::net::SocketAddr) -> u64 {
-    let body = reqwest::get(format!("http://{node}/metrics")).await.expect("GET /metrics").text().await.unwrap();
-    let line = body.lines().find(|l| l.starts_with("clusterchat_parked_sessions{nsp=\"/chat\"}"));
-    line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).expect("parked_sessions metric")
-}
-
 /// A dropped session's recovery state is kept once, on another node than the one that owned
 /// the session (so the owner's restart does not lose it), and taken back by the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +83,7 @@ async fn a_dropped_session_is_parked_once_on_another_node_than_its_owner() {
     let keeper = loop {
         let mut parked = Vec::new();
         for (i, addr) in addrs.iter().enumerate() {
-            parked.push((cluster.node(i).node_id().to_owned(), parked_on(*addr).await));
+            parked.push((cluster.node(i).node_id().to_owned(), gauge_on(*addr, "clusterchat_parked_sessions").await));
         }
         let holders: Vec<_> = parked.iter().filter(|(_, n)| *n > 0).collect();
         // While the hand-over runs the owner may hold it too; settled, exactly one node does.
@@ -136,6 +129,7 @@ async fn unknown_or_malformed_recovery_credentials_get_a_new_session() {
     cluster.shutdown().await;
 }
 
+/// A `/chat` gauge of the node's metrics.
 async fn gauge_on(node: std::net::SocketAddr, name: &str) -> u64 {
     let body = reqwest::get(format!("http://{node}/metrics")).await.expect("GET /metrics").text().await.unwrap();
     let line = body.lines().find(|l| l.starts_with(&format!("{name}{{nsp=\"/chat\"}}")));
