@@ -335,6 +335,7 @@ impl Node {
                     handshake_timeout,
                     max_handshakes: c.rpc_max_handshakes,
                     limits,
+                    dialer: cluster.peers.clone(),
                 };
                 let rpc_task = tokio::spawn(
                     crate::rpc::listener::serve(rpc, listen, handler, rpc_stats, rpc_stop.clone()).in_current_span(),

@@ -293,7 +293,7 @@ impl Admin {
         let timeout = timeout.min(*rpc_timeout);
         let members = membership.members();
         let calls = members.nodes.values().filter(|m| *m.node_id != *self.facts.node_id).filter_map(|m| {
-            let (node, rpc, peers, body) = (m.node_id.clone(), m.rpc?, peers.clone(), body.clone());
+            let (node, rpc, peers, body) = (m.node_id.clone(), m.dial()?, peers.clone(), body.clone());
             Some(async move {
                 let answer = match peers.call(&node, rpc, Request::Admin(body), timeout).await {
                     Ok(Response::Admin(text)) => serde_json::from_str(&text).map_err(|e| format!("bad answer: {e}")),

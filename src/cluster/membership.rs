@@ -119,6 +119,11 @@ impl MemberInfo {
         }
     }
 
+    /// Where to dial the node's RPC in this life (`None` for observers).
+    pub fn dial(&self) -> Option<crate::rpc::peers::PeerAt> {
+        self.rpc.map(|addr| crate::rpc::peers::PeerAt { addr, generation: self.generation })
+    }
+
     /// Whether the node is a member at all: observers advertise no RPC address.
     fn is_member(&self) -> bool {
         self.rpc.is_some()

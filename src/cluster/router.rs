@@ -136,7 +136,7 @@ impl Router {
         }
         let cluster = self.cluster.as_ref().ok_or(EngineError::UnknownSid)?;
         let members = cluster.membership.members();
-        let addr = members.get(owner).and_then(|m| m.rpc).ok_or(EngineError::UnknownSid)?;
+        let addr = members.get(owner).and_then(|m| m.dial()).ok_or(EngineError::UnknownSid)?;
         match cluster.peers.connection(owner, addr).await {
             Ok(conn) => Ok(Target::Remote(conn)),
             Err(err) => {

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{Connection, RpcHandler, RpcLimits};
 use super::noise;
+use super::peers::Peers;
 use super::stats::RpcStats;
 use crate::keyring::Keyring;
 use crate::tasks::Tasks;
@@ -26,6 +27,9 @@ pub struct ListenSettings {
     /// Connections in their handshake at once; more are closed at once.
     pub max_handshakes: usize,
     pub limits: RpcLimits,
+    /// This node's dialer: a peer that proves who it is here is up, so its back-off there ends
+    /// ([`Peers::heard_from`]).
+    pub dialer: Arc<Peers>,
 }
 
 /// Accepts RPC connections until `stop` is cancelled, then closes those it serves, stops the
@@ -67,6 +71,7 @@ pub async fn serve(
             match secured {
                 Ok(channel) => {
                     debug!(%peer, node = channel.peer, "RPC peer authenticated");
+                    settings.dialer.heard_from(&channel.peer);
                     Connection::spawn(stream, channel, Some(handler), settings.limits, &served);
                 }
                 Err(err) => {

@@ -5,6 +5,12 @@
 //! handshake timeout, and only its own callers: each peer has its own slot, and after a
 //! failure the slot refuses at once for a back-off that doubles with each failure in a row
 //! (up to [`MAX_BACKOFF`]) instead of making every caller wait again.
+//!
+//! The back-off is owed to one life of the peer: a peer that restarted is dialed at once, not
+//! after the back-off its earlier life earned. Why: a node that just came back is a replica and
+//! a subscriber again as soon as the ring says so, and what is pushed to it meanwhile would be
+//! dropped. A new life shows as a new (address, generation) from gossip, or as the peer dialing
+//! this node ([`Peers::heard_from`]), whichever comes first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,12 +43,22 @@ pub struct DialSettings {
     pub limits: RpcLimits,
 }
 
+/// Where a peer is, as gossip knows it: its RPC address in its current life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAt {
+    pub addr: SocketAddr,
+    /// The peer's gossip generation (new at every start).
+    pub generation: u64,
+}
+
 #[derive(Default)]
 struct SlotState {
     conn: Option<Arc<Connection>>,
     /// Failures in a row, and until when the peer is left alone.
     failures: u32,
     retry_at: Option<Instant>,
+    /// The life of the peer the failures were against; a dial to another goes ahead.
+    failed_at: Option<PeerAt>,
     last_error: String,
 }
 
@@ -64,16 +80,17 @@ impl Peers {
         Self { settings, slots: Mutex::new(HashMap::new()), tasks: Tasks::default() }
     }
 
-    /// The live connection to `node_id` at `addr`, dialing (and authenticating) if needed.
-    pub async fn connection(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, RpcError> {
-        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).entry(node_id.to_owned()).or_default().clone();
+    /// The live connection to `node_id` at `at`, dialing (and authenticating) if needed.
+    pub async fn connection(&self, node_id: &str, at: PeerAt) -> Result<Arc<Connection>, RpcError> {
+        let slot = self.slot(node_id);
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
         }
+        let addr = at.addr;
         let peer = format!("{node_id} ({addr})");
-        if let Some(at) = slot.retry_at.filter(|at| *at > Instant::now()) {
-            let reason = format!("backing off for {:?} after: {}", at - Instant::now(), slot.last_error);
+        if let Some(until) = slot.retry_at.filter(|until| *until > Instant::now() && slot.failed_at == Some(at)) {
+            let reason = format!("backing off for {:?} after: {}", until - Instant::now(), slot.last_error);
             return Err(RpcError::Connect { peer, reason });
         }
         match self.dial(node_id, addr).await {
@@ -87,12 +104,26 @@ impl Peers {
                 let backoff =
                     FIRST_BACKOFF.saturating_mul(1 << slot.failures.min(5).saturating_sub(1)).min(MAX_BACKOFF);
                 slot.retry_at = Some(Instant::now() + backoff);
+                slot.failed_at = Some(at);
                 slot.last_error = reason.clone();
                 slot.conn = None;
                 warn!(peer = node_id, %addr, error = %reason, ?backoff, "cannot reach peer");
                 Err(RpcError::Connect { peer, reason })
             }
         }
+    }
+
+    fn slot(&self, node_id: &str) -> Slot {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).entry(node_id.to_owned()).or_default().clone()
+    }
+
+    /// `node_id` proved who it is on a connection it opened: it is up, so a back-off earned by
+    /// failed dials (of its earlier life, most likely) ends. A dial under way is left alone.
+    pub fn heard_from(&self, node_id: &str) {
+        let Some(slot) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned() else { return };
+        let Ok(mut state) = slot.try_lock() else { return };
+        state.retry_at = None;
+        state.failures = 0;
     }
 
     async fn dial(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, String> {
@@ -112,12 +143,12 @@ impl Peers {
     pub async fn call(
         &self,
         node_id: &str,
-        addr: SocketAddr,
+        at: PeerAt,
         request: Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
         let started = Instant::now();
-        let conn = tokio::time::timeout(timeout, self.connection(node_id, addr))
+        let conn = tokio::time::timeout(timeout, self.connection(node_id, at))
             .await
             .map_err(|_| RpcError::Timeout { peer: node_id.to_owned(), timeout })??;
         conn.call(request, timeout.saturating_sub(started.elapsed())).await
@@ -162,8 +193,11 @@ mod tests {
     }
 
     /// A peer serving [`Echo`] on `tasks` until they shut down.
-    async fn serving_peer(node_id: &'static str, tasks: &Tasks) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    async fn serving_peer(node_id: &'static str, tasks: &Tasks) -> PeerAt {
+        serve_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), node_id, tasks)
+    }
+
+    fn serve_on(listener: tokio::net::TcpListener, node_id: &'static str, tasks: &Tasks) -> PeerAt {
         let addr = listener.local_addr().unwrap();
         let served = tasks.clone();
         tasks.spawn_until_stopped(async move {
@@ -174,7 +208,7 @@ mod tests {
                 }
             }
         });
-        addr
+        PeerAt { addr, generation: 1 }
     }
 
     fn history() -> Request {
@@ -185,7 +219,7 @@ mod tests {
     async fn a_silent_peer_costs_one_handshake_timeout_then_fails_at_once() {
         // Accepts connections and never says a word.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_addr = silent.local_addr().unwrap();
+        let silent_addr = PeerAt { addr: silent.local_addr().unwrap(), generation: 1 };
         let servers = Tasks::default();
         servers.spawn_until_stopped(async move {
             let mut held = Vec::new();
@@ -226,6 +260,45 @@ mod tests {
         let peers = Peers::new(settings("node1"));
         let err = peers.call("node2", imposter, history(), Duration::from_secs(5)).await.unwrap_err();
         assert!(matches!(err, RpcError::Connect { .. }), "{err}");
+        servers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_restarted_peer_is_dialed_at_once_not_after_its_earlier_lifes_back_off() {
+        let servers = Tasks::default();
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let peers = Peers::new(settings("node1"));
+        let first_life = PeerAt { addr, generation: 1 };
+        let err = peers.call("node2", first_life, history(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(!err.to_string().contains("backing off"), "the first dial is tried: {err}");
+        // Back at the same address, in a new life.
+        let back = serve_on(tokio::net::TcpListener::bind(addr).await.unwrap(), "node2", &servers);
+        let err = peers.call("node2", first_life, history(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("backing off"), "the same life is left alone: {err}");
+        let second_life = PeerAt { generation: 2, ..back };
+        let answer = peers.call("node2", second_life, history(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer, Response::Failed("hello node1".into()));
+        peers.shutdown().await;
+        servers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_dials_us_ends_its_back_off() {
+        let servers = Tasks::default();
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = PeerAt { addr: gone.local_addr().unwrap(), generation: 1 };
+        drop(gone);
+        let peers = Peers::new(settings("node1"));
+        peers.call("node2", at, history(), Duration::from_secs(5)).await.unwrap_err();
+        serve_on(tokio::net::TcpListener::bind(at.addr).await.unwrap(), "node2", &servers);
+        let err = peers.call("node2", at, history(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("backing off"), "{err}");
+        peers.heard_from("node2");
+        let answer = peers.call("node2", at, history(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer, Response::Failed("hello node1".into()));
+        peers.shutdown().await;
         servers.shutdown().await;
     }
 }
