@@ -5,7 +5,9 @@
 //! owner, what `inspect --room` shows). Recording pushes the entry to each replica
 //! (`Push::Record`, on the rooms driver's ordered per-peer queues); reading asks each replica
 //! (`Request::History`) and merges their answers ([`crate::history::merge`]), so one replica
-//! down, or one that just became a replica, loses nothing.
+//! down, or one that just became a replica, loses nothing. A record that cannot be sent to a
+//! replica stays on the recording node, which hands it on at the next change of the ring: the
+//! sender's ack never goes out with the message on one node only.
 //!
 //! Hand-over: the ranking changes when a node joins, leaves or restarts (a new generation
 //! counts as a new node: its memory may be gone). On every change each node looks at the rooms
@@ -164,6 +166,14 @@ impl ClusterHistory {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         });
+        // A record its replica could not be sent (the replica unreachable for now: starting,
+        // or dead and not yet declared so) is kept here instead, so it is still on two nodes
+        // when the sender's ack goes out; the next change of the room's replicas hands it on
+        // with the rest of this node's copy.
+        let store = history.store.clone();
+        history.rooms.on_undelivered_records(Box::new(move |nsp, room, entry| {
+            store.merge(&(nsp, room), vec![entry]);
+        }));
         history.tasks.spawn(history.clone().follow_membership().in_current_span());
         history
     }

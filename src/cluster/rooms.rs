@@ -117,6 +117,9 @@ struct AfterLock {
     unsent: Vec<(String, RoomId, Version, bool)>,
 }
 
+/// What becomes of a history record that could not be sent: (namespace, room, entry).
+pub type UndeliveredRecords = Box<dyn Fn(String, String, crate::history::Entry) + Send + Sync>;
+
 pub struct ClusterRooms {
     /// This adapter itself, for the tasks it spawns from `&self` trait methods.
     me: std::sync::Weak<ClusterRooms>,
@@ -152,6 +155,9 @@ pub struct ClusterRooms {
     keep_failed: Arc<tokio::sync::Notify>,
     /// Barriers waiting for a peer's `Push::Barrier`, by token.
     barriers: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Takes a history record (`Push::Record`) this node could not send to its replica (set
+    /// by `cluster::history`), before the sender's ack may go out.
+    undelivered_records: std::sync::OnceLock<UndeliveredRecords>,
     next_barrier: AtomicU64,
     /// Wakes the advertiser when the core has gossip keys due.
     advertise: Arc<tokio::sync::Notify>,
@@ -195,6 +201,7 @@ impl ClusterRooms {
             keep_failed: Arc::default(),
             reask_pending: AtomicBool::new(false),
             barriers: Mutex::new(HashMap::new()),
+            undelivered_records: std::sync::OnceLock::new(),
             next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
             advertise_now: Arc::default(),
@@ -368,7 +375,7 @@ impl ClusterRooms {
     async fn connect(
         &self,
         node: &str,
-        addr: Option<std::net::SocketAddr>,
+        addr: Option<crate::rpc::peers::PeerAt>,
     ) -> Result<Arc<crate::rpc::connection::Connection>, String> {
         let addr = addr.ok_or_else(|| "not a live member".to_owned())?;
         self.peers.connection(node, addr).await.map_err(|err| err.to_string())
@@ -382,7 +389,7 @@ impl ClusterRooms {
                 _ = self.stop.cancelled() => None,
             };
             let Some(item) = item else { break };
-            let addr = self.membership.members().get(&node).and_then(|m| m.rpc);
+            let addr = self.membership.members().get(&node).and_then(|m| m.dial());
             match item {
                 Outgoing::Push(push, written) => {
                     let written = written.map(|w| Box::new(w) as crate::rpc::connection::Written);
@@ -390,6 +397,12 @@ impl ClusterRooms {
                         Ok(conn) => conn.push_then(push, written).await.is_ok(),
                         Err(err) => {
                             debug!(peer = %node, error = %err, "push not delivered");
+                            if let (Push::Record { nsp, room, entry }, Some(keep)) =
+                                (push, self.undelivered_records.get())
+                            {
+                                keep(nsp, room, entry);
+                            }
+                            drop(written); // the ack, after the record is held here
                             false
                         }
                     };
@@ -502,7 +515,7 @@ impl ClusterRooms {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, crate::rpc::RpcError> {
-        let addr = self.membership.members().get(node).and_then(|m| m.rpc);
+        let addr = self.membership.members().get(node).and_then(|m| m.dial());
         let addr = addr.ok_or_else(|| crate::rpc::RpcError::Connect {
             peer: node.to_owned(),
             reason: "not a live member".into(),
@@ -690,6 +703,11 @@ impl ClusterRooms {
     /// `sent`, if any, is held until the push is written to the peer's connection.
     pub(crate) fn push_to_peer(self: &Arc<Self>, node: &str, push: Push, sent: Option<Arc<OnSent>>) -> bool {
         self.push_to(node, Outgoing::Push(push, sent))
+    }
+
+    /// Where history records go that cannot be sent to a replica (set once).
+    pub(crate) fn on_undelivered_records(&self, keep: UndeliveredRecords) {
+        let _ = self.undelivered_records.set(keep);
     }
 
     /// Serves a peer's push.
