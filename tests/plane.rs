@@ -184,7 +184,7 @@ async fn a_peer_speaks_only_for_itself() {
         labels: vec!["mallory".into()],
         version: (1, 1),
     };
-    let rpc = node1.rpc.unwrap();
+    let rpc = node1.dial().unwrap();
     let forged = peers.call("node1", rpc, subscribe("node3"), Duration::from_secs(5)).await.unwrap();
     assert!(matches!(&forged, Response::Failed(why) if why.contains("may not subscribe for node3")), "{forged:?}");
     let own = peers.call("node1", rpc, subscribe("node2"), Duration::from_secs(5)).await.unwrap();
