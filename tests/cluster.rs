@@ -407,3 +407,22 @@ async fn a_websocket_session_is_owned_by_the_node_it_reached() {
     }
     cluster.shutdown().await;
 }
+
+/// A node takes clients only once every member it knows knows it, in its current life: a
+/// member that did not would neither ask it when a room's first member joins there nor wait
+/// for its pushes in the barrier before a restore's replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_only_once_every_member_knows_it() {
+    let mut cluster = TestCluster::chat(2).await;
+    for _ in 0..3 {
+        let index = cluster.add_node().await;
+        let new = cluster.node(index);
+        let generation = cluster.members_of(new).get(new.node_id()).map(|m| m.generation);
+        assert!(generation.is_some(), "{} knows itself", new.node_id());
+        for i in 0..index {
+            let seen = cluster.members_of(cluster.node(i)).get(new.node_id()).map(|m| m.generation);
+            assert_eq!(seen, generation, "node{} knows {} once it serves", i + 1, new.node_id());
+        }
+    }
+    cluster.shutdown().await;
+}

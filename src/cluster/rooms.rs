@@ -599,6 +599,13 @@ impl ClusterRooms {
         Response::Kept(self.push_to(peer, Outgoing::Push(Push::Barrier { token }, None)))
     }
 
+    /// Serves a starting peer's question: does this node know it in the life it is in (see
+    /// `node::be_known_by_the_ring`)?
+    pub fn on_knows(&self, peer: &str, generation: u64) -> Response {
+        let members = self.membership.members();
+        Response::Kept(members.get(peer).is_some_and(|m| m.generation == generation && m.rpc.is_some()))
+    }
+
     /// The live members but this node.
     fn other_members(&self) -> Vec<String> {
         self.membership.members().nodes.keys().filter(|n| **n != self.node_id).cloned().collect()

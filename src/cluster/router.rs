@@ -404,6 +404,7 @@ impl RpcHandler for PeerHandler {
             Request::Adopt { nsp, record, seed } => self.rooms.on_keep(peer, &nsp, record, seed, true),
             Request::FindParked { nsp, pid } => self.rooms.on_find_parked(&nsp, &pid),
             Request::Barrier { token } => Box::pin(std::future::ready(self.rooms.on_barrier(peer, token))),
+            Request::Knows { generation } => Box::pin(std::future::ready(self.rooms.on_knows(peer, generation))),
             Request::Holds { nsp, pid, sid } => Box::pin(std::future::ready(self.rooms.on_holds(&nsp, &pid, &sid))),
             Request::TakeParked { nsp, pid, offset } => self.rooms.on_take_parked(&nsp, &pid, &offset),
             Request::Admin(body) => match &self.admin {

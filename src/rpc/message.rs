@@ -73,6 +73,9 @@ pub enum Request {
     TakeParked { nsp: String, pid: String, offset: String },
     /// For the Admin UI: JSON (see `admin`), as bincode cannot carry `serde_json::Value`.
     Admin(String),
+    /// Does your membership know me (the channel's proven node) in this generation
+    /// (`Response::Kept`)? A starting node asks every member before it takes clients.
+    Knows { generation: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,6 +351,7 @@ mod tests {
             Request::FindParked { nsp: "/c".into(), pid: "p".into() },
             Request::TakeParked { nsp: "/c".into(), pid: "p".into(), offset: "1-2".into() },
             Request::Admin("{}".into()),
+            Request::Knows { generation: 7 },
         ];
         let responses = vec![
             Response::Engine(EngineResponse {
@@ -411,6 +415,7 @@ mod tests {
                 Request::FindParked { .. } => "Request::FindParked",
                 Request::TakeParked { .. } => "Request::TakeParked",
                 Request::Admin(_) => "Request::Admin",
+                Request::Knows { .. } => "Request::Knows",
             },
             RpcFrame::Response { body, .. } => match body {
                 Response::Engine(_) => "Response::Engine",
@@ -441,7 +446,7 @@ mod tests {
     }
 
     /// The RPC version the pins below were taken under.
-    const PINNED_VERSION: &[u8; 8] = b"CCRPC/3\n";
+    const PINNED_VERSION: &[u8; 8] = b"CCRPC/4\n";
 
     /// Each sample's bincode bytes, in hex, under [`PINNED_VERSION`].
     const PINNED: &str = "\
@@ -456,6 +461,7 @@ Request::Holds 000107022f6301700173
 Request::FindParked 000108022f630170
 Request::TakeParked 000109022f63017003312d32
 Request::Admin 00010a027b7d
+Request::Knows 00010b07
 Response::Engine 010100c802026f6b
 Response::Members 010101010201016c
 Response::History 010102010506070162

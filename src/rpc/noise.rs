@@ -6,7 +6,7 @@
 //! PSK handshake needs no certificates, CA or expiry to manage, while still giving forward
 //! secrecy (ephemeral X25519) and mutual authentication (only holders of the key complete it).
 //!
-//! The dialer first sends a plain hello: `"CCRPC/3\n" | key id (4) | len | dialer id | len |
+//! The dialer first sends a plain hello: `"CCRPC/4\n" | key id (4) | len | dialer id | len |
 //! listener id`; the listener answers with its own magic. The magic is the wire's version
 //! ([`HELLO_MAGIC`]): a peer that speaks another one is refused on both sides with
 //! [`HandshakeError::VersionMismatch`], naming both versions (the listener answers its magic
@@ -37,7 +37,7 @@ const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 /// what two nodes say to each other: this handshake, the records, or the encoding of
 /// `rpc::message` (its enums' variants, their order, their fields; pinned by the tests of
 /// `message`). Nodes of different versions refuse each other: no rolling upgrade across it.
-pub const HELLO_MAGIC: &[u8; 8] = b"CCRPC/3\n";
+pub const HELLO_MAGIC: &[u8; 8] = b"CCRPC/4\n";
 /// Every version's magic starts so; the version is the character after it.
 const MAGIC_PREFIX: &[u8; 6] = b"CCRPC/";
 /// Longest node id in a hello (config allows ASCII letters, digits, `-` and `_`).
@@ -686,7 +686,7 @@ mod tests {
         );
         match l {
             Err(HandshakeError::VersionMismatch { peer, ours }) => {
-                assert_eq!((peer.as_str(), ours), ("CCRPC/2", "CCRPC/3"))
+                assert_eq!((peer.as_str(), ours), ("CCRPC/2", "CCRPC/4"))
             }
             other => panic!("expected a version mismatch, got {:?}", other.err()),
         }
@@ -700,16 +700,16 @@ mod tests {
         let (d, _) = tokio::join!(dial(&mut a, &keys, ME, PEER, T), async {
             let mut magic = [0u8; 8];
             b.read_exact(&mut magic).await.unwrap();
-            b.write_all(b"CCRPC/4\n").await.unwrap();
+            b.write_all(b"CCRPC/5\n").await.unwrap();
             b
         });
         let err = d.err().expect("refused");
         assert!(
-            matches!(&err, HandshakeError::VersionMismatch { peer, ours } if peer == "CCRPC/4" && *ours == "CCRPC/3"),
+            matches!(&err, HandshakeError::VersionMismatch { peer, ours } if peer == "CCRPC/5" && *ours == "CCRPC/4"),
             "{err:?}"
         );
         let logged = err.to_string();
-        assert!(logged.contains("peer speaks CCRPC/4, this node CCRPC/3"), "{logged}");
+        assert!(logged.contains("peer speaks CCRPC/5, this node CCRPC/4"), "{logged}");
         assert!(logged.contains("no rolling upgrade"), "{logged}");
     }
 
@@ -722,7 +722,7 @@ mod tests {
             let mut magic = [0u8; 8];
             b.read_exact(&mut magic).await.unwrap();
         });
-        assert!(matches!(d, Err(HandshakeError::NoVersion { ours: "CCRPC/3" })), "{:?}", d.err());
+        assert!(matches!(d, Err(HandshakeError::NoVersion { ours: "CCRPC/4" })), "{:?}", d.err());
     }
 
     #[tokio::test]
