@@ -671,7 +671,29 @@ impl ClusterRooms {
                         };
                         match this.call(&to, request, this.rpc_timeout).await {
                             Ok(Response::Kept(true)) => {
+                                // The new keeper is subscribed now; what was published before
+                                // that took effect came here, not there, after the snapshot
+                                // it got. A barrier lets it all arrive, then the new keeper
+                                // gets what this node logged since (it drops what it has).
+                                this.barrier_now().await;
                                 if let Some(keeper) = ns.keeper() {
+                                    let sent: HashSet<Stamp> = seed.iter().map(|(stamp, _)| *stamp).collect();
+                                    let later: Vec<Broadcast> = keeper
+                                        .logged_for(&pid, HAND_OVER_BUDGET)
+                                        .into_iter()
+                                        .filter(|(stamp, _)| !sent.contains(stamp))
+                                        .collect();
+                                    if !later.is_empty() {
+                                        // Awaited until written: this node is about to stop.
+                                        let seed = later.iter().map(broadcast_to_wire).collect();
+                                        let push = Push::Seed { nsp: ns.name().to_owned(), pid: pid.clone(), seed };
+                                        let (written, done) = oneshot::channel::<()>();
+                                        let on_sent = OnSent::new(move || {
+                                            let _ = written.send(());
+                                        });
+                                        this.push_to(&to, Outgoing::Push(push, Some(Arc::new(on_sent))));
+                                        let _ = done.await;
+                                    }
                                     ns.unkept(&keeper.forget(&pid).emptied);
                                 }
                                 debug!(%pid, %to, "parked session handed over");

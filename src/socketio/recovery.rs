@@ -577,10 +577,17 @@ impl Keeper {
                     rooms: RoomsUpdate::All(r.rooms.iter().map(|(room, _)| room.to_string()).collect()),
                     version: r.version,
                 };
-                let all = missed(r, &state.logs, &Frontier::default(), usize::MAX).unwrap_or_default();
-                (req, latest_within(all, budget))
+                (req, logged(r, &state.logs, budget))
             })
             .collect()
+    }
+
+    /// What a record's rooms logged since it joined them, with its seed (the latest that fit
+    /// in `budget` bytes): for the keeper a leaving node handed it to, once that one is
+    /// subscribed, as what it may have missed meanwhile.
+    pub fn logged_for(&self, pid: &str, budget: usize) -> Vec<Broadcast> {
+        let state = self.lock();
+        state.records.get(pid).map(|r| logged(r, &state.logs, budget)).unwrap_or_default()
     }
 
     /// Drops a record, whatever its state (a leaving keeper handed it on).
@@ -704,6 +711,12 @@ fn check_parked(record: &Record) -> Result<(), RestoreError> {
 /// each publisher's in counter order. The logs' order is the order they were published in, as
 /// this keeper saw it; the seed's broadcasts that are not in the logs were published before
 /// this keeper logged the rooms, so they go first.
+/// Everything a record's rooms logged since it joined them, and its seed, the latest that fit
+/// in `budget` bytes.
+fn logged(record: &Record, logs: &HashMap<Arc<str>, RoomLog>, budget: usize) -> Vec<Broadcast> {
+    latest_within(missed(record, logs, &Frontier::default(), usize::MAX).unwrap_or_default(), budget)
+}
+
 fn missed(
     record: &Record,
     logs: &HashMap<Arc<str>, RoomLog>,

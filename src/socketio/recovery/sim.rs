@@ -1,11 +1,11 @@
 //! A deterministic simulation of recovery across N nodes: random scripts of publishes, link
 //! delays, node crashes (`kill -9`: what was in flight from or to the node is lost, and so is
 //! whatever its clients had not read yet), restarts, clients reconnecting through any node,
-//! and keepers leaving gracefully, run against the real [`Keeper`] and [`Frontier`]. After each
-//! script, once the cluster is quiet, every client must have received each broadcast owed to
-//! it exactly once, each publisher's in counter order. A failing run prints its seed;
-//! `SIM_SEED=<seed> cargo test --lib socketio::recovery::sim` replays it, `SIM_RUNS=<n>` runs
-//! n seeds.
+//! and keepers handing their parked records over as a leaving node does, run against the real
+//! [`Keeper`] and [`Frontier`]. After each script, once the cluster is quiet, every client
+//! must have received each broadcast owed to it exactly once, each publisher's in counter
+//! order. A failing run prints its seed; `SIM_SEED=<seed> cargo test --lib
+//! socketio::recovery::sim` replays it, `SIM_RUNS=<n>` runs n seeds.
 //!
 //! The model follows the server's protocol (ARCHITECTURE.md): a publisher stamps a broadcast,
 //! delivers it to its node's members and keeps, and queues it to every other node with members
@@ -274,6 +274,10 @@ impl Sim {
                 }
             }
             85..=94 => self.advance_restore(),
+            95..=96 if live.len() == self.nodes.len() => {
+                let from = *pick(&mut self.rng, &live).unwrap();
+                self.hand_over(from);
+            }
             _ => {
                 if self.quiet_enough() && live.len() == self.nodes.len() {
                     let victim = *pick(&mut self.rng, &live).unwrap();
@@ -436,6 +440,37 @@ impl Sim {
                     missed.len()
                 ));
             }
+        }
+    }
+
+    /// `from` hands the records parked on it to other keepers, as a node leaving does: each
+    /// with what its rooms logged as the new keeper's seed (the new keeper subscribes at once);
+    /// then a barrier (what was published before that subscription is still on its way to
+    /// `from`, not to the new keeper) and what `from` logged since, as a second seed. Records
+    /// with a restore under way stay (their take is next).
+    fn hand_over(&mut self, from: usize) {
+        let restoring: BTreeSet<String> =
+            self.users.iter().filter(|u| u.restoring.is_some()).map(|u| u.pid.clone()).collect();
+        for (req, seed) in self.nodes[from].keeper.parked(usize::MAX) {
+            if restoring.contains(&req.pid) {
+                continue;
+            }
+            let pid = req.pid.clone();
+            let to = self.keeper_for(from, &pid);
+            let holder = self.holder(from);
+            let sent: BTreeSet<Id> = seed.iter().map(|(s, _)| (s.publisher, s.counter)).collect();
+            self.nodes[to].keeper.keep(req, holder.clone(), seed).expect("room for records");
+            self.nodes[to].keeper.release(&pid, &holder, 0, true);
+            self.barrier(from);
+            let later: Vec<Broadcast> = self.nodes[from]
+                .keeper
+                .logged_for(&pid, usize::MAX)
+                .into_iter()
+                .filter(|(s, _)| !sent.contains(&(s.publisher, s.counter)))
+                .collect();
+            self.nodes[to].keeper.seed(&pid, &holder, later);
+            self.nodes[from].keeper.forget(&pid);
+            self.trace.push(format!("{}: {from} hands {pid} over to {to}", self.step));
         }
     }
 
