@@ -807,6 +807,13 @@ impl ClusterRooms {
                 .filter(|(n, (g, _))| now.get(*n).is_none_or(|(generation, ready)| generation != g || !ready))
                 .map(|(n, _)| n.clone())
                 .collect();
+            // A member that came or came back (a restart, or the end of a partition) is up:
+            // dials to it go ahead at once, not after the back-off failures to reach it earned.
+            for (node, (generation, _)) in &now {
+                if generations.get(node).is_none_or(|(g, _)| g != generation) {
+                    self.peers.is_back(node);
+                }
+            }
             *generations = now;
             gone
         };

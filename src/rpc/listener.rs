@@ -28,7 +28,7 @@ pub struct ListenSettings {
     pub max_handshakes: usize,
     pub limits: RpcLimits,
     /// This node's dialer: a peer that proves who it is here is up, so its back-off there ends
-    /// ([`Peers::heard_from`]).
+    /// ([`Peers::is_back`]).
     pub dialer: Arc<Peers>,
 }
 
@@ -71,7 +71,7 @@ pub async fn serve(
             match secured {
                 Ok(channel) => {
                     debug!(%peer, node = channel.peer, "RPC peer authenticated");
-                    settings.dialer.heard_from(&channel.peer);
+                    settings.dialer.is_back(&channel.peer);
                     Connection::spawn(stream, channel, Some(handler), settings.limits, &served);
                 }
                 Err(err) => {

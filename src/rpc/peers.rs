@@ -10,7 +10,7 @@
 //! after the back-off its earlier life earned. Why: a node that just came back is a replica and
 //! a subscriber again as soon as the ring says so, and what is pushed to it meanwhile would be
 //! dropped. A new life shows as a new (address, generation) from gossip, or as the peer dialing
-//! this node ([`Peers::heard_from`]), whichever comes first.
+//! this node, or gossip counting it a member again ([`Peers::is_back`]), whichever comes first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -117,9 +117,10 @@ impl Peers {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).entry(node_id.to_owned()).or_default().clone()
     }
 
-    /// `node_id` proved who it is on a connection it opened: it is up, so a back-off earned by
-    /// failed dials (of its earlier life, most likely) ends. A dial under way is left alone.
-    pub fn heard_from(&self, node_id: &str) {
+    /// `node_id` is up (it proved who it is on a connection it opened, or gossip counts it a
+    /// member again after it was not: a restart, a partition healed), so a back-off earned by
+    /// failed dials ends. A dial under way is left alone.
+    pub fn is_back(&self, node_id: &str) {
         let Some(slot) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned() else { return };
         let Ok(mut state) = slot.try_lock() else { return };
         state.retry_at = None;
@@ -295,7 +296,7 @@ mod tests {
         serve_on(tokio::net::TcpListener::bind(at.addr).await.unwrap(), "node2", &servers);
         let err = peers.call("node2", at, history(), Duration::from_secs(5)).await.unwrap_err();
         assert!(err.to_string().contains("backing off"), "{err}");
-        peers.heard_from("node2");
+        peers.is_back("node2");
         let answer = peers.call("node2", at, history(), Duration::from_secs(5)).await.unwrap();
         assert_eq!(answer, Response::Failed("hello node1".into()));
         peers.shutdown().await;
