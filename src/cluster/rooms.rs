@@ -651,58 +651,80 @@ impl ClusterRooms {
     /// Hands every parked record kept here, with what its rooms logged, to another keeper
     /// (this node is leaving). Live records stay: their holders choose new keepers when this
     /// node leaves.
+    ///
+    /// Each new keeper answers `Adopt` once it is subscribed to the record's rooms; what was
+    /// published before that took effect came here, not there, after the snapshot it got. So,
+    /// once the records are adopted, one barrier lets all of that arrive, and each new keeper
+    /// gets what this node logged since (as the record's seed; it drops what it has).
     pub fn hand_over_all(&self) {
         let Some(this) = self.me.upgrade() else { return };
         for ns in self.namespaces.values().filter_map(std::sync::Weak::upgrade) {
             let Some(keeper) = ns.keeper() else { continue };
-            for (req, seed) in keeper.parked(HAND_OVER_BUDGET) {
-                let this = this.clone();
-                let ns = ns.clone();
-                self.hand_overs.spawn(
-                    async move {
-                        let Some(to) = this.pid_ranking(&req.pid).into_iter().find(|n| *n != this.node_id) else {
-                            return; // alone: it stays here
-                        };
-                        let pid = req.pid.clone();
-                        let request = Request::Adopt {
-                            nsp: ns.name().to_owned(),
-                            record: record_to_wire(req),
-                            seed: seed.iter().map(broadcast_to_wire).collect(),
-                        };
-                        match this.call(&to, request, this.rpc_timeout).await {
-                            Ok(Response::Kept(true)) => {
-                                // The new keeper is subscribed now; what was published before
-                                // that took effect came here, not there, after the snapshot
-                                // it got. A barrier lets it all arrive, then the new keeper
-                                // gets what this node logged since (it drops what it has).
-                                this.barrier_now().await;
-                                if let Some(keeper) = ns.keeper() {
-                                    let sent: HashSet<Stamp> = seed.iter().map(|(stamp, _)| *stamp).collect();
-                                    let later: Vec<Broadcast> = keeper
-                                        .logged_for(&pid, HAND_OVER_BUDGET)
-                                        .into_iter()
-                                        .filter(|(stamp, _)| !sent.contains(stamp))
-                                        .collect();
-                                    if !later.is_empty() {
-                                        // Awaited until written: this node is about to stop.
-                                        let seed = later.iter().map(broadcast_to_wire).collect();
-                                        let push = Push::Seed { nsp: ns.name().to_owned(), pid: pid.clone(), seed };
-                                        let (written, done) = oneshot::channel::<()>();
-                                        let on_sent = OnSent::new(move || {
-                                            let _ = written.send(());
-                                        });
-                                        this.push_to(&to, Outgoing::Push(push, Some(Arc::new(on_sent))));
-                                        let _ = done.await;
-                                    }
-                                    ns.unkept(&keeper.forget(&pid).emptied);
-                                }
-                                debug!(%pid, %to, "parked session handed over");
-                            }
-                            other => warn!(%pid, %to, ?other, "parked session not handed over; it stays here"),
-                        }
+            let parked = keeper.parked(HAND_OVER_BUDGET);
+            if parked.is_empty() {
+                continue;
+            }
+            let this = this.clone();
+            self.hand_overs.spawn(
+                async move {
+                    let adopts = parked.into_iter().map(|(req, seed)| this.adopt_elsewhere(ns.name(), req, seed));
+                    let adopted: Vec<_> = futures_util::future::join_all(adopts).await.into_iter().flatten().collect();
+                    if adopted.is_empty() {
+                        return;
                     }
-                    .in_current_span(),
-                );
+                    this.barrier_now().await;
+                    let Some(keeper) = ns.keeper() else { return };
+                    let mut written = Vec::new();
+                    for (pid, to, sent) in adopted {
+                        let later: Vec<Broadcast> = keeper
+                            .logged_for(&pid, HAND_OVER_BUDGET)
+                            .into_iter()
+                            .filter(|(stamp, _)| !sent.contains(stamp))
+                            .collect();
+                        if !later.is_empty() {
+                            // Awaited until written: this node is about to stop.
+                            let seed = later.iter().map(broadcast_to_wire).collect();
+                            let push = Push::Seed { nsp: ns.name().to_owned(), pid: pid.clone(), seed };
+                            let (tx, done) = oneshot::channel::<()>();
+                            let on_sent = OnSent::new(move || {
+                                let _ = tx.send(());
+                            });
+                            this.push_to(&to, Outgoing::Push(push, Some(Arc::new(on_sent))));
+                            written.push(done);
+                        }
+                        ns.unkept(&keeper.forget(&pid).emptied);
+                        debug!(%pid, %to, "parked session handed over");
+                    }
+                    futures_util::future::join_all(written).await;
+                }
+                .in_current_span(),
+            );
+        }
+    }
+
+    /// Hands one parked record to its next keeper (`Adopt`); once adopted: its pid, that
+    /// keeper, and the stamps of the seed it got.
+    async fn adopt_elsewhere(
+        &self,
+        nsp: &str,
+        req: KeepRequest,
+        seed: Vec<Broadcast>,
+    ) -> Option<(String, String, HashSet<Stamp>)> {
+        let Some(to) = self.pid_ranking(&req.pid).into_iter().find(|n| *n != self.node_id) else {
+            return None; // alone: it stays here
+        };
+        let pid = req.pid.clone();
+        let sent = seed.iter().map(|(stamp, _)| *stamp).collect();
+        let request = Request::Adopt {
+            nsp: nsp.to_owned(),
+            record: record_to_wire(req),
+            seed: seed.iter().map(broadcast_to_wire).collect(),
+        };
+        match self.call(&to, request, self.rpc_timeout).await {
+            Ok(Response::Kept(true)) => Some((pid, to, sent)),
+            other => {
+                warn!(%pid, %to, ?other, "parked session not handed over; it stays here");
+                None
             }
         }
     }
