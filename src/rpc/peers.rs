@@ -93,6 +93,9 @@ impl Peers {
             let reason = format!("backing off for {:?} after: {}", until - Instant::now(), slot.last_error);
             return Err(RpcError::Connect { peer, reason });
         }
+        if slot.failed_at != Some(at) {
+            slot.failures = 0; // a new life starts with the first back-off
+        }
         match self.dial(node_id, addr).await {
             Ok(conn) => {
                 info!(peer = node_id, %addr, "RPC connection open");
