@@ -707,16 +707,16 @@ fn check_parked(record: &Record) -> Result<(), RestoreError> {
     }
 }
 
-/// The broadcasts of a record's rooms (seed and logs) above `frontier`, without duplicates,
-/// each publisher's in counter order. The logs' order is the order they were published in, as
-/// this keeper saw it; the seed's broadcasts that are not in the logs were published before
-/// this keeper logged the rooms, so they go first.
 /// Everything a record's rooms logged since it joined them, and its seed, the latest that fit
 /// in `budget` bytes.
 fn logged(record: &Record, logs: &HashMap<Arc<str>, RoomLog>, budget: usize) -> Vec<Broadcast> {
     latest_within(missed(record, logs, &Frontier::default(), usize::MAX).unwrap_or_default(), budget)
 }
 
+/// The broadcasts of a record's rooms (seed and logs) above `frontier`, without duplicates,
+/// each publisher's in counter order. The logs' order is the order they were published in, as
+/// this keeper saw it; the seed's broadcasts that are not in the logs were published before
+/// this keeper logged the rooms, so they go first.
 fn missed(
     record: &Record,
     logs: &HashMap<Arc<str>, RoomLog>,
