@@ -683,13 +683,11 @@ impl ClusterRooms {
                             .collect();
                         if !later.is_empty() {
                             // Awaited until written: this node is about to stop.
-                            let seed = later.iter().map(broadcast_to_wire).collect();
-                            let push = Push::Seed { nsp: ns.name().to_owned(), pid: pid.clone(), seed };
                             let (tx, done) = oneshot::channel::<()>();
                             let on_sent = OnSent::new(move || {
                                 let _ = tx.send(());
                             });
-                            this.push_to(&to, Outgoing::Push(push, Some(Arc::new(on_sent))));
+                            this.push_seed(&to, ns.name(), &pid, &later, Some(Arc::new(on_sent)));
                             written.push(done);
                         }
                         ns.unkept(&keeper.forget(&pid).emptied);
@@ -754,6 +752,13 @@ impl ClusterRooms {
     /// `sent`, if any, is held until the push is written to the peer's connection.
     pub(crate) fn push_to_peer(self: &Arc<Self>, node: &str, push: Push, sent: Option<Arc<OnSent>>) -> bool {
         self.push_to(node, Outgoing::Push(push, sent))
+    }
+
+    /// Queues broadcasts for the record of `pid` kept by `node` (`Push::Seed`), on the records'
+    /// queue; `written` runs once the push is on the connection (or never will be).
+    fn push_seed(self: &Arc<Self>, node: &str, nsp: &str, pid: &str, seed: &[Broadcast], written: Option<Arc<OnSent>>) {
+        let seed = seed.iter().map(broadcast_to_wire).collect();
+        self.push_to(node, Outgoing::Push(Push::Seed { nsp: nsp.to_owned(), pid: pid.to_owned(), seed }, written));
     }
 
     /// Where history records go that cannot be sent to a replica (set once).
@@ -996,8 +1001,7 @@ impl Adapter for ClusterRooms {
 
     fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>) {
         let Some(this) = self.me.upgrade() else { return };
-        let seed = seed.iter().map(broadcast_to_wire).collect();
-        this.push_to(node, Outgoing::Push(Push::Seed { nsp: nsp.to_owned(), pid: pid.to_owned(), seed }, None));
+        this.push_seed(node, nsp, pid, &seed, None);
     }
 
     fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool> {
