@@ -279,7 +279,8 @@ async fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
 /// Runs the node until a signal or a gossip failure; with `ready_file`, the file says where
 /// it listens while it runs.
 async fn run_node(config: NodeConfig, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
-    clusterchat::logging::init(&config.log);
+    // Tasks spawned outside the node's span log too: every line names this process's node.
+    clusterchat::logging::init_node(&config.log, &config.node_id);
     let node_id = config.node_id.clone();
     let node = Node::start(config).await.context("starting the node")?;
     let _span = clusterchat::logging::node_span(&node_id).entered();

@@ -36,7 +36,10 @@ fn start_nodes(lab: &NetLab) -> Vec<Node> {
             for j in (1..=3).filter(|j| *j != i) {
                 cmd.args(["--seed", &lab.addr(j, 7001)]);
             }
-            let child = cmd.env("CLUSTERCHAT_SECRET", SECRET).stdout(Stdio::null()).spawn().expect("node starts");
+            // Node logs (warn and up) go to stdout: shown with CLUSTERCHAT_TEST_LOGS set.
+            let logs =
+                if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
+            let child = cmd.env("CLUSTERCHAT_SECRET", SECRET).stdout(logs).spawn().expect("node starts");
             Node { child, http: lab.addr(i, 9001).parse().unwrap() }
         })
         .collect()
