@@ -499,7 +499,7 @@ pub(crate) mod tests {
         Session::new(new_sid(), query, TransportKind::Polling, queue, Arc::new(Nop), (HEARTBEAT, lifecycle))
     }
 
-    fn session(queue: usize) -> Arc<Session> {
+    pub(crate) fn session(queue: usize) -> Arc<Session> {
         session_of(4, queue)
     }
 

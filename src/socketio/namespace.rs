@@ -522,10 +522,19 @@ impl Namespace {
     /// [`OnSent`]): written to every other node with members of the room.
     pub fn emit_to_room_then(&self, room: &str, event: &str, args: Vec<Value>, sent: &Arc<OnSent>) {
         let frames = super::socket::event_frames(&self.name, event, args, Vec::new(), None);
-        // Stamped, queued here and queued to peers without yielding: the publisher's order.
+        // Stamped, logged, queued to peers and sent to the members here, without yielding: the
+        // publisher's order everywhere. The order of the steps matters to a restore racing
+        // this broadcast (see `restore` in `server`): a socket restored here joins the room,
+        // then takes its record from a keeper elsewhere once that keeper has what this node
+        // had queued to it. So the push to that keeper is queued before the members here are
+        // listed: a socket listed too late to be sent the broadcast joined after the push was
+        // queued, and finds it in its record. And a keeper here logs it before the push: a
+        // record taken here before it was logged belongs to a socket elsewhere whose join this
+        // node knew of when it queued the push, so that socket is sent it live.
         let stamp = self.recovery.as_ref().map(|k| k.stamp());
-        self.deliver_local(room, stamp, &frames);
+        self.log_local(room, stamp, &frames);
         self.adapter().publish(&self.name, room, stamp, &frames, sent);
+        self.send_local(room, stamp, &frames);
     }
 
     /// Emits an event to the members of `room` on this node only.
@@ -537,9 +546,19 @@ impl Namespace {
     /// here when the broadcast has a recovery `stamp`; returns how many sockets took them.
     /// Sockets whose queue is full are closed by their session, never waited for.
     pub fn deliver_local(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize {
+        self.log_local(room, stamp, frames);
+        self.send_local(room, stamp, frames)
+    }
+
+    /// Logs a broadcast with a recovery `stamp` for the records kept here.
+    fn log_local(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) {
         if let (Some(keeper), Some(stamp)) = (&self.recovery, stamp) {
             keeper.delivered(room, stamp, frames);
         }
+    }
+
+    /// Queues a broadcast for the room's members here; returns how many sockets took it.
+    fn send_local(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize {
         let mut spliced = None;
         let members = self.room_members(room);
         let delivered = members.iter().filter(|s| s.send_broadcast(stamp, frames, &mut spliced).is_ok()).count();
@@ -641,5 +660,93 @@ fn remove_member(table: &mut HashMap<Room, HashSet<Arc<str>>>, room: &Room, sid:
         if members.is_empty() {
             table.remove(room);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Mutex, Weak};
+
+    /// The other nodes, as far as publishing goes: notes how many broadcasts had been sent to
+    /// members here each time one is queued to the other nodes.
+    #[derive(Default)]
+    struct Peers {
+        ns: OnceLock<Weak<Namespace>>,
+        sent_here_at_publish: Mutex<Vec<u64>>,
+    }
+
+    impl Adapter for Peers {
+        fn room_changed(&self, _: &str, _: &str, _: Vec<String>) -> BoxFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
+
+        fn publish(&self, _: &str, _: &str, _: Option<Stamp>, _: &[Frame], _: &Arc<OnSent>) {
+            let ns = self.ns.get().and_then(Weak::upgrade).expect("the namespace");
+            self.sent_here_at_publish.lock().unwrap().push(ns.deliveries());
+        }
+
+        fn remote_labels(&self, _: &str, _: &str) -> Vec<String> {
+            Vec::new()
+        }
+
+        fn holder(&self) -> Holder {
+            Holder { node: "node1".into(), generation: 1 }
+        }
+
+        fn keeper_for(&self, _: &str, _: Option<&str>, _: Option<&str>) -> Option<String> {
+            None
+        }
+
+        fn keep_at(&self, _: &str, _: &str, _: KeepRequest, _: Vec<Broadcast>) -> BoxFuture<'static, bool> {
+            unreachable!("records are kept here")
+        }
+
+        fn release_at(&self, _: &str, _: &str, _: &str, _: u64, _: bool) {
+            unreachable!("records are kept here")
+        }
+
+        fn seed_at(&self, _: &str, _: &str, _: &str, _: Vec<Broadcast>) {
+            unreachable!("records are kept here")
+        }
+
+        fn holds(&self, _: &Holder, _: &str, _: &str, _: &str) -> BoxFuture<'static, bool> {
+            unreachable!("no restore here")
+        }
+
+        fn barrier(&self) -> BoxFuture<'static, ()> {
+            unreachable!("no restore here")
+        }
+
+        fn find_parked(&self, _: &str, _: &str) -> BoxFuture<'static, Option<FoundSession>> {
+            unreachable!("no restore here")
+        }
+
+        fn take_parked(&self, _: &str, _: &str, _: &str, _: &Frontier) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
+            unreachable!("no restore here")
+        }
+    }
+
+    /// A socket restored here joins its rooms, then takes its record from its keeper once the
+    /// keeper has what this node had queued to it. A broadcast published here while that runs
+    /// must reach the socket one way or the other: if the socket joined too late to be listed
+    /// among the members here, the push to the keeper must already be queued. So the push
+    /// comes first. It used to come after the members here were sent it, and a restore that
+    /// joined in between lost the broadcast: seen in the long crash test (RELIABILITY.md) once
+    /// sending to the members here took milliseconds (direct writes, branch perf1c).
+    #[tokio::test]
+    async fn a_broadcast_is_queued_to_the_other_nodes_before_the_members_here_are_listed() {
+        let ns = NamespaceBuilder::new("/t").recovery(RecoveryConfig::default()).build(Tasks::default());
+        let peers = Arc::new(Peers::default());
+        peers.ns.set(Arc::downgrade(&ns)).unwrap();
+        let adapter: Arc<dyn Adapter> = peers.clone();
+        ns.set_adapter(Arc::downgrade(&adapter));
+        let socket = Socket::new("s1".into(), ns.clone(), crate::engineio::session::tests::session(8));
+        ns.connect(&socket, &ConnectRequest { auth: Value::Null, query: Vec::new() }).unwrap();
+        socket.join("r").expect("a new room").await;
+
+        ns.emit_to_room("r", "m", Vec::new());
+        assert_eq!(ns.deliveries(), 1, "the member here was sent it");
+        assert_eq!(*peers.sent_here_at_publish.lock().unwrap(), [0], "queued to the other nodes first");
     }
 }
