@@ -162,8 +162,11 @@ pub struct Namespace {
     cluster: OnceLock<std::sync::Weak<dyn Adapter>>,
     /// Connected sockets by socket id. std locks: only held for map operations.
     sockets: RwLock<HashMap<Arc<str>, Arc<Socket>>>,
-    /// Room → member socket ids.
-    rooms: RwLock<HashMap<Room, HashSet<Arc<str>>>>,
+    /// Room → its members on this node, by socket id: the sockets themselves, so a broadcast
+    /// takes them without looking each one up in `sockets`. Only sockets in `sockets` are
+    /// here: a socket joins the table when it is connected (with the rooms it joined while
+    /// connecting) or joins a room after that, and leaves it when it is removed.
+    rooms: RwLock<HashMap<Room, Members>>,
     /// Room broadcasts queued to local members, one per member (metrics).
     deliveries: AtomicU64,
     /// Its server's tasks, where handlers start work that waits (see [`Namespace::tasks`]).
@@ -201,7 +204,13 @@ impl Namespace {
         if let Some(f) = &self.on_connect {
             f(socket, req)?;
         }
+        // Under the room table's lock, as `add_to_room`: a join racing this connect is in the
+        // table either way.
+        let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
         self.sockets.write().unwrap_or_else(|e| e.into_inner()).insert(socket.id().clone(), socket.clone());
+        for room in socket.rooms() {
+            table.entry(room).or_default().insert(socket.id().clone(), socket.clone());
+        }
         Ok(())
     }
 
@@ -443,8 +452,15 @@ impl Namespace {
         }
     }
 
-    pub(crate) fn add_to_room(&self, room: &Room, sid: &Arc<str>) -> BoxFuture<'static, ()> {
-        self.rooms.write().unwrap_or_else(|e| e.into_inner()).entry(room.clone()).or_default().insert(sid.clone());
+    /// Adds a socket to a room's members here once it is connected (see `rooms`); a socket
+    /// still connecting is added by `connect`, one already removed never.
+    pub(crate) fn add_to_room(&self, room: &Room, socket: &Arc<Socket>) -> BoxFuture<'static, ()> {
+        {
+            let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+            if self.sockets.read().unwrap_or_else(|e| e.into_inner()).contains_key(socket.id()) {
+                table.entry(room.clone()).or_default().insert(socket.id().clone(), socket.clone());
+            }
+        }
         self.room_changed(room)
     }
 
@@ -462,9 +478,7 @@ impl Namespace {
     /// The sockets in a room on this node, now.
     pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
-        let Some(ids) = rooms.get(room) else { return Vec::new() };
-        let sockets = self.sockets.read().unwrap_or_else(|e| e.into_inner());
-        ids.iter().filter_map(|id| sockets.get(id).cloned()).collect()
+        rooms.get(room).map(|members| members.values().cloned().collect()).unwrap_or_default()
     }
 
     /// Presence labels of the room's members on this node; records kept here for recovery
@@ -654,7 +668,10 @@ impl Emitter for Namespace {
     }
 }
 
-fn remove_member(table: &mut HashMap<Room, HashSet<Arc<str>>>, room: &Room, sid: &Arc<str>) {
+/// A room's members on this node, by socket id.
+type Members = HashMap<Arc<str>, Arc<Socket>>;
+
+fn remove_member(table: &mut HashMap<Room, Members>, room: &Room, sid: &Arc<str>) {
     if let Some(members) = table.get_mut(room) {
         members.remove(sid);
         if members.is_empty() {

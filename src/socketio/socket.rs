@@ -324,11 +324,11 @@ impl Socket {
 
     /// Joins a room. `None` if the socket was already in it; otherwise a future that
     /// resolves once every node knows (messages published anywhere after it reach us).
-    pub fn join(&self, room: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+    pub fn join(self: &Arc<Self>, room: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
         let room: Room = room.into();
         let added = self.rooms.lock().unwrap_or_else(|e| e.into_inner()).insert(room.clone());
         added.then(|| {
-            let subscribed = self.ns.add_to_room(&room, &self.id);
+            let subscribed = self.ns.add_to_room(&room, self);
             let kept = self.ns.keep(self, Some(RoomsUpdate::Join(room.to_string())));
             let joined: futures_util::future::BoxFuture<'static, ()> = Box::pin(async move {
                 futures_util::future::join(subscribed, kept).await;
