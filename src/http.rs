@@ -22,6 +22,7 @@ use tracing::{debug, Instrument};
 use crate::cluster::membership::Membership;
 use crate::cluster::router::Router;
 use crate::config::NodeConfig;
+use crate::engineio::direct::{Direct, SharedTcp};
 use crate::engineio::{EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
 use crate::metrics::{Metrics, Refusal, RequestKind};
 
@@ -303,6 +304,77 @@ pub fn websocket_config(max_payload: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_payload))
 }
 
+/// An upgraded connection: its TCP socket shared with direct writes, or, for any other
+/// connection hyper could hand over, the upgraded connection as it is.
+enum WsIo {
+    Shared(SharedTcp),
+    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
+}
+
+impl tokio::io::AsyncRead for WsIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Shared(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for WsIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Shared(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WsIo::Shared(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WsIo::Shared(io) => io.is_write_vectored(),
+            WsIo::Upgraded(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Shared(io) => std::pin::Pin::new(io).poll_flush(cx),
+            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WsIo::Shared(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
 fn websocket_upgrade(
     state: &HttpState,
     engine: Arc<Router>,
@@ -315,8 +387,18 @@ fn websocket_upgrade(
     // The upgrade is boxed: it runs once, and inline it (with the query and the settings it
     // takes) would size the task every WebSocket holds for its whole life.
     let upgrade = Box::pin(async move {
-        let upgraded = on_upgrade.await?;
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let mut query = query;
+        let io = match on_upgrade.await?.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            // The plain TCP connection the server accepted: shared with the session's queue,
+            // whose pushes may write to it (see `engineio::direct`).
+            Ok(parts) => {
+                let tcp = Arc::new(parts.io.into_inner());
+                query.direct = Some(Direct::new(tcp.clone()));
+                WsIo::Shared(SharedTcp::new(tcp, parts.read_buf))
+            }
+            Err(upgraded) => WsIo::Upgraded(TokioIo::new(upgraded)),
+        };
+        let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         Ok::<_, hyper::Error>((ws, query))
     });
     state.tasks.spawn(

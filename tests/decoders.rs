@@ -331,7 +331,7 @@ fn engine_query() -> impl Strategy<Value = (String, EngineQuery)> + Clone {
             params.extend(extra.into_iter().filter(|(k, _)| !["sid", "b64", "j"].contains(&k.as_str())));
             let text = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&params).finish();
             let jsonp = j.filter(|_| protocol == ProtocolVersion::V3);
-            (text, EngineQuery { protocol, transport, sid, b64, jsonp, params, client_addr: None })
+            (text, EngineQuery { protocol, transport, sid, b64, jsonp, params, client_addr: None, direct: None })
         })
 }
 

@@ -21,11 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
+use super::direct;
 use super::error::EngineError;
 use super::gate::Gate;
 use super::lifecycle::Lifecycle;
 use super::packet::{decode_binary, decode_text, Frame, Packet, PacketType, ProtocolVersion};
 use super::payload::{self, PayloadFormat};
+use super::queue::Pumped;
 use super::request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 use super::session::{new_sid, CloseReason, EngineHandler, Heartbeat, Session, Sid, UpgradeState};
 use crate::per_address::PerAddress;
@@ -461,7 +463,7 @@ impl Engine {
     /// the failure was handled here).
     async fn start_websocket<Si, St, E>(
         self: Arc<Self>,
-        query: EngineQuery,
+        mut query: EngineQuery,
         new_sid: Option<String>,
         mut sink: Si,
         mut stream: St,
@@ -470,6 +472,7 @@ impl Engine {
         Si: Sink<WsMessage> + Send + Unpin,
         St: Stream<Item = Result<WsMessage, E>> + Send + Unpin,
     {
+        let direct = query.direct.take();
         let Some(sid) = query.sid.clone() else {
             let session = match self.open_session(query, TransportKind::Websocket, new_sid) {
                 Ok(s) => s,
@@ -484,14 +487,26 @@ impl Engine {
                 session.close(CloseReason::TransportClose);
                 return None;
             }
+            Self::allow_direct(&session, direct);
             return Some((session, sink, stream));
         };
         match self.upgrade(&sid, &query, &mut sink, &mut stream).await {
-            Some(session) => Some((session, sink, stream)),
+            Some(session) => {
+                Self::allow_direct(&session, direct);
+                Some((session, sink, stream))
+            }
             None => {
                 self.close_websocket(&mut sink, None).await;
                 None
             }
+        }
+    }
+
+    /// Gives the session's queue the WebSocket's socket for pushes to write to while its
+    /// pump waits (see `direct`); the pump turns that on once it runs.
+    fn allow_direct(session: &Session, direct: Option<super::direct::Direct>) {
+        if let Some(direct) = direct {
+            session.queue.set_direct(direct.0);
         }
     }
 
@@ -663,6 +678,10 @@ where
     Si: Sink<WsMessage> + Unpin,
     St: Stream<Item = Result<WsMessage, E>> + Unpin,
 {
+    let queue = &session.queue;
+    // Whichever way the pump ends, pushes stop writing to the socket before anything else
+    // (a drain, the close frame) does.
+    let _direct = StopDirect(queue);
     // One wait for the close, shared by every select below: registered with the session
     // once, not created and dropped again for every frame.
     let closed = session.closed();
@@ -672,23 +691,36 @@ where
         reader = session.reader.lock() => reader,
         _ = &mut closed => return,
     };
-    let queue = &session.queue;
     let protocol = session.protocol();
+    // A pong tungstenite owes for a ping read before the pump ran goes out now: from here on,
+    // its buffer is empty whenever the pump waits (see below).
+    if sink.flush().await.is_err() {
+        session.close(CloseReason::TransportClose);
+        return;
+    }
     // The task wakes for every queued frame: the read half and the close are polled again
     // only when they woke it (see `gate`).
     let (read_gate, close_gate) = (Gate::new(), Gate::new());
     loop {
+        // Nothing is half-written here: while the pump waits, a push to an empty queue may
+        // write its frame to the socket itself (see `direct`).
+        queue.set_idle();
         tokio::select! {
             biased;
-            frame = queue.recv() => {
+            first = queue.recv_pumped() => {
                 // Everything queued goes out in one write (`http::websocket_config` gathers
-                // fed frames until the flush): one syscall for a burst.
+                // fed frames until the flush): one syscall for a burst. A frame a push wrote
+                // in part comes first, and is finished before anything else is written.
                 let write = async {
-                    sink.feed(frame.into_websocket(protocol)).await?;
-                    while let Some(frame) = queue.try_recv() {
-                        sink.feed(frame.into_websocket(protocol)).await?;
+                    let mut next = Some(first);
+                    while let Some(item) = next {
+                        match item {
+                            Pumped::Frame(frame) => sink.feed(frame.into_websocket(protocol)).await.map_err(drop)?,
+                            Pumped::Rest(rest, socket) => direct::write_all(&*socket, rest).await.map_err(drop)?,
+                        }
+                        next = queue.try_recv_pumped();
                     }
-                    sink.flush().await
+                    sink.flush().await.map_err(drop)
                 };
                 let sent = tokio::select! {
                     biased;
@@ -704,7 +736,17 @@ where
                 let packet = match msg {
                     Some(Ok(WsMessage::Text(t))) => decode_text(&t, protocol),
                     Some(Ok(WsMessage::Binary(b))) => decode_binary(b, protocol),
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                    Some(Ok(WsMessage::Ping(_))) => {
+                        // tungstenite owes a pong, written with its next write or read: now,
+                        // while no push writes, so that no read ever writes.
+                        queue.set_busy();
+                        if sink.flush().await.is_err() {
+                            session.close(CloseReason::TransportClose);
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
                     Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => {
                         session.close(CloseReason::TransportClose);
                         return;
@@ -719,22 +761,36 @@ where
                 }
             }
             _ = poll_fn(|cx| close_gate.poll(cx, |cx| closed.as_mut().poll(cx))) => {
+                let rest = queue.stop_direct();
                 if session.close_reason() == Some(CloseReason::QueueFull) {
                     // What is queued is what the client could not keep up with.
                     return;
                 }
-                // Deliver what was queued before the close (e.g. a socket.io DISCONNECT).
+                // Deliver what was queued before the close (e.g. a socket.io DISCONNECT),
+                // after the end of a frame a push wrote in part.
                 let drain = async {
-                    while let Some(frame) = queue.try_recv() {
-                        sink.feed(frame.into_websocket(protocol)).await?;
+                    if let Some((rest, socket)) = rest {
+                        direct::write_all(&*socket, rest).await.map_err(drop)?;
                     }
-                    sink.flush().await
+                    while let Some(frame) = queue.try_recv() {
+                        sink.feed(frame.into_websocket(protocol)).await.map_err(drop)?;
+                    }
+                    sink.flush().await.map_err(drop)
                 };
                 // Boxed: it runs once, and inline it would size the pump's future.
                 let _ = Box::pin(tokio::time::timeout(grace, drain)).await;
                 return;
             }
         }
+    }
+}
+
+/// Stops a queue's direct writes when dropped (see `Queue::stop_direct`).
+struct StopDirect<'a>(&'a super::queue::Queue);
+
+impl Drop for StopDirect<'_> {
+    fn drop(&mut self) {
+        self.0.stop_direct();
     }
 }
 

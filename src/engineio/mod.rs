@@ -4,6 +4,7 @@
 //! responses and errors; `session` is one client's queue and heartbeat; `lifecycle` drives every session's heartbeat
 //! and cleanup from one task; `engine` dispatches.
 
+pub mod direct;
 pub mod engine;
 pub mod error;
 mod gate;

@@ -7,12 +7,20 @@
 //! had anything queued holds no buffer at all, a send takes one uncontended lock for all its
 //! frames (so a packet's binary attachments stay contiguous), and the lock is never held
 //! across an await.
+//!
+//! A WebSocket's queue may also write: while its pump is idle (see [`Queue::set_idle`]), a
+//! push of one text frame to an empty queue writes it straight to the socket (`direct`), under
+//! the lock, and wakes nobody. What the socket does not take is kept as `rest`, which the
+//! pump writes before anything else.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
+
+use super::direct::{write_text, DirectSocket, Written};
 use super::packet::Frame;
 
 /// Frames kept allocated once the queue is empty again: what a burst left beyond this is
@@ -28,6 +36,20 @@ struct Inner {
     frames: VecDeque<Frame>,
     /// The reader waiting for a frame, woken by the next push.
     reader: Option<Waker>,
+    /// The socket of the WebSocket pump reading this queue, while it runs.
+    direct: Option<Arc<dyn DirectSocket>>,
+    /// The pump waits with nothing written in part (its own buffer flushed, no `rest`, nothing
+    /// queued): a push may write to `direct` itself. Cleared by whatever the pump takes.
+    idle: bool,
+    /// The end of a frame a push wrote in part: the pump writes it first.
+    rest: Option<Bytes>,
+}
+
+/// What the WebSocket pump takes from its queue.
+pub(crate) enum Pumped {
+    Frame(Frame),
+    /// The unwritten end of a frame already begun on the socket: raw bytes, for that socket.
+    Rest(Bytes, Arc<dyn DirectSocket>),
 }
 
 /// The queue could not take the frames: `bound` would be exceeded.
@@ -37,7 +59,8 @@ pub(crate) struct Full;
 impl Queue {
     /// A queue of at most `bound` frames (at least 1).
     pub(crate) fn new(bound: usize) -> Self {
-        Self { bound: bound.max(1), inner: Mutex::new(Inner { frames: VecDeque::new(), reader: None }) }
+        let inner = Inner { frames: VecDeque::new(), reader: None, direct: None, idle: false, rest: None };
+        Self { bound: bound.max(1), inner: Mutex::new(inner) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -51,13 +74,99 @@ impl Queue {
             if self.bound - inner.frames.len() < frames.len() {
                 return Err(Full);
             }
+            if let ([Frame::Text(text)], true, Some(direct)) = (frames, inner.idle, &inner.direct) {
+                // Idle: nothing queued, nothing half-written, the pump's buffer empty.
+                let written = write_text(&**direct, text.as_ref());
+                match written {
+                    Written::All => return Ok(()),
+                    Written::Part(rest) => {
+                        inner.idle = false;
+                        inner.rest = Some(rest);
+                        let reader = inner.reader.take();
+                        drop(inner);
+                        Self::wake(reader);
+                        return Ok(());
+                    }
+                    // The pump writes it, as it waits for room (or meets the error).
+                    Written::None => inner.idle = false,
+                }
+            }
             inner.frames.extend(frames.iter().cloned());
             inner.reader.take()
         };
+        Self::wake(reader);
+        Ok(())
+    }
+
+    fn wake(reader: Option<Waker>) {
         if let Some(reader) = reader {
             reader.wake();
         }
-        Ok(())
+    }
+
+    /// A WebSocket pump starts with its socket: pushes may write to it while the pump is idle.
+    pub(crate) fn set_direct(&self, direct: Arc<dyn DirectSocket>) {
+        self.lock().direct = Some(direct);
+    }
+
+    /// The pump ends, or writes other than through this queue (a drain, a close): no push
+    /// writes from now on. What a push left half-written, if anything, with its socket.
+    pub(crate) fn stop_direct(&self) -> Option<(Bytes, Arc<dyn DirectSocket>)> {
+        let mut inner = self.lock();
+        inner.idle = false;
+        let direct = inner.direct.take();
+        inner.rest.take().zip(direct)
+    }
+
+    /// The pump is about to wait with its own buffer flushed: pushes may write if nothing is
+    /// queued or half-written.
+    pub(crate) fn set_idle(&self) {
+        let mut inner = self.lock();
+        inner.idle = inner.direct.is_some() && inner.frames.is_empty() && inner.rest.is_none();
+    }
+
+    /// The pump will write through its own buffer (e.g. a reply to a ping): no push writes
+    /// until it is idle again.
+    pub(crate) fn set_busy(&self) {
+        self.lock().idle = false;
+    }
+
+    /// The pump's next item: a half-written frame's end first, then the oldest frame.
+    pub(crate) async fn recv_pumped(&self) -> Pumped {
+        poll_fn(|cx| {
+            let mut inner = self.lock();
+            match Self::take_pumped(&mut inner) {
+                Some(item) => Poll::Ready(item),
+                None => {
+                    Self::register(&mut inner, cx);
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The pump's next item, if any.
+    pub(crate) fn try_recv_pumped(&self) -> Option<Pumped> {
+        Self::take_pumped(&mut self.lock())
+    }
+
+    fn take_pumped(inner: &mut Inner) -> Option<Pumped> {
+        if let (Some(direct), Some(rest)) = (&inner.direct, inner.rest.take()) {
+            let direct = direct.clone();
+            inner.idle = false;
+            return Some(Pumped::Rest(rest, direct));
+        }
+        let frame = Self::pop(inner)?;
+        inner.idle = false;
+        Some(Pumped::Frame(frame))
+    }
+
+    fn register(inner: &mut Inner, cx: &mut Context<'_>) {
+        match &mut inner.reader {
+            Some(waker) => waker.clone_from(cx.waker()),
+            none => *none = Some(cx.waker().clone()),
+        }
     }
 
     /// The oldest frame, if any.
@@ -76,10 +185,7 @@ impl Queue {
         if let Some(frame) = Self::pop(&mut inner) {
             return Poll::Ready(frame);
         }
-        match &mut inner.reader {
-            Some(waker) => waker.clone_from(cx.waker()),
-            none => *none = Some(cx.waker().clone()),
-        }
+        Self::register(&mut inner, cx);
         Poll::Pending
     }
 
@@ -133,5 +239,88 @@ mod tests {
         q.push_all(&burst).unwrap();
         while q.try_recv().is_some() {}
         assert!(q.lock().frames.capacity() <= KEEP_WHEN_EMPTY);
+    }
+
+    /// A socket taking at most `room` bytes in all, recording them.
+    struct Wire(Mutex<(usize, Vec<u8>)>);
+
+    impl DirectSocket for Wire {
+        fn try_write_vectored(&self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut me = self.0.lock().unwrap();
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(me.0);
+                me.0 -= k;
+                me.1.extend_from_slice(&b[..k]);
+                n += k;
+            }
+            if n == 0 {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        }
+
+        fn poll_write_ready(&self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn pumped(q: &Queue) -> Vec<String> {
+        std::iter::from_fn(|| q.try_recv_pumped())
+            .map(|p| match p {
+                Pumped::Frame(f) => format!("frame {f:?}"),
+                Pumped::Rest(rest, _) => format!("rest {:?}", String::from_utf8_lossy(&rest)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_idle_pump_lets_a_push_write_and_nobody_is_woken() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((1000, Vec::new()))));
+        q.set_direct(wire.clone());
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        assert!(q.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+        // Not idle yet: queued.
+        q.push_all(&[Frame::message("a")]).unwrap();
+        assert_eq!(pumped(&q), ["frame Text(Utf8Bytes(b\"4a\"))"]);
+        q.set_idle();
+        q.push_all(&[Frame::message("b")]).unwrap();
+        assert_eq!(wire.0.lock().unwrap().1, b"\x81\x024b");
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "only the queued frame woke the reader");
+        assert!(pumped(&q).is_empty());
+        // A frame and its attachments are queued, contiguous.
+        q.push_all(&[Frame::message("c"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
+        assert_eq!(pumped(&q).len(), 2);
+        // Stopped: no more writes.
+        q.set_idle();
+        q.stop_direct();
+        q.set_idle();
+        q.push_all(&[Frame::message("d")]).unwrap();
+        assert_eq!(wire.0.lock().unwrap().1, b"\x81\x024b");
+        assert_eq!(pumped(&q).len(), 1);
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_goes_to_the_pump_first() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
+        q.set_direct(wire.clone());
+        q.set_idle();
+        q.push_all(&[Frame::message("hello")]).unwrap();
+        // Half-written: no longer idle, so the next one is queued behind the rest.
+        q.push_all(&[Frame::message("next")]).unwrap();
+        assert_eq!(wire.0.lock().unwrap().1, b"\x81\x064");
+        assert_eq!(pumped(&q), ["rest \"hello\"", "frame Text(Utf8Bytes(b\"4next\"))"]);
+        // A full socket: queued whole.
+        q.set_idle();
+        q.push_all(&[Frame::message("full")]).unwrap();
+        assert_eq!(pumped(&q), ["frame Text(Utf8Bytes(b\"4full\"))"]);
+        // The rest is handed back when the pump stops before writing it.
+        wire.0.lock().unwrap().0 = 1;
+        q.set_idle();
+        q.push_all(&[Frame::message("x")]).unwrap();
+        assert_eq!(q.stop_direct().map(|(rest, _)| rest), Some(bytes::Bytes::from_static(b"\x024x")));
     }
 }

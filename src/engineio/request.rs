@@ -54,6 +54,10 @@ pub struct EngineQuery {
     /// Not a parameter: the address the request came from, set by the HTTP layer and carried
     /// with the query to the session's owner, which counts sessions per client address.
     pub client_addr: Option<std::net::IpAddr>,
+    /// Not a parameter: a local WebSocket's socket, which senders may write to (see
+    /// `direct`); set by the HTTP layer, never carried to another node.
+    #[serde(skip)]
+    pub direct: Option<super::direct::Direct>,
 }
 
 impl EngineQuery {
@@ -77,7 +81,7 @@ impl EngineQuery {
             }
             _ => None,
         };
-        Ok(Self { protocol, transport, sid, b64, jsonp, params, client_addr: None })
+        Ok(Self { protocol, transport, sid, b64, jsonp, params, client_addr: None, direct: None })
     }
 
     /// The query a session keeps for its lifetime: the parsed fields and the application's
@@ -85,6 +89,7 @@ impl EngineQuery {
     /// cache-buster `t`, are dropped), refused past [`MAX_SESSION_PARAMS`] parameters or
     /// [`MAX_SESSION_QUERY_BYTES`]: a session lives long, and a URL may hold 64 KiB.
     pub fn for_session(mut self) -> Result<Self, EngineError> {
+        self.direct = None;
         const PROTOCOL_PARAMS: [&str; 6] = ["EIO", "transport", "sid", "b64", "j", "t"];
         self.params.retain(|(k, _)| !PROTOCOL_PARAMS.contains(&k.as_str()));
         // The session keeps the query for its whole life: without the protocol's parameters
