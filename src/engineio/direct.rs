@@ -137,7 +137,15 @@ pub struct SharedTcp {
 
 impl SharedTcp {
     pub fn new(tcp: Arc<TcpStream>, prefix: Bytes) -> Self {
-        Self { tcp, prefix }
+        let mut me = Self { tcp, prefix: Bytes::new() };
+        me.set_prefix(prefix);
+        me
+    }
+
+    /// Keeps `prefix` only while it has bytes: even empty, a slice of hyper's read buffer
+    /// would keep the whole buffer (kilobytes) for the connection's life.
+    fn set_prefix(&mut self, prefix: Bytes) {
+        self.prefix = if prefix.is_empty() { Bytes::new() } else { prefix };
     }
 }
 
@@ -145,9 +153,10 @@ impl AsyncRead for SharedTcp {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         if me.prefix.has_remaining() {
-            let n = me.prefix.len().min(buf.remaining());
-            buf.put_slice(&me.prefix[..n]);
-            me.prefix.advance(n);
+            let mut prefix = std::mem::take(&mut me.prefix);
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix.split_to(n));
+            me.set_prefix(prefix);
             return Poll::Ready(Ok(()));
         }
         loop {
