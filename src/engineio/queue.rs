@@ -91,6 +91,9 @@ impl Queue {
                     Written::None => inner.idle = false,
                 }
             }
+            // Queued: from now on the pump writes, so no later push may write before it (a
+            // packet with attachments, queued while the pump was idle, would be overtaken).
+            inner.idle = false;
             inner.frames.extend(frames.iter().cloned());
             inner.reader.take()
         };
@@ -300,6 +303,20 @@ mod tests {
         q.push_all(&[Frame::message("d")]).unwrap();
         assert_eq!(wire.0.lock().unwrap().1, b"\x81\x024b");
         assert_eq!(pumped(&q).len(), 1);
+    }
+
+    #[test]
+    fn frames_queued_while_idle_are_not_overtaken_by_a_later_push() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((1000, Vec::new()))));
+        q.set_direct(wire.clone());
+        q.set_idle();
+        // Two frames (a packet and its attachment) cannot be written directly: queued.
+        q.push_all(&[Frame::message("a"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
+        // The pump has not run yet: this one must queue behind them, not go to the socket.
+        q.push_all(&[Frame::message("b")]).unwrap();
+        assert!(wire.0.lock().unwrap().1.is_empty());
+        assert_eq!(pumped(&q).len(), 3);
     }
 
     #[test]
