@@ -240,8 +240,18 @@ impl NodeArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // A worker that parks has run out of work: its WebSocket writes are not batched (see
+    // `engineio::queue::batch`).
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(clusterchat::engineio::on_worker_park)
+        .build()
+        .context("starting the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Node(args) => {
             let ready_file = args.ready_file.clone();

@@ -18,6 +18,7 @@ pub mod session;
 pub use engine::{Engine, EngineConfig};
 pub use error::EngineError;
 pub use packet::{Frame, PacketType, ProtocolVersion};
+pub use queue::on_worker_park;
 pub use request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
 pub use session::{CloseReason, EngineHandler, Message, SendError, Session, Sid};
 

@@ -12,24 +12,40 @@
 //! push of one text frame to an empty queue writes it straight to the socket (`direct`), under
 //! the lock, and wakes nobody. What the socket does not take is kept as `rest`, which the
 //! pump writes before anything else.
+//!
+//! On a busy worker thread (see `batch`) such a push appends the frame to `pending` instead, and
+//! the thread's batch writes each socket's `pending` once, at the end of a worker turn: a
+//! saturated node makes one write for several frames of a member again.
+
+mod batch;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use super::direct::{write_text, DirectSocket, Written};
+pub use batch::on_worker_park;
+
+use super::direct::{text_header, write_text, DirectSocket, Written};
 use super::packet::Frame;
 
 /// Frames kept allocated once the queue is empty again: what a burst left beyond this is
 /// given back, so a client that once fell behind does not hold its peak while idle.
 const KEEP_WHEN_EMPTY: usize = 16;
 
+/// Bytes of whole frames a socket's `pending` holds at most: past this they are written at once.
+const PENDING_MAX: usize = 16 * 1024;
+
+/// `pending`'s allocation kept once written, for the next batch.
+const KEEP_PENDING: usize = 2 * 1024;
+
 pub(crate) struct Queue {
     bound: usize,
-    inner: Mutex<Inner>,
+    /// Shared with the batch that is to write `pending` (see `batch`).
+    inner: Arc<Mutex<Inner>>,
 }
 
 struct Inner {
@@ -43,6 +59,53 @@ struct Inner {
     idle: bool,
     /// The end of a frame a push wrote in part: the pump writes it first.
     rest: Option<Bytes>,
+    /// Whole frames pushes appended, while the pump was idle, for a batch to write (see
+    /// `batch`). Only while `idle`: whatever ends that hands them to the pump as `rest` first.
+    pending: Vec<u8>,
+    /// A batch holds this queue and will write `pending`.
+    listed: bool,
+}
+
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// The pump is no longer idle: what was appended for a batch goes to it first, as `rest`.
+    fn unidle(&mut self) {
+        self.idle = false;
+        if !self.pending.is_empty() {
+            let pending = Bytes::from(std::mem::take(&mut self.pending));
+            self.rest = Some(match self.rest.take() {
+                Some(rest) => [&rest[..], &pending[..]].concat().into(),
+                None => pending,
+            });
+        }
+    }
+
+    /// Writes `pending` to the socket, as far as it takes it now; what it does not take goes to
+    /// the pump (as `rest`), which is then to be woken: returned.
+    fn write_pending(&mut self) -> Option<Waker> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let written = match &self.direct {
+            Some(direct) => direct.try_write_vectored(&[IoSlice::new(&self.pending)]).unwrap_or(0),
+            None => 0,
+        };
+        if written >= self.pending.len() {
+            self.pending.clear();
+            if self.pending.capacity() > KEEP_PENDING {
+                self.pending = Vec::new();
+            }
+            return None;
+        }
+        // A full socket (or an error): the pump writes the rest, as it waits for room (or meets
+        // the error).
+        self.pending.drain(..written);
+        self.unidle();
+        self.reader.take()
+    }
 }
 
 /// What the WebSocket pump takes from its queue.
@@ -59,12 +122,20 @@ pub(crate) struct Full;
 impl Queue {
     /// A queue of at most `bound` frames (at least 1).
     pub(crate) fn new(bound: usize) -> Self {
-        let inner = Inner { frames: VecDeque::new(), reader: None, direct: None, idle: false, rest: None };
-        Self { bound: bound.max(1), inner: Mutex::new(inner) }
+        let inner = Inner {
+            frames: VecDeque::new(),
+            reader: None,
+            direct: None,
+            idle: false,
+            rest: None,
+            pending: Vec::new(),
+            listed: false,
+        };
+        Self { bound: bound.max(1), inner: Arc::new(Mutex::new(inner)) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     /// Queues `frames` contiguously, all or none.
@@ -74,8 +145,30 @@ impl Queue {
             if self.bound - inner.frames.len() < frames.len() {
                 return Err(Full);
             }
-            if let ([Frame::Text(text)], true, Some(direct)) = (frames, inner.idle, &inner.direct) {
-                // Idle: nothing queued, nothing half-written, the pump's buffer empty.
+            if let ([Frame::Text(text)], true, true) = (frames, inner.idle, inner.direct.is_some()) {
+                // Idle: nothing queued, nothing half-written, the pump's buffer empty. A busy
+                // worker appends the frame for its batch; so does any push while frames wait in
+                // `pending` (they go first).
+                let batching = batch::busy();
+                if batching || !inner.pending.is_empty() {
+                    let payload: &Bytes = text.as_ref();
+                    let (header, used) = text_header(payload.len());
+                    inner.pending.extend_from_slice(&header[..used]);
+                    inner.pending.extend_from_slice(payload);
+                    let mut now = !batching || inner.pending.len() >= PENDING_MAX;
+                    if batching {
+                        batch::appended();
+                        if !inner.listed {
+                            inner.listed = batch::list(&self.inner);
+                            now |= !inner.listed;
+                        }
+                    }
+                    let reader = if now { inner.write_pending() } else { None };
+                    drop(inner);
+                    Self::wake(reader);
+                    return Ok(());
+                }
+                let Some(direct) = &inner.direct else { unreachable!() };
                 let written = write_text(&**direct, text.as_ref());
                 match written {
                     Written::All => return Ok(()),
@@ -93,7 +186,7 @@ impl Queue {
             }
             // Queued: from now on the pump writes, so no later push may write before it (a
             // packet with attachments, queued while the pump was idle, would be overtaken).
-            inner.idle = false;
+            inner.unidle();
             inner.frames.extend(frames.iter().cloned());
             inner.reader.take()
         };
@@ -116,7 +209,7 @@ impl Queue {
     /// writes from now on. What a push left half-written, if anything, with its socket.
     pub(crate) fn stop_direct(&self) -> Option<(Bytes, Arc<dyn DirectSocket>)> {
         let mut inner = self.lock();
-        inner.idle = false;
+        inner.unidle();
         let direct = inner.direct.take();
         inner.rest.take().zip(direct)
     }
@@ -131,7 +224,17 @@ impl Queue {
     /// The pump will write through its own buffer (e.g. a reply to a ping): no push writes
     /// until it is idle again.
     pub(crate) fn set_busy(&self) {
-        self.lock().idle = false;
+        self.lock().unidle();
+    }
+
+    /// A batch writes what was appended for it (see `batch`).
+    fn write_listed(inner: &Mutex<Inner>) {
+        let reader = {
+            let mut inner = lock(inner);
+            inner.listed = false;
+            inner.write_pending()
+        };
+        Self::wake(reader);
     }
 
     /// The pump's next item: a half-written frame's end first, then the oldest frame.
@@ -155,6 +258,9 @@ impl Queue {
     }
 
     fn take_pumped(inner: &mut Inner) -> Option<Pumped> {
+        if !inner.pending.is_empty() {
+            inner.unidle();
+        }
         if let (Some(direct), Some(rest)) = (&inner.direct, inner.rest.take()) {
             let direct = direct.clone();
             inner.idle = false;
@@ -339,5 +445,86 @@ mod tests {
         q.set_idle();
         q.push_all(&[Frame::message("x")]).unwrap();
         assert_eq!(q.stop_direct().map(|(rest, _)| rest), Some(bytes::Bytes::from_static(b"\x024x")));
+    }
+
+    /// How `pumped` shows a `rest` of these bytes.
+    fn rest(bytes: &[u8]) -> String {
+        format!("rest {:?}", String::from_utf8_lossy(bytes))
+    }
+
+    #[tokio::test]
+    async fn a_busy_thread_writes_a_sockets_frames_once_per_batch_in_order() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((usize::MAX, Vec::new()))));
+        q.set_direct(wire.clone());
+        q.set_idle();
+        batch::on_worker_park();
+        let n = batch::BUSY as usize + 3;
+        let mut expected = Vec::new();
+        for i in 0..n {
+            let text = format!("m{i}");
+            expected.extend_from_slice(&[0x81, text.len() as u8 + 1, b'4']);
+            expected.extend_from_slice(text.as_bytes());
+            q.push_all(&[Frame::message(&text)]).unwrap();
+        }
+        // The last three wait for the batch, behind the ones written at once.
+        assert_eq!(q.lock().pending.len(), expected.len() - wire.0.lock().unwrap().1.len());
+        assert!(!q.lock().pending.is_empty());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(q.lock().pending.is_empty());
+        assert!(!q.lock().listed);
+        assert_eq!(wire.0.lock().unwrap().1, expected);
+        assert!(pumped(&q).is_empty());
+        // Parked again: written at once.
+        batch::on_worker_park();
+        q.push_all(&[Frame::message("z")]).unwrap();
+        assert!(wire.0.lock().unwrap().1.ends_with(b"\x81\x024z"));
+    }
+
+    #[tokio::test]
+    async fn what_waits_for_a_batch_goes_to_the_pump_before_what_is_queued_after_it() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((usize::MAX, Vec::new()))));
+        q.set_direct(wire.clone());
+        q.set_idle();
+        batch::make_busy();
+        q.push_all(&[Frame::message("a")]).unwrap();
+        q.push_all(&[Frame::message("b"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
+        q.push_all(&[Frame::message("c")]).unwrap();
+        let binary = format!("frame {:?}", Frame::Binary(bytes::Bytes::from_static(b"x")));
+        assert_eq!(pumped(&q), [rest(b"\x81\x024a"), "frame Text(Utf8Bytes(b\"4b\"))".into(), binary, "frame Text(Utf8Bytes(b\"4c\"))".into()]);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(wire.0.lock().unwrap().1.is_empty(), "the batch found nothing left to write");
+        // A ping's pong: the pump writes through its own buffer, after what waited.
+        q.set_idle();
+        q.push_all(&[Frame::message("d")]).unwrap();
+        q.set_busy();
+        assert_eq!(pumped(&q), [rest(b"\x81\x024d")]);
+    }
+
+    #[tokio::test]
+    async fn what_a_full_socket_does_not_take_from_a_batch_goes_to_the_pump() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
+        q.set_direct(wire.clone());
+        q.set_idle();
+        batch::make_busy();
+        q.push_all(&[Frame::message("hello")]).unwrap();
+        q.push_all(&[Frame::message("next")]).unwrap();
+        assert!(wire.0.lock().unwrap().1.is_empty());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(wire.0.lock().unwrap().1, b"\x81\x064");
+        assert_eq!(pumped(&q), [rest(b"hello\x81\x054next")]);
+        // Stopped: nothing more is written or appended.
+        q.set_idle();
+        q.stop_direct();
+        q.push_all(&[Frame::message("x")]).unwrap();
+        assert_eq!(wire.0.lock().unwrap().1, b"\x81\x064");
     }
 }
