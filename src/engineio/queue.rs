@@ -494,7 +494,15 @@ mod tests {
         q.push_all(&[Frame::message("b"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
         q.push_all(&[Frame::message("c")]).unwrap();
         let binary = format!("frame {:?}", Frame::Binary(bytes::Bytes::from_static(b"x")));
-        assert_eq!(pumped(&q), [rest(b"\x81\x024a"), "frame Text(Utf8Bytes(b\"4b\"))".into(), binary, "frame Text(Utf8Bytes(b\"4c\"))".into()]);
+        assert_eq!(
+            pumped(&q),
+            [
+                rest(b"\x81\x024a"),
+                "frame Text(Utf8Bytes(b\"4b\"))".into(),
+                binary,
+                "frame Text(Utf8Bytes(b\"4c\"))".into()
+            ]
+        );
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
