@@ -405,7 +405,19 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str, history: &HistoryHandle,
         vec![json!({ "user": &*user, "room": room, "message": message })],
         &sent,
     );
-    history.record(NAMESPACE, room, json!({ "user": &*user, "message": message }).to_string(), Some(&sent));
+    history.record(NAMESPACE, room, said(&user, message), Some(&sent));
+}
+
+/// A history entry's text, `{"user":…,"message":…}`: written straight from the strings, not
+/// through a JSON value built, printed and dropped for every message.
+fn said(user: &str, message: &str) -> String {
+    #[derive(Serialize)]
+    struct Said<'a> {
+        user: &'a str,
+        message: &'a str,
+    }
+    // Cannot fail: two strings.
+    serde_json::to_string(&Said { user, message }).unwrap_or_default()
 }
 
 /// Answers through the ack when the client asked for one; otherwise errors become `chat error`.
@@ -518,6 +530,16 @@ mod tests {
         // The claim is held to the same rules as a name a client gives.
         let long = ConnectRequest { auth: json!({"token": jwt.mint(&"x".repeat(33), 60).unwrap()}), query: vec![] };
         assert!(connecting_user(&long, &c, Some(&verifier)).unwrap_err().contains("longer"));
+    }
+
+    #[test]
+    fn a_history_entry_is_the_json_object_of_its_user_and_message() {
+        for (user, message) in [("alice", "hi"), ("b\"o\\b", "line\nbreak \u{1}"), ("zoë", "⚡ 日本")] {
+            let entry = said(user, message);
+            assert_eq!(entry, json!({ "user": user, "message": message }).to_string());
+            let back: Value = serde_json::from_str(&entry).unwrap();
+            assert_eq!((back["user"].as_str(), back["message"].as_str()), (Some(user), Some(message)));
+        }
     }
 
     #[test]
