@@ -738,9 +738,16 @@ where
                     Some(Ok(WsMessage::Binary(b))) => decode_binary(b, protocol),
                     Some(Ok(WsMessage::Ping(_))) => {
                         // tungstenite owes a pong, written with its next write or read: now,
-                        // while no push writes, so that no read ever writes.
-                        queue.set_busy();
-                        if sink.flush().await.is_err() {
+                        // while no push writes, so that no read ever writes; after the end of
+                        // a frame a push wrote in part, which the pong must not split.
+                        let rest = queue.set_busy();
+                        let pong = async {
+                            if let Some((rest, socket)) = rest {
+                                direct::write_all(&*socket, rest).await.map_err(drop)?;
+                            }
+                            sink.flush().await.map_err(drop)
+                        };
+                        if pong.await.is_err() {
                             session.close(CloseReason::TransportClose);
                             return;
                         }

@@ -222,9 +222,14 @@ impl Queue {
     }
 
     /// The pump will write through its own buffer (e.g. a reply to a ping): no push writes
-    /// until it is idle again.
-    pub(crate) fn set_busy(&self) {
-        self.lock().unidle();
+    /// until it is idle again. Returns what a push left half-written (with what waited for a
+    /// batch behind it), if anything, with its socket: the pump writes that first, or its own
+    /// bytes would land inside that frame.
+    pub(crate) fn set_busy(&self) -> Option<(Bytes, Arc<dyn DirectSocket>)> {
+        let mut inner = self.lock();
+        inner.unidle();
+        let direct = inner.direct.clone()?;
+        inner.rest.take().map(|rest| (rest, direct))
     }
 
     /// A batch writes what was appended for it (see `batch`).
@@ -447,6 +452,23 @@ mod tests {
         assert_eq!(q.stop_direct().map(|(rest, _)| rest), Some(bytes::Bytes::from_static(b"\x024x")));
     }
 
+    #[test]
+    fn the_end_of_a_half_written_frame_is_handed_to_a_pump_about_to_write_its_own() {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
+        q.set_direct(wire.clone());
+        q.set_idle();
+        q.push_all(&[Frame::message("hello")]).unwrap();
+        assert_eq!(wire.0.lock().unwrap().1, b"\x81\x064");
+        // A pong now would split the frame: the pump gets its end to write first.
+        let (end, _) = q.set_busy().expect("the frame's end");
+        assert_eq!(&end[..], b"hello");
+        assert!(pumped(&q).is_empty());
+        // Nothing half-written: nothing to hand over.
+        q.set_idle();
+        assert!(q.set_busy().is_none());
+    }
+
     /// How `pumped` shows a `rest` of these bytes.
     fn rest(bytes: &[u8]) -> String {
         format!("rest {:?}", String::from_utf8_lossy(bytes))
@@ -507,11 +529,13 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(wire.0.lock().unwrap().1.is_empty(), "the batch found nothing left to write");
-        // A ping's pong: the pump writes through its own buffer, after what waited.
+        // A ping's pong: the pump writes through its own buffer, after what waited, which
+        // it is handed.
         q.set_idle();
         q.push_all(&[Frame::message("d")]).unwrap();
-        q.set_busy();
-        assert_eq!(pumped(&q), [rest(b"\x81\x024d")]);
+        let (waited, _) = q.set_busy().expect("what waited for the batch");
+        assert_eq!(&waited[..], b"\x81\x024d");
+        assert!(pumped(&q).is_empty());
     }
 
     #[tokio::test]
