@@ -456,8 +456,12 @@ impl Namespace {
     /// still connecting is added by `connect`, one already removed never.
     pub(crate) fn add_to_room(&self, room: &Room, socket: &Arc<Socket>) -> BoxFuture<'static, ()> {
         {
+            // Only while the socket still lists the room: a leave that ran meanwhile took it
+            // out of both, and an entry added after it would hold the socket (and send to it)
+            // until the process ends.
             let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-            if self.sockets.read().unwrap_or_else(|e| e.into_inner()).contains_key(socket.id()) {
+            let connected = self.sockets.read().unwrap_or_else(|e| e.into_inner()).contains_key(socket.id());
+            if connected && socket.in_room(room) {
                 table.entry(room.clone()).or_default().insert(socket.id().clone(), socket.clone());
             }
         }
@@ -765,5 +769,18 @@ mod tests {
         ns.emit_to_room("r", "m", Vec::new());
         assert_eq!(ns.deliveries(), 1, "the member here was sent it");
         assert_eq!(*peers.sent_here_at_publish.lock().unwrap(), [0], "queued to the other nodes first");
+    }
+
+    /// A join's entry in the room table is made after the socket lists the room; a leave that
+    /// ran in between must not leave it there.
+    #[tokio::test]
+    async fn a_socket_that_no_longer_lists_a_room_is_not_added_to_its_members() {
+        let ns = NamespaceBuilder::new("/t").build(Tasks::default());
+        let socket = Socket::new("s1".into(), ns.clone(), crate::engineio::session::tests::session(8));
+        ns.connect(&socket, &ConnectRequest { auth: Value::Null, query: Vec::new() }).unwrap();
+        drop(ns.add_to_room(&"r".into(), &socket));
+        assert!(ns.room_members("r").is_empty(), "left (or never joined): not a member");
+        socket.join("r").expect("a new room").await;
+        assert_eq!(ns.room_members("r").len(), 1);
     }
 }
