@@ -25,6 +25,7 @@ use crate::config::NodeConfig;
 use crate::engineio::direct::{Direct, SharedTcp};
 use crate::engineio::{EngineError, EngineQuery, EngineRequest, EngineResponse, Method};
 use crate::metrics::{Metrics, Refusal, RequestKind};
+use tokio_util::either::Either;
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -304,77 +305,6 @@ pub fn websocket_config(max_payload: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_payload))
 }
 
-/// An upgraded connection: its TCP socket shared with direct writes, or, for any other
-/// connection hyper could hand over, the upgraded connection as it is.
-enum WsIo {
-    Shared(SharedTcp),
-    Upgraded(TokioIo<hyper::upgrade::Upgraded>),
-}
-
-impl tokio::io::AsyncRead for WsIo {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Shared(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for WsIo {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            WsIo::Shared(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            WsIo::Shared(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
-            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            WsIo::Shared(io) => io.is_write_vectored(),
-            WsIo::Upgraded(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Shared(io) => std::pin::Pin::new(io).poll_flush(cx),
-            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            WsIo::Shared(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            WsIo::Upgraded(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-        }
-    }
-}
-
 fn websocket_upgrade(
     state: &HttpState,
     engine: Arc<Router>,
@@ -394,9 +324,10 @@ fn websocket_upgrade(
             Ok(parts) => {
                 let tcp = Arc::new(parts.io.into_inner());
                 query.direct = Some(Direct::new(tcp.clone()));
-                WsIo::Shared(SharedTcp::new(tcp, parts.read_buf))
+                Either::Left(SharedTcp::new(tcp, parts.read_buf))
             }
-            Err(upgraded) => WsIo::Upgraded(TokioIo::new(upgraded)),
+            // Any other connection hyper could hand over: as it is.
+            Err(upgraded) => Either::Right(TokioIo::new(upgraded)),
         };
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         Ok::<_, hyper::Error>((ws, query))
