@@ -83,6 +83,21 @@ impl Inner {
         }
     }
 
+    /// Writes one text frame to the socket, as far as it takes it now.
+    fn write_now(&self, payload: &Bytes) -> Written {
+        match &self.direct {
+            Some(direct) => write_text(&**direct, payload),
+            None => Written::None,
+        }
+    }
+
+    /// What a push left half-written (with what waited for a batch behind it), if anything,
+    /// with its socket, taken.
+    fn take_rest(&mut self) -> Option<(Bytes, Arc<dyn DirectSocket>)> {
+        let direct = self.direct.as_ref().filter(|_| self.rest.is_some())?.clone();
+        self.rest.take().map(|rest| (rest, direct))
+    }
+
     /// Writes `pending` to the socket, as far as it takes it now; what it does not take goes to
     /// the pump (as `rest`), which is then to be woken: returned.
     fn write_pending(&mut self) -> Option<Waker> {
@@ -168,9 +183,7 @@ impl Queue {
                     Self::wake(reader);
                     return Ok(());
                 }
-                let Some(direct) = &inner.direct else { unreachable!() };
-                let written = write_text(&**direct, text.as_ref());
-                match written {
+                match inner.write_now(text.as_ref()) {
                     Written::All => return Ok(()),
                     Written::Part(rest) => {
                         inner.idle = false;
@@ -228,8 +241,7 @@ impl Queue {
     pub(crate) fn set_busy(&self) -> Option<(Bytes, Arc<dyn DirectSocket>)> {
         let mut inner = self.lock();
         inner.unidle();
-        let direct = inner.direct.clone()?;
-        inner.rest.take().map(|rest| (rest, direct))
+        inner.take_rest()
     }
 
     /// A batch writes what was appended for it (see `batch`).
@@ -266,8 +278,7 @@ impl Queue {
         if !inner.pending.is_empty() {
             inner.unidle();
         }
-        if let (Some(direct), Some(rest)) = (&inner.direct, inner.rest.take()) {
-            let direct = direct.clone();
+        if let Some((rest, direct)) = inner.take_rest() {
             inner.idle = false;
             return Some(Pumped::Rest(rest, direct));
         }
