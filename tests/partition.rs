@@ -5,13 +5,13 @@
 //! ring converges again after the heal.
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
-use support::cluster::SECRET;
+use support::cluster::{node_logs, SECRET};
 use support::netlab::NetLab;
 
 struct Node {
@@ -36,10 +36,8 @@ fn start_nodes(lab: &NetLab) -> Vec<Node> {
             for j in (1..=3).filter(|j| *j != i) {
                 cmd.args(["--seed", &lab.addr(j, 7001)]);
             }
-            // Node logs (warn and up) go to stdout: shown with CLUSTERCHAT_TEST_LOGS set.
-            let logs =
-                if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-            let child = cmd.env("CLUSTERCHAT_SECRET", SECRET).stdout(logs).spawn().expect("node starts");
+            // Node logs: warn and up.
+            let child = cmd.env("CLUSTERCHAT_SECRET", SECRET).stdout(node_logs()).spawn().expect("node starts");
             Node { child, http: lab.addr(i, 9001).parse().unwrap() }
         })
         .collect()

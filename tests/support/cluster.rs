@@ -255,12 +255,21 @@ impl Drop for Process {
     }
 }
 
+/// Where a node process's logs go: its stdout, shown with CLUSTERCHAT_TEST_LOGS set (and
+/// RUST_LOG), else nowhere.
+pub fn node_logs() -> Stdio {
+    if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
 fn spawn_child(program: &str, args: &[String], env: &[(String, String)]) -> tokio::process::Child {
     tokio::process::Command::new(program)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        // Node logs go to stdout: shown with CLUSTERCHAT_TEST_LOGS set (and RUST_LOG).
-        .stdout(if std::env::var_os("CLUSTERCHAT_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() })
+        .stdout(node_logs())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
