@@ -23,15 +23,47 @@ use tokio::net::TcpStream;
 
 /// A WebSocket's socket as the senders see it: non-blocking writes, and a wait for room.
 pub trait DirectSocket: Send + Sync + 'static {
-    /// Writes what the socket takes now (`WouldBlock` if nothing).
+    /// Writes what the socket takes now (`WouldBlock` if nothing), noting a full socket for
+    /// [`DirectSocket::poll_write_ready`].
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Until the socket may take more.
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Writes what the socket takes now, without noting anything for a later wait: for a
+    /// sender whose leftovers go to the pump, which waits through `try_write_vectored`.
+    fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
+    }
 }
+
+/// Frames up to this size are copied into one buffer and sent with one `send`.
+const GATHER_MAX: usize = 1024;
 
 impl DirectSocket for TcpStream {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         TcpStream::try_write_vectored(self, bufs)
+    }
+
+    /// Straight to the kernel, past tokio's readiness (a cache miss per write on a fan-out
+    /// over thousands of sockets): a full socket is then found by the pump's own write, which
+    /// goes through tokio and so waits correctly. A small frame is gathered into one buffer
+    /// for a `send`, the kernel's shortest path for a socket write (a `writev` goes through
+    /// the file layer first).
+    fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(self);
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        match bufs {
+            [one] => socket.send(one),
+            _ if total <= GATHER_MAX => {
+                let mut gathered = [0u8; GATHER_MAX];
+                let mut at = 0;
+                for b in bufs {
+                    gathered[at..at + b.len()].copy_from_slice(b);
+                    at += b.len();
+                }
+                socket.send(&gathered[..at])
+            }
+            _ => socket.send_vectored(bufs),
+        }
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -98,7 +130,7 @@ pub(crate) enum Written {
 pub(crate) fn write_text(socket: &dyn DirectSocket, payload: &Bytes) -> Written {
     let (header, used) = text_header(payload.len());
     let total = used + payload.len();
-    match socket.try_write_vectored(&[IoSlice::new(&header[..used]), IoSlice::new(payload)]) {
+    match socket.write_now(&[IoSlice::new(&header[..used]), IoSlice::new(payload)]) {
         Ok(n) if n >= total => Written::All,
         Ok(0) | Err(_) => Written::None,
         Ok(n) if n < used => {
@@ -211,6 +243,7 @@ impl AsyncWrite for SharedTcp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
 
     #[test]
     fn headers_by_length() {
@@ -259,5 +292,94 @@ mod tests {
             wire.extend_from_slice(&got);
             assert_eq!(wire, whole, "take {take}");
         }
+    }
+
+    /// A connected pair on loopback with small buffers, so the writer fills up quickly.
+    async fn small_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpSocket::new_v4().unwrap();
+        listener.set_recv_buffer_size(4096).unwrap();
+        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listener.listen(1).unwrap();
+        let writer = tokio::net::TcpSocket::new_v4().unwrap();
+        writer.set_send_buffer_size(4096).unwrap();
+        let (writer, accepted) = tokio::join!(writer.connect(listener.local_addr().unwrap()), listener.accept());
+        (writer.unwrap(), accepted.unwrap().0)
+    }
+
+    /// A socket that counts write attempts and fails past `CAP` of them: a writer spinning on
+    /// a full socket ends in an error instead of a hung test.
+    struct Counted {
+        tcp: TcpStream,
+        attempts: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Counted {
+        const CAP: usize = 10_000;
+
+        fn attempt(&self) -> io::Result<()> {
+            match self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                n if n < Self::CAP => Ok(()),
+                _ => Err(io::Error::other("spinning on a full socket")),
+            }
+        }
+    }
+
+    impl DirectSocket for Counted {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.attempt()?;
+            self.tcp.try_write_vectored(bufs)
+        }
+
+        fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.tcp.poll_write_ready(cx)
+        }
+
+        fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.attempt()?;
+            DirectSocket::write_now(&self.tcp, bufs)
+        }
+    }
+
+    /// The senders' writes bypass tokio's readiness: once one found the socket full, the
+    /// pump's wait for room must still wait (not spin on a stale "writable"), and every byte
+    /// must arrive once, in order, small frames (gathered) and large (vectored).
+    #[tokio::test]
+    async fn a_full_socket_met_by_a_sender_is_then_written_by_the_pump() {
+        use tokio::io::AsyncReadExt;
+        let (tcp, mut reader) = small_pair().await;
+        let writer = Counted { tcp, attempts: Default::default() };
+        let small = Bytes::from(vec![b's'; 100]);
+        let large = Bytes::from(vec![b'L'; 3 * GATHER_MAX]);
+        let mut expected = Vec::new();
+        let mut frames = 0;
+        let rest = loop {
+            let payload = if frames % 3 == 0 { &small } else { &large };
+            frames += 1;
+            let (header, used) = text_header(payload.len());
+            let before = expected.len();
+            expected.extend_from_slice(&header[..used]);
+            expected.extend_from_slice(payload);
+            match write_text(&writer, payload) {
+                Written::All => {}
+                Written::Part(rest) => break rest,
+                Written::None => break Bytes::from(expected[before..].to_vec()),
+            }
+            assert!(frames < Counted::CAP / 2, "the socket never filled");
+        };
+        assert!(frames > 3, "both sizes were written before the socket filled");
+        let pump = write_all(&writer, rest);
+        let mut pump = std::pin::pin!(pump);
+        // Nobody reads yet: the pump must wait for room, not spin.
+        let first = std::future::poll_fn(|cx| Poll::Ready(pump.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the pump did not wait for room: {first:?}");
+        // One attempt per frame, and at most two by the pump before it waits (tokio's budget
+        // would end a spin after ~128 with Pending too).
+        let attempts = writer.attempts.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(attempts <= frames + 2, "{attempts} write attempts for {frames} frames: the pump spun");
+        let mut got = vec![0u8; expected.len()];
+        let (read, written) = tokio::join!(reader.read_exact(&mut got), pump);
+        read.unwrap();
+        written.unwrap();
+        assert!(got == expected, "the bytes arrived out of order or changed");
     }
 }

@@ -105,7 +105,7 @@ impl Inner {
             return None;
         }
         let written = match &self.direct {
-            Some(direct) => direct.try_write_vectored(&[IoSlice::new(&self.pending)]).unwrap_or(0),
+            Some(direct) => direct.write_now(&[IoSlice::new(&self.pending)]).unwrap_or(0),
             None => 0,
         };
         if written >= self.pending.len() {
