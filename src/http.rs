@@ -323,7 +323,7 @@ fn websocket_upgrade(
             // whose pushes may write to it (see `engineio::direct`).
             Ok(parts) => {
                 let tcp = Arc::new(parts.io.into_inner());
-                query.direct = Some(Direct::new(tcp.clone()));
+                query.direct = Some(Direct::tcp(tcp.clone()));
                 Either::Left(SharedTcp::new(tcp, parts.read_buf))
             }
             // Any other connection hyper could hand over: as it is.

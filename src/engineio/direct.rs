@@ -13,6 +13,7 @@
 //! queue through [`Direct`] (the writes of the senders). The queue's lock decides who writes.
 
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -38,32 +39,36 @@ pub trait DirectSocket: Send + Sync + 'static {
 /// Frames up to this size are copied into one buffer and sent with one `send`.
 const GATHER_MAX: usize = 1024;
 
+/// Writes what the socket `fd` takes now, straight to the kernel, past tokio's readiness (a
+/// cache miss per write on a fan-out over thousands of sockets): a full socket is then found
+/// by the pump's own write, which goes through tokio and so waits correctly. A small frame is
+/// gathered into one buffer for a `send`, the kernel's shortest path for a socket write (a
+/// `writev` goes through the file layer first).
+fn send_now(fd: &impl AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let socket = socket2::SockRef::from(fd);
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    match bufs {
+        [one] => socket.send(one),
+        _ if total <= GATHER_MAX => {
+            let mut gathered = [0u8; GATHER_MAX];
+            let mut at = 0;
+            for b in bufs {
+                gathered[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            socket.send(&gathered[..at])
+        }
+        _ => socket.send_vectored(bufs),
+    }
+}
+
 impl DirectSocket for TcpStream {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         TcpStream::try_write_vectored(self, bufs)
     }
 
-    /// Straight to the kernel, past tokio's readiness (a cache miss per write on a fan-out
-    /// over thousands of sockets): a full socket is then found by the pump's own write, which
-    /// goes through tokio and so waits correctly. A small frame is gathered into one buffer
-    /// for a `send`, the kernel's shortest path for a socket write (a `writev` goes through
-    /// the file layer first).
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let socket = socket2::SockRef::from(self);
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        match bufs {
-            [one] => socket.send(one),
-            _ if total <= GATHER_MAX => {
-                let mut gathered = [0u8; GATHER_MAX];
-                let mut at = 0;
-                for b in bufs {
-                    gathered[at..at + b.len()].copy_from_slice(b);
-                    at += b.len();
-                }
-                socket.send(&gathered[..at])
-            }
-            _ => socket.send_vectored(bufs),
-        }
+        send_now(self, bufs)
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -75,11 +80,34 @@ impl DirectSocket for TcpStream {
 /// engine in [`super::EngineQuery::direct`]; never serialized: a WebSocket relayed from
 /// another node has none).
 #[derive(Clone)]
-pub struct Direct(pub(crate) Arc<dyn DirectSocket>);
+pub struct Direct {
+    pub(crate) socket: Arc<dyn DirectSocket>,
+    /// The descriptor `socket` owns, if it is a [`TcpStream`] (see [`Direct::tcp`]). Set only
+    /// with `socket`, never changed apart from it.
+    fd: Option<RawFd>,
+}
 
 impl Direct {
     pub fn new(socket: Arc<dyn DirectSocket>) -> Self {
-        Self(socket)
+        Self { socket, fd: None }
+    }
+
+    /// A TCP stream's socket: the senders' writes go to its descriptor, kept here, without
+    /// reading the stream itself (another allocation, a cache miss per delivery on a fan-out).
+    pub fn tcp(tcp: Arc<TcpStream>) -> Self {
+        let fd = tcp.as_raw_fd();
+        Self { socket: tcp, fd: Some(fd) }
+    }
+
+    /// Writes what the socket takes now (see [`DirectSocket::write_now`]).
+    pub(crate) fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self.fd {
+            // SAFETY: `fd` is the descriptor of the `TcpStream` in `self.socket` (`Direct::tcp`
+            // is the only place it is set, and the fields are private and never reassigned
+            // apart). `self` holds that stream, so the descriptor stays open for this borrow.
+            Some(fd) => send_now(&unsafe { BorrowedFd::borrow_raw(fd) }, bufs),
+            None => self.socket.write_now(bufs),
+        }
     }
 }
 
@@ -91,7 +119,7 @@ impl std::fmt::Debug for Direct {
 
 impl PartialEq for Direct {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.socket, &other.socket)
     }
 }
 
@@ -127,7 +155,7 @@ pub(crate) enum Written {
 }
 
 /// Writes a text frame with `payload` to `socket` now, as far as it takes it.
-pub(crate) fn write_text(socket: &dyn DirectSocket, payload: &Bytes) -> Written {
+pub(crate) fn write_text(socket: &Direct, payload: &Bytes) -> Written {
     let (header, used) = text_header(payload.len());
     let total = used + payload.len();
     match socket.write_now(&[IoSlice::new(&header[..used]), IoSlice::new(payload)]) {
@@ -282,8 +310,8 @@ mod tests {
         let payload = Bytes::from_static(b"42[\"m\"]");
         let whole = [&[0x81, 7][..], &payload[..]].concat();
         for take in 0..=whole.len() {
-            let s = Takes(std::sync::Mutex::new((take, Vec::new())));
-            let got = match write_text(&s, &payload) {
+            let s = Arc::new(Takes(std::sync::Mutex::new((take, Vec::new()))));
+            let got = match write_text(&Direct::new(s.clone()), &payload) {
                 Written::All => Vec::new(),
                 Written::Part(rest) => rest.to_vec(),
                 Written::None => whole.clone(),
@@ -309,7 +337,7 @@ mod tests {
     /// A socket that counts write attempts and fails past `CAP` of them: a writer spinning on
     /// a full socket ends in an error instead of a hung test.
     struct Counted {
-        tcp: TcpStream,
+        tcp: Arc<TcpStream>,
         attempts: std::sync::atomic::AtomicUsize,
     }
 
@@ -336,18 +364,21 @@ mod tests {
 
         fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
             self.attempt()?;
-            DirectSocket::write_now(&self.tcp, bufs)
+            DirectSocket::write_now(&*self.tcp, bufs)
         }
     }
 
-    /// The senders' writes bypass tokio's readiness: once one found the socket full, the
-    /// pump's wait for room must still wait (not spin on a stale "writable"), and every byte
-    /// must arrive once, in order, small frames (gathered) and large (vectored).
+    /// The senders' writes (to the descriptor, see [`Direct::tcp`]) bypass tokio's readiness:
+    /// once one found the socket full, the pump's wait for room must still wait (not spin on
+    /// a stale "writable"), and every byte must arrive once, in order, small frames (gathered)
+    /// and large (vectored).
     #[tokio::test]
     async fn a_full_socket_met_by_a_sender_is_then_written_by_the_pump() {
         use tokio::io::AsyncReadExt;
         let (tcp, mut reader) = small_pair().await;
-        let writer = Counted { tcp, attempts: Default::default() };
+        let tcp = Arc::new(tcp);
+        let senders = Direct::tcp(tcp.clone());
+        let pump = Counted { tcp, attempts: Default::default() };
         let small = Bytes::from(vec![b's'; 100]);
         let large = Bytes::from(vec![b'L'; 3 * GATHER_MAX]);
         let mut expected = Vec::new();
@@ -359,25 +390,25 @@ mod tests {
             let before = expected.len();
             expected.extend_from_slice(&header[..used]);
             expected.extend_from_slice(payload);
-            match write_text(&writer, payload) {
+            match write_text(&senders, payload) {
                 Written::All => {}
                 Written::Part(rest) => break rest,
                 Written::None => break Bytes::from(expected[before..].to_vec()),
             }
-            assert!(frames < Counted::CAP / 2, "the socket never filled");
+            assert!(expected.len() < 64 << 20, "the socket never filled");
         };
         assert!(frames > 3, "both sizes were written before the socket filled");
-        let pump = write_all(&writer, rest);
-        let mut pump = std::pin::pin!(pump);
+        let pumping = write_all(&pump, rest);
+        let mut pumping = std::pin::pin!(pumping);
         // Nobody reads yet: the pump must wait for room, not spin.
-        let first = std::future::poll_fn(|cx| Poll::Ready(pump.as_mut().poll(cx))).await;
+        let first = std::future::poll_fn(|cx| Poll::Ready(pumping.as_mut().poll(cx))).await;
         assert!(first.is_pending(), "the pump did not wait for room: {first:?}");
-        // One attempt per frame, and at most two by the pump before it waits (tokio's budget
-        // would end a spin after ~128 with Pending too).
-        let attempts = writer.attempts.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(attempts <= frames + 2, "{attempts} write attempts for {frames} frames: the pump spun");
+        // At most two attempts before it waits (tokio's budget would end a spin after ~128
+        // with Pending too).
+        let attempts = pump.attempts.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(attempts <= 2, "{attempts} write attempts by the pump on a full socket: it spun");
         let mut got = vec![0u8; expected.len()];
-        let (read, written) = tokio::join!(reader.read_exact(&mut got), pump);
+        let (read, written) = tokio::join!(reader.read_exact(&mut got), pumping);
         read.unwrap();
         written.unwrap();
         assert!(got == expected, "the bytes arrived out of order or changed");

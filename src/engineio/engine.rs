@@ -506,7 +506,7 @@ impl Engine {
     /// pump waits (see `direct`); the pump turns that on once it runs.
     fn allow_direct(session: &Session, direct: Option<super::direct::Direct>) {
         if let Some(direct) = direct {
-            session.queue.set_direct(direct.0);
+            session.queue.set_direct(direct);
         }
     }
 

@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 pub use batch::on_worker_park;
 
-use super::direct::{text_header, write_text, DirectSocket, Written};
+use super::direct::{text_header, write_text, Direct, DirectSocket, Written};
 use super::packet::Frame;
 
 /// Frames kept allocated once the queue is empty again: what a burst left beyond this is
@@ -42,28 +42,37 @@ const PENDING_MAX: usize = 16 * 1024;
 /// `pending`'s allocation kept once written, for the next batch.
 const KEEP_PENDING: usize = 2 * 1024;
 
+/// A handle: clones are the same queue (a frequent sender keeps one beside its own hot state,
+/// see `Session::outbox`).
+#[derive(Clone)]
 pub(crate) struct Queue {
-    bound: usize,
     /// Shared with the batch that is to write `pending` (see `batch`).
     inner: Arc<Mutex<Inner>>,
 }
 
+/// `repr(C)`: what a push reads (the flags, the socket, the queue's length, `pending`) first,
+/// next to the lock, in as few cache lines as they fit (a miss per delivery on a fan-out).
+#[repr(C)]
 struct Inner {
-    frames: VecDeque<Frame>,
-    /// The reader waiting for a frame, woken by the next push.
-    reader: Option<Waker>,
-    /// The socket of the WebSocket pump reading this queue, while it runs.
-    direct: Option<Arc<dyn DirectSocket>>,
+    /// Frames queued at most.
+    bound: usize,
+    /// The session closed: pushes are refused.
+    closed: bool,
     /// The pump waits with nothing written in part (its own buffer flushed, no `rest`, nothing
     /// queued): a push may write to `direct` itself. Cleared by whatever the pump takes.
     idle: bool,
-    /// The end of a frame a push wrote in part: the pump writes it first.
-    rest: Option<Bytes>,
+    /// A batch holds this queue and will write `pending`.
+    listed: bool,
+    /// The socket of the WebSocket pump reading this queue, while it runs.
+    direct: Option<Direct>,
+    frames: VecDeque<Frame>,
     /// Whole frames pushes appended, while the pump was idle, for a batch to write (see
     /// `batch`). Only while `idle`: whatever ends that hands them to the pump as `rest` first.
     pending: Vec<u8>,
-    /// A batch holds this queue and will write `pending`.
-    listed: bool,
+    /// The end of a frame a push wrote in part: the pump writes it first.
+    rest: Option<Bytes>,
+    /// The reader waiting for a frame, woken by the next push.
+    reader: Option<Waker>,
 }
 
 fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
@@ -86,7 +95,7 @@ impl Inner {
     /// Writes one text frame to the socket, as far as it takes it now.
     fn write_now(&self, payload: &Bytes) -> Written {
         match &self.direct {
-            Some(direct) => write_text(&**direct, payload),
+            Some(direct) => write_text(direct, payload),
             None => Written::None,
         }
     }
@@ -94,7 +103,7 @@ impl Inner {
     /// What a push left half-written (with what waited for a batch behind it), if anything,
     /// with its socket, taken.
     fn take_rest(&mut self) -> Option<(Bytes, Arc<dyn DirectSocket>)> {
-        let direct = self.direct.as_ref().filter(|_| self.rest.is_some())?.clone();
+        let direct = self.direct.as_ref().filter(|_| self.rest.is_some())?.socket.clone();
         self.rest.take().map(|rest| (rest, direct))
     }
 
@@ -130,14 +139,21 @@ pub(crate) enum Pumped {
     Rest(Bytes, Arc<dyn DirectSocket>),
 }
 
-/// The queue could not take the frames: `bound` would be exceeded.
+/// Why the queue did not take the frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Full;
+pub(crate) enum Refused {
+    /// `bound` would be exceeded.
+    Full,
+    /// The queue was closed (see [`Queue::close`]).
+    Closed,
+}
 
 impl Queue {
     /// A queue of at most `bound` frames (at least 1).
     pub(crate) fn new(bound: usize) -> Self {
         let inner = Inner {
+            bound: bound.max(1),
+            closed: false,
             frames: VecDeque::new(),
             reader: None,
             direct: None,
@@ -146,7 +162,7 @@ impl Queue {
             pending: Vec::new(),
             listed: false,
         };
-        Self { bound: bound.max(1), inner: Arc::new(Mutex::new(inner)) }
+        Self { inner: Arc::new(Mutex::new(inner)) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -154,11 +170,14 @@ impl Queue {
     }
 
     /// Queues `frames` contiguously, all or none.
-    pub(crate) fn push_all(&self, frames: &[Frame]) -> Result<(), Full> {
+    pub(crate) fn push_all(&self, frames: &[Frame]) -> Result<(), Refused> {
         let reader = {
             let mut inner = self.lock();
-            if self.bound - inner.frames.len() < frames.len() {
-                return Err(Full);
+            if inner.closed {
+                return Err(Refused::Closed);
+            }
+            if inner.bound - inner.frames.len() < frames.len() {
+                return Err(Refused::Full);
             }
             if let ([Frame::Text(text)], true, true) = (frames, inner.idle, inner.direct.is_some()) {
                 // Idle: nothing queued, nothing half-written, the pump's buffer empty. A busy
@@ -213,8 +232,13 @@ impl Queue {
         }
     }
 
+    /// The session closed: from now on every push is refused.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
     /// A WebSocket pump starts with its socket: pushes may write to it while the pump is idle.
-    pub(crate) fn set_direct(&self, direct: Arc<dyn DirectSocket>) {
+    pub(crate) fn set_direct(&self, direct: Direct) {
         self.lock().direct = Some(direct);
     }
 
@@ -224,7 +248,7 @@ impl Queue {
         let mut inner = self.lock();
         inner.unidle();
         let direct = inner.direct.take();
-        inner.rest.take().zip(direct)
+        inner.rest.take().zip(direct.map(|d| d.socket))
     }
 
     /// The pump is about to wait with its own buffer flushed: pushes may write if nothing is
@@ -336,9 +360,9 @@ mod tests {
     fn bounded_all_or_none_in_order() {
         let q = Queue::new(3);
         q.push_all(&[Frame::message("a"), Frame::message("b")]).unwrap();
-        assert_eq!(q.push_all(&[Frame::message("c"), Frame::message("d")]), Err(Full));
+        assert_eq!(q.push_all(&[Frame::message("c"), Frame::message("d")]), Err(Refused::Full));
         q.push_all(&[Frame::message("c")]).unwrap();
-        assert_eq!(q.push_all(&[Frame::message("d")]), Err(Full));
+        assert_eq!(q.push_all(&[Frame::message("d")]), Err(Refused::Full));
         let got: Vec<_> = std::iter::from_fn(|| q.try_recv()).collect();
         assert_eq!(got, [Frame::message("a"), Frame::message("b"), Frame::message("c")]);
     }
@@ -403,7 +427,7 @@ mod tests {
     fn an_idle_pump_lets_a_push_write_and_nobody_is_woken() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((1000, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         assert!(q.poll_recv(&mut Context::from_waker(&waker)).is_pending());
@@ -431,7 +455,7 @@ mod tests {
     fn frames_queued_while_idle_are_not_overtaken_by_a_later_push() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((1000, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         q.set_idle();
         // Two frames (a packet and its attachment) cannot be written directly: queued.
         q.push_all(&[Frame::message("a"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
@@ -445,7 +469,7 @@ mod tests {
     fn what_the_socket_does_not_take_goes_to_the_pump_first() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         q.set_idle();
         q.push_all(&[Frame::message("hello")]).unwrap();
         // Half-written: no longer idle, so the next one is queued behind the rest.
@@ -467,7 +491,7 @@ mod tests {
     fn the_end_of_a_half_written_frame_is_handed_to_a_pump_about_to_write_its_own() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         q.set_idle();
         q.push_all(&[Frame::message("hello")]).unwrap();
         assert_eq!(wire.0.lock().unwrap().1, b"\x81\x064");
@@ -489,7 +513,7 @@ mod tests {
     async fn a_busy_thread_writes_a_sockets_frames_once_per_batch_in_order() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((usize::MAX, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         q.set_idle();
         batch::on_worker_park();
         let n = batch::BUSY as usize + 3;
@@ -520,7 +544,7 @@ mod tests {
     async fn what_waits_for_a_batch_goes_to_the_pump_before_what_is_queued_after_it() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((usize::MAX, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         q.set_idle();
         batch::make_busy();
         q.push_all(&[Frame::message("a")]).unwrap();
@@ -553,7 +577,7 @@ mod tests {
     async fn what_a_full_socket_does_not_take_from_a_batch_goes_to_the_pump() {
         let q = Queue::new(8);
         let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
-        q.set_direct(wire.clone());
+        q.set_direct(Direct::new(wire.clone()));
         q.set_idle();
         batch::make_busy();
         q.push_all(&[Frame::message("hello")]).unwrap();

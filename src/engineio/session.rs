@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::lifecycle::Lifecycle;
 use super::packet::{Frame, Packet, PacketType, ProtocolVersion};
-use super::queue::Queue;
+use super::queue::{Queue, Refused};
 use super::request::{EngineQuery, TransportKind};
 
 /// A session id: random, URL-safe, unguessable.
@@ -95,14 +95,18 @@ pub(crate) enum UpgradeState {
     Done,
 }
 
+/// `repr(C)`, hot fields first: every frame sent checks `close_reason` and pushes to `queue`,
+/// so on a large fan-out they share the allocation's first cache line with the count.
+#[repr(C)]
 pub struct Session {
+    close_reason: OnceLock<CloseReason>,
+    /// Producers (`send`) push here; the queue bound is the per-client memory bound.
+    pub(crate) queue: Queue,
     sid: Sid,
     protocol: ProtocolVersion,
     /// The handshake request's query: applications read their parameters from it.
     query: EngineQuery,
     pub(crate) handler: Arc<dyn EngineHandler>,
-    /// Producers (`send`) push here; the queue bound is the per-client memory bound.
-    pub(crate) queue: Queue,
     /// Held by the single active reader of `queue`: a GET poll or the WebSocket writer. A
     /// tokio mutex because the reader holds it while it waits for frames; `try_lock` failing
     /// means a duplicate poll.
@@ -111,7 +115,6 @@ pub struct Session {
     pub(crate) upgrade: Upgrade,
     /// Woken when the session closes (see `closed`).
     closing: Notify,
-    close_reason: OnceLock<CloseReason>,
     /// The engine's lifecycle: told when this session closes, so its cleanup runs.
     lifecycle: Arc<Lifecycle>,
     /// Ping interval and timeout.
@@ -246,20 +249,38 @@ impl Session {
 
     /// Queues frames contiguously (a packet and its binary attachments), all or none.
     pub fn send_all(&self, frames: &[Frame]) -> Result<(), SendError> {
-        if self.is_closed() {
-            return Err(SendError::Closed);
+        self.push(&self.queue, frames)
+    }
+
+    /// The session's outbound queue as a handle, for a sender that sends often (a socket.io
+    /// socket, on every broadcast) to keep beside its own state: [`Session::send_via`] then
+    /// reaches the queue without reading the session first (a cache miss per delivery on a
+    /// large fan-out).
+    pub fn outbox(&self) -> Outbox {
+        Outbox(self.queue.clone())
+    }
+
+    /// [`Session::send_all`] through this session's `outbox`.
+    pub fn send_via(&self, outbox: &Outbox, frames: &[Frame]) -> Result<(), SendError> {
+        self.push(&outbox.0, frames)
+    }
+
+    fn push(&self, queue: &Queue, frames: &[Frame]) -> Result<(), SendError> {
+        match queue.push_all(frames) {
+            Ok(()) => Ok(()),
+            Err(Refused::Closed) => Err(SendError::Closed),
+            Err(Refused::Full) => {
+                tracing::warn!(sid = %self.sid, "outbound queue full, closing session");
+                self.close(CloseReason::QueueFull);
+                Err(SendError::QueueFull)
+            }
         }
-        if self.queue.push_all(frames).is_err() {
-            tracing::warn!(sid = %self.sid, "outbound queue full, closing session");
-            self.close(CloseReason::QueueFull);
-            return Err(SendError::QueueFull);
-        }
-        Ok(())
     }
 
     /// Ends the session. Only the first reason counts; cleanup runs in the session's lifecycle task.
     pub fn close(&self, reason: CloseReason) {
         if self.close_reason.set(reason).is_ok() {
+            self.queue.close();
             tracing::debug!(sid = %self.sid, reason = reason.as_str(), "closing session");
             self.closing.notify_waiters();
             self.lifecycle.closed(self.sid.clone());
@@ -456,6 +477,10 @@ async fn wait_until(notify: &Notify, mut done: impl FnMut() -> bool) {
         notified.await;
     }
 }
+
+/// A session's outbound queue, held by a frequent sender (see [`Session::outbox`]).
+#[derive(Clone)]
+pub struct Outbox(Queue);
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -25,6 +25,7 @@
 //! - Restoring: a client comes back with its pid and offset; the node it reaches takes the
 //!   record from the keeper with what the logs hold above the client's frontier.
 
+use smallvec::SmallVec;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,7 +107,9 @@ type Shared = Arc<Broadcast>;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frontier {
     /// Sorted by publisher: two sockets sent the same have equal frontiers (and offsets).
-    seen: Vec<(u32, u64)>,
+    /// Inline up to two publishers (one node's two worker threads): every broadcast to every
+    /// member reads it, and a separate allocation per socket was a cache miss per delivery.
+    seen: SmallVec<[(u32, u64); 2]>,
     /// More publishers than [`Frontier::MAX`]: what was sent is no longer known exactly.
     overflowed: bool,
 }
@@ -182,7 +185,7 @@ impl Frontier {
         if offset.len() > Self::MAX * 30 {
             return None;
         }
-        let mut seen = Vec::new();
+        let mut seen = SmallVec::new();
         for entry in offset.split('.').filter(|e| !e.is_empty()) {
             let (p, c) = entry.split_once('-')?;
             let (p, c) = (u32::from_str_radix(p, 16).ok()?, u64::from_str_radix(c, 16).ok()?);

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::namespace::{Namespace, Room};
 use super::packet::{encode, Packet, PacketType};
 use super::recovery::{with_offset, Broadcast, Frontier, KeepRequest, RoomsUpdate, Stamp};
-use crate::engineio::{Frame, SendError, Session};
+use crate::engineio::{Frame, Outbox, SendError, Session};
 
 /// What a client answered to an emit with an ack.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,11 +35,20 @@ pub enum AckError {
 /// Live broadcasts a restoring socket holds at most (see [`Socket::hold`]).
 const MAX_HELD: usize = 10_000;
 
+/// Live broadcasts waiting for a restore (see [`Socket::hold`]).
+type Held = Vec<(Option<Stamp>, Vec<Frame>)>;
+
 /// A socket's side of recovery, and its outgoing broadcasts while it is restored. One lock:
 /// a broadcast is checked against the frontier, given its offset and queued under it, so the
-/// offsets follow the order the client gets them in.
+/// offsets follow the order the client gets them in. `repr(C)`: what every broadcast reads
+/// (`held`, `frontier`) first, next to the lock (see [`Socket`]).
 #[derive(Default)]
+#[repr(C)]
 struct Track {
+    /// While a restored socket's missed broadcasts are gathered, live ones wait here, so the
+    /// client gets CONNECT, then what it missed, then the rest. Boxed: one word in the line
+    /// every delivery reads, for a state that is rare and short.
+    held: Option<Box<Held>>,
     /// What the client was sent (see [`Frontier`]); tracked once the socket has a pid.
     frontier: Frontier,
     /// The node keeping this socket's record (`None`: this one, or not kept yet).
@@ -49,15 +58,22 @@ struct Track {
     /// The keeper the whole record was last sent to (`Some(None)`: this node): changes to it
     /// go as changes, anything else gets the whole record.
     whole_at: Option<Option<String>>,
-    /// While a restored socket's missed broadcasts are gathered, live ones wait here, so the
-    /// client gets CONNECT, then what it missed, then the rest.
-    held: Option<Vec<(Option<Stamp>, Vec<Frame>)>>,
 }
 
+/// `repr(C)`, hot fields first: a room broadcast reads `track`, `session` and `pid` of every
+/// member (and the room table's `Arc` clone writes the count before them), so these sit in
+/// the allocation's first bytes, one or two cache lines, instead of wherever the compiler put
+/// them among the cold ones (each extra line a miss per delivery on a large fan-out).
+#[repr(C)]
 pub struct Socket {
+    track: Mutex<Track>,
+    /// The session's queue, reached without reading the session (see [`Session::outbox`]).
+    outbox: Outbox,
+    session: Arc<Session>,
+    /// Connection state recovery: the private session id the client was given.
+    pid: OnceLock<String>,
     id: Arc<str>,
     ns: Arc<Namespace>,
-    session: Arc<Session>,
     /// Rooms this socket joined; the namespace's room table is the reverse index.
     rooms: Mutex<HashSet<Room>>,
     /// Server → client acks waiting for the client's answer.
@@ -67,11 +83,8 @@ pub struct Socket {
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     /// The name this socket shows in room presence lists, cluster-wide.
     label: OnceLock<String>,
-    /// Connection state recovery: the private session id the client was given.
-    pid: OnceLock<String>,
     /// Whether the client got its earlier session back.
     recovered: AtomicBool,
-    track: Mutex<Track>,
     /// When the socket was created (the Admin UI shows it).
     connected_at: std::time::SystemTime,
 }
@@ -81,6 +94,7 @@ impl Socket {
         Arc::new(Self {
             id,
             ns,
+            outbox: session.outbox(),
             session,
             rooms: Mutex::new(HashSet::new()),
             pending_acks: Mutex::new(HashMap::new()),
@@ -156,7 +170,7 @@ impl Socket {
 
     /// Holds live broadcasts until [`Socket::release`].
     pub(crate) fn hold(&self) {
-        self.track().held = Some(Vec::new());
+        self.track().held = Some(Box::default());
     }
 
     /// Sends `first` (the CONNECT answer), then `missed`, then the held broadcasts, each
@@ -171,10 +185,10 @@ impl Socket {
         before: impl FnOnce(Vec<Broadcast>),
     ) -> Result<(), SendError> {
         let mut track = self.track();
-        let waiting = track.held.take().unwrap_or_default();
+        let waiting = track.held.take().map(|held| *held).unwrap_or_default();
         self.recovered.store(recovered, Ordering::Relaxed);
         before(waiting.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect());
-        self.session.send_all(&first)?;
+        self.send_frames(&first)?;
         // Each a broadcast of its own: nothing spliced is shared between them.
         for (stamp, frames) in missed {
             self.send_tracked(&mut track, Some(stamp), &frames, &mut None)?;
@@ -218,7 +232,7 @@ impl Socket {
         spliced: &mut Option<(Frontier, Frame)>,
     ) -> Result<(), SendError> {
         let (Some(stamp), Some(_), Some((first, rest))) = (stamp, self.pid.get(), frames.split_first()) else {
-            return self.session.send_all(frames);
+            return self.send_frames(frames);
         };
         if !track.frontier.admit(stamp) {
             return Ok(()); // sent already (a restore's replay and a live copy)
@@ -226,16 +240,16 @@ impl Socket {
         let event = match spliced.as_ref().filter(|(f, _)| *f == track.frontier) {
             Some((_, event)) => event.clone(),
             None => {
-                let Some(event) = with_offset(first, &track.frontier) else { return self.session.send_all(frames) };
+                let Some(event) = with_offset(first, &track.frontier) else { return self.send_frames(frames) };
                 *spliced = Some((track.frontier.clone(), event.clone()));
                 event
             }
         };
         if rest.is_empty() {
-            self.session.send(event)
+            self.send_frames(std::slice::from_ref(&event))
         } else {
             // Contiguous, all or none, like any packet with attachments.
-            self.session.send_all(&[&[event][..], rest].concat())
+            self.send_frames(&[&[event][..], rest].concat())
         }
     }
 
@@ -314,12 +328,13 @@ impl Socket {
         }
     }
 
+    /// Queues frames contiguously to the client, all or none.
     pub(crate) fn send_frames(&self, frames: &[Frame]) -> Result<(), SendError> {
-        self.session.send_all(frames)
+        self.session.send_via(&self.outbox, frames)
     }
 
     pub(crate) fn send_packet(&self, packet: &Packet) -> Result<(), SendError> {
-        self.session.send(Frame::message(&encode(packet)))
+        self.send_frames(&[Frame::message(&encode(packet))])
     }
 
     /// Joins a room. `None` if the socket was already in it; otherwise a future that
