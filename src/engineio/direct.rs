@@ -4,7 +4,7 @@
 //! that must then be woken, scheduled and polled (queue, gates, the split sink's lock,
 //! tungstenite's framing) only to make the one write the frame needs. When a member's pump is
 //! idle (nothing queued, nothing half-written) the sender can make that write itself: a
-//! server frame is a 2-10 byte header and the payload, written with one `writev` from the
+//! server frame is a 2-10 byte header and the payload, written with one `send` from the
 //! sender's thread, non-blocking. Only what the socket does not take at once goes to the
 //! pump (see `queue`), which writes it before anything else.
 //!
@@ -30,7 +30,8 @@ pub trait DirectSocket: Send + Sync + 'static {
     /// Until the socket may take more.
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Writes what the socket takes now, without noting anything for a later wait: for a
-    /// sender whose leftovers go to the pump, which waits through `try_write_vectored`.
+    /// sender whose leftovers go to the pump, whose own `try_write_vectored` then notes a full
+    /// socket, so that its `poll_write_ready` waits.
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }
@@ -44,21 +45,23 @@ const GATHER_MAX: usize = 1024;
 /// by the pump's own write, which goes through tokio and so waits correctly. A small frame is
 /// gathered into one buffer for a `send`, the kernel's shortest path for a socket write (a
 /// `writev` goes through the file layer first).
+/// `MSG_NOSIGNAL`: a peer gone writes an error, not a `SIGPIPE` (were the process not to
+/// ignore it, as Rust's runtime does, it would end the process).
 fn send_now(fd: &impl AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     let socket = socket2::SockRef::from(fd);
+    let flags = libc::MSG_NOSIGNAL;
     let total: usize = bufs.iter().map(|b| b.len()).sum();
     match bufs {
-        [one] => socket.send(one),
+        [one] => socket.send_with_flags(one, flags),
         _ if total <= GATHER_MAX => {
-            let mut gathered = [0u8; GATHER_MAX];
-            let mut at = 0;
+            // Not zeroed first: only what is copied in is touched.
+            let mut gathered = smallvec::SmallVec::<[u8; GATHER_MAX]>::new();
             for b in bufs {
-                gathered[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
+                gathered.extend_from_slice(b);
             }
-            socket.send(&gathered[..at])
+            socket.send_with_flags(&gathered, flags)
         }
-        _ => socket.send_vectored(bufs),
+        _ => socket.send_vectored_with_flags(bufs, flags),
     }
 }
 
@@ -81,7 +84,9 @@ impl DirectSocket for TcpStream {
 /// another node has none).
 #[derive(Clone)]
 pub struct Direct {
-    pub(crate) socket: Arc<dyn DirectSocket>,
+    /// Private, like `fd`, and never reassigned: `fd` is valid because this is the stream
+    /// that owns it (see [`Direct::write_now`]).
+    socket: Arc<dyn DirectSocket>,
     /// The descriptor `socket` owns, if it is a [`TcpStream`] (see [`Direct::tcp`]). Set only
     /// with `socket`, never changed apart from it.
     fd: Option<RawFd>,
@@ -99,12 +104,19 @@ impl Direct {
         Self { socket: tcp, fd: Some(fd) }
     }
 
+    /// The socket, for the pump's writes (which wait through tokio).
+    pub(crate) fn socket(&self) -> &Arc<dyn DirectSocket> {
+        &self.socket
+    }
+
     /// Writes what the socket takes now (see [`DirectSocket::write_now`]).
     pub(crate) fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self.fd {
-            // SAFETY: `fd` is the descriptor of the `TcpStream` in `self.socket` (`Direct::tcp`
-            // is the only place it is set, and the fields are private and never reassigned
-            // apart). `self` holds that stream, so the descriptor stays open for this borrow.
+            // SAFETY: `fd` is the descriptor of the `TcpStream` in `self.socket`: `Direct::tcp`
+            // is the only place it is set, both fields are private to this module, which
+            // never reassigns either (a `Direct` is only cloned or moved whole), and nothing
+            // closes the stream's descriptor but its drop (`SharedTcp::poll_shutdown` does
+            // not). `self` holds that stream, so the descriptor stays open for this borrow.
             Some(fd) => send_now(&unsafe { BorrowedFd::borrow_raw(fd) }, bufs),
             None => self.socket.write_now(bufs),
         }

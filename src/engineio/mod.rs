@@ -20,7 +20,8 @@ pub use error::EngineError;
 pub use packet::{Frame, PacketType, ProtocolVersion};
 pub use queue::on_worker_park;
 pub use request::{ContentType, EngineQuery, EngineRequest, EngineResponse, Method, TransportKind};
-pub use session::{CloseReason, EngineHandler, Message, Outbox, SendError, Session, Sid};
+pub(crate) use session::Outbox;
+pub use session::{CloseReason, EngineHandler, Message, SendError, Session, Sid};
 
 /// A waker that counts its wakes, for the tests of what polls what (`gate`, `queue`).
 #[cfg(test)]

@@ -95,18 +95,15 @@ pub(crate) enum UpgradeState {
     Done,
 }
 
-/// `repr(C)`, hot fields first: every frame sent checks `close_reason` and pushes to `queue`,
-/// so on a large fan-out they share the allocation's first cache line with the count.
-#[repr(C)]
 pub struct Session {
-    close_reason: OnceLock<CloseReason>,
-    /// Producers (`send`) push here; the queue bound is the per-client memory bound.
-    pub(crate) queue: Queue,
     sid: Sid,
     protocol: ProtocolVersion,
     /// The handshake request's query: applications read their parameters from it.
     query: EngineQuery,
     pub(crate) handler: Arc<dyn EngineHandler>,
+    /// Producers (`send`) push here; the queue bound is the per-client memory bound. It
+    /// refuses pushes once the session closed.
+    pub(crate) queue: Queue,
     /// Held by the single active reader of `queue`: a GET poll or the WebSocket writer. A
     /// tokio mutex because the reader holds it while it waits for frames; `try_lock` failing
     /// means a duplicate poll.
@@ -115,6 +112,7 @@ pub struct Session {
     pub(crate) upgrade: Upgrade,
     /// Woken when the session closes (see `closed`).
     closing: Notify,
+    close_reason: OnceLock<CloseReason>,
     /// The engine's lifecycle: told when this session closes, so its cleanup runs.
     lifecycle: Arc<Lifecycle>,
     /// Ping interval and timeout.
@@ -256,12 +254,15 @@ impl Session {
     /// socket, on every broadcast) to keep beside its own state: [`Session::send_via`] then
     /// reaches the queue without reading the session first (a cache miss per delivery on a
     /// large fan-out).
-    pub fn outbox(&self) -> Outbox {
+    pub(crate) fn outbox(&self) -> Outbox {
         Outbox(self.queue.clone())
     }
 
-    /// [`Session::send_all`] through this session's `outbox`.
-    pub fn send_via(&self, outbox: &Outbox, frames: &[Frame]) -> Result<(), SendError> {
+    /// [`Session::send_all`] through this session's `outbox`. Only this session's: a full
+    /// queue closes the session it is called on (checked in debug builds only, as a release
+    /// check would read the session, which is what the outbox saves).
+    pub(crate) fn send_via(&self, outbox: &Outbox, frames: &[Frame]) -> Result<(), SendError> {
+        debug_assert!(outbox.0.same(&self.queue), "an outbox of another session");
         self.push(&outbox.0, frames)
     }
 
@@ -288,8 +289,7 @@ impl Session {
     }
 
     /// Whether the session is closed. Reads the close reason, set before the token is
-    /// cancelled: one atomic load, where the token's check takes a lock (this runs for every
-    /// frame queued).
+    /// cancelled: one atomic load, where the token's check takes a lock.
     pub fn is_closed(&self) -> bool {
         self.close_reason.get().is_some()
     }
@@ -480,7 +480,7 @@ async fn wait_until(notify: &Notify, mut done: impl FnMut() -> bool) {
 
 /// A session's outbound queue, held by a frequent sender (see [`Session::outbox`]).
 #[derive(Clone)]
-pub struct Outbox(Queue);
+pub(crate) struct Outbox(Queue);
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! One write for several frames of a member when the node is busy.
 //!
-//! A push to an idle WebSocket writes its frame at once (see `direct`): one `writev` per
+//! A push to an idle WebSocket writes its frame at once (see `direct`): one `send` per
 //! delivery. That is the cheapest way while the node has time to spare, but a saturated node
 //! then spends most of its time in those writes, where the pump it replaced, once behind,
 //! packed several frames into each write. So a worker thread that has not parked for
