@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod per_address;
+pub(crate) mod prefetch;
 pub mod rpc;
 pub mod server;
 pub mod socketio;

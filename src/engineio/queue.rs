@@ -233,6 +233,11 @@ impl Queue {
         }
     }
 
+    /// Starts loading the state a push reads (see `crate::prefetch`).
+    pub(crate) fn prefetch(&self) {
+        crate::prefetch::lines(Arc::as_ptr(&self.inner), std::mem::size_of::<Mutex<Inner>>());
+    }
+
     /// Whether `other` is a handle of this queue.
     pub(crate) fn same(&self, other: &Queue) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)

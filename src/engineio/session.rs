@@ -482,6 +482,13 @@ async fn wait_until(notify: &Notify, mut done: impl FnMut() -> bool) {
 #[derive(Clone)]
 pub(crate) struct Outbox(Queue);
 
+impl Outbox {
+    /// Starts loading what a send through this outbox reads (see `crate::prefetch`).
+    pub(crate) fn prefetch(&self) {
+        self.0.prefetch();
+    }
+}
+
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {

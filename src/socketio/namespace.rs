@@ -579,7 +579,14 @@ impl Namespace {
     fn send_local(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize {
         let mut spliced = None;
         let members = self.room_members(room);
-        let delivered = members.iter().filter(|s| s.send_broadcast(stamp, frames, &mut spliced).is_ok()).count();
+        let mut delivered = 0;
+        for (i, socket) in members.iter().enumerate() {
+            // The next member's queue is fetched while this member's write runs.
+            if let Some(next) = members.get(i + 1) {
+                next.prefetch_broadcast();
+            }
+            delivered += usize::from(socket.send_broadcast(stamp, frames, &mut spliced).is_ok());
+        }
         self.deliveries.fetch_add(delivered as u64, Ordering::Relaxed);
         delivered
     }

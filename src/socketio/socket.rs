@@ -60,18 +60,20 @@ struct Track {
     whole_at: Option<Option<String>>,
 }
 
-/// `repr(C)`, hot fields first: a room broadcast reads `track`, `session` and `pid` of every
-/// member (and the room table's `Arc` clone writes the count before them), so these sit in
-/// the allocation's first bytes, one or two cache lines, instead of wherever the compiler put
-/// them among the cold ones (each extra line a miss per delivery on a large fan-out).
+/// `repr(C)`, hot fields first: a room broadcast reads `outbox`, `pid` and `track` of every
+/// member, so these sit in the allocation's first cache lines instead of wherever the compiler
+/// put them among the cold ones (each extra line a miss per delivery on a large fan-out).
+/// `outbox` shares the first line with the `Arc`'s count, which the room's member list just
+/// wrote: the fan-out reads it there to fetch the next member's queue early
+/// ([`Socket::prefetch_broadcast`]).
 #[repr(C)]
 pub struct Socket {
-    track: Mutex<Track>,
     /// The session's queue, reached without reading the session (see [`Session::outbox`]).
     outbox: Outbox,
     session: Arc<Session>,
     /// Connection state recovery: the private session id the client was given.
     pid: OnceLock<String>,
+    track: Mutex<Track>,
     id: Arc<str>,
     ns: Arc<Namespace>,
     /// Rooms this socket joined; the namespace's room table is the reverse index.
@@ -219,6 +221,14 @@ impl Socket {
             return Ok(());
         }
         self.send_tracked(&mut track, stamp, frames, spliced)
+    }
+
+    /// Starts loading what a broadcast to this socket reads (see `crate::prefetch`): the
+    /// socket's hot fields, and its queue's state, whose address is in the socket's first
+    /// line, in the cache once the room's member list was taken (it counted its reference).
+    pub(crate) fn prefetch_broadcast(&self) {
+        crate::prefetch::lines(self as *const Self, std::mem::offset_of!(Self, id));
+        self.outbox.prefetch();
     }
 
     /// Sends a broadcast unless the client has it; a socket with a pid gets it with its offset
