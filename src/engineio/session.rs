@@ -551,6 +551,17 @@ pub(crate) mod tests {
         assert_eq!(s.send(Frame::message("c")), Err(SendError::QueueFull));
         assert_eq!(s.close_reason(), Some(CloseReason::QueueFull));
         assert_eq!(s.send(Frame::message("d")), Err(SendError::Closed));
+        assert_eq!(s.send_via(&s.outbox(), &[Frame::message("e")]), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn a_full_queue_met_through_the_outbox_closes_the_session() {
+        let s = session(1);
+        let outbox = s.outbox();
+        s.send_via(&outbox, &[Frame::message("a")]).unwrap();
+        assert_eq!(s.send_via(&outbox, &[Frame::message("b")]), Err(SendError::QueueFull));
+        assert_eq!(s.close_reason(), Some(CloseReason::QueueFull));
+        assert_eq!(s.queue.try_recv(), Some(Frame::message("a")));
     }
 
     #[test]
