@@ -29,12 +29,6 @@ pub trait DirectSocket: Send + Sync + 'static {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
     /// Until the socket may take more.
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-    /// Writes what the socket takes now, without noting anything for a later wait: for a
-    /// sender whose leftovers go to the pump, whose own `try_write_vectored` then notes a full
-    /// socket, so that its `poll_write_ready` waits.
-    fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.try_write_vectored(bufs)
-    }
 }
 
 /// Frames up to this size are copied into one buffer and sent with one `send`.
@@ -68,10 +62,6 @@ fn send_now(fd: &impl AsFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 impl DirectSocket for TcpStream {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         TcpStream::try_write_vectored(self, bufs)
-    }
-
-    fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        send_now(self, bufs)
     }
 
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -109,7 +99,9 @@ impl Direct {
         &self.socket
     }
 
-    /// Writes what the socket takes now (see [`DirectSocket::write_now`]).
+    /// Writes what the socket takes now, for a sender whose leftovers go to the pump. A TCP
+    /// stream's is written past tokio's readiness (see `send_now`); the pump's own write then
+    /// notes a full socket, so that its wait waits. Any other socket writes as the pump does.
     pub(crate) fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self.fd {
             // SAFETY: `fd` is the descriptor of the `TcpStream` in `self.socket`: `Direct::tcp`
@@ -118,7 +110,7 @@ impl Direct {
             // closes the stream's descriptor but its drop (`SharedTcp::poll_shutdown` does
             // not). `self` holds that stream, so the descriptor stays open for this borrow.
             Some(fd) => send_now(&unsafe { BorrowedFd::borrow_raw(fd) }, bufs),
-            None => self.socket.write_now(bufs),
+            None => self.socket.try_write_vectored(bufs),
         }
     }
 }
@@ -372,11 +364,6 @@ mod tests {
 
         fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             self.tcp.poll_write_ready(cx)
-        }
-
-        fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            self.attempt()?;
-            DirectSocket::write_now(&*self.tcp, bufs)
         }
     }
 

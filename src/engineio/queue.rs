@@ -425,6 +425,21 @@ mod tests {
         }
     }
 
+    /// A queue of 8 whose pump's socket takes `room` bytes in all.
+    fn wired(room: usize) -> (Queue, Arc<Wire>) {
+        let q = Queue::new(8);
+        let wire = Arc::new(Wire(Mutex::new((room, Vec::new()))));
+        q.set_direct(Direct::new(wire.clone()));
+        (q, wire)
+    }
+
+    /// [`wired`], with the pump idle: pushes may write.
+    fn idle_wired(room: usize) -> (Queue, Arc<Wire>) {
+        let (q, wire) = wired(room);
+        q.set_idle();
+        (q, wire)
+    }
+
     fn pumped(q: &Queue) -> Vec<String> {
         std::iter::from_fn(|| q.try_recv_pumped())
             .map(|p| match p {
@@ -436,9 +451,7 @@ mod tests {
 
     #[test]
     fn an_idle_pump_lets_a_push_write_and_nobody_is_woken() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((1000, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
+        let (q, wire) = wired(1000);
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         assert!(q.poll_recv(&mut Context::from_waker(&waker)).is_pending());
@@ -464,10 +477,7 @@ mod tests {
 
     #[test]
     fn frames_queued_while_idle_are_not_overtaken_by_a_later_push() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((1000, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
-        q.set_idle();
+        let (q, wire) = idle_wired(1000);
         // Two frames (a packet and its attachment) cannot be written directly: queued.
         q.push_all(&[Frame::message("a"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
         // The pump has not run yet: this one must queue behind them, not go to the socket.
@@ -478,10 +488,7 @@ mod tests {
 
     #[test]
     fn what_the_socket_does_not_take_goes_to_the_pump_first() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
-        q.set_idle();
+        let (q, wire) = idle_wired(3);
         q.push_all(&[Frame::message("hello")]).unwrap();
         // Half-written: no longer idle, so the next one is queued behind the rest.
         q.push_all(&[Frame::message("next")]).unwrap();
@@ -500,10 +507,7 @@ mod tests {
 
     #[test]
     fn the_end_of_a_half_written_frame_is_handed_to_a_pump_about_to_write_its_own() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
-        q.set_idle();
+        let (q, wire) = idle_wired(3);
         q.push_all(&[Frame::message("hello")]).unwrap();
         assert_eq!(wire.0.lock().unwrap().1, b"\x81\x064");
         // A pong now would split the frame: the pump gets its end to write first.
@@ -522,10 +526,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_thread_writes_a_sockets_frames_once_per_batch_in_order() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((usize::MAX, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
-        q.set_idle();
+        let (q, wire) = idle_wired(usize::MAX);
         batch::on_worker_park();
         let n = batch::BUSY as usize + 3;
         let mut expected = Vec::new();
@@ -553,10 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_waits_for_a_batch_goes_to_the_pump_before_what_is_queued_after_it() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((usize::MAX, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
-        q.set_idle();
+        let (q, wire) = idle_wired(usize::MAX);
         batch::make_busy();
         q.push_all(&[Frame::message("a")]).unwrap();
         q.push_all(&[Frame::message("b"), Frame::Binary(bytes::Bytes::from_static(b"x"))]).unwrap();
@@ -586,10 +584,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_full_socket_does_not_take_from_a_batch_goes_to_the_pump() {
-        let q = Queue::new(8);
-        let wire = Arc::new(Wire(Mutex::new((3, Vec::new()))));
-        q.set_direct(Direct::new(wire.clone()));
-        q.set_idle();
+        let (q, wire) = idle_wired(3);
         batch::make_busy();
         q.push_all(&[Frame::message("hello")]).unwrap();
         q.push_all(&[Frame::message("next")]).unwrap();

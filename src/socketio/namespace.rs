@@ -581,7 +581,7 @@ impl Namespace {
         let members = self.room_members(room);
         let mut delivered = 0;
         for (i, socket) in members.iter().enumerate() {
-            // The next member's queue is fetched while this member's write runs.
+            // The next member's state is fetched while this member's write runs.
             if let Some(next) = members.get(i + 1) {
                 next.prefetch_broadcast();
             }
