@@ -3,7 +3,8 @@
 # one process), the socketioxide peer (the same two shapes) or the floor on 127.0.0.1, track every
 # started PID and stop them (cleanup), build and run chatbench and the peers.
 # Expects OUT to be set. NODE_THREADS=n runs each clusterchat node with n tokio worker threads
-# (TOKIO_WORKER_THREADS; default: one per core).
+# (TOKIO_WORKER_THREADS; default: one per core); BASELINE_THREADS=n does so for the baselines
+# only (e.g. BASELINE_BIN=$BIN BASELINE_THREADS=1 compares thread counts side by side).
 
 # The server and the load generator (the workspace member crates/chatbench), built together.
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -81,13 +82,13 @@ start_haproxy() { # name port servers...
 }
 
 SERVER_PIDS=()
-start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)]
-    local n=${1:-3} bin=${2:-$BIN}
+start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)] [threads ($NODE_THREADS)]
+    local n=${1:-3} bin=${2:-$BIN} threads=${3:-${NODE_THREADS:-}}
     SERVER_PIDS=()
     for i in $(seq "$n"); do
         local seeds=()
         for j in $(seq "$n"); do [ "$j" = "$i" ] || seeds+=(--seed "127.0.0.1:710$j"); done
-        env ${NODE_THREADS:+TOKIO_WORKER_THREADS=$NODE_THREADS} CLUSTERCHAT_SECRET=bench-secret-0123 "$bin" node --node-id "node$i" --http "127.0.0.1:910$i" \
+        env ${threads:+TOKIO_WORKER_THREADS=$threads} CLUSTERCHAT_SECRET=bench-secret-0123 "$bin" node --node-id "node$i" --http "127.0.0.1:910$i" \
             --gossip "127.0.0.1:710$i" --rpc "127.0.0.1:810$i" --cluster-id "bench-$$" "${seeds[@]}" \
             --log warn >>"$OUT/node$i.log" 2>&1 &
         started $!; SERVER_PIDS+=($!)
@@ -151,8 +152,8 @@ start_system() { # label
     case $1 in
         clusterchat) start_clusterchat 3 "$BIN"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
         clusterchat-1) start_clusterchat 1 "$BIN"; TARGET=127.0.0.1:9101 ;;
-        clusterchat-baseline) start_clusterchat 3 "$BASELINE_BIN"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
-        clusterchat-baseline-1) start_clusterchat 1 "$BASELINE_BIN"; TARGET=127.0.0.1:9101 ;;
+        clusterchat-baseline) start_clusterchat 3 "$BASELINE_BIN" "${BASELINE_THREADS:-${NODE_THREADS:-}}"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
+        clusterchat-baseline-1) start_clusterchat 1 "$BASELINE_BIN" "${BASELINE_THREADS:-${NODE_THREADS:-}}"; TARGET=127.0.0.1:9101 ;;
         socketioxide-redis-3) start_sioxide3; TARGET=127.0.0.1:9330 ;;
         socketioxide-1) start_sioxide1; TARGET=127.0.0.1:9320 ;;
         floor-1) start_floor; TARGET=127.0.0.1:9340 ;;

@@ -1,13 +1,19 @@
-//! `room users` updates, coalesced per room.
+//! `room users` updates, coalesced and paced per room.
 //!
-//! Every join and leave changes a room's member list, and the list goes to every member: sent
-//! at once on each change, a room filling up with N members costs N² deliveries of lists up to
-//! N names long (3,000 members joining: billions of bytes). Instead a change marks the room,
-//! and one update with the list as it is then goes out a moment later; the moment grows with
-//! the room (1 ms per local member, from 10 ms to 2 s), so a big room gets a few lists while it
-//! fills, a small one gets them at once.
+//! Every join and leave changes a room's member list, and the list goes to every local member:
+//! sent at once on each change, a room filling up with N members costs N² deliveries of lists
+//! up to N names long (3,000 members joining: billions of bytes). Instead a change marks the
+//! room, and one update with the list as it is then goes out a moment later ([`FIRST_DELAY`]);
+//! changes made while it was on its way, or in the pause after it, are carried by one more.
+//!
+//! The pause after an update grows with the list it sent ([`pause`]): each member is sent at
+//! most about [`LIST_BYTES_PER_SEC`] of lists while its room churns, whatever the room's size.
+//! Paced by the local members instead (as it once was), a node's list traffic grew with the
+//! room's total size: a room of 3,000 over three nodes filling up sent each node's 1,000
+//! members a 36 KB list every second, 36 MB/s per node, which outran the clients' reading
+//! and closed their sessions as too slow (the benchmark's three-node big room).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -15,37 +21,88 @@ use serde_json::json;
 
 use crate::socketio::Namespace;
 
-const MIN_DELAY: Duration = Duration::from_millis(10);
-const MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long changes gather before a room's first update goes out.
+const FIRST_DELAY: Duration = Duration::from_millis(10);
+/// Bytes of `room users` lists a member of a churning room is sent per second, about.
+const LIST_BYTES_PER_SEC: u64 = 8 * 1024;
+/// The longest pause between two updates of a room (a list of some 80 KB and more).
+const MAX_PAUSE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct RoomUsers {
-    /// Rooms with an update on its way.
-    pending: Mutex<HashSet<String>>,
+    /// Rooms with an update on its way or in the pause after one, and whether they changed
+    /// since their last update went out.
+    pending: Mutex<HashMap<String, bool>>,
 }
 
 impl RoomUsers {
     /// Schedules a `room users` update of `room` to its local members, unless one is on its
-    /// way (it will carry this change too).
+    /// way or pausing (the next one will carry this change).
     pub fn changed(self: &Arc<Self>, ns: &Arc<Namespace>, room: &str) {
-        if !self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(room.to_owned()) {
-            return;
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(changed) = pending.get_mut(room) {
+                *changed = true;
+                return;
+            }
+            pending.insert(room.to_owned(), true);
         }
-        let members = ns.room_members(room).len() as u64;
-        let delay = Duration::from_millis(members).clamp(MIN_DELAY, MAX_DELAY);
         let (this, weak, room) = (self.clone(), Arc::downgrade(ns), room.to_owned());
         // Cut short when the node stops: its clients are gone, nobody is waiting for a list.
         ns.tasks().spawn_until_stopped(async move {
-            tokio::time::sleep(delay).await;
-            this.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
-            if let Some(ns) = Weak::upgrade(&weak) {
-                ns.emit_to_local_room(&room, "room users", vec![list(&ns, &room)]);
+            tokio::time::sleep(FIRST_DELAY).await;
+            loop {
+                if let Some(changed) = this.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&room) {
+                    *changed = false;
+                }
+                let Some(ns) = Weak::upgrade(&weak) else { break };
+                let users = ns.room_labels(&room);
+                let sent = list_bytes(&users);
+                ns.emit_to_local_room(&room, "room users", vec![json!({ "room": &room, "users": users })]);
+                drop(ns);
+                tokio::time::sleep(pause(sent)).await;
+                let mut pending = this.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.get(&room) != Some(&true) {
+                    pending.remove(&room);
+                    break;
+                }
             }
         });
     }
 }
 
+/// The pause after an update whose list was `bytes` long (see the module doc).
+fn pause(bytes: u64) -> Duration {
+    Duration::from_millis(bytes.saturating_mul(1000) / LIST_BYTES_PER_SEC).clamp(FIRST_DELAY, MAX_PAUSE)
+}
+
+/// About the bytes of a list of `users` in JSON: each name, quoted, and a comma.
+fn list_bytes(users: &[String]) -> u64 {
+    users.iter().map(|u| u.len() as u64 + 3).sum()
+}
+
 /// `{room, users}`: the sorted, distinct names of the room's members on every node.
 pub fn list(ns: &Namespace, room: &str) -> serde_json::Value {
     json!({ "room": room, "users": ns.room_labels(room) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_grows_with_the_list_so_a_member_gets_a_bounded_rate_of_lists() {
+        assert_eq!(pause(0), FIRST_DELAY, "a small room's lists go out at once");
+        assert_eq!(pause(400), Duration::from_millis(48), "30 names");
+        // 3,000 names of 9 characters: 36 KB, one list per 4.4 s.
+        let names: Vec<String> = (0..3000).map(|i| format!("user{i:05}")).collect();
+        assert_eq!(list_bytes(&names), 36_000);
+        assert_eq!(pause(list_bytes(&names)), Duration::from_millis(4394));
+        assert_eq!(pause(10_000_000), MAX_PAUSE);
+        // The rate a member is sent, list bytes over the pause, stays near the budget.
+        for bytes in [2_000u64, 36_000, 80_000] {
+            let rate = bytes as f64 / pause(bytes).as_secs_f64();
+            assert!((rate - LIST_BYTES_PER_SEC as f64).abs() < 10.0, "{bytes} B: {rate} B/s");
+        }
+    }
 }
