@@ -55,7 +55,10 @@ impl RoomUsers {
                 if let Some(changed) = this.pending.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&room) {
                     *changed = false;
                 }
-                let Some(ns) = Weak::upgrade(&weak) else { break };
+                let Some(ns) = Weak::upgrade(&weak) else {
+                    this.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
+                    break;
+                };
                 let users = ns.room_labels(&room);
                 let sent = list_bytes(&users);
                 ns.emit_to_local_room(&room, "room users", vec![json!({ "room": &room, "users": users })]);
