@@ -61,7 +61,7 @@ impl RoomUsers {
                 };
                 let users = ns.room_labels(&room);
                 let sent = list_bytes(&users);
-                ns.emit_to_local_room(&room, "room users", vec![json!({ "room": &room, "users": users })]);
+                ns.emit_to_local_room(&room, "room users", vec![payload(&room, users)]);
                 drop(ns);
                 tokio::time::sleep(pause(sent)).await;
                 let mut pending = this.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -86,7 +86,12 @@ fn list_bytes(users: &[String]) -> u64 {
 
 /// `{room, users}`: the sorted, distinct names of the room's members on every node.
 pub fn list(ns: &Namespace, room: &str) -> serde_json::Value {
-    json!({ "room": room, "users": ns.room_labels(room) })
+    payload(room, ns.room_labels(room))
+}
+
+/// A `room users` event's argument for `users`, the room's labels (see [`list`]).
+fn payload(room: &str, users: Vec<String>) -> serde_json::Value {
+    json!({ "room": room, "users": users })
 }
 
 #[cfg(test)]
