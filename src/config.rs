@@ -47,6 +47,9 @@ pub struct NodeConfig {
     pub max_connections_per_address: usize,
     /// Time a request body has to arrive in full, ms; then 408 and the connection closes.
     pub body_timeout_ms: u64,
+    /// Threads that serve the HTTP connections, each a single-threaded runtime that keeps its
+    /// connections (see [`crate::io_threads`]); absent: one per core.
+    pub io_threads: Option<usize>,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
     /// How chat clients prove who they are; empty: they don't (see [`crate::auth`]).
@@ -226,6 +229,7 @@ impl Default for NodeConfig {
             max_connections: 10_000,
             max_connections_per_address: 0,
             body_timeout_ms: 30_000,
+            io_threads: None,
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             auth: AuthSettings::default(),
@@ -346,6 +350,7 @@ impl NodeConfig {
             (e.max_polling_packets == 0, "engine.max_polling_packets must be > 0"),
             (self.max_connections == 0, "max_connections must be > 0"),
             (self.body_timeout_ms == 0, "body_timeout_ms must be > 0"),
+            (self.io_threads == Some(0), "io_threads must be > 0"),
             (
                 self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,
                 "chat limits must be > 0",

@@ -16,6 +16,7 @@ pub mod engineio;
 pub mod history;
 pub mod http;
 pub mod inspect;
+pub mod io_threads;
 pub mod keyring;
 pub mod logging;
 pub mod metrics;

@@ -147,6 +147,9 @@ struct NodeArgs {
     /// Log filter, e.g. `debug` or `clusterchat=debug` [default: info]; RUST_LOG overrides.
     #[arg(long)]
     log: Option<String>,
+    /// Threads that serve HTTP and WebSocket connections [default: one per core].
+    #[arg(long)]
+    io_threads: Option<usize>,
     /// Directory where room history is saved (`history.dir`) [default: none, memory only].
     #[arg(long)]
     history_dir: Option<PathBuf>,
@@ -206,6 +209,9 @@ impl NodeArgs {
         }
         if let Some(v) = self.log {
             c.log = v;
+        }
+        if let Some(v) = self.io_threads {
+            c.io_threads = Some(v);
         }
         if let Some(v) = self.history_dir {
             c.history.dir = Some(v);

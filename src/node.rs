@@ -20,6 +20,7 @@ use crate::engineio::{Engine, EngineConfig};
 use crate::history::disk::{Disk, DiskError, Writer};
 use crate::history::{History, HistoryHandle, HistoryStore, LocalHistory};
 use crate::http::{EdgePolicy, HttpState};
+use crate::io_threads::IoThreads;
 use crate::logging::node_span;
 use crate::metrics::{ClusterSources, Metrics, Sources};
 use crate::rpc::listener::ListenSettings;
@@ -46,6 +47,8 @@ pub enum NodeError {
     GossipDown(String),
     #[error("room history: {0}")]
     History(#[from] DiskError),
+    #[error("cannot start the connection threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Where a started node listens, as `clusterchat node --ready-file` writes it: a supervisor or
@@ -213,6 +216,8 @@ pub struct Node {
     drain: Duration,
     state: Arc<HttpState>,
     server: Server,
+    /// Where `server`'s connections run; stopped last.
+    io_threads: Arc<IoThreads>,
     /// `/metrics` on a listener of its own (`metrics_listen`), off the public port.
     metrics_server: Option<Server>,
     engine: Arc<Engine>,
@@ -419,8 +424,12 @@ impl Node {
                 be_known_by_the_ring(&c.cluster, &node_id, limit, step).await;
             }
         }
-        let server = Server::start_with(http, state.clone(), ConnectionLimits::from_config(&config))
-            .map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        let io_threads = IoThreads::start(config.io_threads.unwrap_or_else(IoThreads::default_count))
+            .map(Arc::new)
+            .map_err(NodeError::Threads)?;
+        let server =
+            Server::start_on(http, state.clone(), ConnectionLimits::from_config(&config), Some(io_threads.clone()))
+                .map_err(|source| NodeError::Bind { addr: config.http, source })?;
         let metrics_server = match metrics_listener {
             Some((listener, addr)) => Some(
                 Server::start(listener, Arc::new(state.metrics_only()))
@@ -433,7 +442,20 @@ impl Node {
         }
         let drain = Duration::from_millis(config.drain_ms);
         let stop = CancellationToken::new();
-        Ok(Self { node_id, stop, drain, state, server, metrics_server, engine, cluster, admin, history, span })
+        Ok(Self {
+            node_id,
+            stop,
+            drain,
+            state,
+            server,
+            io_threads,
+            metrics_server,
+            engine,
+            cluster,
+            admin,
+            history,
+            span,
+        })
     }
 
     pub fn node_id(&self) -> &str {
@@ -569,6 +591,7 @@ impl Node {
             if let Some(writer) = self.history.and_then(|h| h.writer) {
                 writer.stop().await; // what is not on disk yet is written now
             }
+            self.io_threads.stop().await;
             info!("left");
             match failed {
                 Some(reason) => Err(NodeError::GossipDown(reason)),

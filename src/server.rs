@@ -14,6 +14,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::NodeConfig;
 use crate::http::{handle, HttpState};
+use crate::io_threads::IoThreads;
 use crate::metrics::Refusal;
 use crate::per_address::PerAddress;
 
@@ -89,11 +90,24 @@ impl Server {
         Self::start_with(listener, state, ConnectionLimits::default())
     }
 
-    /// Serves `state` on `listener` in the current tracing span.
+    /// Serves `state` on `listener` in the current tracing span, each connection on the
+    /// current runtime.
     pub fn start_with(listener: TcpListener, state: Arc<HttpState>, limits: ConnectionLimits) -> std::io::Result<Self> {
+        Self::start_on(listener, state, limits, None)
+    }
+
+    /// Serves `state` on `listener` in the current tracing span, each connection on one of
+    /// `threads` (see [`IoThreads`]) or, without, on the current runtime. The caller stops
+    /// `threads` after this server.
+    pub fn start_on(
+        listener: TcpListener,
+        state: Arc<HttpState>,
+        limits: ConnectionLimits,
+        threads: Option<Arc<IoThreads>>,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, state, limits, shutdown.clone()).in_current_span());
+        let task = tokio::spawn(accept_loop(listener, state, limits, threads, shutdown.clone()).in_current_span());
         Ok(Self { addr, shutdown, task })
     }
 
@@ -124,6 +138,7 @@ async fn accept_loop(
     listener: TcpListener,
     state: Arc<HttpState>,
     limits: ConnectionLimits,
+    threads: Option<Arc<IoThreads>>,
     shutdown: CancellationToken,
 ) {
     info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
@@ -166,36 +181,33 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let (draining, stop) = (shutdown.clone(), connections.clone());
-        state.tasks.clone().spawn(
-            async move {
-                let _permits = (permit, address_permit);
-                let service = service_fn(move |req| handle(state.clone(), peer, req));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.idle_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    // Shutting down: idle keep-alive connections close now, a request in
-                    // flight gets its answer first (the drain deadline still applies).
-                    _ = draining.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        tokio::select! {
-                            result = conn.as_mut() => result,
-                            _ = stop.cancelled() => Ok(()),
+        let connection = Connection {
+            state: state.clone(),
+            peer,
+            limits,
+            draining: shutdown.clone(),
+            stop: connections.clone(),
+            _permits: (permit, address_permit),
+        };
+        match &threads {
+            None => state.tasks.spawn(connection.serve(stream).in_current_span()),
+            // To another runtime's I/O driver: out of this one's first.
+            Some(threads) => match stream.into_std() {
+                Ok(stream) => {
+                    let serve = async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => connection.serve(stream).await,
+                            Err(err) => warn!(%peer, error = %err, "connection not handed to its thread"),
                         }
-                    }
-                };
-                if let Err(err) = result {
-                    debug!(%peer, error = %err, "connection error");
+                    };
+                    state.tasks.spawn_on(serve.in_current_span(), threads.next())
                 }
-            }
-            .in_current_span(),
-        );
+                Err(err) => {
+                    warn!(%peer, error = %err, "connection not handed to its thread");
+                    continue;
+                }
+            },
+        };
     }
     info!("shutting down: closing sessions");
     drop(listener);
@@ -209,6 +221,46 @@ async fn accept_loop(
         state.tasks.wait().await;
     }
     info!("stopped");
+}
+
+/// One accepted HTTP connection, served until it closes.
+struct Connection {
+    state: Arc<HttpState>,
+    peer: SocketAddr,
+    limits: ConnectionLimits,
+    /// The server's shutdown: idle keep-alive connections close, a request in flight gets its
+    /// answer first.
+    draining: CancellationToken,
+    /// The drain deadline passed: close now.
+    stop: CancellationToken,
+    /// Its places under `max_connections` and `max_per_address`, given back when it closes.
+    _permits: (tokio::sync::OwnedSemaphorePermit, Option<AddressPermit>),
+}
+
+impl Connection {
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Self { state, peer, limits, draining, stop, _permits } = self;
+        let service = service_fn(move |req| handle(state.clone(), peer, req));
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = draining.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = stop.cancelled() => Ok(()),
+                }
+            }
+        };
+        if let Err(err) = result {
+            debug!(%peer, error = %err, "connection error");
+        }
+    }
 }
 
 /// Tells a connection over a limit so, briefly, and closes it.

@@ -163,6 +163,45 @@ async fn twenty_rooms_every_message_exactly_once_in_sender_order() {
     cluster.shutdown().await;
 }
 
+/// One node whose connections are spread over three connection threads (two WebSocket users
+/// each, handed out in turn): every member hears every message of the room, each sender's in
+/// the order sent, whichever thread serves the sender and the member; then the node stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_served_by_different_connection_threads_hear_every_message() {
+    const USERS: usize = 6;
+    const PER_USER: usize = 5;
+    let make: support::cluster::MakeServices =
+        Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]);
+    let cluster = TestCluster::start(1, make, |c| c.io_threads = Some(3)).await;
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        let (client, _) = connect(&cluster.url(0), &format!("u{i}"), TransportType::Websocket).await;
+        join(&client, "threads").await;
+        users.push(client);
+    }
+    for k in 0..PER_USER {
+        for (i, user) in users.iter().enumerate() {
+            let sent = user.call("chat message", json!({ "room": "threads", "message": format!("{i}.{k}") })).await;
+            assert_eq!(sent, json!({ "ok": true }));
+        }
+    }
+    for user in &mut users {
+        let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for _ in 0..USERS * PER_USER {
+            let m = user.expect("chat message").await;
+            got.entry(m["user"].as_str().unwrap().to_owned()).or_default().push(m["message"].as_str().unwrap().into());
+        }
+        for i in 0..USERS {
+            let want: Vec<String> = (0..PER_USER).map(|k| format!("{i}.{k}")).collect();
+            assert_eq!(got.get(&format!("u{i}")), Some(&want), "u{i}'s messages");
+        }
+    }
+    for user in users {
+        user.client.disconnect().await.ok();
+    }
+    cluster.shutdown().await;
+}
+
 /// Two users on different nodes in a room; the third node has no member and gets no pushes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_nodes_with_members_receive_a_rooms_messages() {

@@ -93,7 +93,9 @@ impl Login {
 }
 
 /// Runs CPU-bound work without stalling the other tasks of a multi-threaded runtime's worker
-/// (they move to another worker); on a current-thread runtime it simply runs.
+/// (they move to another worker); on a current-thread runtime (a connection thread,
+/// `io_threads`) it simply runs, and that thread's connections wait for it: logins are rare,
+/// and at most `max_checks` run at once.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
