@@ -262,7 +262,7 @@ fn main() -> anyhow::Result<()> {
 /// that finds the arenas busy one of its own, up to eight per core, and an arena keeps much of
 /// what was freed in it. With the connection threads (`io_threads`) beside the runtime's
 /// workers, that cost idle clients about 400 B of RSS each at 10,000 over three nodes (6,467
-/// against 6,070 B) and 130 B at 50,000; with one arena per core, 5,963 B at 10,000
+/// against 6,070 B) and 130 B at 50,000; with one arena per core, 6,117 B at 10,000
 /// (`bench/idle-scale.md`). The CPU cost, side by side in both orders, was within the noise.
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
