@@ -39,10 +39,11 @@ pub struct IoThreads {
 impl IoThreads {
     /// Starts `n` threads (at least one), named `io-0`, `io-1`…
     pub fn start(n: usize) -> io::Result<Self> {
+        let n = n.max(1);
         let stop = CancellationToken::new();
-        let mut handles = Vec::with_capacity(n.max(1));
-        let mut threads = Vec::with_capacity(n.max(1));
-        for i in 0..n.max(1) {
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let stopped = stop.clone();
             let thread = std::thread::Builder::new().name(format!("io-{i}")).spawn(move || {
@@ -82,16 +83,6 @@ impl IoThreads {
         std::thread::available_parallelism().map_or(1, usize::from)
     }
 
-    /// How many threads there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Never true: [`IoThreads::start`] starts one at least.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// The runtime of the next connection: the threads in turn.
     pub fn next(&self) -> &Handle {
         &self.handles[self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len()]
@@ -125,7 +116,7 @@ mod tests {
     #[tokio::test]
     async fn connections_go_to_the_threads_in_turn_and_each_runs_its_own_tasks() {
         let threads = IoThreads::start(2).expect("threads start");
-        assert_eq!(threads.len(), 2);
+        assert_eq!(threads.handles.len(), 2);
         let mut names = Vec::new();
         for _ in 0..4 {
             let name = threads.next().spawn(async { std::thread::current().name().map(String::from) });

@@ -267,7 +267,7 @@ fn main() -> anyhow::Result<()> {
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = clusterchat::io_threads::IoThreads::default_count();
         // SAFETY: mallopt only sets a limit; called first in main, before any other thread.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX));
