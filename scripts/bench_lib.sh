@@ -2,9 +2,12 @@
 # clusterchat (3 nodes behind haproxy, or one node), the socket.io peer (3 processes + Redis, or
 # one process), the socketioxide peer (the same two shapes) or the floor on 127.0.0.1, track every
 # started PID and stop them (cleanup), build and run chatbench and the peers.
-# Expects OUT to be set. NODE_THREADS=n runs each clusterchat node with n tokio worker threads
-# (TOKIO_WORKER_THREADS; default: one per core); BASELINE_THREADS=n does so for the baselines
-# only (e.g. BASELINE_BIN=$BIN BASELINE_THREADS=1 compares thread counts side by side).
+# Expects OUT to be set. Each clusterchat node runs with n connection threads and n runtime
+# workers (`--io-threads n --worker-threads n`): nodes that share this machine each get their
+# share of its cores (three nodes on two cores: 1; as each peer process runs on one thread), and
+# one node the default (one per core). NODE_THREADS=n sets n for every node instead;
+# BASELINE_THREADS=n for the baselines only (e.g. BASELINE_BIN=$BIN BASELINE_THREADS=2 compares
+# thread counts side by side).
 
 # The server and the load generator (the workspace member crates/chatbench), built together.
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -84,12 +87,15 @@ start_haproxy() { # name port servers...
 SERVER_PIDS=()
 start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)] [threads ($NODE_THREADS)]
     local n=${1:-3} bin=${2:-$BIN} threads=${3:-${NODE_THREADS:-}}
+    if [ -z "$threads" ] && [ "$n" -gt 1 ]; then threads=$(($(nproc) / n)); [ "$threads" -ge 1 ] || threads=1; fi
+    local sized=()
+    [ -z "$threads" ] || sized=(--io-threads "$threads" --worker-threads "$threads")
     SERVER_PIDS=()
     for i in $(seq "$n"); do
         local seeds=()
         for j in $(seq "$n"); do [ "$j" = "$i" ] || seeds+=(--seed "127.0.0.1:710$j"); done
-        env ${threads:+TOKIO_WORKER_THREADS=$threads} CLUSTERCHAT_SECRET=bench-secret-0123 "$bin" node --node-id "node$i" --http "127.0.0.1:910$i" \
-            --gossip "127.0.0.1:710$i" --rpc "127.0.0.1:810$i" --cluster-id "bench-$$" "${seeds[@]}" \
+        env CLUSTERCHAT_SECRET=bench-secret-0123 "$bin" node --node-id "node$i" --http "127.0.0.1:910$i" \
+            --gossip "127.0.0.1:710$i" --rpc "127.0.0.1:810$i" --cluster-id "bench-$$" "${seeds[@]}" "${sized[@]}" \
             --log warn >>"$OUT/node$i.log" 2>&1 &
         started $!; SERVER_PIDS+=($!)
     done

@@ -20,9 +20,11 @@ BIN=${3:-$BIN}
 [ -n "${3:-}" ] || build
 out=$OUT/callgrind.out
 rm -f "$out"*
-env ${NODE_THREADS:+TOKIO_WORKER_THREADS=$NODE_THREADS} CLUSTERCHAT_SECRET=bench-secret-0123 \
+sized=()
+[ -z "${NODE_THREADS:-}" ] || sized=(--io-threads "$NODE_THREADS" --worker-threads "$NODE_THREADS")
+env CLUSTERCHAT_SECRET=bench-secret-0123 \
     valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out" "$BIN" node --node-id node1 \
-    --http 127.0.0.1:9101 --gossip 127.0.0.1:7101 --rpc 127.0.0.1:8101 --cluster-id "cg-$$" \
+    --http 127.0.0.1:9101 --gossip 127.0.0.1:7101 --rpc 127.0.0.1:8101 --cluster-id "cg-$$" "${sized[@]}" \
     --log warn >"$OUT/node.log" 2>&1 &
 server=$!
 started $server

@@ -50,6 +50,11 @@ pub struct NodeConfig {
     /// Threads that serve the HTTP connections, each a single-threaded runtime that keeps its
     /// connections (see [`crate::io_threads`]); absent: one per core.
     pub io_threads: Option<usize>,
+    /// Worker threads of the node's main runtime (gossip, the internal RPC, and delivering
+    /// what peers push to this node's members); absent: one per core (or
+    /// `TOKIO_WORKER_THREADS`). Nodes sharing a host each want their share of its cores
+    /// (`cluster.sh` gives each of its three nodes that).
+    pub worker_threads: Option<usize>,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
     /// How chat clients prove who they are; empty: they don't (see [`crate::auth`]).
@@ -230,6 +235,7 @@ impl Default for NodeConfig {
             max_connections_per_address: 0,
             body_timeout_ms: 30_000,
             io_threads: None,
+            worker_threads: None,
             engine: EngineSettings::default(),
             chat: ChatConfig::default(),
             auth: AuthSettings::default(),
@@ -351,6 +357,7 @@ impl NodeConfig {
             (self.max_connections == 0, "max_connections must be > 0"),
             (self.body_timeout_ms == 0, "body_timeout_ms must be > 0"),
             (self.io_threads == Some(0), "io_threads must be > 0"),
+            (self.worker_threads == Some(0), "worker_threads must be > 0"),
             (
                 self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,
                 "chat limits must be > 0",

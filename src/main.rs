@@ -150,6 +150,9 @@ struct NodeArgs {
     /// Threads that serve HTTP and WebSocket connections [default: one per core].
     #[arg(long)]
     io_threads: Option<usize>,
+    /// Worker threads of the main runtime (gossip, internal RPC) [default: one per core].
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// Directory where room history is saved (`history.dir`) [default: none, memory only].
     #[arg(long)]
     history_dir: Option<PathBuf>,
@@ -213,6 +216,9 @@ impl NodeArgs {
         if let Some(v) = self.io_threads {
             c.io_threads = Some(v);
         }
+        if let Some(v) = self.worker_threads {
+            c.worker_threads = Some(v);
+        }
         if let Some(v) = self.history_dir {
             c.history.dir = Some(v);
         }
@@ -248,14 +254,41 @@ impl NodeArgs {
 
 fn main() -> anyhow::Result<()> {
     cap_malloc_arenas();
+    match Cli::parse().command {
+        Command::Node(args) => {
+            let ready_file = args.ready_file.clone();
+            // Read before the runtime starts: the settings size it.
+            let config = (*args).into_config()?;
+            runtime(config.worker_threads)?.block_on(run_node(config, ready_file))
+        }
+        Command::Inspect(args) => runtime(None)?.block_on(run_inspect(args)),
+        Command::Keygen => {
+            println!("{}", clusterchat::keyring::generate_secret());
+            Ok(())
+        }
+        Command::Token(args) => {
+            println!("{}", args.mint()?);
+            Ok(())
+        }
+        Command::AdminHash => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            println!("{}", clusterchat::admin::hash_password(password).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+    }
+}
+
+/// The main runtime: `workers` threads (absent: one per core, or `TOKIO_WORKER_THREADS`).
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
     // A worker that parks has run out of work: its WebSocket writes are not batched (see
     // `engineio::queue::batch`).
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(clusterchat::engineio::on_worker_park)
-        .build()
-        .context("starting the runtime")?
-        .block_on(run())
+    builder.enable_all().on_thread_park(clusterchat::engineio::on_worker_park).build().context("starting the runtime")
 }
 
 /// One malloc arena per core, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives a thread
@@ -271,31 +304,6 @@ fn cap_malloc_arenas() {
         // SAFETY: mallopt only sets a limit; called first in main, before any other thread.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX));
-        }
-    }
-}
-
-async fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Node(args) => {
-            let ready_file = args.ready_file.clone();
-            run_node((*args).into_config()?, ready_file).await
-        }
-        Command::Inspect(args) => run_inspect(args).await,
-        Command::Keygen => {
-            println!("{}", clusterchat::keyring::generate_secret());
-            Ok(())
-        }
-        Command::Token(args) => {
-            println!("{}", args.mint()?);
-            Ok(())
-        }
-        Command::AdminHash => {
-            let mut password = String::new();
-            std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
-            let password = password.trim_end_matches(['\r', '\n']);
-            println!("{}", clusterchat::admin::hash_password(password).map_err(anyhow::Error::msg)?);
-            Ok(())
         }
     }
 }
