@@ -44,6 +44,8 @@ async fn a_node_runs_the_connection_threads_and_runtime_workers_it_is_given() {
     let names = thread_names(child.id().expect("a running node"));
     let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
     assert_eq!(count("io-"), 3, "connection threads: {names:?}");
+    // The runtime's blocking threads share its workers' name; a node without a history
+    // directory starts none before it serves.
     assert_eq!(count("tokio-rt-worker"), 1, "runtime workers: {names:?}");
     child.kill().await.expect("the node stops");
 }
