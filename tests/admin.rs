@@ -153,3 +153,61 @@ async fn admin_without_a_password_hash_is_refused_at_start() {
     let err = Node::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("must be a bcrypt hash"), "{err}");
 }
+
+/// A login's password check (bcrypt, on purpose slow) holds up no other connection of the
+/// node's one connection thread: while it runs, a chat client's CONNECTs keep being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_check_holds_up_no_other_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Cost 10: a check takes tens of milliseconds optimized, far more in a debug build; a
+    // CONNECT answered on the same thread takes well under a millisecond.
+    let slow = bcrypt::hash(PASSWORD, 10).expect("bcrypt hash");
+    let config = NodeConfig {
+        http: "127.0.0.1:0".parse().unwrap(),
+        drain_ms: 0,
+        io_threads: Some(1),
+        admin: Some(AdminSettings { password_hash: slow, ..admin_settings(false) }),
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config).await.expect("node starts");
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", node.http_addr());
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    // The next text frame that starts with `prefix` (the server's pings are answered).
+    async fn next_with(ws: &mut Ws, prefix: &str) -> String {
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next()).await;
+            match frame.expect("a frame in time").expect("open").expect("a frame") {
+                Message::Text(t) if t.as_str() == "2" => ws.send(Message::text("3")).await.expect("pong"),
+                Message::Text(t) if t.starts_with(prefix) => return t.to_string(),
+                _ => {}
+            }
+        }
+    }
+    let (mut chat, _) = tokio_tungstenite::connect_async(&url).await.expect("chat WebSocket");
+    let (mut admin, _) = tokio_tungstenite::connect_async(&url).await.expect("admin WebSocket");
+    next_with(&mut chat, "0{").await;
+    next_with(&mut admin, "0{").await;
+
+    let login = serde_json::json!({ "username": "admin", "password": "not-the-password" });
+    admin.send(Message::text(format!("40/admin,{login}"))).await.expect("admin CONNECT");
+    let refused = next_with(&mut admin, "44/admin,");
+    tokio::pin!(refused);
+    // Round trips on the chat connection, one after another, until the login is answered: a
+    // CONNECT to a namespace that does not exist is refused at once, on the same thread.
+    let mut answered = 0;
+    let refusal = loop {
+        chat.send(Message::text("40/nowhere,")).await.expect("chat CONNECT");
+        tokio::select! {
+            refusal = &mut refused => break refusal,
+            answer = next_with(&mut chat, "44/nowhere,") => {
+                assert!(answer.contains("Invalid namespace"), "{answer}");
+                answered += 1;
+            }
+        }
+    };
+    assert!(refusal.contains("invalid credentials"), "{refusal}");
+    assert!(answered >= 3, "only {answered} chat round trips while the password was checked");
+    node.shutdown().await;
+}

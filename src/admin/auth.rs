@@ -40,9 +40,10 @@ impl Login {
         Self { username, hash, session_key, session_ttl, checks: AtomicUsize::new(0), max_checks }
     }
 
-    /// Checks a CONNECT auth payload. Blocks for a bcrypt check (tens of milliseconds) when it
-    /// carries a password; at most `max_checks` run at once, more are refused.
-    pub fn check(&self, auth: &Value) -> LoginResult {
+    /// Checks a CONNECT auth payload. A password is checked against the bcrypt hash (tens of
+    /// milliseconds) on the runtime's blocking threads, at most `max_checks` at once; more are
+    /// refused.
+    pub async fn check(&self, auth: &Value) -> LoginResult {
         if let Some(id) = auth.get("sessionId").and_then(Value::as_str) {
             if self.session_valid(id, now()) {
                 return Ok(None);
@@ -52,13 +53,13 @@ impl Login {
         let (Some(username), Some(password)) = (text("username"), text("password")) else {
             return Err(INVALID_CREDENTIALS.into());
         };
-        if self.checks.fetch_add(1, Ordering::AcqRel) >= self.max_checks {
-            self.checks.fetch_sub(1, Ordering::AcqRel);
+        let Some(_checking) = Checking::start(&self.checks, self.max_checks) else {
             return Err("too many logins at once, try again".into());
-        }
+        };
         // Checked whatever the user name, so a wrong name takes as long as a wrong password.
-        let matches = blocking(|| bcrypt::verify(password, &self.hash).unwrap_or(false));
-        self.checks.fetch_sub(1, Ordering::AcqRel);
+        let (password, hash) = (password.to_owned(), self.hash.clone());
+        let check = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false));
+        let matches = check.await.unwrap_or(false);
         if matches && username == self.username {
             Ok(Some(self.new_session(now())))
         } else {
@@ -92,14 +93,24 @@ impl Login {
     }
 }
 
-/// Runs CPU-bound work without stalling the other tasks of a multi-threaded runtime's worker
-/// (they move to another worker); on a current-thread runtime (a connection thread,
-/// `io_threads`) it simply runs, and that thread's connections wait for it: logins are rare,
-/// and at most `max_checks` run at once.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+/// A password check under way: counted in `checks` until dropped (also when the login's
+/// future is dropped before the check ends).
+struct Checking<'a>(&'a AtomicUsize);
+
+impl<'a> Checking<'a> {
+    /// `None` if `max` checks are under way already.
+    fn start(checks: &'a AtomicUsize, max: usize) -> Option<Self> {
+        if checks.fetch_add(1, Ordering::AcqRel) >= max {
+            checks.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(checks))
+    }
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -128,11 +139,11 @@ mod tests {
         Login::new("admin".into(), hash, Duration::from_secs(60), 2)
     }
 
-    #[test]
-    fn password_then_session_id() {
+    #[tokio::test]
+    async fn password_then_session_id() {
         let l = login();
-        let session = l.check(&json!({ "username": "admin", "password": "right" })).unwrap().unwrap();
-        assert_eq!(l.check(&json!({ "sessionId": session })), Ok(None));
+        let session = l.check(&json!({ "username": "admin", "password": "right" })).await.unwrap().unwrap();
+        assert_eq!(l.check(&json!({ "sessionId": session })).await, Ok(None));
         for bad in [
             json!({ "username": "admin", "password": "wrong" }),
             json!({ "username": "root", "password": "right" }),
@@ -143,8 +154,20 @@ mod tests {
             json!(null),
             json!([1, 2]),
         ] {
-            assert_eq!(l.check(&bad), Err(INVALID_CREDENTIALS.into()), "{bad}");
+            assert_eq!(l.check(&bad).await, Err(INVALID_CREDENTIALS.into()), "{bad}");
         }
+    }
+
+    #[test]
+    fn at_most_max_checks_run_at_once() {
+        let checks = AtomicUsize::new(0);
+        let first = Checking::start(&checks, 2).expect("the first");
+        let second = Checking::start(&checks, 2).expect("the second");
+        assert!(Checking::start(&checks, 2).is_none(), "a third is refused");
+        drop(first);
+        let third = Checking::start(&checks, 2).expect("room again once one ends");
+        drop((second, third));
+        assert_eq!(checks.load(Ordering::Acquire), 0);
     }
 
     #[test]

@@ -168,16 +168,20 @@ impl Admin {
     pub fn namespace(self: &Arc<Self>) -> NamespaceBuilder {
         let (a1, a2, a3) = (self.clone(), self.clone(), self.clone());
         let mut builder = NamespaceBuilder::new(NAMESPACE)
-            .on_connect(move |socket, req| {
-                let new_session = a1.login.check(&req.auth).inspect_err(|err| {
-                    info!(socket = %socket.id(), addr = ?socket.session().query().client_addr, error = %err, "admin login refused");
-                })?;
-                let Some(slot) = UiSlot::take(&a1.uis, a1.settings.max_uis) else {
-                    info!(socket = %socket.id(), max = a1.settings.max_uis, "admin UI refused: too many connected");
-                    return Err(format!("too many Admin UIs connected to this node ({})", a1.settings.max_uis));
-                };
-                socket.set_data(AdminClient { new_session, stop: a1.stop.child_token(), _slot: slot });
-                Ok(())
+            // A password's check takes tens of milliseconds: not on the connection's thread.
+            .check_connect(move |socket, req| {
+                let (admin, socket, auth) = (a1.clone(), socket.clone(), req.auth.clone());
+                Box::pin(async move {
+                    let new_session = admin.login.check(&auth).await.inspect_err(|err| {
+                        info!(socket = %socket.id(), addr = ?socket.session().query().client_addr, error = %err, "admin login refused");
+                    })?;
+                    let Some(slot) = UiSlot::take(&admin.uis, admin.settings.max_uis) else {
+                        info!(socket = %socket.id(), max = admin.settings.max_uis, "admin UI refused: too many connected");
+                        return Err(format!("too many Admin UIs connected to this node ({})", admin.settings.max_uis));
+                    };
+                    socket.set_data(AdminClient { new_session, stop: admin.stop.child_token(), _slot: slot });
+                    Ok(())
+                })
             })
             .on_connected(move |socket| a2.connected(socket))
             .on_disconnect(|socket, _| {

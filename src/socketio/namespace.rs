@@ -46,6 +46,9 @@ pub struct Event {
 
 /// Decides whether a CONNECT is accepted; `Err` carries the CONNECT_ERROR message.
 pub type ConnectHandler = Arc<dyn Fn(&Arc<Socket>, &ConnectRequest) -> Result<(), String> + Send + Sync>;
+/// Decides on a CONNECT with work that takes time (see [`NamespaceBuilder::check_connect`]).
+pub type ConnectCheck =
+    Arc<dyn Fn(&Arc<Socket>, &ConnectRequest) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 pub type ConnectedHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 pub type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event, Option<AckSender>) + Send + Sync>;
 pub type DisconnectHandler = Arc<dyn Fn(&Arc<Socket>, &str) + Send + Sync>;
@@ -54,6 +57,7 @@ pub type PresenceHandler = Arc<dyn Fn(&Arc<Namespace>, &str, &PresenceChange) + 
 /// Builds a namespace's handlers before the server starts.
 pub struct NamespaceBuilder {
     name: String,
+    check_connect: Option<ConnectCheck>,
     on_connect: Option<ConnectHandler>,
     on_connected: Option<ConnectedHandler>,
     events: HashMap<String, EventHandler>,
@@ -66,6 +70,7 @@ impl NamespaceBuilder {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            check_connect: None,
             on_connect: None,
             on_connected: None,
             events: HashMap::new(),
@@ -92,6 +97,18 @@ impl NamespaceBuilder {
         f: impl Fn(&Arc<Socket>, &ConnectRequest) -> Result<(), String> + Send + Sync + 'static,
     ) -> Self {
         self.on_connect = Some(Arc::new(f));
+        self
+    }
+
+    /// Decides on a CONNECT with work that would hold up the connection's thread (a password's
+    /// hash): the future runs as a task of its own, and the CONNECT goes on (to `on_connect`)
+    /// once it is `Ok`; `Err(message)` refuses it with a CONNECT_ERROR. Like `on_connect`, it
+    /// may attach data to the socket and must not emit.
+    pub fn check_connect(
+        mut self,
+        f: impl Fn(&Arc<Socket>, &ConnectRequest) -> BoxFuture<'static, Result<(), String>> + Send + Sync + 'static,
+    ) -> Self {
+        self.check_connect = Some(Arc::new(f));
         self
     }
 
@@ -128,6 +145,7 @@ impl NamespaceBuilder {
         Arc::new_cyclic(|me| Namespace {
             me: me.clone(),
             name: self.name,
+            check_connect: self.check_connect,
             on_connect: self.on_connect,
             on_connected: self.on_connected,
             events: self.events,
@@ -148,6 +166,7 @@ pub struct Namespace {
     /// This namespace, for the handlers that take it from `&self` trait methods.
     me: std::sync::Weak<Namespace>,
     name: String,
+    check_connect: Option<ConnectCheck>,
     on_connect: Option<ConnectHandler>,
     on_connected: Option<ConnectedHandler>,
     events: HashMap<String, EventHandler>,
@@ -198,6 +217,16 @@ impl Namespace {
             Some(cluster) => cluster,
             None => self.local.clone(),
         }
+    }
+
+    /// The namespace's slow check of a CONNECT (see [`NamespaceBuilder::check_connect`]), if
+    /// it has one: awaited before [`Namespace::connect`].
+    pub(crate) fn check_connect(
+        &self,
+        socket: &Arc<Socket>,
+        req: &ConnectRequest,
+    ) -> Option<BoxFuture<'static, Result<(), String>>> {
+        self.check_connect.as_ref().map(|f| f(socket, req))
     }
 
     pub(crate) fn connect(&self, socket: &Arc<Socket>, req: &ConnectRequest) -> Result<(), String> {

@@ -260,16 +260,49 @@ impl SocketIo {
             return;
         }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
-        if accept(client, &socket, &req) {
-            let pid = ns.keeper().map(|_| {
-                let pid = crate::engineio::session::new_random_id();
-                socket.set_recovery(pid.clone(), Frontier::default());
-                drop(ns.keep(&socket, None)); // its keeper learns of it now; its joins will wait
-                pid
-            });
-            if socket.send_packet(&connect_answer(client.revision, &socket, pid.as_deref())).is_ok() {
-                ns.after_connect(&socket);
+        match ns.check_connect(&socket, &req) {
+            None => connect_new(client, &socket, &req, Ok(())),
+            Some(check) => {
+                let (session, client) = (session.clone(), client.clone());
+                // Off this turn: the connection's thread serves its other connections meanwhile.
+                self.tasks.spawn(async move {
+                    let checked = check.await;
+                    if !session.is_closed() {
+                        connect_new(&client, &socket, &req, checked);
+                        close_if_left(&session, &client, socket.namespace());
+                    }
+                    drop(slot);
+                });
             }
+        }
+    }
+}
+
+/// Connects a new socket (no `pid`) once its namespace's checks have run: `checked` is the
+/// verdict of its slow check, if it had one.
+fn connect_new(client: &Client, socket: &Arc<Socket>, req: &ConnectRequest, checked: Result<(), String>) {
+    if !accept(client, socket, req, checked) {
+        return;
+    }
+    let ns = socket.namespace();
+    let pid = ns.keeper().map(|_| {
+        let pid = crate::engineio::session::new_random_id();
+        socket.set_recovery(pid.clone(), Frontier::default());
+        drop(ns.keep(socket, None)); // its keeper learns of it now; its joins will wait
+        pid
+    });
+    if socket.send_packet(&connect_answer(client.revision, socket, pid.as_deref())).is_ok() {
+        ns.after_connect(socket);
+    }
+}
+
+/// Closes the socket a CONNECT that awaited something registered in `ns`, if the client left
+/// meanwhile: its other sockets were closed with its session, before this one was there.
+fn close_if_left(session: &Session, client: &Client, ns: &Namespace) {
+    if session.is_closed() {
+        let ours = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(ns.name());
+        if let Some(socket) = ours {
+            socket.on_closed("transport close");
         }
     }
 }
@@ -328,10 +361,11 @@ impl Drop for Slot {
     }
 }
 
-/// Runs the namespace's connect handler; registers the socket with its client, or refuses it.
-fn accept(client: &Client, socket: &Arc<Socket>, req: &ConnectRequest) -> bool {
+/// Runs the namespace's connect handler if its slow check passed (`checked`); registers the
+/// socket with its client, or refuses it.
+fn accept(client: &Client, socket: &Arc<Socket>, req: &ConnectRequest, checked: Result<(), String>) -> bool {
     let ns = socket.namespace();
-    match ns.connect(socket, req) {
+    match checked.and_then(|()| ns.connect(socket, req)) {
         Ok(()) => {
             client.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(ns.name().to_owned(), socket.clone());
             debug!(nsp = %ns.name(), socket = %socket.id(), "socket connected");
@@ -404,7 +438,11 @@ async fn restore(
     };
     let id = found.as_ref().map_or_else(super::new_socket_id, |f| f.sid.as_str().into());
     let socket = Socket::new(id, ns.clone(), session.clone());
-    if !accept(client, &socket, &req) {
+    let checked = match ns.check_connect(&socket, &req) {
+        Some(check) => check.await,
+        None => Ok(()),
+    };
+    if session.is_closed() || !accept(client, &socket, &req, checked) {
         return;
     }
     socket.hold();
@@ -436,13 +474,7 @@ async fn restore(
     if socket.release(first, missed, recovered, |held| ns.seed_keeper(keeper, &pid, held)).is_ok() {
         ns.after_connect(&socket);
     }
-    if session.is_closed() {
-        // The client left while this ran, after its other sockets were closed.
-        let ours = client.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(ns.name());
-        if let Some(socket) = ours {
-            socket.on_closed("transport close");
-        }
-    }
+    close_if_left(session, client, ns);
 }
 
 impl EngineHandler for SocketIo {
