@@ -8,6 +8,8 @@
 #   PERF=1 CALLGRAPH=dwarf scripts/profile_fanout.sh clusterchat 1600 10
 #   PERF=1 PERF_ARGS=--all-user FREQ=999 scripts/profile_fanout.sh clusterchat 1600 15
 #   SYSCALLS=1 scripts/profile_fanout.sh socketio-1 1600 10
+#   THREADS=1 scripts/profile_fanout.sh clusterchat 1600 10   context switches and CPU per kind
+#                                             of server thread over the steps (scripts/thread_stats.py)
 # Everything listens on 127.0.0.1; every process started here is tracked by PID and stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,12 +36,13 @@ log=$OUT/$SYSTEM.log
     --rates "$RATES" --step-secs "$STEP" --max-p99-ms 1e9 >"$OUT/$SYSTEM.jsonl" 2>"$log" &
 gen=$!
 started $gen
-if [ "${PERF:-0}" = 1 ] || [ "${SYSCALLS:-0}" = 1 ]; then
+if [ "${PERF:-0}" = 1 ] || [ "${SYSCALLS:-0}" = 1 ] || [ "${THREADS:-0}" = 1 ]; then
     # From the end of the join phase for as long as the steps send.
     until grep -q "joined" "$log"; do kill -0 $gen 2>/dev/null || break; sleep 0.2; done
     steps=$(($(tr ',' '\n' <<<"$RATES" | wc -l) * STEP))
     list=$(IFS=,; echo "${SERVER_PIDS[*]}")
     perfpids=()
+    [ "${THREADS:-0}" = 1 ] && scripts/thread_stats.py snap "$OUT/threads-$SYSTEM-before.json" "${SERVER_PIDS[@]}"
     if [ "${PERF:-0}" = 1 ]; then
         perf record ${PERF_ARGS:-} -F "${FREQ:-499}" --call-graph "${CALLGRAPH:-dwarf}" -p "$list" -o "$OUT/perf-$SYSTEM.data" \
             -- sleep "$steps" 2>"$OUT/perf-$SYSTEM.err" &
@@ -51,6 +54,12 @@ if [ "${PERF:-0}" = 1 ] || [ "${SYSCALLS:-0}" = 1 ]; then
         events+=,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex
         perf stat -e "$events" -p "$list" -o "$OUT/syscalls-$SYSTEM.txt" -- sleep "$steps" &
         started $!; perfpids+=($!)
+    fi
+    if [ "${THREADS:-0}" = 1 ]; then
+        sleep "$steps"
+        scripts/thread_stats.py snap "$OUT/threads-$SYSTEM-after.json" "${SERVER_PIDS[@]}"
+        scripts/thread_stats.py diff "$OUT/threads-$SYSTEM-before.json" "$OUT/threads-$SYSTEM-after.json" \
+            | tee "$OUT/threads-$SYSTEM.txt"
     fi
     for p in "${perfpids[@]}"; do wait "$p" || true; done
     if [ "${PERF:-0}" = 1 ]; then
