@@ -253,12 +253,12 @@ impl NodeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    cap_malloc_arenas();
     match Cli::parse().command {
         Command::Node(args) => {
             let ready_file = args.ready_file.clone();
             // Read before the runtime starts: the settings size it.
             let config = (*args).into_config()?;
+            cap_malloc_arenas(config.io_threads.unwrap_or_else(clusterchat::io_threads::IoThreads::default_count));
             runtime(config.worker_threads)?.block_on(run_node(config, ready_file))
         }
         Command::Inspect(args) => runtime(None)?.block_on(run_inspect(args)),
@@ -291,21 +291,25 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     builder.enable_all().on_thread_park(clusterchat::engineio::on_worker_park).build().context("starting the runtime")
 }
 
-/// One malloc arena per core, unless `MALLOC_ARENA_MAX` says otherwise. glibc gives a thread
-/// that finds the arenas busy one of its own, up to eight per core, and an arena keeps much of
-/// what was freed in it. With the connection threads (`io_threads`) beside the runtime's
-/// workers, that cost idle clients about 400 B of RSS each at 10,000 over three nodes (6,467
-/// against 6,070 B) and 130 B at 50,000; with one arena per core, 6,117 B at 10,000
-/// (`bench/idle-scale.md`). The CPU cost, side by side in both orders, was within the noise.
-fn cap_malloc_arenas() {
+/// One malloc arena per connection thread (`io_threads`: they make nearly every allocation of
+/// the node's connections), unless `MALLOC_ARENA_MAX` says otherwise. glibc gives a thread that
+/// finds the arenas busy one of its own, up to eight per core, and an arena keeps much of what
+/// was freed in it. With the connection threads beside the runtime's workers, that cost idle
+/// clients about 400 B of RSS each at 10,000 over three nodes (6,467 against 6,070 B) and 130 B
+/// at 50,000; with one arena per core, 6,117 B at 10,000. Three nodes of one connection thread
+/// and one worker each, on two arenas: 6,059-6,786 B at 10,000 over four runs; on one, 5,934 B
+/// (`bench/idle-scale.md`). The CPU cost, side by side, was within the noise both times.
+/// Called first, before the runtime starts any thread.
+fn cap_malloc_arenas(arenas: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        let cores = clusterchat::io_threads::IoThreads::default_count();
-        // SAFETY: mallopt only sets a limit; called first in main, before any other thread.
+        // SAFETY: mallopt only sets a limit; called before any other thread starts.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX));
+            libc::mallopt(libc::M_ARENA_MAX, libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX));
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
 }
 
 async fn run_inspect(args: InspectArgs) -> anyhow::Result<()> {
