@@ -2,13 +2,15 @@
 //! names the session id in the line for a new connection (the receiving node) and in the line
 //! that starts the session (its owner), so `grep <sid>` over `cluster.sh logs` follows it.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::ChildStdout;
+
+mod support;
+use support::cluster::child_process;
 
 /// How long the node may take to print a line we wait for.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,15 +30,8 @@ async fn line_containing(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str
 
 #[tokio::test]
 async fn a_new_connection_is_logged_with_its_session_id() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
-        .args(["node", "--node-id", "logs1", "--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "clusterchat=debug")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("clusterchat starts");
+    let args = ["node", "--node-id", "logs1", "--http", "127.0.0.1:0"];
+    let mut child = child_process(env!("CARGO_BIN_EXE_clusterchat"), &args, &[("RUST_LOG", "clusterchat=debug")]);
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let started = line_containing(&mut lines, "chat page at http://").await;
     let addr = started.rsplit("http://").next().expect("an address").trim_end_matches('/').to_owned();

@@ -2,10 +2,12 @@
 //! `--worker-threads`): nodes sharing a host are sized to their share of its cores
 //! (`cluster.sh`), and a count of 0 is refused with a clear error before anything starts.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+mod support;
+use support::cluster::child_process;
 
 /// How long the node may take to print that it serves.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,15 +23,8 @@ fn thread_names(pid: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn a_node_runs_the_connection_threads_and_runtime_workers_it_is_given() {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clusterchat"))
-        .args(["node", "--node-id", "threads1", "--http", "127.0.0.1:0"])
-        .args(["--io-threads", "3", "--worker-threads", "1"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("clusterchat starts");
+    let args = ["node", "--node-id", "threads1", "--http", "127.0.0.1:0", "--io-threads", "3", "--worker-threads", "1"];
+    let mut child = child_process(env!("CARGO_BIN_EXE_clusterchat"), &args, &[]);
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let serving = async {
         while let Some(line) = lines.next_line().await.expect("node stdout") {

@@ -294,6 +294,20 @@ async fn read_ready_file(child: &mut tokio::process::Child, path: &std::path::Pa
     }
 }
 
+/// The binary `bin` (`env!("CARGO_BIN_EXE_clusterchat")`) run with `args` and `env` from the
+/// crate's directory, its standard output piped for the test to read; killed when dropped.
+pub fn child_process(bin: &str, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
+    tokio::process::Command::new(bin)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("clusterchat starts")
+}
+
 /// `n` clustered processes of the binary `bin` (`env!("CARGO_BIN_EXE_clusterchat")`, which
 /// only tests see), named node1..nodeN, each ready.
 pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
