@@ -333,6 +333,11 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// How many connection threads the node runs: `io_threads`, or one per core.
+    pub fn io_thread_count(&self) -> usize {
+        self.io_threads.unwrap_or_else(crate::io_threads::IoThreads::default_count)
+    }
+
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })

@@ -258,7 +258,7 @@ fn main() -> anyhow::Result<()> {
             let ready_file = args.ready_file.clone();
             // Read before the runtime starts: the settings size it.
             let config = (*args).into_config()?;
-            cap_malloc_arenas(config.io_threads.unwrap_or_else(clusterchat::io_threads::IoThreads::default_count));
+            cap_malloc_arenas(config.io_thread_count());
             runtime(config.worker_threads)?.block_on(run_node(config, ready_file))
         }
         Command::Inspect(args) => runtime(None)?.block_on(run_inspect(args)),

@@ -424,9 +424,7 @@ impl Node {
                 be_known_by_the_ring(&c.cluster, &node_id, limit, step).await;
             }
         }
-        let io_threads = IoThreads::start(config.io_threads.unwrap_or_else(IoThreads::default_count))
-            .map(Arc::new)
-            .map_err(NodeError::Threads)?;
+        let io_threads = IoThreads::start(config.io_thread_count()).map(Arc::new).map_err(NodeError::Threads)?;
         let server =
             Server::start_on(http, state.clone(), ConnectionLimits::from_config(&config), Some(io_threads.clone()))
                 .map_err(|source| NodeError::Bind { addr: config.http, source })?;
