@@ -80,14 +80,15 @@ start() {
     local key admin
     key=$(secret)
     admin=$(admin_hash)
-    # The three nodes share this host: each gets its share of the cores, of both kinds of thread
-    # (more threads than cores only switch between each other: bench/analysis.md, session 14).
+    # The three nodes share this host: each gets its share of the cores (more threads than cores
+    # only switch between each other; a share of one runs the node on one thread:
+    # bench/analysis.md, sessions 14 and 15).
     local share=$(($(nproc) / ${#NODES[@]}))
     [ "$share" -ge 1 ] || share=1
     for n in "${NODES[@]}"; do
         if running "$RUN/$n.pid"; then echo "$n already running (pid $(cat "$RUN/$n.pid"))"; continue; fi
         CLUSTERCHAT_SECRET="$key" CLUSTERCHAT_ADMIN_PASSWORD_HASH="$admin" "$BIN" node --config "config/$n.toml" \
-            --io-threads "$share" --worker-threads "$share" >>"$RUN/$n.log" 2>&1 &
+            --cores "$share" >>"$RUN/$n.log" 2>&1 &
         echo $! >"$RUN/$n.pid"
         echo "started $n (pid $!)"
     done

@@ -2,12 +2,11 @@
 # clusterchat (3 nodes behind haproxy, or one node), the socket.io peer (3 processes + Redis, or
 # one process), the socketioxide peer (the same two shapes) or the floor on 127.0.0.1, track every
 # started PID and stop them (cleanup), build and run chatbench and the peers.
-# Expects OUT to be set. Each clusterchat node runs with n connection threads and n runtime
-# workers (`--io-threads n --worker-threads n`): nodes that share this machine each get their
-# share of its cores (three nodes on two cores: 1; as each peer process runs on one thread), and
-# one node the default (one per core). NODE_THREADS=n sets n for every node instead;
-# BASELINE_THREADS=n for the baselines only (e.g. BASELINE_BIN=$BIN BASELINE_THREADS=2 compares
-# thread counts side by side).
+# Expects OUT to be set. Each clusterchat node runs with its share of this machine's cores
+# (`--cores n`: three nodes on two cores get 1, which runs each on one thread, as each peer
+# process runs; n > 1 is n connection threads and n runtime workers), and one node the default
+# (all cores). NODE_CORES=n sets n for every node instead; BASELINE_CORES=n for the baselines
+# only (e.g. BASELINE_BIN=$BIN BASELINE_CORES=2 compares thread layouts side by side).
 
 # The server and the load generator (the workspace member crates/chatbench), built together.
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -85,11 +84,11 @@ start_haproxy() { # name port servers...
 }
 
 SERVER_PIDS=()
-start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)] [threads ($NODE_THREADS)]
-    local n=${1:-3} bin=${2:-$BIN} threads=${3:-${NODE_THREADS:-}}
-    if [ -z "$threads" ] && [ "$n" -gt 1 ]; then threads=$(($(nproc) / n)); [ "$threads" -ge 1 ] || threads=1; fi
+start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)] [cores ($NODE_CORES)]
+    local n=${1:-3} bin=${2:-$BIN} cores=${3:-${NODE_CORES:-}}
+    if [ -z "$cores" ] && [ "$n" -gt 1 ]; then cores=$(($(nproc) / n)); [ "$cores" -ge 1 ] || cores=1; fi
     local sized=()
-    [ -z "$threads" ] || sized=(--io-threads "$threads" --worker-threads "$threads")
+    [ -z "$cores" ] || sized=(--cores "$cores")
     SERVER_PIDS=()
     for i in $(seq "$n"); do
         local seeds=()
@@ -158,8 +157,8 @@ start_system() { # label
     case $1 in
         clusterchat) start_clusterchat 3 "$BIN"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
         clusterchat-1) start_clusterchat 1 "$BIN"; TARGET=127.0.0.1:9101 ;;
-        clusterchat-baseline) start_clusterchat 3 "$BASELINE_BIN" "${BASELINE_THREADS:-${NODE_THREADS:-}}"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
-        clusterchat-baseline-1) start_clusterchat 1 "$BASELINE_BIN" "${BASELINE_THREADS:-${NODE_THREADS:-}}"; TARGET=127.0.0.1:9101 ;;
+        clusterchat-baseline) start_clusterchat 3 "$BASELINE_BIN" "${BASELINE_CORES:-${NODE_CORES:-}}"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
+        clusterchat-baseline-1) start_clusterchat 1 "$BASELINE_BIN" "${BASELINE_CORES:-${NODE_CORES:-}}"; TARGET=127.0.0.1:9101 ;;
         socketioxide-redis-3) start_sioxide3; TARGET=127.0.0.1:9330 ;;
         socketioxide-1) start_sioxide1; TARGET=127.0.0.1:9320 ;;
         floor-1) start_floor; TARGET=127.0.0.1:9340 ;;

@@ -5,7 +5,7 @@
 # have joined, sends RATE messages/s for STEP seconds, dumps the counters, and prints the
 # instructions per delivery and the top functions (inclusive and self) to $OUT.
 #   ROOMS=20 MEMBERS=30 scripts/callgrind_fanout.sh [rate (100)] [step secs (5)] [binary]
-# NODE_THREADS=n as in scripts/bench_lib.sh. Everything listens on 127.0.0.1; every process
+# NODE_CORES=n as in scripts/bench_lib.sh. Everything listens on 127.0.0.1; every process
 # started here is tracked by PID and stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ BIN=${3:-$BIN}
 out=$OUT/callgrind.out
 rm -f "$out"*
 sized=()
-[ -z "${NODE_THREADS:-}" ] || sized=(--io-threads "$NODE_THREADS" --worker-threads "$NODE_THREADS")
+[ -z "${NODE_CORES:-}" ] || sized=(--cores "$NODE_CORES")
 env CLUSTERCHAT_SECRET=bench-secret-0123 \
     valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out" "$BIN" node --node-id node1 \
     --http 127.0.0.1:9101 --gossip 127.0.0.1:7101 --rpc 127.0.0.1:8101 --cluster-id "cg-$$" "${sized[@]}" \

@@ -47,13 +47,21 @@ pub struct NodeConfig {
     pub max_connections_per_address: usize,
     /// Time a request body has to arrive in full, ms; then 408 and the connection closes.
     pub body_timeout_ms: u64,
+    /// The host's cores this node may keep busy, which sizes both kinds of thread below
+    /// unless they are set; absent: all of them. Nodes sharing a host each want their share
+    /// (`cluster.sh` gives each of its three nodes `cores / 3`, at least 1). One core: the
+    /// node runs on one thread in all (no connection threads, a single-threaded main
+    /// runtime), so no thread wakes another to hand it a client's message or a peer's push;
+    /// on two cores that made three nodes 11-18 % cheaper per delivery than one thread of
+    /// each kind (`bench/analysis.md`, session 15). n > 1: n of each kind.
+    pub cores: Option<usize>,
     /// Threads that serve the HTTP connections, each a single-threaded runtime that keeps its
-    /// connections (see [`crate::io_threads`]); absent: one per core.
+    /// connections (see [`crate::io_threads`]); absent: as `cores` says. 0: none, the main
+    /// runtime serves the connections too.
     pub io_threads: Option<usize>,
     /// Worker threads of the node's main runtime (gossip, the internal RPC, and delivering
-    /// what peers push to this node's members); absent: one per core (or
-    /// `TOKIO_WORKER_THREADS`). Nodes sharing a host each want their share of its cores
-    /// (`cluster.sh` gives each of its three nodes that).
+    /// what peers push to this node's members); absent: as `cores` says (without it, one per
+    /// core, or `TOKIO_WORKER_THREADS`). 1: a single-threaded runtime on the main thread.
     pub worker_threads: Option<usize>,
     pub engine: EngineSettings,
     pub chat: ChatConfig,
@@ -234,6 +242,7 @@ impl Default for NodeConfig {
             max_connections: 10_000,
             max_connections_per_address: 0,
             body_timeout_ms: 30_000,
+            cores: None,
             io_threads: None,
             worker_threads: None,
             engine: EngineSettings::default(),
@@ -333,9 +342,30 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// How many connection threads the node runs: `io_threads`, or one per core.
+    /// How many connection threads the node runs: `io_threads`, else none on one core and
+    /// one per core on more.
     pub fn io_thread_count(&self) -> usize {
-        self.io_threads.unwrap_or_else(crate::io_threads::IoThreads::default_count)
+        match (self.io_threads, self.cores) {
+            (Some(n), _) => n,
+            (None, Some(1)) => 0,
+            (None, Some(n)) => n,
+            (None, None) => crate::io_threads::IoThreads::default_count(),
+        }
+    }
+
+    /// How many workers the main runtime runs: `worker_threads`, else one per core of
+    /// `cores`; `None`: tokio's default (one per core of the host, or `TOKIO_WORKER_THREADS`).
+    pub fn worker_thread_count(&self) -> Option<usize> {
+        self.worker_threads.or(self.cores)
+    }
+
+    /// How many threads serve the node's connections: its connection threads or, without
+    /// any, the main runtime's workers.
+    pub fn serving_thread_count(&self) -> usize {
+        match self.io_thread_count() {
+            0 => self.worker_thread_count().unwrap_or_else(crate::io_threads::IoThreads::default_count),
+            n => n,
+        }
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -361,7 +391,7 @@ impl NodeConfig {
             (e.max_polling_packets == 0, "engine.max_polling_packets must be > 0"),
             (self.max_connections == 0, "max_connections must be > 0"),
             (self.body_timeout_ms == 0, "body_timeout_ms must be > 0"),
-            (self.io_threads == Some(0), "io_threads must be > 0"),
+            (self.cores == Some(0), "cores must be > 0"),
             (self.worker_threads == Some(0), "worker_threads must be > 0"),
             (
                 self.chat.max_room_len == 0 || self.chat.max_user_len == 0 || self.chat.max_message_len == 0,
@@ -403,6 +433,22 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cores_size_both_kinds_of_thread_unless_they_are_set() {
+        let sized = |cores, io_threads, worker_threads| {
+            let c = NodeConfig { cores, io_threads, worker_threads, ..NodeConfig::default() };
+            (c.io_thread_count(), c.worker_thread_count(), c.serving_thread_count())
+        };
+        // One core: no connection threads, a single-threaded runtime serves them.
+        assert_eq!(sized(Some(1), None, None), (0, Some(1), 1));
+        assert_eq!(sized(Some(3), None, None), (3, Some(3), 3));
+        assert_eq!(sized(Some(1), Some(2), None), (2, Some(1), 2));
+        assert_eq!(sized(Some(4), None, Some(1)), (4, Some(1), 4));
+        assert_eq!(sized(None, Some(0), Some(2)), (0, Some(2), 2));
+        let all = crate::io_threads::IoThreads::default_count();
+        assert_eq!(sized(None, None, None), (all, None, all));
+    }
 
     #[test]
     fn defaults_are_the_reference_servers() {

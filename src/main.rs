@@ -147,10 +147,16 @@ struct NodeArgs {
     /// Log filter, e.g. `debug` or `clusterchat=debug` [default: info]; RUST_LOG overrides.
     #[arg(long)]
     log: Option<String>,
-    /// Threads that serve HTTP and WebSocket connections [default: one per core].
+    /// The host's cores this node may keep busy (`cores`): 1 runs it on one thread, n > 1
+    /// gives it n threads of each kind below [default: all].
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Threads that serve HTTP and WebSocket connections; 0: the main runtime's [default: as
+    /// --cores says].
     #[arg(long)]
     io_threads: Option<usize>,
-    /// Worker threads of the main runtime (gossip, internal RPC) [default: one per core].
+    /// Worker threads of the main runtime (gossip, internal RPC); 1: a single-threaded
+    /// runtime on the main thread [default: as --cores says].
     #[arg(long)]
     worker_threads: Option<usize>,
     /// Directory where room history is saved (`history.dir`) [default: none, memory only].
@@ -213,6 +219,9 @@ impl NodeArgs {
         if let Some(v) = self.log {
             c.log = v;
         }
+        if let Some(v) = self.cores {
+            c.cores = Some(v);
+        }
         if let Some(v) = self.io_threads {
             c.io_threads = Some(v);
         }
@@ -258,8 +267,8 @@ fn main() -> anyhow::Result<()> {
             let ready_file = args.ready_file.clone();
             // Read before the runtime starts: the settings size it.
             let config = (*args).into_config()?;
-            cap_malloc_arenas(config.io_thread_count());
-            runtime(config.worker_threads)?.block_on(run_node(config, ready_file))
+            cap_malloc_arenas(config.serving_thread_count());
+            runtime(config.worker_thread_count())?.block_on(run_node(config, ready_file))
         }
         Command::Inspect(args) => runtime(None)?.block_on(run_inspect(args)),
         Command::Keygen => {
@@ -281,9 +290,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The main runtime: `workers` threads (absent: one per core, or `TOKIO_WORKER_THREADS`).
+/// One is a single-threaded runtime on the calling thread rather than a multi-thread runtime
+/// of one worker: the same single thread of work, without a second thread parked in `block_on`
+/// and without the wakes a multi-thread runtime makes to hand work between threads.
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(n) = workers.filter(|&n| n > 1) {
         builder.worker_threads(n);
     }
     // A worker that parks has run out of work: its WebSocket writes are not batched (see
@@ -291,8 +306,8 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     builder.enable_all().on_thread_park(clusterchat::engineio::on_worker_park).build().context("starting the runtime")
 }
 
-/// One malloc arena per connection thread (`io_threads`: they make nearly every allocation of
-/// the node's connections), unless `MALLOC_ARENA_MAX` says otherwise. glibc gives a thread that
+/// One malloc arena per thread that serves connections (`io_threads`, or the workers without
+/// them: they make nearly every allocation of the node's connections), unless `MALLOC_ARENA_MAX` says otherwise. glibc gives a thread that
 /// finds the arenas busy one of its own, up to eight per core, and an arena keeps much of what
 /// was freed in it. With the connection threads beside the runtime's workers, that cost idle
 /// clients about 400 B of RSS each at 10,000 over three nodes (6,467 against 6,070 B) and 130 B

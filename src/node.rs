@@ -216,8 +216,8 @@ pub struct Node {
     drain: Duration,
     state: Arc<HttpState>,
     server: Server,
-    /// Where `server`'s connections run; stopped last.
-    io_threads: Arc<IoThreads>,
+    /// Where `server`'s connections run (none: on the main runtime); stopped last.
+    io_threads: Option<Arc<IoThreads>>,
     /// `/metrics` on a listener of its own (`metrics_listen`), off the public port.
     metrics_server: Option<Server>,
     engine: Arc<Engine>,
@@ -424,10 +424,13 @@ impl Node {
                 be_known_by_the_ring(&c.cluster, &node_id, limit, step).await;
             }
         }
-        let io_threads = IoThreads::start(config.io_thread_count()).map(Arc::new).map_err(NodeError::Threads)?;
-        let server =
-            Server::start_on(http, state.clone(), ConnectionLimits::from_config(&config), Some(io_threads.clone()))
-                .map_err(|source| NodeError::Bind { addr: config.http, source })?;
+        // None: the main runtime serves the connections.
+        let io_threads = match config.io_thread_count() {
+            0 => None,
+            n => Some(IoThreads::start(n).map(Arc::new).map_err(NodeError::Threads)?),
+        };
+        let server = Server::start_on(http, state.clone(), ConnectionLimits::from_config(&config), io_threads.clone())
+            .map_err(|source| NodeError::Bind { addr: config.http, source })?;
         let metrics_server = match metrics_listener {
             Some((listener, addr)) => Some(
                 Server::start(listener, Arc::new(state.metrics_only()))
@@ -589,7 +592,9 @@ impl Node {
             if let Some(writer) = self.history.and_then(|h| h.writer) {
                 writer.stop().await; // what is not on disk yet is written now
             }
-            self.io_threads.stop().await;
+            if let Some(threads) = self.io_threads {
+                threads.stop().await;
+            }
             info!("left");
             match failed {
                 Some(reason) => Err(NodeError::GossipDown(reason)),
