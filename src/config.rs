@@ -52,8 +52,8 @@ pub struct NodeConfig {
     /// (`cluster.sh` gives each of its three nodes `cores / 3`, at least 1). One core: the
     /// node runs on one thread in all (no connection threads, a single-threaded main
     /// runtime), so no thread wakes another to hand it a client's message or a peer's push;
-    /// on two cores that made three nodes 11-18 % cheaper per delivery than one thread of
-    /// each kind (`bench/analysis.md`, session 15). n > 1: n of each kind.
+    /// on two cores three nodes so made 10-18 % more deliveries per CPU-second than with one
+    /// thread of each kind (`bench/analysis.md`, session 15). n > 1: n of each kind.
     pub cores: Option<usize>,
     /// Threads that serve the HTTP connections, each a single-threaded runtime that keeps its
     /// connections (see [`crate::io_threads`]); absent: as `cores` says. 0: none, the main
