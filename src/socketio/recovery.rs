@@ -107,11 +107,14 @@ type Shared = Arc<Broadcast>;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frontier {
     /// Sorted by publisher: two sockets sent the same have equal frontiers (and offsets).
-    /// Inline up to two publishers (a lone node's two worker threads): every broadcast to
-    /// every member reads it, and a separate allocation per socket was a cache miss per
-    /// delivery. A member of a room with publishers on several nodes spills to the heap (six
-    /// inline would cost 64 B per idle client).
-    seen: SmallVec<[(u32, u64); 2]>,
+    /// Inline up to three publishers (a lone node's connection threads on two cores, or three
+    /// nodes of one thread each, `cores = 1`): every broadcast to every member reads it, and a
+    /// separate allocation per socket was a cache miss per delivery. Three rather than two
+    /// costs 16 B per idle client; for the three one-thread nodes of the benchmark it gave
+    /// 8 % more deliveries per CPU-second at 1,600 msg/s, side by side in both orders
+    /// (`bench/analysis.md`, session 15). More publishers (nodes of several threads each)
+    /// spill to the heap (six inline would cost 64 B per idle client).
+    seen: SmallVec<[(u32, u64); 3]>,
     /// More publishers than [`Frontier::MAX`]: what was sent is no longer known exactly.
     overflowed: bool,
 }
