@@ -6,7 +6,9 @@
 # (`--cores n`: three nodes on two cores get 1, which runs each on one thread, as each peer
 # process runs; n > 1 is n connection threads and n runtime workers), and one node the default
 # (all cores). NODE_CORES=n sets n for every node instead; BASELINE_CORES=n for the baselines
-# only (e.g. BASELINE_BIN=$BIN BASELINE_CORES=2 compares thread layouts side by side).
+# only (e.g. BASELINE_BIN=$BIN BASELINE_CORES=2 compares thread layouts side by side). A
+# baseline built before `--cores` (5f14995) does not know the flag: give it a wrapper script
+# that turns `--cores n` into the `--io-threads n --worker-threads n` it knows.
 
 # The server and the load generator (the workspace member crates/chatbench), built together.
 TARGET_DIR=${CARGO_TARGET_DIR:-target}

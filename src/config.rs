@@ -49,9 +49,10 @@ pub struct NodeConfig {
     pub body_timeout_ms: u64,
     /// The host's cores this node may keep busy, which sizes both kinds of thread below
     /// unless they are set; absent: all of them. Nodes sharing a host each want their share
-    /// (`cluster.sh` gives each of its three nodes `cores / 3`, at least 1). One core: the
-    /// node runs on one thread in all (no connection threads, a single-threaded main
-    /// runtime), so no thread wakes another to hand it a client's message or a peer's push;
+    /// (`cluster.sh` gives each of its three nodes `cores / 3`, at least 1); nothing caps the
+    /// CPU a node takes. One core: the node does all its work on one thread (no connection
+    /// threads, a single-threaded main runtime; tokio's blocking pool and the history writer
+    /// aside, when used), so no thread wakes another to hand it a client's message or a peer's push;
     /// on two cores three nodes so made 10-18 % more deliveries per CPU-second than with one
     /// thread of each kind (`bench/analysis.md`, session 15). n > 1: n of each kind.
     pub cores: Option<usize>,
@@ -448,6 +449,14 @@ mod tests {
         assert_eq!(sized(None, Some(0), Some(2)), (0, Some(2), 2));
         let all = crate::io_threads::IoThreads::default_count();
         assert_eq!(sized(None, None, None), (all, None, all));
+
+        // No connection threads is a valid layout; no cores or no workers is not.
+        let valid = |c: NodeConfig| c.validate().map_err(|e| e.to_string());
+        assert_eq!(valid(NodeConfig { io_threads: Some(0), ..NodeConfig::default() }), Ok(()));
+        let refused = valid(NodeConfig { cores: Some(0), ..NodeConfig::default() }).unwrap_err();
+        assert!(refused.contains("cores must be > 0"), "{refused}");
+        let refused = valid(NodeConfig { worker_threads: Some(0), ..NodeConfig::default() }).unwrap_err();
+        assert!(refused.contains("worker_threads must be > 0"), "{refused}");
     }
 
     #[test]

@@ -313,7 +313,8 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 /// connection threads beside the runtime's workers, that cost idle clients about 400 B of RSS
 /// each at 10,000 over three nodes (6,467 against 6,070 B) and 130 B at 50,000; with one arena
 /// per core, 6,117 B at 10,000. Three nodes of one connection thread and one worker each, on two
-/// arenas: 6,059-6,786 B at 10,000 over four runs; on one, 5,934 B (`bench/idle-scale.md`). The CPU cost, side by side, was within the noise both times.
+/// arenas: 6,059-6,786 B at 10,000 over four runs; on one, 5,934 B (`bench/idle-scale.md`). The
+/// CPU cost, side by side, was within the noise both times.
 /// Called first, before the runtime starts any thread.
 fn cap_malloc_arenas(arenas: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

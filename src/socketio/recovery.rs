@@ -113,7 +113,7 @@ pub struct Frontier {
     /// costs 16 B per idle client; for the three one-thread nodes of the benchmark it gave
     /// 8 % more deliveries per CPU-second at 1,600 msg/s, side by side in both orders
     /// (`bench/analysis.md`, session 15). More publishers (nodes of several threads each)
-    /// spill to the heap (six inline would cost 64 B per idle client).
+    /// spill to the heap (six inline would cost 48 B more per idle client).
     seen: SmallVec<[(u32, u64); 3]>,
     /// More publishers than [`Frontier::MAX`]: what was sent is no longer known exactly.
     overflowed: bool,
