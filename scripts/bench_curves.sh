@@ -43,13 +43,17 @@ start_callgrind_nodes() { # n
     # peers then count it lost for a moment, and its users leave and rejoin every room (measured:
     # a third of a point's instructions). Far from that here; the gossip itself is unchanged.
     printf '[cluster]\nphi_threshold = %s\n' "${PHI:-30}" >"$LOGS/callgrind-node.toml"
+    # Sized as the benchmark's nodes are (`node_sizing`): on two cores, three or five nodes of
+    # one thread each.
+    local sized
+    read -ra sized <<<"$(node_sizing "$n")"
     for i in $(seq "$n"); do
         local seeds=()
         for j in $(seq "$n"); do [ "$j" = "$i" ] || seeds+=(--seed "127.0.0.1:710$j"); done
         env CLUSTERCHAT_SECRET=bench-secret-0123 valgrind --tool=callgrind --instr-atstart=no \
             --callgrind-out-file="$LOGS/callgrind.out.node$i" "$BIN" node --config "$LOGS/callgrind-node.toml" --node-id "node$i" \
             --http "127.0.0.1:910$i" --gossip "127.0.0.1:710$i" --rpc "127.0.0.1:810$i" \
-            --cluster-id "curves-$$-$n" "${seeds[@]}" --log warn >"$LOGS/node$i.log" 2>&1 &
+            --cluster-id "curves-$$-$n" "${seeds[@]}" "${sized[@]}" --log warn >"$LOGS/node$i.log" 2>&1 &
         started $!; SERVER_PIDS+=($!); TARGETS+=(--target "127.0.0.1:910$i")
     done
     for i in $(seq "$n"); do

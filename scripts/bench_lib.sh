@@ -85,12 +85,18 @@ start_haproxy() { # name port servers...
     wait_http "http://127.0.0.1:$port/socket.io/?EIO=4&transport=polling" any
 }
 
+# The flags that size one of `n` clusterchat nodes sharing this machine (`--cores`: its share of
+# the cores, at least 1; $NODE_CORES if set); none for a node alone, which keeps the default.
+node_sizing() { # n [cores]
+    local n=$1 cores=${2:-${NODE_CORES:-}}
+    if [ -z "$cores" ] && [ "$n" -gt 1 ]; then cores=$(($(nproc) / n)); [ "$cores" -ge 1 ] || cores=1; fi
+    [ -z "$cores" ] || echo "--cores $cores"
+}
+
 SERVER_PIDS=()
 start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)] [cores ($NODE_CORES)]
-    local n=${1:-3} bin=${2:-$BIN} cores=${3:-${NODE_CORES:-}}
-    if [ -z "$cores" ] && [ "$n" -gt 1 ]; then cores=$(($(nproc) / n)); [ "$cores" -ge 1 ] || cores=1; fi
-    local sized=()
-    [ -z "$cores" ] || sized=(--cores "$cores")
+    local n=${1:-3} bin=${2:-$BIN} sized
+    read -ra sized <<<"$(node_sizing "$n" "${3:-}")"
     SERVER_PIDS=()
     for i in $(seq "$n"); do
         local seeds=()
