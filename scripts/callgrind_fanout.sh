@@ -20,8 +20,7 @@ BIN=${3:-$BIN}
 [ -n "${3:-}" ] || build
 out=$OUT/callgrind.out
 rm -f "$out"*
-sized=()
-[ -z "${NODE_CORES:-}" ] || sized=(--cores "$NODE_CORES")
+read -ra sized <<<"$(node_sizing 1)"
 env CLUSTERCHAT_SECRET=bench-secret-0123 \
     valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$out" "$BIN" node --node-id node1 \
     --http 127.0.0.1:9101 --gossip 127.0.0.1:7101 --rpc 127.0.0.1:8101 --cluster-id "cg-$$" "${sized[@]}" \

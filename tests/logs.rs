@@ -2,31 +2,12 @@
 //! names the session id in the line for a new connection (the receiving node) and in the line
 //! that starts the session (its owner), so `grep <sid>` over `cluster.sh logs` follows it.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::ChildStdout;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod support;
-use support::cluster::child_process;
-
-/// How long the node may take to print a line we wait for.
-const LINE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Reads lines until one contains `needle`; returns it. Fails at EOF or after [`LINE_TIMEOUT`].
-async fn line_containing(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String {
-    let wait = async {
-        while let Some(line) = lines.next_line().await.expect("node stdout") {
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("the node's output ended without {needle:?}");
-    };
-    tokio::time::timeout(LINE_TIMEOUT, wait).await.unwrap_or_else(|_| panic!("no line with {needle:?}"))
-}
+use support::cluster::{child_process, line_containing, LINE_TIMEOUT};
 
 #[tokio::test]
 async fn a_new_connection_is_logged_with_its_session_id() {

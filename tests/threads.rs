@@ -8,11 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod support;
-use support::cluster::{child_process, spawn_processes_with};
+use support::cluster::{child_process, line_containing, spawn_processes_with};
 use support::polling::ChatClient;
-
-/// How long the node may take to print that it serves.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The names of a process's threads, from /proc.
 fn thread_names(pid: u32) -> Vec<String> {
@@ -31,15 +28,7 @@ async fn threads_of_a_node_run_with(flags: &[&str], settled: impl Fn(&[String]) 
     args.extend(flags);
     let mut child = child_process(env!("CARGO_BIN_EXE_clusterchat"), &args, &[]);
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let serving = async {
-        while let Some(line) = lines.next_line().await.expect("node stdout") {
-            if line.contains("chat page at http://") {
-                return;
-            }
-        }
-        panic!("the node's output ended before it served");
-    };
-    tokio::time::timeout(START_TIMEOUT, serving).await.expect("the node serves");
+    line_containing(&mut lines, "chat page at http://").await;
     let pid = child.id().expect("a running node");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut names = thread_names(pid);

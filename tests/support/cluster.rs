@@ -308,6 +308,26 @@ pub fn child_process(bin: &str, args: &[&str], env: &[(&str, &str)]) -> tokio::p
         .expect("clusterchat starts")
 }
 
+/// How long a [`child_process`] may take to print a line waited for.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a [`child_process`]'s output until a line contains `needle`; returns it. Fails at EOF
+/// or after [`LINE_TIMEOUT`].
+pub async fn line_containing(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    let wait = async {
+        while let Some(line) = lines.next_line().await.expect("node stdout") {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the node's output ended without {needle:?}");
+    };
+    tokio::time::timeout(LINE_TIMEOUT, wait).await.unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
 /// `n` clustered processes of the binary `bin` (`env!("CARGO_BIN_EXE_clusterchat")`, which
 /// only tests see), named node1..nodeN, each ready.
 pub async fn spawn_processes(bin: &str, n: usize) -> Vec<Process> {
