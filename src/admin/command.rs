@@ -134,7 +134,7 @@ fn select(ns: &Namespace, filter: Option<&str>) -> Vec<Arc<Socket>> {
         None => ns.sockets(),
         Some(filter) => match ns.socket(filter) {
             Some(socket) => vec![socket],
-            None => ns.room_members(filter),
+            None => ns.room_members(filter).to_vec(),
         },
     }
 }

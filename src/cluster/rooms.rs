@@ -56,7 +56,7 @@ const JOIN_WAIT_MAX: Duration = Duration::from_secs(10);
 /// A peer's two queues: room traffic (broadcasts, presence, subscriptions), and session
 /// records (their changes and releases, in order among themselves), so that a socket joining
 /// thousands of rooms at once does not hold up the rooms' traffic behind its records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lane {
     Rooms,
     Records,
@@ -131,9 +131,10 @@ pub struct ClusterRooms {
     namespaces: HashMap<String, std::sync::Weak<dyn Emitter>>,
     /// A std lock: held for the core's steps only, never across an await.
     state: Mutex<State>,
-    /// Per-peer queues, two per peer (see [`Lane`]), each drained by its own task. Locked
-    /// after `state`, never before.
-    queues: Mutex<HashMap<(String, Lane), mpsc::Sender<Outgoing>>>,
+    /// Per-peer queues, two per peer (indexed by [`Lane`]), each drained by its own task.
+    /// Looked up by the peer's id as a `&str`: a push builds no key. Locked after `state`,
+    /// never before.
+    queues: Mutex<HashMap<String, [Option<mpsc::Sender<Outgoing>>; 2]>>,
     /// The per-peer drains and the waits for asks' answers: they end with the node.
     tasks: tokio_util::task::TaskTracker,
     rpc_timeout: Duration,
@@ -349,19 +350,23 @@ impl ClusterRooms {
     /// Queues a push or an ask for `node` without waiting; false if its queue is full.
     fn push_to(self: &Arc<Self>, node: &str, item: Outgoing) -> bool {
         let lane = item.lane();
-        let tx = {
+        let queued = {
             let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-            match queues.get(&(node.to_owned(), lane)).filter(|tx| !tx.is_closed()) {
-                Some(tx) => tx.clone(),
-                None => {
+            if !queues.contains_key(node) {
+                queues.insert(node.to_owned(), Default::default());
+            }
+            let slot = &mut queues.get_mut(node).expect("inserted above")[lane as usize];
+            let tx = match slot {
+                Some(tx) if !tx.is_closed() => tx,
+                _ => {
                     let (tx, rx) = mpsc::channel(PEER_QUEUE);
                     self.tasks.spawn(self.clone().pusher(node.to_owned(), lane, rx).in_current_span());
-                    queues.insert((node.to_owned(), lane), tx.clone());
-                    tx
+                    slot.insert(tx)
                 }
-            }
+            };
+            tx.try_send(item).is_ok()
         };
-        if tx.try_send(item).is_err() {
+        if !queued {
             let dropped = self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(peer = node, dropped, "push queue full: dropping room traffic to a slow node");
@@ -491,7 +496,13 @@ impl ClusterRooms {
                 break;
             }
         }
-        self.queues.lock().unwrap_or_else(|e| e.into_inner()).remove(&(node, lane));
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = queues.get_mut(&node) {
+            slot[lane as usize] = None;
+            if slot.iter().all(Option::is_none) {
+                queues.remove(&node);
+            }
+        }
     }
 
     /// Serves a peer's Subscribe: record its members, answer with ours.
@@ -736,7 +747,7 @@ impl ClusterRooms {
             warn!(?limit, "hand-overs of parked sessions not finished; those sessions cannot be recovered");
         }
         let queues: Vec<mpsc::Sender<Outgoing>> =
-            self.queues.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            self.queues.lock().unwrap_or_else(|e| e.into_inner()).values().flatten().flatten().cloned().collect();
         // No event says a queue is empty: look every 10 ms, this once, while the node stops.
         while queues.iter().any(|q| !q.is_closed() && q.capacity() < q.max_capacity()) {
             if tokio::time::Instant::now() >= deadline {

@@ -55,7 +55,21 @@ impl Entry {
 pub fn merge(into: &mut Vec<Entry>, from: impl IntoIterator<Item = Entry>, cap: usize) -> bool {
     let mut changed = false;
     for entry in from {
-        if entry.body.len() > MAX_BODY || into.iter().any(|e| e.id == entry.id) {
+        if entry.body.len() > MAX_BODY {
+            continue;
+        }
+        // A live record is newer than everything kept, so no copy of one (an entry's time
+        // never changes): it goes at the end without a look at each entry kept. A peer that
+        // reused an id with a later time would get a second entry, as a new id would.
+        if into.last().is_none_or(|newest| newest.order() < entry.order()) {
+            into.push(entry);
+            changed = true;
+            if into.len() > cap {
+                into.remove(0);
+            }
+            continue;
+        }
+        if into.iter().any(|e| e.id == entry.id) {
             continue;
         }
         if into.len() == cap && into.first().is_some_and(|oldest| entry.order() < oldest.order()) {
@@ -159,7 +173,7 @@ impl HistoryStore {
                     fresh
                 }
             };
-            if changed {
+            if changed && !dirty.contains(room) {
                 dirty.insert(room.clone());
             }
             changed
@@ -295,6 +309,20 @@ mod tests {
         assert_eq!(bodies(&a), ["2:1", "1:2", "2:2"]);
         let copy = a.clone();
         assert!(!merge(&mut a, copy, 3), "merging a copy of itself changes nothing");
+    }
+
+    /// Live records arrive newest last: each is appended, the oldest goes at the cap, and the
+    /// newest arriving again (a replica's copy of it) is not kept twice.
+    #[test]
+    fn live_records_are_appended_and_a_repeat_of_the_newest_is_dropped() {
+        let mut a = Vec::new();
+        for n in 1..=4 {
+            assert!(merge(&mut a, vec![e(n, 1, n)], 3));
+        }
+        assert_eq!(bodies(&a), ["1:2", "1:3", "1:4"]);
+        assert!(!merge(&mut a, vec![e(4, 1, 4)], 3), "the newest again");
+        assert!(merge(&mut a, vec![e(4, 2, 1)], 3), "the same time, another publisher");
+        assert_eq!(bodies(&a), ["1:3", "1:4", "2:1"]);
     }
 
     #[test]

@@ -509,9 +509,9 @@ impl Namespace {
     }
 
     /// The sockets in a room on this node, now.
-    pub fn room_members(&self, room: &str) -> Vec<Arc<Socket>> {
+    pub fn room_members(&self, room: &str) -> Arc<[Arc<Socket>]> {
         let rooms = self.rooms.read().unwrap_or_else(|e| e.into_inner());
-        rooms.get(room).map(|members| members.values().cloned().collect()).unwrap_or_default()
+        rooms.get(room).map_or_else(|| Arc::from([]), Members::list)
     }
 
     /// Presence labels of the room's members on this node; records kept here for recovery
@@ -708,13 +708,37 @@ impl Emitter for Namespace {
     }
 }
 
-/// A room's members on this node, by socket id.
-type Members = HashMap<Arc<str>, Arc<Socket>>;
+/// A room's members on this node, by socket id, and as one shared list.
+///
+/// Why the list: a broadcast used to collect the members into a `Vec` of its own (one
+/// allocation, and a reference count taken and given back on every member's socket: two more
+/// writes to each member's memory per delivery). The list is built by the first broadcast
+/// after the membership changed and shared by every broadcast after it, for one count. A room
+/// whose members change between every two broadcasts pays what it paid before.
+#[derive(Default)]
+struct Members {
+    by_id: HashMap<Arc<str>, Arc<Socket>>,
+    /// `by_id`'s sockets; emptied by every change, filled under the table's read lock.
+    list: OnceLock<Arc<[Arc<Socket>]>>,
+}
+
+impl Members {
+    fn insert(&mut self, sid: Arc<str>, socket: Arc<Socket>) {
+        self.by_id.insert(sid, socket);
+        self.list = OnceLock::new();
+    }
+
+    fn list(&self) -> Arc<[Arc<Socket>]> {
+        self.list.get_or_init(|| self.by_id.values().cloned().collect()).clone()
+    }
+}
 
 fn remove_member(table: &mut HashMap<Room, Members>, room: &Room, sid: &Arc<str>) {
     if let Some(members) = table.get_mut(room) {
-        members.remove(sid);
-        if members.is_empty() {
+        if members.by_id.remove(sid).is_some() {
+            members.list = OnceLock::new();
+        }
+        if members.by_id.is_empty() {
             table.remove(room);
         }
     }
@@ -818,5 +842,30 @@ mod tests {
         assert!(ns.room_members("r").is_empty(), "left (or never joined): not a member");
         socket.join("r").expect("a new room").await;
         assert_eq!(ns.room_members("r").len(), 1);
+    }
+
+    /// A broadcast shares the room's member list; a join or a leave after it makes a new one.
+    #[tokio::test]
+    async fn the_member_list_a_broadcast_shares_follows_joins_and_leaves() {
+        let ns = NamespaceBuilder::new("/t").build(Tasks::default());
+        let sockets: Vec<_> = ["s1", "s2"]
+            .into_iter()
+            .map(|id| {
+                let socket = Socket::new(id.into(), ns.clone(), crate::engineio::session::tests::session(8));
+                ns.connect(&socket, &ConnectRequest { auth: Value::Null, query: Vec::new() }).unwrap();
+                socket
+            })
+            .collect();
+        sockets[0].join("r").expect("a new room").await;
+        ns.emit_to_room("r", "m", Vec::new());
+        assert_eq!(ns.deliveries(), 1);
+        assert!(Arc::ptr_eq(&ns.room_members("r"), &ns.room_members("r")), "one list, shared");
+        sockets[1].join("r").expect("a new room").await;
+        ns.emit_to_room("r", "m", Vec::new());
+        assert_eq!(ns.deliveries(), 3, "the joiner too");
+        assert!(sockets[0].leave("r"));
+        ns.emit_to_room("r", "m", Vec::new());
+        assert_eq!(ns.deliveries(), 4, "not the leaver");
+        assert_eq!(ns.room_members("r").iter().map(|s| s.id().to_string()).collect::<Vec<_>>(), ["s2"]);
     }
 }
