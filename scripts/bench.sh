@@ -18,6 +18,11 @@
 #   SYSTEMS=clusterchat-1,floor-1 scripts/bench.sh    only these systems
 #   IDLE_CLIENTS=10000,30000,50000 SCENARIOS=idle scripts/bench.sh   the idle scenario's client
 #                                             counts instead of the defaults (see below)
+#   ROUNDS=3 scripts/bench.sh                 the fan-out that many times: after the first round of
+#                                             every scenario, each system again, fan-out only, in the
+#                                             same order; the report pools each system's rounds per
+#                                             send rate (one shared machine drifts 5-10 % between runs)
+#   FANOUT_RATES=800,1600,3200 scripts/bench.sh   only these send rates in the fan-out
 #   BASELINE_BIN=/path/to/clusterchat scripts/bench.sh   e.g. a build of main: git worktree add
 #                                             ../base main && cargo build --release in it, then
 #                                             BASELINE_BIN=../base/target/release/clusterchat
@@ -38,7 +43,10 @@ ALL_SYSTEMS=clusterchat,clusterchat-1,socketioxide-redis-3,socketioxide-1,floor-
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
 FULL=1
-if [ "${QUICK:-0}" = 1 ] || [ "$SCENARIOS" != "$ALL_SCENARIOS" ] || [ "$SYSTEMS" != "$ALL_SYSTEMS" ] || [ -n "${IDLE_CLIENTS:-}" ]; then FULL=0; fi
+if [ "${QUICK:-0}" = 1 ] || [ "$SCENARIOS" != "$ALL_SCENARIOS" ] || [ "$SYSTEMS" != "$ALL_SYSTEMS" ] || [ -n "${IDLE_CLIENTS:-}" ] \
+    || [ -n "${FANOUT_RATES:-}" ]; then FULL=0; fi
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS=$ROUNDS: a count of at least 1" >&2; exit 2; }
 has() { case ",$2," in *",$1,"*) return 0 ;; esac; return 1; } # item list
 for s in ${SCENARIOS//,/ }; do has "$s" "$ALL_SCENARIOS" || { echo "unknown scenario $s (of $ALL_SCENARIOS)" >&2; exit 2; }; done
 for s in ${SYSTEMS//,/ }; do
@@ -64,6 +72,8 @@ else
     IDLE=1000,3000,6000; ROOMS=100; MEMBERS=30; RATES=50,100,200,400,800,1600,3200,6400; BIG=${BIG:-3000}
     BIG_RATES=1,2,5,10,20,40,80; STEP=5; SETTLE=5; POLL=300; JV=300; GOSSIP=3,10,30; GOSSIP_TRIALS=3
 fi
+
+RATES=${FANOUT_RATES:-$RATES}
 
 # IDLE_CLIENTS: the idle counts. haproxy is one process of about 20,000 files holding two per
 # client, so counts above its 9,000 connections go to a three-process system's processes
@@ -120,7 +130,19 @@ system() { # label: start it fresh (the idle scenario's RSS baseline is a fresh 
     scenarios "$1" "$TARGET" "${POLL_ARGS[@]}"
     cleanup
 }
+export ROUND=1 # chatbench's lines are tagged with it (bench in bench_lib.sh)
 for s in ${SYSTEMS//,/ }; do system "$s"; done
+if has fanout "$SCENARIOS"; then
+    for ((ROUND = 2; ROUND <= ROUNDS; ROUND++)); do
+        echo "== fan-out round $ROUND of $ROUNDS"
+        for s in ${SYSTEMS//,/ }; do
+            start_system "$s"
+            bench "$s" "$TARGET" fanout --rooms "$ROOMS" --members "$MEMBERS" --rates "$RATES" --step-secs "$STEP"
+            cleanup
+        done
+    done
+fi
+unset ROUND
 
 SERVER_PIDS=()
 if has gossip "$SCENARIOS" && any clusterchat clusterchat-1; then

@@ -181,6 +181,8 @@ bench() { # label target scenario args...
     local pids=()
     for p in "${SERVER_PIDS[@]}"; do pids+=(--server-pid "$p"); done
     echo "== $label: $*"
-    "$BENCH" --label "$label" --target "$target" "${pids[@]}" "$@" | tee -a "$OUT/results.jsonl"
+    # ROUND (scripts/bench.sh ROUNDS): which round of the fan-out a line belongs to.
+    "$BENCH" --label "$label" --target "$target" "${pids[@]}" "$@" | sed -u "${ROUND:+s/^{/{\"round\":$ROUND,/}" \
+        | tee -a "$OUT/results.jsonl"
 }
 
