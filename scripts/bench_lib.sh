@@ -36,6 +36,7 @@ need() { # command, apt package
 
 PIDS=()
 cleanup() {
+    local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -73,7 +74,7 @@ frontend f
 backend b
     balance roundrobin
 CFG
-    local i=0
+    local i=0 s
     for s in "$@"; do i=$((i + 1)); echo "    server s$i $s maxconn 9000"; done
 }
 
@@ -95,7 +96,7 @@ node_sizing() { # n [cores]
 
 SERVER_PIDS=()
 start_clusterchat() { # [nodes (3; 1 is served without haproxy, on 9101)] [binary ($BIN)] [cores ($NODE_CORES)]
-    local n=${1:-3} bin=${2:-$BIN} sized
+    local n=${1:-3} bin=${2:-$BIN} sized i j
     read -ra sized <<<"$(node_sizing "$n" "${3:-}")"
     SERVER_PIDS=()
     for i in $(seq "$n"); do
@@ -123,7 +124,7 @@ start_redis() { # port
 # Three processes of a peer, clustered through a fresh Redis (counted as a server process), on
 # <prefix>1..3 behind haproxy on <prefix>0; their logs are $OUT/<name>1..3.log.
 start_three() { # name port-prefix redis-port redis-url-suffix command...
-    local name=$1 prefix=$2 redis=$3 suffix=$4; shift 4
+    local name=$1 prefix=$2 redis=$3 suffix=$4 i s; shift 4
     SERVER_PIDS=()
     start_redis "$redis"
     local servers=()
@@ -178,7 +179,7 @@ start_system() { # label
 
 bench() { # label target scenario args...
     local label=$1 target=$2; shift 2
-    local pids=()
+    local pids=() p
     for p in "${SERVER_PIDS[@]}"; do pids+=(--server-pid "$p"); done
     echo "== $label: $*"
     # ROUND (scripts/bench.sh ROUNDS): which round of the fan-out a line belongs to.
