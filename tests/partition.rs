@@ -48,6 +48,22 @@ async fn ready_members(http: &reqwest::Client, node: &Node) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix("clusterchat_ready_members ")?.parse().ok())
 }
 
+/// Waits until the node on `host`, asked from inside its namespace, sees itself alone.
+async fn wait_alone(lab: &NetLab, host: &str, node: &Node) {
+    let started = Instant::now();
+    let url = format!("http://{}/metrics", node.http);
+    loop {
+        let out =
+            Command::new("ip").args(["netns", "exec", &lab.ns(host), "curl", "-sf", "-m", "2", &url]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.lines().any(|l| l.strip_prefix("clusterchat_ready_members ") == Some("1")) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{} never saw itself alone", node.http);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until each node sees the given number of ready members; returns how long it took.
 async fn wait_members(http: &reqwest::Client, nodes: &[&Node], want: &[u64]) -> Duration {
     let started = Instant::now();
@@ -100,8 +116,11 @@ async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
     let formed = wait_members(&http, &all, &[3, 3, 3]).await;
 
     lab.set_link(3, false);
-    // Each side sees only itself: node3 alone, node1 and node2 together.
+    // Each side sees only itself: node3 alone, node1 and node2 together. node3 is asked from
+    // inside its namespace (the test reaches it no more): until it sees the split, it would
+    // place a new session on a node across the cut and wait out the forwarding deadline.
     let split = wait_members(&http, &all[..2], &[2, 2]).await;
+    wait_alone(&lab, "n3", &nodes[2]).await;
     let majority_sids = {
         // The test reaches node3 no more (its link is down): it is checked from its metrics
         // once healed. Sessions opened on the majority side are placed there.
@@ -119,7 +138,10 @@ async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
     // only place that reaches it now) is placed on node3, the only member it knows.
     let minority_sid = {
         let url = format!("http://{}/socket.io/?EIO=4&transport=polling", nodes[2].http);
-        let out = Command::new("ip").args(["netns", "exec", &lab.ns("n3"), "curl", "-sf", &url]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("n3"), "curl", "-sf", "-m", "10", &url])
+            .output()
+            .unwrap();
         let body = String::from_utf8_lossy(&out.stdout).into_owned();
         let open: Value = serde_json::from_str(body.strip_prefix('0').expect("OPEN from node3")).unwrap();
         open["sid"].as_str().unwrap().to_owned()
