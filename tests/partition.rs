@@ -27,12 +27,18 @@ impl Drop for Node {
 }
 
 fn start_nodes(lab: &NetLab) -> Vec<Node> {
+    start_nodes_with(lab, &[])
+}
+
+/// The three nodes, each also given `extra` arguments.
+fn start_nodes_with(lab: &NetLab, extra: &[&str]) -> Vec<Node> {
     (1..=3)
         .map(|i| {
             let mut cmd = Command::new("ip");
             cmd.args(["netns", "exec", &lab.ns(&format!("n{i}")), env!("CARGO_BIN_EXE_clusterchat"), "node"])
                 .args(["--node-id", &format!("node{i}"), "--http", &lab.addr(i, 9001)])
-                .args(["--gossip", &lab.addr(i, 7001), "--rpc", &lab.addr(i, 8001), "--log", "warn"]);
+                .args(["--gossip", &lab.addr(i, 7001), "--rpc", &lab.addr(i, 8001), "--log", "warn"])
+                .args(extra);
             for j in (1..=3).filter(|j| *j != i) {
                 cmd.args(["--seed", &lab.addr(j, 7001)]);
             }
@@ -167,4 +173,38 @@ async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
     }
     assert_eq!(owners.len(), 3, "after the heal new sessions are placed on every node: {owners:?}");
     println!("ring formed in {formed:?}; split seen in {split:?}; healed in {healed:?}");
+}
+
+/// A node that has not noticed a partition yet still ranks the node across it for new
+/// sessions. A handshake placed there must go on to the next node after
+/// `PLACEMENT_TIMEOUT`, not after the forwarding deadline (55 s by default), which is past
+/// socket.io's own connect timeout. Here node1 never declares node3 dead (its phi threshold is
+/// out of reach), so every handshake whose ranking puts node3 first crosses the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_placed_across_an_unnoticed_cut_goes_on_to_the_next_node() {
+    let lab = NetLab::new(&["n1", "n2", "n3"]);
+    let config = std::env::temp_dir().join(format!("clusterchat-partition-{}.toml", std::process::id()));
+    std::fs::write(&config, "[cluster]\nphi_threshold = 1000000.0\n").unwrap();
+    let nodes = start_nodes_with(&lab, &["--config", config.to_str().unwrap()]);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
+    let all: Vec<&Node> = nodes.iter().collect();
+    wait_members(&http, &all, &[3, 3, 3]).await;
+
+    lab.set_link(3, false);
+    let placement = clusterchat::cluster::router::PLACEMENT_TIMEOUT;
+    let mut moved_on = 0;
+    // Each handshake ranks node3 first with a chance of 1/3: 20 miss it with (2/3)^20, 0.03 %.
+    for _ in 0..20 {
+        let started = Instant::now();
+        let sid = handshake(&http, &nodes[0]).await;
+        let took = started.elapsed();
+        assert_ne!(owner(&sid), "node3", "{sid} placed across the cut");
+        assert!(took < placement + Duration::from_secs(2), "{sid} took {took:?}");
+        if took >= placement {
+            moved_on += 1;
+        }
+    }
+    assert!(moved_on > 0, "no handshake was placed on node3 first");
+    assert_eq!(ready_members(&http, &nodes[0]).await, Some(3), "node1 noticed the cut: the test proved nothing");
+    let _ = std::fs::remove_file(&config);
 }

@@ -32,6 +32,13 @@ use crate::rpc::{Connection, Request, Response, RpcHandler, RpcStream, StreamOpe
 /// ready members is (1 - 1/N)^64: under 0.2 % for 10 nodes).
 const LOCAL_KEY_DRAWS: usize = 64;
 
+/// How long a new polling session's handshake waits for the node it was placed on before it
+/// goes to the next node of the ranking. Not the forwarding deadline (`rpc_timeout`, longer
+/// than a long poll): a live owner answers a handshake at once, and one across a partition this
+/// node has not noticed yet would hold the client for the whole deadline (55 s by default),
+/// past socket.io's own connect timeout (20 s).
+pub const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What a node needs to reach the others.
 pub struct Cluster {
     pub membership: Arc<Membership>,
@@ -162,7 +169,7 @@ impl Router {
                 req.new_sid = Some(sid);
                 match self.target(&owner).await {
                     Ok(Target::Local) => return self.engine.handle_http(req).await,
-                    Ok(Target::Remote(conn)) => match self.forward(&conn, req.clone()).await {
+                    Ok(Target::Remote(conn)) => match self.forward(&conn, req.clone(), Some(PLACEMENT_TIMEOUT)).await {
                         Ok(response) => return response,
                         Err(err) => warn!(owner, error = %err, "handshake not placed, trying the next node"),
                     },
@@ -178,7 +185,7 @@ impl Router {
         let owner = sid_owner(&sid).unwrap_or_default().to_owned();
         match self.target(&owner).await {
             Ok(Target::Local) => self.engine.handle_http(req).await,
-            Ok(Target::Remote(conn)) => match self.forward(&conn, req).await {
+            Ok(Target::Remote(conn)) => match self.forward(&conn, req, None).await {
                 Ok(response) => response,
                 Err(err) => {
                     warn!(%sid, error = %err, "forwarding failed");
@@ -189,12 +196,16 @@ impl Router {
         }
     }
 
+    /// Forwards `req` to the owner at the end of `conn`; `limit`, a deadline shorter than the
+    /// forwarding deadline (`rpc_timeout`).
     async fn forward(
         &self,
         conn: &Arc<Connection>,
         req: EngineRequest,
+        limit: Option<Duration>,
     ) -> Result<EngineResponse, crate::rpc::RpcError> {
-        let timeout = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
+        let deadline = self.cluster.as_ref().map_or(Duration::from_secs(60), |c| c.rpc_timeout);
+        let timeout = limit.map_or(deadline, |limit| limit.min(deadline));
         let (kind, started) = (RequestKind::of(&req), std::time::Instant::now());
         let answer = conn.call(Request::Engine { path: self.path.clone(), req }, timeout).await;
         if let Some(c) = &self.cluster {

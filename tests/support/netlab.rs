@@ -24,7 +24,10 @@ pub struct NetLab {
 impl NetLab {
     /// One namespace per name in `hosts`, in that order: `hosts[k - 1]` is host `k`.
     pub fn new(hosts: &[&str]) -> Self {
-        let id = std::process::id() % 200;
+        // Labs of one test process (tests run in parallel threads) differ by a count; test
+        // processes run one at a time.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = (std::process::id() + LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % 200;
         let lab = Self {
             tag: format!("cc{id}"),
             subnet: format!("10.{}.77", 20 + id),
