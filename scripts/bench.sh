@@ -135,11 +135,7 @@ for s in ${SYSTEMS//,/ }; do system "$s"; done
 if has fanout "$SCENARIOS"; then
     for ((ROUND = 2; ROUND <= ROUNDS; ROUND++)); do
         echo "== fan-out round $ROUND of $ROUNDS"
-        for s in ${SYSTEMS//,/ }; do
-            start_system "$s"
-            bench "$s" "$TARGET" fanout --rooms "$ROOMS" --members "$MEMBERS" --rates "$RATES" --step-secs "$STEP"
-            cleanup
-        done
+        for s in ${SYSTEMS//,/ }; do SCENARIOS=fanout system "$s"; done
     done
 fi
 unset ROUND

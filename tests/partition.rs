@@ -51,7 +51,22 @@ fn start_nodes_with(lab: &NetLab, extra: &[&str]) -> Vec<Node> {
 
 async fn ready_members(http: &reqwest::Client, node: &Node) -> Option<u64> {
     let text = http.get(format!("http://{}/metrics", node.http)).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix("clusterchat_ready_members ")?.parse().ok())
+    ready_in(&text)
+}
+
+/// The ready members a node's metrics count.
+fn ready_in(metrics: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix("clusterchat_ready_members ")?.parse().ok())
+}
+
+/// The body of a GET of `url` from inside `host`'s namespace (the test's link may be cut), or
+/// "" if it fails or takes more than `secs`.
+fn get_in(lab: &NetLab, host: &str, url: &str, secs: u32) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.ns(host), "curl", "-sf", "-m", &secs.to_string(), url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the node on `host`, asked from inside its namespace, sees itself alone.
@@ -59,10 +74,7 @@ async fn wait_alone(lab: &NetLab, host: &str, node: &Node) {
     let started = Instant::now();
     let url = format!("http://{}/metrics", node.http);
     loop {
-        let out =
-            Command::new("ip").args(["netns", "exec", &lab.ns(host), "curl", "-sf", "-m", "2", &url]).output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.lines().any(|l| l.strip_prefix("clusterchat_ready_members ") == Some("1")) {
+        if ready_in(&get_in(lab, host, &url, 2)) == Some(1) {
             return;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "{} never saw itself alone", node.http);
@@ -144,11 +156,7 @@ async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
     // only place that reaches it now) is placed on node3, the only member it knows.
     let minority_sid = {
         let url = format!("http://{}/socket.io/?EIO=4&transport=polling", nodes[2].http);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("n3"), "curl", "-sf", "-m", "10", &url])
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        let body = get_in(&lab, "n3", &url, 10);
         let open: Value = serde_json::from_str(body.strip_prefix('0').expect("OPEN from node3")).unwrap();
         open["sid"].as_str().unwrap().to_owned()
     };

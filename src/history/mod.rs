@@ -61,21 +61,15 @@ pub fn merge(into: &mut Vec<Entry>, from: impl IntoIterator<Item = Entry>, cap: 
         // A live record is newer than everything kept, so no copy of one (an entry's time
         // never changes): it goes at the end without a look at each entry kept. A peer that
         // reused an id with a later time would get a second entry, as a new id would.
-        if into.last().is_none_or(|newest| newest.order() < entry.order()) {
-            into.push(entry);
-            changed = true;
-            if into.len() > cap {
-                into.remove(0);
-            }
+        let at = if into.last().is_none_or(|newest| newest.order() < entry.order()) {
+            into.len()
+        } else if into.iter().any(|e| e.id == entry.id) {
             continue;
-        }
-        if into.iter().any(|e| e.id == entry.id) {
-            continue;
-        }
-        if into.len() == cap && into.first().is_some_and(|oldest| entry.order() < oldest.order()) {
+        } else if into.len() == cap && into.first().is_some_and(|oldest| entry.order() < oldest.order()) {
             continue; // older than everything kept
-        }
-        let at = into.partition_point(|e| e.order() < entry.order());
+        } else {
+            into.partition_point(|e| e.order() < entry.order())
+        };
         into.insert(at, entry);
         changed = true;
         if into.len() > cap {

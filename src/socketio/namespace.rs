@@ -728,6 +728,12 @@ impl Members {
         self.list = OnceLock::new();
     }
 
+    fn remove(&mut self, sid: &Arc<str>) {
+        if self.by_id.remove(sid).is_some() {
+            self.list = OnceLock::new();
+        }
+    }
+
     fn list(&self) -> Arc<[Arc<Socket>]> {
         self.list.get_or_init(|| self.by_id.values().cloned().collect()).clone()
     }
@@ -735,9 +741,7 @@ impl Members {
 
 fn remove_member(table: &mut HashMap<Room, Members>, room: &Room, sid: &Arc<str>) {
     if let Some(members) = table.get_mut(room) {
-        if members.by_id.remove(sid).is_some() {
-            members.list = OnceLock::new();
-        }
+        members.remove(sid);
         if members.by_id.is_empty() {
             table.remove(room);
         }
