@@ -598,6 +598,57 @@ async fn chat_sockets(node: SocketAddr) -> f64 {
         .unwrap_or_else(|| panic!("no sockets gauge in {text}"))
 }
 
+/// Reads the packets of `ws` until one starting with `until`, asserting that none before it
+/// contains `never`; returns the one found.
+async fn expect_packet_without(ws: &mut RawWs, until: &str, never: &str) -> String {
+    within(&format!("a {until:?} packet"), async {
+        loop {
+            let t = next_text(ws).await;
+            assert!(!t.contains(never), "{never:?} came before {until:?}: {t}");
+            if t.starts_with(until) {
+                return t;
+            }
+        }
+    })
+    .await
+}
+
+/// A room filling past `chat.presence_limit` goes quiet: joins and leaves are no longer
+/// announced one by one (N joins would cost N²/2 deliveries), and `room users` names the first
+/// `presence_limit` users with the room's `count`. Back at the limit, both come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_room_hears_no_joins_and_gets_a_short_list_with_its_count() {
+    let node = chat_node(|c| {
+        c.chat.rate_limit_per_sec = 0;
+        c.chat.presence_limit = 2;
+    })
+    .await;
+    let addr = node.http_addr();
+    let (mut watcher, _) = chat_user(addr, "watcher", "big", None).await;
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"big","users":["watcher"]}"#).await;
+
+    // The second member is within the limit: announced, listed in full.
+    let (a, _) = chat_user(addr, "a", "big", None).await;
+    expect_packet(&mut watcher, r#"42/chat,["join room",{"user":"a","room":"big"}"#).await;
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"big","users":["a","watcher"]}"#).await;
+
+    // The third is past it: not announced; the list names two of three.
+    let (b, _) = chat_user(addr, "b", "big", None).await;
+    let list = expect_packet_without(&mut watcher, r#"42/chat,["room users""#, r#""user":"b""#).await;
+    assert_eq!(list, r#"42/chat,["room users",{"room":"big","users":["a","b"],"count":3}]"#);
+
+    // Leaving a room of three is not announced either; the list is whole again.
+    drop(b);
+    let list = expect_packet_without(&mut watcher, r#"42/chat,["room users""#, r#""user":"b""#).await;
+    assert_eq!(list, r#"42/chat,["room users",{"room":"big","users":["a","watcher"]}]"#);
+
+    // Leaving a room of two is.
+    drop(a);
+    expect_packet(&mut watcher, r#"42/chat,["leave room",{"user":"a","room":"big"}"#).await;
+    expect_packet(&mut watcher, r#"42/chat,["room users",{"room":"big","users":["watcher"]}"#).await;
+    node.shutdown().await;
+}
+
 /// Ten CONNECTs carrying the same `pid` on one session: the first recovers the parked session,
 /// the others are duplicates (the namespace slot is reserved before the parked session is
 /// looked up), so the session holds one socket, gets one CONNECT answer, and leaves no ghost

@@ -129,6 +129,8 @@ function connect(name) {
     const r = rooms.get(d.room);
     if (!r || !Array.isArray(d.users)) return;
     r.users = [...new Set(d.users.map(String))].sort((a, b) => a.localeCompare(b));
+    // A big room's list names only its first users (chat.presence_limit); count is all of them.
+    r.count = Number.isInteger(d.count) ? Math.max(d.count, r.users.length) : r.users.length;
     if (d.room === current) renderUsers(r);
   });
   on("room history", receiveHistory);
@@ -151,7 +153,7 @@ function closeSocket() {
 /* ---------- rooms ---------- */
 
 function addRoom(name) {
-  const r = { name, log: el("ol", "log"), mark: null, users: [], unread: 0, pending: [] };
+  const r = { name, log: el("ol", "log"), mark: null, users: [], count: 0, unread: 0, pending: [] };
   r.li = el("li");
   const open = el("button", "room-btn");
   open.type = "button";
@@ -203,7 +205,9 @@ function updateBadge(r) {
 function renderUsers(r) {
   const users = r ? r.users : [];
   $("members").replaceChildren(...users.map((u) => el("li", u === me ? "me" : "", u)));
-  $("member-count").textContent = r ? `${users.length} online` : "";
+  const more = r ? r.count - users.length : 0;
+  if (more > 0) $("members").append(el("li", "more", `and ${more} more`));
+  $("member-count").textContent = r ? `${r.count} online` : "";
 }
 
 // (Re-)joins a room. A marker line is appended to the log: "room history"

@@ -2,8 +2,10 @@
 //!
 //! Client → server: `join room {room}`, `leave room {room}`, `chat message {room, message}`,
 //! each optionally acked with `{ok: true}` or `{error}`. Server → room members: the same event
-//! names with `{user, room[, message]}`, and `room users {room, users}` (coalesced:
-//! [`room_users`]); the joiner alone gets
+//! names with `{user, room[, message]}`, and `room users {room, users[, count]}` (coalesced:
+//! [`room_users`]); in a room of more than `presence_limit` members, joins and leaves are not
+//! announced one by one, and `room users` names the first users and counts them all. The
+//! joiner alone gets
 //! `room history {room, messages: [{user, message}]}`, the room's last messages (kept by the
 //! history layer, [`crate::history`], reached through the handle the node wires in). The server sets
 //! `user` from the connection, so a client cannot speak as someone else. Each client's events
@@ -57,6 +59,12 @@ pub struct ChatConfig {
     /// rooms and missed messages back if it reconnects within this many seconds, on any
     /// node; 0: off. With it on, room broadcasts carry an offset as their last argument.
     pub recovery_secs: u64,
+    /// The largest room whose joins and leaves are announced to it one by one, and the most
+    /// names a `room users` list carries (a list cut short also carries `count`, how many
+    /// there are). Past it a room is *big*: announced one by one, N members joining would
+    /// cost N²/2 deliveries (50 million for 10,000), and a full list N² bytes per round of
+    /// updates. 0: no limit.
+    pub presence_limit: usize,
 }
 
 impl Default for ChatConfig {
@@ -72,6 +80,7 @@ impl Default for ChatConfig {
             rate_limit_burst: 50,
             rate_limit_strikes: 100,
             recovery_secs: 120,
+            presence_limit: 1000,
         }
     }
 }
@@ -98,7 +107,8 @@ pub fn namespace(
     let c2 = config.clone();
     let c3 = config.clone();
     let c4 = config.clone();
-    let users = Arc::new(RoomUsers::default());
+    let (c5, c6, c7) = (config.clone(), config.clone(), config.clone());
+    let users = Arc::new(RoomUsers::new(config.presence_limit));
     let (u1, u2, u3, u4, u5) = (users.clone(), users.clone(), users.clone(), users.clone(), users);
     let (h1, h2) = (history.clone(), history);
     let mut builder = NamespaceBuilder::new(NAMESPACE);
@@ -134,7 +144,9 @@ pub fn namespace(
                 // leave when its connection dropped, so they see it join again.
                 let ns = socket.namespace();
                 for room in socket.rooms() {
-                    ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &*room })]);
+                    if announced(&c5, ns.room_size(&room)) {
+                        ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &*room })]);
+                    }
                     u1.changed(ns, &room);
                 }
             }
@@ -149,7 +161,7 @@ pub fn namespace(
         .on(
             "leave room",
             rate_limited(&config, move |socket, event, ack| {
-                let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room, &u3));
+                let result = room_arg(&event, &c2).and_then(|room| leave(socket, &room, &c6, &u3));
                 respond(socket, ack, result);
             }),
         )
@@ -164,12 +176,13 @@ pub fn namespace(
             tracing::debug!(socket = %socket.id(), user = %user(socket), reason, "chat user left");
             let user = user(socket);
             for room in socket.rooms() {
-                announce_leave(socket.namespace(), &user, &room, &u4);
+                announce_leave(socket.namespace(), &user, &room, &c7, &u4);
             }
         })
         .on_presence(move |ns, room, change| {
-            // Users of a lost node leave without a word from it: say it for them, here.
-            if change.cause == PresenceCause::NodeLost {
+            // Users of a lost node leave without a word from it: say it for them, here (one
+            // by one if the room was small enough for that before they left).
+            if change.cause == PresenceCause::NodeLost && announced(&config, ns.room_size(room) + change.left.len()) {
                 for user in &change.left {
                     ns.emit_to_local_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
                 }
@@ -338,7 +351,7 @@ fn message_args(event: &Event, config: &ChatConfig) -> Result<(String, String), 
 fn join(
     socket: &Arc<Socket>,
     room: String,
-    config: &ChatConfig,
+    config: &Arc<ChatConfig>,
     users: &Arc<RoomUsers>,
     history: &Arc<HistoryHandle>,
     ack: Option<AckSender>,
@@ -346,14 +359,14 @@ fn join(
     let ns = socket.namespace().clone();
     if socket.in_room(&room) {
         // Joining twice is harmless: the client just gets the member list again.
-        let _ = socket.emit("room users", vec![room_users::list(&ns, &room)]);
+        let _ = socket.emit("room users", vec![users.list(&ns, &room)]);
         return respond(socket, ack, Ok(()));
     }
     if socket.rooms().len() >= config.max_rooms_per_user {
         return respond(socket, ack, Err(format!("you are already in {} rooms", config.max_rooms_per_user)));
     }
     let Some(subscribed) = socket.join(&room) else { return respond(socket, ack, Ok(())) };
-    let (socket, users, history) = (socket.clone(), users.clone(), history.clone());
+    let (socket, users, history, config) = (socket.clone(), users.clone(), history.clone(), config.clone());
     // Stopped with the node: by then every session is closed, and a join announced after
     // its user left would be a lie.
     ns.clone().tasks().spawn_until_stopped(async move {
@@ -363,13 +376,15 @@ fn join(
         let messages: Vec<Value> = said.iter().filter_map(|entry| serde_json::from_str(entry).ok()).collect();
         let _ = socket.emit("room history", vec![json!({ "room": &room, "messages": messages })]);
         let user = user(&socket);
-        ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
+        if announced(&config, ns.room_size(&room)) {
+            ns.emit_to_room(&room, "join room", vec![json!({ "user": &*user, "room": &room })]);
+        }
         users.changed(&ns, &room);
         respond(&socket, ack, Ok(()));
     });
 }
 
-fn leave(socket: &Arc<Socket>, room: &str, users: &Arc<RoomUsers>) -> Result<(), String> {
+fn leave(socket: &Arc<Socket>, room: &str, config: &ChatConfig, users: &Arc<RoomUsers>) -> Result<(), String> {
     if !socket.in_room(room) {
         return Err(format!("you are not in room {room}"));
     }
@@ -377,14 +392,26 @@ fn leave(socket: &Arc<Socket>, room: &str, users: &Arc<RoomUsers>) -> Result<(),
     // The leaver hears its own leave, like the joiner hears its join.
     let _ = socket.emit("leave room", vec![json!({ "user": &*user, "room": room })]);
     socket.leave(room);
-    announce_leave(socket.namespace(), &user, room, users);
+    announce_leave(socket.namespace(), &user, room, config, users);
     Ok(())
 }
 
-/// Tells the room, cluster-wide, that `user` left; each node updates its members' lists.
-fn announce_leave(ns: &Arc<Namespace>, user: &str, room: &str, users: &Arc<RoomUsers>) {
-    ns.emit_to_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
+/// Tells the room, cluster-wide, that `user` left (unless it is big); each node updates its
+/// members' lists. `user` is no longer among the room's members here.
+fn announce_leave(ns: &Arc<Namespace>, user: &str, room: &str, config: &ChatConfig, users: &Arc<RoomUsers>) {
+    if announced(config, ns.room_size(room) + 1) {
+        ns.emit_to_room(room, "leave room", vec![json!({ "user": user, "room": room })]);
+    }
     users.changed(ns, room);
+}
+
+/// Whether a join or leave is announced to its room one by one: while the room, counting the
+/// members who join or leave, has at most `presence_limit` of them. A big room's members see
+/// it in the next `room users` (see [`ChatConfig::presence_limit`]). The size is each node's
+/// view, as the members' lists are: near the limit, a join made at once on two nodes may be
+/// announced on one and not the other.
+fn announced(config: &ChatConfig, size: usize) -> bool {
+    config.presence_limit == 0 || size <= config.presence_limit
 }
 
 /// Says `message` in `room`. The sender's ack waits until the message has left this node:

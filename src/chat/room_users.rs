@@ -12,6 +12,10 @@
 //! room's total size: a room of 3,000 over three nodes filling up sent each node's 1,000
 //! members a 36 KB list every second, 36 MB/s per node, which outran the clients' reading
 //! and closed their sessions as too slow (the benchmark's three-node big room).
+//!
+//! A list names at most `chat.presence_limit` users (the first, in order); a list cut short
+//! says how many there are (`count`). A 10,000-member room's full list would be some 120 KB,
+//! for each of its members.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -28,14 +32,25 @@ const LIST_BYTES_PER_SEC: u64 = 8 * 1024;
 /// The longest pause between two updates of a room (a list of some 80 KB and more).
 const MAX_PAUSE: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
 pub struct RoomUsers {
     /// Rooms with an update on its way or in the pause after one, and whether they changed
     /// since their last update went out.
     pending: Mutex<HashMap<String, bool>>,
+    /// The most names in a list; 0: all.
+    limit: usize,
 }
 
 impl RoomUsers {
+    pub fn new(limit: usize) -> Self {
+        Self { pending: Mutex::default(), limit }
+    }
+
+    /// `{room, users}`: the sorted, distinct names of the room's members on every node; past
+    /// `limit` of them, the first `limit` and `count`, how many there are.
+    pub fn list(&self, ns: &Namespace, room: &str) -> serde_json::Value {
+        payload(room, ns.room_labels(room), self.limit).0
+    }
+
     /// Schedules a `room users` update of `room` to its local members, unless one is on its
     /// way or pausing (the next one will carry this change).
     pub fn changed(self: &Arc<Self>, ns: &Arc<Namespace>, room: &str) {
@@ -59,9 +74,8 @@ impl RoomUsers {
                     this.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&room);
                     break;
                 };
-                let users = ns.room_labels(&room);
-                let sent = list_bytes(&users);
-                ns.emit_to_local_room(&room, "room users", vec![payload(&room, users)]);
+                let (list, sent) = payload(&room, ns.room_labels(&room), this.limit);
+                ns.emit_to_local_room(&room, "room users", vec![list]);
                 drop(ns);
                 tokio::time::sleep(pause(sent)).await;
                 let mut pending = this.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -84,19 +98,37 @@ fn list_bytes(users: &[String]) -> u64 {
     users.iter().map(|u| u.len() as u64 + 3).sum()
 }
 
-/// `{room, users}`: the sorted, distinct names of the room's members on every node.
-pub fn list(ns: &Namespace, room: &str) -> serde_json::Value {
-    payload(room, ns.room_labels(room))
-}
-
-/// A `room users` event's argument for `users`, the room's labels (see [`list`]).
-fn payload(room: &str, users: Vec<String>) -> serde_json::Value {
-    json!({ "room": room, "users": users })
+/// A `room users` event's argument for `users`, the room's sorted, distinct labels (see
+/// [`RoomUsers::list`]), and about its bytes (for [`pause`]).
+fn payload(room: &str, mut users: Vec<String>, limit: usize) -> (serde_json::Value, u64) {
+    let count = users.len();
+    let cut = limit > 0 && count > limit;
+    users.truncate(if cut { limit } else { count });
+    let bytes = list_bytes(&users);
+    let list = if cut {
+        json!({ "room": room, "users": users, "count": count })
+    } else {
+        json!({ "room": room, "users": users })
+    };
+    (list, bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_past_the_limit_names_the_first_users_and_counts_them_all() {
+        let names = |n: usize| (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>();
+        let (list, bytes) = payload("r", names(3), 3);
+        assert_eq!(list, json!({ "room": "r", "users": ["u0", "u1", "u2"] }), "no count at the limit");
+        assert_eq!(bytes, 15);
+        let (list, bytes) = payload("r", names(5), 3);
+        assert_eq!(list, json!({ "room": "r", "users": ["u0", "u1", "u2"], "count": 5 }));
+        assert_eq!(bytes, 15, "paced by what is sent");
+        let (list, _) = payload("r", names(5), 0);
+        assert_eq!(list, json!({ "room": "r", "users": ["u0", "u1", "u2", "u3", "u4"] }), "0: no limit");
+    }
 
     #[test]
     fn the_pause_grows_with_the_list_so_a_member_gets_a_bounded_rate_of_lists() {

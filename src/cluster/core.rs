@@ -424,6 +424,15 @@ impl RoomsCore {
             .unwrap_or_default()
     }
 
+    /// How many members the room has on live peers, without the placeholder of parked
+    /// sessions: [`RoomsCore::remote_labels`]' length, without copying them.
+    pub fn remote_count(&self, room: &RoomId) -> usize {
+        self.presence.get(room).map_or(0, |nodes| {
+            let live = nodes.iter().filter(|(n, _)| self.live.contains_key(*n));
+            live.map(|(_, (_, labels))| labels.iter().filter(|l| l.as_str() != PARKED_LABEL).count()).sum()
+        })
+    }
+
     /// Labels of the room's local members.
     pub fn local_labels(&self, room: &RoomId) -> &[String] {
         self.local.get(room).map(Vec::as_slice).unwrap_or_default()

@@ -1095,6 +1095,10 @@ impl Adapter for ClusterRooms {
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).core.remote_labels(&(nsp.to_owned(), room.to_owned()))
     }
+
+    fn remote_count(&self, nsp: &str, room: &str) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).core.remote_count(&(nsp.to_owned(), room.to_owned()))
+    }
 }
 
 fn record_to_wire(req: KeepRequest) -> RecordWire {

@@ -37,6 +37,10 @@ pub trait Adapter: Send + Sync + 'static {
     fn publish(&self, nsp: &str, room: &str, stamp: Option<Stamp>, frames: &[Frame], sent: &Arc<OnSent>);
     /// Labels of the room's members on other nodes.
     fn remote_labels(&self, nsp: &str, room: &str) -> Vec<String>;
+    /// How many members the room has on other nodes (its labels, without copying them).
+    fn remote_count(&self, nsp: &str, room: &str) -> usize {
+        self.remote_labels(nsp, room).len()
+    }
     /// This node, as the holder of its sessions' records.
     fn holder(&self) -> Holder;
     /// The node to keep a record of a session of this node: `current` while it is a live

@@ -535,6 +535,14 @@ impl Namespace {
         labels
     }
 
+    /// How many members the room has on every node, now: its connections (a user connected
+    /// twice counts twice), not its distinct labels, and cheap where [`Namespace::room_labels`]
+    /// copies and sorts every name.
+    pub fn room_size(&self, room: &str) -> usize {
+        let here = self.rooms.read().unwrap_or_else(|e| e.into_inner()).get(room).map_or(0, |m| m.by_id.len());
+        here + self.adapter().remote_count(&self.name, room)
+    }
+
     /// Whether the room has members on this node.
     pub fn has_local_room(&self, room: &str) -> bool {
         self.rooms.read().unwrap_or_else(|e| e.into_inner()).contains_key(room)
