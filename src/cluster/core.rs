@@ -33,11 +33,13 @@
 //!   (`MemberInfo::rooms` is a persistent set), so the diff visits only what changed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use imbl::ordset::DiffItem;
 
 use super::membership::{room_key, Members, RoomSet};
 use crate::socketio::recovery::PARKED_LABEL;
+use crate::socketio::Labels;
 use crate::socketio::{PresenceCause, PresenceChange};
 
 /// A room: its namespace and its name.
@@ -61,10 +63,10 @@ const MAX_TOMBSTONES: usize = 16_384;
 pub enum Effect {
     /// Tell `to`, one way and after what was pushed to it before, that this node's local
     /// members of `room` are now `labels` (empty: none).
-    Presence { to: String, room: RoomId, labels: Vec<String>, version: Version },
+    Presence { to: String, room: RoomId, labels: Labels, version: Version },
     /// Ask `to` for its local members of `room`, telling it ours; feed its answer (or the
     /// failure) to [`RoomsCore::answered`] with the same `version` and `notify`.
-    Ask { to: String, room: RoomId, labels: Vec<String>, version: Version, notify: bool },
+    Ask { to: String, room: RoomId, labels: Labels, version: Version, notify: bool },
     /// Remote members of a room with local members changed: tell the local members.
     Notify { room: RoomId, change: PresenceChange },
     /// Gossip keys are due: take them with [`RoomsCore::take_advertisements`].
@@ -81,7 +83,7 @@ pub struct RoomsCore {
     /// Local changes so far: the second half of this node's [`Version`]s.
     clock: u64,
     /// Rooms with local members: their labels (a parked session counts as [`PARKED_LABEL`]).
-    local: HashMap<RoomId, Vec<String>>,
+    local: HashMap<RoomId, Labels>,
     /// Remote presence: room → node → labels of its members there, as of a version. An
     /// entry with no labels is a tombstone: that node's members left, as of that version.
     presence: HashMap<RoomId, BTreeMap<String, (Version, Vec<String>)>>,
@@ -140,7 +142,7 @@ impl RoomsCore {
     /// The room's local members are now `labels` (empty: none left). Returns whether the
     /// caller must wait for [`Effect::Joined`] before its join counts: the room's first join
     /// is being announced to the peers.
-    pub fn local_changed(&mut self, room: RoomId, labels: Vec<String>, out: &mut Vec<Effect>) -> bool {
+    pub fn local_changed(&mut self, room: RoomId, labels: Labels, out: &mut Vec<Effect>) -> bool {
         self.clock += 1;
         let version = (self.generation, self.clock);
         let (first, last) = if labels.is_empty() {
@@ -250,9 +252,9 @@ impl RoomsCore {
         labels: Vec<String>,
         version: Version,
         out: &mut Vec<Effect>,
-    ) -> (Version, Vec<String>) {
+    ) -> (Version, Labels) {
         self.apply_presence(from, room, labels, version, true, out);
-        ((self.generation, self.clock), self.local.get(room).cloned().unwrap_or_default())
+        ((self.generation, self.clock), self.local.get(room).cloned().unwrap_or_else(|| Labels::from([])))
     }
 
     /// A peer's `Presence` push: its members of the room are now `labels`, as of `version`.
@@ -434,8 +436,8 @@ impl RoomsCore {
     }
 
     /// Labels of the room's local members.
-    pub fn local_labels(&self, room: &RoomId) -> &[String] {
-        self.local.get(room).map(Vec::as_slice).unwrap_or_default()
+    pub fn local_labels(&self, room: &RoomId) -> &[Arc<str>] {
+        self.local.get(room).map(|l| &**l).unwrap_or_default()
     }
 
     /// The gossip keys to write now, each set (`Some`) or deleted (`None`): the rooms that
@@ -481,6 +483,12 @@ fn unsubscribe(gossip: &mut HashMap<RoomId, BTreeSet<String>>, room: &RoomId, no
             gossip.remove(room);
         }
     }
+}
+
+/// Local labels as the RPC messages carry them (`Presence`, `Subscribe` and its answer): a
+/// copy of each name, made only for a peer that is told.
+pub fn wire_labels(labels: &[Arc<str>]) -> Vec<String> {
+    labels.iter().map(|l| l.to_string()).collect()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn, Instrument};
 
-use super::core::{Effect, RoomId, RoomsCore, Version};
+use super::core::{wire_labels, Effect, RoomId, RoomsCore, Version};
 use super::keeps::Keeps;
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
@@ -30,7 +30,7 @@ use crate::engineio::Frame;
 use crate::rpc::peers::Peers;
 use crate::rpc::{Push, RecordWire, Request, Response, RoomsWire, WirePacket, WsFrame};
 use crate::socketio::recovery::{broadcast_size, Broadcast, Frontier, Holder, KeepRequest, RoomsUpdate, Stamp};
-use crate::socketio::{Adapter, Emitter, FoundSession, Namespace, OnSent};
+use crate::socketio::{Adapter, Emitter, FoundSession, Labels, Namespace, OnSent};
 
 /// Pushes queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 8192;
@@ -78,7 +78,7 @@ enum Outgoing {
     Push(Push, Option<Arc<OnSent>>),
     Ask {
         room: RoomId,
-        labels: Vec<String>,
+        labels: Labels,
         version: Version,
         notify: bool,
     },
@@ -278,6 +278,7 @@ impl ClusterRooms {
         for effect in effects {
             match effect {
                 Effect::Presence { to, room: (nsp, room), labels, version } => {
+                    let labels = wire_labels(&labels);
                     let push = Push::Presence { node: self.node_id.clone(), nsp, room, labels, version };
                     self.push_to(&to, Outgoing::Push(push, None));
                 }
@@ -448,6 +449,7 @@ impl ClusterRooms {
                 }
                 Outgoing::Ask { room, labels, version, notify } => {
                     let (nsp, name) = room.clone();
+                    let labels = wire_labels(&labels);
                     let request = Request::Subscribe { node: self.node_id.clone(), nsp, room: name, labels, version };
                     let sent = match &self.connect(&node, addr).await {
                         Ok(conn) => conn.send_request(request).await.map_err(|err| err.to_string()),
@@ -516,7 +518,7 @@ impl ClusterRooms {
     ) -> Response {
         let room = (nsp.to_owned(), room.to_owned());
         let (version, labels) = self.step(|s, out| s.core.on_subscribe(node, &room, labels, version, out));
-        Response::Members { version, labels }
+        Response::Members { version, labels: wire_labels(&labels) }
     }
 
     /// A request to `node`, over its RPC connection.
@@ -912,7 +914,7 @@ async fn advertise_rooms(
 }
 
 impl Adapter for ClusterRooms {
-    fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()> {
+    fn room_changed(&self, nsp: &str, room: &str, labels: Labels) -> BoxFuture<'static, ()> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
         let id = (nsp.to_owned(), room.to_owned());
         let joined = this.step(|s, out| {

@@ -15,6 +15,12 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::recovery::{Broadcast, Frontier, Holder, KeepRequest, Keeper, Stamp};
+
+/// The presence labels of a room's members on this node, shared: a change builds the list once
+/// (a reference count taken per member, no name copied), and the cluster's table and every
+/// peer's push hold that one list. Rebuilt with copied names, a room filling up to N members
+/// copied N²/2 names (7 M instructions per join at 10,000 members, under callgrind).
+pub type Labels = Arc<[Arc<str>]>;
 use crate::engineio::Frame;
 
 /// Where a parked session was found: the node keeping it (`None`: this one), its socket id
@@ -30,7 +36,7 @@ pub trait Adapter: Send + Sync + 'static {
     /// The local members of `room` are now those labelled `labels` (empty: none left). The
     /// future resolves once the other nodes know, so a message published anywhere after it
     /// reaches the new member.
-    fn room_changed(&self, nsp: &str, room: &str, labels: Vec<String>) -> BoxFuture<'static, ()>;
+    fn room_changed(&self, nsp: &str, room: &str, labels: Labels) -> BoxFuture<'static, ()>;
     /// Delivers a room broadcast, already encoded (with its recovery stamp, if any), to the
     /// room's members on other nodes; each push holds a clone of `sent` until it has left this
     /// node (see [`OnSent`]). Never yields: the publisher's order is the order of the calls.
@@ -120,7 +126,7 @@ pub trait Emitter: Send + Sync + 'static {
 pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
-    fn room_changed(&self, _nsp: &str, _room: &str, _labels: Vec<String>) -> BoxFuture<'static, ()> {
+    fn room_changed(&self, _nsp: &str, _room: &str, _labels: Labels) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))
     }
 

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::adapter::{Adapter, Emitter, FoundSession, LocalAdapter, OnSent, PresenceChange};
+use super::adapter::{Adapter, Emitter, FoundSession, Labels, LocalAdapter, OnSent, PresenceChange};
 use super::recovery::{
     self, Broadcast, Frontier, Holder, KeepRequest, Keeper, RecoveryConfig, RoomsUpdate, Stamp, PARKED_LABEL,
 };
@@ -516,18 +516,14 @@ impl Namespace {
 
     /// Presence labels of the room's members on this node; records kept here for recovery
     /// count as one [`PARKED_LABEL`], which keeps the node subscribed.
-    pub fn local_labels(&self, room: &str) -> Vec<String> {
-        let mut labels: Vec<String> =
-            self.room_members(room).iter().filter_map(|s| s.label().map(str::to_owned)).collect();
-        if self.recovery.as_ref().is_some_and(|k| k.keeps(room)) {
-            labels.push(PARKED_LABEL.to_owned());
-        }
-        labels
+    pub fn local_labels(&self, room: &str) -> Labels {
+        let parked = self.recovery.as_ref().is_some_and(|k| k.keeps(room)).then(|| Arc::from(PARKED_LABEL));
+        self.room_members(room).iter().filter_map(|s| s.shared_label()).chain(parked).collect()
     }
 
     /// Presence labels of the room's members on every node, sorted and distinct.
     pub fn room_labels(&self, room: &str) -> Vec<String> {
-        let mut labels = self.local_labels(room);
+        let mut labels: Vec<String> = self.local_labels(room).iter().map(|l| l.to_string()).collect();
         labels.extend(self.adapter().remote_labels(&self.name, room));
         labels.retain(|l| l != PARKED_LABEL);
         labels.sort();
@@ -770,7 +766,7 @@ mod tests {
     }
 
     impl Adapter for Peers {
-        fn room_changed(&self, _: &str, _: &str, _: Vec<String>) -> BoxFuture<'static, ()> {
+        fn room_changed(&self, _: &str, _: &str, _: Labels) -> BoxFuture<'static, ()> {
             Box::pin(std::future::ready(()))
         }
 

@@ -84,7 +84,7 @@ pub struct Socket {
     /// Application data attached at connect (e.g. the chat's user name).
     data: OnceLock<Box<dyn Any + Send + Sync>>,
     /// The name this socket shows in room presence lists, cluster-wide.
-    label: OnceLock<String>,
+    label: OnceLock<Arc<str>>,
     /// Whether the client got its earlier session back.
     recovered: AtomicBool,
     /// When the socket was created (the Admin UI shows it).
@@ -290,11 +290,16 @@ impl Socket {
 
     /// Sets the presence label, once, before joining rooms.
     pub fn set_label(&self, label: &str) -> bool {
-        self.label.set(label.to_owned()).is_ok()
+        self.label.set(label.into()).is_ok()
     }
 
     pub fn label(&self) -> Option<&str> {
-        self.label.get().map(String::as_str)
+        self.label.get().map(|l| &**l)
+    }
+
+    /// The presence label, shared (see [`crate::socketio::Labels`]).
+    pub(crate) fn shared_label(&self) -> Option<Arc<str>> {
+        self.label.get().cloned()
     }
 
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), SendError> {

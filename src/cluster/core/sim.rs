@@ -15,8 +15,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{Effect, RoomId, RoomsCore, Version};
+use super::{wire_labels, Effect, RoomId, RoomsCore, Version};
 use crate::cluster::membership::{MemberInfo, Members, RoomSet};
+
+/// A node's local labels as the core takes them.
+fn shared(labels: Vec<String>) -> crate::socketio::Labels {
+    labels.into_iter().map(Into::into).collect()
+}
 
 const NSP: &str = "/chat";
 
@@ -181,12 +186,22 @@ impl Sim {
             match effect {
                 Effect::Presence { to, room, labels, version } => {
                     let j = self.index(&to);
-                    self.links.entry((i, j)).or_default().push_back(Msg::Presence { room, labels, version });
+                    self.links.entry((i, j)).or_default().push_back(Msg::Presence {
+                        room,
+                        labels: wire_labels(&labels),
+                        version,
+                    });
                 }
                 Effect::Ask { to, room, labels, version, notify } => {
                     let j = self.index(&to);
                     let id = self.id();
-                    self.links.entry((i, j)).or_default().push_back(Msg::Ask { id, room, labels, version, notify });
+                    self.links.entry((i, j)).or_default().push_back(Msg::Ask {
+                        id,
+                        room,
+                        labels: wire_labels(&labels),
+                        version,
+                        notify,
+                    });
                 }
                 Effect::Notify { .. } => {}
                 Effect::Advertise => self.nodes[i].advertise_due = true,
@@ -213,7 +228,7 @@ impl Sim {
         }
         let labels = self.labels(i, &room);
         let mut out = Vec::new();
-        let wait = self.nodes[i].core.local_changed(room.clone(), labels, &mut out);
+        let wait = self.nodes[i].core.local_changed(room.clone(), shared(labels), &mut out);
         self.joins.push(Join {
             node: i,
             user: user.clone(),
@@ -240,7 +255,7 @@ impl Sim {
         }
         let labels = self.labels(i, room);
         let mut out = Vec::new();
-        self.nodes[i].core.local_changed(room.clone(), labels, &mut out);
+        self.nodes[i].core.local_changed(room.clone(), shared(labels), &mut out);
         self.effects(i, out);
     }
 
@@ -285,7 +300,7 @@ impl Sim {
                 } else {
                     let answer = self.nodes[to].core.on_subscribe(&sender, &room, labels, version, &mut out);
                     if !timed_out {
-                        let labels = Some(answer);
+                        let labels = Some((answer.0, wire_labels(&answer.1)));
                         self.answers.push(Answer { to: from, from: to, room, labels, notify, asked: version });
                     }
                 }
