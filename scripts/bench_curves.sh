@@ -137,8 +137,9 @@ rooms_curve() { # sizes
         if [ "$rate" -gt $((10 * m)) ]; then rate=$((10 * m)); fi
         if [ "$rate" -lt 1 ]; then rate=1; fi
         step=$((30000 / (rate * m))); if [ "$step" -lt 3 ]; then step=3; fi
-        # Every join is announced to the room (N²/2 notices in all): under valgrind, joins made
-        # 128 at a time wait longer than the client's 20 s for their acks from 3,000 members on.
+        # Joins are announced to the room up to chat.presence_limit (1,000) members: under
+        # valgrind, joins made 128 at a time waited longer than the client's 20 s for their
+        # acks from 3,000 members on (when every join was announced).
         local conc=128; if [ "$m" -ge 3000 ]; then conc=8; fi
         CONCURRENCY=$conc callgrind_point rooms "$n" 1 "$m" "$rate" "$step" "$settle"
     done

@@ -71,6 +71,9 @@ pub enum Effect {
     Notify { room: RoomId, change: PresenceChange },
     /// Gossip keys are due: take them with [`RoomsCore::take_advertisements`].
     Advertise,
+    /// Local members changed in rooms with members before and after: run
+    /// [`RoomsCore::push_presence`] a moment later, for all such changes made until then.
+    PresenceDue,
     /// The room's first local join is effective on every peer: release who waits for it.
     Joined { room: RoomId },
 }
@@ -112,6 +115,12 @@ pub struct RoomsCore {
     /// taken. A room that came and went between two takes is back as gossip has it, so it is
     /// neither set nor deleted (chitchat warns of deleting a key it does not hold).
     unadvertised: BTreeSet<RoomId>,
+    /// Rooms whose local members changed since their subscribers were last told, other than
+    /// by a first join or a last leave (told at once, by an ask or an empty `Presence`). A
+    /// `Presence` carries every local member's name, so one per change cost N²/2 names to
+    /// fill a room of N; [`RoomsCore::push_presence`] tells each room's subscribers once for
+    /// the changes made since. Bounded by the rooms with local members.
+    presence_due: BTreeSet<RoomId>,
 }
 
 impl RoomsCore {
@@ -132,6 +141,7 @@ impl RoomsCore {
             retry: BTreeMap::new(),
             joining: HashMap::new(),
             unadvertised: BTreeSet::new(),
+            presence_due: BTreeSet::new(),
         }
     }
 
@@ -173,13 +183,34 @@ impl RoomsCore {
         if last && self.joining.remove(&room).is_some() {
             out.push(Effect::Joined { room: room.clone() });
         }
-        // Everyone subscribed hears of a change; on the last leave, every live node, so none
-        // keeps pushing here until gossip catches up.
-        let targets: Vec<String> = if last { self.peers().cloned().collect() } else { self.subscribers(&room) };
-        for to in targets {
-            out.push(Effect::Presence { to, room: room.clone(), labels: labels.clone(), version });
+        if last {
+            // Every live node hears of the last leave at once, so none keeps pushing here
+            // until gossip catches up.
+            self.presence_due.remove(&room);
+            for to in self.peers().cloned().collect::<Vec<_>>() {
+                out.push(Effect::Presence { to, room: room.clone(), labels: labels.clone(), version });
+            }
+        } else if !labels.is_empty() {
+            // Everyone subscribed hears of other changes a moment later, together.
+            if self.presence_due.is_empty() {
+                out.push(Effect::PresenceDue);
+            }
+            self.presence_due.insert(room.clone());
         }
         self.joining.contains_key(&room)
+    }
+
+    /// Tells the subscribers of each room whose local members changed since [`Effect::PresenceDue`]
+    /// its members now, with the version of the latest change (a word about a room at a
+    /// version always says the same members: they change only with the clock).
+    pub fn push_presence(&mut self, out: &mut Vec<Effect>) {
+        let version = (self.generation, self.clock);
+        for room in std::mem::take(&mut self.presence_due) {
+            let Some(labels) = self.local.get(&room) else { continue };
+            for to in self.subscribers(&room) {
+                out.push(Effect::Presence { to, room: room.clone(), labels: labels.clone(), version });
+            }
+        }
     }
 
     /// The answer of `from` to an [`Effect::Ask`] made at `asked` (the ask's version): its
@@ -285,12 +316,15 @@ impl RoomsCore {
         if labels.is_empty() {
             self.tombstones.push_back((room.clone(), node.to_owned(), version));
         }
-        let before = entry.insert(node.to_owned(), (version, labels.clone())).map(|(_, l)| l).unwrap_or_default();
-        self.forget_old_tombstones();
         // News for the local members only if the names they see changed (not a parked
         // session coming or going).
-        let visible = |l: &[String]| l.iter().filter(|l| *l != PARKED_LABEL).cloned().collect::<Vec<_>>();
-        let changed = visible(&before) != visible(&labels);
+        fn visible(l: &[String]) -> impl Iterator<Item = &String> {
+            l.iter().filter(|l| *l != PARKED_LABEL)
+        }
+        let before = entry.get(node).map_or(&[][..], |(_, l)| l);
+        let changed = !visible(before).eq(visible(&labels));
+        entry.insert(node.to_owned(), (version, labels));
+        self.forget_old_tombstones();
         if notify && changed && self.local.contains_key(room) {
             out.push(Effect::Notify {
                 room: room.clone(),

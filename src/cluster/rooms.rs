@@ -164,6 +164,8 @@ pub struct ClusterRooms {
     advertise: Arc<tokio::sync::Notify>,
     /// Cuts the advertiser's pause short: a member came or restarted (see [`ADVERTISE_EVERY`]).
     advertise_now: Arc<tokio::sync::Notify>,
+    /// Wakes the presence pusher: local changes await their `Presence` pushes.
+    presence_due: Arc<tokio::sync::Notify>,
     /// Cancelled by [`ClusterRooms::shutdown`]: the long-lived tasks (membership follower,
     /// advertiser, per-peer pushers) end with it.
     stop: tokio_util::sync::CancellationToken,
@@ -206,6 +208,7 @@ impl ClusterRooms {
             next_barrier: AtomicU64::new(0),
             advertise: Arc::default(),
             advertise_now: Arc::default(),
+            presence_due: Arc::default(),
             stop: tokio_util::sync::CancellationToken::new(),
         });
         for ns in &namespaces {
@@ -225,6 +228,9 @@ impl ClusterRooms {
                 rooms.stop.clone(),
             )
             .in_current_span(),
+        );
+        rooms.tasks.spawn(
+            push_presence(Arc::downgrade(&rooms), rooms.presence_due.clone(), rooms.stop.clone()).in_current_span(),
         );
         rooms
     }
@@ -308,6 +314,7 @@ impl ClusterRooms {
                     }
                 }
                 Effect::Advertise => self.advertise.notify_one(),
+                Effect::PresenceDue => self.presence_due.notify_one(),
                 other => debug_assert!(false, "effect {other:?} is carried out under the lock"),
             }
         }
@@ -884,6 +891,33 @@ impl ClusterRooms {
 /// exception is a member coming or restarting: it knows of rooms joined before it was live only
 /// from gossip, so what is due is written at once.
 const ADVERTISE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long local membership changes gather before their `Presence` pushes: a room filling up
+/// tells each subscriber of it at most about 20 times a second, whatever the joins. The other
+/// nodes' `room users` lists are that much later; routing is not (a first join asks every peer
+/// at once, a last leave tells every peer at once).
+const PRESENCE_PAUSE: Duration = Duration::from_millis(50);
+
+/// Pushes local membership changes to the rooms' subscribers [`PRESENCE_PAUSE`] after the
+/// first of them (see [`RoomsCore::push_presence`]). Ends with [`ClusterRooms::shutdown`].
+async fn push_presence(
+    rooms: std::sync::Weak<ClusterRooms>,
+    due: Arc<tokio::sync::Notify>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = due.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRESENCE_PAUSE) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(rooms) = rooms.upgrade() else { return };
+        rooms.step(|s, out| s.core.push_presence(out));
+    }
+}
 
 /// Keeps this node's `room:` gossip keys in line with its rooms with local members: one task,
 /// so a quick join and leave can never leave their set and delete applied out of order; each

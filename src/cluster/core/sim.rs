@@ -57,6 +57,8 @@ struct Node {
     /// This node's gossip: its advertised rooms (a persistent set, as membership builds it).
     advertised: RoomSet,
     advertise_due: bool,
+    /// Local changes await their `Presence` pushes ([`Effect::PresenceDue`]).
+    presence_due: bool,
     /// What it believes of the others: node → their advertised rooms, for the live ones.
     view: BTreeMap<usize, RoomSet>,
     /// Users whose join waits for the room's [`Effect::Joined`].
@@ -115,6 +117,7 @@ impl Sim {
                 members: BTreeMap::new(),
                 advertised: RoomSet::new(),
                 advertise_due: false,
+                presence_due: false,
                 view: BTreeMap::new(),
                 waiting: BTreeMap::new(),
                 received: BTreeMap::new(),
@@ -205,6 +208,7 @@ impl Sim {
                 }
                 Effect::Notify { .. } => {}
                 Effect::Advertise => self.nodes[i].advertise_due = true,
+                Effect::PresenceDue => self.nodes[i].presence_due = true,
                 Effect::Joined { room } => {
                     let users = self.nodes[i].waiting.remove(&room).unwrap_or_default();
                     let step = self.step;
@@ -338,6 +342,14 @@ impl Sim {
         let mut out = Vec::new();
         self.nodes[a.to].core.answered(&sender, &a.room, a.asked, labels, a.notify, &mut out);
         self.effects(a.to, out);
+    }
+
+    /// Node `i` pushes its due presence (the driver's pusher, a moment after it was due).
+    fn push_presence(&mut self, i: usize) {
+        self.nodes[i].presence_due = false;
+        let mut out = Vec::new();
+        self.nodes[i].core.push_presence(&mut out);
+        self.effects(i, out);
     }
 
     /// Node `i` writes its due gossip keys.
@@ -475,13 +487,20 @@ impl Sim {
                 self.effects(i, out);
                 format!("reask {i}")
             }
-            88..99 => {
+            88..96 => {
                 let j = self.rng.random_range(0..self.nodes.len());
                 if i == j {
                     return "noop".into();
                 }
                 self.gossip(i, j);
                 format!("gossip {i}<-{j}")
+            }
+            96..99 => {
+                if !self.nodes[i].presence_due {
+                    return "noop".into();
+                }
+                self.push_presence(i);
+                format!("push presence {i}")
             }
             _ => {
                 if !self.faults || alive.len() <= 2 {
@@ -509,6 +528,9 @@ impl Sim {
             }
             for i in self.alive() {
                 self.advertise(i);
+                if self.nodes[i].presence_due {
+                    self.push_presence(i);
+                }
             }
             let alive = self.alive();
             for &i in &alive {
