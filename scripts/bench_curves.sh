@@ -75,26 +75,41 @@ callgrind_point() { # curve n rooms members rate step settle
         for p in "${SERVER_PIDS[@]}"; do callgrind_control -i on "$p" >/dev/null; done
     fi
     "$BENCH" --label "$LABEL" "${TARGETS[@]}" "${pids[@]}" --concurrency "${CONCURRENCY:-128}" fanout --rooms "$rooms" --members "$members" \
-        --rates "$rate" --step-secs "$step" --settle-secs "$settle" --max-p99-ms 1e9 >"$LOGS/point.jsonl" 2>"$log" &
+        --rates "$rate" --step-secs "$step" --settle-secs "$settle" --hold-secs 60 --max-p99-ms 1e9 >"$LOGS/point.jsonl" 2>"$log" &
     gen=$!
     started $gen
     until grep -qs "settled" "$log"; do kill -0 $gen 2>/dev/null || break; sleep 0.1; done
     for p in "${SERVER_PIDS[@]}"; do
         if [ "${MEASURE_JOIN:-0}" = 1 ]; then callgrind_control -d "$p" >/dev/null; else callgrind_control -i on "$p" >/dev/null; fi
     done
+    # The step's counts: taken while the clients hold on after it (--hold-secs); their leaving
+    # is counted apart, once the nodes have seen every one of them go.
+    until grep -qs "steps done" "$log"; do kill -0 $gen 2>/dev/null || break; sleep 0.1; done
+    for p in "${SERVER_PIDS[@]}"; do callgrind_control -d "$p" >/dev/null; done
     wait $gen || { cat "$log" >&2; cleanup; return 1; }
+    for t in "${TARGETS[@]}"; do
+        [ "$t" = --target ] && continue
+        for _ in $(seq 600); do
+            curl -fs "http://$t/metrics" | grep -q '^clusterchat_sockets{nsp="/chat"} 0$' && break
+            sleep 0.2
+        done
+    done
     for p in "${SERVER_PIDS[@]}"; do callgrind_control -d "$p" >/dev/null; done
     cleanup
     cat "$log" >&2
     grep -q "100.0 % delivered" "$log" || echo "== warning: not every delivery arrived; the point counts only those that did" >&2
-    local total=0 t dump join_total=0 gossip_total=0
+    local total=0 t dump join_total=0 gossip_total=0 leave_total=0 k=1
+    [ "${MEASURE_JOIN:-0}" = 1 ] && k=2
     for i in $(seq "$n"); do
         if [ "${MEASURE_JOIN:-0}" = 1 ]; then
             t=$(callgrind_annotate "$LOGS/callgrind.out.node$i.1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}')
             join_total=$((join_total + t))
         fi
-        # The dump asked for above (the file of the exit holds only what ran after it).
-        dump=$(ls "$LOGS"/callgrind.out.node"$i"* | grep -v "node$i\$" | sort -V | tail -1)
+        # The clients' leaving: the last dump asked for above.
+        t=$(callgrind_annotate "$LOGS/callgrind.out.node$i.$((k + 1))" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t + 0}')
+        leave_total=$((leave_total + t))
+        # The step's dump (the file of the exit holds only what ran after the last dump).
+        dump=$LOGS/callgrind.out.node$i.$k
         t=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}')
         total=$((total + t))
         # The gossip task's share (inclusive): background work, paid per node and per second
@@ -108,10 +123,11 @@ callgrind_point() { # curve n rooms members rate step settle
             cp "$dump" "$LOGS/$curve-$LABEL-$n-$members.callgrind"
         fi
     done
-    python3 - "$LOGS/point.jsonl" "$curve" "$LABEL" "$n" "$total" "$join_total" "$gossip_total" >>"$RESULTS" <<'PY'
+    python3 - "$LOGS/point.jsonl" "$curve" "$LABEL" "$n" "$total" "$join_total" "$gossip_total" "$leave_total" >>"$RESULTS" <<'PY'
 import json, sys
 step = json.loads(open(sys.argv[1]).readline())
 curve, label, n, total, join = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+leave = int(sys.argv[8])
 clients = step["rooms"] * step["members"]
 gossip = int(sys.argv[7])
 d = step["step"]["delivered"]
@@ -122,7 +138,8 @@ print(json.dumps({"curve": curve, "label": label, "nodes": n, "rooms": step["roo
                   "gossip_instructions": gossip,
                   "instructions_per_delivery_without_gossip": (total - gossip) / d if d else None,
                   "clients_gone": step["clients_gone"],
-                  "join_instructions": join or None, "join_instructions_per_client": join / clients if join else None}))
+                  "join_instructions": join or None, "join_instructions_per_client": join / clients if join else None,
+                  "leave_instructions": leave, "leave_instructions_per_client": leave / clients}))
 PY
     tail -1 "$RESULTS"
 }

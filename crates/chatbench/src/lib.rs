@@ -158,6 +158,11 @@ pub struct FanoutArgs {
     /// (`join room` notices, the coalesced `room users` lists) is not in the first step.
     #[arg(long, default_value_t = 0)]
     pub settle_secs: u64,
+    /// Seconds to keep the clients connected after the last step, before they close. Its
+    /// start is logged (`fanout: steps done`): `scripts/bench_curves.sh` takes the step's
+    /// counts then, and the clients' leaving in a dump of its own.
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
 }
 
 /// One run's context: where to connect, what to measure.
@@ -194,6 +199,7 @@ impl Bench {
                         step_secs: 1,
                         max_p99_ms: 1e9,
                         settle_secs: 0,
+                        hold_secs: 0,
                     })
                     .await?,
                 );
@@ -214,9 +220,17 @@ impl Bench {
             }
             Some(Scenario::BigRoom { members, rates, step_secs, max_p99_ms, settle_secs }) => {
                 let a = if smoke {
-                    FanoutArgs { rooms: 1, members: 10, rates: vec![5], step_secs: 1, max_p99_ms, settle_secs: 0 }
+                    FanoutArgs {
+                        rooms: 1,
+                        members: 10,
+                        rates: vec![5],
+                        step_secs: 1,
+                        max_p99_ms,
+                        settle_secs: 0,
+                        hold_secs: 0,
+                    }
                 } else {
-                    FanoutArgs { rooms: 1, members, rates, step_secs, max_p99_ms, settle_secs }
+                    FanoutArgs { rooms: 1, members, rates, step_secs, max_p99_ms, settle_secs, hold_secs: 0 }
                 };
                 let mut r = self.fanout(&a).await?;
                 for line in &mut r {
@@ -458,6 +472,10 @@ impl Bench {
             if saturated {
                 break;
             }
+        }
+        eprintln!("fanout: steps done");
+        if a.hold_secs > 0 {
+            tokio::time::sleep(Duration::from_secs(a.hold_secs)).await;
         }
         self.close(&shared, clients).await;
         Ok(out)

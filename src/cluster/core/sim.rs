@@ -676,3 +676,26 @@ fn random_scripts_with_deaths_and_failed_requests_keep_every_invariant() {
         run(seed, 3 + (seed % 3) as usize, 400, true);
     }
 }
+
+/// A room filling up tells each subscriber once per run of the pusher, not once per join: a
+/// `Presence` carries every local member's name, so one per join cost N²/2 names.
+#[test]
+fn changes_gathered_before_a_push_go_out_as_one_presence_per_subscriber() {
+    let mut sim = Sim::new(1, 2, false);
+    let lobby = room("lobby");
+    sim.join(1, "far@1".into(), lobby.clone());
+    sim.join(0, "u0@0".into(), lobby.clone());
+    sim.settle();
+    for u in 1..20 {
+        sim.join(0, format!("u{u}@0"), lobby.clone());
+    }
+    let presences = |sim: &Sim| {
+        sim.links.get(&(0, 1)).map_or(0, |q| q.iter().filter(|m| matches!(m, Msg::Presence { .. })).count())
+    };
+    assert_eq!(presences(&sim), 0, "nothing is pushed before the pusher runs");
+    assert!(sim.nodes[0].presence_due);
+    sim.push_presence(0);
+    assert_eq!(presences(&sim), 1, "19 joins, one push");
+    sim.settle();
+    assert_eq!(sim.nodes[1].core.remote_labels(&lobby).len(), 20, "node1 knows every member of node0");
+}
