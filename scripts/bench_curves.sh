@@ -43,6 +43,11 @@ start_callgrind_nodes() { # n
     # peers then count it lost for a moment, and its users leave and rejoin every room (measured:
     # a third of a point's instructions). Far from that here; the gossip itself is unchanged.
     printf '[cluster]\nphi_threshold = %s\n' "${PHI:-30}" >"$LOGS/callgrind-node.toml"
+    # PING_MS: the heartbeat's period. The room-size points send 1 message a second from 3,000
+    # members on, and the clients, connected within seconds of each other, are pinged in waves
+    # every 25 s: a 10 s step held one wave or none (39 M or 53 M instructions at 3,000). Their
+    # heartbeat is not a delivery's cost: those points ping every 10 minutes, after the step.
+    [ -z "${PING_MS:-}" ] || printf '[engine]\nping_interval_ms = %s\n' "$PING_MS" >>"$LOGS/callgrind-node.toml"
     # Sized as the benchmark's nodes are (`node_sizing`): on two cores, three or five nodes of
     # one thread each.
     local sized
@@ -158,7 +163,7 @@ rooms_curve() { # sizes
         # valgrind, joins made 128 at a time waited longer than the client's 20 s for their
         # acks from 3,000 members on (when every join was announced).
         local conc=128; if [ "$m" -ge 3000 ]; then conc=8; fi
-        CONCURRENCY=$conc callgrind_point rooms "$n" 1 "$m" "$rate" "$step" "$settle"
+        PING_MS=600000 CONCURRENCY=$conc callgrind_point rooms "$n" 1 "$m" "$rate" "$step" "$settle"
     done
 }
 
