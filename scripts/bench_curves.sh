@@ -111,7 +111,7 @@ callgrind_point() { # curve n rooms members rate step settle
             join_total=$((join_total + t))
         fi
         # The clients' leaving: the last dump asked for above.
-        t=$(callgrind_annotate "$LOGS/callgrind.out.node$i.$((k + 1))" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t + 0}')
+        t=$(callgrind_annotate "$LOGS/callgrind.out.node$i.$((k + 1))" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print (t == "" ? 0 : t)}')
         leave_total=$((leave_total + t))
         # The step's dump (the file of the exit holds only what ran after the last dump).
         dump=$LOGS/callgrind.out.node$i.$k
@@ -120,7 +120,7 @@ callgrind_point() { # curve n rooms members rate step settle
         # The gossip task's share (inclusive): background work, paid per node and per second
         # whatever the load.
         t=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null |
-            awk '/chitchat::server::spawn_chitchat::\{\{closure\}\}::\{\{closure\}\}/ && !t {gsub(",", "", $1); t = $1} END {print t + 0}')
+            awk '/chitchat::server::spawn_chitchat::\{\{closure\}\}::\{\{closure\}\}/ && !t {gsub(",", "", $1); t = $1} END {print (t == "" ? 0 : t)}')
         gossip_total=$((gossip_total + t))
         if [ "$i" = 1 ]; then # the top functions of node 1, inclusive and self
             callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | head -80 >"$LOGS/$curve-$LABEL-$n-$members.inclusive.txt" || true
