@@ -188,6 +188,8 @@ impl Queue {
                 if batching || !inner.pending.is_empty() {
                     let payload: &Bytes = text.as_ref();
                     let (header, used) = text_header(payload.len());
+                    // One allocation for both, not one for the header and a second to grow it.
+                    inner.pending.reserve(used + payload.len());
                     inner.pending.extend_from_slice(&header[..used]);
                     inner.pending.extend_from_slice(payload);
                     let mut now = !batching || inner.pending.len() >= PENDING_MAX;
