@@ -76,7 +76,8 @@ if rooms:
     w("'Without gossip': less the gossip task's instructions (chitchat's loop, inclusive), paid per node")
     w("and per second whatever the load. 'Join': the connects, joins and settling, per client")
     w("(`MEASURE_JOIN=1`). 'Leave': the clients closing after the step, per client, counted apart")
-    w("since session 17 (before, the step's figure included it).\n")
+    w("since session 17 (before, the step's figure included it); it holds the nodes' per-second work")
+    w("(the gossip task) until they have seen every client go, which is most of it at 10 and 100 members.\n")
     w("| build | nodes | members | msg/s | deliveries | delivered | instructions per delivery | without gossip | join: instructions per client | leave: instructions per client |")
     w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (_, label, n, m), r in rooms:
