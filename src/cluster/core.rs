@@ -451,27 +451,18 @@ impl RoomsCore {
 
     /// Labels of the room's members on other live nodes.
     pub fn remote_labels(&self, room: &RoomId) -> Vec<String> {
-        self.presence
-            .get(room)
-            .map(|nodes| {
-                let live = nodes.iter().filter(|(n, _)| self.live.contains_key(*n));
-                live.flat_map(|(_, (_, labels))| labels.iter().cloned()).collect()
-            })
-            .unwrap_or_default()
+        self.live_remote_labels(room).cloned().collect()
     }
 
     /// How many members the room has on live peers, without the placeholder of parked
     /// sessions: [`RoomsCore::remote_labels`]' length, without copying them.
     pub fn remote_count(&self, room: &RoomId) -> usize {
-        self.presence.get(room).map_or(0, |nodes| {
-            let live = nodes.iter().filter(|(n, _)| self.live.contains_key(*n));
-            live.map(|(_, (_, labels))| labels.iter().filter(|l| l.as_str() != PARKED_LABEL).count()).sum()
-        })
+        self.live_remote_labels(room).filter(|l| l.as_str() != PARKED_LABEL).count()
     }
 
-    /// Labels of the room's local members.
-    pub fn local_labels(&self, room: &RoomId) -> &[Arc<str>] {
-        self.local.get(room).map(|l| &**l).unwrap_or_default()
+    fn live_remote_labels<'a>(&'a self, room: &RoomId) -> impl Iterator<Item = &'a String> {
+        let nodes = self.presence.get(room).into_iter().flatten();
+        nodes.filter(|(n, _)| self.live.contains_key(*n)).flat_map(|(_, (_, labels))| labels)
     }
 
     /// The gossip keys to write now, each set (`Some`) or deleted (`None`): the rooms that
