@@ -102,15 +102,13 @@ fn list_bytes(users: &[String]) -> u64 {
 /// [`RoomUsers::list`]), and about its bytes (for [`pause`]).
 fn payload(room: &str, mut users: Vec<String>, limit: usize) -> (serde_json::Value, u64) {
     let count = users.len();
-    let cut = limit > 0 && count > limit;
-    users.truncate(if cut { limit } else { count });
+    if limit > 0 && count > limit {
+        users.truncate(limit);
+        let bytes = list_bytes(&users);
+        return (json!({ "room": room, "users": users, "count": count }), bytes);
+    }
     let bytes = list_bytes(&users);
-    let list = if cut {
-        json!({ "room": room, "users": users, "count": count })
-    } else {
-        json!({ "room": room, "users": users })
-    };
-    (list, bytes)
+    (json!({ "room": room, "users": users }), bytes)
 }
 
 #[cfg(test)]
