@@ -854,6 +854,13 @@ impl ClusterRooms {
                 .filter(|(n, (g, _))| now.get(*n).is_none_or(|(generation, ready)| generation != g || !ready))
                 .map(|(n, _)| n.clone())
                 .collect();
+            // A member that died, left or restarted is let go: what was written to it and not
+            // acknowledged would hold up everything after it once it is back (`Peers::forget`).
+            for (node, (g, _)) in generations.iter() {
+                if now.get(node).is_none_or(|(generation, _)| generation != g) {
+                    self.peers.forget(node);
+                }
+            }
             // A member that came or came back (a restart, or the end of a partition) is up:
             // dials to it go ahead at once, not after the back-off failures to reach it earned.
             for (node, (generation, _)) in &now {

@@ -154,6 +154,12 @@ impl Connection {
         self.closed.is_cancelled()
     }
 
+    /// Closes the connection from this side: what is queued is dropped, waiting callers fail
+    /// and streams end (see [`crate::rpc::peers::Peers::forget`] for why).
+    pub fn close(&self) {
+        self.shut();
+    }
+
     /// Writes the queued frames: whatever is queued when the writer wakes is sealed together
     /// (up to one record's plaintext, see `RecordEncoder`), so a burst of pushes costs one
     /// record and one write.

@@ -61,7 +61,7 @@ pub async fn serve(
             debug!(%peer, "too many RPC handshakes under way; connection closed");
             continue;
         };
-        let _ = stream.set_nodelay(true);
+        super::peers::tune(&stream);
         let (settings, handler, stats, served) = (settings.clone(), handler.clone(), stats.clone(), tasks.clone());
         // A handshake under way when the listener stops is dropped.
         tasks.spawn_until_stopped(async move {

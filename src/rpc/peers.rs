@@ -11,6 +11,17 @@
 //! a subscriber again as soon as the ring says so, and what is pushed to it meanwhile would be
 //! dropped. A new life shows as a new (address, generation) from gossip, or as the peer dialing
 //! this node, or gossip counting it a member again ([`Peers::is_back`]), whichever comes first.
+//!
+//! A connection is owed to one life of the peer too, and to one stretch of it being reachable:
+//! a peer that restarted (a new generation or address) is dialed anew, and one the ring counts
+//! dead is let go ([`Peers::forget`]). Why: what was written to a peer across a cut stays
+//! unacknowledged in the kernel, retransmitted ever less often (up to two minutes apart), and
+//! nothing written after it moves before it does; a connection kept through a partition would
+//! hold up every push, call and stream to that peer for that long after the network healed.
+//! The sockets themselves ([`tune`]) give up on a peer that acknowledges nothing for
+//! [`PEER_SILENCE`] and probe an idle connection, for a cut the ring does not see (gossip
+//! getting through where the connection does not) and for the accepting side, which has no
+//! ring view of its connections.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +41,30 @@ use crate::tasks::Tasks;
 /// The longest a peer that keeps failing is left alone before it is tried again.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How long a peer may leave what was written to it unacknowledged, or an idle connection's
+/// probes unanswered, before its connection is given up (`TCP_USER_TIMEOUT`, keepalive).
+pub const PEER_SILENCE: Duration = Duration::from_secs(15);
+/// An idle connection is probed after this long, then every `KEEPALIVE_EVERY`.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+
+/// Sets an RPC socket's options, either side's: no Nagle delay, and the [`PEER_SILENCE`]
+/// bounds (see the module doc). A failure is logged: the connection works without them.
+pub fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_EVERY);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let keepalive =
+        keepalive.with_retries(((PEER_SILENCE - KEEPALIVE_IDLE).as_secs() / KEEPALIVE_EVERY.as_secs()) as u32);
+    let set = sock.set_tcp_keepalive(&keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let set = set.and_then(|()| sock.set_tcp_user_timeout(Some(PEER_SILENCE)));
+    if let Err(err) = set {
+        warn!(error = %err, "cannot bound an RPC connection's silence; a dead peer is noticed later");
+    }
+}
 
 /// How the dialer reaches its peers.
 #[derive(Debug, Clone)]
@@ -54,6 +89,8 @@ pub struct PeerAt {
 #[derive(Default)]
 struct SlotState {
     conn: Option<Arc<Connection>>,
+    /// The life of the peer `conn` was dialed to.
+    conn_at: Option<PeerAt>,
     /// Failures in a row, and until when the peer is left alone.
     failures: u32,
     retry_at: Option<Instant>,
@@ -84,8 +121,15 @@ impl Peers {
     pub async fn connection(&self, node_id: &str, at: PeerAt) -> Result<Arc<Connection>, RpcError> {
         let slot = self.slot(node_id);
         let mut slot = slot.lock().await;
-        if let Some(conn) = slot.conn.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(conn.clone());
+        if let Some(conn) = slot.conn.take() {
+            if !conn.is_closed() && slot.conn_at == Some(at) {
+                slot.conn = Some(conn.clone());
+                return Ok(conn);
+            }
+            if !conn.is_closed() {
+                info!(peer = node_id, addr = %at.addr, "peer restarted or moved: its old connection is closed");
+                conn.close();
+            }
         }
         let addr = at.addr;
         let peer = format!("{node_id} ({addr})");
@@ -99,7 +143,7 @@ impl Peers {
         match self.dial(node_id, addr).await {
             Ok(conn) => {
                 info!(peer = node_id, %addr, "RPC connection open");
-                *slot = SlotState { conn: Some(conn.clone()), ..SlotState::default() };
+                *slot = SlotState { conn: Some(conn.clone()), conn_at: Some(at), ..SlotState::default() };
                 Ok(conn)
             }
             Err(reason) => {
@@ -130,13 +174,26 @@ impl Peers {
         state.failures = 0;
     }
 
+    /// The ring counts `node_id` dead (or it left): its connection, if any, is closed, and the
+    /// next use dials anew (see the module doc). A dial under way is left alone: it fails on
+    /// its own against a peer that is gone.
+    pub fn forget(&self, node_id: &str) {
+        let Some(slot) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned() else { return };
+        let Ok(mut state) = slot.try_lock() else { return };
+        if let Some(conn) = state.conn.take().filter(|c| !c.is_closed()) {
+            info!(peer = node_id, "peer left the ring: its connection is closed");
+            conn.close();
+        }
+        state.conn_at = None;
+    }
+
     async fn dial(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, String> {
         let s = &self.settings;
         let mut stream = tokio::time::timeout(s.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         let channel = noise::dial(&mut stream, &s.keyring, &s.node_id, node_id, s.handshake_timeout)
             .await
             .map_err(|err| format!("handshake: {err}"))?;
@@ -302,6 +359,32 @@ mod tests {
         peers.is_back("node2");
         let answer = peers.call("node2", at, history(), Duration::from_secs(5)).await.unwrap();
         assert_eq!(answer, Response::Failed("hello node1".into()));
+        peers.shutdown().await;
+        servers.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_one_life_of_its_peer_and_is_let_go_when_the_ring_forgets_it() {
+        let servers = Tasks::default();
+        let at = serving_peer("node2", &servers).await;
+        let peers = Peers::new(settings("node1"));
+        let first = peers.connection("node2", at).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &peers.connection("node2", at).await.unwrap()), "reused within a life");
+
+        let restarted = PeerAt { generation: 2, ..at };
+        let second = peers.connection("node2", restarted).await.unwrap();
+        assert!(first.is_closed(), "the connection to the peer's earlier life is closed");
+        assert!(!Arc::ptr_eq(&first, &second));
+
+        peers.forget("node2");
+        assert!(second.is_closed(), "a peer the ring forgets is let go");
+        let third = peers.connection("node2", restarted).await.unwrap();
+        assert!(!third.is_closed() && !Arc::ptr_eq(&second, &third), "and dialed anew when asked for again");
+        assert_eq!(
+            third.call(history(), Duration::from_secs(5)).await.unwrap(),
+            Response::Failed("hello node1".into())
+        );
+        peers.forget("node3"); // never dialed: nothing to do
         peers.shutdown().await;
         servers.shutdown().await;
     }
