@@ -71,8 +71,9 @@ pub enum Effect {
     Notify { room: RoomId, change: PresenceChange },
     /// Gossip keys are due: take them with [`RoomsCore::take_advertisements`].
     Advertise,
-    /// Local members changed in rooms with members before and after: run
-    /// [`RoomsCore::push_presence`] a moment later, for all such changes made until then.
+    /// Local members changed in rooms with members before and after: a moment later, take
+    /// the rooms ([`RoomsCore::take_presence_due`]) and hand their labels as they are then to
+    /// [`RoomsCore::push_presence`], for all such changes made until then.
     PresenceDue,
     /// The room's first local join is effective on every peer: release who waits for it.
     Joined { room: RoomId },
@@ -85,8 +86,13 @@ pub struct RoomsCore {
     generation: u64,
     /// Local changes so far: the second half of this node's [`Version`]s.
     clock: u64,
-    /// Rooms with local members: their labels (a parked session counts as [`PARKED_LABEL`]).
+    /// Rooms with local members: their labels (a parked session counts as [`PARKED_LABEL`]),
+    /// as of the latest [`RoomsCore::local_changed`] or [`RoomsCore::push_presence`] (a room
+    /// [`RoomsCore::local_touched`] since is behind by at most one pause of the pusher).
     local: HashMap<RoomId, Labels>,
+    /// The clock at which [`RoomsCore::local_changed`] last set each room of `local`: labels
+    /// taken before it (for [`RoomsCore::push_presence`]) are older than those.
+    local_set_at: HashMap<RoomId, u64>,
     /// Remote presence: room → node → labels of its members there, as of a version. An
     /// entry with no labels is a tombstone: that node's members left, as of that version.
     presence: HashMap<RoomId, BTreeMap<String, (Version, Vec<String>)>>,
@@ -133,6 +139,7 @@ impl RoomsCore {
             generation,
             clock: 0,
             local: HashMap::new(),
+            local_set_at: HashMap::new(),
             presence: HashMap::new(),
             tombstones: Default::default(),
             gossip: HashMap::new(),
@@ -156,8 +163,10 @@ impl RoomsCore {
         self.clock += 1;
         let version = (self.generation, self.clock);
         let (first, last) = if labels.is_empty() {
+            self.local_set_at.remove(&room);
             (false, self.local.remove(&room).is_some())
         } else {
+            self.local_set_at.insert(room.clone(), self.clock);
             (self.local.insert(room.clone(), labels.clone()).is_none(), false)
         };
         if (first || last) && !self.unadvertised.remove(&room) {
@@ -200,13 +209,52 @@ impl RoomsCore {
         self.joining.contains_key(&room)
     }
 
-    /// Tells the subscribers of each room whose local members changed since [`Effect::PresenceDue`]
-    /// its members now, with the version of the latest change (a word about a room at a
-    /// version always says the same members: they change only with the clock).
-    pub fn push_presence(&mut self, out: &mut Vec<Effect>) {
+    /// The room's local members changed, and it had some before and has some still: what
+    /// they are is taken at the next push ([`RoomsCore::push_presence`]), not now. Filling a
+    /// room of N, copying every label at every join cost N²/2; a pause of the pusher gathers
+    /// many joins. `None`: the core knows of no local members of the room (a first join, or
+    /// its report overtaken by this one), so the change must be made with its labels by
+    /// [`RoomsCore::local_changed`]. Otherwise whether the caller must wait for
+    /// [`Effect::Joined`], as there.
+    pub fn local_touched(&mut self, room: &RoomId, out: &mut Vec<Effect>) -> Option<bool> {
+        if !self.local.contains_key(room) {
+            return None;
+        }
+        if self.presence_due.is_empty() {
+            out.push(Effect::PresenceDue);
+        }
+        self.presence_due.insert(room.clone());
+        Some(self.joining.contains_key(room))
+    }
+
+    /// The rooms whose subscribers are due a `Presence`: the caller takes their labels as
+    /// they are now, outside of any lock the namespaces may wait on, for
+    /// [`RoomsCore::push_presence`].
+    pub fn take_presence_due(&mut self) -> (BTreeSet<RoomId>, u64) {
+        (std::mem::take(&mut self.presence_due), self.clock)
+    }
+
+    /// Tells the subscribers of each room in `fresh` (taken by
+    /// [`RoomsCore::take_presence_due`] at clock `taken`, with its local members' labels as
+    /// they were then) its members, with the version of the latest change (a word about a
+    /// room at a version always says the same members: they change only with the clock). A
+    /// room whose last member left meanwhile was told of at once, and is skipped; one that
+    /// changed again meanwhile is due again, and one whose labels were set since (its last
+    /// member left and a first came) keeps those.
+    pub fn push_presence(&mut self, taken: u64, fresh: Vec<(RoomId, Labels)>, out: &mut Vec<Effect>) {
+        let mut rooms = Vec::with_capacity(fresh.len());
+        for (room, labels) in fresh {
+            // Empty: the last member left after the room was taken; that word is on its way.
+            let Some(known) = self.local.get_mut(&room).filter(|_| !labels.is_empty()) else { continue };
+            if self.local_set_at.get(&room).is_none_or(|at| *at <= taken) && labels != *known {
+                *known = labels;
+                self.clock += 1;
+            }
+            rooms.push(room);
+        }
         let version = (self.generation, self.clock);
-        for room in std::mem::take(&mut self.presence_due) {
-            let Some(labels) = self.local.get(&room) else { continue };
+        for room in rooms {
+            let labels = self.local[&room].clone();
             for to in self.subscribers(&room) {
                 out.push(Effect::Presence { to, room: room.clone(), labels: labels.clone(), version });
             }

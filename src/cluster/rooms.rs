@@ -922,7 +922,16 @@ async fn push_presence(
             _ = stop.cancelled() => return,
         }
         let Some(rooms) = rooms.upgrade() else { return };
-        rooms.step(|s, out| s.core.push_presence(out));
+        let (due, taken) = rooms.state.lock().unwrap_or_else(|e| e.into_inner()).core.take_presence_due();
+        // Each room's labels as they are now, taken outside the core's lock.
+        let fresh = due
+            .into_iter()
+            .filter_map(|id| {
+                let labels = rooms.namespace(&id.0)?.local_labels(&id.1);
+                Some((id, labels))
+            })
+            .collect();
+        rooms.step(|s, out| s.core.push_presence(taken, fresh, out));
     }
 }
 
@@ -955,17 +964,32 @@ async fn advertise_rooms(
 }
 
 impl Adapter for ClusterRooms {
-    fn room_changed(&self, nsp: &str, room: &str, labels: Labels) -> BoxFuture<'static, ()> {
+    fn room_changed(&self, nsp: &str, room: &str, any: bool, labels: &dyn Fn() -> Labels) -> BoxFuture<'static, ()> {
         let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
         let id = (nsp.to_owned(), room.to_owned());
-        let joined = this.step(|s, out| {
-            let wait = s.core.local_changed(id.clone(), labels, out);
+        let wait_for = |s: &mut State, wait: bool| {
             wait.then(|| {
                 let (tx, rx) = oneshot::channel();
                 s.waiters.entry(id.clone()).or_default().push(tx);
                 rx
             })
-        });
+        };
+        // A room that has local members and had some: its labels are taken by the pusher, once
+        // for the changes of a pause (copying them at each join cost N² to fill a room of N).
+        // A first join or a last leave is made at once, labels and all: it changes routing.
+        let touched =
+            if any { this.step(|s, out| s.core.local_touched(&id, out).map(|wait| wait_for(s, wait))) } else { None };
+        let joined = match touched {
+            Some(joined) => joined,
+            None => {
+                // Taken before the core's lock: a namespace's locks are never taken under it.
+                let labels = if any { labels() } else { Labels::from([]) };
+                this.step(|s, out| {
+                    let wait = s.core.local_changed(id.clone(), labels, out);
+                    wait_for(s, wait)
+                })
+            }
+        };
         match joined {
             // Released by the core once every peer answered (or left, or was never reached);
             // a node that stops drops the sender, which releases it too. A peer that is live

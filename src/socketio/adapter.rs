@@ -33,10 +33,12 @@ pub struct FoundSession {
 }
 
 pub trait Adapter: Send + Sync + 'static {
-    /// The local members of `room` are now those labelled `labels` (empty: none left). The
-    /// future resolves once the other nodes know, so a message published anywhere after it
-    /// reaches the new member.
-    fn room_changed(&self, nsp: &str, room: &str, labels: Labels) -> BoxFuture<'static, ()>;
+    /// The local members of `room` changed: `any` says whether it has some now (a member
+    /// with a label, or a record parked here), `labels` copies their labels (empty: none),
+    /// for an adapter that needs them at once: a cluster's takes them later, once for many
+    /// changes (see [`Emitter::local_labels`]). The future resolves once the other nodes
+    /// know, so a message published anywhere after it reaches the new member.
+    fn room_changed(&self, nsp: &str, room: &str, any: bool, labels: &dyn Fn() -> Labels) -> BoxFuture<'static, ()>;
     /// Delivers a room broadcast, already encoded (with its recovery stamp, if any), to the
     /// room's members on other nodes; each push holds a clone of `sent` until it has left this
     /// node (see [`OnSent`]). Never yields: the publisher's order is the order of the calls.
@@ -102,6 +104,8 @@ pub trait Emitter: Send + Sync + 'static {
     fn deliver(&self, room: &str, stamp: Option<Stamp>, frames: &[Frame]) -> usize;
     /// Members of a room with local members came or went on other nodes.
     fn presence_changed(&self, room: &str, change: &PresenceChange);
+    /// The labels of the room's local members now (see [`Adapter::room_changed`]).
+    fn local_labels(&self, room: &str) -> Labels;
     /// The records kept here, if recovery is on.
     fn keeper(&self) -> Option<&Arc<Keeper>>;
     /// Keeps a record for `holder`; resolves to whether it is kept, once this node is
@@ -127,7 +131,13 @@ pub trait Emitter: Send + Sync + 'static {
 pub struct LocalAdapter;
 
 impl Adapter for LocalAdapter {
-    fn room_changed(&self, _nsp: &str, _room: &str, _labels: Labels) -> BoxFuture<'static, ()> {
+    fn room_changed(
+        &self,
+        _nsp: &str,
+        _room: &str,
+        _any: bool,
+        _labels: &dyn Fn() -> Labels,
+    ) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))
     }
 

@@ -502,10 +502,17 @@ impl Namespace {
         drop(self.room_changed(room));
     }
 
-    /// Reports a room's local members to the adapter, at once; the returned future resolves
-    /// when the other nodes know.
+    /// Reports a change of a room's local members to the adapter, at once; the returned
+    /// future resolves when the other nodes know.
     fn room_changed(&self, room: &str) -> BoxFuture<'static, ()> {
-        self.adapter().room_changed(&self.name, room, self.local_labels(room))
+        let any = self.parked_in(room)
+            || self.rooms.read().unwrap_or_else(|e| e.into_inner()).get(room).is_some_and(Members::any_labelled);
+        self.adapter().room_changed(&self.name, room, any, &|| self.local_labels(room))
+    }
+
+    /// Whether a record kept here for recovery is in the room.
+    fn parked_in(&self, room: &str) -> bool {
+        self.recovery.as_ref().is_some_and(|k| k.keeps(room))
     }
 
     /// The sockets in a room on this node, now.
@@ -517,7 +524,7 @@ impl Namespace {
     /// Presence labels of the room's members on this node; records kept here for recovery
     /// count as one [`PARKED_LABEL`], which keeps the node subscribed.
     pub fn local_labels(&self, room: &str) -> Labels {
-        let parked = self.recovery.as_ref().is_some_and(|k| k.keeps(room)).then(|| Arc::from(PARKED_LABEL));
+        let parked = self.parked_in(room).then(|| Arc::from(PARKED_LABEL));
         self.room_members(room).iter().filter_map(|s| s.shared_label()).chain(parked).collect()
     }
 
@@ -679,6 +686,10 @@ impl Emitter for Namespace {
         }
     }
 
+    fn local_labels(&self, room: &str) -> Labels {
+        Namespace::local_labels(self, room)
+    }
+
     fn keeper(&self) -> Option<&Arc<Keeper>> {
         self.recovery.as_ref()
     }
@@ -741,6 +752,13 @@ impl Members {
     fn list(&self) -> Arc<[Arc<Socket>]> {
         self.list.get_or_init(|| self.by_id.values().cloned().collect()).clone()
     }
+
+    /// Whether a member has a presence label (the room then has some, see
+    /// [`Namespace::local_labels`]); the first member looked at has one, but for sockets of
+    /// an application that labels none.
+    fn any_labelled(&self) -> bool {
+        self.by_id.values().any(|s| s.label().is_some())
+    }
 }
 
 fn remove_member(table: &mut HashMap<Room, Members>, room: &Room, sid: &Arc<str>) {
@@ -766,7 +784,7 @@ mod tests {
     }
 
     impl Adapter for Peers {
-        fn room_changed(&self, _: &str, _: &str, _: Labels) -> BoxFuture<'static, ()> {
+        fn room_changed(&self, _: &str, _: &str, _: bool, _: &dyn Fn() -> Labels) -> BoxFuture<'static, ()> {
             Box::pin(std::future::ready(()))
         }
 

@@ -59,6 +59,8 @@ struct Node {
     advertise_due: bool,
     /// Local changes await their `Presence` pushes ([`Effect::PresenceDue`]).
     presence_due: bool,
+    /// A push under way (the driver takes the labels between its two steps, unlocked).
+    pushing: Option<Pushing>,
     /// What it believes of the others: node → their advertised rooms, for the live ones.
     view: BTreeMap<usize, RoomSet>,
     /// Users whose join waits for the room's [`Effect::Joined`].
@@ -68,6 +70,10 @@ struct Node {
     /// The last publish id received per (publisher, room): per-sender order.
     last_from: BTreeMap<(usize, RoomId), u64>,
 }
+
+/// A push under way: the rooms the pusher took and the clock then, and their labels if it
+/// has taken those already.
+type Pushing = (Vec<RoomId>, u64, Option<Vec<Vec<String>>>);
 
 /// One user's join, for the visibility check.
 #[derive(Debug, Clone)]
@@ -118,6 +124,7 @@ impl Sim {
                 advertised: RoomSet::new(),
                 advertise_due: false,
                 presence_due: false,
+                pushing: None,
                 view: BTreeMap::new(),
                 waiting: BTreeMap::new(),
                 received: BTreeMap::new(),
@@ -226,13 +233,28 @@ impl Sim {
         self.nodes[i].members.get(room).map(|u| u.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// Reports a change of node `i`'s members of `room` as the driver does: a room with
+    /// members before and after is touched, its labels taken by the pusher (or, at random,
+    /// changed with its labels at once, which the core takes too); returns whether the
+    /// member waits for [`Effect::Joined`].
+    fn report(&mut self, i: usize, room: &RoomId) -> bool {
+        let labels = self.labels(i, room);
+        let mut out = Vec::new();
+        let touched = if !labels.is_empty() && self.rng.random_bool(0.8) {
+            self.nodes[i].core.local_touched(room, &mut out)
+        } else {
+            None
+        };
+        let wait = touched.unwrap_or_else(|| self.nodes[i].core.local_changed(room.clone(), shared(labels), &mut out));
+        self.effects(i, out);
+        wait
+    }
+
     fn join(&mut self, i: usize, user: String, room: RoomId) {
         if !self.nodes[i].members.entry(room.clone()).or_default().insert(user.clone()) {
             return;
         }
-        let labels = self.labels(i, &room);
-        let mut out = Vec::new();
-        let wait = self.nodes[i].core.local_changed(room.clone(), shared(labels), &mut out);
+        let wait = self.report(i, &room);
         self.joins.push(Join {
             node: i,
             user: user.clone(),
@@ -243,7 +265,6 @@ impl Sim {
         if wait {
             self.nodes[i].waiting.entry(room).or_default().push(user);
         }
-        self.effects(i, out);
     }
 
     fn leave(&mut self, i: usize, user: &str, room: &RoomId) {
@@ -257,10 +278,7 @@ impl Sim {
         for j in self.joins.iter_mut().filter(|j| j.node == i && j.user == user && &j.room == room && !j.left) {
             j.left = true;
         }
-        let labels = self.labels(i, room);
-        let mut out = Vec::new();
-        self.nodes[i].core.local_changed(room.clone(), shared(labels), &mut out);
-        self.effects(i, out);
+        self.report(i, room);
     }
 
     fn publish(&mut self, i: usize, room: RoomId) {
@@ -344,11 +362,28 @@ impl Sim {
         self.effects(a.to, out);
     }
 
-    /// Node `i` pushes its due presence (the driver's pusher, a moment after it was due).
+    /// Node `i`'s pusher, a moment after presence was due, in one go.
     fn push_presence(&mut self, i: usize) {
+        self.take_presence(i, true);
+        self.finish_push(i);
+    }
+
+    /// The pusher's first step: takes the due rooms (and their labels now, if `labels`).
+    fn take_presence(&mut self, i: usize, labels: bool) {
         self.nodes[i].presence_due = false;
+        let (due, taken) = self.nodes[i].core.take_presence_due();
+        let due: Vec<RoomId> = due.into_iter().collect();
+        let fresh = labels.then(|| due.iter().map(|r| self.labels(i, r)).collect());
+        self.nodes[i].pushing = Some((due, taken, fresh));
+    }
+
+    /// The pusher's last step: the rooms' labels (taken now if not before) to the core.
+    fn finish_push(&mut self, i: usize) {
+        let Some((due, taken, fresh)) = self.nodes[i].pushing.take() else { return };
+        let fresh = fresh.unwrap_or_else(|| due.iter().map(|r| self.labels(i, r)).collect());
+        let fresh = due.into_iter().zip(fresh.into_iter().map(shared)).collect();
         let mut out = Vec::new();
-        self.nodes[i].core.push_presence(&mut out);
+        self.nodes[i].core.push_presence(taken, fresh, &mut out);
         self.effects(i, out);
     }
 
@@ -496,10 +531,18 @@ impl Sim {
                 format!("gossip {i}<-{j}")
             }
             96..99 => {
+                // The pusher: in one go, or its two steps apart, other steps between them.
+                if self.nodes[i].pushing.is_some() {
+                    self.finish_push(i);
+                    return format!("finish push {i}");
+                }
                 if !self.nodes[i].presence_due {
                     return "noop".into();
                 }
-                self.push_presence(i);
+                match self.rng.random_range(0..3) {
+                    0 => self.push_presence(i),
+                    k => self.take_presence(i, k == 1),
+                }
                 format!("push presence {i}")
             }
             _ => {
@@ -528,6 +571,7 @@ impl Sim {
             }
             for i in self.alive() {
                 self.advertise(i);
+                self.finish_push(i);
                 if self.nodes[i].presence_due {
                     self.push_presence(i);
                 }
