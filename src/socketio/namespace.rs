@@ -533,7 +533,8 @@ impl Namespace {
         let mut labels: Vec<String> = self.local_labels(room).iter().map(|l| l.to_string()).collect();
         labels.extend(self.adapter().remote_labels(&self.name, room));
         labels.retain(|l| l != PARKED_LABEL);
-        labels.sort();
+        // Equal names are alike: an unstable sort gives the same list, without a buffer.
+        labels.sort_unstable();
         labels.dedup();
         labels
     }
