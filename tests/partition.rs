@@ -26,12 +26,8 @@ impl Drop for Node {
     }
 }
 
-fn start_nodes(lab: &NetLab) -> Vec<Node> {
-    start_nodes_with(lab, &[])
-}
-
 /// The three nodes, each also given `extra` arguments.
-fn start_nodes_with(lab: &NetLab, extra: &[&str]) -> Vec<Node> {
+fn start_nodes(lab: &NetLab, extra: &[&str]) -> Vec<Node> {
     (1..=3)
         .map(|i| {
             let mut cmd = Command::new("ip");
@@ -47,6 +43,22 @@ fn start_nodes_with(lab: &NetLab, extra: &[&str]) -> Vec<Node> {
             Node { child, http: lab.addr(i, 9001).parse().unwrap() }
         })
         .collect()
+}
+
+/// A lab of three hosts with a node each, given `config` (a TOML file's text; "" for none),
+/// once each node sees the three: the lab, the nodes, an HTTP client and how long the ring
+/// took to form.
+async fn ring(config: &str) -> (NetLab, Vec<Node>, reqwest::Client, Duration) {
+    static RINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let lab = NetLab::new(&["n1", "n2", "n3"]);
+    let n = RINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("clusterchat-partition-{}-{n}.toml", std::process::id()));
+    std::fs::write(&file, config).unwrap();
+    let nodes = start_nodes(&lab, &["--config", file.to_str().unwrap()]);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap();
+    let formed = wait_members(&http, &nodes.iter().collect::<Vec<_>>(), &[3, 3, 3]).await;
+    let _ = std::fs::remove_file(&file); // read at the nodes' start
+    (lab, nodes, http, formed)
 }
 
 async fn ready_members(http: &reqwest::Client, node: &Node) -> Option<u64> {
@@ -127,11 +139,8 @@ fn owner(sid: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
-    let lab = NetLab::new(&["n1", "n2", "n3"]);
-    let nodes = start_nodes(&lab);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
+    let (lab, nodes, http, formed) = ring("").await;
     let all: Vec<&Node> = nodes.iter().collect();
-    let formed = wait_members(&http, &all, &[3, 3, 3]).await;
 
     lab.set_link(3, false);
     // Each side sees only itself: node3 alone, node1 and node2 together. node3 is asked from
@@ -190,13 +199,7 @@ async fn a_two_one_partition_heals_and_no_session_has_two_owners() {
 /// out of reach), so every handshake whose ranking puts node3 first crosses the cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_placed_across_an_unnoticed_cut_goes_on_to_the_next_node() {
-    let lab = NetLab::new(&["n1", "n2", "n3"]);
-    let config = std::env::temp_dir().join(format!("clusterchat-partition-{}.toml", std::process::id()));
-    std::fs::write(&config, "[cluster]\nphi_threshold = 1000000.0\n").unwrap();
-    let nodes = start_nodes_with(&lab, &["--config", config.to_str().unwrap()]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
-    let all: Vec<&Node> = nodes.iter().collect();
-    wait_members(&http, &all, &[3, 3, 3]).await;
+    let (lab, nodes, http, _) = ring("[cluster]\nphi_threshold = 1000000.0\n").await;
 
     lab.set_link(3, false);
     let placement = clusterchat::cluster::router::PLACEMENT_TIMEOUT;
@@ -214,7 +217,6 @@ async fn a_handshake_placed_across_an_unnoticed_cut_goes_on_to_the_next_node() {
     }
     assert!(moved_on > 0, "no handshake was placed on node3 first");
     assert_eq!(ready_members(&http, &nodes[0]).await, Some(3), "node1 noticed the cut: the test proved nothing");
-    let _ = std::fs::remove_file(&config);
 }
 
 /// POSTs an Engine.IO payload to the session through `via`.
@@ -301,11 +303,8 @@ async fn crossing(http: &reqwest::Client, nodes: &[Node], (x, y): (&str, &str), 
 /// dead is let go, and dialed anew once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_heal_a_room_message_crosses_at_once_whatever_was_sent_into_the_cut() {
-    let lab = NetLab::new(&["n1", "n2", "n3"]);
-    let nodes = start_nodes(&lab);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap();
+    let (lab, nodes, http, _) = ring("").await;
     let all: Vec<&Node> = nodes.iter().collect();
-    wait_members(&http, &all, &[3, 3, 3]).await;
     let (x, y) = two_in_a_room(&http, &nodes).await;
 
     lab.set_link(3, false);
@@ -333,14 +332,9 @@ async fn after_a_heal_a_room_message_crosses_at_once_whatever_was_sent_into_the_
 /// not after the kernel's next retransmission.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_stays_unanswered_is_given_up_even_if_the_ring_sees_no_cut() {
-    let lab = NetLab::new(&["n1", "n2", "n3"]);
-    let config = std::env::temp_dir().join(format!("clusterchat-silence-{}.toml", std::process::id()));
     // Sessions outlive the cut without a word (no ping is due before it ends).
-    std::fs::write(&config, "[cluster]\nphi_threshold = 1000000.0\n[engine]\nping_interval_ms = 120000\n").unwrap();
-    let nodes = start_nodes_with(&lab, &["--config", config.to_str().unwrap()]);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap();
-    let all: Vec<&Node> = nodes.iter().collect();
-    wait_members(&http, &all, &[3, 3, 3]).await;
+    let (lab, nodes, http, _) =
+        ring("[cluster]\nphi_threshold = 1000000.0\n[engine]\nping_interval_ms = 120000\n").await;
     let (x, y) = two_in_a_room(&http, &nodes).await;
 
     lab.set_link(3, false);
@@ -357,5 +351,4 @@ async fn a_connection_that_stays_unanswered_is_given_up_even_if_the_ring_sees_no
     let within = clusterchat::rpc::peers::MAX_BACKOFF + Duration::from_secs(3);
     let crossed = crossing(&http, &nodes, (&x, &y), within).await;
     println!("after the heal, a message crossed in {crossed:?}");
-    let _ = std::fs::remove_file(&config);
 }
