@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use rust_socketio::TransportType;
+use rust_socketio::{Payload, TransportType};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -272,12 +272,15 @@ async fn quick_joins_and_leaves_leave_no_stale_room_key() {
     let (alice, owner) = connect(&cluster.url(0), "alice", TransportType::Websocket).await;
     for i in 0..30 {
         let room = format!("flicker {i}");
-        // Joins and leaves without waiting for their acks in between.
-        let (joined, left) = tokio::join!(
-            alice.call("join room", json!({ "room": room })),
-            alice.call("leave room", json!({ "room": room }))
-        );
-        assert_eq!((joined, left), (json!({ "ok": true }), json!({ "ok": true })), "{room}");
+        // Joins and leaves without waiting for the join's ack in between, in that order. The
+        // leave asks for no ack: rust_socketio 0.6 mislays one of two acks that arrive
+        // together (its `handle_ack` removes an entry by an index taken under a lock it has
+        // let go of since), which failed this test in 2 of 30 runs on the code before session
+        // 18 and in 1 of 30 after.
+        let joined = alice.send_call("join room", json!({ "room": room })).await;
+        let leave = Payload::Text(vec![json!({ "room": room })]);
+        alice.client.emit("leave room", leave).await.expect("leave sent");
+        assert_eq!(support::chat_client::answer(joined).await, json!({ "ok": true }), "{room}");
     }
     join(&alice, "stays").await;
     let want: BTreeSet<(String, String)> = [("/chat".to_owned(), "stays".to_owned())].into();

@@ -90,7 +90,12 @@ impl RustClient {
 
     /// Emits with an ack and returns the server's answer.
     pub async fn call(&self, event: &str, data: Value) -> Value {
-        let (tx, mut rx) = mpsc::channel(1);
+        answer(self.send_call(event, data).await).await
+    }
+
+    /// Emits with an ack; returns once the event is sent, with where its answer will come.
+    pub async fn send_call(&self, event: &str, data: Value) -> mpsc::Receiver<Value> {
+        let (tx, rx) = mpsc::channel(1);
         self.client
             .emit_with_ack(event, Payload::Text(vec![data]), EVENT_TIMEOUT, move |payload, _| {
                 let tx = tx.clone();
@@ -108,8 +113,13 @@ impl RustClient {
             })
             .await
             .expect("emit");
-        tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await.expect("ack in time").expect("ack")
+        rx
     }
+}
+
+/// The server's answer to a call sent with [`RustClient::send_call`].
+pub async fn answer(mut rx: mpsc::Receiver<Value>) -> Value {
+    tokio::time::timeout(EVENT_TIMEOUT, rx.recv()).await.expect("ack in time").expect("ack")
 }
 
 /// Runs a client script of tests/clients against `url` to completion, and fails with its
