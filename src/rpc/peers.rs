@@ -88,9 +88,8 @@ pub struct PeerAt {
 
 #[derive(Default)]
 struct SlotState {
-    conn: Option<Arc<Connection>>,
-    /// The life of the peer `conn` was dialed to.
-    conn_at: Option<PeerAt>,
+    /// The connection, and the life of the peer it was dialed to.
+    conn: Option<(Arc<Connection>, PeerAt)>,
     /// Failures in a row, and until when the peer is left alone.
     failures: u32,
     retry_at: Option<Instant>,
@@ -121,15 +120,12 @@ impl Peers {
     pub async fn connection(&self, node_id: &str, at: PeerAt) -> Result<Arc<Connection>, RpcError> {
         let slot = self.slot(node_id);
         let mut slot = slot.lock().await;
-        if let Some(conn) = slot.conn.take() {
-            if !conn.is_closed() && slot.conn_at == Some(at) {
-                slot.conn = Some(conn.clone());
-                return Ok(conn);
+        if let Some((conn, dialed_at)) = slot.conn.as_ref().filter(|(c, _)| !c.is_closed()) {
+            if *dialed_at == at {
+                return Ok(conn.clone());
             }
-            if !conn.is_closed() {
-                info!(peer = node_id, addr = %at.addr, "peer restarted or moved: its old connection is closed");
-                conn.close();
-            }
+            info!(peer = node_id, addr = %at.addr, "peer restarted or moved: its old connection is closed");
+            conn.close();
         }
         let addr = at.addr;
         let peer = format!("{node_id} ({addr})");
@@ -143,7 +139,7 @@ impl Peers {
         match self.dial(node_id, addr).await {
             Ok(conn) => {
                 info!(peer = node_id, %addr, "RPC connection open");
-                *slot = SlotState { conn: Some(conn.clone()), conn_at: Some(at), ..SlotState::default() };
+                *slot = SlotState { conn: Some((conn.clone(), at)), ..SlotState::default() };
                 Ok(conn)
             }
             Err(reason) => {
@@ -168,8 +164,7 @@ impl Peers {
     /// member again after it was not: a restart, a partition healed), so a back-off earned by
     /// failed dials ends. A dial under way is left alone.
     pub fn is_back(&self, node_id: &str) {
-        let Some(slot) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned() else { return };
-        let Ok(mut state) = slot.try_lock() else { return };
+        let Some(mut state) = self.idle_slot(node_id) else { return };
         state.retry_at = None;
         state.failures = 0;
     }
@@ -178,13 +173,17 @@ impl Peers {
     /// next use dials anew (see the module doc). A dial under way is left alone: it fails on
     /// its own against a peer that is gone.
     pub fn forget(&self, node_id: &str) {
-        let Some(slot) = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned() else { return };
-        let Ok(mut state) = slot.try_lock() else { return };
-        if let Some(conn) = state.conn.take().filter(|c| !c.is_closed()) {
+        let Some(mut state) = self.idle_slot(node_id) else { return };
+        if let Some((conn, _)) = state.conn.take().filter(|(c, _)| !c.is_closed()) {
             info!(peer = node_id, "peer left the ring: its connection is closed");
             conn.close();
         }
-        state.conn_at = None;
+    }
+
+    /// The state of `node_id`'s slot, if it has one and no dial holds it now.
+    fn idle_slot(&self, node_id: &str) -> Option<tokio::sync::OwnedMutexGuard<SlotState>> {
+        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned()?;
+        slot.try_lock_owned().ok()
     }
 
     async fn dial(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, String> {
