@@ -1,5 +1,7 @@
 // End-to-end test of the demo (issue 5): `./cluster.sh start` (three nodes behind haproxy on
-// 127.0.0.1:9000), two users in two headless Chromium pages chatting through haproxy, the
+// 127.0.0.1:9000), two users in two headless Chromium pages chatting through haproxy, a crowd
+// of socket.io-client users filling their room past chat.presence_limit (the pages' member
+// lists name the first 1,000 and say "and 2 more"), the
 // socket.io Admin UI (issue 16) at /admin/ through haproxy with the demo's credentials (a
 // wrong password refused, three servers, users on two nodes with their rooms, one user
 // disconnected from the UI), one node killed, both users chatting again after their clients
@@ -19,6 +21,7 @@ import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { io } from "socket.io-client";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const RUN = path.join(ROOT, "run");
@@ -51,6 +54,10 @@ const UI_MS = 20_000; // a page reacting to the server
 const FAILOVER_MS = 60_000; // node death noticed by haproxy and gossip, clients reconnected
 const INSPECT_MS = 30_000;
 const ROOM = "lobby";
+// chat.presence_limit (config/defaults.toml): a `room users` list names at most this many.
+const PRESENCE_LIMIT = 1000;
+// Joined to ROOM with alice and bob, a room two over the limit.
+const CROWD = PRESENCE_LIMIT;
 
 const t0 = Date.now();
 const log = (msg) => console.log(`[e2e +${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
@@ -252,6 +259,42 @@ function waitMembers({ user, page }, users) {
   return until(`${user}'s member list to show ${users}`, UI_MS, async () =>
     (await page.$$eval("#members li", (lis) => lis.map((li) => li.textContent))).join() === users.join(),
   );
+}
+
+// What the member list shows: how many names, its "and N more" line, the count above it.
+function membersShown({ page }) {
+  return page.evaluate(() => ({
+    names: document.querySelectorAll("#members li:not(.more)").length,
+    more: document.querySelector("#members li.more")?.textContent ?? null,
+    count: document.getElementById("member-count").textContent,
+  }));
+}
+
+// `n` socket.io-client v4 users (websocket only, through haproxy), each joined to `room`;
+// opened a hundred at a time. Their sockets are pushed to `sockets` as they open, so that a
+// failure part way leaves them for the caller to close.
+async function crowdJoins(room, n, sockets) {
+  const join = (i) =>
+    new Promise((resolve, reject) => {
+      const user = `crowd-${String(i).padStart(4, "0")}`;
+      const opts = { auth: { user }, transports: ["websocket"], forceNew: true, reconnection: false, timeout: UI_MS };
+      const s = io("http://127.0.0.1:9000/chat", opts);
+      sockets.push(s);
+      s.once("connect_error", (err) => reject(new Failure(`${user} could not connect: ${err.message}`)));
+      s.once("connect", () =>
+        s.timeout(UI_MS).emit("join room", { room }, (err, res) => {
+          if (err || res?.error) reject(new Failure(`${user} joining ${room}: ${err ? "no answer" : res.error}`));
+          else resolve();
+        }),
+      );
+    });
+  for (let i = 0; i < n; i += 100) {
+    await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, k) => join(i + k)));
+  }
+}
+
+function closeCrowd(state) {
+  for (const s of state.crowd.splice(0)) s.disconnect();
 }
 
 // The status bar is consistent: the page names the node that served it (its Server-Timing
@@ -487,6 +530,27 @@ async function scenario(state, screenshot) {
     return checkInspect(sessions);
   });
 
+  await step(`a crowd of ${CROWD} joins "${ROOM}": the pages name ${PRESENCE_LIMIT} members and "and 2 more"; once it leaves, alice and bob again`, async () => {
+    await crowdJoins(ROOM, CROWD, state.crowd);
+    const total = CROWD + 2;
+    const want = { names: PRESENCE_LIMIT, more: `and ${total - PRESENCE_LIMIT} more`, count: `${total} online` };
+    for (const p of [A, B]) {
+      let shown;
+      await until(`${p.user}'s member list to show ${JSON.stringify(want)}`, UI_MS, async () => {
+        shown = await membersShown(p);
+        return JSON.stringify(shown) === JSON.stringify(want);
+      }).catch((err) => {
+        throw new Failure(`${err.message}; the page showed ${JSON.stringify(shown)}`);
+      });
+    }
+    closeCrowd(state);
+    for (const p of [A, B]) await waitMembers(p, ["alice", "bob"]);
+    for (const p of [A, B]) {
+      const shown = await membersShown(p);
+      check(shown.count === "2 online", `${p.user}'s page counts ${shown.count} once the crowd left`);
+    }
+  });
+
   await adminUi(state);
 
   let victim;
@@ -661,8 +725,9 @@ function logSize(name) {
 async function main() {
   const i = process.argv.indexOf("--screenshot");
   const screenshot = i > 0 ? path.resolve(process.argv[i + 1] || "") : null;
-  const state = { started: false, browser: null, pages: [], pids: {}, logFrom: {} };
+  const state = { started: false, browser: null, pages: [], crowd: [], pids: {}, logFrom: {} };
   const cleanup = async () => {
+    closeCrowd(state);
     await closeBrowser(state);
     if (state.started) {
       state.started = false;
