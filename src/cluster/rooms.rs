@@ -858,7 +858,7 @@ impl ClusterRooms {
             // acknowledged would hold up everything after it once it is back (`Peers::forget`).
             for (node, (g, _)) in generations.iter() {
                 if now.get(node).is_none_or(|(generation, _)| generation != g) {
-                    self.peers.forget(node);
+                    self.peers.forget(node, *g);
                 }
             }
             // A member that came or came back (a restart, or the end of a partition) is up:

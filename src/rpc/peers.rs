@@ -58,11 +58,12 @@ pub fn tune(stream: &TcpStream) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let keepalive =
         keepalive.with_retries(((PEER_SILENCE - KEEPALIVE_IDLE).as_secs() / KEEPALIVE_EVERY.as_secs()) as u32);
-    let set = sock.set_tcp_keepalive(&keepalive);
+    if let Err(err) = sock.set_tcp_keepalive(&keepalive) {
+        warn!(error = %err, "cannot probe an idle RPC connection; a dead peer is noticed later");
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    let set = set.and_then(|()| sock.set_tcp_user_timeout(Some(PEER_SILENCE)));
-    if let Err(err) = set {
-        warn!(error = %err, "cannot bound an RPC connection's silence; a dead peer is noticed later");
+    if let Err(err) = sock.set_tcp_user_timeout(Some(PEER_SILENCE)) {
+        warn!(error = %err, "cannot bound an RPC connection's unacknowledged writes; a cut peer is noticed later");
     }
 }
 
@@ -98,8 +99,41 @@ struct SlotState {
     last_error: String,
 }
 
-/// One peer's connection, behind an async lock held while dialing.
-type Slot = Arc<tokio::sync::Mutex<SlotState>>;
+/// One peer's connection. Its state is behind a plain lock, never held across an await, so
+/// that the ring's word ([`Peers::forget`], [`Peers::is_back`]) always takes effect; dialing
+/// is serialised by an async lock of its own.
+#[derive(Default)]
+struct SlotInner {
+    state: Mutex<SlotState>,
+    dialing: tokio::sync::Mutex<()>,
+}
+
+type Slot = Arc<SlotInner>;
+
+impl SlotInner {
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open connection to the peer's life `at`, if any. One to an earlier life of the
+    /// peer (it restarted or moved) is closed; a caller whose view of the ring is older than
+    /// the connection is refused rather than let it tear down the connection to the new life.
+    fn open_to(&self, node_id: &str, at: PeerAt) -> Result<Option<Arc<Connection>>, RpcError> {
+        let mut state = self.state();
+        let Some((conn, dialed_at)) = state.conn.as_ref().filter(|(c, _)| !c.is_closed()) else { return Ok(None) };
+        if *dialed_at == at {
+            return Ok(Some(conn.clone()));
+        }
+        if at.generation < dialed_at.generation {
+            let reason = format!("asked for its life {}, it is in life {} now", at.generation, dialed_at.generation);
+            return Err(RpcError::Connect { peer: format!("{node_id} ({})", at.addr), reason });
+        }
+        info!(peer = node_id, addr = %at.addr, "peer restarted or moved: its old connection is closed");
+        conn.close();
+        state.conn = None;
+        Ok(None)
+    }
+}
 
 pub struct Peers {
     settings: DialSettings,
@@ -119,37 +153,41 @@ impl Peers {
     /// The live connection to `node_id` at `at`, dialing (and authenticating) if needed.
     pub async fn connection(&self, node_id: &str, at: PeerAt) -> Result<Arc<Connection>, RpcError> {
         let slot = self.slot(node_id);
-        let mut slot = slot.lock().await;
-        if let Some((conn, dialed_at)) = slot.conn.as_ref().filter(|(c, _)| !c.is_closed()) {
-            if *dialed_at == at {
-                return Ok(conn.clone());
-            }
-            info!(peer = node_id, addr = %at.addr, "peer restarted or moved: its old connection is closed");
-            conn.close();
+        if let Some(conn) = slot.open_to(node_id, at)? {
+            return Ok(conn);
+        }
+        let _dialing = slot.dialing.lock().await;
+        // Dialed meanwhile by the caller that held the lock.
+        if let Some(conn) = slot.open_to(node_id, at)? {
+            return Ok(conn);
         }
         let addr = at.addr;
         let peer = format!("{node_id} ({addr})");
-        if let Some(until) = slot.retry_at.filter(|until| *until > Instant::now() && slot.failed_at == Some(at)) {
-            let reason = format!("backing off for {:?} after: {}", until - Instant::now(), slot.last_error);
-            return Err(RpcError::Connect { peer, reason });
+        {
+            let mut state = slot.state();
+            if let Some(until) = state.retry_at.filter(|until| *until > Instant::now() && state.failed_at == Some(at)) {
+                let reason = format!("backing off for {:?} after: {}", until - Instant::now(), state.last_error);
+                return Err(RpcError::Connect { peer, reason });
+            }
+            if state.failed_at != Some(at) {
+                state.failures = 0; // a new life starts with the first back-off
+            }
         }
-        if slot.failed_at != Some(at) {
-            slot.failures = 0; // a new life starts with the first back-off
-        }
-        match self.dial(node_id, addr).await {
+        let dialed = self.dial(node_id, addr).await;
+        let mut state = slot.state();
+        match dialed {
             Ok(conn) => {
                 info!(peer = node_id, %addr, "RPC connection open");
-                *slot = SlotState { conn: Some((conn.clone(), at)), ..SlotState::default() };
+                *state = SlotState { conn: Some((conn.clone(), at)), ..SlotState::default() };
                 Ok(conn)
             }
             Err(reason) => {
-                slot.failures = slot.failures.saturating_add(1);
+                state.failures = state.failures.saturating_add(1);
                 let backoff =
-                    FIRST_BACKOFF.saturating_mul(1 << slot.failures.min(5).saturating_sub(1)).min(MAX_BACKOFF);
-                slot.retry_at = Some(Instant::now() + backoff);
-                slot.failed_at = Some(at);
-                slot.last_error = reason.clone();
-                slot.conn = None;
+                    FIRST_BACKOFF.saturating_mul(1 << state.failures.min(5).saturating_sub(1)).min(MAX_BACKOFF);
+                state.retry_at = Some(Instant::now() + backoff);
+                state.failed_at = Some(at);
+                state.last_error = reason.clone();
                 warn!(peer = node_id, %addr, error = %reason, ?backoff, "cannot reach peer");
                 Err(RpcError::Connect { peer, reason })
             }
@@ -162,28 +200,31 @@ impl Peers {
 
     /// `node_id` is up (it proved who it is on a connection it opened, or gossip counts it a
     /// member again after it was not: a restart, a partition healed), so a back-off earned by
-    /// failed dials ends. A dial under way is left alone.
+    /// failed dials ends. A dial under way goes on; if it fails, it earns a back-off anew.
     pub fn is_back(&self, node_id: &str) {
-        let Some(mut state) = self.idle_slot(node_id) else { return };
+        let Some(slot) = self.known_slot(node_id) else { return };
+        let mut state = slot.state();
         state.retry_at = None;
         state.failures = 0;
     }
 
-    /// The ring counts `node_id` dead (or it left): its connection, if any, is closed, and the
-    /// next use dials anew (see the module doc). A dial under way is left alone: it fails on
-    /// its own against a peer that is gone.
-    pub fn forget(&self, node_id: &str) {
-        let Some(mut state) = self.idle_slot(node_id) else { return };
-        if let Some((conn, _)) = state.conn.take().filter(|(c, _)| !c.is_closed()) {
-            info!(peer = node_id, "peer left the ring: its connection is closed");
+    /// The ring counts the life `generation` of `node_id` dead (it died, left, or restarted
+    /// as a new one): a connection to that life is closed and reset, and the next use dials
+    /// anew (see the module doc). A connection to another life (the new one, dialed as soon
+    /// as it was known) is left alone. A dial under way is too: one that completes only
+    /// after a heal carries nothing from before it.
+    pub fn forget(&self, node_id: &str, generation: u64) {
+        let Some(slot) = self.known_slot(node_id) else { return };
+        let taken = slot.state().conn.take_if(|(_, at)| at.generation == generation);
+        if let Some((conn, _)) = taken.filter(|(c, _)| !c.is_closed()) {
+            info!(peer = node_id, generation, "peer's life left the ring: its connection is reset");
             conn.close();
         }
     }
 
-    /// The state of `node_id`'s slot, if it has one and no dial holds it now.
-    fn idle_slot(&self, node_id: &str) -> Option<tokio::sync::OwnedMutexGuard<SlotState>> {
-        let slot = self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned()?;
-        slot.try_lock_owned().ok()
+    /// `node_id`'s slot, if it was ever dialed.
+    fn known_slot(&self, node_id: &str) -> Option<Slot> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).get(node_id).cloned()
     }
 
     async fn dial(&self, node_id: &str, addr: SocketAddr) -> Result<Arc<Connection>, String> {
@@ -374,16 +415,25 @@ mod tests {
         let second = peers.connection("node2", restarted).await.unwrap();
         assert!(first.is_closed(), "the connection to the peer's earlier life is closed");
         assert!(!Arc::ptr_eq(&first, &second));
+        let Err(err) = peers.connection("node2", at).await else { panic!("an earlier life was dialed") };
+        assert!(err.to_string().contains("in life 2 now"), "{err}");
+        assert!(!second.is_closed(), "a caller with an older view does not close the new life's connection");
 
-        peers.forget("node2");
+        peers.forget("node2", 1);
+        assert!(!second.is_closed(), "the end of the peer's earlier life leaves its new life's connection open");
+        // As though another caller were dialing the peer: the ring's word is not put off.
+        let slot = peers.known_slot("node2").unwrap();
+        let dialing = slot.dialing.lock().await;
+        peers.forget("node2", 2);
         assert!(second.is_closed(), "a peer the ring forgets is let go");
+        drop(dialing);
         let third = peers.connection("node2", restarted).await.unwrap();
         assert!(!third.is_closed() && !Arc::ptr_eq(&second, &third), "and dialed anew when asked for again");
         assert_eq!(
             third.call(history(), Duration::from_secs(5)).await.unwrap(),
             Response::Failed("hello node1".into())
         );
-        peers.forget("node3"); // never dialed: nothing to do
+        peers.forget("node3", 1); // never dialed: nothing to do
         peers.shutdown().await;
         servers.shutdown().await;
     }
