@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -156,6 +156,7 @@ impl NamespaceBuilder {
             cluster: OnceLock::new(),
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
+            reports: Mutex::new(()),
             deliveries: AtomicU64::new(0),
             tasks,
         })
@@ -186,6 +187,9 @@ pub struct Namespace {
     /// here: a socket joins the table when it is connected (with the rooms it joined while
     /// connecting) or joins a room after that, and leaves it when it is removed.
     rooms: RwLock<HashMap<Room, Members>>,
+    /// Held while a change of a room's members is reported to the adapter (see
+    /// [`Namespace::room_changed`]).
+    reports: Mutex<()>,
     /// Room broadcasts queued to local members, one per member (metrics).
     deliveries: AtomicU64,
     /// Its server's tasks, where handlers start work that waits (see [`Namespace::tasks`]).
@@ -504,7 +508,16 @@ impl Namespace {
 
     /// Reports a change of a room's local members to the adapter, at once; the returned
     /// future resolves when the other nodes know.
+    ///
+    /// One report at a time: whether the room has members is read and handed to the adapter
+    /// as one step. Two made at once on different threads (a connection thread each) could
+    /// otherwise land in the other order: a last leave read (no members), then a first join
+    /// made and reported (the adapter still knew of members: nothing to announce), then the
+    /// leave's report (the room is empty). The adapter would hold the room empty for good
+    /// while it has a member, and the other nodes would stop sending it the room's messages.
+    /// The adapter's step calls nothing back here, so the lock is never taken twice.
     fn room_changed(&self, room: &str) -> BoxFuture<'static, ()> {
+        let _one_at_a_time = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         let any = self.parked_in(room)
             || self.rooms.read().unwrap_or_else(|e| e.into_inner()).get(room).is_some_and(Members::any_labelled);
         self.adapter().room_changed(&self.name, room, any, &|| self.local_labels(room))
@@ -777,15 +790,33 @@ mod tests {
     use std::sync::{Mutex, Weak};
 
     /// The other nodes, as far as publishing goes: notes how many broadcasts had been sent to
-    /// members here each time one is queued to the other nodes.
+    /// members here each time one is queued to the other nodes. And, as a cluster's adapter
+    /// does, which rooms it was told have members here.
     #[derive(Default)]
     struct Peers {
         ns: OnceLock<Weak<Namespace>>,
         sent_here_at_publish: Mutex<Vec<u64>>,
+        rooms: Mutex<HashSet<String>>,
     }
 
     impl Adapter for Peers {
-        fn room_changed(&self, _: &str, _: &str, _: bool, _: &dyn Fn() -> Labels) -> BoxFuture<'static, ()> {
+        fn room_changed(&self, _: &str, room: &str, any: bool, labels: &dyn Fn() -> Labels) -> BoxFuture<'static, ()> {
+            // As the cluster's core: a room it knows of is only marked (its labels taken
+            // later); a first join gives its labels, a last leave none.
+            let known = self.rooms.lock().unwrap().contains(room);
+            if !(any && known) {
+                let labels = if any { labels() } else { Labels::from([]) };
+                // Where a report made with no lock could be overtaken.
+                for _ in 0..50 {
+                    std::thread::yield_now();
+                }
+                let mut rooms = self.rooms.lock().unwrap();
+                if labels.is_empty() {
+                    rooms.remove(room);
+                } else {
+                    rooms.insert(room.to_owned());
+                }
+            }
             Box::pin(std::future::ready(()))
         }
 
@@ -869,6 +900,46 @@ mod tests {
         assert!(ns.room_members("r").is_empty(), "left (or never joined): not a member");
         socket.join("r").expect("a new room").await;
         assert_eq!(ns.room_members("r").len(), 1);
+    }
+
+    /// A room's last member leaves on one thread while the next joins on another (their
+    /// connections on two connection threads): the adapter must end up knowing the room has
+    /// a member, whatever the order the two reports are made in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_last_leave_and_a_first_join_at_once_leave_the_adapter_knowing_the_member() {
+        let ns = NamespaceBuilder::new("/t").build(Tasks::default());
+        let peers = Arc::new(Peers::default());
+        let adapter: Arc<dyn Adapter> = peers.clone();
+        ns.set_adapter(Arc::downgrade(&adapter));
+        let [x, y] = ["x", "y"].map(|id| {
+            let socket = Socket::new(id.into(), ns.clone(), crate::engineio::session::tests::session(8));
+            assert!(socket.set_label(id));
+            ns.connect(&socket, &ConnectRequest { auth: Value::Null, query: Vec::new() }).unwrap();
+            socket
+        });
+        let known = || peers.rooms.lock().unwrap().contains("r");
+        let rounds = 2000;
+        let mut wrong = 0;
+        let start = std::sync::Barrier::new(2);
+        for _ in 0..rounds {
+            drop(x.join("r").expect("not in the room"));
+            assert!(known());
+            std::thread::scope(|threads| {
+                threads.spawn(|| {
+                    start.wait();
+                    assert!(x.leave("r"));
+                });
+                threads.spawn(|| {
+                    start.wait();
+                    drop(y.join("r").expect("not in the room"));
+                });
+            });
+            assert_eq!(ns.room_members("r").len(), 1);
+            wrong += usize::from(!known());
+            assert!(y.leave("r"));
+            assert!(!known());
+        }
+        assert_eq!(wrong, 0, "of {rounds} rounds, the adapter was left sure the room was empty in {wrong}");
     }
 
     /// A broadcast shares the room's member list; a join or a leave after it makes a new one.
