@@ -402,6 +402,16 @@ impl NodeConfig {
         if let Some((_, msg)) = checks.iter().find(|(bad, _)| *bad) {
             return Err(ConfigError::Invalid((*msg).into()));
         }
+        // A room is advertised in gossip under a key naming it; a key over what peers accept
+        // would be refused by every one of them, and with it every later update of this node.
+        let longest = crate::cluster::membership::longest_room_key(crate::chat::NAMESPACE, self.chat.max_room_len);
+        if longest > crate::cluster::gossip_wire::MAX_KEY_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "chat.max_room_len {} is too long: a room's gossip key could be {longest} bytes, over the {} a peer accepts",
+                self.chat.max_room_len,
+                crate::cluster::gossip_wire::MAX_KEY_LEN
+            )));
+        }
         if let Some(jwt) = &self.auth.jwt {
             jwt.validate()?;
         }
@@ -457,6 +467,28 @@ mod tests {
         assert!(refused.contains("cores must be > 0"), "{refused}");
         let refused = valid(NodeConfig { worker_threads: Some(0), ..NodeConfig::default() }).unwrap_err();
         assert!(refused.contains("worker_threads must be > 0"), "{refused}");
+    }
+
+    /// A room is advertised under a gossip key naming it: a room name whose key peers would
+    /// refuse would stall every later gossip update of its node, so the limit is checked at
+    /// start against what peers accept.
+    #[test]
+    fn a_room_name_limit_whose_gossip_key_peers_would_refuse_is_refused() {
+        let valid = |max_room_len| {
+            let chat = crate::chat::ChatConfig { max_room_len, ..Default::default() };
+            NodeConfig { chat, ..NodeConfig::default() }.validate().map_err(|e| e.to_string())
+        };
+        // The longest name of 4-byte characters, as a key: exactly at the bound, and one over.
+        let fits = (1..1000)
+            .take_while(|n| crate::cluster::membership::longest_room_key(crate::chat::NAMESPACE, *n) <= 1024)
+            .last()
+            .unwrap();
+        let key = crate::cluster::membership::room_key(crate::chat::NAMESPACE, &"😀".repeat(fits));
+        assert!(key.len() <= 1024 && key.len() > 1000, "the bound is exact: {}", key.len());
+        assert_eq!(valid(fits), Ok(()));
+        let refused = valid(fits + 1).unwrap_err();
+        assert!(refused.contains("chat.max_room_len") && refused.contains("1024"), "{refused}");
+        assert_eq!(valid(64), Ok(()), "the default");
     }
 
     #[test]

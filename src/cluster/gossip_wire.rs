@@ -39,8 +39,12 @@ const MAX_CHUNK: usize = MAX_DATAGRAM - OUTER - INNER_HEADER;
 const MAX_PARTS: u8 = 2;
 /// Decompressed bytes a chitchat message may unfold to before it is refused.
 const MAX_UNFOLDED: usize = 4 * 1024 * 1024;
-/// Longest gossip key a node accepts (room keys are base64 of at most a few hundred bytes).
-const MAX_KEY_LEN: usize = 1024;
+/// Longest gossip key a node accepts (room keys are base64 of at most a few hundred bytes;
+/// `chat.max_room_len` is checked against it at start).
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest gossip value a node accepts: ours are addresses and flags. A key and value near
+/// 64 KB would never fit a datagram, and chitchat would stall every update behind it.
+const MAX_VALUE_LEN: usize = 256;
 
 /// Why a datagram was dropped; the label of `clusterchat_gossip_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -417,13 +421,14 @@ fn check_delta(buf: &mut &[u8], me: &ChitchatId) -> Result<(), Reject> {
             }
             1 => {
                 let key: String = read(&mut ops)?;
-                let _value: String = read(&mut ops)?;
+                let value: String = read(&mut ops)?;
                 let version: u64 = read(&mut ops)?;
                 if take(&mut ops, 1)?[0] > 2 {
                     return Err(Reject::Malformed); // not a deletion status
                 }
                 let highest = node.as_mut().ok_or(Reject::Malformed)?;
-                if key.is_empty() || key.len() > MAX_KEY_LEN || !key.is_ascii() || version <= *highest {
+                let bad_key = key.is_empty() || key.len() > MAX_KEY_LEN || !key.is_ascii();
+                if bad_key || value.len() > MAX_VALUE_LEN || version <= *highest {
                     return Err(Reject::InvalidDelta);
                 }
                 *highest = version;
@@ -586,9 +591,13 @@ mod tests {
     }
 
     fn kv_op(key: &str, version: u64) -> Vec<u8> {
+        kv_op_valued(key, "1", version)
+    }
+
+    fn kv_op_valued(key: &str, value: &str, version: u64) -> Vec<u8> {
         let mut op = vec![1];
         key.to_owned().serialize(&mut op);
-        "1".to_owned().serialize(&mut op);
+        value.to_owned().serialize(&mut op);
         op.extend_from_slice(&version.to_le_bytes());
         op.push(0);
         op
@@ -618,6 +627,14 @@ mod tests {
         );
         assert_eq!(check_message(&ack(&[node_op(&peer), set_max(7)]), &me), Ok(()));
         assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("é", 1)]), &me), Err(Reject::InvalidDelta));
+        // A value chitchat could never pass on whole (here merely over our bound).
+        let long = "x".repeat(MAX_VALUE_LEN + 1);
+        assert_eq!(
+            check_message(&ack(&[node_op(&peer), kv_op_valued("rpc", &long, 1)]), &me),
+            Err(Reject::InvalidDelta)
+        );
+        let fits = "x".repeat(MAX_VALUE_LEN);
+        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op_valued("rpc", &fits, 1)]), &me), Ok(()));
         assert_eq!(
             check_message(&ack(&[node_op(&peer), kv_op("a", 2), kv_op("b", 2)]), &me),
             Err(Reject::InvalidDelta)

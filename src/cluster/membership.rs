@@ -35,6 +35,13 @@ pub fn room_key(nsp: &str, room: &str) -> String {
     format!("{ROOM_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{nsp}\n{room}")))
 }
 
+/// The longest [`room_key`] of a room named with at most `chars` characters in namespace
+/// `nsp` (a character is at most 4 bytes of UTF-8; base64 makes 4 of every 3).
+pub fn longest_room_key(nsp: &str, chars: usize) -> usize {
+    let bytes = nsp.len() + 1 + 4 * chars;
+    ROOM_PREFIX.len() + (4 * bytes).div_ceil(3)
+}
+
 pub fn decode_room_key(key: &str) -> Option<(String, String)> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key.strip_prefix(ROOM_PREFIX)?).ok()?;
