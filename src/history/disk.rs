@@ -128,8 +128,8 @@ impl Disk {
             }
             None => disk.load(store, rooms)?,
         };
-        // What was just loaded is on disk already.
-        let _ = store.take_dirty();
+        // What was just loaded is on disk already: changes are noted from now on.
+        store.keep_on_disk();
         Ok((disk, opened))
     }
 

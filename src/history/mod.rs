@@ -111,8 +111,10 @@ pub use crate::clock::unix_ms as now_ms;
 
 struct StoreState {
     rooms: LruCache<RoomId, Vec<Entry>>,
-    /// Rooms changed (or forgotten) since the disk writer last took them.
+    /// Rooms changed (or forgotten) since the disk writer last took them; none are noted
+    /// for a store kept on no disk (no `history.dir`): nothing would ever take them.
     dirty: HashSet<RoomId>,
+    on_disk: bool,
 }
 
 /// This node's copies of room histories: the last `per_room` entries of up to `rooms` rooms;
@@ -131,7 +133,7 @@ impl HistoryStore {
         let rooms = NonZeroUsize::new(rooms)?;
         (per_room > 0).then(|| Self {
             per_room,
-            state: Mutex::new(StoreState { rooms: LruCache::new(rooms), dirty: HashSet::new() }),
+            state: Mutex::new(StoreState { rooms: LruCache::new(rooms), dirty: HashSet::new(), on_disk: false }),
             doorbell: OnceLock::new(),
         })
     }
@@ -151,7 +153,8 @@ impl HistoryStore {
         }
         let changed = {
             let mut state = self.state();
-            let StoreState { rooms, dirty } = &mut *state;
+            let StoreState { rooms, dirty, on_disk: written } = &mut *state;
+            let written = *written;
             let changed = match rooms.get_mut(room) {
                 Some(copy) => merge(copy, entries, self.per_room),
                 None => {
@@ -160,14 +163,14 @@ impl HistoryStore {
                     merge(&mut copy, entries, self.per_room);
                     let fresh = !copy.is_empty();
                     if fresh {
-                        if let Some((evicted, _)) = rooms.push(room.clone(), copy) {
+                        if let Some((evicted, _)) = rooms.push(room.clone(), copy).filter(|_| written) {
                             dirty.insert(evicted);
                         }
                     }
                     fresh
                 }
             };
-            if changed && !dirty.contains(room) {
+            if written && changed && !dirty.contains(room) {
                 dirty.insert(room.clone());
             }
             changed
@@ -206,6 +209,12 @@ impl HistoryStore {
 
     pub fn room_count(&self) -> usize {
         self.state().rooms.len()
+    }
+
+    /// From now on the store notes what changed, for [`HistoryStore::take_dirty`] (a disk
+    /// keeps it).
+    pub(crate) fn keep_on_disk(&self) {
+        self.state().on_disk = true;
     }
 
     /// What changed since the last call: each room's copy now (`None`: forgotten).
@@ -368,6 +377,7 @@ mod tests {
     #[test]
     fn the_store_keeps_the_last_entries_of_the_most_recent_rooms() {
         let store = HistoryStore::new(2, 2).unwrap();
+        store.keep_on_disk();
         let room = |r: &str| ("/chat".to_owned(), r.to_owned());
         store.merge(&room("a"), vec![e(1, 1, 1), e(2, 1, 2), e(3, 1, 3)]);
         store.merge(&room("b"), vec![e(1, 1, 4)]);
@@ -379,6 +389,18 @@ mod tests {
         let dirty: HashSet<RoomId> = store.take_dirty().into_iter().map(|(r, _)| r).collect();
         assert_eq!(dirty, [room("a"), room("b"), room("c")].into());
         assert!(HistoryStore::new(0, 1).is_none() && HistoryStore::new(1, 0).is_none());
+    }
+
+    /// Kept on no disk (no `history.dir`, the default), nothing takes the changed rooms: noting
+    /// them would grow without bound with every new room name.
+    #[test]
+    fn a_store_without_a_disk_writer_notes_no_changes_for_it() {
+        let store = HistoryStore::new(2, 2).unwrap();
+        for r in 0..1000 {
+            store.merge(&("/chat".to_owned(), format!("room{r}")), vec![e(1, 1, r)]);
+        }
+        assert_eq!(store.room_count(), 2);
+        assert!(store.take_dirty().is_empty());
     }
 
     #[test]
