@@ -372,16 +372,29 @@ impl ClusterRooms {
                     slot.insert(tx)
                 }
             };
-            tx.try_send(item).is_ok()
+            tx.try_send(item)
         };
-        if !queued {
+        if let Err(full) = queued {
             let dropped = self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(peer = node, dropped, "push queue full: dropping room traffic to a slow node");
             }
+            self.undelivered(full.into_inner());
             return false;
         }
         true
+    }
+
+    /// What will not reach its peer (its queue full, its connection lost, the node gone): a
+    /// room-history record is held here (see [`ClusterRooms::on_undelivered_records`]) before
+    /// its sender's ack, which waits for every copy, can go; the rest is dropped.
+    fn undelivered(&self, item: Outgoing) {
+        if let Outgoing::Push(push, written) = item {
+            if let (Push::Record { nsp, room, entry }, Some(keep)) = (push, self.undelivered_records.get()) {
+                keep(nsp, room, entry);
+            }
+            drop(written);
+        }
     }
 
     /// The connection to `node` at `addr` (`None`: it is not a live member).
@@ -405,17 +418,21 @@ impl ClusterRooms {
             let addr = self.membership.members().get(&node).and_then(|m| m.dial());
             match item {
                 Outgoing::Push(push, written) => {
-                    let written = written.map(|w| Box::new(w) as crate::rpc::connection::Written);
                     let sent = match &self.connect(&node, addr).await {
-                        Ok(conn) => conn.push_then(push, written).await.is_ok(),
+                        Ok(conn) => {
+                            // A record is held here if its connection is lost before it is queued.
+                            let record = matches!(push, Push::Record { .. }).then(|| push.clone());
+                            let written = written.map(|w| Box::new(w) as crate::rpc::connection::Written);
+                            let pushed = conn.push_then(push, written).await;
+                            if let (Err(err), Some(record)) = (&pushed, record) {
+                                debug!(peer = %node, error = %err, "history record not delivered; held here");
+                                self.undelivered(Outgoing::Push(record, None));
+                            }
+                            pushed.is_ok()
+                        }
                         Err(err) => {
                             debug!(peer = %node, error = %err, "push not delivered");
-                            if let (Push::Record { nsp, room, entry }, Some(keep)) =
-                                (push, self.undelivered_records.get())
-                            {
-                                keep(nsp, room, entry);
-                            }
-                            drop(written); // the ack, after the record is held here
+                            self.undelivered(Outgoing::Push(push, written));
                             false
                         }
                     };
@@ -500,17 +517,24 @@ impl ClusterRooms {
                 }
             }
             if addr.is_none() {
-                // The node left: what was queued for it has nobody to go to.
-                self.stats.pushes_dropped.fetch_add(rx.len() as u64, Ordering::Relaxed);
-                break;
+                break; // the node left
             }
         }
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = queues.get_mut(&node) {
-            slot[lane as usize] = None;
-            if slot.iter().all(Option::is_none) {
-                queues.remove(&node);
+        {
+            let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = queues.get_mut(&node) {
+                slot[lane as usize] = None;
+                if slot.iter().all(Option::is_none) {
+                    queues.remove(&node);
+                }
             }
+        }
+        // What is still queued has nobody to go to (the node left, or this one stops); what
+        // comes next for the node goes to a new queue.
+        rx.close();
+        while let Ok(item) = rx.try_recv() {
+            self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
+            self.undelivered(item);
         }
     }
 
@@ -1210,6 +1234,73 @@ mod tests {
 
     fn member(id: &str, ready: bool) -> MemberInfo {
         MemberInfo::for_test(id, 1, ready)
+    }
+
+    /// A node alone in its ring, with the history records it could not send collected.
+    async fn lone_node() -> (Arc<ClusterRooms>, Arc<Mutex<Vec<u64>>>) {
+        let listen: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let socket = Arc::new(std::net::UdpSocket::bind(listen).unwrap());
+        let advertise = socket.local_addr().unwrap();
+        let gossip = crate::cluster::membership::GossipConfig {
+            node_id: "node1".into(),
+            cluster_id: "test".into(),
+            listen: advertise,
+            socket: Some(socket),
+            advertise,
+            seeds: Vec::new(),
+            interval: Duration::from_millis(100),
+            phi_threshold: 8.0,
+            compress_digest: true,
+            tombstone_grace: Duration::from_secs(60),
+            keyring: crate::keyring::Keyring::single("the-cluster-secret-1"),
+            max_clock_skew: Duration::from_secs(60),
+        };
+        let membership = Arc::new(Membership::start(gossip, advertise, advertise).await.unwrap());
+        let peers = Arc::new(Peers::new(crate::rpc::peers::DialSettings {
+            node_id: "node1".into(),
+            keyring: crate::keyring::Keyring::single("the-cluster-secret-1"),
+            connect_timeout: Duration::from_secs(1),
+            handshake_timeout: Duration::from_secs(1),
+            limits: crate::rpc::RpcLimits::default(),
+        }));
+        let rooms = ClusterRooms::new("node1".into(), membership, peers, Vec::new(), Duration::from_secs(5));
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let into = held.clone();
+        rooms.on_undelivered_records(Box::new(move |_, _, entry| into.lock().unwrap().push(entry.id.1)));
+        (rooms, held)
+    }
+
+    fn record(n: u64) -> Push {
+        let entry = crate::history::Entry { at_ms: n, id: (1, n), body: format!("m{n}") };
+        Push::Record { nsp: "/chat".into(), room: "lobby".into(), entry }
+    }
+
+    /// A history record is acked once every copy of it is gone: one that cannot reach its
+    /// replica must be held here first, whichever way it fails. Here the replica is not a
+    /// member: the first record fails to connect, and the ones queued behind it are drained
+    /// when its pusher gives up on the node; a queue found full holds the record at once.
+    #[tokio::test]
+    async fn history_records_that_cannot_reach_their_replica_are_held_here() {
+        let (rooms, held) = lone_node().await;
+        let queued = 100;
+        for n in 0..queued {
+            assert!(rooms.push_to_peer("node2", record(n), None));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while held.lock().unwrap().len() < queued as usize {
+            assert!(tokio::time::Instant::now() < deadline, "held {:?} of {queued}", held.lock().unwrap().len());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*held.lock().unwrap(), (0..queued).collect::<Vec<_>>(), "each once, in order");
+
+        // A full queue (the pusher does not run before this test yields again).
+        held.lock().unwrap().clear();
+        for n in 0..PEER_QUEUE as u64 {
+            assert!(rooms.push_to_peer("node3", record(n), None));
+        }
+        assert!(!rooms.push_to_peer("node3", record(PEER_QUEUE as u64), None), "the queue is full");
+        assert_eq!(*held.lock().unwrap(), [PEER_QUEUE as u64], "held at once, before any ack");
+        rooms.shutdown().await;
     }
 
     #[test]
