@@ -140,7 +140,8 @@ pub struct ClusterSettings {
     /// How long an RPC handshake may take, ms: a peer that accepts and stays silent costs
     /// its callers no more, and is then left alone for a back-off.
     pub rpc_handshake_timeout_ms: u64,
-    /// Incoming RPC connections in their handshake at once; more are closed at once.
+    /// Incoming RPC connections in their handshake at once, an eighth of them from one
+    /// address at most; more are closed at once.
     pub rpc_max_handshakes: usize,
     /// Per peer connection: bytes queued to send, requests awaiting an answer, and the
     /// peer's requests served at once.
