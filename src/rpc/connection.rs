@@ -624,14 +624,7 @@ mod tests {
         let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
         let t = Duration::from_secs(2);
         // Small buffers, and a peer that reads nothing: the writer is soon stuck in a write.
-        let listener = tokio::net::TcpSocket::new_v4().unwrap();
-        listener.set_recv_buffer_size(4096).unwrap();
-        listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = listener.listen(1).unwrap();
-        let client = tokio::net::TcpSocket::new_v4().unwrap();
-        client.set_send_buffer_size(4096).unwrap();
-        let (a, b) = tokio::join!(client.connect(listener.local_addr().unwrap()), listener.accept());
-        let (mut a, (mut b, _)) = (a.unwrap(), b.unwrap());
+        let (mut a, mut b) = crate::engineio::direct::tests::small_pair().await;
         let (dialed, accepted) =
             tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
         accepted.unwrap();

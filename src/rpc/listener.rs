@@ -117,33 +117,10 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::peers::{DialSettings, PeerAt};
-    use crate::rpc::{Push, Request, Response, RpcStream, StreamOpen};
-    use futures_util::future::BoxFuture;
-
-    const SECRET: &str = "the-cluster-secret-1";
-
-    /// Answers every request with its peer's name.
-    struct Answer;
-    impl RpcHandler for Answer {
-        fn request(&self, peer: &str, _: Request) -> BoxFuture<'static, Response> {
-            Box::pin(std::future::ready(Response::Failed(format!("hello {peer}"))))
-        }
-        fn stream(&self, _: &str, _: StreamOpen, _: RpcStream) -> BoxFuture<'static, ()> {
-            Box::pin(std::future::ready(()))
-        }
-        fn push(&self, _: &str, _: Push) {}
-    }
-
-    fn dialing(node_id: &str) -> DialSettings {
-        DialSettings {
-            node_id: node_id.into(),
-            keyring: Keyring::single(SECRET),
-            connect_timeout: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(2),
-            limits: RpcLimits::default(),
-        }
-    }
+    use crate::rpc::peers::tests::{settings as dialing, Echo, SECRET};
+    use crate::rpc::peers::PeerAt;
+    use crate::rpc::Request;
+    use crate::rpc::Response;
 
     /// Anyone who reaches the RPC port can open connections and say nothing. One host doing
     /// so takes only its share of the handshake slots: a node's own dial still gets through.
@@ -160,7 +137,7 @@ mod tests {
             dialer: Arc::new(Peers::new(dialing("node2"))),
         };
         let (stats, stop) = (Arc::new(RpcStats::default()), CancellationToken::new());
-        let served = tokio::spawn(serve(listener, settings, Arc::new(Answer), stats.clone(), stop.clone()));
+        let served = tokio::spawn(serve(listener, settings, Arc::new(Echo), stats.clone(), stop.clone()));
         // As many silent connections from 127.0.0.2 as there are slots, accepted before the dial.
         let mut silent = Vec::new();
         for _ in 0..8 {

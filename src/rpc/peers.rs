@@ -263,15 +263,15 @@ impl Peers {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rpc::connection::RpcHandler;
     use crate::rpc::{Push, RpcStream, StreamOpen};
     use futures_util::future::BoxFuture;
 
-    const SECRET: &str = "the-cluster-secret-1";
+    pub(crate) const SECRET: &str = "the-cluster-secret-1";
 
-    fn settings(node_id: &str) -> DialSettings {
+    pub(crate) fn settings(node_id: &str) -> DialSettings {
         DialSettings {
             node_id: node_id.into(),
             keyring: Keyring::single(SECRET),
@@ -282,7 +282,7 @@ mod tests {
     }
 
     /// Answers every request with its peer's name.
-    struct Echo;
+    pub(crate) struct Echo;
     impl RpcHandler for Echo {
         fn request(&self, peer: &str, _: Request) -> BoxFuture<'static, Response> {
             Box::pin(std::future::ready(Response::Failed(format!("hello {peer}"))))
