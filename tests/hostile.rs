@@ -533,8 +533,12 @@ async fn a_flood_of_events_is_rate_limited_then_disconnected() {
     listener.send(chat_message("r", "the listener is not limited")).await.unwrap();
     let next = expect_packet(&mut listener, r#"42/chat,["chat message""#).await;
     assert!(next.contains("the listener is not limited"), "a refused message reached the room: {next}");
-    // The Engine.IO session outlives the namespace disconnect.
+    // The Engine.IO session outlives the namespace disconnect, and the client may connect to
+    // the namespace again (the disconnected socket no longer holds its place).
     assert!(node.engine().session(&flooder_sid).is_some());
+    flooder.send(WsMessage::text(r#"40/chat,{"user":"flooder again"}"#)).await.unwrap();
+    let again = expect_packet(&mut flooder, "40/chat,").await;
+    assert!(again.contains(r#""sid""#), "{again}");
 
     // Without an ack, a refusal is a `chat error` event.
     let (mut quiet, _) = chat_user(addr, "noack", "r", None).await;

@@ -223,8 +223,17 @@ impl SocketIo {
         Ok(partial.pending.take().map(|p| (p.packet, p.binary)))
     }
 
+    /// The client's socket in `nsp`. One the server disconnected (the rate limit, the Admin
+    /// UI) is dropped here: its packets go nowhere, as the client was told.
     fn socket(&self, client: &Client, nsp: &str) -> Option<Arc<Socket>> {
-        client.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(nsp).cloned()
+        let mut sockets = client.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        match sockets.get(nsp) {
+            Some(socket) if socket.is_gone() => {
+                sockets.remove(nsp);
+                None
+            }
+            found => found.cloned(),
+        }
     }
 
     fn connect(&self, session: &Arc<Session>, client: &Arc<Client>, packet: Packet) {
@@ -348,7 +357,8 @@ impl Slot {
     /// and the reservation happen under the sockets lock, so two CONNECTs cannot both pass.
     fn reserve(client: &Arc<Client>, nsp: &str) -> Option<Self> {
         let sockets = client.sockets.lock().unwrap_or_else(|e| e.into_inner());
-        let free = !sockets.contains_key(nsp)
+        // A socket the server disconnected leaves its entry until the client connects again.
+        let free = !sockets.get(nsp).is_some_and(|s| !s.is_gone())
             && client.connecting.lock().unwrap_or_else(|e| e.into_inner()).insert(nsp.to_owned());
         drop(sockets);
         free.then(|| Self { client: client.clone(), nsp: nsp.to_owned() })

@@ -87,6 +87,10 @@ pub struct Socket {
     label: OnceLock<Arc<str>>,
     /// Whether the client got its earlier session back.
     recovered: AtomicBool,
+    /// Set once the socket leaves its namespace (either side's DISCONNECT, or its session
+    /// closing): its client's entry for the namespace is then stale, and is dropped at its
+    /// next use (see `socketio::server`).
+    gone: AtomicBool,
     /// When the socket was created (the Admin UI shows it).
     connected_at: std::time::SystemTime,
 }
@@ -105,6 +109,7 @@ impl Socket {
             label: OnceLock::new(),
             pid: OnceLock::new(),
             recovered: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             track: Mutex::new(Track::default()),
             connected_at: std::time::SystemTime::now(),
         })
@@ -391,11 +396,16 @@ impl Socket {
     /// Disconnects this socket from its namespace (the session stays open for others).
     pub fn disconnect(self: &Arc<Self>) {
         let _ = self.send_packet(&Packet::new(PacketType::Disconnect, self.ns.name(), None));
-        self.ns.remove(self, "server namespace disconnect");
-        self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.on_closed("server namespace disconnect");
+    }
+
+    /// Whether the socket has left its namespace.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
     }
 
     pub(crate) fn on_closed(self: &Arc<Self>, reason: &str) {
+        self.gone.store(true, Ordering::Release);
         self.ns.remove(self, reason);
         self.pending_acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
