@@ -358,7 +358,7 @@ impl Slot {
     fn reserve(client: &Arc<Client>, nsp: &str) -> Option<Self> {
         let sockets = client.sockets.lock().unwrap_or_else(|e| e.into_inner());
         // A socket the server disconnected leaves its entry until the client connects again.
-        let free = !sockets.get(nsp).is_some_and(|s| !s.is_gone())
+        let free = sockets.get(nsp).is_none_or(|s| s.is_gone())
             && client.connecting.lock().unwrap_or_else(|e| e.into_inner()).insert(nsp.to_owned());
         drop(sockets);
         free.then(|| Self { client: client.clone(), nsp: nsp.to_owned() })
