@@ -401,7 +401,11 @@ impl Engine {
         };
         let result = match decoded {
             Ok(packets) => {
+                // Nothing after a packet that closed the session (a CLOSE, then a CONNECT).
                 for packet in packets {
+                    if session.is_closed() {
+                        break;
+                    }
                     session.on_packet(packet);
                 }
                 Ok(EngineResponse { status: 200, content_type: ContentType::Html, body: Bytes::from_static(b"ok") })

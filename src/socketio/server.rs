@@ -270,7 +270,12 @@ impl SocketIo {
         }
         let socket = Socket::new(super::new_socket_id(), ns.clone(), session.clone());
         match ns.check_connect(&socket, &req) {
-            None => connect_new(client, &socket, &req, Ok(())),
+            None => {
+                connect_new(client, &socket, &req, Ok(()));
+                // The session may have closed meanwhile on another thread, its sockets closed
+                // before this one was registered.
+                close_if_left(session, client, ns);
+            }
             Some(check) => {
                 let (session, client) = (session.clone(), client.clone());
                 // Off this turn: the connection's thread serves its other connections meanwhile.
