@@ -239,6 +239,23 @@ async fn polling_ping_pong() {
     ts.shutdown().await;
 }
 
+/// A PING's data comes back in the PONG; clients send none or `probe`. More than
+/// `MAX_PING_DATA` closes the session instead of being echoed (a client that never reads its
+/// polls could fill its queue with its own bytes), and `probe` still comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_ping_data_is_echoed_up_to_a_bound() {
+    use clusterchat::engineio::session::MAX_PING_DATA;
+    let ts = TestServer::start().await;
+    let p = ts.polling(ENGINE_PATH, 3, "").await;
+    let session = p.session();
+    p.post_ok(format!("{}:2{}", MAX_PING_DATA + 1, "x".repeat(MAX_PING_DATA))).await;
+    assert_eq!(p.get_text().await, format!("{}:3{}", MAX_PING_DATA + 1, "x".repeat(MAX_PING_DATA)));
+    let long = format!("2{}", "x".repeat(MAX_PING_DATA + 1));
+    p.post_ok(format!("{}:{long}", long.len())).await;
+    assert_eq!(session.close_reason(), Some(CloseReason::TransportError("PING data too long")));
+    ts.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_ping_timeout_closes_the_session() {
     let ts = TestServer::start().await;

@@ -104,6 +104,19 @@ async fn connects_to_a_custom_namespace_with_a_payload() {
     ts.shutdown().await;
 }
 
+/// A CONNECT_ERROR names the namespace; one with a name no server would have (here 300
+/// bytes) closes the session instead of being echoed: a client that never reads its polls
+/// could otherwise fill its queue with its own bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_namespace_too_long_to_echo_closes_the_session() {
+    let ts = TestServer::start().await;
+    let p = ts.polling(SOCKETIO_PATH, 4, "").await;
+    let session = p.session();
+    p.post_ok(format!("40/{},", "a".repeat(300))).await;
+    assert_eq!(session.close_reason(), Some(CloseReason::TransportError("namespace name too long")));
+    ts.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_an_unknown_namespace() {
     let ts = TestServer::start().await;

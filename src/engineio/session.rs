@@ -30,6 +30,9 @@ pub enum Message {
     Binary(Bytes),
 }
 
+/// The most PING data a session echoes (clients send none, or `probe`).
+pub const MAX_PING_DATA: usize = 64;
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -343,6 +346,12 @@ impl Session {
                     self.noop_owed.store(true, std::sync::atomic::Ordering::Release);
                 }
                 self.close(CloseReason::ClientClose)
+            }
+            // A PING's data comes back in the PONG: clients send none or `probe`. Echoed at any
+            // size, a client that never reads its polls could fill its queue with its own bytes
+            // (1,024 frames of up to `max_payload` each).
+            Packet::Ping(data) if data.len() > MAX_PING_DATA => {
+                self.close(CloseReason::TransportError("PING data too long"));
             }
             Packet::Ping(data) => {
                 let _ = self.send(Frame::text(PacketType::Pong, &data));

@@ -239,6 +239,12 @@ impl SocketIo {
     fn connect(&self, session: &Arc<Session>, client: &Arc<Client>, packet: Packet) {
         let nsp = packet.nsp;
         let Some(ns) = self.namespaces.get(&nsp) else {
+            // The answer names the namespace: one no server would have is not echoed (a client
+            // that never reads its polls could fill its queue with its own bytes).
+            if nsp.len() > MAX_UNKNOWN_NAMESPACE {
+                session.close(CloseReason::TransportError("namespace name too long"));
+                return;
+            }
             let data = match client.revision {
                 Revision::V5 => json!({ "message": "Invalid namespace" }),
                 Revision::V4 => json!("Invalid namespace"),
@@ -491,6 +497,9 @@ async fn restore(
     }
     close_if_left(session, client, ns);
 }
+
+/// The longest unknown namespace a CONNECT_ERROR names.
+const MAX_UNKNOWN_NAMESPACE: usize = 256;
 
 impl EngineHandler for SocketIo {
     fn on_relay(&self, session: &Arc<Session>) {
