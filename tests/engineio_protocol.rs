@@ -405,6 +405,25 @@ async fn upgrade_from_polling_to_websocket() {
     ts.shutdown().await;
 }
 
+/// One probe is answered: another fails the upgrade (a client probing without end, and never
+/// reading, would otherwise keep a task writing answers), and the session stays on polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_probe_fails_the_upgrade_and_the_session_stays_on_polling() {
+    let ts = TestServer::start().await;
+    let p = ts.polling(ENGINE_PATH, 4, "").await;
+    let session = p.session();
+    let mut ws = ts.ws(&format!("{ENGINE_PATH}?EIO=4&transport=websocket&sid={}", p.sid)).await;
+    ws.send_text("2probe").await;
+    assert_eq!(ws.recv_text().await, "3probe");
+    ws.send_text("2probe").await;
+    assert_eq!(ws.expect_closed().await, Vec::<WsMessage>::new(), "no second answer");
+    assert!(!session.is_closed());
+    assert_eq!(session.transport(), TransportKind::Polling);
+    p.post_ok("4still polling").await;
+    assert_eq!(p.get_text().await, "4still polling");
+    ts.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requests_after_upgrade_are_refused() {
     let ts = TestServer::start().await;

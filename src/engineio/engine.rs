@@ -544,7 +544,10 @@ impl Engine {
             return None;
         }
         let deadline = tokio::time::Instant::now() + self.config.upgrade_timeout;
-        let result = async {
+        // The whole upgrade, the probe's answer included, is bound by its deadline and ends
+        // with the session: a client that probes and never reads would otherwise hold the
+        // task and its connection on a write that never completes.
+        let upgrade = async {
             let mut buffered = None;
             loop {
                 let packet = match buffered.take() {
@@ -552,7 +555,8 @@ impl Engine {
                     None => next_packet(stream, session.protocol(), deadline).await?,
                 };
                 match packet {
-                    Packet::Ping(data) if data == "probe" => {
+                    // One probe is answered; another fails the upgrade.
+                    Packet::Ping(data) if data == "probe" && session.upgrade.get() != UpgradeState::Probed => {
                         sink.send(WsMessage::Text("3probe".into())).await.ok()?;
                         // A client that already sent UPGRADE completes at once, so no poll
                         // sees the half-upgraded state (the reference server does the same by
@@ -576,8 +580,11 @@ impl Engine {
                     _ => return None,
                 }
             }
-        }
-        .await;
+        };
+        let result = tokio::select! {
+            upgraded = tokio::time::timeout_at(deadline, upgrade) => upgraded.ok().flatten(),
+            _ = session.closed() => None,
+        };
         match result {
             Some(()) if !session.is_closed() => Some(session),
             _ => {
