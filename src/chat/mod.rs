@@ -89,8 +89,9 @@ impl Default for ChatConfig {
 #[derive(Debug)]
 struct User {
     name: Arc<str>,
-    /// A std lock: held for one arithmetic update, never across an await.
-    limiter: Mutex<RateLimiter>,
+    /// The Engine.IO session's, shared by its connections to the namespace: connecting again
+    /// does not refill it. A std lock: held for one arithmetic update, never across an await.
+    limiter: Arc<Mutex<RateLimiter>>,
 }
 
 /// Builds the `/chat` namespace. `node_id` is reported to clients as the session's owner.
@@ -120,14 +121,18 @@ pub fn namespace(
         .on_connect(move |socket, req| {
             let config = &c4;
             let name = connecting_user(req, config, jwt.as_ref())?;
+            let now = tokio::time::Instant::now();
+            let fresh = || {
+                let limit = (config.rate_limit_per_sec, config.rate_limit_burst, config.rate_limit_strikes);
+                Mutex::new(RateLimiter::new(limit.0, limit.1, limit.2, now))
+            };
+            let limiter = socket.session().app_state(fresh).unwrap_or_else(|| Arc::new(fresh()));
+            // A CONNECT counts as an event: a client cannot refill its limit by connecting again.
+            if limiter.lock().unwrap_or_else(|e| e.into_inner()).admit(now) != Verdict::Admit {
+                return Err(format!("rate limited: at most {} events a second", config.rate_limit_per_sec));
+            }
             socket.set_label(&name);
-            let limiter = RateLimiter::new(
-                config.rate_limit_per_sec,
-                config.rate_limit_burst,
-                config.rate_limit_strikes,
-                tokio::time::Instant::now(),
-            );
-            socket.set_data(User { name: name.into(), limiter: Mutex::new(limiter) });
+            socket.set_data(User { name: name.into(), limiter });
             Ok(())
         })
         .on_connected(move |socket| {

@@ -131,6 +131,8 @@ pub struct Session {
     /// The node relaying this session's WebSocket to this one, if it is relayed: that node's
     /// crash cuts the client off, so it must not also hold what the client needs to recover.
     relay: Mutex<Option<Arc<str>>>,
+    /// The application's state for the session (see [`Session::app_state`]).
+    app: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The Engine.IO heartbeat's two durations.
@@ -199,6 +201,7 @@ impl Session {
             noop_owed: AtomicBool::new(false),
             noop_taken: Notify::new(),
             relay: Mutex::new(None),
+            app: OnceLock::new(),
         })
     }
 
@@ -206,6 +209,13 @@ impl Session {
     pub(crate) fn start(self: &Arc<Self>) {
         let (at, generation) = self.beat().armed;
         self.lifecycle.schedule(at, generation, self);
+    }
+
+    /// What the application keeps for the whole session, across its namespace connections,
+    /// made by `init` the first time it is asked for; `None` if a value of another type is
+    /// kept.
+    pub fn app_state<T: std::any::Any + Send + Sync>(&self, init: impl FnOnce() -> T) -> Option<Arc<T>> {
+        self.app.get_or_init(|| Arc::new(init())).clone().downcast::<T>().ok()
     }
 
     /// The node relaying this session's WebSocket here, if any (see [`EngineHandler::on_relay`]).
