@@ -279,11 +279,17 @@ impl Connection {
     fn dispatch(self: &Arc<Self>, frame: RpcFrame, handler: Option<&Arc<dyn RpcHandler>>) {
         match frame {
             RpcFrame::Request { id, body } => {
-                let Ok(slot) = self.served.clone().try_acquire_owned() else {
-                    warn!(peer = %self.peer, "peer has too many requests in flight; answering busy");
-                    let body = Response::Failed("busy: too many requests in flight".into());
-                    self.try_send(RpcFrame::Response { id, body });
-                    return;
+                let slot = match body.waits_on_a_client() {
+                    true => None,
+                    false => match self.served.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        Err(_) => {
+                            warn!(peer = %self.peer, "peer has too many requests in flight; answering busy");
+                            let body = Response::Failed("busy: too many requests in flight".into());
+                            self.try_send(RpcFrame::Response { id, body });
+                            return;
+                        }
+                    },
                 };
                 let conn = self.clone();
                 let answer = handler.map(|h| h.request(&self.peer, body));
@@ -433,7 +439,12 @@ impl Connection {
     /// the pushes sent before (what keeps a node's word about a room in order). Waits for a
     /// free call slot and room in the outbox.
     pub async fn send_request(self: &Arc<Self>, body: Request) -> Result<PendingCall, RpcError> {
-        let slot = self.calls.clone().acquire_owned().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?;
+        let slot = match body.waits_on_a_client() {
+            true => None,
+            false => Some(
+                self.calls.clone().acquire_owned().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?,
+            ),
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
@@ -533,7 +544,8 @@ pub struct PendingCall {
     conn: Arc<Connection>,
     id: u64,
     rx: oneshot::Receiver<Response>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its call slot (none for a long-poll, see [`Request::waits_on_a_client`]).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl PendingCall {
@@ -615,6 +627,55 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "the guard is dropped once the push is written");
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Holds every forwarded long-poll for good; answers anything else at once.
+    struct Polls;
+
+    impl RpcHandler for Polls {
+        fn request(&self, _peer: &str, request: Request) -> BoxFuture<'static, Response> {
+            match request {
+                Request::Engine { .. } => Box::pin(std::future::pending()),
+                _ => Box::pin(std::future::ready(Response::Failed("answered".into()))),
+            }
+        }
+        fn stream(&self, _peer: &str, _open: StreamOpen, _stream: RpcStream) -> BoxFuture<'static, ()> {
+            Box::pin(std::future::ready(()))
+        }
+        fn push(&self, _peer: &str, _push: Push) {}
+    }
+
+    /// A long-poll forwarded to its session's owner waits for up to a ping interval: past the
+    /// slots' bound, polls alone would hold up every other call to that owner. They hold no
+    /// slot, at either end; the quick calls keep theirs.
+    #[tokio::test]
+    async fn long_polls_hold_no_call_slot_at_either_end() {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let t = Duration::from_secs(2);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        let limits = RpcLimits { max_calls: 2, max_served: 2, ..RpcLimits::default() };
+        let tasks = Tasks::default();
+        let caller = Connection::spawn(a, dialed.unwrap(), None, limits, &tasks);
+        let _owner = Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Polls)), limits, &tasks);
+        let poll = |sid: &str| {
+            let query = crate::engineio::EngineQuery::parse(&format!("EIO=4&transport=polling&sid={sid}")).unwrap();
+            let method = crate::engineio::Method::Get;
+            let req =
+                crate::engineio::EngineRequest { method, query, binary_body: false, body: Bytes::new(), new_sid: None };
+            Request::Engine { path: "/socket.io/".into(), req }
+        };
+        assert!(poll("s").waits_on_a_client());
+        let mut polls = Vec::new();
+        for n in 0..5 {
+            polls.push(tokio::time::timeout(t, caller.send_request(poll(&format!("s{n}")))).await.unwrap().unwrap());
+        }
+        let history = || Request::History { nsp: "/chat".into(), room: "lobby".into() };
+        for _ in 0..3 {
+            assert_eq!(caller.call(history(), t).await.unwrap(), Response::Failed("answered".into()));
+        }
+        tasks.shutdown().await;
     }
 
     /// A cut leaves what was written unacknowledged; a connection let go must not leave it

@@ -78,6 +78,18 @@ pub enum Request {
     Knows { generation: u64 },
 }
 
+impl Request {
+    /// A forwarded long-poll: answered when its session has something to send, up to a ping
+    /// interval later. It holds no call slot at either end of a connection (the slots bound
+    /// the quick calls: subscribes, keeps, barriers), or a node forwarding more polls than
+    /// there are slots would hold up every other call to that owner. Its own bounds are the
+    /// sessions': one poll per session at a time (a second closes the session), and one per
+    /// open HTTP connection of the forwarding node.
+    pub fn waits_on_a_client(&self) -> bool {
+        matches!(self, Request::Engine { req, .. } if req.method == crate::engineio::Method::Get && req.query.sid.is_some())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Engine(EngineResponse),
