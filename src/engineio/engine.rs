@@ -265,6 +265,11 @@ impl Engine {
         );
         {
             let mut sessions = self.sessions.write().unwrap_or_else(|e| e.into_inner());
+            // Again under the lock `shutdown` lists the sessions under: a session made as it
+            // began is either in its list (and closed) or refused here, never left open.
+            if self.shutdown.is_cancelled() {
+                return Err(EngineError::ShuttingDown);
+            }
             if sessions.len() >= self.config.max_sessions {
                 tracing::warn!(max = self.config.max_sessions, "session limit reached, refusing handshake");
                 return Err(EngineError::TooManySessions);
