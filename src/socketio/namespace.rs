@@ -240,7 +240,14 @@ impl Namespace {
         // Under the room table's lock, as `add_to_room`: a join racing this connect is in the
         // table either way.
         let mut table = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        self.sockets.write().unwrap_or_else(|e| e.into_inner()).insert(socket.id().clone(), socket.clone());
+        let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+        // Two restores of one parked session (its client reconnecting twice at once) would
+        // both take its id; the second's removal would take the first's entries with it.
+        if sockets.contains_key(socket.id()) {
+            return Err("this session is being restored already".into());
+        }
+        sockets.insert(socket.id().clone(), socket.clone());
+        drop(sockets);
         for room in socket.rooms() {
             table.entry(room).or_default().insert(socket.id().clone(), socket.clone());
         }
@@ -264,8 +271,13 @@ impl Namespace {
     /// which still sees the socket's rooms. Its keeper parks its record if the transport went
     /// away (the client may come back), else drops it.
     pub(crate) fn remove(&self, socket: &Arc<Socket>, reason: &str) {
-        if self.sockets.write().unwrap_or_else(|e| e.into_inner()).remove(socket.id()).is_none() {
-            return;
+        {
+            // Only this socket: one refused for an id in use leaves the one that holds it.
+            let mut sockets = self.sockets.write().unwrap_or_else(|e| e.into_inner());
+            if !sockets.get(socket.id()).is_some_and(|s| Arc::ptr_eq(s, socket)) {
+                return;
+            }
+            sockets.remove(socket.id());
         }
         let rooms = socket.rooms();
         {
@@ -940,6 +952,22 @@ mod tests {
             assert!(!known());
         }
         assert_eq!(wrong, 0, "of {rounds} rounds, the adapter was left sure the room was empty in {wrong}");
+    }
+
+    /// A socket id is connected once: a second socket with it (two restores of one parked
+    /// session) is refused, and the first keeps its rooms.
+    #[tokio::test]
+    async fn a_second_socket_with_a_connected_id_is_refused() {
+        let ns = NamespaceBuilder::new("/t").build(Tasks::default());
+        let [first, second] =
+            [0, 1].map(|_| Socket::new("s1".into(), ns.clone(), crate::engineio::session::tests::session(8)));
+        let req = ConnectRequest { auth: Value::Null, query: Vec::new() };
+        ns.connect(&first, &req).unwrap();
+        first.join("r").expect("a new room").await;
+        assert!(ns.connect(&second, &req).is_err());
+        second.on_closed("transport close");
+        assert_eq!(ns.socket_count(), 1);
+        assert_eq!(ns.room_members("r").len(), 1, "the first keeps its rooms");
     }
 
     /// A broadcast shares the room's member list; a join or a leave after it makes a new one.
