@@ -298,8 +298,8 @@ async fn crossing(http: &reqwest::Client, nodes: &[Node], (x, y): (&str, &str), 
 
 /// y's words sent into a cut (node1 writes them to its connection to node3 before anyone
 /// notices), the cut lasting `cut_for` with both sides noticing it, then healed once each
-/// node sees the other two; returns when the cut began.
-async fn said_into_a_cut(lab: &NetLab, nodes: &[Node], http: &reqwest::Client, y: &str, cut_for: Duration) -> Instant {
+/// node sees the other two.
+async fn said_into_a_cut(lab: &NetLab, nodes: &[Node], http: &reqwest::Client, y: &str, cut_for: Duration) {
     let all: Vec<&Node> = nodes.iter().collect();
     lab.set_link(3, false);
     let cut = Instant::now();
@@ -309,7 +309,6 @@ async fn said_into_a_cut(lab: &NetLab, nodes: &[Node], http: &reqwest::Client, y
     tokio::time::sleep_until((cut + cut_for).into()).await;
     lab.set_link(3, true);
     wait_members(http, &all, &[3, 3, 3]).await;
-    cut
 }
 
 /// Traffic sent into a cut stays unacknowledged in the kernel, retransmitted ever less often
@@ -328,23 +327,6 @@ async fn after_a_heal_a_room_message_crosses_at_once_whatever_was_sent_into_the_
     let back = poll_until(&http, &y, &nodes[0], &heard("back from node3"), Duration::from_secs(5)).await;
     assert!(back.is_some(), "node3's words have not reached node1 5 s after the heal");
     println!("after the heal, a message crossed in {crossed:?}");
-}
-
-/// A connection let go must take what was written into the cut with it. Closed gracefully,
-/// its socket lives on in the kernel and retransmits (here about 12.6 s after the write,
-/// past the heal at 8 s); node3's end of it, still open, then hands x the words said into
-/// the cut seconds after the heal, behind anything newer (measured before the fix: 4.9 s
-/// after the heal). It is reset instead.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_was_said_into_a_cut_does_not_arrive_seconds_after_the_heal() {
-    let (lab, nodes, http, _) = ring("").await;
-    let (x, y) = two_in_a_room(&http, &nodes).await;
-    let cut = said_into_a_cut(&lab, &nodes, &http, &y, Duration::from_secs(8)).await;
-    // Past the old socket's retransmission and its 15 s bound (PEER_SILENCE).
-    let until = (cut + clusterchat::rpc::peers::PEER_SILENCE + Duration::from_secs(3)) - Instant::now();
-    let late = poll_until(&http, &x, &nodes[2], &heard("into the cut"), until).await;
-    assert!(late.is_none(), "words said into the cut reached x {late:?} after the heal");
-    crossing(&http, &nodes, (&x, &y), Duration::from_secs(5)).await;
 }
 
 /// A cut the ring does not see (gossip getting through where the connection does not; here

@@ -273,7 +273,7 @@ impl AsyncWrite for SharedTcp {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use std::future::Future;
 
@@ -327,7 +327,7 @@ pub(crate) mod tests {
     }
 
     /// A connected pair on loopback with small buffers, so the writer fills up quickly.
-    pub(crate) async fn small_pair() -> (TcpStream, TcpStream) {
+    async fn small_pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpSocket::new_v4().unwrap();
         listener.set_recv_buffer_size(4096).unwrap();
         listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();

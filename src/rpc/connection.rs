@@ -66,6 +66,7 @@ pub trait RpcHandler: Send + Sync + 'static {
     fn push(&self, peer: &str, push: Push);
 }
 
+/// An encoded frame on its way out, holding its share of the byte budget until written.
 /// A frame on its way out: its bytes, their share of the byte budget, and what to drop once
 /// the frame is written to the socket (see [`Connection::push_then`]).
 type Queued = (Bytes, OwnedSemaphorePermit, Option<Written>);
@@ -86,23 +87,6 @@ pub enum RpcError {
     Send { peer: String, reason: String },
 }
 
-/// What a connection runs over.
-pub trait Transport: AsyncRead + AsyncWrite + Send + 'static {
-    /// A second handle on the socket beneath, through which [`Connection::close`] resets it;
-    /// `None` where there is no socket (an in-memory pipe).
-    fn reset_handle(&self) -> Option<socket2::Socket> {
-        None
-    }
-}
-
-impl Transport for tokio::net::TcpStream {
-    fn reset_handle(&self) -> Option<socket2::Socket> {
-        socket2::SockRef::from(self).try_clone().ok()
-    }
-}
-
-impl Transport for tokio::io::DuplexStream {}
-
 pub struct Connection {
     /// The peer's node id, as its handshake proved it.
     peer: String,
@@ -121,10 +105,6 @@ pub struct Connection {
     next_id: AtomicU64,
     /// A child of the owner's stop token: the owner's shutdown closes every connection.
     closed: CancellationToken,
-    /// Cancelled by [`Connection::close`]: the writer gives up a write in progress.
-    aborted: CancellationToken,
-    /// The socket's second handle ([`Transport::reset_handle`]), until the connection ends.
-    reset: Mutex<Option<socket2::Socket>>,
     /// The owner's tasks (the listener's or the dialer's): this connection's reader and
     /// writer, each request it serves (at most `max_served` at once, stopped with the owner)
     /// and each stream it runs.
@@ -135,14 +115,16 @@ impl Connection {
     /// Starts serving a connection whose handshake succeeded, on its owner's `tasks`, whose
     /// shutdown closes it and waits for everything it runs. `handler` serves the peer's
     /// requests; `None` refuses them (the dialing side only asks).
-    pub fn spawn(
-        io: impl Transport,
+    pub fn spawn<S>(
+        io: S,
         channel: Secured,
         handler: Option<Arc<dyn RpcHandler>>,
         limits: RpcLimits,
         tasks: &Tasks,
-    ) -> Arc<Self> {
-        let reset = Mutex::new(io.reset_handle());
+    ) -> Arc<Self>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let (read, write) = tokio::io::split(io);
         let (decoder, encoder) = channel.codecs();
         let (out, outbox) = mpsc::channel(OUTBOX);
@@ -157,8 +139,6 @@ impl Connection {
             streams: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: tasks.child_token(),
-            aborted: CancellationToken::new(),
-            reset,
             tasks: tasks.clone(),
         });
         tasks.spawn(conn.clone().write_loop(write, encoder, outbox));
@@ -174,20 +154,9 @@ impl Connection {
         self.closed.is_cancelled()
     }
 
-    /// Closes the connection from this side and resets it: what is queued is dropped, and so
-    /// is what the kernel holds unsent or unacknowledged; waiting callers fail and streams end
-    /// (see [`crate::rpc::peers::Peers::forget`] for why). Closed gracefully instead, the
-    /// socket would live on in the kernel after the process let it go, retransmitting what
-    /// was written into a cut: after the heal it would reach the peer's end, still open,
-    /// behind what went meanwhile on a new connection, out of order.
+    /// Closes the connection from this side: what is queued is dropped, waiting callers fail
+    /// and streams end (see [`crate::rpc::peers::Peers::forget`] for why).
     pub fn close(&self) {
-        if let Some(socket) = self.reset.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            // No lingering: the socket's last close sends an RST and drops its send queue.
-            if let Err(err) = socket.set_linger(Some(Duration::ZERO)) {
-                warn!(peer = %self.peer, error = %err, "cannot reset an RPC connection; it closes gracefully");
-            }
-        }
-        self.aborted.cancel();
         self.shut();
     }
 
@@ -224,17 +193,8 @@ impl Connection {
                     Err(_) => break,
                 }
             }
-            if encoder.seal(&mut records).is_err() {
-                break;
-            }
-            // A write that waits (a peer across a cut takes nothing) is given up on a reset,
-            // so that the socket is let go at once.
-            let wrote = tokio::select! {
-                biased;
-                w = async { io.write_all(&records).await?; io.flush().await } => w.is_ok(),
-                _ = self.aborted.cancelled() => false,
-            };
-            if !wrote {
+            if encoder.seal(&mut records).is_err() || io.write_all(&records).await.is_err() || io.flush().await.is_err()
+            {
                 break;
             }
             written.clear();
@@ -346,10 +306,8 @@ impl Connection {
         }
     }
 
-    /// Marks the connection dead: waiting callers fail, streams end. The socket closes once
-    /// the reader and the writer let it go.
+    /// Marks the connection dead: waiting callers fail, streams end.
     fn shut(&self) {
-        drop(self.reset.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.closed.cancel();
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.streams.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -675,45 +633,6 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(caller.call(history(), t).await.unwrap(), Response::Failed("answered".into()));
         }
-        tasks.shutdown().await;
-    }
-
-    /// A cut leaves what was written unacknowledged; a connection let go must not leave it
-    /// to the kernel to deliver after the heal (see `Connection::close`).
-    #[tokio::test]
-    async fn closing_resets_the_socket_at_once_even_with_a_write_under_way() {
-        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
-        let t = Duration::from_secs(2);
-        // Small buffers, and a peer that reads nothing: the writer is soon stuck in a write.
-        let (mut a, mut b) = crate::engineio::direct::tests::small_pair().await;
-        let (dialed, accepted) =
-            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
-        accepted.unwrap();
-        let tasks = Tasks::default();
-        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
-        let push = |n: u64| Push::Record {
-            nsp: "/chat".into(),
-            room: "lobby".into(),
-            entry: crate::history::Entry { at_ms: n, id: (1, n), body: "x".repeat(60_000) },
-        };
-        for n in 0..20 {
-            sender.push(push(n)).await.unwrap();
-        }
-        let written = Arc::new(AtomicBool::new(false));
-        sender.push_then(push(20), Some(Box::new(Flag(written.clone())))).await.unwrap();
-        assert!(!written.load(Ordering::SeqCst), "1.2 MB cannot be on a socket whose peer reads nothing");
-
-        sender.close();
-        let deadline = tokio::time::Instant::now() + t;
-        let reset = loop {
-            if let Some(err) = b.take_error().unwrap() {
-                break err;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "the peer saw no reset: the socket closes gracefully");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        assert_eq!(reset.kind(), std::io::ErrorKind::ConnectionReset, "{reset}");
-        assert!(sender.push(push(21)).await.is_err(), "a closed connection takes nothing more");
         tasks.shutdown().await;
     }
 
