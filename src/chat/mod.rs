@@ -123,8 +123,9 @@ pub fn namespace(
             let name = connecting_user(req, config, jwt.as_ref())?;
             let now = tokio::time::Instant::now();
             let fresh = || {
-                let limit = (config.rate_limit_per_sec, config.rate_limit_burst, config.rate_limit_strikes);
-                Mutex::new(RateLimiter::new(limit.0, limit.1, limit.2, now))
+                let (per_sec, burst, strikes) =
+                    (config.rate_limit_per_sec, config.rate_limit_burst, config.rate_limit_strikes);
+                Mutex::new(RateLimiter::new(per_sec, burst, strikes, now))
             };
             let limiter = socket.session().app_state(fresh).unwrap_or_else(|| Arc::new(fresh()));
             // A CONNECT counts as an event: a client cannot refill its limit by connecting again.

@@ -153,8 +153,8 @@ impl HistoryStore {
         }
         let changed = {
             let mut state = self.state();
-            let StoreState { rooms, dirty, on_disk: written } = &mut *state;
-            let written = *written;
+            let StoreState { rooms, dirty, on_disk } = &mut *state;
+            let written = *on_disk;
             let changed = match rooms.get_mut(room) {
                 Some(copy) => merge(copy, entries, self.per_room),
                 None => {

@@ -239,17 +239,16 @@ impl Connection {
     fn dispatch(self: &Arc<Self>, frame: RpcFrame, handler: Option<&Arc<dyn RpcHandler>>) {
         match frame {
             RpcFrame::Request { id, body } => {
-                let slot = match body.waits_on_a_client() {
-                    true => None,
-                    false => match self.served.clone().try_acquire_owned() {
-                        Ok(slot) => Some(slot),
-                        Err(_) => {
-                            warn!(peer = %self.peer, "peer has too many requests in flight; answering busy");
-                            let body = Response::Failed("busy: too many requests in flight".into());
-                            self.try_send(RpcFrame::Response { id, body });
-                            return;
-                        }
-                    },
+                let slot = if body.waits_on_a_client() {
+                    None
+                } else {
+                    let Ok(slot) = self.served.clone().try_acquire_owned() else {
+                        warn!(peer = %self.peer, "peer has too many requests in flight; answering busy");
+                        let body = Response::Failed("busy: too many requests in flight".into());
+                        self.try_send(RpcFrame::Response { id, body });
+                        return;
+                    };
+                    Some(slot)
                 };
                 let conn = self.clone();
                 let answer = handler.map(|h| h.request(&self.peer, body));
@@ -397,11 +396,10 @@ impl Connection {
     /// the pushes sent before (what keeps a node's word about a room in order). Waits for a
     /// free call slot and room in the outbox.
     pub async fn send_request(self: &Arc<Self>, body: Request) -> Result<PendingCall, RpcError> {
-        let slot = match body.waits_on_a_client() {
-            true => None,
-            false => Some(
-                self.calls.clone().acquire_owned().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?,
-            ),
+        let slot = if body.waits_on_a_client() {
+            None
+        } else {
+            Some(self.calls.clone().acquire_owned().await.map_err(|_| RpcError::ConnectionLost(self.peer.clone()))?)
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();

@@ -82,15 +82,14 @@ pub async fn serve(
             debug!(%peer, "too many RPC handshakes under way from this address; connection closed");
             continue;
         }
+        let held = HeldBy(per_address.clone(), peer.ip());
         let Ok(slot) = handshakes.clone().try_acquire_owned() else {
-            per_address.release(peer.ip());
             stats.handshakes_shed.fetch_add(1, Ordering::Relaxed);
             debug!(%peer, "too many RPC handshakes under way; connection closed");
             continue;
         };
         super::peers::tune(&stream);
         let (settings, handler, stats, served) = (settings.clone(), handler.clone(), stats.clone(), tasks.clone());
-        let held = HeldBy(per_address.clone(), peer.ip());
         // A handshake under way when the listener stops is dropped.
         tasks.spawn_until_stopped(async move {
             let secured =

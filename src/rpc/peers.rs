@@ -209,7 +209,7 @@ impl Peers {
     }
 
     /// The ring counts the life `generation` of `node_id` dead (it died, left, or restarted
-    /// as a new one): a connection to that life is closed and reset, and the next use dials
+    /// as a new one): a connection to that life is closed, and the next use dials
     /// anew (see the module doc). A connection to another life (the new one, dialed as soon
     /// as it was known) is left alone. A dial under way is too: one that completes only
     /// after a heal carries nothing from before it.
@@ -217,7 +217,7 @@ impl Peers {
         let Some(slot) = self.known_slot(node_id) else { return };
         let taken = slot.state().conn.take_if(|(_, at)| at.generation == generation);
         if let Some((conn, _)) = taken.filter(|(c, _)| !c.is_closed()) {
-            info!(peer = node_id, generation, "peer's life left the ring: its connection is reset");
+            info!(peer = node_id, generation, "peer's life left the ring: its connection is closed");
             conn.close();
         }
     }
