@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use crate::auth::JwtVerifier;
 use crate::history::HistoryHandle;
 use crate::socketio::{
-    AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, OnSent, PresenceCause, RecoveryConfig, Socket,
+    AckSender, ConnectRequest, Event, Namespace, NamespaceBuilder, OnSent, PresenceCause, RecoveryConfig, Sent, Socket,
 };
 use rate_limit::{RateLimiter, Verdict};
 use room_users::RoomUsers;
@@ -420,9 +420,13 @@ fn announced(config: &ChatConfig, size: usize) -> bool {
     config.presence_limit == 0 || size <= config.presence_limit
 }
 
+/// The sender's answer for a message that did not reach every node with members of its room
+/// (see [`Sent::Missed`]): some members will not get it, so it is not acked as sent.
+const NOT_SENT_EVERYWHERE: &str = "message not delivered to every node (one is overloaded or unreachable)";
+
 /// Says `message` in `room`. The sender's ack waits until the message has left this node:
 /// written to every other node with members of the room (see [`OnSent`]), so once acked, a
-/// crash of this process loses it for nobody.
+/// crash of this process loses it for nobody. If a copy could not leave, the ack is an error.
 fn say(socket: &Arc<Socket>, room: &str, message: &str, history: &HistoryHandle, ack: Option<AckSender>) {
     if !socket.in_room(room) {
         return respond(socket, ack, Err(format!("join room {room} before sending to it")));
@@ -431,7 +435,13 @@ fn say(socket: &Arc<Socket>, room: &str, message: &str, history: &HistoryHandle,
     let ns = socket.namespace();
     let acked = socket.clone();
     // Runs when the broadcast's pushes and the history record's have all left this node.
-    let sent = Arc::new(OnSent::new(move || respond(&acked, ack, Ok(()))));
+    let sent = Arc::new(OnSent::new(move |sent| {
+        let result = match sent {
+            Sent::All => Ok(()),
+            Sent::Missed => Err(NOT_SENT_EVERYWHERE.to_owned()),
+        };
+        respond(&acked, ack, result)
+    }));
     ns.emit_to_room_then(
         room,
         "chat message",

@@ -27,6 +27,7 @@ use super::keeps::Keeps;
 use super::membership::{room_key, Members, Membership};
 use super::placement::Placement;
 use crate::engineio::Frame;
+use crate::rpc::connection::{OnWritten, Written};
 use crate::rpc::peers::Peers;
 use crate::rpc::{Push, RecordWire, Request, Response, RoomsWire, WirePacket, WsFrame};
 use crate::socketio::recovery::{broadcast_size, Broadcast, Frontier, Holder, KeepRequest, RoomsUpdate, Stamp};
@@ -67,6 +68,27 @@ impl Outgoing {
         match self {
             Outgoing::Call(..) | Outgoing::Push(Push::Release { .. } | Push::Seed { .. }, _) => Lane::Records,
             _ => Lane::Rooms,
+        }
+    }
+}
+
+/// What becomes of a push its connection could not write (see [`ClusterRooms::undelivered`]):
+/// it keeps a copy of a history record (to hold here) and the broadcast's [`OnSent`].
+struct PushOutcome {
+    rooms: Arc<ClusterRooms>,
+    node: Arc<str>,
+    record: Option<Push>,
+    sent: Option<Arc<OnSent>>,
+}
+
+impl OnWritten for PushOutcome {
+    fn written(self: Box<Self>) {}
+
+    fn lost(self: Box<Self>) {
+        let PushOutcome { rooms, node, record, sent } = *self;
+        match record {
+            Some(record) => rooms.undelivered(&node, Outgoing::Push(record, sent)),
+            None => rooms.missed(&node, sent),
         }
     }
 }
@@ -379,21 +401,35 @@ impl ClusterRooms {
             if dropped.is_power_of_two() {
                 warn!(peer = node, dropped, "push queue full: dropping room traffic to a slow node");
             }
-            self.undelivered(full.into_inner());
+            self.undelivered(node, full.into_inner());
             return false;
         }
         true
     }
 
-    /// What will not reach its peer (its queue full, its connection lost, the node gone): a
+    /// What will not reach `node` (its queue full, its connection lost, the node gone): a
     /// room-history record is held here (see [`ClusterRooms::on_undelivered_records`]) before
-    /// its sender's ack, which waits for every copy, can go; the rest is dropped.
-    fn undelivered(&self, item: Outgoing) {
-        if let Outgoing::Push(push, written) = item {
-            if let (Push::Record { nsp, room, entry }, Some(keep)) = (push, self.undelivered_records.get()) {
+    /// its sender's ack, which waits for every copy, can go; any other push is dropped, and
+    /// if `node` is still a member its sender's ack says so ([`OnSent::missed`]: its members
+    /// there, and the sessions kept there, miss it). Copies owed to a node that left are not
+    /// missed: its clients reconnect elsewhere and recover from their keepers.
+    fn undelivered(&self, node: &str, item: Outgoing) {
+        let Outgoing::Push(push, sent) = item else { return };
+        if let Push::Record { nsp, room, entry } = push {
+            if let Some(keep) = self.undelivered_records.get() {
                 keep(nsp, room, entry);
+                return;
             }
-            drop(written);
+        }
+        self.missed(node, sent);
+    }
+
+    /// A push carrying `sent` will not reach `node`: see [`ClusterRooms::undelivered`].
+    fn missed(&self, node: &str, sent: Option<Arc<OnSent>>) {
+        if let Some(sent) = sent {
+            if self.membership.members().get(node).is_some() {
+                sent.missed();
+            }
         }
     }
 
@@ -409,6 +445,7 @@ impl ClusterRooms {
 
     /// Drains one peer's queue in order over its RPC connection.
     async fn pusher(self: Arc<Self>, node: String, lane: Lane, mut rx: mpsc::Receiver<Outgoing>) {
+        let peer: Arc<str> = node.as_str().into();
         loop {
             let item = tokio::select! {
                 item = rx.recv() => item,
@@ -417,22 +454,23 @@ impl ClusterRooms {
             let Some(item) = item else { break };
             let addr = self.membership.members().get(&node).and_then(|m| m.dial());
             match item {
-                Outgoing::Push(push, written) => {
+                Outgoing::Push(push, sent) => {
                     let sent = match &self.connect(&node, addr).await {
                         Ok(conn) => {
-                            // A record is held here if its connection is lost before it is queued.
+                            // Told by the connection if the push never reaches the socket.
                             let record = matches!(push, Push::Record { .. }).then(|| push.clone());
-                            let written = written.map(|w| Box::new(w) as crate::rpc::connection::Written);
-                            let pushed = conn.push_then(push, written).await;
-                            if let (Err(err), Some(record)) = (&pushed, record) {
-                                debug!(peer = %node, error = %err, "history record not delivered; held here");
-                                self.undelivered(Outgoing::Push(record, None));
+                            let outcome = (record.is_some() || sent.is_some()).then(|| {
+                                Written::new(PushOutcome { rooms: self.clone(), node: peer.clone(), record, sent })
+                            });
+                            let pushed = conn.push_then(push, outcome).await;
+                            if let Err(err) = &pushed {
+                                debug!(peer = %node, error = %err, "push not delivered");
                             }
                             pushed.is_ok()
                         }
                         Err(err) => {
                             debug!(peer = %node, error = %err, "push not delivered");
-                            self.undelivered(Outgoing::Push(push, written));
+                            self.undelivered(&node, Outgoing::Push(push, sent));
                             false
                         }
                     };
@@ -534,7 +572,7 @@ impl ClusterRooms {
         rx.close();
         while let Ok(item) = rx.try_recv() {
             self.stats.pushes_dropped.fetch_add(1, Ordering::Relaxed);
-            self.undelivered(item);
+            self.undelivered(&node, item);
         }
     }
 
@@ -728,7 +766,7 @@ impl ClusterRooms {
                         if !later.is_empty() {
                             // Awaited until written: this node is about to stop.
                             let (tx, done) = oneshot::channel::<()>();
-                            let on_sent = OnSent::new(move || {
+                            let on_sent = OnSent::new(move |_| {
                                 let _ = tx.send(());
                             });
                             this.push_seed(&to, ns.name(), &pid, &later, Some(Arc::new(on_sent)));
@@ -1231,6 +1269,7 @@ fn frame_from_wire(frame: WsFrame) -> Frame {
 mod tests {
     use super::*;
     use crate::cluster::membership::MemberInfo;
+    use crate::socketio::Sent;
 
     fn member(id: &str, ready: bool) -> MemberInfo {
         MemberInfo::for_test(id, 1, ready)
@@ -1238,16 +1277,23 @@ mod tests {
 
     /// A node alone in its ring, with the history records it could not send collected.
     async fn lone_node() -> (Arc<ClusterRooms>, Arc<Mutex<Vec<u64>>>) {
+        let (rooms, held, _) = node("node1", Vec::new()).await;
+        (rooms, held)
+    }
+
+    /// A node of a ring, with the history records it could not send collected, and its gossip
+    /// address (also its RPC address, where nothing accepts TCP).
+    async fn node(id: &str, seeds: Vec<String>) -> (Arc<ClusterRooms>, Arc<Mutex<Vec<u64>>>, std::net::SocketAddr) {
         let listen: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let socket = Arc::new(std::net::UdpSocket::bind(listen).unwrap());
         let advertise = socket.local_addr().unwrap();
         let gossip = crate::cluster::membership::GossipConfig {
-            node_id: "node1".into(),
+            node_id: id.into(),
             cluster_id: "test".into(),
             listen: advertise,
             socket: Some(socket),
             advertise,
-            seeds: Vec::new(),
+            seeds,
             interval: Duration::from_millis(100),
             phi_threshold: 8.0,
             compress_digest: true,
@@ -1257,17 +1303,17 @@ mod tests {
         };
         let membership = Arc::new(Membership::start(gossip, advertise, advertise).await.unwrap());
         let peers = Arc::new(Peers::new(crate::rpc::peers::DialSettings {
-            node_id: "node1".into(),
+            node_id: id.into(),
             keyring: crate::keyring::Keyring::single("the-cluster-secret-1"),
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(1),
             limits: crate::rpc::RpcLimits::default(),
         }));
-        let rooms = ClusterRooms::new("node1".into(), membership, peers, Vec::new(), Duration::from_secs(5));
+        let rooms = ClusterRooms::new(id.into(), membership, peers, Vec::new(), Duration::from_secs(5));
         let held = Arc::new(Mutex::new(Vec::new()));
         let into = held.clone();
         rooms.on_undelivered_records(Box::new(move |_, _, entry| into.lock().unwrap().push(entry.id.1)));
-        (rooms, held)
+        (rooms, held, advertise)
     }
 
     fn record(n: u64) -> Push {
@@ -1301,6 +1347,65 @@ mod tests {
         assert!(!rooms.push_to_peer("node3", record(PEER_QUEUE as u64), None), "the queue is full");
         assert_eq!(*held.lock().unwrap(), [PEER_QUEUE as u64], "held at once, before any ack");
         rooms.shutdown().await;
+    }
+
+    fn publish() -> Push {
+        Push::Publish { nsp: "/chat".into(), room: "lobby".into(), stamp: None, frames: Vec::new() }
+    }
+
+    /// An [`OnSent`] whose outcome lands in the returned receiver.
+    fn on_sent() -> (Arc<OnSent>, oneshot::Receiver<Sent>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Arc::new(OnSent::new(move |sent| {
+                let _ = tx.send(sent);
+            })),
+            rx,
+        )
+    }
+
+    /// A broadcast is acked as sent only if every copy owed to a live node left: one dropped at
+    /// a member's full queue, or whose member cannot be reached, is [`Sent::Missed`]; one owed to
+    /// a node that is not a member is not owed.
+    #[tokio::test]
+    async fn a_broadcast_that_cannot_reach_a_live_node_is_not_acked_as_sent() {
+        let (node2, _, seed) = node("node2", Vec::new()).await;
+        let (node1, _, _) = node("node1", vec![seed.to_string()]).await;
+        let mut changes = node1.membership.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|m| m.get("node2").is_some()))
+            .await
+            .expect("node1 sees node2 within 10 s")
+            .unwrap();
+
+        // Not a member: nothing owed there.
+        let (sent, outcome) = on_sent();
+        node1.push_to_peer("node3", publish(), Some(sent));
+        assert_eq!(outcome.await.unwrap(), Sent::All);
+
+        // A full queue (its pusher does not run before this test yields again): the push
+        // that does not fit is missed at once, whatever happens to the ones queued.
+        for _ in 0..PEER_QUEUE {
+            assert!(node1.push_to_peer("node2", publish(), None));
+        }
+        let (sent, mut outcome) = on_sent();
+        assert!(!node1.push_to_peer("node2", publish(), Some(sent)), "the queue is full");
+        assert_eq!(outcome.try_recv().unwrap(), Sent::Missed);
+
+        // node2's RPC address accepts nothing: queued behind the others, this one is missed
+        // once its pusher fails to connect.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !node1.push_to_peer("node2", publish(), None) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("room in the queue again");
+        let (sent, outcome) = on_sent();
+        assert!(node1.push_to_peer("node2", publish(), Some(sent)));
+        let outcome = tokio::time::timeout(Duration::from_secs(10), outcome).await.expect("an outcome within 10 s");
+        assert_eq!(outcome.unwrap(), Sent::Missed);
+        node1.shutdown().await;
+        node2.shutdown().await;
     }
 
     #[test]

@@ -66,14 +66,43 @@ pub trait RpcHandler: Send + Sync + 'static {
     fn push(&self, peer: &str, push: Push);
 }
 
-/// An encoded frame on its way out, holding its share of the byte budget until written.
-/// A frame on its way out: its bytes, their share of the byte budget, and what to drop once
-/// the frame is written to the socket (see [`Connection::push_then`]).
+/// An encoded frame on its way out: its bytes, their share of the byte budget (held until
+/// the frame is buffered), and who is told once it is written (see [`Connection::push_then`]).
 type Queued = (Bytes, OwnedSemaphorePermit, Option<Written>);
 
-/// Dropped once a frame is in the kernel's hands (written and flushed to the socket), or once
-/// it never will be (the connection closed first).
-pub type Written = Box<dyn Send + Sync>;
+/// Told what became of a pushed frame (see [`Written`]).
+pub trait OnWritten: Send + Sync {
+    /// The frame is in the kernel's hands: written and flushed to the socket.
+    fn written(self: Box<Self>);
+    /// It never will be: the connection closed first.
+    fn lost(self: Box<Self>);
+}
+
+/// Travels with a pushed frame and tells its [`OnWritten`] which end it came to. Only the
+/// writer, having flushed the frame, says `written`; dropped anywhere else (a full or closed
+/// outbox, a failed write, the connection's end with the frame still queued) it says `lost`,
+/// so no path can lose a frame silently.
+pub struct Written(Option<Box<dyn OnWritten>>);
+
+impl Written {
+    pub fn new(on: impl OnWritten + 'static) -> Self {
+        Self(Some(Box::new(on)))
+    }
+
+    fn confirm(mut self) {
+        if let Some(on) = self.0.take() {
+            on.written();
+        }
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        if let Some(on) = self.0.take() {
+            on.lost();
+        }
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RpcError {
@@ -169,7 +198,7 @@ impl Connection {
         mut encoder: RecordEncoder,
         mut outbox: mpsc::Receiver<Queued>,
     ) {
-        // Dropped once the records holding their frames are written to the socket.
+        // Told once the records holding their frames are written to the socket.
         let mut written: Vec<Written> = Vec::new();
         let mut records = BytesMut::new();
         'frames: loop {
@@ -197,7 +226,7 @@ impl Connection {
             {
                 break;
             }
-            written.clear();
+            written.drain(..).for_each(Written::confirm);
             records.clear();
             if records.capacity() > KEPT_RECORDS {
                 records = BytesMut::new(); // a rare large frame does not pin its size
@@ -326,7 +355,7 @@ impl Connection {
         self.send_then(frame, None).await
     }
 
-    /// Queues a frame, and `done` to be dropped once the frame is written to the socket.
+    /// Queues a frame, and `done` to be told once the frame is written to the socket.
     async fn send_then(&self, frame: RpcFrame, done: Option<Written>) -> Result<(), RpcError> {
         let bytes = self.encode(&frame)?;
         let queued = async {
@@ -373,8 +402,8 @@ impl Connection {
         self.push_then(push, None).await
     }
 
-    /// Sends a one-way message; `done` is dropped once it is written to the socket (from then
-    /// on the kernel sends it even if this process dies), or once it never will be.
+    /// Sends a one-way message; `done` is told once it is written to the socket (from then
+    /// on the kernel sends it even if this process dies), or that it never will be.
     pub async fn push_then(&self, push: Push, done: Option<Written>) -> Result<(), RpcError> {
         if self.is_closed() {
             return Err(RpcError::ConnectionLost(self.peer.clone()));
@@ -544,12 +573,19 @@ mod tests {
         }
     }
 
-    /// Notes when it is dropped.
-    struct Flag(Arc<AtomicBool>);
+    /// Notes that its push was written (`written`) or that it never will be (`lost`).
+    #[derive(Clone, Default)]
+    struct Flag {
+        written: Arc<AtomicBool>,
+        lost: Arc<AtomicBool>,
+    }
 
-    impl Drop for Flag {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::SeqCst);
+    impl OnWritten for Flag {
+        fn written(self: Box<Self>) {
+            self.written.store(true, Ordering::SeqCst);
+        }
+        fn lost(self: Box<Self>) {
+            self.lost.store(true, Ordering::SeqCst);
         }
     }
 
@@ -563,13 +599,14 @@ mod tests {
             tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
         let tasks = Tasks::default();
         let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
-        let written = Arc::new(AtomicBool::new(false));
+        let flag = Flag::default();
+        let written = flag.written.clone();
         let push = Push::Record {
             nsp: "/chat".into(),
             room: "lobby".into(),
             entry: crate::history::Entry { at_ms: 1, id: (1, 1), body: "x".repeat(1000) },
         };
-        sender.push_then(push.clone(), Some(Box::new(Flag(written.clone())))).await.unwrap();
+        sender.push_then(push.clone(), Some(Written::new(flag.clone()))).await.unwrap();
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
@@ -580,8 +617,45 @@ mod tests {
         assert_eq!(rx.recv().await, Some(push));
         let deadline = tokio::time::Instant::now() + t;
         while !written.load(Ordering::SeqCst) {
-            assert!(tokio::time::Instant::now() < deadline, "the guard is dropped once the push is written");
+            assert!(tokio::time::Instant::now() < deadline, "the guard is told once the push is written");
             tokio::task::yield_now().await;
+        }
+        assert!(!flag.lost.load(Ordering::SeqCst));
+    }
+
+    /// A push still queued when its connection ends, and one pushed after, are told they are
+    /// lost (the cluster's rooms hold a history record, or fail the sender's ack, on that).
+    #[tokio::test]
+    async fn a_push_that_never_reaches_the_socket_is_told_it_is_lost() {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let t = Duration::from_secs(2);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        accepted.unwrap();
+        let tasks = Tasks::default();
+        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        let entry = |n| crate::history::Entry { at_ms: n, id: (1, n), body: "x".repeat(1000) };
+        let push = |n| Push::Record { nsp: "/chat".into(), room: "lobby".into(), entry: entry(n) };
+        // The first fills the pipe (nobody reads it); the second waits in the outbox.
+        let (first, second) = (Flag::default(), Flag::default());
+        sender.push_then(push(1), Some(Written::new(first.clone()))).await.unwrap();
+        sender.push_then(push(2), Some(Written::new(second.clone()))).await.unwrap();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        drop(b); // the peer's end goes away: the write fails
+        sender.close();
+        let deadline = tokio::time::Instant::now() + t;
+        while !(first.lost.load(Ordering::SeqCst) && second.lost.load(Ordering::SeqCst)) {
+            assert!(tokio::time::Instant::now() < deadline, "both are told they are lost");
+            tokio::task::yield_now().await;
+        }
+        let third = Flag::default();
+        assert!(sender.push_then(push(3), Some(Written::new(third.clone()))).await.is_err());
+        assert!(third.lost.load(Ordering::SeqCst), "a push refused by a closed connection is lost");
+        for flag in [first, second, third] {
+            assert!(!flag.written.load(Ordering::SeqCst));
         }
     }
 

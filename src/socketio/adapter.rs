@@ -10,6 +10,7 @@
 //! broadcast from another node, tell of remote members coming and going, and reach the records
 //! the namespace keeps for recovery. (Room history is no part of it: see `crate::history`.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -192,26 +193,48 @@ impl Adapter for LocalAdapter {
 /// What runs once a room broadcast (and its history record) has left this node: when the last
 /// holder of its `Arc` drops it, that is once every push it went out with is written to its
 /// node's connection (in the kernel's hands: it is sent even if this process dies right after),
-/// or that node's connection failed, or there was no other node to push to. The chat acks a
-/// message from here, so a crash of the publishing process after the ack loses the message, and
-/// its history record, for nobody.
-pub struct OnSent(Option<Box<dyn FnOnce() + Send + Sync>>);
+/// or will never be, or there was no other node to push to. It is told whether every copy that
+/// mattered left ([`Sent::All`]) or one did not ([`Sent::Missed`]: see [`OnSent::missed`]). The
+/// chat acks a message from here, so a crash of the publishing process after the ack loses the
+/// message, and its history record, for nobody; and a message some members will not get is not
+/// acked as sent.
+pub struct OnSent {
+    run: Option<Box<dyn FnOnce(Sent) + Send + Sync>>,
+    missed: AtomicBool,
+}
+
+/// How a broadcast left this node (see [`OnSent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Every copy left: written to its node's connection, or held here (a history record whose
+    /// replica could not be reached), or not owed (its node left the cluster).
+    All,
+    /// A copy owed to a live node did not leave: that node's queue was full, or its connection
+    /// failed. Its members there, and the sessions kept there, do not get the message.
+    Missed,
+}
 
 impl OnSent {
-    pub fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
-        Self(Some(Box::new(f)))
+    pub fn new(f: impl FnOnce(Sent) + Send + Sync + 'static) -> Self {
+        Self { run: Some(Box::new(f)), missed: AtomicBool::new(false) }
     }
 
     /// Nothing to run.
     pub fn none() -> Self {
-        Self(None)
+        Self { run: None, missed: AtomicBool::new(false) }
+    }
+
+    /// A copy owed to a live node will not leave this node.
+    pub fn missed(&self) {
+        self.missed.store(true, Ordering::Relaxed);
     }
 }
 
 impl Drop for OnSent {
     fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
+        if let Some(f) = self.run.take() {
+            // The last holder runs this, after every other's `missed`: the `Arc`'s drop orders them.
+            f(if *self.missed.get_mut() { Sent::Missed } else { Sent::All });
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod recovery;
 pub mod server;
 pub mod socket;
 
-pub use adapter::{Adapter, Emitter, FoundSession, Labels, LocalAdapter, OnSent, PresenceCause, PresenceChange};
+pub use adapter::{Adapter, Emitter, FoundSession, Labels, LocalAdapter, OnSent, PresenceCause, PresenceChange, Sent};
 pub use namespace::{ConnectRequest, Event, Namespace, NamespaceBuilder, Room};
 pub use recovery::{Keeper, RecoveryConfig};
 pub use server::{SocketIo, SocketIoConfig};
