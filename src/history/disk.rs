@@ -243,7 +243,7 @@ impl Writer {
                 loop {
                     let rang = rings.recv_timeout(Duration::from_secs(1));
                     let last = stopping.load(Ordering::Acquire) || rang == Err(RecvTimeoutError::Disconnected);
-                    if !write_pending(&disk, &weak, &mut failures) || last {
+                    if !write_pending(&weak, &mut failures, |batch| disk.write(batch), &disk.path) || last {
                         return;
                     }
                     std::thread::sleep(MIN_COMMIT_INTERVAL);
@@ -275,18 +275,26 @@ impl Drop for Writer {
     }
 }
 
-/// One pass: false once the store is gone.
-fn write_pending(disk: &Disk, store: &Weak<HistoryStore>, failures: &mut u64) -> bool {
+/// One pass: false once the store is gone. A batch that fails is noted again in full, so the
+/// next pass (at most a second later, then at every change) writes those rooms' copies then:
+/// a failed write (a full disk, say) does not leave them unsaved until they change again.
+fn write_pending(
+    store: &Weak<HistoryStore>,
+    failures: &mut u64,
+    write: impl FnOnce(&[(RoomId, Option<Vec<Entry>>)]) -> Result<(), WriteError>,
+    path: &Path,
+) -> bool {
     let Some(store) = store.upgrade() else { return false };
     let batch = store.take_dirty();
     if batch.is_empty() {
         return true;
     }
-    if let Err(err) = disk.write(&batch) {
+    if let Err(err) = write(&batch) {
         *failures += 1;
         if failures.is_power_of_two() {
-            error!(path = %disk.path.display(), error = %err, failures = *failures, "room history not saved");
+            error!(path = %path.display(), error = %err, failures = *failures, "room history not saved; will retry");
         }
+        store.dirty_again(batch.into_iter().map(|(room, _)| room));
     }
     true
 }
@@ -369,6 +377,39 @@ mod tests {
         let (_disk, opened) = Disk::open(&dir, &store, 10).expect("a node starts on a truncated file");
         assert!(matches!(opened, Opened::Loaded { .. } | Opened::MovedAside(_)), "{opened:?}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A batch that fails is written whole by the next pass, with the rooms' copies of then.
+    #[test]
+    fn a_batch_that_fails_is_written_by_the_next_pass() {
+        let store = Arc::new(HistoryStore::new(3, 10).unwrap());
+        store.keep_on_disk();
+        let weak = Arc::downgrade(&store);
+        let path = Path::new("test");
+        let mut failures = 0;
+        store.merge(&room("a"), vec![entry(1)]);
+        store.merge(&room("b"), vec![entry(1)]);
+        let refuse = |_: &[(RoomId, Option<Vec<Entry>>)]| Err(WriteError::from(std::io::Error::other("disk full")));
+        assert!(write_pending(&weak, &mut failures, refuse, path));
+        assert_eq!(failures, 1);
+        store.merge(&room("a"), vec![entry(2)]);
+        let mut written = Vec::new();
+        assert!(write_pending(
+            &weak,
+            &mut failures,
+            |batch| {
+                written = batch.to_vec();
+                Ok(())
+            },
+            path
+        ));
+        written.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            written,
+            vec![(room("a"), Some(vec![entry(1), entry(2)])), (room("b"), Some(vec![entry(1)]))],
+            "both rooms, as they are now"
+        );
+        assert!(store.take_dirty().is_empty(), "nothing left after the write");
     }
 
     #[tokio::test]

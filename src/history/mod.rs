@@ -230,6 +230,12 @@ impl HistoryStore {
             .collect()
     }
 
+    /// Rooms whose copy, taken by [`HistoryStore::take_dirty`], could not be written: noted
+    /// again, so the next pass writes their copy then.
+    pub(crate) fn dirty_again(&self, rooms: impl IntoIterator<Item = RoomId>) {
+        self.state().dirty.extend(rooms);
+    }
+
     pub(crate) fn set_doorbell(&self, bell: std::sync::mpsc::SyncSender<()>) {
         let _ = self.doorbell.set(bell);
     }
