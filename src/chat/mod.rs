@@ -420,13 +420,14 @@ fn announced(config: &ChatConfig, size: usize) -> bool {
     config.presence_limit == 0 || size <= config.presence_limit
 }
 
-/// The sender's answer for a message that did not reach every node with members of its room
-/// (see [`Sent::Missed`]): some members will not get it, so it is not acked as sent.
-const NOT_SENT_EVERYWHERE: &str = "message not delivered to every node (one is overloaded or unreachable)";
+/// The sender's answer for a message dropped for a node with members of its room that is too
+/// far behind (see [`Sent::Missed`]): some members will not get it, so it is not acked as sent.
+const NOT_SENT_EVERYWHERE: &str = "message not delivered to every node (one is overloaded)";
 
 /// Says `message` in `room`. The sender's ack waits until the message has left this node:
 /// written to every other node with members of the room (see [`OnSent`]), so once acked, a
-/// crash of this process loses it for nobody. If a copy could not leave, the ack is an error.
+/// crash of this process loses it for nobody. If a copy was dropped for an overloaded node, the
+/// ack is an error.
 fn say(socket: &Arc<Socket>, room: &str, message: &str, history: &HistoryHandle, ack: Option<AckSender>) {
     if !socket.in_room(room) {
         return respond(socket, ack, Err(format!("join room {room} before sending to it")));

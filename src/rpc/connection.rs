@@ -81,7 +81,8 @@ pub trait OnWritten: Send + Sync {
 /// Travels with a pushed frame and tells its [`OnWritten`] which end it came to. Only the
 /// writer, having flushed the frame, says `written`; dropped anywhere else (a full or closed
 /// outbox, a failed write, the connection's end with the frame still queued) it says `lost`,
-/// so no path can lose a frame silently.
+/// so no path loses a frame silently before the kernel has it. (`lost` means "maybe not
+/// delivered": a failed write may have handed the kernel some of the records of its batch.)
 pub struct Written(Option<Box<dyn OnWritten>>);
 
 impl Written {
@@ -590,7 +591,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_pushs_guard_is_dropped_once_the_push_is_on_the_socket() {
+    async fn a_pushs_guard_is_told_once_the_push_is_on_the_socket() {
         let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
         // A pipe that holds 64 bytes: the push does not fit until the peer reads.
         let (mut a, mut b) = tokio::io::duplex(64);
@@ -637,13 +638,14 @@ mod tests {
         let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
         let entry = |n| crate::history::Entry { at_ms: n, id: (1, n), body: "x".repeat(1000) };
         let push = |n| Push::Record { nsp: "/chat".into(), room: "lobby".into(), entry: entry(n) };
-        // The first fills the pipe (nobody reads it); the second waits in the outbox.
+        // The first fills the pipe (nobody reads it) and holds the writer; the second waits in
+        // the outbox.
         let (first, second) = (Flag::default(), Flag::default());
         sender.push_then(push(1), Some(Written::new(first.clone()))).await.unwrap();
-        sender.push_then(push(2), Some(Written::new(second.clone()))).await.unwrap();
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
+        sender.push_then(push(2), Some(Written::new(second.clone()))).await.unwrap();
         drop(b); // the peer's end goes away: the write fails
         sender.close();
         let deadline = tokio::time::Instant::now() + t;

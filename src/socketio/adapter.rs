@@ -193,11 +193,11 @@ impl Adapter for LocalAdapter {
 /// What runs once a room broadcast (and its history record) has left this node: when the last
 /// holder of its `Arc` drops it, that is once every push it went out with is written to its
 /// node's connection (in the kernel's hands: it is sent even if this process dies right after),
-/// or will never be, or there was no other node to push to. It is told whether every copy that
-/// mattered left ([`Sent::All`]) or one did not ([`Sent::Missed`]: see [`OnSent::missed`]). The
-/// chat acks a message from here, so a crash of the publishing process after the ack loses the
-/// message, and its history record, for nobody; and a message some members will not get is not
-/// acked as sent.
+/// or will never be, or there was no other node to push to. It is told whether a copy was
+/// dropped for a node that is up but too far behind ([`Sent::Missed`]: see [`OnSent::missed`]).
+/// The chat acks a message from here, so a crash of the publishing process after the ack loses
+/// the message, and its history record, for nobody; and a message that members of a live node
+/// will not get is not acked as sent.
 pub struct OnSent {
     run: Option<Box<dyn FnOnce(Sent) + Send + Sync>>,
     missed: AtomicBool,
@@ -206,11 +206,12 @@ pub struct OnSent {
 /// How a broadcast left this node (see [`OnSent`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    /// Every copy left: written to its node's connection, or held here (a history record whose
-    /// replica could not be reached), or not owed (its node left the cluster).
+    /// No copy was dropped for a live node: each was written to its node's connection, or held
+    /// here (a history record whose replica could not be reached), or lost with a connection
+    /// (its node crashed or left: its clients recover elsewhere).
     All,
-    /// A copy owed to a live node did not leave: that node's queue was full, or its connection
-    /// failed. Its members there, and the sessions kept there, do not get the message.
+    /// A copy was dropped at the full push queue of a node in the ring: its members there, and
+    /// the sessions kept there, do not get the message.
     Missed,
 }
 
@@ -224,7 +225,7 @@ impl OnSent {
         Self { run: None, missed: AtomicBool::new(false) }
     }
 
-    /// A copy owed to a live node will not leave this node.
+    /// A copy owed to a live node was dropped.
     pub fn missed(&self) {
         self.missed.store(true, Ordering::Relaxed);
     }
