@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clusterchat::cluster::history::{ready_of, replicas};
 use clusterchat::config::NodeConfig;
+use clusterchat::history::Entry;
 use clusterchat::node::Node;
 use rust_socketio::TransportType;
 use serde_json::{json, Value};
@@ -135,6 +137,46 @@ async fn a_node_joining_and_leaving_under_chat_load_loses_no_history() {
     for s in senders {
         s.client.disconnect().await.ok();
     }
+    cluster.shutdown().await;
+}
+
+/// A record kept by a node that is no replica of its room reaches the room's replicas with no
+/// change of the ring: one held there because its replica could not be sent it
+/// (`ClusterHistory::hold`, what the rooms driver calls then), and one sent there by a node
+/// whose view of the ring differed (`on_record`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_kept_by_no_replica_reaches_the_replicas() {
+    let cluster = TestCluster::start(
+        3,
+        Box::new(|c| vec![clusterchat::node::Service::chat(c).expect("chat service")]),
+        no_rate_limit,
+    )
+    .await;
+    cluster.wait_converged().await;
+    wait_settled(&cluster).await;
+    let (nsp, room) = ("/chat", "lobby");
+    let ready = ready_of(&cluster.members_of(cluster.node(0)));
+    let replicas: Vec<String> = replicas(&ready, nsp, room).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(replicas.len(), 2);
+    let outsider = cluster.live().find(|n| !replicas.iter().any(|r| r == n.node_id())).expect("a third node");
+    let entry = |n: u64, body: &str| Entry { at_ms: 1, id: (u64::MAX, n), body: body.to_owned() };
+    let history = outsider.history().expect("history on");
+    history.hold(nsp.to_owned(), room.to_owned(), entry(1, "held"));
+    history.on_record(nsp.to_owned(), room.to_owned(), entry(2, "passed on"));
+    let room_id = (nsp.to_owned(), room.to_owned());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for replica in &replicas {
+        let store = cluster.node_by_id(replica).history_store().expect("a store");
+        loop {
+            let ids: Vec<(u64, u64)> = store.entries(&room_id).iter().map(|e| e.id).collect();
+            if ids.contains(&(u64::MAX, 1)) && ids.contains(&(u64::MAX, 2)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{replica} has {ids:?}, not both records, after 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(ready_of(&cluster.members_of(cluster.node(0))), ready, "the ring did not change");
     cluster.shutdown().await;
 }
 

@@ -6,8 +6,10 @@
 //! (`Push::Record`, on the rooms driver's ordered per-peer queues); reading asks each replica
 //! (`Request::History`) and merges their answers ([`crate::history::merge`]), so one replica
 //! down, or one that just became a replica, loses nothing. A record that cannot be sent to a
-//! replica stays on the recording node, which hands it on at the next change of the ring: the
-//! sender's ack never goes out with the message on one node only.
+//! replica stays on the recording node (before the sender's ack: it never goes out with the
+//! message on one node only), which sends the room's copy on to the replicas it sees, again
+//! after a pause while they cannot take it ([`ClusterHistory::hold`]); so does a node sent a
+//! record by a node whose view of the ring differs, when its own says it is no replica.
 //!
 //! Hand-over: the ranking changes when a node joins, leaves or restarts (a new generation
 //! counts as a new node: its memory may be gone). On every change each node looks at the rooms
@@ -20,12 +22,12 @@
 //! Peers' words are untrusted: at most [`MAX_BATCH_ROOMS`] rooms per merge, each room's
 //! entries cut to the newest `history_len`, bodies over [`crate::history::MAX_BODY`] dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -48,6 +50,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one hand-over message may take (a node that died unnoticed holds the hand-over
 /// up no longer than this per message).
 const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the resender waits before trying again rooms a replica could not take.
+const RESEND_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The ready members and their generations.
 pub type Ready = BTreeMap<String, u64>;
@@ -142,6 +146,11 @@ pub struct ClusterHistory {
     replicas: Mutex<ReplicaCache>,
     /// The ready set whose hand-over this node has finished.
     handed: watch::Sender<Option<Ready>>,
+    /// Rooms whose copy here their replicas may lack (see [`ClusterHistory::hold`]), for the
+    /// resender; at most as many as the store keeps rooms.
+    unsent: Mutex<HashSet<RoomId>>,
+    /// Rung when `unsent` gains a room.
+    unsent_bell: Notify,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -163,18 +172,22 @@ impl ClusterHistory {
             rpc_timeout,
             replicas: Mutex::new(ReplicaCache::new()),
             handed: watch::Sender::new(None),
+            unsent: Mutex::new(HashSet::new()),
+            unsent_bell: Notify::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
         });
         // A record its replica could not be sent (the replica unreachable for now: starting,
         // or dead and not yet declared so) is kept here instead, so it is still on two nodes
-        // when the sender's ack goes out; the next change of the room's replicas hands it on
-        // with the rest of this node's copy.
-        let store = history.store.clone();
+        // when the sender's ack goes out, and sent on by the resender.
+        let weak = Arc::downgrade(&history);
         history.rooms.on_undelivered_records(Box::new(move |nsp, room, entry| {
-            store.merge(&(nsp, room), vec![entry]);
+            if let Some(history) = weak.upgrade() {
+                history.hold(nsp, room, entry);
+            }
         }));
         history.tasks.spawn(history.clone().follow_membership().in_current_span());
+        history.tasks.spawn(history.clone().resend().in_current_span());
         history
     }
 
@@ -204,23 +217,76 @@ impl ClusterHistory {
 
     /// Serves a peer's record. The publisher chose the replicas by its view of the ring; if
     /// this node's view says it is no replica (it handed the room over already, so the record
-    /// would stay here alone), it passes the entry on to the replicas it sees, as a merge, which
-    /// is never passed on again.
-    pub fn on_record(self: &Arc<Self>, nsp: String, room: String, entry: Entry) {
-        let replicas = self.replicas_now(&nsp, &room);
-        if !replicas.contains(&self.node_id) && !self.stop.is_cancelled() {
-            let this = self.clone();
-            let rooms = vec![(nsp.clone(), room.clone(), vec![entry.clone()])];
-            self.tasks.spawn(
-                async move {
-                    for replica in replicas.iter() {
-                        this.send_batch(replica, rooms.clone()).await;
+    /// would stay here alone), the room's copy goes on to the replicas it sees
+    /// ([`ClusterHistory::hold`]), as a merge, which is never passed on again.
+    pub fn on_record(&self, nsp: String, room: String, entry: Entry) {
+        if self.replicas_now(&nsp, &room).contains(&self.node_id) {
+            self.store.merge(&(nsp, room), vec![entry]);
+        } else {
+            self.hold(nsp, room, entry);
+        }
+    }
+
+    /// Keeps `entry` here, where its room's replicas may lack it (a replica could not be sent
+    /// the record, or this node got it though it is no replica), and has the resender send the
+    /// room's copy to the replicas other than this node. One task sends for every room noted,
+    /// a batch per replica, so a burst of such records costs no task each; a room noted again
+    /// before the resender takes it is sent once.
+    pub fn hold(&self, nsp: String, room: String, entry: Entry) {
+        let id = (nsp, room);
+        self.store.merge(&id, vec![entry]);
+        let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+        if unsent.len() >= self.store.room_capacity() && !unsent.contains(&id) {
+            // As many rooms as the store keeps are waiting already: this one's copy goes at
+            // the next change of the ring, with the hand-over.
+            debug!(nsp = id.0, room = id.1, "too many rooms waiting to be sent on; this one waits for the ring");
+            return;
+        }
+        unsent.insert(id);
+        drop(unsent);
+        self.unsent_bell.notify_one();
+    }
+
+    /// Sends the copies of the rooms [`ClusterHistory::hold`] noted to each room's replicas
+    /// (other than this node) as the ring is now; the rooms a replica could not take are noted
+    /// again and tried after [`RESEND_BACKOFF`] (by then the ring may have counted it dead and
+    /// ranked another).
+    async fn resend(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.unsent_bell.notified() => {}
+                _ = self.stop.cancelled() => return,
+            }
+            let rooms = std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|e| e.into_inner()));
+            let ready = ready_of(&self.membership.members());
+            let mut due: BTreeMap<String, Vec<RoomId>> = BTreeMap::new();
+            for room in rooms {
+                for (replica, _) in replicas(&ready, &room.0, &room.1) {
+                    if replica != self.node_id {
+                        due.entry(replica).or_default().push(room.clone());
                     }
                 }
-                .in_current_span(),
-            );
+            }
+            let mut failed = Vec::new();
+            for (node, rooms) in due {
+                let sent = tokio::select! {
+                    sent = self.send_rooms(&node, &rooms) => sent,
+                    _ = self.stop.cancelled() => return,
+                };
+                if sent < rooms.len() {
+                    failed.extend(rooms);
+                }
+            }
+            if !failed.is_empty() {
+                debug!(rooms = failed.len(), ?RESEND_BACKOFF, "room history not sent on to a replica; trying again");
+                self.unsent.lock().unwrap_or_else(|e| e.into_inner()).extend(failed);
+                self.unsent_bell.notify_one();
+                tokio::select! {
+                    _ = tokio::time::sleep(RESEND_BACKOFF) => {}
+                    _ = self.stop.cancelled() => return,
+                }
+            }
         }
-        self.store.merge(&(nsp, room), vec![entry]);
     }
 
     /// Serves a peer's hand-over.
@@ -282,26 +348,33 @@ impl ClusterHistory {
             }
         }
         for (node, rooms) in due {
-            let mut sent = 0;
-            let mut batch = Vec::new();
-            let mut size = 0;
-            for room in rooms {
-                let entries = self.store.newest_within(&room, BATCH_BYTES);
-                let room_size = entries_size(&entries) + room.0.len() + room.1.len();
-                if !batch.is_empty() && (size + room_size > BATCH_BYTES || batch.len() == MAX_BATCH_ROOMS) {
-                    sent += self.send_batch(&node, std::mem::take(&mut batch)).await;
-                    size = 0;
-                }
-                size += room_size;
-                batch.push((room.0, room.1, entries));
-            }
-            if !batch.is_empty() {
-                sent += self.send_batch(&node, batch).await;
-            }
+            let sent = self.send_rooms(&node, &rooms).await;
             if sent > 0 {
                 info!(peer = node, rooms = sent, "room history handed over to a new replica");
             }
         }
+    }
+
+    /// Sends this node's copy of `rooms` to `node`, in batches of at most [`BATCH_BYTES`] and
+    /// [`MAX_BATCH_ROOMS`]; returns how many rooms it merged.
+    async fn send_rooms(&self, node: &str, rooms: &[RoomId]) -> usize {
+        let mut sent = 0;
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for id in rooms {
+            let entries = self.store.newest_within(id, BATCH_BYTES);
+            let room_size = entries_size(&entries) + id.0.len() + id.1.len();
+            if !batch.is_empty() && (size + room_size > BATCH_BYTES || batch.len() == MAX_BATCH_ROOMS) {
+                sent += self.send_batch(node, std::mem::take(&mut batch)).await;
+                size = 0;
+            }
+            size += room_size;
+            batch.push((id.0.clone(), id.1.clone(), entries));
+        }
+        if !batch.is_empty() {
+            sent += self.send_batch(node, batch).await;
+        }
+        sent
     }
 
     /// One hand-over message; returns how many rooms the peer merged.

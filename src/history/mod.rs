@@ -207,6 +207,11 @@ impl HistoryStore {
         self.state().rooms.iter().rev().map(|(room, _)| room.clone()).collect()
     }
 
+    /// How many rooms the store keeps at most.
+    pub fn room_capacity(&self) -> usize {
+        self.state().rooms.cap().get()
+    }
+
     pub fn room_count(&self) -> usize {
         self.state().rooms.len()
     }
