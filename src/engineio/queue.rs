@@ -42,6 +42,12 @@ const PENDING_MAX: usize = 16 * 1024;
 /// `pending`'s allocation kept once written, for the next batch.
 const KEEP_PENDING: usize = 2 * 1024;
 
+/// Bytes of frames a queue holds at most, whatever its bound in frames: a client that does
+/// not read (a long-poll never sent, a WebSocket that takes nothing) costs at most this much,
+/// even when what it is sent is large (`room users` lists, room history). One frame alone is
+/// always taken, whatever its size (it is bounded by what the server sends).
+pub(crate) const MAX_QUEUED_BYTES: u32 = 8 * 1024 * 1024;
+
 /// A handle: clones are the same queue (a frequent sender keeps one beside its own hot state,
 /// see `Session::outbox`).
 #[derive(Clone)]
@@ -56,7 +62,9 @@ pub(crate) struct Queue {
 #[repr(C)]
 struct Inner {
     /// Frames queued at most.
-    bound: usize,
+    bound: u32,
+    /// Bytes of the frames queued (at most [`MAX_QUEUED_BYTES`], or one frame's).
+    bytes: u32,
     /// The session closed: pushes are refused.
     closed: bool,
     /// The pump waits with nothing written in part (its own buffer flushed, no `rest`, nothing
@@ -143,17 +151,18 @@ pub(crate) enum Pumped {
 /// Why the queue did not take the frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
-    /// `bound` would be exceeded.
+    /// `bound`, or [`MAX_QUEUED_BYTES`], would be exceeded.
     Full,
     /// The queue was closed (see [`Queue::close`]).
     Closed,
 }
 
 impl Queue {
-    /// A queue of at most `bound` frames (at least 1).
+    /// A queue of at most `bound` frames (at least 1) and [`MAX_QUEUED_BYTES`].
     pub(crate) fn new(bound: usize) -> Self {
         let inner = Inner {
-            bound: bound.max(1),
+            bound: bound.clamp(1, u32::MAX as usize) as u32,
+            bytes: 0,
             closed: false,
             frames: VecDeque::new(),
             reader: None,
@@ -177,7 +186,7 @@ impl Queue {
             if inner.closed {
                 return Err(Refused::Closed);
             }
-            if inner.bound - inner.frames.len() < frames.len() {
+            if (inner.bound as usize) - inner.frames.len() < frames.len() {
                 return Err(Refused::Full);
             }
             if let ([Frame::Text(text)], true, true) = (frames, inner.idle, inner.direct.is_some()) {
@@ -219,9 +228,15 @@ impl Queue {
                     Written::None => inner.idle = false,
                 }
             }
+            let size = frames.iter().map(Frame::len).sum::<usize>();
+            let bytes = inner.bytes as usize + size;
+            if bytes > MAX_QUEUED_BYTES as usize && !inner.frames.is_empty() {
+                return Err(Refused::Full);
+            }
             // Queued: from now on the pump writes, so no later push may write before it (a
             // packet with attachments, queued while the pump was idle, would be overtaken).
             inner.unidle();
+            inner.bytes = bytes.min(u32::MAX as usize) as u32;
             inner.frames.extend(frames.iter().cloned());
             inner.reader.take()
         };
@@ -353,8 +368,14 @@ impl Queue {
 
     fn pop(inner: &mut Inner) -> Option<Frame> {
         let frame = inner.frames.pop_front();
-        if inner.frames.is_empty() && inner.frames.capacity() > KEEP_WHEN_EMPTY {
-            inner.frames.shrink_to(KEEP_WHEN_EMPTY);
+        if let Some(frame) = &frame {
+            inner.bytes = inner.bytes.saturating_sub(frame.len().min(u32::MAX as usize) as u32);
+        }
+        if inner.frames.is_empty() {
+            inner.bytes = 0;
+            if inner.frames.capacity() > KEEP_WHEN_EMPTY {
+                inner.frames.shrink_to(KEEP_WHEN_EMPTY);
+            }
         }
         frame
     }
@@ -378,6 +399,28 @@ mod tests {
         assert_eq!(q.push_all(&[Frame::message("d")]), Err(Refused::Full));
         let got: Vec<_> = std::iter::from_fn(|| q.try_recv()).collect();
         assert_eq!(got, [Frame::message("a"), Frame::message("b"), Frame::message("c")]);
+    }
+
+    /// A queue holds at most `MAX_QUEUED_BYTES` of frames, all or none, whatever its bound in
+    /// frames; one frame alone is taken whatever its size.
+    #[test]
+    fn bounded_in_bytes_too() {
+        let q = Queue::new(1024);
+        let big = Frame::message(&"x".repeat(MAX_QUEUED_BYTES as usize / 4));
+        for _ in 0..3 {
+            q.push_all(std::slice::from_ref(&big)).unwrap();
+        }
+        assert_eq!(q.push_all(&[big.clone(), Frame::message("y")]), Err(Refused::Full), "all or none");
+        assert_eq!(q.push_all(std::slice::from_ref(&big)), Err(Refused::Full), "over the bytes");
+        q.push_all(&[Frame::message("y")]).unwrap();
+        assert_eq!(q.try_recv(), Some(big.clone()));
+        q.push_all(std::slice::from_ref(&big)).unwrap();
+        while q.try_recv().is_some() {}
+        let huge = Frame::message(&"x".repeat(MAX_QUEUED_BYTES as usize + 1));
+        q.push_all(std::slice::from_ref(&huge)).unwrap();
+        assert_eq!(q.push_all(&[Frame::message("y")]), Err(Refused::Full), "behind an oversized frame");
+        assert_eq!(q.try_recv(), Some(huge));
+        q.push_all(&[Frame::message("y")]).unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! peer being served (past the cap the peer is told `busy` at once).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ const OUTBOX: usize = 4096;
 const KEPT_RECORDS: usize = 4 * MAX_RECORD_PLAINTEXT;
 /// Incoming frames queued per stream before it is closed as too slow.
 pub const STREAM_QUEUE: usize = 256;
+/// Bytes of incoming frames queued per stream before it is closed as too slow (one frame
+/// alone is always taken): a relayed client's frames may each be up to `max_payload`.
+pub const STREAM_QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Per-connection bounds (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +134,7 @@ pub struct Connection {
     /// Callers waiting for a response, by request id.
     pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
     /// Open streams' inbound queues, by stream id.
-    streams: Mutex<HashMap<u64, mpsc::Sender<WsFrame>>>,
+    streams: Mutex<HashMap<u64, StreamIn>>,
     next_id: AtomicU64,
     /// A child of the owner's stop token: the owner's shutdown closes every connection.
     closed: CancellationToken,
@@ -310,7 +313,7 @@ impl Connection {
             },
             RpcFrame::StreamData { stream, frame } => {
                 let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-                let full = match streams.get(&stream).map(|tx| tx.try_send(frame)) {
+                let full = match streams.get(&stream).map(|s| s.queue(frame)) {
                     Some(Err(mpsc::error::TrySendError::Full(_))) => true,
                     Some(Err(mpsc::error::TrySendError::Closed(_))) => {
                         streams.remove(&stream);
@@ -455,8 +458,34 @@ impl Connection {
 
     fn register_stream(self: &Arc<Self>, id: u64) -> RpcStream {
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-        self.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
-        RpcStream { id, conn: self.clone(), rx }
+        let queued = Arc::new(AtomicUsize::new(0));
+        self.streams.lock().unwrap_or_else(|e| e.into_inner()).insert(id, StreamIn { tx, queued: queued.clone() });
+        RpcStream { id, conn: self.clone(), rx, queued }
+    }
+}
+
+/// Where a stream's incoming frames go: its queue, and the bytes in it.
+struct StreamIn {
+    tx: mpsc::Sender<WsFrame>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl StreamIn {
+    /// Queues `frame`; false if the queue is full, in frames ([`STREAM_QUEUE`]) or bytes
+    /// ([`STREAM_QUEUE_BYTES`]), or closed. Counted before it is sent: the reader may take it
+    /// at once.
+    fn queue(&self, frame: WsFrame) -> Result<(), mpsc::error::TrySendError<WsFrame>> {
+        let size = frame.len();
+        let before = self.queued.fetch_add(size, Ordering::Relaxed);
+        let sent = if before > 0 && before + size > STREAM_QUEUE_BYTES {
+            Err(mpsc::error::TrySendError::Full(frame))
+        } else {
+            self.tx.try_send(frame)
+        };
+        if sent.is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+        }
+        sent
     }
 }
 
@@ -465,15 +494,21 @@ pub struct RpcStream {
     id: u64,
     conn: Arc<Connection>,
     rx: mpsc::Receiver<WsFrame>,
+    /// Bytes of the frames in `rx` (see [`StreamIn`]).
+    queued: Arc<AtomicUsize>,
 }
 
 impl RpcStream {
     /// The next frame from the peer; `None` once the stream or its connection closed.
     async fn recv(&mut self) -> Option<WsFrame> {
-        tokio::select! {
+        let frame = tokio::select! {
             f = self.rx.recv() => f,
             _ = self.conn.closed.cancelled() => None,
+        };
+        if let Some(frame) = &frame {
+            self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
         }
+        frame
     }
 }
 
@@ -659,6 +694,55 @@ mod tests {
         for flag in [first, second, third] {
             assert!(!flag.written.load(Ordering::SeqCst));
         }
+    }
+
+    /// Hands every stream a peer opens to the test.
+    struct Streams(mpsc::UnboundedSender<RpcStream>);
+
+    impl RpcHandler for Streams {
+        fn request(&self, _peer: &str, _request: Request) -> BoxFuture<'static, Response> {
+            Box::pin(std::future::ready(Response::Failed("no requests here".into())))
+        }
+        fn stream(&self, _peer: &str, _open: StreamOpen, stream: RpcStream) -> BoxFuture<'static, ()> {
+            let _ = self.0.send(stream);
+            Box::pin(std::future::ready(()))
+        }
+        fn push(&self, _peer: &str, _push: Push) {}
+    }
+
+    /// A stream whose reader falls [`STREAM_QUEUE_BYTES`] behind is closed, though far fewer
+    /// than [`STREAM_QUEUE`] frames wait: what was queued is still read, then the end.
+    #[tokio::test]
+    async fn a_stream_whose_reader_falls_too_many_bytes_behind_is_closed() {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let t = Duration::from_secs(5);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        let tasks = Tasks::default();
+        let client = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        let (tx, mut opened) = mpsc::unbounded_channel();
+        let _server =
+            Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Streams(tx))), RpcLimits::default(), &tasks);
+        let open = StreamOpen {
+            path: "/socket.io/".into(),
+            query: crate::engineio::EngineQuery::parse("EIO=4&transport=websocket").unwrap(),
+            new_sid: None,
+        };
+        let (sender, mut client_end) = client.open_stream(open).await.unwrap().split();
+        let mut served = opened.recv().await.unwrap();
+        let frame = |n: u8| WsFrame::Binary(Bytes::from(vec![n; 1_000_000]));
+        let fit = STREAM_QUEUE_BYTES / 1_000_000;
+        assert!(fit < STREAM_QUEUE);
+        for n in 0..=fit {
+            sender.send(frame(n as u8)).await.unwrap();
+        }
+        // The server closes the stream, which ends it at the client too.
+        assert_eq!(tokio::time::timeout(t, client_end.recv()).await.expect("closed within 5 s"), None);
+        for n in 0..fit {
+            assert_eq!(served.recv().await, Some(frame(n as u8)));
+        }
+        assert_eq!(served.recv().await, None);
     }
 
     /// Holds every forwarded long-poll for good; answers anything else at once.

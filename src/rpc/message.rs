@@ -180,6 +180,18 @@ impl WsFrame {
         }
     }
 
+    /// Bytes of data.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(t) => t.len(),
+            Self::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn into_ws(self) -> WsMessage {
         match self {
             Self::Text(t) => WsMessage::Text(t.into()),
