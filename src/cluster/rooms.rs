@@ -46,6 +46,10 @@ const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
 /// RELIABILITY.md). It also bounds how long a restore waits on a peer that answers and then
 /// stalls.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a keeper handed a parked record waits for the leaving keeper's seed before a take
+/// goes on without it: that keeper sends it after one barrier of its own (at most
+/// [`BARRIER_TIMEOUT`]).
+const SEED_WAIT: Duration = Duration::from_secs(6);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A failed `Subscribe` is made again after this (and again while it fails).
@@ -631,6 +635,9 @@ impl ClusterRooms {
             let kept = kept.await;
             if kept && adopt {
                 ns.release(&pid, &holder, 0, true);
+                if let Some(keeper) = ns.keeper() {
+                    keeper.expect_seed(&pid, &holder, SEED_WAIT);
+                }
             }
             Response::Kept(kept)
         })
@@ -655,10 +662,13 @@ impl ClusterRooms {
         let (Some(ns), Some(frontier)) = (self.namespace(nsp), Frontier::parse(offset)) else {
             return Box::pin(std::future::ready(Response::Taken(None)));
         };
-        let barrier = self.barrier_now();
         let pid = pid.to_owned();
+        let this = self.clone();
         Box::pin(async move {
-            barrier.await;
+            if let Some(keeper) = ns.keeper() {
+                keeper.seeded(&pid).await;
+            }
+            this.barrier_now().await;
             let taken = ns.take(&pid, &frontier);
             let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
             Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
@@ -757,15 +767,14 @@ impl ClusterRooms {
                             .into_iter()
                             .filter(|(stamp, _)| !sent.contains(stamp))
                             .collect();
-                        if !later.is_empty() {
-                            // Awaited until written: this node is about to stop.
-                            let (tx, done) = oneshot::channel::<()>();
-                            let on_sent = OnSent::new(move |_| {
-                                let _ = tx.send(());
-                            });
-                            this.push_seed(&to, ns.name(), &pid, &later, Some(Arc::new(on_sent)));
-                            written.push(done);
-                        }
+                        // Sent even if empty: the new keeper waits for it before a take (see
+                        // `Keeper::expect_seed`). Awaited until written: this node is about to stop.
+                        let (tx, done) = oneshot::channel::<()>();
+                        let on_sent = OnSent::new(move |_| {
+                            let _ = tx.send(());
+                        });
+                        this.push_seed(&to, ns.name(), &pid, &later, Some(Arc::new(on_sent)));
+                        written.push(done);
                         ns.unkept(&keeper.forget(&pid).emptied);
                         debug!(%pid, %to, "parked session handed over");
                     }

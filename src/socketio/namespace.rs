@@ -465,13 +465,16 @@ impl Namespace {
         match &found.node {
             Some(node) => self.adapter().take_parked(node, &self.name, pid, frontier),
             None => {
-                // As a keeper does for another node (see the adapter): a barrier, then the take.
-                let barrier = self.adapter().barrier();
+                // As a keeper does for another node (see the adapter): the seed a handed-over
+                // record is owed, a barrier, then the take.
                 let (Some(me), pid, frontier) = (self.me.upgrade(), pid.to_owned(), frontier.clone()) else {
                     return Box::pin(std::future::ready(None));
                 };
                 Box::pin(async move {
-                    barrier.await;
+                    if let Some(keeper) = &me.recovery {
+                        keeper.seeded(&pid).await;
+                    }
+                    me.adapter().barrier().await;
                     me.take_here(&pid, &frontier)
                 })
             }

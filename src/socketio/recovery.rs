@@ -285,6 +285,9 @@ struct Record {
     /// Broadcasts the session was sent before this keeper logged its rooms (a restore's
     /// replay), to be read with the logs.
     seed: Vec<Shared>,
+    /// While the keeper that handed the record over still owes its seed (see
+    /// [`Keeper::expect_seed`]): until when a take waits for it.
+    seed_due: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -381,6 +384,8 @@ pub struct Keeper {
     /// A std lock: held for one record's change or one broadcast's append, never across an
     /// await.
     state: Mutex<KeeperState>,
+    /// Rung when a seed a record waited for arrives (see [`Keeper::seeded`]).
+    seeds: tokio::sync::Notify,
 }
 
 impl Keeper {
@@ -397,6 +402,7 @@ impl Keeper {
             floor,
             config,
             state: Mutex::new(KeeperState::default()),
+            seeds: tokio::sync::Notify::new(),
         }
     }
 
@@ -486,6 +492,7 @@ impl Keeper {
             rooms.push(kept.unwrap_or_else(|| (enter_log(logs, &room, next_log_id, &mut changed.added), *next_pos)));
         }
         let mut seed: Vec<Shared> = seed.into_iter().map(Arc::new).collect();
+        let seed_due = old.as_ref().and_then(|o| o.seed_due);
         if let Some(old) = old {
             for (room, _) in &old.rooms {
                 if !rooms.iter().any(|(r, _)| r == room) {
@@ -495,18 +502,49 @@ impl Keeper {
             seed.extend(old.seed);
         }
         keep_latest(&mut seed, self.config.max_missed);
-        let record = Record { sid: req.sid.into(), rooms, holder, version: req.version, expires: None, seed };
+        let record = Record { sid: req.sid.into(), rooms, holder, version: req.version, expires: None, seed, seed_due };
         records.insert(req.pid, record);
         Some(changed)
     }
 
     /// Adds to a record's seed (what its restoring socket is sent besides what this keeper
-    /// logs); nothing if `holder` does not hold it.
+    /// logs); nothing if `holder` does not hold it. A seed the record waited for is in.
     pub fn seed(&self, pid: &str, holder: &Holder, broadcasts: Vec<Broadcast>) {
         let mut state = self.lock();
         if let Some(record) = state.records.get_mut(pid).filter(|r| r.holder == *holder) {
             record.seed.extend(broadcasts.into_iter().map(Arc::new));
             keep_latest(&mut record.seed, self.config.max_missed);
+            if record.seed_due.take().is_some() {
+                drop(state);
+                self.seeds.notify_waiters();
+            }
+        }
+    }
+
+    /// A record handed over by `holder`, a leaving keeper: once sure this keeper is subscribed
+    /// to the record's rooms, that keeper sends what it logged for the record meanwhile (a
+    /// seed, maybe empty). Until it arrives, or `within` passes, a take waits for it (see
+    /// [`Keeper::seeded`]): a client reconnecting in that window would otherwise be restored
+    /// without what the leaving keeper logged after its snapshot, and the seed then dropped.
+    pub fn expect_seed(&self, pid: &str, holder: &Holder, within: Duration) {
+        if let Some(record) = self.lock().records.get_mut(pid).filter(|r| r.holder == *holder) {
+            record.seed_due = Some(Instant::now() + within);
+        }
+    }
+
+    /// Resolves once `pid`'s record owes no seed (see [`Keeper::expect_seed`]): it came, its
+    /// time is up, or the record is gone.
+    pub async fn seeded(&self, pid: &str) {
+        loop {
+            let notified = self.seeds.notified();
+            tokio::pin!(notified);
+            // Registered before the look, so a seed arriving in between still wakes this.
+            notified.as_mut().enable();
+            let due = self.lock().records.get(pid).and_then(|r| r.seed_due);
+            let Some(due) = due.filter(|due| *due > Instant::now()) else { return };
+            if tokio::time::timeout_at(due, notified).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -1066,6 +1104,37 @@ mod tests {
         }
         let (missed, _) = next.take("p", &Frontier::default()).unwrap();
         assert_eq!(stamps(&missed), [(1, 1)]);
+    }
+
+    /// A record handed over by a leaving keeper is taken once that keeper's seed is in, so
+    /// the restore includes it; without the seed, a take waits no longer than its time.
+    #[tokio::test]
+    async fn a_take_waits_for_the_seed_a_handed_over_record_is_owed() {
+        let k = keeper(100);
+        let leaving = holder("node1");
+        k.keep(req("p", &["r"], 1), leaving.clone(), Vec::new()).unwrap();
+        k.release("p", &leaving, 1, true);
+        k.expect_seed("p", &leaving, Duration::from_secs(10));
+        let later = (stamp(9, 1), frames("logged by the leaving keeper"));
+        let started = Instant::now();
+        tokio::join!(k.seeded("p"), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            k.seed("p", &holder("node2"), vec![(stamp(9, 2), frames("not its holder"))]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            k.seed("p", &leaving, vec![later.clone()]);
+        });
+        assert!(started.elapsed() < Duration::from_secs(5), "woken by the seed, not its time");
+        let (missed, _) = k.take("p", &Frontier::default()).unwrap();
+        assert_eq!(stamps(&missed), [(9, 1)]);
+
+        // No seed comes: the take goes on once its time is up.
+        k.keep(req("q", &["r"], 1), leaving.clone(), Vec::new()).unwrap();
+        k.release("q", &leaving, 1, true);
+        k.expect_seed("q", &leaving, Duration::from_millis(100));
+        let started = Instant::now();
+        k.seeded("q").await;
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(k.take("q", &Frontier::default()).is_ok());
     }
 
     #[test]
