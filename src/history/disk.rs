@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
 use tracing::{error, info, warn};
@@ -69,7 +69,8 @@ pub enum Opened {
 
 /// The open file.
 pub struct Disk {
-    db: Database,
+    /// `None` only between a failed write's close and the next open (see [`Disk::reopen`]).
+    db: Option<Database>,
     path: PathBuf,
 }
 
@@ -119,7 +120,7 @@ impl Disk {
                 (db, Some(aside))
             }
         };
-        let disk = Self { db, path };
+        let disk = Self { db: Some(db), path };
         let opened = match moved {
             Some(aside) => Opened::MovedAside(aside),
             None if !existed => {
@@ -133,6 +134,18 @@ impl Disk {
         Ok((disk, opened))
     }
 
+    fn db(&self) -> Result<&Database, WriteError> {
+        self.db.as_ref().ok_or_else(|| WriteError::from(std::io::Error::other("the history file is not open")))
+    }
+
+    /// Closes and opens the file again: after an I/O error redb refuses every later write of
+    /// that open (`PreviousIo`), so a failed write is retried on a new one.
+    fn reopen(&mut self) -> Result<(), DatabaseError> {
+        self.db = None; // closed first: an open holds the file's lock
+        self.db = Some(create(&self.path)?);
+        Ok(())
+    }
+
     fn open_error(&self, err: impl std::fmt::Display) -> DiskError {
         DiskError::Open { path: self.path.clone(), reason: err.to_string() }
     }
@@ -141,7 +154,7 @@ impl Disk {
         let mut rows: Vec<(RoomId, Vec<Entry>)> = Vec::new();
         let mut bad: Vec<Vec<u8>> = Vec::new();
         {
-            let read = self.db.begin_read().map_err(|e| self.open_error(e))?;
+            let read = self.db().map_err(|e| self.open_error(e))?.begin_read().map_err(|e| self.open_error(e))?;
             let table = match read.open_table(ROOMS) {
                 Ok(table) => Some(table),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
@@ -185,7 +198,7 @@ impl Disk {
     }
 
     fn delete(&self, keys: impl Iterator<Item = Vec<u8>>) -> Result<(), WriteError> {
-        let write = self.db.begin_write()?;
+        let write = self.db()?.begin_write()?;
         {
             let mut table = write.open_table(ROOMS)?;
             for key in keys {
@@ -196,19 +209,24 @@ impl Disk {
         Ok(())
     }
 
-    /// Writes each room's copy (`None`: deletes it) in one transaction.
+    /// Writes each room's copy (`None`: deletes it) in one transaction. A room whose copy
+    /// cannot be encoded is skipped (and said), not the batch: retried whole, it would fail
+    /// every batch after it.
     pub fn write(&self, batch: &[(RoomId, Option<Vec<Entry>>)]) -> Result<(), WriteError> {
-        let write = self.db.begin_write()?;
+        let write = self.db()?.begin_write()?;
         {
             let mut table = write.open_table(ROOMS)?;
             for (room, copy) in batch {
                 let key = room_key(room);
                 match copy {
-                    Some(entries) => {
-                        let value = bincode::serde::encode_to_vec(entries, codec())
-                            .map_err(|e| redb::Error::Corrupted(format!("cannot encode room history: {e}")))?;
-                        table.insert(key.as_slice(), value.as_slice())?;
-                    }
+                    Some(entries) => match bincode::serde::encode_to_vec(entries, codec()) {
+                        Ok(value) => {
+                            table.insert(key.as_slice(), value.as_slice())?;
+                        }
+                        Err(err) => {
+                            error!(nsp = room.0, room = room.1, error = %err, "room history not saved: cannot encode it")
+                        }
+                    },
                     None => {
                         table.remove(key.as_slice())?;
                     }
@@ -239,11 +257,37 @@ impl Writer {
             .name("history-writer".into())
             .spawn(move || {
                 let _node = span.enter();
-                let mut failures = 0u64;
+                let mut disk = disk;
+                let mut failures = 0u32;
+                // After a failure: not before then (a second, doubling up to a minute).
+                let mut retry_at: Option<Instant> = None;
                 loop {
                     let rang = rings.recv_timeout(Duration::from_secs(1));
                     let last = stopping.load(Ordering::Acquire) || rang == Err(RecvTimeoutError::Disconnected);
-                    if !write_pending(&weak, &mut failures, |batch| disk.write(batch), &disk.path) || last {
+                    if !last && retry_at.is_some_and(|at| Instant::now() < at) {
+                        continue;
+                    }
+                    match write_pending(&weak, |batch| disk.write(batch)) {
+                        Pass::StoreGone => return,
+                        Pass::Written => {
+                            failures = 0;
+                            retry_at = None;
+                        }
+                        Pass::Failed(err) => {
+                            failures += 1;
+                            if failures.is_power_of_two() || last {
+                                error!(path = %disk.path.display(), error = %err, failures, last,
+                                    "room history not saved");
+                            }
+                            retry_at = Some(Instant::now() + RETRY_FIRST.saturating_mul(1 << failures.min(6)).min(RETRY_MAX));
+                            if let Err(err) = disk.reopen() {
+                                if failures.is_power_of_two() {
+                                    error!(path = %disk.path.display(), error = %err, "room history file cannot be opened again");
+                                }
+                            }
+                        }
+                    }
+                    if last {
                         return;
                     }
                     std::thread::sleep(MIN_COMMIT_INTERVAL);
@@ -275,28 +319,41 @@ impl Drop for Writer {
     }
 }
 
-/// One pass: false once the store is gone. A batch that fails is noted again in full, so the
-/// next pass (at most a second later, then at every change) writes those rooms' copies then:
-/// a failed write (a full disk, say) does not leave them unsaved until they change again.
+/// First wait before a failed write is tried again; it doubles with each failure in a row.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between tries of a failing disk.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What one pass of the writer did.
+enum Pass {
+    StoreGone,
+    /// Written, or nothing to write.
+    Written,
+    Failed(WriteError),
+}
+
+/// One pass: writes what changed. The rooms of a batch that fails are noted again, so a later
+/// pass (see the writer's back-off) writes their copies as they are then: a failed write (a
+/// full disk, say) does not leave them unsaved until they change again. Not the deletions of
+/// rooms the store let go: retried, they would grow with every room name seen meanwhile; a
+/// room left in the file that way is dropped at the next start if the store has more recent
+/// rooms than it keeps.
 fn write_pending(
     store: &Weak<HistoryStore>,
-    failures: &mut u64,
     write: impl FnOnce(&[(RoomId, Option<Vec<Entry>>)]) -> Result<(), WriteError>,
-    path: &Path,
-) -> bool {
-    let Some(store) = store.upgrade() else { return false };
+) -> Pass {
+    let Some(store) = store.upgrade() else { return Pass::StoreGone };
     let batch = store.take_dirty();
     if batch.is_empty() {
-        return true;
+        return Pass::Written;
     }
-    if let Err(err) = write(&batch) {
-        *failures += 1;
-        if failures.is_power_of_two() {
-            error!(path = %path.display(), error = %err, failures = *failures, "room history not saved; will retry");
+    match write(&batch) {
+        Ok(()) => Pass::Written,
+        Err(err) => {
+            store.dirty_again(batch.into_iter().filter(|(_, copy)| copy.is_some()).map(|(room, _)| room));
+            Pass::Failed(err)
         }
-        store.dirty_again(batch.into_iter().map(|(room, _)| room));
     }
-    true
 }
 
 #[cfg(test)]
@@ -379,37 +436,52 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A batch that fails is written whole by the next pass, with the rooms' copies of then.
+    /// The rooms of a batch that fails are written by the next pass, with their copies of
+    /// then; a deletion (a room the store let go) is not retried.
     #[test]
     fn a_batch_that_fails_is_written_by_the_next_pass() {
-        let store = Arc::new(HistoryStore::new(3, 10).unwrap());
+        let store = Arc::new(HistoryStore::new(3, 2).unwrap());
         store.keep_on_disk();
         let weak = Arc::downgrade(&store);
-        let path = Path::new("test");
-        let mut failures = 0;
-        store.merge(&room("a"), vec![entry(1)]);
-        store.merge(&room("b"), vec![entry(1)]);
-        let refuse = |_: &[(RoomId, Option<Vec<Entry>>)]| Err(WriteError::from(std::io::Error::other("disk full")));
-        assert!(write_pending(&weak, &mut failures, refuse, path));
-        assert_eq!(failures, 1);
-        store.merge(&room("a"), vec![entry(2)]);
+        for r in ["a", "b", "c"] {
+            store.merge(&room(r), vec![entry(1)]); // "a" is let go for "c"
+        }
+        let mut refused = Vec::new();
+        let refuse = |batch: &[(RoomId, Option<Vec<Entry>>)]| {
+            refused = batch.to_vec();
+            Err(WriteError::from(std::io::Error::other("disk full")))
+        };
+        assert!(matches!(write_pending(&weak, refuse), Pass::Failed(_)));
+        assert!(refused.contains(&(room("a"), None)), "the deletion was in the batch: {refused:?}");
+        store.merge(&room("b"), vec![entry(2)]);
         let mut written = Vec::new();
-        assert!(write_pending(
-            &weak,
-            &mut failures,
-            |batch| {
-                written = batch.to_vec();
-                Ok(())
-            },
-            path
-        ));
+        let pass = write_pending(&weak, |batch| {
+            written = batch.to_vec();
+            Ok(())
+        });
+        assert!(matches!(pass, Pass::Written));
         written.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             written,
-            vec![(room("a"), Some(vec![entry(1), entry(2)])), (room("b"), Some(vec![entry(1)]))],
+            vec![(room("b"), Some(vec![entry(1), entry(2)])), (room("c"), Some(vec![entry(1)]))],
             "both rooms, as they are now"
         );
         assert!(store.take_dirty().is_empty(), "nothing left after the write");
+    }
+
+    /// After a failed write, the file is opened again and written to.
+    #[test]
+    fn a_reopened_file_takes_writes() {
+        let dir = temp_dir("reopen");
+        let store = HistoryStore::new(3, 10).unwrap();
+        let (mut disk, _) = Disk::open(&dir, &store, 10).unwrap();
+        disk.reopen().unwrap();
+        disk.write(&[(room("a"), Some(vec![entry(1)]))]).unwrap();
+        drop(disk);
+        let again = HistoryStore::new(3, 10).unwrap();
+        let (_disk, _) = Disk::open(&dir, &again, 10).unwrap();
+        assert_eq!(again.entries(&room("a")), vec![entry(1)]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
