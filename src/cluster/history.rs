@@ -130,8 +130,30 @@ fn untrusted(mut entries: Vec<Entry>, cap: usize) -> Vec<Entry> {
     entries
 }
 
+/// Adds `room` to `set` unless that would make it hold more than `cap` rooms; whether it is in.
+fn add_within(set: &mut HashSet<RoomId>, room: RoomId, cap: usize) -> bool {
+    if set.len() >= cap && !set.contains(&room) {
+        return false;
+    }
+    set.insert(room);
+    true
+}
+
 fn entries_size(entries: &[Entry]) -> usize {
     entries.iter().map(entry_size).sum()
+}
+
+/// Rooms whose copy here their replicas may lack, for the resender (see
+/// [`ClusterHistory::hold`]). Each set holds at most as many rooms as the store keeps.
+#[derive(Default)]
+struct Unsent {
+    /// To send to each of their replicas but this node.
+    rooms: HashSet<RoomId>,
+    /// That a replica could not take, by replica: tried again after [`RESEND_BACKOFF`] (the
+    /// others' copies went through).
+    retry: BTreeMap<String, HashSet<RoomId>>,
+    /// Passes in a row that left some room unsent.
+    failures: u32,
 }
 
 pub struct ClusterHistory {
@@ -146,9 +168,8 @@ pub struct ClusterHistory {
     replicas: Mutex<ReplicaCache>,
     /// The ready set whose hand-over this node has finished.
     handed: watch::Sender<Option<Ready>>,
-    /// Rooms whose copy here their replicas may lack (see [`ClusterHistory::hold`]), for the
-    /// resender; at most as many as the store keeps rooms.
-    unsent: Mutex<HashSet<RoomId>>,
+    /// What the resender is to send (see [`ClusterHistory::hold`]).
+    unsent: Mutex<Unsent>,
     /// Rung when `unsent` gains a room.
     unsent_bell: Notify,
     tasks: TaskTracker,
@@ -172,7 +193,7 @@ impl ClusterHistory {
             rpc_timeout,
             replicas: Mutex::new(ReplicaCache::new()),
             handed: watch::Sender::new(None),
-            unsent: Mutex::new(HashSet::new()),
+            unsent: Mutex::new(Unsent::default()),
             unsent_bell: Notify::new(),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
@@ -180,10 +201,11 @@ impl ClusterHistory {
         // A record its replica could not be sent (the replica unreachable for now: starting,
         // or dead and not yet declared so) is kept here instead, so it is still on two nodes
         // when the sender's ack goes out, and sent on by the resender.
-        let weak = Arc::downgrade(&history);
-        history.rooms.on_undelivered_records(Box::new(move |nsp, room, entry| {
-            if let Some(history) = weak.upgrade() {
-                history.hold(nsp, room, entry);
+        let (weak, store) = (Arc::downgrade(&history), history.store.clone());
+        history.rooms.on_undelivered_records(Box::new(move |nsp, room, entry| match weak.upgrade() {
+            Some(history) => history.hold(nsp, room, entry),
+            None => {
+                store.merge(&(nsp, room), vec![entry]); // stopping: kept here all the same
             }
         }));
         history.tasks.spawn(history.clone().follow_membership().in_current_span());
@@ -236,57 +258,89 @@ impl ClusterHistory {
         let id = (nsp, room);
         self.store.merge(&id, vec![entry]);
         let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
-        if unsent.len() >= self.store.room_capacity() && !unsent.contains(&id) {
-            // As many rooms as the store keeps are waiting already: this one's copy goes at
-            // the next change of the ring, with the hand-over.
-            debug!(nsp = id.0, room = id.1, "too many rooms waiting to be sent on; this one waits for the ring");
+        if !add_within(&mut unsent.rooms, id, self.store.room_capacity()) {
+            // As many rooms as the store keeps are waiting already: this one's copy stays here,
+            // and goes to whichever replica is new to the room at a change of the ring.
+            debug!("too many rooms waiting to be sent on; one stays here");
             return;
         }
-        unsent.insert(id);
         drop(unsent);
         self.unsent_bell.notify_one();
     }
 
     /// Sends the copies of the rooms [`ClusterHistory::hold`] noted to each room's replicas
-    /// (other than this node) as the ring is now; the rooms a replica could not take are noted
-    /// again and tried after [`RESEND_BACKOFF`] (by then the ring may have counted it dead and
-    /// ranked another).
+    /// (other than this node) as the ring is now; the rooms a replica could not take are tried
+    /// again on that replica after [`RESEND_BACKOFF`], if it is still one of theirs (a replica
+    /// new to a room gets it with the hand-over).
     async fn resend(self: Arc<Self>) {
         loop {
             tokio::select! {
                 _ = self.unsent_bell.notified() => {}
                 _ = self.stop.cancelled() => return,
             }
-            let rooms = std::mem::take(&mut *self.unsent.lock().unwrap_or_else(|e| e.into_inner()));
+            let (rooms, retry) = {
+                let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+                (std::mem::take(&mut unsent.rooms), std::mem::take(&mut unsent.retry))
+            };
             let ready = ready_of(&self.membership.members());
-            let mut due: BTreeMap<String, Vec<RoomId>> = BTreeMap::new();
+            let is_replica =
+                |node: &str, room: &RoomId| replicas(&ready, &room.0, &room.1).iter().any(|(r, _)| r == node);
+            let mut due: BTreeMap<String, HashSet<RoomId>> = BTreeMap::new();
             for room in rooms {
                 for (replica, _) in replicas(&ready, &room.0, &room.1) {
                     if replica != self.node_id {
-                        due.entry(replica).or_default().push(room.clone());
+                        due.entry(replica).or_default().insert(room.clone());
                     }
                 }
             }
-            let mut failed = Vec::new();
+            for (node, rooms) in retry {
+                due.entry(node.clone()).or_default().extend(rooms.into_iter().filter(|room| is_replica(&node, room)));
+            }
+            let mut failed: BTreeMap<String, HashSet<RoomId>> = BTreeMap::new();
             for (node, rooms) in due {
+                let rooms: Vec<RoomId> = rooms.into_iter().collect();
                 let sent = tokio::select! {
                     sent = self.send_rooms(&node, &rooms) => sent,
                     _ = self.stop.cancelled() => return,
                 };
                 if sent < rooms.len() {
-                    failed.extend(rooms);
+                    failed.insert(node, rooms.into_iter().collect());
                 }
             }
-            if !failed.is_empty() {
-                debug!(rooms = failed.len(), ?RESEND_BACKOFF, "room history not sent on to a replica; trying again");
-                self.unsent.lock().unwrap_or_else(|e| e.into_inner()).extend(failed);
-                self.unsent_bell.notify_one();
-                tokio::select! {
-                    _ = tokio::time::sleep(RESEND_BACKOFF) => {}
-                    _ = self.stop.cancelled() => return,
-                }
+            if failed.is_empty() {
+                self.unsent.lock().unwrap_or_else(|e| e.into_inner()).failures = 0;
+                continue;
+            }
+            self.retry_later(failed);
+            tokio::select! {
+                _ = tokio::time::sleep(RESEND_BACKOFF) => {}
+                _ = self.stop.cancelled() => return,
             }
         }
+    }
+
+    /// Notes the rooms each replica could not take, for the resender's next pass.
+    fn retry_later(&self, failed: BTreeMap<String, HashSet<RoomId>>) {
+        let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+        unsent.failures += 1;
+        if unsent.failures.is_power_of_two() {
+            let peers: Vec<&String> = failed.keys().collect();
+            warn!(
+                ?peers,
+                failures = unsent.failures,
+                ?RESEND_BACKOFF,
+                "room history not sent on to a replica; trying again"
+            );
+        }
+        let cap = self.store.room_capacity();
+        for (node, rooms) in failed {
+            let retry = unsent.retry.entry(node).or_default();
+            for room in rooms {
+                add_within(retry, room, cap);
+            }
+        }
+        drop(unsent);
+        self.unsent_bell.notify_one();
     }
 
     /// Serves a peer's hand-over.
@@ -352,6 +406,9 @@ impl ClusterHistory {
             if sent > 0 {
                 info!(peer = node, rooms = sent, "room history handed over to a new replica");
             }
+            if sent < rooms.len() {
+                warn!(peer = node, rooms = rooms.len() - sent, "room history not handed over");
+            }
         }
     }
 
@@ -384,7 +441,7 @@ impl ClusterHistory {
         match self.rooms.call(node, Request::HistoryMerge { rooms }, limit).await {
             Ok(Response::Merged(_)) => n,
             other => {
-                warn!(peer = node, ?other, rooms = n, "room history not handed over");
+                debug!(peer = node, ?other, rooms = n, "room history merge not taken");
                 0
             }
         }

@@ -79,8 +79,9 @@ impl Outgoing {
 /// What a push's connection tells (see [`Written`]): a history record it could not write is
 /// held here ([`ClusterRooms::undelivered`]); the broadcast's [`OnSent`] is let go either way.
 struct PushOutcome {
-    rooms: Arc<ClusterRooms>,
-    record: Option<Push>,
+    /// A copy of the history record, and where to hold it; only for records (a broadcast's
+    /// push takes no count of the shared rooms driver).
+    record: Option<(Push, Arc<ClusterRooms>)>,
     sent: Option<Arc<OnSent>>,
 }
 
@@ -88,8 +89,8 @@ impl OnWritten for PushOutcome {
     fn written(self: Box<Self>) {}
 
     fn lost(self: Box<Self>) {
-        let PushOutcome { rooms, record, sent } = *self;
-        if let Some(record) = record {
+        let PushOutcome { record, sent } = *self;
+        if let Some((record, rooms)) = record {
             rooms.undelivered(Outgoing::Push(record, sent));
         }
     }
@@ -457,9 +458,9 @@ impl ClusterRooms {
                     let sent = match &self.connect(&node, addr).await {
                         Ok(conn) => {
                             // Told by the connection if the push never reaches the socket.
-                            let record = matches!(push, Push::Record { .. }).then(|| push.clone());
+                            let record = matches!(push, Push::Record { .. }).then(|| (push.clone(), self.clone()));
                             let outcome = (record.is_some() || sent.is_some())
-                                .then(|| Written::new(PushOutcome { rooms: self.clone(), record, sent }));
+                                .then(|| Written::new(PushOutcome { record, sent }));
                             let pushed = conn.push_then(push, outcome).await;
                             if let Err(err) = &pushed {
                                 debug!(peer = %node, error = %err, "push not delivered");

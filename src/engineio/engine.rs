@@ -75,7 +75,8 @@ pub struct Engine {
     /// Live sessions. A std lock: held only for map operations, never across an await.
     sessions: RwLock<HashMap<Sid, Arc<Session>>>,
     shutdown: CancellationToken,
-    /// Sessions closed because their client fell `outbound_queue` frames behind (metrics).
+    /// Sessions closed because their client fell `outbound_queue` frames, or 8 MiB, behind
+    /// (metrics).
     queue_full_closes: AtomicU64,
     /// WebSockets being served: each holds a connection, so a client that stops reading must
     /// not keep one past its session.

@@ -45,7 +45,9 @@ const KEEP_PENDING: usize = 2 * 1024;
 /// Bytes of frames a queue holds at most, whatever its bound in frames: a client that does
 /// not read (a long-poll never sent, a WebSocket that takes nothing) costs at most this much,
 /// even when what it is sent is large (`room users` lists, room history). One frame alone is
-/// always taken, whatever its size (it is bounded by what the server sends).
+/// always taken, whatever its size (it is bounded by what the server sends). Not counted: the
+/// bytes a WebSocket push wrote in part or appended for a batch (`rest`, `pending`), at most a
+/// frame and [`PENDING_MAX`] more.
 pub(crate) const MAX_QUEUED_BYTES: u32 = 8 * 1024 * 1024;
 
 /// A handle: clones are the same queue (a frequent sender keeps one beside its own hot state,

@@ -77,15 +77,15 @@ type Queued = (Bytes, OwnedSemaphorePermit, Option<Written>);
 pub trait OnWritten: Send + Sync {
     /// The frame is in the kernel's hands: written and flushed to the socket.
     fn written(self: Box<Self>);
-    /// It never will be: the connection closed first.
+    /// It may not have been: the connection closed first, or failed writing it (a failed
+    /// write may have handed the kernel some of its batch).
     fn lost(self: Box<Self>);
 }
 
 /// Travels with a pushed frame and tells its [`OnWritten`] which end it came to. Only the
-/// writer, having flushed the frame, says `written`; dropped anywhere else (a full or closed
-/// outbox, a failed write, the connection's end with the frame still queued) it says `lost`,
-/// so no path loses a frame silently before the kernel has it. (`lost` means "maybe not
-/// delivered": a failed write may have handed the kernel some of the records of its batch.)
+/// writer, having flushed the frame, says `written`; dropped anywhere else (a closed outbox,
+/// a failed write, the connection's end with the frame still queued) it says `lost`, so no
+/// path loses a frame silently before the kernel has it.
 pub struct Written(Option<Box<dyn OnWritten>>);
 
 impl Written {
