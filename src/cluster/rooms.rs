@@ -1143,9 +1143,16 @@ impl Adapter for ClusterRooms {
         this.push_to(node, Outgoing::Push(push, None));
     }
 
-    fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>) {
-        let Some(this) = self.me.upgrade() else { return };
-        this.push_seed(node, nsp, pid, &seed, None);
+    fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>) -> BoxFuture<'static, ()> {
+        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
+        let (tx, written) = oneshot::channel::<()>();
+        let on_sent = OnSent::new(move |_| {
+            let _ = tx.send(());
+        });
+        this.push_seed(node, nsp, pid, &seed, Some(Arc::new(on_sent)));
+        Box::pin(async move {
+            let _ = written.await;
+        })
     }
 
     fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool> {

@@ -75,8 +75,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// Tells a record's keeper that this node let go of the session after the record's
     /// `version`: parked for its client, or dropped.
     fn release_at(&self, node: &str, nsp: &str, pid: &str, version: u64, park: bool);
-    /// Adds to a record's seed on its keeper (see [`Keeper::seed`]).
-    fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>);
+    /// Adds to a record's seed on its keeper (see [`Keeper::seed`]); resolves once the push
+    /// is written to the keeper's connection, or never will be (it goes on if dropped).
+    fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>) -> BoxFuture<'static, ()>;
     /// Whether `holder` still has the session (`pid`, socket `sid`) connected; false if it
     /// cannot say (its process is gone).
     fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool>;
@@ -164,7 +165,9 @@ impl Adapter for LocalAdapter {
 
     fn release_at(&self, _node: &str, _nsp: &str, _pid: &str, _version: u64, _park: bool) {}
 
-    fn seed_at(&self, _node: &str, _nsp: &str, _pid: &str, _seed: Vec<Broadcast>) {}
+    fn seed_at(&self, _node: &str, _nsp: &str, _pid: &str, _seed: Vec<Broadcast>) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     /// The holder is this node, whose sockets release their records when they close.
     fn holds(&self, _holder: &Holder, _nsp: &str, _pid: &str, _sid: &str) -> BoxFuture<'static, bool> {

@@ -487,16 +487,26 @@ impl Namespace {
         self.adapter().barrier()
     }
 
-    /// Pushes what a restored socket is about to be sent to its keeper (`None`: this node).
-    pub(crate) fn seed_keeper(&self, keeper: Option<String>, pid: &str, seed: Vec<Broadcast>) {
-        let Some(here) = &self.recovery else { return };
+    /// Pushes what a restored socket is about to be sent to its keeper (`None`: this node);
+    /// resolves once it is written to the keeper's connection (at once for this node).
+    pub(crate) fn seed_keeper(
+        &self,
+        keeper: Option<String>,
+        pid: &str,
+        seed: Vec<Broadcast>,
+    ) -> BoxFuture<'static, ()> {
+        let done = || -> BoxFuture<'static, ()> { Box::pin(std::future::ready(())) };
+        let Some(here) = &self.recovery else { return done() };
         if seed.is_empty() {
-            return;
+            return done();
         }
         let adapter = self.adapter();
         match keeper {
             Some(node) => adapter.seed_at(&node, &self.name, pid, seed),
-            None => here.seed(pid, &adapter.holder(), seed),
+            None => {
+                here.seed(pid, &adapter.holder(), seed);
+                done()
+            }
         }
     }
 
@@ -860,7 +870,7 @@ mod tests {
             unreachable!("records are kept here")
         }
 
-        fn seed_at(&self, _: &str, _: &str, _: &str, _: Vec<Broadcast>) {
+        fn seed_at(&self, _: &str, _: &str, _: &str, _: Vec<Broadcast>) -> BoxFuture<'static, ()> {
             unreachable!("records are kept here")
         }
 

@@ -492,7 +492,15 @@ async fn restore(
     let first = vec![Frame::message(&encode(&connect_answer(client.revision, &socket, Some(&pid))))];
     debug!(nsp = %ns.name(), socket = %socket.id(), recovered, missed = missed.len(), %pid, "reconnected with a pid");
     let keeper = socket.keeper();
-    if socket.release(first, missed, recovered, |held| ns.seed_keeper(keeper, &pid, held)).is_ok() {
+    // What is held now came before the keeper's subscription took effect: the keeper has it,
+    // written to its connection, before the client can (a crash of this node then loses it for
+    // neither). What comes later the keeper logged itself; it is seeded again, all the same,
+    // on release, minus what went now.
+    let held = socket.held_now();
+    let seeded = held.len();
+    ns.seed_keeper(keeper.clone(), &pid, held).await;
+    let rest = |held: Vec<_>| drop(ns.seed_keeper(keeper, &pid, held.into_iter().skip(seeded).collect()));
+    if socket.release(first, missed, recovered, rest).is_ok() {
         ns.after_connect(&socket);
     }
     close_if_left(session, client, ns);

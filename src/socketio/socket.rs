@@ -180,6 +180,13 @@ impl Socket {
         self.track().held = Some(Box::default());
     }
 
+    /// The stamped broadcasts held so far, in the order they came (see [`Socket::release`]).
+    pub(crate) fn held_now(&self) -> Vec<Broadcast> {
+        let track = self.track();
+        let held = track.held.as_deref().map(|held| held.as_slice()).unwrap_or_default();
+        held.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect()
+    }
+
     /// Sends `first` (the CONNECT answer), then `missed`, then the held broadcasts, each
     /// broadcast once and with its offset, and stops holding. `before` sees the held
     /// broadcasts with a stamp before any of it is queued (the keeper must have them before
