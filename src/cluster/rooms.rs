@@ -46,10 +46,11 @@ const HAND_OVER_BUDGET: usize = 2 * 1024 * 1024;
 /// RELIABILITY.md). It also bounds how long a restore waits on a peer that answers and then
 /// stalls.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a keeper handed a parked record waits for the leaving keeper's seed before a take
-/// goes on without it: that keeper sends it after one barrier of its own (at most
-/// [`BARRIER_TIMEOUT`]).
-const SEED_WAIT: Duration = Duration::from_secs(6);
+/// How long at most a keeper handed a parked record waits for the leaving keeper's seed
+/// before a take goes on without it. A backstop: that keeper sends it once all its records are
+/// adopted (each at most [`JOIN_WAIT_MAX`]) and its barrier has passed (at most
+/// [`BARRIER_TIMEOUT`]), and the wait ends too when it leaves the ring.
+const SEED_WAIT: Duration = Duration::from_secs(15);
 /// How long a joining node waits for each peer to confirm a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A failed `Subscribe` is made again after this (and again while it fails).
@@ -632,13 +633,19 @@ impl ClusterRooms {
         let req = KeepRequest { pid: record.pid, sid: record.sid, rooms, version: record.version };
         let pid = req.pid.clone();
         let kept = ns.keep(req, holder.clone(), seed.into_iter().map(broadcast_from_wire).collect());
+        // Owed from now on, while the subscriptions are made: a take may come meanwhile (a
+        // `find` parks the record once the leaving keeper says it no longer holds it).
+        let owe = move |ns: &Arc<dyn Emitter>, pid: &str, holder: &Holder| {
+            if let Some(keeper) = ns.keeper().filter(|_| adopt) {
+                keeper.expect_seed(pid, holder, SEED_WAIT);
+            }
+        };
+        owe(&ns, &pid, &holder);
         Box::pin(async move {
             let kept = kept.await;
             if kept && adopt {
                 ns.release(&pid, &holder, 0, true);
-                if let Some(keeper) = ns.keeper() {
-                    keeper.expect_seed(&pid, &holder, SEED_WAIT);
-                }
+                owe(&ns, &pid, &holder); // the time counts from the answer
             }
             Response::Kept(kept)
         })

@@ -492,7 +492,8 @@ impl Keeper {
             rooms.push(kept.unwrap_or_else(|| (enter_log(logs, &room, next_log_id, &mut changed.added), *next_pos)));
         }
         let mut seed: Vec<Shared> = seed.into_iter().map(Arc::new).collect();
-        let seed_due = old.as_ref().and_then(|o| o.seed_due);
+        // A seed is owed by the holder that handed the record over, not by a new one.
+        let seed_due = old.as_ref().filter(|o| o.holder == holder).and_then(|o| o.seed_due);
         if let Some(old) = old {
             for (room, _) in &old.rooms {
                 if !rooms.iter().any(|(r, _)| r == room) {
@@ -523,7 +524,8 @@ impl Keeper {
 
     /// A record handed over by `holder`, a leaving keeper: once sure this keeper is subscribed
     /// to the record's rooms, that keeper sends what it logged for the record meanwhile (a
-    /// seed, maybe empty). Until it arrives, or `within` passes, a take waits for it (see
+    /// seed, maybe empty). Until it arrives, `holder` leaves the ring (see
+    /// [`Keeper::holders_gone`]), or `within` passes, a take waits for it (see
     /// [`Keeper::seeded`]): a client reconnecting in that window would otherwise be restored
     /// without what the leaving keeper logged after its snapshot, and the seed then dropped.
     pub fn expect_seed(&self, pid: &str, holder: &Holder, within: Duration) {
@@ -568,16 +570,26 @@ impl Keeper {
         changed
     }
 
-    /// Parks the records whose holder is gone (its node died or restarted).
+    /// Parks the records whose holder is gone (its node died, restarted or left); a seed it
+    /// owed (see [`Keeper::expect_seed`]) will not come.
     pub fn holders_gone(&self, live: impl Fn(&Holder) -> bool) -> usize {
         let mut state = self.lock();
         let expires = Instant::now() + self.config.max_disconnection;
         let mut parked = 0;
+        let mut unowed = false;
         for record in state.records.values_mut() {
-            if record.expires.is_none() && !live(&record.holder) {
+            if live(&record.holder) {
+                continue;
+            }
+            if record.expires.is_none() {
                 record.expires = Some(expires);
                 parked += 1;
             }
+            unowed |= record.seed_due.take().is_some();
+        }
+        drop(state);
+        if unowed {
+            self.seeds.notify_waiters();
         }
         parked
     }
@@ -1126,6 +1138,17 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "woken by the seed, not its time");
         let (missed, _) = k.take("p", &Frontier::default()).unwrap();
         assert_eq!(stamps(&missed), [(9, 1)]);
+
+        // The leaving keeper is gone: no seed will come, the take goes on.
+        k.keep(req("s", &["r"], 1), leaving.clone(), Vec::new()).unwrap();
+        k.release("s", &leaving, 1, true);
+        k.expect_seed("s", &leaving, Duration::from_secs(10));
+        let started = Instant::now();
+        tokio::join!(k.seeded("s"), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            k.holders_gone(|h| *h != leaving);
+        });
+        assert!(started.elapsed() < Duration::from_secs(5), "woken when its holder left");
 
         // No seed comes: the take goes on once its time is up.
         k.keep(req("q", &["r"], 1), leaving.clone(), Vec::new()).unwrap();

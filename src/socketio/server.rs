@@ -494,17 +494,20 @@ async fn restore(
     let keeper = socket.keeper();
     // What is held now came before the keeper's subscription took effect: the keeper has it,
     // written to its connection, before the client can (a crash of this node then loses it for
-    // neither). What comes later the keeper logged itself; it is seeded again, all the same,
-    // on release, minus what went now.
+    // neither), unless the write takes longer than a barrier may. All that is held is seeded
+    // again on release (the keeper drops what it has): what came meanwhile too.
     let held = socket.held_now();
-    let seeded = held.len();
-    ns.seed_keeper(keeper.clone(), &pid, held).await;
-    let rest = |held: Vec<_>| drop(ns.seed_keeper(keeper, &pid, held.into_iter().skip(seeded).collect()));
+    let _ = tokio::time::timeout(SEED_WRITE_LIMIT, ns.seed_keeper(keeper.clone(), &pid, held)).await;
+    let rest = |held| drop(ns.seed_keeper(keeper, &pid, held));
     if socket.release(first, missed, recovered, rest).is_ok() {
         ns.after_connect(&socket);
     }
     close_if_left(session, client, ns);
 }
+
+/// How long a restore waits for its held broadcasts to be written to its keeper's connection
+/// before it releases them to the client anyway.
+const SEED_WRITE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The longest unknown namespace a CONNECT_ERROR names.
 const MAX_UNKNOWN_NAMESPACE: usize = 256;
