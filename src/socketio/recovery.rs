@@ -285,9 +285,6 @@ struct Record {
     /// Broadcasts the session was sent before this keeper logged its rooms (a restore's
     /// replay), to be read with the logs.
     seed: Vec<Shared>,
-    /// While the keeper that handed the record over still owes its seed (see
-    /// [`Keeper::expect_seed`]): until when a take waits for it.
-    seed_due: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -338,6 +335,10 @@ impl RoomLog {
 #[derive(Default)]
 struct KeeperState {
     records: HashMap<String, Record>,
+    /// Records whose seed the keeper that handed them over still owes (see
+    /// [`Keeper::expect_seed`]): until when a take waits for it. Beside the records, not in
+    /// them: few records ever owe one, and every kept session has a record.
+    owed: HashMap<String, Instant>,
     logs: HashMap<Arc<str>, RoomLog>,
     /// Logs (room, log id) in the order their entries were logged, one per entry, to evict
     /// the oldest across rooms.
@@ -451,7 +452,7 @@ impl Keeper {
     /// (an older version); `None` if the keeper is full.
     pub fn keep(&self, req: KeepRequest, holder: Holder, seed: Vec<Broadcast>) -> Option<KeptRooms> {
         let mut state = self.lock();
-        let KeeperState { records, logs, next_log_id, next_pos, .. } = &mut *state;
+        let KeeperState { records, logs, next_log_id, next_pos, owed, .. } = &mut *state;
         if let Some(old) = records.get(&req.pid) {
             if old.holder == holder && old.version >= req.version {
                 return Some(KeptRooms::default()); // stale
@@ -492,8 +493,10 @@ impl Keeper {
             rooms.push(kept.unwrap_or_else(|| (enter_log(logs, &room, next_log_id, &mut changed.added), *next_pos)));
         }
         let mut seed: Vec<Shared> = seed.into_iter().map(Arc::new).collect();
-        // A seed is owed by the holder that handed the record over, not by a new one.
-        let seed_due = old.as_ref().filter(|o| o.holder == holder).and_then(|o| o.seed_due);
+        if old.as_ref().is_some_and(|o| o.holder != holder) {
+            // A seed is owed by the holder that handed the record over, not by a new one.
+            forgive_seed(owed, &req.pid);
+        }
         if let Some(old) = old {
             for (room, _) in &old.rooms {
                 if !rooms.iter().any(|(r, _)| r == room) {
@@ -503,7 +506,7 @@ impl Keeper {
             seed.extend(old.seed);
         }
         keep_latest(&mut seed, self.config.max_missed);
-        let record = Record { sid: req.sid.into(), rooms, holder, version: req.version, expires: None, seed, seed_due };
+        let record = Record { sid: req.sid.into(), rooms, holder, version: req.version, expires: None, seed };
         records.insert(req.pid, record);
         Some(changed)
     }
@@ -515,7 +518,7 @@ impl Keeper {
         if let Some(record) = state.records.get_mut(pid).filter(|r| r.holder == *holder) {
             record.seed.extend(broadcasts.into_iter().map(Arc::new));
             keep_latest(&mut record.seed, self.config.max_missed);
-            if record.seed_due.take().is_some() {
+            if state.owed.remove(pid).is_some() {
                 drop(state);
                 self.seeds.notify_waiters();
             }
@@ -529,8 +532,9 @@ impl Keeper {
     /// [`Keeper::seeded`]): a client reconnecting in that window would otherwise be restored
     /// without what the leaving keeper logged after its snapshot, and the seed then dropped.
     pub fn expect_seed(&self, pid: &str, holder: &Holder, within: Duration) {
-        if let Some(record) = self.lock().records.get_mut(pid).filter(|r| r.holder == *holder) {
-            record.seed_due = Some(Instant::now() + within);
+        let mut state = self.lock();
+        if state.records.get(pid).is_some_and(|r| r.holder == *holder) {
+            state.owed.insert(pid.to_owned(), Instant::now() + within);
         }
     }
 
@@ -542,7 +546,7 @@ impl Keeper {
             tokio::pin!(notified);
             // Registered before the look, so a seed arriving in between still wakes this.
             notified.as_mut().enable();
-            let due = self.lock().records.get(pid).and_then(|r| r.seed_due);
+            let due = self.lock().owed.get(pid).copied();
             let Some(due) = due.filter(|due| *due > Instant::now()) else { return };
             if tokio::time::timeout_at(due, notified).await.is_err() {
                 return;
@@ -574,10 +578,11 @@ impl Keeper {
     /// owed (see [`Keeper::expect_seed`]) will not come.
     pub fn holders_gone(&self, live: impl Fn(&Holder) -> bool) -> usize {
         let mut state = self.lock();
+        let KeeperState { records, owed, .. } = &mut *state;
         let expires = Instant::now() + self.config.max_disconnection;
         let mut parked = 0;
         let mut unowed = false;
-        for record in state.records.values_mut() {
+        for (pid, record) in records.iter_mut() {
             if live(&record.holder) {
                 continue;
             }
@@ -585,7 +590,7 @@ impl Keeper {
                 record.expires = Some(expires);
                 parked += 1;
             }
-            unowed |= record.seed_due.take().is_some();
+            unowed |= !owed.is_empty() && owed.remove(pid).is_some();
         }
         drop(state);
         if unowed {
@@ -746,7 +751,15 @@ fn leave_log(logs: &mut HashMap<Arc<str>, RoomLog>, room: &Arc<str>, emptied: &m
     }
 }
 
+/// Forgets a debt of seed (see [`Keeper::expect_seed`]).
+fn forgive_seed(owed: &mut HashMap<String, Instant>, pid: &str) {
+    if !owed.is_empty() {
+        owed.remove(pid);
+    }
+}
+
 fn remove(state: &mut KeeperState, pid: &str, emptied: &mut Vec<String>) {
+    forgive_seed(&mut state.owed, pid);
     if let Some(record) = state.records.remove(pid) {
         for (room, _) in &record.rooms {
             leave_log(&mut state.logs, room, emptied);
