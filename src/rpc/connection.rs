@@ -609,6 +609,17 @@ mod tests {
         }
     }
 
+    /// node1's and node2's ends of a pipe of `capacity` bytes, the handshake done (node1
+    /// dialed): each with what its side proved.
+    async fn handshaken(capacity: usize) -> ((tokio::io::DuplexStream, Secured), (tokio::io::DuplexStream, Secured)) {
+        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
+        let (mut a, mut b) = tokio::io::duplex(capacity);
+        let t = Duration::from_secs(2);
+        let (dialed, accepted) =
+            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        ((a, dialed.unwrap()), (b, accepted.unwrap()))
+    }
+
     /// Notes that its push was written (`written`) or that it never will be (`lost`).
     #[derive(Clone, Default)]
     struct Flag {
@@ -627,14 +638,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_pushs_guard_is_told_once_the_push_is_on_the_socket() {
-        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
         // A pipe that holds 64 bytes: the push does not fit until the peer reads.
-        let (mut a, mut b) = tokio::io::duplex(64);
+        let ((a, dialed), (b, accepted)) = handshaken(64).await;
         let t = Duration::from_secs(2);
-        let (dialed, accepted) =
-            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
         let tasks = Tasks::default();
-        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        let sender = Connection::spawn(a, dialed, None, RpcLimits::default(), &tasks);
         let flag = Flag::default();
         let written = flag.written.clone();
         let push = Push::Record {
@@ -648,8 +656,7 @@ mod tests {
         }
         assert!(!written.load(Ordering::SeqCst), "not on the socket while the peer reads nothing");
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _receiver =
-            Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default(), &tasks);
+        let _receiver = Connection::spawn(b, accepted, Some(Arc::new(Pushes(tx))), RpcLimits::default(), &tasks);
         assert_eq!(rx.recv().await, Some(push));
         let deadline = tokio::time::Instant::now() + t;
         while !written.load(Ordering::SeqCst) {
@@ -660,17 +667,14 @@ mod tests {
     }
 
     /// A push still queued when its connection ends, and one pushed after, are told they are
-    /// lost (the cluster's rooms hold a history record, or fail the sender's ack, on that).
+    /// lost (the cluster's rooms hold a history record on that).
     #[tokio::test]
     async fn a_push_that_never_reaches_the_socket_is_told_it_is_lost() {
-        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
-        let (mut a, mut b) = tokio::io::duplex(64);
+        let ((a, dialed), (b, accepted)) = handshaken(64).await;
         let t = Duration::from_secs(2);
-        let (dialed, accepted) =
-            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
-        accepted.unwrap();
+        drop(accepted);
         let tasks = Tasks::default();
-        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        let sender = Connection::spawn(a, dialed, None, RpcLimits::default(), &tasks);
         let entry = |n| crate::history::Entry { at_ms: n, id: (1, n), body: "x".repeat(1000) };
         let push = |n| Push::Record { nsp: "/chat".into(), room: "lobby".into(), entry: entry(n) };
         // The first fills the pipe (nobody reads it) and holds the writer; the second waits in
@@ -714,16 +718,12 @@ mod tests {
     /// than [`STREAM_QUEUE`] frames wait: what was queued is still read, then the end.
     #[tokio::test]
     async fn a_stream_whose_reader_falls_too_many_bytes_behind_is_closed() {
-        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
-        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        let ((a, dialed), (b, accepted)) = handshaken(1 << 20).await;
         let t = Duration::from_secs(5);
-        let (dialed, accepted) =
-            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
         let tasks = Tasks::default();
-        let client = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        let client = Connection::spawn(a, dialed, None, RpcLimits::default(), &tasks);
         let (tx, mut opened) = mpsc::unbounded_channel();
-        let _server =
-            Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Streams(tx))), RpcLimits::default(), &tasks);
+        let _server = Connection::spawn(b, accepted, Some(Arc::new(Streams(tx))), RpcLimits::default(), &tasks);
         let open = StreamOpen {
             path: "/socket.io/".into(),
             query: crate::engineio::EngineQuery::parse("EIO=4&transport=websocket").unwrap(),
@@ -766,15 +766,12 @@ mod tests {
     /// slot, at either end; the quick calls keep theirs.
     #[tokio::test]
     async fn long_polls_hold_no_call_slot_at_either_end() {
-        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
-        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let ((a, dialed), (b, accepted)) = handshaken(64 * 1024).await;
         let t = Duration::from_secs(2);
-        let (dialed, accepted) =
-            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
         let limits = RpcLimits { max_calls: 2, max_served: 2, ..RpcLimits::default() };
         let tasks = Tasks::default();
-        let caller = Connection::spawn(a, dialed.unwrap(), None, limits, &tasks);
-        let _owner = Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Polls)), limits, &tasks);
+        let caller = Connection::spawn(a, dialed, None, limits, &tasks);
+        let _owner = Connection::spawn(b, accepted, Some(Arc::new(Polls)), limits, &tasks);
         let poll = |sid: &str| {
             let query = crate::engineio::EngineQuery::parse(&format!("EIO=4&transport=polling&sid={sid}")).unwrap();
             let method = crate::engineio::Method::Get;
@@ -796,13 +793,9 @@ mod tests {
 
     #[tokio::test]
     async fn pushes_queued_together_arrive_whole_and_in_order() {
-        let keys = Keyring::new(&["the-cluster-secret-1".to_string()], &[]).unwrap();
-        let (mut a, mut b) = tokio::io::duplex(1024);
-        let t = Duration::from_secs(2);
-        let (dialed, accepted) =
-            tokio::join!(dial(&mut a, &keys, "node1", "node2", t), accept(&mut b, &keys, "node2", t));
+        let ((a, dialed), (b, accepted)) = handshaken(1024).await;
         let tasks = Tasks::default();
-        let sender = Connection::spawn(a, dialed.unwrap(), None, RpcLimits::default(), &tasks);
+        let sender = Connection::spawn(a, dialed, None, RpcLimits::default(), &tasks);
         // Queued while nobody reads: the writer seals whatever it finds queued at once, small
         // frames and one larger than a record among them.
         let record = |n: u64, len: usize| Push::Record {
@@ -815,8 +808,7 @@ mod tests {
             sender.push(push.clone()).await.unwrap();
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _receiver =
-            Connection::spawn(b, accepted.unwrap(), Some(Arc::new(Pushes(tx))), RpcLimits::default(), &tasks);
+        let _receiver = Connection::spawn(b, accepted, Some(Arc::new(Pushes(tx))), RpcLimits::default(), &tasks);
         for push in pushes {
             assert_eq!(rx.recv().await, Some(push));
         }
