@@ -282,19 +282,18 @@ impl ClusterHistory {
                 let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
                 (std::mem::take(&mut unsent.rooms), std::mem::take(&mut unsent.retry))
             };
-            let ready = ready_of(&self.membership.members());
-            let is_replica =
-                |node: &str, room: &RoomId| replicas(&ready, &room.0, &room.1).iter().any(|(r, _)| r == node);
+            // The replicas as `record` finds them (cached per ring; this node alone while
+            // nobody is ready, which sends nothing).
+            let replicas_of = |room: &RoomId| self.replicas_now(&room.0, &room.1);
             let mut due: BTreeMap<String, HashSet<RoomId>> = BTreeMap::new();
             for room in rooms {
-                for (replica, _) in replicas(&ready, &room.0, &room.1) {
-                    if replica != self.node_id {
-                        due.entry(replica).or_default().insert(room.clone());
-                    }
+                for replica in replicas_of(&room).iter().filter(|r| **r != self.node_id) {
+                    due.entry(replica.clone()).or_default().insert(room.clone());
                 }
             }
             for (node, rooms) in retry {
-                due.entry(node.clone()).or_default().extend(rooms.into_iter().filter(|room| is_replica(&node, room)));
+                let still = rooms.into_iter().filter(|room| replicas_of(room).contains(&node));
+                due.entry(node.clone()).or_default().extend(still);
             }
             let mut failed: BTreeMap<String, HashSet<RoomId>> = BTreeMap::new();
             for (node, rooms) in due {

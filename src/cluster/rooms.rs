@@ -664,20 +664,16 @@ impl ClusterRooms {
     }
 
     /// Gives a parked session to the peer that restores it, once every broadcast published
-    /// before that peer's joins took effect has arrived here (a barrier). Missed broadcasts
-    /// too large for one answer are a gap: the client is not recovered.
+    /// before that peer's joins took effect has arrived here (a barrier), and the seed a
+    /// handed-over record is owed (see [`Emitter::take`]). Missed broadcasts too large for one
+    /// answer are a gap: the client is not recovered.
     pub fn on_take_parked(self: &Arc<Self>, nsp: &str, pid: &str, offset: &str) -> BoxFuture<'static, Response> {
         let (Some(ns), Some(frontier)) = (self.namespace(nsp), Frontier::parse(offset)) else {
             return Box::pin(std::future::ready(Response::Taken(None)));
         };
-        let pid = pid.to_owned();
-        let this = self.clone();
+        let taken = ns.take(pid, &frontier);
         Box::pin(async move {
-            if let Some(keeper) = ns.keeper() {
-                keeper.seeded(&pid).await;
-            }
-            this.barrier_now().await;
-            let taken = ns.take(&pid, &frontier);
+            let taken = taken.await;
             let taken = taken.filter(|packets| packets.iter().map(broadcast_size).sum::<usize>() <= HAND_OVER_BUDGET);
             Response::Taken(taken.map(|packets| packets.iter().map(broadcast_to_wire).collect()))
         })
@@ -777,12 +773,7 @@ impl ClusterRooms {
                             .collect();
                         // Sent even if empty: the new keeper waits for it before a take (see
                         // `Keeper::expect_seed`). Awaited until written: this node is about to stop.
-                        let (tx, done) = oneshot::channel::<()>();
-                        let on_sent = OnSent::new(move |_| {
-                            let _ = tx.send(());
-                        });
-                        this.push_seed(&to, ns.name(), &pid, &later, Some(Arc::new(on_sent)));
-                        written.push(done);
+                        written.push(this.push_seed(&to, ns.name(), &pid, &later));
                         ns.unkept(&keeper.forget(&pid).emptied);
                         debug!(%pid, %to, "parked session handed over");
                     }
@@ -848,10 +839,20 @@ impl ClusterRooms {
     }
 
     /// Queues broadcasts for the record of `pid` kept by `node` (`Push::Seed`), on the records'
-    /// queue; `written` runs once the push is on the connection (or never will be).
-    fn push_seed(self: &Arc<Self>, node: &str, nsp: &str, pid: &str, seed: &[Broadcast], written: Option<Arc<OnSent>>) {
+    /// queue; resolves once the push is on the connection (or never will be).
+    fn push_seed(self: &Arc<Self>, node: &str, nsp: &str, pid: &str, seed: &[Broadcast]) -> BoxFuture<'static, ()> {
+        let (tx, written) = oneshot::channel::<()>();
+        let on_sent = Arc::new(OnSent::new(move |_| {
+            let _ = tx.send(());
+        }));
         let seed = seed.iter().map(broadcast_to_wire).collect();
-        self.push_to(node, Outgoing::Push(Push::Seed { nsp: nsp.to_owned(), pid: pid.to_owned(), seed }, written));
+        self.push_to(
+            node,
+            Outgoing::Push(Push::Seed { nsp: nsp.to_owned(), pid: pid.to_owned(), seed }, Some(on_sent)),
+        );
+        Box::pin(async move {
+            let _ = written.await;
+        })
     }
 
     /// Where history records go that cannot be sent to a replica (set once).
@@ -1151,15 +1152,10 @@ impl Adapter for ClusterRooms {
     }
 
     fn seed_at(&self, node: &str, nsp: &str, pid: &str, seed: Vec<Broadcast>) -> BoxFuture<'static, ()> {
-        let Some(this) = self.me.upgrade() else { return Box::pin(std::future::ready(())) };
-        let (tx, written) = oneshot::channel::<()>();
-        let on_sent = OnSent::new(move |_| {
-            let _ = tx.send(());
-        });
-        this.push_seed(node, nsp, pid, &seed, Some(Arc::new(on_sent)));
-        Box::pin(async move {
-            let _ = written.await;
-        })
+        match self.me.upgrade() {
+            Some(this) => this.push_seed(node, nsp, pid, &seed),
+            None => Box::pin(std::future::ready(())),
+        }
     }
 
     fn holds(&self, holder: &Holder, nsp: &str, pid: &str, sid: &str) -> BoxFuture<'static, bool> {

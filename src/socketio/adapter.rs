@@ -120,8 +120,10 @@ pub trait Emitter: Send + Sync + 'static {
     fn find(&self, pid: &str) -> BoxFuture<'static, Option<(String, Vec<String>)>>;
     /// Whether a socket of this namespace here has that pid and socket id.
     fn holds(&self, pid: &str, sid: &str) -> bool;
-    /// Takes a session parked here: what its client missed above `frontier`.
-    fn take(&self, pid: &str, frontier: &Frontier) -> Option<Vec<Broadcast>>;
+    /// Takes a session parked here, once the seed a handed-over record is owed has come and a
+    /// barrier has let in what other nodes had queued for this one: what its client missed
+    /// above `frontier`.
+    fn take(&self, pid: &str, frontier: &Frontier) -> BoxFuture<'static, Option<Vec<Broadcast>>>;
     /// Rooms no record keeps here any more (the keeper's own changes).
     fn unkept(&self, rooms: &[String]);
     /// Membership changed: re-sends the records of sockets whose keeper is `gone` (died or

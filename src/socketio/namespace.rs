@@ -464,21 +464,25 @@ impl Namespace {
     ) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
         match &found.node {
             Some(node) => self.adapter().take_parked(node, &self.name, pid, frontier),
-            None => {
-                // As a keeper does for another node (see the adapter): the seed a handed-over
-                // record is owed, a barrier, then the take.
-                let (Some(me), pid, frontier) = (self.me.upgrade(), pid.to_owned(), frontier.clone()) else {
-                    return Box::pin(std::future::ready(None));
-                };
-                Box::pin(async move {
-                    if let Some(keeper) = &me.recovery {
-                        keeper.seeded(&pid).await;
-                    }
-                    me.adapter().barrier().await;
-                    me.take_here(&pid, &frontier)
-                })
-            }
+            // As a keeper does for another node (see the adapter).
+            None => self.take_settled(pid, frontier),
         }
+    }
+
+    /// Takes a session parked here, for this node's restore or a peer's: once the seed a
+    /// handed-over record is owed has come (see [`Keeper::seeded`]) and a barrier has let in
+    /// what other nodes had queued for this one; what its client missed above `frontier`.
+    fn take_settled(&self, pid: &str, frontier: &Frontier) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
+        let (Some(me), pid, frontier) = (self.me.upgrade(), pid.to_owned(), frontier.clone()) else {
+            return Box::pin(std::future::ready(None));
+        };
+        Box::pin(async move {
+            if let Some(keeper) = &me.recovery {
+                keeper.seeded(&pid).await;
+            }
+            me.adapter().barrier().await;
+            me.take_here(&pid, &frontier)
+        })
     }
 
     /// Resolves once what other nodes had queued for this one has arrived (see
@@ -749,8 +753,8 @@ impl Emitter for Namespace {
         self.socket(sid).is_some_and(|s| s.pid() == Some(pid))
     }
 
-    fn take(&self, pid: &str, frontier: &Frontier) -> Option<Vec<Broadcast>> {
-        self.take_here(pid, frontier)
+    fn take(&self, pid: &str, frontier: &Frontier) -> BoxFuture<'static, Option<Vec<Broadcast>>> {
+        self.take_settled(pid, frontier)
     }
 
     fn unkept(&self, rooms: &[String]) {

@@ -518,7 +518,7 @@ impl Keeper {
         if let Some(record) = state.records.get_mut(pid).filter(|r| r.holder == *holder) {
             record.seed.extend(broadcasts.into_iter().map(Arc::new));
             keep_latest(&mut record.seed, self.config.max_missed);
-            if state.owed.remove(pid).is_some() {
+            if forgive_seed(&mut state.owed, pid) {
                 drop(state);
                 self.seeds.notify_waiters();
             }
@@ -590,7 +590,7 @@ impl Keeper {
                 record.expires = Some(expires);
                 parked += 1;
             }
-            unowed |= !owed.is_empty() && owed.remove(pid).is_some();
+            unowed |= forgive_seed(owed, pid);
         }
         drop(state);
         if unowed {
@@ -751,11 +751,10 @@ fn leave_log(logs: &mut HashMap<Arc<str>, RoomLog>, room: &Arc<str>, emptied: &m
     }
 }
 
-/// Forgets a debt of seed (see [`Keeper::expect_seed`]).
-fn forgive_seed(owed: &mut HashMap<String, Instant>, pid: &str) {
-    if !owed.is_empty() {
-        owed.remove(pid);
-    }
+/// Forgets a debt of seed (see [`Keeper::expect_seed`]); whether there was one. Rarely any:
+/// the map is not hashed into while empty.
+fn forgive_seed(owed: &mut HashMap<String, Instant>, pid: &str) -> bool {
+    !owed.is_empty() && owed.remove(pid).is_some()
 }
 
 fn remove(state: &mut KeeperState, pid: &str, emptied: &mut Vec<String>) {

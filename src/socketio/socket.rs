@@ -38,6 +38,11 @@ const MAX_HELD: usize = 10_000;
 /// Live broadcasts waiting for a restore (see [`Socket::hold`]).
 type Held = Vec<(Option<Stamp>, Vec<Frame>)>;
 
+/// The stamped broadcasts of `held`, in order: what a keeper is seeded with.
+fn stamped(held: &[(Option<Stamp>, Vec<Frame>)]) -> Vec<Broadcast> {
+    held.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect()
+}
+
 /// A socket's side of recovery, and its outgoing broadcasts while it is restored. One lock:
 /// a broadcast is checked against the frontier, given its offset and queued under it, so the
 /// offsets follow the order the client gets them in. `repr(C)`: what every broadcast reads
@@ -182,9 +187,7 @@ impl Socket {
 
     /// The stamped broadcasts held so far, in the order they came (see [`Socket::release`]).
     pub(crate) fn held_now(&self) -> Vec<Broadcast> {
-        let track = self.track();
-        let held = track.held.as_deref().map(|held| held.as_slice()).unwrap_or_default();
-        held.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect()
+        stamped(self.track().held.as_deref().map(Vec::as_slice).unwrap_or_default())
     }
 
     /// Sends `first` (the CONNECT answer), then `missed`, then the held broadcasts, each
@@ -201,7 +204,7 @@ impl Socket {
         let mut track = self.track();
         let waiting = track.held.take().map(|held| *held).unwrap_or_default();
         self.recovered.store(recovered, Ordering::Relaxed);
-        before(waiting.iter().filter_map(|(stamp, frames)| stamp.map(|s| (s, frames.clone()))).collect());
+        before(stamped(&waiting));
         self.send_frames(&first)?;
         // Each a broadcast of its own: nothing spliced is shared between them.
         for (stamp, frames) in missed {
