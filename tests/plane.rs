@@ -214,3 +214,52 @@ async fn a_seed_named_by_host_name_is_found() {
     second.shutdown().await;
     stop(first).await;
 }
+
+/// Peers gossip a node's past life until they forget it, an hour after its death. A life
+/// that started with the clock ahead of today's (a crash, then the clock stepped back) has a
+/// newer generation than the node's own: every digest and delta its peers send name it. The
+/// node must drop those entries and go on hearing its peers (it refused whole messages that
+/// named it, and so heard none until the hour was over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_life_ahead_of_the_clock_does_not_cut_a_node_off() {
+    use clusterchat::cluster::gossip_wire::{seal, Reject};
+    use clusterchat::keyring::Keyring;
+    use std::time::{Duration, Instant};
+    use support::attacker::{now_ms, wire};
+
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let cluster_id = unique_cluster_id();
+    let nodes = ring_of(&cluster_id, lo, lo, &[&[OLD], &[OLD]]).await;
+    let members = nodes[0].membership().unwrap().members();
+    let (node1, node2) = (members.get("node1").unwrap().clone(), members.get("node2").unwrap().clone());
+    // node2 hears of node1 an hour ahead, as of node1's past life (here from a holder of the
+    // secret).
+    let syn = wire::syn(&cluster_id, "node1", node1.generation + 3_600_000, node1.gossip, 1_000);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for datagram in seal(&Keyring::single(OLD), &syn, node2.gossip, now_ms()) {
+        socket.send_to(&datagram, node2.gossip).await.unwrap();
+    }
+    let rejections = nodes[0].membership().unwrap().rejections().clone();
+    wait_until(CONVERGE, "node2 gossips node1's newer life to node1", || rejections.count(Reject::NewerSelf) >= 3)
+        .await;
+
+    // node1 still hears node2: node2's heartbeat, as node1 knows it, goes on rising, and
+    // node2 stays a ready member.
+    let heartbeat = || async {
+        let known = nodes[0].membership().unwrap().snapshot().await;
+        known.into_iter().find(|n| n.info.node_id == "node2" && n.live).map(|n| n.info.heartbeat)
+    };
+    let from = heartbeat().await.expect("node2 live on node1");
+    let deadline = Instant::now() + CONVERGE;
+    while heartbeat().await.is_none_or(|h| h < from + 20) {
+        assert!(
+            Instant::now() < deadline,
+            "node1 stopped hearing node2 (heartbeat {from} then {:?})",
+            heartbeat().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rejections.count(Reject::NewerSelf) > 3, "node1 kept hearing of its newer life meanwhile");
+    assert_eq!(nodes[0].membership().unwrap().members().ready().collect::<Vec<_>>(), ["node1", "node2"]);
+    stop(nodes.into_iter().collect()).await;
+}

@@ -23,7 +23,9 @@ use chitchat::{ChitchatEnvelope, ChitchatId};
 use tokio::net::UdpSocket;
 use tracing::warn;
 
-use super::gossip_wire::{check_message, empty_ack, open, seal, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM};
+use super::gossip_wire::{
+    check_message, empty_ack, open, seal, Checked, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM,
+};
 use crate::keyring::Keyring;
 
 /// Datagrams tracked for replays within the window: far more than a node receives in it.
@@ -33,7 +35,8 @@ const CODEC_WAIT: Duration = Duration::from_millis(200);
 /// At most one log line per reason in this period.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Counts of dropped datagrams, by reason, for `/metrics`.
+/// Counts of dropped datagrams, by reason, for `/metrics` (`newer_self`: messages passed on
+/// with entries dropped).
 #[derive(Default)]
 pub struct GossipRejections {
     counts: [AtomicU64; Reject::ALL.len()],
@@ -56,7 +59,17 @@ impl GossipRejections {
         let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
         if last[i].is_none_or(|at| at.elapsed() >= LOG_EVERY) {
             last[i] = Some(Instant::now());
-            warn!(%from, reason = reason.as_str(), total, "gossip datagram refused");
+            if reason == Reject::NewerSelf {
+                warn!(
+                    %from,
+                    reason = reason.as_str(),
+                    total,
+                    "gossip names this node at a newer generation (a past life started with the clock \
+                     ahead, or an impersonator): those entries are ignored"
+                );
+            } else {
+                warn!(%from, reason = reason.as_str(), total, "gossip datagram refused");
+            }
         }
     }
 }
@@ -208,8 +221,13 @@ impl SecureSocket {
         let now = now_ms();
         self.guard.check(opened.nonce, opened.sent_at_ms, now)?;
         let Some(message) = self.parts.add(from, opened, now) else { return Ok(None) };
-        check_message(&message, &self.settings.me)?;
-        Ok(Some(message))
+        match check_message(&message, &self.settings.me)? {
+            Checked::Whole => Ok(Some(message)),
+            Checked::Stripped(stripped) => {
+                self.settings.rejections.reject(Reject::NewerSelf, from);
+                Ok(Some(stripped))
+            }
+        }
     }
 }
 

@@ -13,9 +13,11 @@
 //! parts (each checked alone) and reassembled.
 //!
 //! The content check refuses what chitchat 0.13 trusts and would crash or be fooled by:
-//! a state about this node's own id (another generation's claims, or changes to its own
-//! keys), a delta whose `SetMaxVersion` is below a version it carries (the `state.rs:237`
-//! assertion that ends the gossip task), and keys that are not short ASCII.
+//! changes to this node's own state, a delta whose `SetMaxVersion` is below a version it
+//! carries (the `state.rs:237` assertion that ends the gossip task), and keys that are not
+//! short ASCII. Entries naming this node at a newer generation (a past life that started with
+//! the clock ahead, or an impersonator) are taken out and the rest passed on: chitchat would
+//! track that life as another node, and peers name it in every message for an hour.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -59,8 +61,12 @@ pub enum Reject {
     Replayed,
     /// Sealed for another address.
     Misdirected,
-    /// Claims a state for this node's own id.
+    /// Claims a state for this node's own id and generation: changes to its own keys.
     SelfClaim,
+    /// Names this node at a newer generation: a past life that started with the clock
+    /// ahead, or an impersonator. Only those entries are dropped; the rest of the message is
+    /// passed on (see [`check_message`]).
+    NewerSelf,
     /// A delta chitchat would crash on or keys it would choke on.
     InvalidDelta,
     /// The replay guard is full: more datagrams within the window than it tracks.
@@ -68,13 +74,14 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Unauthenticated,
         Reject::Malformed,
         Reject::Stale,
         Reject::Replayed,
         Reject::Misdirected,
         Reject::SelfClaim,
+        Reject::NewerSelf,
         Reject::InvalidDelta,
         Reject::Overload,
     ];
@@ -87,6 +94,7 @@ impl Reject {
             Reject::Replayed => "replayed",
             Reject::Misdirected => "misdirected",
             Reject::SelfClaim => "self_claim",
+            Reject::NewerSelf => "newer_self",
             Reject::InvalidDelta => "invalid_delta",
             Reject::Overload => "overload",
         }
@@ -296,31 +304,50 @@ pub fn empty_ack(bytes: &[u8]) -> Option<chitchat::ChitchatEnvelope> {
     Some(chitchat::ChitchatEnvelope { version, message: chitchat::ChitchatMessage::Ack { delta: Default::default() } })
 }
 
+/// What the content check made of a chitchat message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Pass it on as it came.
+    Whole,
+    /// Pass on these bytes instead: the message without the entries that name this node at
+    /// a newer generation than its own.
+    Stripped(Vec<u8>),
+}
+
 /// Checks a chitchat message (its wire bytes) before chitchat decodes it; see the module doc.
-pub fn check_message(bytes: &[u8], me: &ChitchatId) -> Result<(), Reject> {
+///
+/// Entries naming this node at a newer generation are taken out rather than the message
+/// refused: peers gossip a past life of this node that started with the clock ahead of
+/// today's (the generation is the start time) until they forget it, an hour after its
+/// death, and refusing every message that mentions it would cut this node off for that hour.
+pub fn check_message(bytes: &[u8], me: &ChitchatId) -> Result<Checked, Reject> {
     let mut buf = bytes;
     let header: [u8; 4] = take(&mut buf, 4)?.try_into().expect("4 bytes");
     if u16::from_le_bytes([header[0], header[1]]) != CHITCHAT_MAGIC || header[2] > 1 {
         return Err(Reject::Malformed);
     }
     let v1 = header[2] == 1;
-    match header[3] {
+    // The message again, with what was stripped left out.
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&header);
+    let stripped = match header[3] {
         // Syn: digest, cluster id.
         0 => {
-            check_digest(&mut buf, v1, me)?;
-            read::<String>(&mut buf).map(drop)
+            let stripped = check_digest(&mut buf, v1, me, &mut out)?;
+            let mut cluster_id = buf;
+            read::<String>(&mut cluster_id)?;
+            out.extend_from_slice(buf);
+            stripped
         }
         // SynAck: digest, delta.
-        1 => {
-            check_digest(&mut buf, v1, me)?;
-            check_delta(&mut buf, me)
-        }
+        1 => check_digest(&mut buf, v1, me, &mut out)? | check_delta(&mut buf, me, &mut out)?,
         // Ack: delta.
-        2 => check_delta(&mut buf, me),
+        2 => check_delta(&mut buf, me, &mut out)?,
         // BadCluster.
-        3 => Ok(()),
-        _ => Err(Reject::Malformed),
-    }
+        3 => false,
+        _ => return Err(Reject::Malformed),
+    };
+    Ok(if stripped { Checked::Stripped(out) } else { Checked::Whole })
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Reject> {
@@ -334,12 +361,6 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Reject> {
 
 fn read<T: Deserializable>(buf: &mut &[u8]) -> Result<T, Reject> {
     T::deserialize(buf).map_err(|_| Reject::Malformed)
-}
-
-/// A state about this node's id: its own (only it may change it) or a newer generation
-/// (an impersonator). Older generations are its past lives, which peers still gossip.
-fn claims_me(id: &ChitchatId, me: &ChitchatId) -> bool {
-    id.node_id == me.node_id && id.generation_id >= me.generation_id
 }
 
 /// Unfolds chitchat's block stream (zstd or stored blocks of at most 64 KiB).
@@ -378,42 +399,73 @@ fn unfold(buf: &mut &[u8]) -> Result<Vec<u8>, Reject> {
     }
 }
 
-fn check_digest(buf: &mut &[u8], v1: bool, me: &ChitchatId) -> Result<(), Reject> {
-    let check_entries = |entries: &mut &[u8], count: Option<u16>| -> Result<(), Reject> {
-        let mut n = 0u32;
-        while count.map_or(!entries.is_empty(), |c| n < u32::from(c)) {
-            let id: ChitchatId = read(entries)?;
-            take(entries, 24)?; // heartbeat, last gc version, max version
-            if id.node_id == me.node_id && id.generation_id > me.generation_id {
-                return Err(Reject::SelfClaim);
-            }
-            n += 1;
-        }
-        Ok(())
-    };
-    if v1 {
-        let entries = unfold(buf)?;
-        check_entries(&mut entries.as_slice(), None)
-    } else {
-        let count: u16 = read(buf)?;
-        check_entries(buf, Some(count))
-    }
+/// Whether a node id in a digest or delta is this node at a newer generation: a past life
+/// that started with the clock ahead, or an impersonator. Its entries are stripped.
+fn newer_me(id: &ChitchatId, me: &ChitchatId) -> bool {
+    id.node_id == me.node_id && id.generation_id > me.generation_id
 }
 
-fn check_delta(buf: &mut &[u8], me: &ChitchatId) -> Result<(), Reject> {
-    let ops = unfold(buf)?;
-    let mut ops = ops.as_slice();
+/// Checks a digest read from `buf` and appends it to `out`, without the entries naming this
+/// node at a newer generation; whether there were any.
+fn check_digest(buf: &mut &[u8], v1: bool, me: &ChitchatId, out: &mut Vec<u8>) -> Result<bool, Reject> {
+    // Appends the entries kept to `kept`; how many were read and how many kept.
+    let keep_entries = |entries: &mut &[u8], count: Option<u16>, kept: &mut Vec<u8>| -> Result<(u32, u32), Reject> {
+        let (mut read_n, mut kept_n) = (0u32, 0u32);
+        while count.map_or(!entries.is_empty(), |c| read_n < u32::from(c)) {
+            let start = *entries;
+            let id: ChitchatId = read(entries)?;
+            take(entries, 24)?; // heartbeat, last gc version, max version
+            if !newer_me(&id, me) {
+                kept.extend_from_slice(&start[..start.len() - entries.len()]);
+                kept_n += 1;
+            }
+            read_n += 1;
+        }
+        Ok((read_n, kept_n))
+    };
+    let start = *buf;
+    let mut kept = Vec::new();
+    let (read_n, kept_n) = if v1 {
+        keep_entries(&mut unfold(buf)?.as_slice(), None, &mut kept)?
+    } else {
+        let count: u16 = read(buf)?;
+        keep_entries(buf, Some(count), &mut kept)?
+    };
+    if read_n == kept_n {
+        out.extend_from_slice(&start[..start.len() - buf.len()]);
+        return Ok(false);
+    }
+    if v1 {
+        fold(&kept, out);
+    } else {
+        out.extend_from_slice(&u16::try_from(kept_n).expect("at most the count read").to_le_bytes());
+        out.extend_from_slice(&kept);
+    }
+    Ok(true)
+}
+
+/// Checks a delta read from `buf` and appends it to `out`, without the node states naming
+/// this node at a newer generation; whether there were any.
+fn check_delta(buf: &mut &[u8], me: &ChitchatId, out: &mut Vec<u8>) -> Result<bool, Reject> {
+    let start = *buf;
+    let unfolded = unfold(buf)?;
+    let mut ops = unfolded.as_slice();
     // The highest key version of the node state being described, if any.
     let mut node: Option<u64> = None;
     let mut described = HashSet::new();
+    // The ops kept, and whether the node state being described is stripped.
+    let mut kept = Vec::new();
+    let mut stripping = false;
     while !ops.is_empty() {
+        let op = ops;
         match take(&mut ops, 1)?[0] {
             0 => {
                 let id: ChitchatId = read(&mut ops)?;
                 take(&mut ops, 16)?; // last gc version, from version
-                if claims_me(&id, me) {
+                if id.node_id == me.node_id && id.generation_id == me.generation_id {
                     return Err(Reject::SelfClaim);
                 }
+                stripping = newer_me(&id, me);
                 if !described.insert(id) {
                     return Err(Reject::InvalidDelta);
                 }
@@ -442,8 +494,43 @@ fn check_delta(buf: &mut &[u8], me: &ChitchatId) -> Result<(), Reject> {
             }
             _ => return Err(Reject::Malformed),
         }
+        if !stripping {
+            kept.extend_from_slice(&op[..op.len() - ops.len()]);
+        }
     }
-    Ok(())
+    if kept.len() == unfolded.len() {
+        out.extend_from_slice(&start[..start.len() - buf.len()]);
+        return Ok(false);
+    }
+    fold(&kept, out);
+    Ok(true)
+}
+
+/// Folds `items` into chitchat's block stream, as chitchat does: blocks of 16 KiB,
+/// zstd-compressed unless that is no shorter.
+fn fold(items: &[u8], out: &mut Vec<u8>) {
+    const BLOCK: usize = 16_384;
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    for block in items.chunks(BLOCK) {
+        let compressed = CONTEXT.with_borrow_mut(|context| {
+            let context = match context {
+                Some(c) => c,
+                None => context.insert(zstd::bulk::Compressor::new(0).ok()?),
+            };
+            context.compress(block).ok().filter(|c| c.len() < block.len())
+        });
+        let (kind, bytes) = match &compressed {
+            Some(c) => (1u8, &c[..]),
+            None => (2u8, block),
+        };
+        out.push(kind);
+        out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out.push(0);
 }
 
 #[cfg(test)]
@@ -619,13 +706,13 @@ mod tests {
             op.extend_from_slice(&v.to_le_bytes());
             op
         };
-        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("ready", 3), kv_op("rpc", 5)]), &me), Ok(()));
+        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("ready", 3), kv_op("rpc", 5)]), &me), Ok(Checked::Whole));
         // The state.rs:237 assertion: a key at version 5, then SetMaxVersion 1.
         assert_eq!(
             check_message(&ack(&[node_op(&peer), kv_op("ready", 5), set_max(1)]), &me),
             Err(Reject::InvalidDelta)
         );
-        assert_eq!(check_message(&ack(&[node_op(&peer), set_max(7)]), &me), Ok(()));
+        assert_eq!(check_message(&ack(&[node_op(&peer), set_max(7)]), &me), Ok(Checked::Whole));
         assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("é", 1)]), &me), Err(Reject::InvalidDelta));
         // A value chitchat could never pass on whole (here merely over our bound).
         let long = "x".repeat(MAX_VALUE_LEN + 1);
@@ -634,17 +721,117 @@ mod tests {
             Err(Reject::InvalidDelta)
         );
         let fits = "x".repeat(MAX_VALUE_LEN);
-        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op_valued("rpc", &fits, 1)]), &me), Ok(()));
+        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op_valued("rpc", &fits, 1)]), &me), Ok(Checked::Whole));
         assert_eq!(
             check_message(&ack(&[node_op(&peer), kv_op("a", 2), kv_op("b", 2)]), &me),
             Err(Reject::InvalidDelta)
         );
-        // Our own id: a newer generation (impersonation) or our own state.
-        assert_eq!(check_message(&ack(&[node_op(&id("node1", 101))]), &me), Err(Reject::SelfClaim));
+        // Our own state: only we change it.
         assert_eq!(check_message(&ack(&[node_op(&me), kv_op("ready", 9)]), &me), Err(Reject::SelfClaim));
+        // A newer generation of ours (a past life ahead of the clock, an impersonator) is
+        // taken out, and the rest passed on (see the next test).
+        let mut empty = ack(&[]);
+        empty.truncate(4);
+        empty.push(CHITCHAT_END_OF_BLOCKS);
+        assert_eq!(check_message(&ack(&[node_op(&id("node1", 101))]), &me), Ok(Checked::Stripped(empty)));
         // A past life of ours, which peers still know, is fine.
-        assert_eq!(check_message(&ack(&[node_op(&id("node1", 99)), kv_op("ready", 1)]), &me), Ok(()));
+        assert_eq!(check_message(&ack(&[node_op(&id("node1", 99)), kv_op("ready", 1)]), &me), Ok(Checked::Whole));
         assert_eq!(check_message(&ack(&[kv_op("ready", 1)]), &me), Err(Reject::Malformed));
         assert_eq!(check_message(b"\x00\x01", &me), Err(Reject::Malformed));
+    }
+
+    /// A digest entry of `node` (heartbeat, last gc version, max version).
+    fn entry(node: &ChitchatId, max_version: u64) -> Vec<u8> {
+        let mut entry = Vec::new();
+        node.serialize(&mut entry);
+        for n in [3u64, 0, max_version] {
+            entry.extend_from_slice(&n.to_le_bytes());
+        }
+        entry
+    }
+
+    /// Chitchat's header of a message of `kind` in protocol `version`.
+    fn header(version: u8, kind: u8) -> Vec<u8> {
+        let mut bytes = CHITCHAT_MAGIC.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&[version, kind]);
+        bytes
+    }
+
+    /// What chitchat's own decoder makes of `bytes`.
+    async fn chitchat_decodes(bytes: &[u8]) -> chitchat::ChitchatEnvelope {
+        use chitchat::transport::{Socket, UdpSocket as ChitchatUdp};
+        let mut codec = ChitchatUdp::open(addr("127.0.0.1:0")).await.unwrap();
+        let plain = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        plain.send_to(bytes, codec.local_addr().unwrap()).await.unwrap();
+        codec.recv().await.unwrap().envelope
+    }
+
+    /// Peers gossip a past life of this node that started with the clock ahead of today's
+    /// (or an impersonator's entries) until they forget it: the entries naming this node at
+    /// a newer generation are taken out of digests and deltas, the rest of the message is
+    /// kept, and chitchat decodes what is left. Refusing the whole message cut the node off.
+    #[tokio::test]
+    async fn entries_naming_this_node_at_a_newer_generation_are_stripped_and_the_rest_kept() {
+        let me = id("node1", 100);
+        let (newer, past, peer) = (id("node1", 101), id("node1", 99), id("node2", 5));
+        let cluster_id = || {
+            let mut bytes = Vec::new();
+            "chat".to_owned().serialize(&mut bytes);
+            bytes
+        };
+        let folded = |items: &[u8]| {
+            let mut out = Vec::new();
+            fold(items, &mut out);
+            out
+        };
+        let digest_all = [entry(&peer, 4), entry(&newer, 9), entry(&past, 2)];
+        let digest_kept = [entry(&peer, 4), entry(&past, 2)];
+
+        // A Syn, digest in protocol 0 (a count, then entries) and 1 (a block stream).
+        let mut v0 = header(0, 0);
+        v0.extend_from_slice(&3u16.to_le_bytes());
+        v0.extend(digest_all.concat());
+        v0.extend(cluster_id());
+        let mut v0_kept = header(0, 0);
+        v0_kept.extend_from_slice(&2u16.to_le_bytes());
+        v0_kept.extend(digest_kept.concat());
+        v0_kept.extend(cluster_id());
+        let mut v1 = header(1, 0);
+        v1.extend(stream(&digest_all.concat()));
+        v1.extend(cluster_id());
+        let mut v1_kept = header(1, 0);
+        v1_kept.extend(folded(&digest_kept.concat()));
+        v1_kept.extend(cluster_id());
+
+        // A SynAck: that digest, and a delta describing the newer life and a peer, with
+        // enough keys that its blocks are compressed.
+        let keys = |from: u64| -> Vec<Vec<u8>> {
+            (0..200).map(|i| kv_op_valued(&format!("room:{i:04}"), &"x".repeat(100), from + i)).collect()
+        };
+        let delta_all = [vec![node_op(&newer)], keys(1), vec![node_op(&peer)], keys(1)].concat();
+        let delta_kept = [vec![node_op(&peer)], keys(1)].concat();
+        let mut syn_ack = header(1, 1);
+        syn_ack.extend(stream(&digest_all.concat()));
+        syn_ack.extend(folded(&delta_all.concat()));
+        let mut syn_ack_kept = header(1, 1);
+        syn_ack_kept.extend(folded(&digest_kept.concat()));
+        syn_ack_kept.extend(folded(&delta_kept.concat()));
+        assert!(folded(&delta_kept.concat()).len() < delta_kept.concat().len() / 4, "compressed blocks");
+
+        for (message, kept) in [(v0, v0_kept), (v1, v1_kept), (syn_ack, syn_ack_kept)] {
+            assert_eq!(check_message(&message, &me), Ok(Checked::Stripped(kept.clone())));
+            assert_eq!(check_message(&kept, &me), Ok(Checked::Whole));
+            let decoded = format!("{:?}", chitchat_decodes(&kept).await);
+            assert!(!decoded.contains("node1:101:"), "{decoded}");
+            for node in ["node2:5:", "node1:99:"] {
+                assert!(decoded.contains(node), "{node} in {decoded}");
+            }
+        }
+        // Our own generation in a digest is how peers know us; in a delta, refused (above).
+        let mut ours = header(0, 0);
+        ours.extend_from_slice(&1u16.to_le_bytes());
+        ours.extend(entry(&me, 3));
+        ours.extend(cluster_id());
+        assert_eq!(check_message(&ours, &me), Ok(Checked::Whole));
     }
 }

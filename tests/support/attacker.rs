@@ -61,6 +61,7 @@ pub mod wire {
 
     const MAGIC: u16 = 45_139;
     const PROTOCOL_V1: u8 = 1;
+    const SYN: u8 = 0;
     pub const SYN_ACK: u8 = 1;
     pub const ACK: u8 = 2;
     const OP_NODE: u8 = 0;
@@ -97,6 +98,29 @@ pub mod wire {
         buf.push(BLOCK_END);
     }
 
+    /// A node id as chitchat writes it: name, generation, gossip address.
+    fn node(buf: &mut Vec<u8>, node_id: &str, generation: u64, gossip: SocketAddr) {
+        string(buf, node_id);
+        buf.extend(generation.to_le_bytes());
+        addr(buf, gossip);
+    }
+
+    /// A Syn for `cluster_id` whose digest names one node `(node_id, generation, gossip)` at
+    /// `heartbeat`: a receiver that has not heard of that node starts to track it, and lists
+    /// it in its own digests from then on.
+    pub fn syn(cluster_id: &str, node_id: &str, generation: u64, gossip: SocketAddr, heartbeat: u64) -> Vec<u8> {
+        let mut digest = Vec::new();
+        node(&mut digest, node_id, generation, gossip);
+        digest.extend(heartbeat.to_le_bytes());
+        digest.extend(0u64.to_le_bytes()); // last_gc_version
+        digest.extend(1u64.to_le_bytes()); // max_version
+        let mut datagram = MAGIC.to_le_bytes().to_vec();
+        datagram.extend([PROTOCOL_V1, SYN]);
+        stream(&mut datagram, &digest);
+        string(&mut datagram, cluster_id);
+        datagram
+    }
+
     /// A SynAck (with an empty digest) or an Ack whose delta, for the node
     /// `(node_id, generation, gossip)`, sets a key at `version` and then declares `max_version`.
     /// Chitchat asserts the max version never goes below a key's version, in the gossip task: with
@@ -110,9 +134,7 @@ pub mod wire {
         max_version: u64,
     ) -> Vec<u8> {
         let mut delta = vec![OP_NODE];
-        string(&mut delta, node_id);
-        delta.extend(generation.to_le_bytes());
-        addr(&mut delta, gossip);
+        node(&mut delta, node_id, generation, gossip);
         delta.extend(0u64.to_le_bytes()); // last_gc_version
         delta.extend(0u64.to_le_bytes()); // from_version_excluded
         delta.push(OP_KEY_VALUE);
