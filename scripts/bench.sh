@@ -3,6 +3,8 @@
 # one system at a time, each started fresh, in one run; then the report (ratios to each peer).
 # Systems (labels):
 #   clusterchat             3 nodes behind haproxy          clusterchat-1         one node
+#   clusterchat-1t          one node on one thread (--cores 1), as the floor and each socketioxide
+#                           process run (clusterchat-1 has the default: a thread of each kind per core)
 #   socketioxide-redis-3    bench/peers/socketioxide x3 + socketioxide-redis + Redis, behind haproxy
 #   socketioxide-1          bench/peers/socketioxide, one process
 #   floor-1                 bench/peers/floor: one process, one thread, epoll
@@ -39,7 +41,7 @@ mkdir -p "$OUT"
 : >"$OUT/results.jsonl"
 
 ALL_SCENARIOS=idle,fanout,big-room,join-visibility,polling,gossip
-ALL_SYSTEMS=clusterchat,clusterchat-1,socketioxide-redis-3,socketioxide-1,floor-1,socketio-redis-3,socketio-1
+ALL_SYSTEMS=clusterchat,clusterchat-1,clusterchat-1t,socketioxide-redis-3,socketioxide-1,floor-1,socketio-redis-3,socketio-1
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 SYSTEMS=${SYSTEMS:-$ALL_SYSTEMS}
 FULL=1

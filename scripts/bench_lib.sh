@@ -166,6 +166,7 @@ start_system() { # label
     case $1 in
         clusterchat) start_clusterchat 3 "$BIN"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
         clusterchat-1) start_clusterchat 1 "$BIN"; TARGET=127.0.0.1:9101 ;;
+        clusterchat-1t) start_clusterchat 1 "$BIN" 1; TARGET=127.0.0.1:9101 ;;
         clusterchat-baseline) start_clusterchat 3 "$BASELINE_BIN" "${BASELINE_CORES:-${NODE_CORES:-}}"; TARGET=127.0.0.1:9200; POLL_ARGS=("${nodes[@]}") ;;
         clusterchat-baseline-1) start_clusterchat 1 "$BASELINE_BIN" "${BASELINE_CORES:-${NODE_CORES:-}}"; TARGET=127.0.0.1:9101 ;;
         socketioxide-redis-3) start_sioxide3; TARGET=127.0.0.1:9330 ;;

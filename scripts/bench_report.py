@@ -20,7 +20,7 @@ by = defaultdict(list)
 for l in lines:
     by[(l["label"], l["scenario"])].append(l)
 # Every system bench.sh knows, in the order of the tables; those of this run.
-ORDER = ["clusterchat", "clusterchat-baseline", "clusterchat-1", "clusterchat-baseline-1",
+ORDER = ["clusterchat", "clusterchat-baseline", "clusterchat-1", "clusterchat-baseline-1", "clusterchat-1t",
          "socketioxide-redis-3", "socketioxide-1", "floor-1", "socketio-redis-3", "socketio-1"]
 present = {l["label"] for l in lines if l["scenario"] != "gossip"}
 SYSTEMS = [s for s in ORDER if s in present] + sorted(present - set(ORDER))
@@ -31,6 +31,7 @@ PAIRS = [(x, y) for x, y in [
     ("clusterchat", "clusterchat-baseline"), ("clusterchat-1", "clusterchat-baseline-1"),
     ("clusterchat", "socketioxide-redis-3"), ("clusterchat", "socketio-redis-3"),
     (ONE, "socketioxide-1"), (ONE, "floor-1"), (ONE, "socketio-1"),
+    ("clusterchat-1t", "socketioxide-1"), ("clusterchat-1t", "floor-1"),
 ] if x in present and y in present]
 
 
@@ -217,6 +218,7 @@ w("`/chat` protocol over WebSocket (websocket-only clients):\n")
 DESCRIBE = {
     "clusterchat": "3 nodes behind haproxy (round robin, no stickiness), each with its share of the cores (`--cores`): on two cores 1, one thread per node",
     "clusterchat-1": "one node, no haproxy, the default threads (one connection thread and one runtime worker per core)",
+    "clusterchat-1t": "one node on one thread (`--cores 1`), as the floor and each socketioxide process run",
     "clusterchat-baseline": "3 nodes of the baseline binary (`BASELINE_BIN`), as `clusterchat`",
     "clusterchat-baseline-1": "one node of the baseline binary, as `clusterchat-1`",
     "socketioxide-redis-3": "socketioxide 0.18 x3 (`bench/peers/socketioxide`, current-thread runtime) with socketioxide-redis (RESP3) behind the same haproxy",
@@ -361,11 +363,16 @@ def p99_half(system):
 c = M.get("clusterchat", {})
 ratio_target("one node ≥ 0.8x the floor", ONE, "floor-1", 0.8)
 ratio_target("one node ≥ 1.5x socketioxide, one process", ONE, "socketioxide-1", 1.5)
+ratio_target("one node on one thread (as the peers) ≥ 0.8x the floor", "clusterchat-1t", "floor-1", 0.8)
+ratio_target("one node on one thread (as the peers) ≥ 1.5x socketioxide, one process", "clusterchat-1t", "socketioxide-1", 1.5)
 ratio_target("three nodes ≥ 1.5x socketioxide x3 + redis", "clusterchat", "socketioxide-redis-3", 1.5)
 ratio_target("three nodes ≥ 2x socket.io x3 + Redis", "clusterchat", "socketio-redis-3", 2.0)
 ours, floor = p99_half(ONE), p99_half("floor-1")
 if ours is not None and floor is not None:
     target("p99 delivery latency at half saturation ≤ the floor's + 1 ms (one node)", f"{ours:.2f} ms vs {floor:.2f} ms", ours <= floor + 1)
+ours = p99_half("clusterchat-1t")
+if ours is not None and floor is not None:
+    target("p99 delivery latency at half saturation ≤ the floor's + 1 ms (one node on one thread)", f"{ours:.2f} ms vs {floor:.2f} ms", ours <= floor + 1)
 if "rss_per_client" in c:
     v = c["rss_per_client"]
     target("≤ 6 KiB server RSS per idle WebSocket client (three nodes; issue 14 reads it at 10k, 30k and 50k clients: "
