@@ -215,11 +215,14 @@ async fn a_seed_named_by_host_name_is_found() {
     stop(first).await;
 }
 
-/// Peers gossip a node's past life until they forget it, an hour after its death. A life
-/// that started with the clock ahead of today's (a crash, then the clock stepped back) has a
-/// newer generation than the node's own: every digest and delta its peers send name it. The
-/// node must drop those entries and go on hearing its peers (it refused whole messages that
-/// named it, and so heard none until the hour was over).
+/// Peers gossip a node's past life until they stop naming it, half an hour after its death
+/// (half the dead-node grace). A life that started with the clock ahead of today's (a crash,
+/// then the clock stepped back) has a newer generation than the node's own: every digest and
+/// delta its peers send name it. The node must drop those entries and go on hearing its
+/// peers: their heartbeats (it refused whole messages that named the life, and so heard
+/// none), and their keys too, though the past life had enough of its own to fill every delta
+/// a peer sends it (a peer sends first what the node's digest lacks: the node echoes the
+/// life's entry back, as the peer gave it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_past_life_ahead_of_the_clock_does_not_cut_a_node_off() {
     use clusterchat::cluster::gossip_wire::{seal, Reject};
@@ -232,31 +235,88 @@ async fn a_past_life_ahead_of_the_clock_does_not_cut_a_node_off() {
     let nodes = ring_of(&cluster_id, lo, lo, &[&[OLD], &[OLD]]).await;
     let members = nodes[0].membership().unwrap().members();
     let (node1, node2) = (members.get("node1").unwrap().clone(), members.get("node2").unwrap().clone());
+    let newer = node1.generation + 3_600_000;
     // node2 hears of node1 an hour ahead, as of node1's past life (here from a holder of the
-    // secret).
-    let syn = wire::syn(&cluster_id, "node1", node1.generation + 3_600_000, node1.gossip, 1_000);
+    // secret), and of the life's keys: 600 of 250 bytes, four times what a delta carries.
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    for datagram in seal(&Keyring::single(OLD), &syn, node2.gossip, now_ms()) {
-        socket.send_to(&datagram, node2.gossip).await.unwrap();
+    let to_node2 = |message: Vec<u8>| {
+        let socket = &socket;
+        async move {
+            for datagram in seal(&Keyring::single(OLD), &message, node2.gossip, now_ms()) {
+                socket.send_to(&datagram, node2.gossip).await.unwrap();
+            }
+        }
+    };
+    // What `node`'s chitchat knows of the node `id` at `generation` (any, if `None`): its
+    // version and heartbeat, if it counts it live or `dead_too`.
+    let known = |node: usize, id: &'static str, generation: Option<u64>, dead_too: bool| {
+        let nodes = &nodes;
+        async move {
+            let known = nodes[node].membership().unwrap().snapshot().await;
+            known
+                .into_iter()
+                .find(|n| {
+                    n.info.node_id == id && generation.is_none_or(|g| g == n.info.generation) && (n.live || dead_too)
+                })
+                .map(|n| (n.info.version, n.info.heartbeat))
+        }
+    };
+    let until = |what: &str| {
+        let deadline = Instant::now() + CONVERGE;
+        let what = what.to_owned();
+        move || assert!(Instant::now() < deadline, "not within {CONVERGE:?}: {what}")
+    };
+    // Values that do not compress (chitchat's budget is for compressed bytes), as room keys'
+    // base64 names do not much.
+    let value = |seed: u64| -> String {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..250)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[(x % 62) as usize])
+            })
+            .collect()
+    };
+    let batch = |n: u64| -> Vec<(String, String)> {
+        let mut keys: Vec<(String, String)> =
+            (0..200).map(|i| (format!("past:{:04}", n * 200 + i), value(n * 200 + i))).collect();
+        if n == 0 {
+            keys[0] = ("rpc".into(), node1.rpc.expect("an RPC address").to_string());
+            // a member's
+        }
+        keys
+    };
+    // The Syn makes node2 track the life, then the first keys apply (a delta about a node it
+    // does not track is ignored: sent again until they take).
+    let check = until("node2 tracks node1's newer life");
+    while known(1, "node1", Some(newer), true).await.is_none() {
+        check();
+        to_node2(wire::syn(&cluster_id, "node1", newer, node1.gossip, 1_000)).await;
+        to_node2(wire::keys("node1", newer, node1.gossip, 0, &batch(0))).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in 1..3u64 {
+        to_node2(wire::keys("node1", newer, node1.gossip, n * 200, &batch(n))).await;
+        let check = until("node2 takes the past life's keys");
+        while known(1, "node1", Some(newer), true).await.is_none_or(|(v, _)| v < (n + 1) * 200) {
+            check();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let rejections = nodes[0].membership().unwrap().rejections().clone();
     wait_until(CONVERGE, "node2 gossips node1's newer life to node1", || rejections.count(Reject::NewerSelf) >= 3)
         .await;
 
-    // node1 still hears node2: node2's heartbeat, as node1 knows it, goes on rising, and
-    // node2 stays a ready member.
-    let heartbeat = || async {
-        let known = nodes[0].membership().unwrap().snapshot().await;
-        known.into_iter().find(|n| n.info.node_id == "node2" && n.live).map(|n| n.info.heartbeat)
-    };
-    let from = heartbeat().await.expect("node2 live on node1");
-    let deadline = Instant::now() + CONVERGE;
-    while heartbeat().await.is_none_or(|h| h < from + 20) {
-        assert!(
-            Instant::now() < deadline,
-            "node1 stopped hearing node2 (heartbeat {from} then {:?})",
-            heartbeat().await
-        );
+    // node1 still hears node2: its heartbeat goes on rising, and a key node2 sets now reaches
+    // node1 (without the echo, every delta node2 sends is the past life's state).
+    let (_, from) = known(0, "node2", None, false).await.expect("node2 live on node1");
+    nodes[1].membership().unwrap().set("probe", "1").await;
+    let (set_at, _) = known(1, "node2", None, false).await.expect("node2 knows itself");
+    let check = until("node1 hears node2's heartbeat and its new key");
+    while known(0, "node2", None, false).await.is_none_or(|(v, h)| h < from + 20 || v < set_at) {
+        check();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(rejections.count(Reject::NewerSelf) > 3, "node1 kept hearing of its newer life meanwhile");

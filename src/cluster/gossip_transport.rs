@@ -11,6 +11,7 @@
 //! decoded message is known. The tap only takes bytes from the codec socket and the codec
 //! only yields messages from the tap; strangers writing to either on loopback are ignored.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use tokio::net::UdpSocket;
 use tracing::warn;
 
 use super::gossip_wire::{
-    check_message, empty_ack, open, seal, Checked, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM,
+    check_message, echo_lives, empty_ack, open, seal, Checked, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM,
 };
 use crate::keyring::Keyring;
 
@@ -32,6 +33,11 @@ use crate::keyring::Keyring;
 const REPLAY_CAPACITY: usize = 1 << 18;
 /// How long chitchat's codec may take to hand a message over on loopback.
 const CODEC_WAIT: Duration = Duration::from_millis(200);
+/// How long a peer's newer lives of this node are echoed to it after its last digest naming
+/// them (it sends one every few gossip rounds while it names them).
+const ECHO_FOR: Duration = Duration::from_secs(10);
+/// Peers whose newer lives of this node are echoed, at most (a peer is one address).
+const MAX_ECHOED_PEERS: usize = 1024;
 /// At most one log line per reason in this period.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -160,6 +166,7 @@ impl Transport for SecureTransport {
             parts: Reassembly::new(),
             buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
             in_flight: Default::default(),
+            lives: HashMap::new(),
         }))
     }
 }
@@ -176,6 +183,9 @@ struct SecureSocket {
     buf: Box<[u8]>,
     /// Messages handed to the codec and not yet decoded: sender, deadline, datagram size.
     in_flight: std::collections::VecDeque<(SocketAddr, tokio::time::Instant, usize)>,
+    /// By peer address: the digest entries naming this node at a newer generation in that
+    /// peer's latest digest, and when it came (echoed to it: [`SecureSocket::echo`]).
+    lives: HashMap<SocketAddr, (Instant, Vec<u8>)>,
 }
 
 impl SecureSocket {
@@ -221,12 +231,38 @@ impl SecureSocket {
         let now = now_ms();
         self.guard.check(opened.nonce, opened.sent_at_ms, now)?;
         let Some(message) = self.parts.add(from, opened, now) else { return Ok(None) };
-        match check_message(&message, &self.settings.me)? {
-            Checked::Whole => Ok(Some(message)),
-            Checked::Stripped(stripped) => {
+        let Checked { stripped, newer_lives } = check_message(&message, &self.settings.me)?;
+        match newer_lives {
+            Some(lives) if lives.is_empty() => {
+                self.lives.remove(&from);
+            }
+            Some(lives) if self.lives.len() < MAX_ECHOED_PEERS || self.lives.contains_key(&from) => {
+                self.lives.insert(from, (Instant::now(), lives));
+            }
+            _ => {}
+        }
+        match stripped {
+            None => Ok(Some(message)),
+            Some(stripped) => {
                 self.settings.rejections.reject(Reject::NewerSelf, from);
                 Ok(Some(stripped))
             }
+        }
+    }
+
+    /// This node's outgoing message to `to`, with the newer lives of this node that `to` named
+    /// lately echoed in its digest (see [`echo_lives`]).
+    fn echo(&mut self, to: SocketAddr, message: Vec<u8>) -> Vec<u8> {
+        match self.lives.get(&to) {
+            // Not past what a peer's codec takes: the message chitchat sized goes then as it is.
+            Some((seen, lives)) if seen.elapsed() < ECHO_FOR => {
+                echo_lives(&message, lives).filter(|echoed| echoed.len() <= MAX_DATAGRAM).unwrap_or(message)
+            }
+            Some(_) => {
+                self.lives.remove(&to);
+                message
+            }
+            None => message,
         }
     }
 }
@@ -246,6 +282,7 @@ impl Socket for SecureSocket {
 
     async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
         let message = self.encode(envelope).await?;
+        let message = self.echo(to, message);
         let mut num_bytes_sent = 0;
         for datagram in seal(&self.settings.keyring, &message, to, now_ms()) {
             match self.public.send_to(&datagram, to).await {

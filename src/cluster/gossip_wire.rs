@@ -17,7 +17,9 @@
 //! carries (the `state.rs:237` assertion that ends the gossip task), and keys that are not
 //! short ASCII. Entries naming this node at a newer generation (a past life that started with
 //! the clock ahead, or an impersonator) are taken out and the rest passed on: chitchat would
-//! track that life as another node, and peers name it in every message for an hour.
+//! track that life as another node, and peers name it in every message for half an hour
+//! (half the dead-node grace). This node echoes those entries back in its own digests
+//! ([`echo_lives`]), or peers would fill every delta to it with that life's state.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -305,21 +307,30 @@ pub fn empty_ack(bytes: &[u8]) -> Option<chitchat::ChitchatEnvelope> {
 }
 
 /// What the content check made of a chitchat message.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Checked {
-    /// Pass it on as it came.
-    Whole,
-    /// Pass on these bytes instead: the message without the entries that name this node at
-    /// a newer generation than its own.
-    Stripped(Vec<u8>),
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// The bytes to pass on instead of the message, if it named this node at a newer
+    /// generation: the message without those entries.
+    pub stripped: Option<Vec<u8>>,
+    /// The digest's entries naming this node at a newer generation, as they came (empty if
+    /// none); `None` if the message has no digest. See [`echo_lives`].
+    pub newer_lives: Option<Vec<u8>>,
+}
+
+impl Checked {
+    /// A message passed on as it came.
+    pub fn whole(has_digest: bool) -> Self {
+        Self { stripped: None, newer_lives: has_digest.then(Vec::new) }
+    }
 }
 
 /// Checks a chitchat message (its wire bytes) before chitchat decodes it; see the module doc.
 ///
 /// Entries naming this node at a newer generation are taken out rather than the message
 /// refused: peers gossip a past life of this node that started with the clock ahead of
-/// today's (the generation is the start time) until they forget it, an hour after its
-/// death, and refusing every message that mentions it would cut this node off for that hour.
+/// today's (the generation is the start time) until they stop naming it, half the dead-node
+/// grace after its death (half an hour), and refusing every message that names it would cut
+/// this node off for that long.
 pub fn check_message(bytes: &[u8], me: &ChitchatId) -> Result<Checked, Reject> {
     let mut buf = bytes;
     let header: [u8; 4] = take(&mut buf, 4)?.try_into().expect("4 bytes");
@@ -330,24 +341,73 @@ pub fn check_message(bytes: &[u8], me: &ChitchatId) -> Result<Checked, Reject> {
     // The message again, with what was stripped left out.
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&header);
+    let mut lives = Vec::new();
     let stripped = match header[3] {
         // Syn: digest, cluster id.
         0 => {
-            let stripped = check_digest(&mut buf, v1, me, &mut out)?;
+            let stripped = check_digest(&mut buf, v1, me, &mut out, &mut lives)?;
             let mut cluster_id = buf;
             read::<String>(&mut cluster_id)?;
             out.extend_from_slice(buf);
             stripped
         }
         // SynAck: digest, delta.
-        1 => check_digest(&mut buf, v1, me, &mut out)? | check_delta(&mut buf, me, &mut out)?,
+        1 => check_digest(&mut buf, v1, me, &mut out, &mut lives)? | check_delta(&mut buf, me, &mut out)?,
         // Ack: delta.
         2 => check_delta(&mut buf, me, &mut out)?,
         // BadCluster.
         3 => false,
         _ => return Err(Reject::Malformed),
     };
-    Ok(if stripped { Checked::Stripped(out) } else { Checked::Whole })
+    Ok(Checked { stripped: stripped.then_some(out), newer_lives: matches!(header[3], 0 | 1).then_some(lives) })
+}
+
+/// This node's outgoing Syn or SynAck (as its chitchat encoded it) with `lives` added to its
+/// digest: the entries a peer's digest named this node at a newer generation with, as that
+/// peer sent them. Why: chitchat sends first, in every delta, each node the receiver's
+/// digest lacks, and this node's chitchat never tracks its newer lives (their entries are
+/// stripped), so without the echo a peer would fill every delta to this node with a past
+/// life's whole state (thousands of room keys fill the 64 KB budget), and this node would
+/// hear heartbeats but no key of any peer. Echoed as they came, the entries tell the peer
+/// nothing it did not say: its failure detector ignores a heartbeat that is not higher, and
+/// one it collected is not brought back. `None` for other messages (an Ack carries no
+/// digest) or bytes that do not parse.
+pub fn echo_lives(message: &[u8], lives: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = message;
+    let header: [u8; 4] = take(&mut buf, 4).ok()?.try_into().ok()?;
+    if u16::from_le_bytes([header[0], header[1]]) != CHITCHAT_MAGIC || !matches!(header[3], 0 | 1) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(message.len() + lives.len());
+    out.extend_from_slice(&header);
+    match header[2] {
+        0 => {
+            let count: u16 = read(&mut buf).ok()?;
+            let added = digest_entries(lives).ok()?;
+            out.extend_from_slice(&count.checked_add(u16::try_from(added).ok()?)?.to_le_bytes());
+            out.extend_from_slice(lives);
+        }
+        1 => {
+            let mut entries = unfold(&mut buf).ok()?;
+            entries.extend_from_slice(lives);
+            fold(&entries, &mut out);
+        }
+        _ => return None,
+    }
+    // The v0 digest's own entries, then the cluster id or delta: as they were.
+    out.extend_from_slice(buf);
+    Some(out)
+}
+
+/// How many digest entries `entries` holds (each a node id and three numbers).
+fn digest_entries(mut entries: &[u8]) -> Result<usize, Reject> {
+    let mut n = 0;
+    while !entries.is_empty() {
+        read::<ChitchatId>(&mut entries)?;
+        take(&mut entries, 24)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Reject> {
@@ -406,17 +466,30 @@ fn newer_me(id: &ChitchatId, me: &ChitchatId) -> bool {
 }
 
 /// Checks a digest read from `buf` and appends it to `out`, without the entries naming this
-/// node at a newer generation; whether there were any.
-fn check_digest(buf: &mut &[u8], v1: bool, me: &ChitchatId, out: &mut Vec<u8>) -> Result<bool, Reject> {
+/// node at a newer generation, which go to `lives`; whether there were any.
+fn check_digest(
+    buf: &mut &[u8],
+    v1: bool,
+    me: &ChitchatId,
+    out: &mut Vec<u8>,
+    lives: &mut Vec<u8>,
+) -> Result<bool, Reject> {
     // Appends the entries kept to `kept`; how many were read and how many kept.
-    let keep_entries = |entries: &mut &[u8], count: Option<u16>, kept: &mut Vec<u8>| -> Result<(u32, u32), Reject> {
+    let keep_entries = |entries: &mut &[u8],
+                        count: Option<u16>,
+                        kept: &mut Vec<u8>,
+                        lives: &mut Vec<u8>|
+     -> Result<(u32, u32), Reject> {
         let (mut read_n, mut kept_n) = (0u32, 0u32);
         while count.map_or(!entries.is_empty(), |c| read_n < u32::from(c)) {
             let start = *entries;
             let id: ChitchatId = read(entries)?;
             take(entries, 24)?; // heartbeat, last gc version, max version
-            if !newer_me(&id, me) {
-                kept.extend_from_slice(&start[..start.len() - entries.len()]);
+            let entry = &start[..start.len() - entries.len()];
+            if newer_me(&id, me) {
+                lives.extend_from_slice(entry);
+            } else {
+                kept.extend_from_slice(entry);
                 kept_n += 1;
             }
             read_n += 1;
@@ -426,10 +499,10 @@ fn check_digest(buf: &mut &[u8], v1: bool, me: &ChitchatId, out: &mut Vec<u8>) -
     let start = *buf;
     let mut kept = Vec::new();
     let (read_n, kept_n) = if v1 {
-        keep_entries(&mut unfold(buf)?.as_slice(), None, &mut kept)?
+        keep_entries(&mut unfold(buf)?.as_slice(), None, &mut kept, lives)?
     } else {
         let count: u16 = read(buf)?;
-        keep_entries(buf, Some(count), &mut kept)?
+        keep_entries(buf, Some(count), &mut kept, lives)?
     };
     if read_n == kept_n {
         out.extend_from_slice(&start[..start.len() - buf.len()]);
@@ -706,13 +779,16 @@ mod tests {
             op.extend_from_slice(&v.to_le_bytes());
             op
         };
-        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("ready", 3), kv_op("rpc", 5)]), &me), Ok(Checked::Whole));
+        assert_eq!(
+            check_message(&ack(&[node_op(&peer), kv_op("ready", 3), kv_op("rpc", 5)]), &me),
+            Ok(Checked::whole(false))
+        );
         // The state.rs:237 assertion: a key at version 5, then SetMaxVersion 1.
         assert_eq!(
             check_message(&ack(&[node_op(&peer), kv_op("ready", 5), set_max(1)]), &me),
             Err(Reject::InvalidDelta)
         );
-        assert_eq!(check_message(&ack(&[node_op(&peer), set_max(7)]), &me), Ok(Checked::Whole));
+        assert_eq!(check_message(&ack(&[node_op(&peer), set_max(7)]), &me), Ok(Checked::whole(false)));
         assert_eq!(check_message(&ack(&[node_op(&peer), kv_op("é", 1)]), &me), Err(Reject::InvalidDelta));
         // A value chitchat could never pass on whole (here merely over our bound).
         let long = "x".repeat(MAX_VALUE_LEN + 1);
@@ -721,7 +797,10 @@ mod tests {
             Err(Reject::InvalidDelta)
         );
         let fits = "x".repeat(MAX_VALUE_LEN);
-        assert_eq!(check_message(&ack(&[node_op(&peer), kv_op_valued("rpc", &fits, 1)]), &me), Ok(Checked::Whole));
+        assert_eq!(
+            check_message(&ack(&[node_op(&peer), kv_op_valued("rpc", &fits, 1)]), &me),
+            Ok(Checked::whole(false))
+        );
         assert_eq!(
             check_message(&ack(&[node_op(&peer), kv_op("a", 2), kv_op("b", 2)]), &me),
             Err(Reject::InvalidDelta)
@@ -733,9 +812,15 @@ mod tests {
         let mut empty = ack(&[]);
         empty.truncate(4);
         empty.push(CHITCHAT_END_OF_BLOCKS);
-        assert_eq!(check_message(&ack(&[node_op(&id("node1", 101))]), &me), Ok(Checked::Stripped(empty)));
+        assert_eq!(
+            check_message(&ack(&[node_op(&id("node1", 101))]), &me),
+            Ok(Checked { stripped: Some(empty), newer_lives: None })
+        );
         // A past life of ours, which peers still know, is fine.
-        assert_eq!(check_message(&ack(&[node_op(&id("node1", 99)), kv_op("ready", 1)]), &me), Ok(Checked::Whole));
+        assert_eq!(
+            check_message(&ack(&[node_op(&id("node1", 99)), kv_op("ready", 1)]), &me),
+            Ok(Checked::whole(false))
+        );
         assert_eq!(check_message(&ack(&[kv_op("ready", 1)]), &me), Err(Reject::Malformed));
         assert_eq!(check_message(b"\x00\x01", &me), Err(Reject::Malformed));
     }
@@ -757,13 +842,15 @@ mod tests {
         bytes
     }
 
-    /// What chitchat's own decoder makes of `bytes`.
+    /// What chitchat's own decoder makes of `bytes` (it skips what it cannot decode and waits
+    /// for the next datagram: a limit turns that into a failure).
     async fn chitchat_decodes(bytes: &[u8]) -> chitchat::ChitchatEnvelope {
         use chitchat::transport::{Socket, UdpSocket as ChitchatUdp};
         let mut codec = ChitchatUdp::open(addr("127.0.0.1:0")).await.unwrap();
         let plain = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         plain.send_to(bytes, codec.local_addr().unwrap()).await.unwrap();
-        codec.recv().await.unwrap().envelope
+        let decoded = tokio::time::timeout(std::time::Duration::from_secs(5), codec.recv());
+        decoded.await.expect("chitchat decodes the message").unwrap().envelope
     }
 
     /// Peers gossip a past life of this node that started with the clock ahead of today's
@@ -819,19 +906,33 @@ mod tests {
         assert!(folded(&delta_kept.concat()).len() < delta_kept.concat().len() / 4, "compressed blocks");
 
         for (message, kept) in [(v0, v0_kept), (v1, v1_kept), (syn_ack, syn_ack_kept)] {
-            assert_eq!(check_message(&message, &me), Ok(Checked::Stripped(kept.clone())));
-            assert_eq!(check_message(&kept, &me), Ok(Checked::Whole));
+            let lives = entry(&newer, 9);
+            let checked = check_message(&message, &me);
+            assert_eq!(checked, Ok(Checked { stripped: Some(kept.clone()), newer_lives: Some(lives.clone()) }));
+            assert_eq!(check_message(&kept, &me), Ok(Checked::whole(true)));
             let decoded = format!("{:?}", chitchat_decodes(&kept).await);
             assert!(!decoded.contains("node1:101:"), "{decoded}");
             for node in ["node2:5:", "node1:99:"] {
                 assert!(decoded.contains(node), "{node} in {decoded}");
             }
+            // Echoed in this node's own digest (here the stripped message stands for one),
+            // the newer life is back in what the peer decodes, and nothing else changed.
+            let echoed = chitchat_decodes(&echo_lives(&kept, &lives).expect("a Syn or SynAck")).await;
+            let decoded = format!("{echoed:?}");
+            for node in ["node1:101:", "node2:5:", "node1:99:"] {
+                assert!(decoded.contains(node), "{node} in {decoded}");
+            }
+            if message[3] == 0 {
+                // A Syn: the digest as the peer sent it, in full.
+                assert_eq!(echoed, chitchat_decodes(&message).await);
+            }
         }
+        assert_eq!(echo_lives(&ack(&[node_op(&peer), kv_op("ready", 1)]), &entry(&newer, 9)), None);
         // Our own generation in a digest is how peers know us; in a delta, refused (above).
         let mut ours = header(0, 0);
         ours.extend_from_slice(&1u16.to_le_bytes());
         ours.extend(entry(&me, 3));
         ours.extend(cluster_id());
-        assert_eq!(check_message(&ours, &me), Ok(Checked::Whole));
+        assert_eq!(check_message(&ours, &me), Ok(Checked::whole(true)));
     }
 }

@@ -121,6 +121,32 @@ pub mod wire {
         datagram
     }
 
+    /// An Ack whose delta gives the node `(node_id, generation, gossip)` the keys `keys`, at
+    /// the versions after `from_version` (the version its receiver has of it).
+    pub fn keys(
+        node_id: &str,
+        generation: u64,
+        gossip: SocketAddr,
+        from_version: u64,
+        keys: &[(String, String)],
+    ) -> Vec<u8> {
+        let mut delta = vec![OP_NODE];
+        node(&mut delta, node_id, generation, gossip);
+        delta.extend(0u64.to_le_bytes()); // last_gc_version
+        delta.extend(from_version.to_le_bytes()); // from_version_excluded
+        for (i, (key, value)) in keys.iter().enumerate() {
+            delta.push(OP_KEY_VALUE);
+            string(&mut delta, key);
+            string(&mut delta, value);
+            delta.extend((from_version + 1 + i as u64).to_le_bytes());
+            delta.push(SET);
+        }
+        let mut datagram = MAGIC.to_le_bytes().to_vec();
+        datagram.extend([PROTOCOL_V1, ACK]);
+        stream(&mut datagram, &delta);
+        datagram
+    }
+
     /// A SynAck (with an empty digest) or an Ack whose delta, for the node
     /// `(node_id, generation, gossip)`, sets a key at `version` and then declares `max_version`.
     /// Chitchat asserts the max version never goes below a key's version, in the gossip task: with
