@@ -91,6 +91,17 @@ impl ReplicaCache {
 
     /// The room's replicas in `members`, or `fallback` alone while nobody is ready.
     fn get(&mut self, members: Arc<Members>, nsp: &str, room: &str, fallback: &str) -> Arc<[String]> {
+        self.lookup(members, nsp, room, fallback, true)
+    }
+
+    /// As [`ReplicaCache::get`], but a room not cached is ranked without being kept: for
+    /// lookups of many rooms at once (the resender's), which would otherwise fill the cache
+    /// and empty it of the rooms being recorded to.
+    fn peek(&mut self, members: Arc<Members>, nsp: &str, room: &str, fallback: &str) -> Arc<[String]> {
+        self.lookup(members, nsp, room, fallback, false)
+    }
+
+    fn lookup(&mut self, members: Arc<Members>, nsp: &str, room: &str, fallback: &str, keep: bool) -> Arc<[String]> {
         if !Arc::ptr_eq(&self.members, &members) {
             let ready = ready_of(&members);
             self.members = members;
@@ -107,6 +118,9 @@ impl ReplicaCache {
             ids.push(fallback.to_owned()); // nobody is ready: keep it here
         }
         let ids: Arc<[String]> = ids.into();
+        if !keep {
+            return ids;
+        }
         if self.cached >= CACHED_ROOMS {
             self.clear();
         }
@@ -232,6 +246,13 @@ impl ClusterHistory {
         self.replicas.lock().unwrap_or_else(|e| e.into_inner()).get(members, nsp, room, &self.node_id)
     }
 
+    /// As [`ClusterHistory::replicas_now`], without caching a room not cached yet (see
+    /// [`ReplicaCache::peek`]).
+    fn replicas_passing(&self, nsp: &str, room: &str) -> Arc<[String]> {
+        let members = self.membership.members();
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner()).peek(members, nsp, room, &self.node_id)
+    }
+
     /// Serves a peer's read of this node's copy.
     pub fn on_history(&self, nsp: &str, room: &str) -> Response {
         Response::History(self.store.newest_within(&(nsp.to_owned(), room.to_owned()), BATCH_BYTES))
@@ -282,9 +303,10 @@ impl ClusterHistory {
                 let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
                 (std::mem::take(&mut unsent.rooms), std::mem::take(&mut unsent.retry))
             };
-            // The replicas as `record` finds them (cached per ring; this node alone while
-            // nobody is ready, which sends nothing).
-            let replicas_of = |room: &RoomId| self.replicas_now(&room.0, &room.1);
+            // The replicas as `record` finds them (cached per ring, but the rooms of a burst
+            // are not added to the cache; this node alone while nobody is ready, which sends
+            // nothing).
+            let replicas_of = |room: &RoomId| self.replicas_passing(&room.0, &room.1);
             let mut due: BTreeMap<String, HashSet<RoomId>> = BTreeMap::new();
             for room in rooms {
                 for replica in replicas_of(&room).iter().filter(|r| **r != self.node_id) {
@@ -571,5 +593,21 @@ mod tests {
             cache.get(restarted.clone(), "/chat", &n.to_string(), "node1");
             assert!(cache.cached <= CACHED_ROOMS);
         }
+    }
+
+    /// The resender's lookups of a burst of rooms rank them as `get` does but keep none: the
+    /// rooms cached for recording stay cached.
+    #[test]
+    fn a_peek_ranks_as_a_get_and_keeps_nothing() {
+        let mut cache = ReplicaCache::new();
+        let three = snapshot(&[("node1", 1, true), ("node2", 1, true), ("node3", 1, true)]);
+        let lobby = cache.get(three.clone(), "/chat", "lobby", "node1");
+        for n in 0..2 * CACHED_ROOMS {
+            let room = format!("burst{n}");
+            assert_eq!(*cache.peek(three.clone(), "/chat", &room, "node1"), ids(&ready_of(&three), &room));
+        }
+        assert_eq!(cache.cached, 1);
+        assert!(Arc::ptr_eq(&lobby, &cache.peek(three.clone(), "/chat", "lobby", "node1")), "a cached room is read");
+        assert!(Arc::ptr_eq(&lobby, &cache.get(three, "/chat", "lobby", "node1")), "still cached");
     }
 }
