@@ -25,7 +25,8 @@ use tokio::net::UdpSocket;
 use tracing::warn;
 
 use super::gossip_wire::{
-    check_message, echo_lives, empty_ack, open, seal, Checked, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM,
+    canonical, check_message, echo_lives, echo_within, empty_ack, open, seal, Checked, Reassembly, Reject, ReplayGuard,
+    MAX_DATAGRAM,
 };
 use crate::keyring::Keyring;
 
@@ -38,6 +39,9 @@ const CODEC_WAIT: Duration = Duration::from_millis(200);
 const ECHO_FOR: Duration = Duration::from_secs(10);
 /// Peers whose newer lives of this node are echoed, at most (a peer is one address).
 const MAX_ECHOED_PEERS: usize = 1024;
+/// Bytes of digest entries echoed to one peer, at most: a few lives' (an entry is a node id
+/// and three numbers); a past life is one, an impersonator's forgeries could be many.
+const MAX_ECHOED_BYTES: usize = 1024;
 /// At most one log line per reason in this period.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -225,21 +229,15 @@ impl SecureSocket {
     /// A datagram's chitchat message, once whole (`None`: the other part is still due).
     fn check(&mut self, datagram: &[u8], from: SocketAddr) -> Result<Option<Vec<u8>>, Reject> {
         let opened = open(&self.settings.keyring, datagram)?;
-        if !self.settings.accepted_to.contains(&opened.to) {
+        if !self.settings.accepted_to.iter().any(|a| canonical(*a) == canonical(opened.to)) {
             return Err(Reject::Misdirected);
         }
         let now = now_ms();
         self.guard.check(opened.nonce, opened.sent_at_ms, now)?;
         let Some(message) = self.parts.add(from, opened, now) else { return Ok(None) };
         let Checked { stripped, newer_lives } = check_message(&message, &self.settings.me)?;
-        match newer_lives {
-            Some(lives) if lives.is_empty() => {
-                self.lives.remove(&from);
-            }
-            Some(lives) if self.lives.len() < MAX_ECHOED_PEERS || self.lives.contains_key(&from) => {
-                self.lives.insert(from, (Instant::now(), lives));
-            }
-            _ => {}
+        if let Some(lives) = newer_lives {
+            self.note_lives(canonical(from), lives);
         }
         match stripped {
             None => Ok(Some(message)),
@@ -250,9 +248,30 @@ impl SecureSocket {
         }
     }
 
+    /// Notes the newer lives of this node that `from`'s latest digest named (none: forgets
+    /// them), to echo them to it. Bounded: at most [`MAX_ECHOED_PEERS`] peers (those not heard
+    /// within [`ECHO_FOR`] make way first) and [`MAX_ECHOED_BYTES`] of entries each.
+    fn note_lives(&mut self, from: SocketAddr, mut lives: Vec<u8>) {
+        if lives.is_empty() {
+            self.lives.remove(&from);
+            return;
+        }
+        if !self.lives.contains_key(&from) && self.lives.len() >= MAX_ECHOED_PEERS {
+            self.lives.retain(|_, (seen, _)| seen.elapsed() < ECHO_FOR);
+            if self.lives.len() >= MAX_ECHOED_PEERS {
+                return;
+            }
+        }
+        if lives.len() > MAX_ECHOED_BYTES {
+            lives = echo_within(&lives, MAX_ECHOED_BYTES);
+        }
+        self.lives.insert(from, (Instant::now(), lives));
+    }
+
     /// This node's outgoing message to `to`, with the newer lives of this node that `to` named
     /// lately echoed in its digest (see [`echo_lives`]).
     fn echo(&mut self, to: SocketAddr, message: Vec<u8>) -> Vec<u8> {
+        let to = canonical(to);
         match self.lives.get(&to) {
             // Not past what a peer's codec takes: the message chitchat sized goes then as it is.
             Some((seen, lives)) if seen.elapsed() < ECHO_FOR => {

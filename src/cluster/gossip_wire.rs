@@ -129,10 +129,18 @@ fn xchacha(key: &[u8; 32], nonce: &[u8; NONCE]) -> (ring::aead::LessSafeKey, rin
     (ring::aead::LessSafeKey::new(unbound), ring::aead::Nonce::assume_unique_for_key(inner_nonce))
 }
 
+/// `addr` as one form for each host: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a
+/// dual-stack socket on `[::]` sees an IPv4 peer, and so where chitchat answers it) as the
+/// IPv4 address it maps. A datagram is sealed for this form and checked against it, so a node
+/// listening on `[::]` and one advertising IPv4 agree on the address.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// Seals a chitchat message for `to` in one datagram, or two if it does not fit one.
 pub fn seal(keyring: &Keyring, message: &[u8], to: SocketAddr, sent_at_ms: u64) -> Vec<Vec<u8>> {
     let key = keyring.sending();
-    let to_text = to.to_string();
+    let to_text = canonical(to).to_string();
     let message_id: u64 = rand::random();
     let chunks: Vec<&[u8]> = if message.is_empty() { vec![message] } else { message.chunks(MAX_CHUNK).collect() };
     let parts = chunks.len() as u8;
@@ -399,6 +407,23 @@ pub fn echo_lives(message: &[u8], lives: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The whole digest entries of `entries` that fit in `max` bytes, from the first.
+pub fn echo_within(mut entries: &[u8], max: usize) -> Vec<u8> {
+    let all = entries;
+    let mut end = 0;
+    while !entries.is_empty() {
+        if read::<ChitchatId>(&mut entries).and_then(|_| take(&mut entries, 24)).is_err() {
+            break;
+        }
+        let at = all.len() - entries.len();
+        if at > max {
+            break;
+        }
+        end = at;
+    }
+    all[..end].to_vec()
+}
+
 /// How many digest entries `entries` holds (each a node id and three numbers).
 fn digest_entries(mut entries: &[u8]) -> Result<usize, Reject> {
     let mut n = 0;
@@ -649,6 +674,19 @@ mod tests {
                 assert!(empty_ack(&other).is_none(), "byte {at} changed");
             }
         }
+    }
+
+    /// A dual-stack socket sees an IPv4 peer at an IPv4-mapped address: sealed for and
+    /// checked as the IPv4 address, so both ends agree.
+    #[test]
+    fn an_ipv4_mapped_address_is_sealed_as_its_ipv4_address() {
+        let keyring = ring("secret-aaaaaaaaaaaa");
+        let mapped = addr("[::ffff:127.0.0.1]:7001");
+        assert_eq!(canonical(mapped), addr("127.0.0.1:7001"));
+        assert_eq!(canonical(addr("[::1]:7001")), addr("[::1]:7001"));
+        assert_eq!(canonical(addr("10.0.0.1:7001")), addr("10.0.0.1:7001"));
+        let opened = open(&keyring, &seal(&keyring, b"m", mapped, 1).remove(0)).unwrap();
+        assert_eq!(opened.to, addr("127.0.0.1:7001"));
     }
 
     /// The seal is XChaCha20-Poly1305 as the `chacha20poly1305` crate implements it: each
@@ -928,6 +966,12 @@ mod tests {
             }
         }
         assert_eq!(echo_lives(&ack(&[node_op(&peer), kv_op("ready", 1)]), &entry(&newer, 9)), None);
+        // What is echoed to one peer is bounded, in whole entries.
+        let many = [entry(&newer, 9), entry(&id("node1", 102), 1), entry(&id("node1", 103), 1)].concat();
+        let one = entry(&newer, 9).len();
+        assert_eq!(echo_within(&many, 2 * one + 1), many[..2 * one]);
+        assert_eq!(echo_within(&many, many.len()), many);
+        assert!(echo_within(&many, one - 1).is_empty());
         // Our own generation in a digest is how peers know us; in a delta, refused (above).
         let mut ours = header(0, 0);
         ours.extend_from_slice(&1u16.to_le_bytes());
