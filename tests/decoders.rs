@@ -1,5 +1,6 @@
 //! Hostile input to the pure decoders: Engine.IO packets and polling payloads (v3 and v4),
-//! Socket.IO packets (revisions 4 and 5), RPC frames and Engine.IO query strings.
+//! Socket.IO packets (revisions 4 and 5), RPC frames, Engine.IO query strings and the gossip
+//! content check (chitchat messages, which it may rewrite).
 //!
 //! Two properties per decoder, checked with proptest: arbitrary input never panics (an error
 //! is a value), and what the encoder writes decodes back to what was encoded. The seed corpus
@@ -9,6 +10,8 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use chitchat::{ChitchatId, Serializable};
+use clusterchat::cluster::gossip_wire::{self, Checked};
 use clusterchat::engineio::packet::{decode_binary, decode_text, Packet};
 use clusterchat::engineio::payload::{self, PayloadFormat};
 use clusterchat::engineio::{EngineQuery, EngineRequest, Frame, Method, PacketType, ProtocolVersion, TransportKind};
@@ -36,6 +39,8 @@ fn decode_everything(bytes: &[u8]) {
     }
     let _ = payload::decode_jsonp(bytes);
     let _ = rpc::decode(bytes);
+    let _ = gossip_wire::check_message(bytes, &gossip_me());
+    let _ = gossip_wire::echo_lives(bytes, bytes);
     if let Ok(text) = std::str::from_utf8(bytes) {
         decode_text_everything(text);
     }
@@ -456,6 +461,138 @@ proptest! {
     #[test]
     fn engine_queries_parse_to_what_was_sent((text, query) in engine_query()) {
         prop_assert_eq!(EngineQuery::parse(&text), Ok(query));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gossip content check: what it strips, and the echo of what it stripped
+// ---------------------------------------------------------------------------------------------
+
+/// The node the gossip properties check messages for: `node1`, generation 100.
+fn gossip_me() -> ChitchatId {
+    ChitchatId::new("node1".to_owned(), 100, "10.0.0.1:7000".parse().unwrap())
+}
+
+/// A chitchat message as the generator made it, with what the check must make of it.
+#[derive(Debug, Clone)]
+struct GossipCase {
+    bytes: Vec<u8>,
+    /// Whether a digest or delta entry names `node1` at a newer generation than 100.
+    names_newer: bool,
+    /// The digest's entries that do, in order (`None`: an Ack, no digest).
+    newer_lives: Option<Vec<u8>>,
+    /// Protocol 0 (a counted digest) or 1 (a block stream).
+    v1: bool,
+}
+
+/// Node ids: `node1` to `node3`, generations 99 to 102 (`node1` at 100 is the receiver).
+fn gossip_id() -> impl Strategy<Value = ChitchatId> {
+    (1u8..=3, 99u64..=102).prop_map(|(n, g)| ChitchatId::new(format!("node{n}"), g, "10.0.0.1:7000".parse().unwrap()))
+}
+
+fn gossip_stream(items: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for block in items.chunks(u16::MAX as usize) {
+        out.push(2);
+        out.extend((block.len() as u16).to_le_bytes());
+        out.extend(block);
+    }
+    out.push(0);
+    out
+}
+
+/// Well-formed Syn, SynAck and Ack messages: digests of distinct ids, deltas of distinct node
+/// states other than the receiver's own (each with rising key versions and, sometimes, a max
+/// version at least theirs), in either protocol.
+fn gossip_case() -> impl Strategy<Value = GossipCase> {
+    let digest = prop::collection::btree_map(gossip_id(), (any::<u64>(), any::<u64>(), any::<u64>()), 0..6);
+    let section = (prop::collection::vec(("[a-z:]{1,8}", "[a-z0-9]{0,12}"), 0..4), any::<bool>());
+    let delta = prop::collection::btree_map(gossip_id(), section, 0..4);
+    (0u8..3, any::<bool>(), digest, delta).prop_map(|(kind, v1, digest, delta)| {
+        let me = gossip_me();
+        let newer = |id: &ChitchatId| id.node_id == me.node_id && id.generation_id > me.generation_id;
+        let mut bytes = 45_139u16.to_le_bytes().to_vec();
+        bytes.extend([u8::from(v1), kind]);
+        let mut names_newer = false;
+        let mut newer_lives = None;
+        if kind < 2 {
+            let mut entries = Vec::new();
+            let mut lives = Vec::new();
+            for (id, (heartbeat, gc, max)) in &digest {
+                let mut entry = Vec::new();
+                id.serialize(&mut entry);
+                for n in [heartbeat, gc, max] {
+                    entry.extend(n.to_le_bytes());
+                }
+                if newer(id) {
+                    lives.extend(&entry);
+                }
+                entries.extend(entry);
+            }
+            names_newer |= !lives.is_empty();
+            newer_lives = Some(lives);
+            if v1 {
+                bytes.extend(gossip_stream(&entries));
+            } else {
+                bytes.extend((digest.len() as u16).to_le_bytes());
+                bytes.extend(entries);
+            }
+        }
+        if kind == 0 {
+            "cluster".to_owned().serialize(&mut bytes);
+        } else {
+            let mut ops = Vec::new();
+            for (id, (keys, set_max)) in delta.iter().filter(|(id, _)| **id != me) {
+                names_newer |= newer(id);
+                ops.push(0);
+                id.serialize(&mut ops);
+                ops.extend([0u8; 16]);
+                for (version, (key, value)) in (1u64..).zip(keys) {
+                    ops.push(1);
+                    key.clone().serialize(&mut ops);
+                    value.clone().serialize(&mut ops);
+                    ops.extend(version.to_le_bytes());
+                    ops.push(0);
+                }
+                if *set_max {
+                    ops.push(2);
+                    ops.extend((keys.len() as u64 + 1).to_le_bytes());
+                }
+            }
+            bytes.extend(gossip_stream(&ops));
+        }
+        GossipCase { bytes, names_newer, newer_lives, v1 }
+    })
+}
+
+proptest! {
+    /// The check takes every well-formed message; it strips exactly when an entry names the
+    /// receiver at a newer generation, reports the digest's such entries, and what it passes on
+    /// has none left. Echoed back (as the receiver does to the peer that named them), they are
+    /// found again, and stripping the echo gives what was passed on (protocol 0 byte for byte;
+    /// a block stream is folded anew).
+    #[test]
+    fn gossip_strips_newer_lives_and_echoes_them(case in gossip_case()) {
+        let me = gossip_me();
+        let checked = gossip_wire::check_message(&case.bytes, &me).unwrap();
+        prop_assert_eq!(checked.stripped.is_some(), case.names_newer);
+        prop_assert_eq!(&checked.newer_lives, &case.newer_lives);
+        let passed = checked.stripped.clone().unwrap_or(case.bytes.clone());
+        prop_assert_eq!(gossip_wire::check_message(&passed, &me), Ok(Checked::whole(case.newer_lives.is_some())));
+        match case.newer_lives.filter(|lives| !lives.is_empty()) {
+            Some(lives) => {
+                let echoed = gossip_wire::echo_lives(&passed, &lives).unwrap();
+                let again = gossip_wire::check_message(&echoed, &me).unwrap();
+                prop_assert_eq!(again.newer_lives.as_ref(), Some(&lives));
+                let stripped = again.stripped.unwrap();
+                if !case.v1 {
+                    prop_assert_eq!(&stripped, &passed);
+                }
+                prop_assert_eq!(gossip_wire::check_message(&stripped, &me), Ok(Checked::whole(true)));
+            }
+            None if case.bytes[3] == 2 => prop_assert_eq!(gossip_wire::echo_lives(&passed, b""), None),
+            None => {}
+        }
     }
 }
 
