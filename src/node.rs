@@ -301,6 +301,7 @@ impl Node {
                     seeds: c.seeds.clone(),
                     interval: Duration::from_millis(c.gossip_interval_ms),
                     phi_threshold: c.phi_threshold,
+                    member_grace: Duration::from_millis(c.member_grace_ms),
                     compress_digest: c.gossip_compress_digest,
                     tombstone_grace: Duration::from_millis(c.gossip_tombstone_ms),
                     keyring: keyring.clone(),

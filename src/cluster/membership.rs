@@ -17,7 +17,7 @@ use std::time::Duration;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::gossip_transport::{GossipRejections, GossipTraffic, SecureTransport};
 use crate::keyring::Keyring;
@@ -69,6 +69,8 @@ pub struct GossipConfig {
     pub seeds: Vec<String>,
     pub interval: Duration,
     pub phi_threshold: f64,
+    /// How long a ready member counted dead is still counted (see `cluster.member_grace_ms`).
+    pub member_grace: Duration,
     /// Chitchat's protocol V1 (compressed digests) rather than V0 (see
     /// `cluster.gossip_compress_digest`).
     pub compress_digest: bool,
@@ -286,7 +288,7 @@ impl Membership {
         let live = chitchat.lock().await.live_nodes_watcher();
         let (tx, members) = watch::channel(Arc::new(Members::default()));
         let tasks = Tasks::default();
-        tasks.spawn(watch_members(live, tx, tasks.child_token()));
+        tasks.spawn(watch_members(live, tx, config.member_grace, tasks.child_token()));
         let (failed, failure) = watch::channel(None);
         tasks.spawn(watch_gossip_task(handle.termination_watcher(), failed, tasks.child_token()));
         info!(gossip = %config.listen, advertise = %config.advertise, seeds = ?config.seeds, generation, "joined the gossip ring");
@@ -395,15 +397,22 @@ async fn watch_gossip_task(
     let _ = failed.send(Some(reason));
 }
 
+/// Publishes the members: chitchat's live nodes that advertise RPC, the newest generation of
+/// each id, and, for `grace` after the failure detector counts it dead, a member that was
+/// ready (see `cluster.member_grace_ms`): if it is heard again by then, nobody saw it go.
 async fn watch_members(
     mut live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     tx: watch::Sender<Arc<Members>>,
+    grace: Duration,
     stop: CancellationToken,
 ) {
     // Every live node's info at the last change, observers included, by id and generation.
     let mut known: BTreeMap<ChitchatId, MemberInfo> = BTreeMap::new();
+    // Ready members chitchat no longer lists, still counted until then, by node id.
+    let mut held: BTreeMap<String, (MemberInfo, tokio::time::Instant)> = BTreeMap::new();
+    let mut published = Arc::new(Members::default());
     loop {
-        let members = {
+        let mut members = {
             let nodes = live.borrow_and_update();
             let mut members = Members::default();
             known.retain(|id, _| nodes.contains_key(id));
@@ -420,6 +429,20 @@ async fn watch_members(
             }
             members
         };
+        let now = tokio::time::Instant::now();
+        if !grace.is_zero() {
+            for (id, info) in &published.nodes {
+                if info.ready && !members.nodes.contains_key(id) && !held.contains_key(id) {
+                    debug!(node = %id, ?grace, "member counted dead; still a member for the grace");
+                    held.insert(id.clone(), (info.clone(), now + grace));
+                }
+            }
+        }
+        // Back (this life or a new one), or past the grace: no longer held.
+        held.retain(|id, (_, until)| !members.nodes.contains_key(id) && *until > now);
+        for (id, (info, _)) in &held {
+            members.nodes.insert(id.clone(), info.clone());
+        }
         tx.send_if_modified(|current| {
             let changed = !current.same_as(&members);
             if changed {
@@ -433,10 +456,13 @@ async fn watch_members(
                 }
                 *current = Arc::new(members);
             }
+            published = current.clone();
             changed
         });
+        let until = held.values().map(|(_, until)| *until).min();
         tokio::select! {
             r = live.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep_until(until.unwrap_or(now)), if until.is_some() => {}
             _ = stop.cancelled() => return,
         }
     }
@@ -445,6 +471,73 @@ async fn watch_members(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A live-node map as chitchat's watcher gives it: `(id, generation, ready)` each, with
+    /// an RPC address (members).
+    fn live_map(nodes: &[(&str, u64, bool)]) -> BTreeMap<ChitchatId, NodeState> {
+        nodes
+            .iter()
+            .map(|&(id, generation, ready)| {
+                let mut state = NodeState::for_test();
+                state.set(KEY_RPC, "127.0.0.1:1");
+                state.set(KEY_READY, if ready { "1" } else { "0" });
+                (ChitchatId::new(id.to_owned(), generation, "127.0.0.1:7000".parse().unwrap()), state)
+            })
+            .collect()
+    }
+
+    fn ids(members: &Members) -> Vec<(String, u64)> {
+        members.nodes.values().map(|m| (m.node_id.clone(), m.generation)).collect()
+    }
+
+    /// Until the published members are `want`; a failure, not a hang, after a while.
+    async fn until(members: &mut watch::Receiver<Arc<Members>>, want: &[(String, u64)]) {
+        let seen = tokio::time::timeout(Duration::from_secs(5), members.wait_for(|m| ids(m) == want));
+        assert!(seen.await.is_ok(), "members never {want:?}, last {:?}", ids(&members.borrow()));
+    }
+
+    /// A ready member the failure detector counts dead stays a member for the grace: heard
+    /// again within it, nobody saw it go (no snapshot without it was published); silent past
+    /// it, it goes. A member that was not ready (leaving) goes at once, and a new generation
+    /// takes the old one's place at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_ready_member_counted_dead_stays_for_the_grace() {
+        let grace = Duration::from_millis(750);
+        let (live_tx, live) = watch::channel(live_map(&[("node1", 1, true), ("node2", 1, true), ("node3", 1, false)]));
+        let (tx, mut members) = watch::channel(Arc::new(Members::default()));
+        let stop = CancellationToken::new();
+        tokio::spawn(watch_members(live, tx, grace, stop.clone()));
+        let three = vec![("node1".to_owned(), 1), ("node2".to_owned(), 1), ("node3".to_owned(), 1)];
+        until(&mut members, &three).await;
+
+        // node2 silent for 500 ms, node3 (not ready) too: node3 goes at once, node2 stays.
+        live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
+        let two = vec![("node1".to_owned(), 1), ("node2".to_owned(), 1)];
+        until(&mut members, &two).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(ids(&members.borrow()), two);
+        live_tx.send(live_map(&[("node1", 1, true), ("node2", 1, true)])).unwrap();
+        tokio::time::sleep(grace * 2).await;
+        assert!(!members.has_changed().unwrap(), "back within the grace: no change was published");
+        assert_eq!(ids(&members.borrow_and_update()), two);
+
+        // Silent past the grace: gone, not before.
+        live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
+        tokio::time::sleep(grace - Duration::from_millis(50)).await;
+        assert_eq!(ids(&members.borrow()), two);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(ids(&members.borrow()), [("node1".to_owned(), 1)]);
+
+        // Back, then counted dead and at once restarted (a new generation): the new one.
+        live_tx.send(live_map(&[("node1", 1, true), ("node2", 1, true)])).unwrap();
+        until(&mut members, &two).await;
+        live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        live_tx.send(live_map(&[("node1", 1, true), ("node2", 2, true)])).unwrap();
+        let restarted = vec![("node1".to_owned(), 1), ("node2".to_owned(), 2)];
+        until(&mut members, &restarted).await;
+        stop.cancel();
+    }
 
     #[test]
     fn room_keys_are_ascii_and_round_trip() {

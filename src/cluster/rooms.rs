@@ -1310,6 +1310,7 @@ mod tests {
             seeds,
             interval: Duration::from_millis(100),
             phi_threshold: 8.0,
+            member_grace: Duration::ZERO,
             compress_digest: true,
             tombstone_grace: Duration::from_secs(60),
             keyring: crate::keyring::Keyring::single("the-cluster-secret-1"),
