@@ -311,7 +311,8 @@ impl Observer {
             seeds: config.seeds.clone(),
             interval: config.interval,
             phi_threshold: ClusterSettings::default().phi_threshold,
-            member_grace: Duration::from_millis(ClusterSettings::default().member_grace_ms),
+            // An observer reports chitchat's view as it is.
+            member_grace: Duration::ZERO,
             compress_digest: ClusterSettings::default().gossip_compress_digest,
             tombstone_grace: Duration::from_millis(ClusterSettings::default().gossip_tombstone_ms),
             keyring: config.keyring.clone(),

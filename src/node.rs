@@ -183,6 +183,9 @@ fn all_namespaces(services: &[Service]) -> Vec<Arc<Namespace>> {
 /// How long a leaving node waits for its parked sessions, and then its rooms' history, to
 /// reach their new keepers.
 const HAND_OVER_LIMIT: Duration = Duration::from_secs(5);
+/// Gossip rounds a leaving node keeps gossiping after it says it is not ready (three: one
+/// round reaches a few peers, and those pass it on).
+const LEAVE_ROUNDS: u32 = 3;
 
 /// This node's room history: its copies, and the thread saving them (with `history.dir`).
 struct NodeHistory {
@@ -230,6 +233,8 @@ pub struct Node {
 
 struct RunningCluster {
     cluster: Arc<Cluster>,
+    /// The gossip round (see the leave in [`Node::wait`]).
+    gossip_interval: Duration,
     gossip_advertise: SocketAddr,
     rooms: Arc<ClusterRooms>,
     history: Option<Arc<ClusterHistory>>,
@@ -385,6 +390,7 @@ impl Node {
                 );
                 let running = RunningCluster {
                     cluster,
+                    gossip_interval: Duration::from_millis(c.gossip_interval_ms),
                     gossip_advertise,
                     rooms,
                     history: cluster_history,
@@ -557,6 +563,7 @@ impl Node {
                 } => reason,
             };
             self.state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            let not_ready_at = tokio::time::Instant::now();
             if let Some(c) = &self.cluster {
                 c.cluster.membership.set_ready(false).await;
                 // Sessions parked here for other nodes' clients move to nodes that stay.
@@ -587,6 +594,10 @@ impl Node {
                 c.rpc_stop.cancel();
                 let _ = c.rpc_task.await;
                 c.cluster.peers.shutdown().await;
+                // Peers hear "not ready" before they count this node dead, so they let it go
+                // at once rather than after `cluster.member_grace_ms` (chitchat has no leave
+                // message): a few gossip rounds since it was said, at least.
+                tokio::time::sleep_until(not_ready_at + c.gossip_interval * LEAVE_ROUNDS).await;
                 c.cluster.membership.shutdown().await;
                 c.rooms.shutdown().await;
             }

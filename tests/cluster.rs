@@ -279,7 +279,25 @@ async fn a_stopped_owners_sessions_are_unknown_to_the_others() {
     let owner = cluster.live().position(|n| n.node_id() == owner_of(&sid)).unwrap();
     let other = (owner + 1) % 3;
     let other_url = cluster.url(other);
+    // The others hear the leaver say it is not ready before they count it dead, so they let
+    // it go at once (a ready member counted dead is kept for `cluster.member_grace_ms`).
+    let mut members = cluster.node(other).membership().unwrap().subscribe();
+    let owner_id = format!("node{}", owner + 1);
+    let heard_not_ready = tokio::spawn(async move {
+        let mut not_ready = false;
+        loop {
+            match members.borrow_and_update().get(&owner_id) {
+                Some(info) => not_ready |= !info.ready,
+                None => return not_ready,
+            }
+            if members.changed().await.is_err() {
+                return not_ready;
+            }
+        }
+    });
     cluster.stop(owner).await;
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(15), heard_not_ready).await;
+    assert!(heard.expect("the stopped node leaves the members").unwrap(), "its peers heard it was not ready first");
     assert_session_unknown(raw.get(&other_url, &sid).await);
     assert_session_unknown(raw.post(&other_url, &sid, "40").await);
     let fresh = raw.handshake(&other_url).await;

@@ -473,69 +473,87 @@ mod tests {
     use super::*;
 
     /// A live-node map as chitchat's watcher gives it: `(id, generation, ready)` each, with
-    /// an RPC address (members).
-    fn live_map(nodes: &[(&str, u64, bool)]) -> BTreeMap<ChitchatId, NodeState> {
+    /// an RPC address (members); `touched` nodes have set one key more (a newer version).
+    fn live_map_touched(nodes: &[(&str, u64, bool)], touched: &[&str]) -> BTreeMap<ChitchatId, NodeState> {
         nodes
             .iter()
             .map(|&(id, generation, ready)| {
                 let mut state = NodeState::for_test();
                 state.set(KEY_RPC, "127.0.0.1:1");
                 state.set(KEY_READY, if ready { "1" } else { "0" });
+                if touched.contains(&id) {
+                    state.set("extra", "1");
+                }
                 (ChitchatId::new(id.to_owned(), generation, "127.0.0.1:7000".parse().unwrap()), state)
             })
             .collect()
+    }
+
+    fn live_map(nodes: &[(&str, u64, bool)]) -> BTreeMap<ChitchatId, NodeState> {
+        live_map_touched(nodes, &[])
     }
 
     fn ids(members: &Members) -> Vec<(String, u64)> {
         members.nodes.values().map(|m| (m.node_id.clone(), m.generation)).collect()
     }
 
-    /// Until the published members are `want`; a failure, not a hang, after a while.
-    async fn until(members: &mut watch::Receiver<Arc<Members>>, want: &[(String, u64)]) {
-        let seen = tokio::time::timeout(Duration::from_secs(5), members.wait_for(|m| ids(m) == want));
-        assert!(seen.await.is_ok(), "members never {want:?}, last {:?}", ids(&members.borrow()));
+    /// Until the published members are `want`; a failure (not a hang) past `limit`.
+    async fn until(members: &mut watch::Receiver<Arc<Members>>, want: &[(String, u64)], limit: Duration) {
+        let seen = tokio::time::timeout(limit, members.wait_for(|m| ids(m) == want));
+        assert!(seen.await.is_ok(), "members not {want:?} within {limit:?}, last {:?}", ids(&members.borrow()));
     }
 
     /// A ready member the failure detector counts dead stays a member for the grace: heard
-    /// again within it, nobody saw it go (no snapshot without it was published); silent past
-    /// it, it goes. A member that was not ready (leaving) goes at once, and a new generation
-    /// takes the old one's place at once.
+    /// again within it, nobody saw it go (no snapshot was published meanwhile), and what it
+    /// says then is published as it says it; silent past it, it goes. A member that was not
+    /// ready (leaving) goes at once, and a new generation takes the old one's place at once.
     #[tokio::test(start_paused = true)]
     async fn a_ready_member_counted_dead_stays_for_the_grace() {
         let grace = Duration::from_millis(750);
+        // Well within the grace: what must happen "at once".
+        let soon = Duration::from_millis(50);
         let (live_tx, live) = watch::channel(live_map(&[("node1", 1, true), ("node2", 1, true), ("node3", 1, false)]));
         let (tx, mut members) = watch::channel(Arc::new(Members::default()));
         let stop = CancellationToken::new();
         tokio::spawn(watch_members(live, tx, grace, stop.clone()));
         let three = vec![("node1".to_owned(), 1), ("node2".to_owned(), 1), ("node3".to_owned(), 1)];
-        until(&mut members, &three).await;
+        until(&mut members, &three, soon).await;
 
-        // node2 silent for 500 ms, node3 (not ready) too: node3 goes at once, node2 stays.
+        // node2 silent for 500 ms, node3 (not ready) too: node3 goes at once, node2 stays and
+        // nothing more is published; back unchanged, still nothing.
         live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
         let two = vec![("node1".to_owned(), 1), ("node2".to_owned(), 1)];
-        until(&mut members, &two).await;
+        until(&mut members, &two, soon).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(ids(&members.borrow()), two);
+        assert!(!members.has_changed().unwrap(), "no snapshot without node2 within the grace");
         live_tx.send(live_map(&[("node1", 1, true), ("node2", 1, true)])).unwrap();
         tokio::time::sleep(grace * 2).await;
-        assert!(!members.has_changed().unwrap(), "back within the grace: no change was published");
-        assert_eq!(ids(&members.borrow_and_update()), two);
+        assert!(!members.has_changed().unwrap(), "back within the grace: no change published");
+        let version = members.borrow_and_update().get("node2").unwrap().version;
+
+        // Silent again, back with a key more: its word as it is now, at once.
+        live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        live_tx.send(live_map_touched(&[("node1", 1, true), ("node2", 1, true)], &["node2"])).unwrap();
+        let newer =
+            tokio::time::timeout(soon, members.wait_for(|m| m.get("node2").is_some_and(|n| n.version > version)));
+        assert!(newer.await.is_ok(), "node2's newer state is published, not the held one");
 
         // Silent past the grace: gone, not before.
         live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
-        tokio::time::sleep(grace - Duration::from_millis(50)).await;
+        tokio::time::sleep(grace - soon).await;
         assert_eq!(ids(&members.borrow()), two);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(soon * 2).await;
         assert_eq!(ids(&members.borrow()), [("node1".to_owned(), 1)]);
 
-        // Back, then counted dead and at once restarted (a new generation): the new one.
+        // Back, then counted dead and restarted (a new generation) within the grace: the new
+        // life at once.
         live_tx.send(live_map(&[("node1", 1, true), ("node2", 1, true)])).unwrap();
-        until(&mut members, &two).await;
+        until(&mut members, &two, soon).await;
         live_tx.send(live_map(&[("node1", 1, true)])).unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         live_tx.send(live_map(&[("node1", 1, true), ("node2", 2, true)])).unwrap();
-        let restarted = vec![("node1".to_owned(), 1), ("node2".to_owned(), 2)];
-        until(&mut members, &restarted).await;
+        until(&mut members, &[("node1".to_owned(), 1), ("node2".to_owned(), 2)], soon).await;
         stop.cancel();
     }
 

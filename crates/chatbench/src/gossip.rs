@@ -96,8 +96,10 @@ pub async fn run(n: usize) -> anyhow::Result<GossipReport> {
     let victim_id = victim.node_id().to_owned();
     let rest: Vec<&Node> = nodes.iter().collect();
     let start = Instant::now();
-    // The node stops gossiping (graceful stop: its sessions, RPC and gossip end); the others
-    // notice only through the failure detector, as with a killed process.
+    // The node stops (graceful stop: it says it is not ready, gossips three more rounds so the
+    // others hear it, and its sessions, RPC and gossip end); the others notice it gone through
+    // the failure detector. A killed process is let go `cluster.member_grace_ms` after the
+    // detector counts it dead, instead of those three rounds.
     let stopping = tokio::spawn(victim.shutdown());
     wait_all(&rest, "dead node detection", move |m| m.get(&victim_id).is_none()).await?;
     let detect = start.elapsed();
