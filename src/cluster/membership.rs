@@ -17,7 +17,7 @@ use std::time::Duration;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info};
+use tracing::{error, info};
 
 use super::gossip_transport::{GossipRejections, GossipTraffic, SecureTransport};
 use crate::keyring::Keyring;
@@ -433,13 +433,19 @@ async fn watch_members(
         if !grace.is_zero() {
             for (id, info) in &published.nodes {
                 if info.ready && !members.nodes.contains_key(id) && !held.contains_key(id) {
-                    debug!(node = %id, ?grace, "member counted dead; still a member for the grace");
+                    info!(node = %id, ?grace, "member counted dead; still a member for the grace");
                     held.insert(id.clone(), (info.clone(), now + grace));
                 }
             }
         }
         // Back (this life or a new one), or past the grace: no longer held.
-        held.retain(|id, (_, until)| !members.nodes.contains_key(id) && *until > now);
+        held.retain(|id, (_, until)| {
+            let back = members.nodes.contains_key(id);
+            if back {
+                info!(node = %id, "member heard again within the grace");
+            }
+            !back && *until > now
+        });
         for (id, (info, _)) in &held {
             members.nodes.insert(id.clone(), info.clone());
         }
