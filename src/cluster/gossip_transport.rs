@@ -11,7 +11,6 @@
 //! decoded message is known. The tap only takes bytes from the codec socket and the codec
 //! only yields messages from the tap; strangers writing to either on loopback are ignored.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,8 +24,7 @@ use tokio::net::UdpSocket;
 use tracing::warn;
 
 use super::gossip_wire::{
-    canonical, check_message, echo_lives, echo_within, empty_ack, open, seal, Checked, Reassembly, Reject, ReplayGuard,
-    MAX_DATAGRAM,
+    canonical, check_message, empty_ack, open, seal, Checked, Echoes, Reassembly, Reject, ReplayGuard, MAX_DATAGRAM,
 };
 use crate::keyring::Keyring;
 
@@ -34,14 +32,6 @@ use crate::keyring::Keyring;
 const REPLAY_CAPACITY: usize = 1 << 18;
 /// How long chitchat's codec may take to hand a message over on loopback.
 const CODEC_WAIT: Duration = Duration::from_millis(200);
-/// How long a peer's newer lives of this node are echoed to it after its last digest naming
-/// them (it sends one every few gossip rounds while it names them).
-const ECHO_FOR: Duration = Duration::from_secs(10);
-/// Peers whose newer lives of this node are echoed, at most (a peer is one address).
-const MAX_ECHOED_PEERS: usize = 1024;
-/// Bytes of digest entries echoed to one peer, at most: a few lives' (an entry is a node id
-/// and three numbers); a past life is one, an impersonator's forgeries could be many.
-const MAX_ECHOED_BYTES: usize = 1024;
 /// At most one log line per reason in this period.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -170,7 +160,7 @@ impl Transport for SecureTransport {
             parts: Reassembly::new(),
             buf: vec![0; MAX_DATAGRAM + 1].into_boxed_slice(),
             in_flight: Default::default(),
-            lives: HashMap::new(),
+            echoes: Echoes::default(),
         }))
     }
 }
@@ -187,9 +177,8 @@ struct SecureSocket {
     buf: Box<[u8]>,
     /// Messages handed to the codec and not yet decoded: sender, deadline, datagram size.
     in_flight: std::collections::VecDeque<(SocketAddr, tokio::time::Instant, usize)>,
-    /// By peer address: the digest entries naming this node at a newer generation in that
-    /// peer's latest digest, and when it came (echoed to it: [`SecureSocket::echo`]).
-    lives: HashMap<SocketAddr, (Instant, Vec<u8>)>,
+    /// The newer lives of this node each peer named lately, echoed back to it.
+    echoes: Echoes,
 }
 
 impl SecureSocket {
@@ -237,7 +226,7 @@ impl SecureSocket {
         let Some(message) = self.parts.add(from, opened, now) else { return Ok(None) };
         let Checked { stripped, newer_lives } = check_message(&message, &self.settings.me)?;
         if let Some(lives) = newer_lives {
-            self.note_lives(canonical(from), lives);
+            self.echoes.note(from, lives, Instant::now());
         }
         match stripped {
             None => Ok(Some(message)),
@@ -245,43 +234,6 @@ impl SecureSocket {
                 self.settings.rejections.reject(Reject::NewerSelf, from);
                 Ok(Some(stripped))
             }
-        }
-    }
-
-    /// Notes the newer lives of this node that `from`'s latest digest named (none: forgets
-    /// them), to echo them to it. Bounded: at most [`MAX_ECHOED_PEERS`] peers (those not heard
-    /// within [`ECHO_FOR`] make way first) and [`MAX_ECHOED_BYTES`] of entries each.
-    fn note_lives(&mut self, from: SocketAddr, mut lives: Vec<u8>) {
-        if lives.is_empty() {
-            self.lives.remove(&from);
-            return;
-        }
-        if !self.lives.contains_key(&from) && self.lives.len() >= MAX_ECHOED_PEERS {
-            self.lives.retain(|_, (seen, _)| seen.elapsed() < ECHO_FOR);
-            if self.lives.len() >= MAX_ECHOED_PEERS {
-                return;
-            }
-        }
-        if lives.len() > MAX_ECHOED_BYTES {
-            lives = echo_within(&lives, MAX_ECHOED_BYTES);
-        }
-        self.lives.insert(from, (Instant::now(), lives));
-    }
-
-    /// This node's outgoing message to `to`, with the newer lives of this node that `to` named
-    /// lately echoed in its digest (see [`echo_lives`]).
-    fn echo(&mut self, to: SocketAddr, message: Vec<u8>) -> Vec<u8> {
-        let to = canonical(to);
-        match self.lives.get(&to) {
-            // Not past what a peer's codec takes: the message chitchat sized goes then as it is.
-            Some((seen, lives)) if seen.elapsed() < ECHO_FOR => {
-                echo_lives(&message, lives).filter(|echoed| echoed.len() <= MAX_DATAGRAM).unwrap_or(message)
-            }
-            Some(_) => {
-                self.lives.remove(&to);
-                message
-            }
-            None => message,
         }
     }
 }
@@ -301,7 +253,7 @@ impl Socket for SecureSocket {
 
     async fn send(&mut self, to: SocketAddr, envelope: ChitchatEnvelope) -> anyhow::Result<SendOutcome> {
         let message = self.encode(envelope).await?;
-        let message = self.echo(to, message);
+        let message = self.echoes.apply(to, message, Instant::now());
         let mut num_bytes_sent = 0;
         for datagram in seal(&self.settings.keyring, &message, to, now_ms()) {
             match self.public.send_to(&datagram, to).await {

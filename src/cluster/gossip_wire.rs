@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use chacha20::cipher::consts::U10;
 use chitchat::{ChitchatId, Deserializable};
@@ -407,8 +408,73 @@ pub fn echo_lives(message: &[u8], lives: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// How long a peer's newer lives of this node are echoed to it after its last digest naming
+/// them (it sends one every few gossip rounds while it names them).
+const ECHO_FOR: Duration = Duration::from_secs(10);
+/// Peers whose newer lives of this node are echoed, at most (a peer is one address).
+const MAX_ECHOED_PEERS: usize = 1024;
+/// Bytes of digest entries echoed to one peer, at most: a few lives' (an entry is a node id
+/// and three numbers); a past life is one, an impersonator's forgeries could be many.
+const MAX_ECHOED_BYTES: usize = 1024;
+
+/// By peer: the digest entries naming this node at a newer generation in that peer's latest
+/// digest, and when it came, to echo back to it ([`echo_lives`]). Addresses are taken in
+/// their canonical form. Bounded: at most [`MAX_ECHOED_PEERS`] peers (those not heard from
+/// within [`ECHO_FOR`] make way first), [`MAX_ECHOED_BYTES`] of entries each.
+#[derive(Default)]
+pub struct Echoes {
+    by_peer: HashMap<SocketAddr, (Instant, Vec<u8>)>,
+}
+
+impl Echoes {
+    /// Notes the newer lives `from`'s latest digest named (none: forgets them).
+    pub fn note(&mut self, from: SocketAddr, mut lives: Vec<u8>, now: Instant) {
+        let from = canonical(from);
+        if lives.is_empty() {
+            self.by_peer.remove(&from);
+            return;
+        }
+        if !self.by_peer.contains_key(&from) && self.by_peer.len() >= MAX_ECHOED_PEERS {
+            self.by_peer.retain(|_, (seen, _)| now.saturating_duration_since(*seen) < ECHO_FOR);
+            if self.by_peer.len() >= MAX_ECHOED_PEERS {
+                return;
+            }
+        }
+        if lives.len() > MAX_ECHOED_BYTES {
+            lives = echo_within(&lives, MAX_ECHOED_BYTES);
+        }
+        self.by_peer.insert(from, (now, lives));
+    }
+
+    /// This node's outgoing `message` to `to`, with the newer lives `to` named lately echoed
+    /// in its digest; as it is if there are none, it has no digest, or the echo would not fit
+    /// what a peer's codec takes (the message chitchat sized then goes as it was).
+    pub fn apply(&mut self, to: SocketAddr, message: Vec<u8>, now: Instant) -> Vec<u8> {
+        let to = canonical(to);
+        match self.by_peer.get(&to) {
+            Some((seen, lives)) if now.saturating_duration_since(*seen) < ECHO_FOR => {
+                echo_lives(&message, lives).filter(|echoed| echoed.len() <= MAX_DATAGRAM).unwrap_or(message)
+            }
+            Some(_) => {
+                self.by_peer.remove(&to);
+                message
+            }
+            None => message,
+        }
+    }
+
+    /// Peers noted.
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+}
+
 /// The whole digest entries of `entries` that fit in `max` bytes, from the first.
-pub fn echo_within(mut entries: &[u8], max: usize) -> Vec<u8> {
+fn echo_within(mut entries: &[u8], max: usize) -> Vec<u8> {
     let all = entries;
     let mut end = 0;
     while !entries.is_empty() {
@@ -674,6 +740,84 @@ mod tests {
                 assert!(empty_ack(&other).is_none(), "byte {at} changed");
             }
         }
+    }
+
+    /// A Syn with one peer in its digest and `cluster_id`.
+    fn syn_of(cluster_id: &str) -> Vec<u8> {
+        let mut m = header(0, 0);
+        m.extend_from_slice(&1u16.to_le_bytes());
+        m.extend(entry(&id("node2", 5), 1));
+        cluster_id.to_owned().serialize(&mut m);
+        m
+    }
+
+    /// The echo, per peer: noted from its digest, added to this node's messages to that peer
+    /// only (its address in either form), forgotten when the peer's digest no longer names
+    /// them or 10 s after it last did; bounded in peers (stale ones make way) and in bytes;
+    /// left out of a message it would push past what a peer's codec takes.
+    #[test]
+    fn echoes_are_per_peer_bounded_and_forgotten() {
+        let me = id("node1", 100);
+        let lives = entry(&id("node1", 101), 9);
+        let (a, b) = (addr("10.0.0.2:7000"), addr("10.0.0.3:7000"));
+        let t0 = Instant::now();
+        let mut echoes = Echoes::default();
+        echoes.note(a, lives.clone(), t0);
+        let to_a = echoes.apply(a, syn_of("chat"), t0);
+        assert_eq!(check_message(&to_a, &me).unwrap().newer_lives, Some(lives.clone()));
+        assert_eq!(echoes.apply(addr("[::ffff:10.0.0.2]:7000"), syn_of("chat"), t0), to_a);
+        assert_eq!(echoes.apply(b, syn_of("chat"), t0), syn_of("chat"), "only to the peer that named them");
+        let no_digest = ack(&[node_op(&id("node2", 5))]);
+        assert_eq!(echoes.apply(a, no_digest.clone(), t0), no_digest);
+        let room = MAX_DATAGRAM - syn_of("").len() - 8;
+        let big = syn_of(&"c".repeat(room));
+        assert!(big.len() <= MAX_DATAGRAM && big.len() + lives.len() > MAX_DATAGRAM);
+        assert_eq!(echoes.apply(a, big.clone(), t0), big, "would not fit: as it was");
+
+        // Forgotten: the peer's digest names none, or it named them too long ago.
+        echoes.note(a, Vec::new(), t0);
+        assert!(echoes.is_empty());
+        echoes.note(a, lives.clone(), t0);
+        assert_eq!(echoes.apply(a, syn_of("chat"), t0 + ECHO_FOR), syn_of("chat"));
+        assert!(echoes.is_empty());
+
+        // Bounded in peers: a new one is noted only if a stale one makes way.
+        for n in 0..MAX_ECHOED_PEERS {
+            echoes.note(SocketAddr::from(([10, 1, (n / 256) as u8, (n % 256) as u8], 7000)), lives.clone(), t0);
+        }
+        let later = t0 + Duration::from_secs(1);
+        echoes.note(b, lives.clone(), later);
+        assert_eq!(echoes.len(), MAX_ECHOED_PEERS);
+        assert_eq!(echoes.apply(b, syn_of("chat"), later), syn_of("chat"), "no room for b");
+        echoes.note(b, lives.clone(), t0 + ECHO_FOR);
+        assert_eq!(echoes.len(), 1, "the stale ones made way");
+        // Bounded in bytes, in whole entries.
+        let many: Vec<u8> = (0..100).flat_map(|g| entry(&id("node1", 200 + g), 1)).collect();
+        echoes.note(a, many.clone(), t0 + ECHO_FOR);
+        let echoed = echoes.apply(a, syn_of("chat"), t0 + ECHO_FOR);
+        let echoed = check_message(&echoed, &me).unwrap().newer_lives.unwrap();
+        assert!(!echoed.is_empty() && echoed.len() <= MAX_ECHOED_BYTES && many.starts_with(&echoed));
+    }
+
+    /// A digest of several blocks (here about 40 KiB of entries) is stripped and folded again
+    /// into blocks chitchat decodes, and so is its echo.
+    #[tokio::test]
+    async fn a_digest_of_several_blocks_is_stripped_and_echoed_whole() {
+        let me = id("node1", 100);
+        let newer = entry(&id("node1", 101), 9);
+        let mut entries: Vec<u8> = (0..800).flat_map(|n| entry(&id(&format!("peer{n:04}"), 5), n)).collect();
+        entries.extend(&newer);
+        assert!(entries.len() > 2 * 16_384);
+        let mut message = header(1, 0);
+        message.extend(stream(&entries));
+        "chat".to_owned().serialize(&mut message);
+        let checked = check_message(&message, &me).unwrap();
+        assert_eq!(checked.newer_lives, Some(newer.clone()));
+        let stripped = checked.stripped.unwrap();
+        let decoded = format!("{:?}", chitchat_decodes(&stripped).await);
+        assert!(decoded.contains("peer0000:5:") && decoded.contains("peer0799:5:") && !decoded.contains("node1:101:"));
+        let echoed = chitchat_decodes(&echo_lives(&stripped, &newer).unwrap()).await;
+        assert_eq!(echoed, chitchat_decodes(&message).await);
     }
 
     /// A dual-stack socket sees an IPv4 peer at an IPv4-mapped address: sealed for and
