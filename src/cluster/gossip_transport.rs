@@ -122,7 +122,8 @@ pub struct SecureTransport {
     pub keyring: Keyring,
     /// This node's gossip identity: states claiming it are refused.
     pub me: ChitchatId,
-    /// Addresses a datagram may be sealed for: this node's advertised and listen addresses.
+    /// Addresses a datagram may be sealed for: this node's advertised and listen addresses,
+    /// in canonical form (`gossip_wire::canonical`).
     pub accepted_to: Vec<SocketAddr>,
     /// How far a datagram's send time may be from now (clock skew plus delivery).
     pub window: Duration,
@@ -218,7 +219,7 @@ impl SecureSocket {
     /// A datagram's chitchat message, once whole (`None`: the other part is still due).
     fn check(&mut self, datagram: &[u8], from: SocketAddr) -> Result<Option<Vec<u8>>, Reject> {
         let opened = open(&self.settings.keyring, datagram)?;
-        if !self.settings.accepted_to.iter().any(|a| canonical(*a) == canonical(opened.to)) {
+        if !self.settings.accepted_to.contains(&canonical(opened.to)) {
             return Err(Reject::Misdirected);
         }
         let now = now_ms();

@@ -477,10 +477,7 @@ impl Echoes {
 fn echo_within(mut entries: &[u8], max: usize) -> Vec<u8> {
     let all = entries;
     let mut end = 0;
-    while !entries.is_empty() {
-        if read::<ChitchatId>(&mut entries).and_then(|_| take(&mut entries, 24)).is_err() {
-            break;
-        }
+    while !entries.is_empty() && digest_entry(&mut entries).is_ok() {
         let at = all.len() - entries.len();
         if at > max {
             break;
@@ -490,15 +487,23 @@ fn echo_within(mut entries: &[u8], max: usize) -> Vec<u8> {
     all[..end].to_vec()
 }
 
-/// How many digest entries `entries` holds (each a node id and three numbers).
+/// How many digest entries `entries` holds.
 fn digest_entries(mut entries: &[u8]) -> Result<usize, Reject> {
     let mut n = 0;
     while !entries.is_empty() {
-        read::<ChitchatId>(&mut entries)?;
-        take(&mut entries, 24)?;
+        digest_entry(&mut entries)?;
         n += 1;
     }
     Ok(n)
+}
+
+/// The next entry of a digest (a node id, then its heartbeat, last gc version and max
+/// version): the node id and the entry's bytes.
+fn digest_entry<'a>(entries: &mut &'a [u8]) -> Result<(ChitchatId, &'a [u8]), Reject> {
+    let start = *entries;
+    let id: ChitchatId = read(entries)?;
+    take(entries, 24)?;
+    Ok((id, &start[..start.len() - entries.len()]))
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], Reject> {
@@ -573,10 +578,7 @@ fn check_digest(
      -> Result<(u32, u32), Reject> {
         let (mut read_n, mut kept_n) = (0u32, 0u32);
         while count.map_or(!entries.is_empty(), |c| read_n < u32::from(c)) {
-            let start = *entries;
-            let id: ChitchatId = read(entries)?;
-            take(entries, 24)?; // heartbeat, last gc version, max version
-            let entry = &start[..start.len() - entries.len()];
+            let (id, entry) = digest_entry(entries)?;
             if newer_me(&id, me) {
                 lives.extend_from_slice(entry);
             } else {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use super::gossip_transport::{GossipRejections, GossipTraffic, SecureTransport};
+use super::gossip_wire::canonical;
 use crate::keyring::Keyring;
 use crate::tasks::Tasks;
 
@@ -246,9 +247,10 @@ impl Membership {
         // A fresh generation per start: milliseconds since the epoch never repeat for a node.
         let generation = crate::clock::unix_ms();
         let chitchat_id = ChitchatId::new(config.node_id.clone(), generation, config.advertise);
-        let mut accepted_to = vec![config.advertise];
+        // In canonical form, as datagrams' addresses are checked (see `gossip_wire::canonical`).
+        let mut accepted_to = vec![canonical(config.advertise)];
         if config.listen != config.advertise && !config.listen.ip().is_unspecified() {
-            accepted_to.push(config.listen);
+            accepted_to.push(canonical(config.listen));
         }
         let rejections = Arc::new(GossipRejections::default());
         let traffic = Arc::new(GossipTraffic::default());
@@ -410,7 +412,6 @@ async fn watch_members(
     let mut known: BTreeMap<ChitchatId, MemberInfo> = BTreeMap::new();
     // Ready members chitchat no longer lists, still counted until then, by node id.
     let mut held: BTreeMap<String, (MemberInfo, tokio::time::Instant)> = BTreeMap::new();
-    let mut published = Arc::new(Members::default());
     loop {
         let mut members = {
             let nodes = live.borrow_and_update();
@@ -431,6 +432,8 @@ async fn watch_members(
         };
         let now = tokio::time::Instant::now();
         if !grace.is_zero() {
+            // Who was published as a member the last time, and so whose going would be news.
+            let published = tx.borrow().clone();
             for (id, info) in &published.nodes {
                 if info.ready && !members.nodes.contains_key(id) && !held.contains_key(id) {
                     info!(node = %id, ?grace, "member counted dead; still a member for the grace");
@@ -462,7 +465,6 @@ async fn watch_members(
                 }
                 *current = Arc::new(members);
             }
-            published = current.clone();
             changed
         });
         let until = held.values().map(|(_, until)| *until).min();
